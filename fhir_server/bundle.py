@@ -1,0 +1,46 @@
+"""Bundles assembled around stored JSON bytes, never re-serializing the resources."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from fhir_server.repository import Stored, instant, now_ms
+
+
+def history_entry(base_url: str, stored: Stored) -> dict[str, Any]:
+    url = f"{stored.resource_type}/{stored.id}"
+    entry: dict[str, Any] = {"fullUrl": f"{base_url}/{url}"}
+    if stored.raw is not None:
+        entry["resource"] = orjson.Fragment(stored.raw)
+    method = {"POST": "POST", "DELETE": "DELETE"}.get(stored.method, "PUT")
+    status = {"POST": "201 Created", "DELETE": "204 No Content"}.get(method, "200 OK")
+    entry["request"] = {"method": method, "url": url if method != "POST" else stored.resource_type}
+    entry["response"] = {
+        "status": status,
+        "etag": f'W/"{stored.version}"',
+        "lastModified": stored.last_updated,
+    }
+    return entry
+
+
+def bundle(
+    bundle_type: str,
+    entries: list[dict[str, Any]],
+    links: list[tuple[str, str]],
+    total: int | None = None,
+) -> bytes:
+    document: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": instant(now_ms())},
+        "type": bundle_type,
+    }
+    if total is not None:
+        document["total"] = total
+    if links:
+        document["link"] = [{"relation": relation, "url": url} for relation, url in links]
+    document["entry"] = entries
+    return orjson.dumps(document)

@@ -1,0 +1,43 @@
+"""Who is asking, why, and what the pipeline learned about the request on the way."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Door(StrEnum):
+    """The protocol a request came in by; each answers errors in its own protocol."""
+
+    FHIR = "fhir"
+    HL7V2 = "hl7v2"
+    DICOMWEB = "dicomweb"
+    DIMSE = "dimse"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The authenticated party: a SMART user or client, an MLLP peer, a DICOM AE title."""
+
+    kind: str  # anonymous | user | client | system | hl7-peer | dicom-ae
+    identifier: str
+    display: str | None = None
+
+
+ANONYMOUS = Actor("anonymous", "anonymous")
+SYSTEM = Actor("system", "medbridge")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    door: Door
+    actor: Actor = ANONYMOUS
+    scopes: frozenset[str] = frozenset()
+    patient: str | None = None  # patient context of a patient-facing token
+    purpose_of_use: str | None = None
+    peer: str | None = None  # network address, for audit
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    notes: dict[str, Any] = field(default_factory=dict)  # what stages tell later stages

@@ -1,0 +1,45 @@
+"""Content negotiation (`Accept`, `_format`) and `_pretty`: JSON only, said clearly."""
+
+from __future__ import annotations
+
+import orjson
+
+from fhir_server.errors import FhirError
+from fhir_server.exchange import FhirRequest
+
+JSON_FORMATS = frozenset(
+    {"json", "application/json", "application/fhir+json", "application/json+fhir", "text/json"}
+)
+ANY = frozenset({"*/*", "application/*", ""})
+
+
+def check_acceptable(request: FhirRequest) -> None:
+    """Raise 406 when the client accepts only formats this server does not produce."""
+    requested = request.param("_format")
+    if requested is not None:
+        media = requested.split(";")[0].strip().lower().replace(" ", "+")
+        if media not in JSON_FORMATS:
+            raise FhirError(
+                "MB-1015",
+                f"_format={requested} is not supported: this server speaks FHIR JSON",
+                expression="_format",
+            )
+        return
+    accept = request.header("accept")
+    if accept is None:
+        return
+    for part in accept.split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in JSON_FORMATS or media in ANY or media.endswith("+json"):
+            return
+    raise FhirError(
+        "MB-1015", f"Accept {accept[:100]!r}: this server answers application/fhir+json"
+    )
+
+
+def wants_pretty(request: FhirRequest) -> bool:
+    return (request.param("_pretty") or "").lower() == "true"
+
+
+def pretty(body: bytes) -> bytes:
+    return orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)

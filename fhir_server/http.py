@@ -1,0 +1,78 @@
+"""The thin HTTP adapter: Starlette request -> FhirRequest -> router -> HTTP response."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_server.context import Door, RequestContext
+from fhir_server.errors import FhirError
+from fhir_server.exchange import FhirRequest, FhirResponse
+from fhir_server.router import FhirRouter
+
+FHIR_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing to buffer more than `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def to_http(response: FhirResponse) -> Response:
+    media = response.content_type
+    if media.endswith("json"):
+        media += "; charset=utf-8"
+    headers = dict(response.headers)
+    if response.body is None:
+        return Response(None, response.status, headers)
+    return Response(response.body, response.status, headers, media_type=media)
+
+
+def error_response(error: FhirError) -> Response:
+    return to_http(FhirResponse.of(error.status, error.outcome()))
+
+
+class FhirEndpoint:
+    """ASGI endpoint for everything under the FHIR base (`/fhir`)."""
+
+    def __init__(self, router: FhirRouter, base_path: str, max_body_bytes: int) -> None:
+        self.router = router
+        self.base_path = base_path
+        self.max_body_bytes = max_body_bytes
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            body = await read_body(request, self.max_body_bytes)
+        except BodyTooLarge:
+            return error_response(
+                FhirError("MB-1009", f"request body over {self.max_body_bytes} bytes")
+            )
+        url = request.url
+        fhir_request = FhirRequest(
+            method=request.method,
+            path=request.path_params.get("path", ""),
+            query=request.query_params.multi_items(),
+            headers={
+                k.decode("latin-1").lower(): v.decode("latin-1")
+                for k, v in request.scope["headers"]
+            },
+            body=body or None,
+            base_url=f"{url.scheme}://{url.netloc}{self.base_path}",
+        )
+        peer = request.client.host if request.client else None
+        context = RequestContext(Door.FHIR, peer=peer)
+        return to_http(await self.router.handle(fhir_request, context))

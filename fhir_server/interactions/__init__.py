@@ -1,0 +1,1 @@
+"""One module per FHIR interaction; each takes the exchange and returns a response."""

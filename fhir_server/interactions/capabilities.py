@@ -1,0 +1,83 @@
+"""capabilities: the CapabilityStatement, generated from what is registered."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import orjson
+
+from fhir_server.exchange import FhirResponse
+from fhir_server.pipeline import Exchange
+from fhir_server.registry import SERVED_TYPES, SYSTEM_INTERACTIONS, TYPE_INTERACTIONS
+from fhir_server.search.parameters import parameters_for
+from fhir_server.services import FhirServices
+from profiles.models import FHIR_VERSION
+from profiles.validator import profiles_for
+
+SEARCH_PARAMETER_BASE = "http://hl7.org/fhir/SearchParameter/"
+
+
+async def capabilities(exchange: Exchange, services: FhirServices) -> FhirResponse:
+    body = _statement(exchange.request.base_url, services.software_version)
+    return FhirResponse(200, body)
+
+
+@cache
+def _statement(base_url: str, version: str) -> bytes:
+    return orjson.dumps(capability_statement(base_url, version))
+
+
+def capability_statement(base_url: str, version: str) -> dict[str, Any]:
+    resources = [_resource(resource_type) for resource_type in SERVED_TYPES]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-22",
+        "publisher": "MedBridge",
+        "kind": "instance",
+        "software": {"name": "MedBridge", "version": version},
+        "implementation": {"description": "MedBridge FHIR server", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": str(code)} for code in SYSTEM_INTERACTIONS],
+            }
+        ],
+    }
+
+
+def _resource(resource_type: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "type": resource_type,
+        "interaction": [{"code": str(code)} for code in TYPE_INTERACTIONS],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": True,
+        "conditionalDelete": "single",
+        "searchParam": [
+            {
+                "name": parameter.code,
+                "definition": SEARCH_PARAMETER_BASE
+                + _definition_id(parameter.base, parameter.code),
+                "type": parameter.type,
+            }
+            for parameter in sorted(parameters_for(resource_type).values(), key=lambda p: p.code)
+        ],
+    }
+    profiles = profiles_for(resource_type)
+    if profiles:
+        entry["supportedProfile"] = profiles
+    return entry
+
+
+def _definition_id(base: tuple[str, ...], code: str) -> str:
+    owner = "clinical" if len(base) > 1 else base[0]
+    return f"{owner}-{code}"

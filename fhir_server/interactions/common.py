@@ -1,0 +1,108 @@
+"""What several interactions share: reading the body, headers of a stored version."""
+
+from __future__ import annotations
+
+import re
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+
+import orjson
+
+from fhir_server.errors import FhirError, information_outcome
+from fhir_server.exchange import FhirRequest, FhirResponse
+from fhir_server.repository import Stored
+from profiles.validator import validate
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
+
+
+def check_id(resource_id: str) -> str:
+    if not ID_PATTERN.fullmatch(resource_id):
+        raise FhirError(
+            "MB-1018",
+            f"{resource_id[:80]!r} is not a FHIR id ([A-Za-z0-9-.], 1-64 characters)",
+            expression="id",
+        )
+    return resource_id
+
+
+def parse_body(request: FhirRequest) -> Any:
+    """The JSON body; FHIR XML and other content types are refused with 415."""
+    if not request.body:
+        raise FhirError("MB-1019", "this interaction needs a request body")
+    content_type = (request.header("content-type") or "application/fhir+json").lower()
+    media = content_type.split(";", 1)[0].strip()
+    if media not in JSON_TYPES and media not in ("", "*/*", "text/json"):
+        raise FhirError(
+            "MB-1014", f"Content-Type {media!r} is not supported; send application/fhir+json"
+        )
+    try:
+        return orjson.loads(request.body)
+    except orjson.JSONDecodeError as error:
+        raise FhirError("MB-1005", f"request body is not valid JSON: {error}") from error
+
+
+def resource_body(request: FhirRequest, resource_type: str) -> dict[str, Any]:
+    """The body as a resource of `resource_type`, validated (base FHIR + profiles)."""
+    body = parse_body(request)
+    if not isinstance(body, dict):
+        raise FhirError("MB-1005", "request body must be a JSON object (a FHIR resource)")
+    found = body.get("resourceType")
+    if found != resource_type:
+        raise FhirError(
+            "MB-1007",
+            f"resourceType {found!r} does not match the URL's {resource_type}",
+            expression="resourceType",
+        )
+    check_valid(body)
+    return body
+
+
+def check_valid(resource: dict[str, Any]) -> None:
+    issues = validate(resource)
+    if issues:
+        raise FhirError("MB-1006", issues[0].diagnostics, issues=issues)
+
+
+def version_headers(request: FhirRequest, stored: Stored) -> dict[str, str]:
+    location = f"{request.base_url}/{stored.resource_type}/{stored.id}/_history/{stored.version}"
+    return {
+        "ETag": f'W/"{stored.version}"',
+        "Last-Modified": http_date(stored.last_updated_ms),
+        "Location": location,
+    }
+
+
+def http_date(epoch_ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return format_datetime(datetime.fromtimestamp(epoch_ms // 1000, UTC), usegmt=True)
+
+
+def parse_http_date(value: str) -> int | None:
+    """Epoch milliseconds of an HTTP-date, or None when unparseable."""
+    try:
+        return int(parsedate_to_datetime(value).timestamp() * 1000)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_etag(value: str) -> int | None:
+    """`W/"3"` or `"3"` -> 3."""
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    return int(text) if text.isdigit() else None
+
+
+def write_response(request: FhirRequest, stored: Stored, status: int, message: str) -> FhirResponse:
+    """The answer to a write, as `Prefer: return=` asks (representation by default)."""
+    headers = version_headers(request, stored)
+    prefer = (request.header("prefer") or "").lower()
+    if "return=minimal" in prefer:
+        return FhirResponse(status, None, headers)
+    if "return=operationoutcome" in prefer:
+        return FhirResponse.of(status, information_outcome(message), headers)
+    return FhirResponse(status, stored.raw, headers)

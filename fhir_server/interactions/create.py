@@ -1,0 +1,29 @@
+"""create: POST /{type}, server-assigned id; conditional with If-None-Exist."""
+
+from __future__ import annotations
+
+import uuid
+
+from fhir_server.exchange import FhirResponse
+from fhir_server.interactions.common import resource_body, write_response
+from fhir_server.interactions.conditional import criteria_params, resolve_one
+from fhir_server.pipeline import Exchange
+from fhir_server.services import FhirServices
+
+
+async def create(exchange: Exchange, services: FhirServices) -> FhirResponse:
+    route, request = exchange.route, exchange.request
+    assert route is not None
+    assert route.resource_type
+    resource = resource_body(request, route.resource_type)
+    if_none_exist = request.header("if-none-exist")
+    if if_none_exist:
+        existing = await resolve_one(
+            services.repository, route.resource_type, criteria_params(if_none_exist), "create"
+        )
+        if existing is not None:
+            exchange.touched.append(f"{existing.resource_type}/{existing.id}")
+            return write_response(request, existing, 200, "a matching resource already exists")
+    stored = await services.repository.create(resource, str(uuid.uuid4()))
+    exchange.touched.append(f"{stored.resource_type}/{stored.id}")
+    return write_response(request, stored, 201, "created")

@@ -1,0 +1,62 @@
+"""history at instance, type and system level, with `_since`, `_count` and paging."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fhir_server.bundle import bundle, history_entry
+from fhir_server.errors import FhirError
+from fhir_server.exchange import FhirResponse
+from fhir_server.pipeline import Exchange
+from fhir_server.repository import now_ms
+from fhir_server.search.dates import date_range
+from fhir_server.services import FhirServices
+
+DEFAULT_COUNT = 20
+MAX_COUNT = 1000
+
+
+async def history(exchange: Exchange, services: FhirServices) -> FhirResponse:
+    route, request = exchange.route, exchange.request
+    assert route is not None
+    count = _int_param(request.param("_count"), "_count", DEFAULT_COUNT)
+    count = max(0, min(count, MAX_COUNT))
+    offset = _int_param(request.param("_getpagesoffset"), "_getpagesoffset", 0)
+    since = _instant_param(request.param("_since"), "_since")
+    # `_until` pins the first page's moment so later pages do not shift under writes
+    until = _int_param(request.param("_until"), "_until", now_ms() + 1)
+    versions, total = await services.repository.history(
+        route.resource_type, route.resource_id, since, count + offset, before_ms=until
+    )
+    page = versions[offset:]
+    base = request.base_url
+    path = "/".join(p for p in (route.resource_type, route.resource_id, "_history") if p)
+    common = [(k, v) for k, v in request.query if k not in ("_getpagesoffset", "_until")]
+    common += [("_until", str(until)), ("_count", str(count))]
+    links = [("self", f"{base}/{path}?{urlencode([*common, ('_getpagesoffset', str(offset))])}")]
+    if offset + count < total:
+        next_query = urlencode([*common, ("_getpagesoffset", str(offset + count))])
+        links.append(("next", f"{base}/{path}?{next_query}"))
+    if offset > 0:
+        previous_query = urlencode([*common, ("_getpagesoffset", str(max(0, offset - count)))])
+        links.append(("previous", f"{base}/{path}?{previous_query}"))
+    entries = [history_entry(base, stored) for stored in page]
+    exchange.touched.extend(f"{s.resource_type}/{s.id}" for s in page)
+    return FhirResponse(200, bundle("history", entries, links, total))
+
+
+def _int_param(value: str | None, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if not value.isdigit():
+        raise FhirError("MB-1016", f"{name} must be a non-negative integer", expression=name)
+    return int(value)
+
+
+def _instant_param(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    bounds = date_range(value.replace(" ", "+"))
+    if bounds is None:
+        raise FhirError("MB-1016", f"{name} must be a FHIR instant", expression=name)
+    return bounds[0]

@@ -1,0 +1,86 @@
+"""update: PUT /{type}/{id} (create-on-update allowed), conditional PUT /{type}?criteria."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fhir_server.errors import FhirError
+from fhir_server.exchange import FhirResponse
+from fhir_server.interactions.common import check_id, parse_etag, resource_body, write_response
+from fhir_server.interactions.conditional import resolve_one
+from fhir_server.pipeline import Exchange
+from fhir_server.repository import Stored
+from fhir_server.services import FhirServices
+
+
+async def update(exchange: Exchange, services: FhirServices) -> FhirResponse:
+    route, request = exchange.route, exchange.request
+    assert route is not None
+    assert route.resource_type
+    resource = resource_body(request, route.resource_type)
+    if route.resource_id is None:
+        return await _conditional_update(exchange, services, resource)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise FhirError(
+            "MB-1008", "an update must carry the resource id in the body", expression="id"
+        )
+    if body_id != route.resource_id:
+        raise FhirError(
+            "MB-1008",
+            f"body id {body_id!r} does not match the URL id {route.resource_id!r}",
+            expression=f"{route.resource_type}.id",
+        )
+    check_id(route.resource_id)
+    previous = await services.repository.read(route.resource_type, route.resource_id)
+    return await store_version(exchange, services, resource, previous)
+
+
+async def store_version(
+    exchange: Exchange, services: FhirServices, resource: dict[str, Any], previous: Stored | None
+) -> FhirResponse:
+    """Write `resource` as the next version after `previous`, honouring If-Match."""
+    request = exchange.request
+    check_if_match(request.header("if-match"), previous, resource)
+    stored = await services.repository.update(resource, previous)
+    exchange.touched.append(f"{stored.resource_type}/{stored.id}")
+    created = previous is None or previous.deleted
+    return write_response(
+        request, stored, 201 if created else 200, "created" if created else "updated"
+    )
+
+
+def check_if_match(if_match: str | None, previous: Stored | None, resource: dict[str, Any]) -> None:
+    if if_match is None:
+        return
+    expected = parse_etag(if_match)
+    current = previous.version if previous is not None and not previous.deleted else None
+    if expected is None or expected != current:
+        reference = f"{resource['resourceType']}/{resource.get('id')}"
+        raise FhirError(
+            "MB-1010",
+            f"If-Match {if_match} but {reference} is at version {current or 'none'}",
+        )
+
+
+async def _conditional_update(
+    exchange: Exchange, services: FhirServices, resource: dict[str, Any]
+) -> FhirResponse:
+    route, request = exchange.route, exchange.request
+    assert route is not None
+    assert route.resource_type
+    match = await resolve_one(services.repository, route.resource_type, request.query, "update")
+    body_id = resource.get("id")
+    if match is None:
+        resource_id = check_id(body_id) if isinstance(body_id, str) else str(uuid.uuid4())
+        previous = await services.repository.read(route.resource_type, resource_id)
+        return await store_version(exchange, services, resource, previous)
+    if body_id is not None and body_id != match.id:
+        raise FhirError(
+            "MB-1008",
+            f"body id {body_id!r} differs from the matched resource {match.id!r}",
+            expression=f"{route.resource_type}.id",
+        )
+    resource["id"] = match.id
+    return await store_version(exchange, services, resource, match)

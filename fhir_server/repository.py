@@ -1,0 +1,216 @@
+"""The versioned resource store on MongoDB.
+
+Per resource type: a collection of current versions (`_id` = resource id) holding the
+resource's JSON bytes exactly as served, and an index collection (`<Type>_idx`) of
+search rows. One `history` collection holds every version of every resource. A write
+is one MongoDB transaction over the three; the history row's unique `_id`
+(`Type/id/version`) is what makes two concurrent writers of one version conflict.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from fhir_server.errors import FhirError
+from fhir_server.registry import SERVED_TYPES
+from fhir_server.search.criteria import row_filters
+from fhir_server.search.extract import index_rows
+
+Document = dict[str, Any]
+HISTORY = "history"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One version of a resource as stored: bytes to serve, or a tombstone."""
+
+    resource_type: str
+    id: str
+    version: int
+    last_updated_ms: int
+    raw: bytes | None  # None for a deletion
+    method: str = "PUT"
+
+    @property
+    def deleted(self) -> bool:
+        return self.raw is None
+
+    @property
+    def last_updated(self) -> str:
+        return instant(self.last_updated_ms)
+
+
+def instant(epoch_ms: int) -> str:
+    """FHIR instant with milliseconds in UTC: 2026-11-22T21:59:28.123Z."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Repository:
+    def __init__(self, client: AsyncMongoClient[Document], database: str) -> None:
+        self.client = client
+        self.db: AsyncDatabase[Document] = client[database]
+
+    async def ensure_indexes(self) -> None:
+        history = self.db[HISTORY]
+        await history.create_index([("t", ASCENDING), ("r", ASCENDING), ("v", DESCENDING)])
+        await history.create_index([("t", ASCENDING), ("lu", DESCENDING)])
+        await history.create_index([("lu", DESCENDING)])
+        for resource_type in SERVED_TYPES:
+            rows = self.db[f"{resource_type}_idx"]
+            await rows.create_index([("r", ASCENDING)])
+            await rows.create_index([("p", ASCENDING), ("v", ASCENDING)])
+            await rows.create_index([("p", ASCENDING), ("s", ASCENDING), ("v", ASCENDING)])
+            await self.db[resource_type].create_index([("lu", DESCENDING)])
+
+    # reads --------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, resource_id: str) -> Stored | None:
+        """The current version (possibly a tombstone), by primary key."""
+        doc = await self.db[resource_type].find_one({"_id": resource_id})
+        if doc is None:
+            return None
+        return Stored(resource_type, resource_id, doc["vid"], doc["lu"], doc.get("raw"))
+
+    async def vread(self, resource_type: str, resource_id: str, version: int) -> Stored | None:
+        doc = await self.db[HISTORY].find_one({"_id": f"{resource_type}/{resource_id}/{version}"})
+        if doc is None:
+            return None
+        return _from_history(doc)
+
+    async def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        since_ms: int | None,
+        count: int,
+        before_ms: int | None = None,
+    ) -> tuple[list[Stored], int]:
+        """Versions newest first, and how many match in all."""
+        query: Document = {}
+        if resource_type:
+            query["t"] = resource_type
+        if resource_id:
+            query["r"] = resource_id
+        bounds: Document = {}
+        if since_ms is not None:
+            bounds["$gte"] = since_ms
+        if before_ms is not None:
+            bounds["$lt"] = before_ms
+        if bounds:
+            query["lu"] = bounds
+        collection = self.db[HISTORY]
+        total = await collection.count_documents(query)
+        cursor = collection.find(query).sort([("lu", DESCENDING), ("v", DESCENDING)]).limit(count)
+        return [_from_history(doc) async for doc in cursor], total
+
+    async def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
+        """Ids of current resources matching every parameter (conditional interactions)."""
+        filters = row_filters(resource_type, params)
+        if not filters:
+            raise FhirError("MB-1020", "conditional interaction without search criteria")
+        rows = self.db[f"{resource_type}_idx"]
+        ids: set[str] | None = None
+        for row_filter in filters:
+            found = {doc["r"] async for doc in rows.find(row_filter, {"r": 1, "_id": 0})}
+            ids = found if ids is None else ids & found
+            if not ids:
+                return []
+        return sorted(ids or ())
+
+    # writes -------------------------------------------------------------------------
+
+    async def create(self, resource: Document, resource_id: str) -> Stored:
+        return await self._write(resource, resource_id, previous=None, method="POST")
+
+    async def update(self, resource: Document, previous: Stored | None) -> Stored:
+        return await self._write(resource, resource["id"], previous=previous, method="PUT")
+
+    async def delete(self, previous: Stored) -> Stored:
+        version = previous.version + 1
+        stored = Stored(previous.resource_type, previous.id, version, now_ms(), None, "DELETE")
+        await self._commit(stored, previous, rows=[])
+        return stored
+
+    async def _write(
+        self, resource: Document, resource_id: str, previous: Stored | None, method: str
+    ) -> Stored:
+        version = previous.version + 1 if previous else 1
+        last_updated_ms = now_ms()
+        resource["id"] = resource_id
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = instant(last_updated_ms)
+        resource["meta"] = meta
+        raw = orjson.dumps(resource)
+        stored = Stored(
+            resource["resourceType"], resource_id, version, last_updated_ms, raw, method
+        )
+        await self._commit(stored, previous, rows=index_rows(resource))
+        return stored
+
+    async def _commit(self, stored: Stored, previous: Stored | None, rows: list[Document]) -> None:
+        try:
+            async with (
+                self.client.start_session() as session,
+                await session.start_transaction(),
+            ):
+                await self._apply(session, stored, previous, rows)
+        except DuplicateKeyError as error:
+            raise FhirError(
+                "MB-1011",
+                f"{stored.resource_type}/{stored.id} was changed by another request; "
+                f"read it again and retry",
+            ) from error
+
+    async def _apply(
+        self,
+        session: AsyncClientSession,
+        stored: Stored,
+        previous: Stored | None,
+        rows: list[Document],
+    ) -> None:
+        resource_type, resource_id = stored.resource_type, stored.id
+        await self.db[HISTORY].insert_one(
+            {
+                "_id": f"{resource_type}/{resource_id}/{stored.version}",
+                "t": resource_type,
+                "r": resource_id,
+                "v": stored.version,
+                "lu": stored.last_updated_ms,
+                "m": stored.method,
+                "raw": stored.raw,
+            },
+            session=session,
+        )
+        current: Document = {"vid": stored.version, "lu": stored.last_updated_ms, "raw": stored.raw}
+        collection = self.db[resource_type]
+        if previous is None:
+            await collection.insert_one({"_id": resource_id, **current}, session=session)
+        else:
+            result = await collection.replace_one(
+                {"_id": resource_id, "vid": previous.version}, current, session=session
+            )
+            if result.matched_count != 1:
+                raise DuplicateKeyError("current version moved")
+        index = self.db[f"{resource_type}_idx"]
+        await index.delete_many({"r": resource_id}, session=session)
+        if rows:
+            await index.insert_many([{**row, "r": resource_id} for row in rows], session=session)
+
+
+def _from_history(doc: Document) -> Stored:
+    return Stored(doc["t"], doc["r"], doc["v"], doc["lu"], doc.get("raw"), doc.get("m", "PUT"))

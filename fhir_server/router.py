@@ -1,0 +1,130 @@
+"""The FHIR router: parse what a request asks, run it through the pipeline, dispatch.
+
+It knows nothing about HTTP: the FastAPI adapter and bundle entries both hand it a
+`FhirRequest` and get a `FhirResponse` back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fhir_server.context import RequestContext
+from fhir_server.errors import FhirError
+from fhir_server.exchange import FhirRequest, FhirResponse, Route
+from fhir_server.formats import check_acceptable, pretty, wants_pretty
+from fhir_server.interactions.capabilities import capabilities
+from fhir_server.interactions.create import create
+from fhir_server.interactions.delete import delete
+from fhir_server.interactions.history import history
+from fhir_server.interactions.patch import patch
+from fhir_server.interactions.read import read, vread
+from fhir_server.interactions.search import search
+from fhir_server.interactions.update import update
+from fhir_server.pipeline import Exchange, Pipeline
+from fhir_server.registry import Interaction, is_served
+from fhir_server.services import FhirServices
+
+Handler = Callable[[Exchange, FhirServices], Awaitable[FhirResponse]]
+
+HANDLERS: dict[Interaction, Handler] = {
+    Interaction.READ: read,
+    Interaction.VREAD: vread,
+    Interaction.CREATE: create,
+    Interaction.UPDATE: update,
+    Interaction.PATCH: patch,
+    Interaction.DELETE: delete,
+    Interaction.HISTORY_INSTANCE: history,
+    Interaction.HISTORY_TYPE: history,
+    Interaction.HISTORY_SYSTEM: history,
+    Interaction.SEARCH_TYPE: search,
+    Interaction.CAPABILITIES: capabilities,
+}
+
+
+class FhirRouter:
+    def __init__(self, services: FhirServices) -> None:
+        self.services = services
+        self.pipeline = Pipeline(self._prepare, self._act, render_error)
+
+    async def handle(self, request: FhirRequest, context: RequestContext) -> FhirResponse:
+        response = await self.pipeline.handle(Exchange(request, context))
+        if response.body is not None and wants_pretty(request):
+            response.body = pretty(response.body)
+        return response
+
+    def _prepare(self, exchange: Exchange) -> None:
+        check_acceptable(exchange.request)
+        exchange.route = parse_route(exchange.request)
+
+    async def _act(self, exchange: Exchange) -> FhirResponse:
+        assert exchange.route is not None
+        handler = HANDLERS.get(exchange.route.interaction)
+        if handler is None:
+            raise FhirError("MB-1013", f"{exchange.route.interaction} is not supported yet")
+        return await handler(exchange, self.services)
+
+
+def render_error(exchange: Exchange, error: FhirError) -> FhirResponse:
+    return FhirResponse.of(error.status, error.outcome())
+
+
+def parse_route(request: FhirRequest) -> Route:
+    """Method + path -> the interaction asked for, per the FHIR RESTful API."""
+    method = request.method.upper()
+    parts = [p for p in request.path.strip("/").split("/") if p]
+    if not parts:
+        return _system(method)
+    head = parts[0]
+    if head == "metadata" and len(parts) == 1 and method == "GET":
+        return Route(Interaction.CAPABILITIES)
+    if head == "_history" and len(parts) == 1 and method == "GET":
+        return Route(Interaction.HISTORY_SYSTEM)
+    if not is_served(head):
+        raise FhirError("MB-1001", f"resource type {head[:64]!r} is not served here")
+    return _typed(method, head, parts[1:], request)
+
+
+def _system(method: str) -> Route:
+    if method == "POST":
+        return Route(Interaction.BATCH)
+    raise FhirError("MB-1013", f"{method} on the service base is not supported")
+
+
+def _typed(method: str, resource_type: str, rest: list[str], request: FhirRequest) -> Route:
+    n = len(rest)
+    if n == 0:
+        by_method = {
+            "GET": Interaction.SEARCH_TYPE,
+            "POST": Interaction.CREATE,
+            "PUT": Interaction.UPDATE,
+            "PATCH": Interaction.PATCH,
+            "DELETE": Interaction.DELETE,
+        }
+        interaction = by_method.get(method)
+        if interaction is None:
+            raise FhirError("MB-1013", f"{method} /{resource_type} is not supported")
+        if interaction in (Interaction.UPDATE, Interaction.PATCH) and not request.query:
+            raise FhirError("MB-1020", f"{method} /{resource_type} needs an id or search criteria")
+        return Route(interaction, resource_type)
+    if n == 1 and rest[0] == "_search" and method == "POST":
+        return Route(Interaction.SEARCH_TYPE, resource_type)
+    if n == 1 and rest[0] == "_history" and method == "GET":
+        return Route(Interaction.HISTORY_TYPE, resource_type)
+    resource_id = rest[0]
+    if n == 1:
+        by_method = {
+            "GET": Interaction.READ,
+            "PUT": Interaction.UPDATE,
+            "PATCH": Interaction.PATCH,
+            "DELETE": Interaction.DELETE,
+        }
+        interaction = by_method.get(method)
+        if interaction is None:
+            raise FhirError("MB-1013", f"{method} on a resource instance is not supported")
+        return Route(interaction, resource_type, resource_id)
+    if rest[1] == "_history" and method == "GET":
+        if n == 2:
+            return Route(Interaction.HISTORY_INSTANCE, resource_type, resource_id)
+        if n == 3:
+            return Route(Interaction.VREAD, resource_type, resource_id, rest[2])
+    raise FhirError("MB-1002", f"no FHIR interaction at {method} /{request.path[:200]}")

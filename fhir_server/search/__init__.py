@@ -1,0 +1,1 @@
+"""FHIR search: parameter definitions (data), index extraction at write time, queries."""

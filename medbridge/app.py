@@ -1,0 +1,70 @@
+"""Assemble the ASGI app: FHIR under /fhir, health, and OperationOutcome for every error."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from fhir_server.errors import FhirError
+from fhir_server.http import FHIR_METHODS, FhirEndpoint, error_response
+from fhir_server.router import FhirRouter
+from medbridge import __version__
+from medbridge.health import Readiness
+
+log = logging.getLogger(__name__)
+
+FHIR_BASE = "/fhir"
+DICOMWEB_BASE = "/dicomweb"
+AUTH_BASE = "/auth"
+
+
+def build_app(router: FhirRouter, readiness: Readiness, max_body_bytes: int) -> FastAPI:
+    app = FastAPI(
+        title="MedBridge",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    endpoint = FhirEndpoint(router, FHIR_BASE, max_body_bytes).handle
+    app.router.add_route(FHIR_BASE, endpoint, methods=FHIR_METHODS, include_in_schema=False)
+    app.router.add_route(
+        FHIR_BASE + "/{path:path}", endpoint, methods=FHIR_METHODS, include_in_schema=False
+    )
+
+    async def health(request: Request) -> Response:
+        status = 200 if readiness.all_up else 503
+        return JSONResponse(
+            {"status": "up" if status == 200 else "starting", "listeners": readiness.report()},
+            status,
+        )
+
+    app.router.add_route("/health", health, methods=["GET"], include_in_schema=False)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Replace Starlette's and FastAPI's default bodies with OperationOutcomes."""
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        code = {404: "MB-1002", 405: "MB-1013", 413: "MB-1009"}.get(status, "MB-1004")
+        error = FhirError(code, f"{request.method} {request.url.path}: {status}", status=status)
+        return error_response(error)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        return error_response(FhirError("MB-1004", "malformed request"))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        return error_response(FhirError("MB-1000"))
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,43 @@
+"""The `medbridge` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medbridge.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medbridge", description="MedBridge server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="start the server (embedded store by default)")
+    serve.add_argument("--data-dir", type=Path, help="data directory (MEDBRIDGE_DATA_DIR)")
+    serve.add_argument("--host", help="bind address (MEDBRIDGE_HOST, default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, help="HTTP port (MEDBRIDGE_HTTP_PORT, 8080)")
+    serve.add_argument("--mllp-port", type=int, help="MLLP port (MEDBRIDGE_MLLP_PORT, 2575)")
+    serve.add_argument("--dicom-port", type=int, help="DICOM port (MEDBRIDGE_DICOM_PORT, 11112)")
+    serve.add_argument("--mongodb-uri", help="external MongoDB (MEDBRIDGE_MONGODB_URI)")
+    serve.add_argument("--database", help="MongoDB database name (MEDBRIDGE_DATABASE)")
+    serve.add_argument("--log-level", help="debug | info | warning (MEDBRIDGE_LOG_LEVEL)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {
+        key: value for key, value in vars(args).items() if key != "command" and value is not None
+    }
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        from medbridge.server import serve
+
+        return serve(settings)
+    return 2

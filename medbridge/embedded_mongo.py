@@ -1,0 +1,116 @@
+"""The embedded MongoDB-wire server (`nx-27017`, SQLite underneath) as a child process.
+
+Started on a free loopback port with its data under the data directory; stopped with
+the server. On Linux the child is told to die with its parent, so a `kill -9` of
+MedBridge does not leave an orphan holding the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class EmbeddedMongo:
+    """A running nx-27017 child; `uri` is what AsyncMongoClient connects to."""
+
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1") -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+
+    def start(self, timeout: float = 30.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port(self.host)
+        command = [
+            sys.executable,
+            "-c",
+            "from nx_27017.nx_27017 import main; main()",
+            "--data-dir",
+            str(self.data_dir),
+            "--host",
+            self.host,
+            "-p",
+            str(self.port),
+            # nx-27017 refuses to start while its PID file names a live process: one
+            # file per data directory lets several servers (and test workers) coexist
+            "--pid-file",
+            str(self.data_dir / "nx-27017.pid"),
+            "--log-file",
+            str(self.data_dir / "nx-27017.log"),
+        ]
+        log_file = (self.data_dir / "nx-27017.out").open("ab")
+        self.process = subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        log_file.close()
+        self._wait_ready(timeout)
+        log.info(
+            "embedded MongoDB-wire server on %s:%d (data %s)", self.host, self.port, self.data_dir
+        )
+        return self.uri
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"embedded MongoDB-wire server exited with {self.process.returncode}; "
+                    f"see {self.data_dir / 'nx-27017.log'} and nx-27017.out"
+                )
+            try:
+                client: MongoClient[dict[str, object]]
+                with MongoClient(self.uri, serverSelectionTimeoutMS=500) as client:
+                    client.admin.command("ping")
+                return
+            except PyMongoError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("embedded MongoDB-wire server did not answer in time")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

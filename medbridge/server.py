@@ -1,0 +1,74 @@
+"""`medbridge serve`: the store, the HTTP listener (later MLLP and DIMSE), clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from contextlib import AsyncExitStack
+
+import uvicorn
+from pymongo import AsyncMongoClient
+
+from fhir_server.repository import Repository
+from fhir_server.router import FhirRouter
+from fhir_server.services import FhirServices
+from medbridge import __version__
+from medbridge.app import FHIR_BASE, build_app
+from medbridge.embedded_mongo import EmbeddedMongo
+from medbridge.health import Readiness
+from medbridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings) -> int:
+    """Run until Ctrl-C / SIGTERM; the embedded store child is stopped on the way out."""
+    embedded: EmbeddedMongo | None = None
+    uri = settings.mongodb_uri
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.objects_dir.mkdir(parents=True, exist_ok=True)
+    if uri is None:
+        embedded = EmbeddedMongo(settings.mongo_dir, "127.0.0.1")
+        uri = embedded.start()
+    try:
+        asyncio.run(_serve(settings, uri))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+async def _serve(settings: Settings, uri: str) -> None:
+    async with AsyncExitStack() as stack:
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
+        stack.push_async_callback(client.close)
+        repository = Repository(client, settings.database)
+        await repository.ensure_indexes()
+        router = FhirRouter(
+            FhirServices(repository, settings.max_body_bytes, software_version=__version__)
+        )
+        readiness = Readiness()
+        readiness.expect("http")
+        app = build_app(router, readiness, settings.max_body_bytes)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.http_port,
+            log_level=settings.log_level,
+            access_log=False,  # paths carry identifiers: patient data stays out of logs
+            server_header=False,
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        # uvicorn offers a flag, not an event, for "listening"
+        while not server.started and not task.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        if server.started:
+            readiness.ready("http")
+            port = server.servers[0].sockets[0].getsockname()[1]
+            base = settings.public_base_url or f"http://{settings.host}:{port}"
+            print(f"MedBridge {__version__} ready: FHIR base {base}{FHIR_BASE}", flush=True)
+            sys.stdout.flush()
+        await task
