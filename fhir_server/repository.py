@@ -5,11 +5,23 @@ resource's JSON bytes exactly as served, and an index collection (`<Type>_idx`) 
 search rows. One `history` collection holds every version of every resource. A write
 is one MongoDB transaction over the three; the history row's unique `_id`
 (`Type/id/version`) is what makes two concurrent writers of one version conflict.
+
+Write gate: the embedded store (nx-27017) shares ONE SQLite connection between all
+client sessions, so its "transactions" are savepoints on that connection: two open at
+once corrupt each other, and any write made while another session's transaction is
+open is rolled back with it. With `serialize_writes` (on for the embedded store) every
+write unit in this process takes `write_gate()` first. Code outside this module that
+writes to MongoDB must do the same (`async with repository.write_gate(): ...`), and
+several writes that must be atomic use `async with repository.transaction() as session`.
+A real MongoDB replica set isolates transactions itself: serialize_writes=False there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,9 +72,31 @@ def now_ms() -> int:
 
 
 class Repository:
-    def __init__(self, client: AsyncMongoClient[Document], database: str) -> None:
+    def __init__(
+        self, client: AsyncMongoClient[Document], database: str, serialize_writes: bool = True
+    ) -> None:
         self.client = client
         self.db: AsyncDatabase[Document] = client[database]
+        self._gate = asyncio.Lock() if serialize_writes else None
+
+    @contextlib.asynccontextmanager
+    async def write_gate(self) -> AsyncIterator[None]:
+        """Hold this while writing outside `transaction()` (see the module docstring)."""
+        if self._gate is None:
+            yield
+            return
+        async with self._gate:
+            yield
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncClientSession]:
+        """A session in an open transaction, committed on exit, aborted on an exception."""
+        async with (
+            self.write_gate(),
+            self.client.start_session() as session,
+            await session.start_transaction(),
+        ):
+            yield session
 
     async def ensure_indexes(self) -> None:
         history = self.db[HISTORY]
@@ -164,10 +198,7 @@ class Repository:
 
     async def _commit(self, stored: Stored, previous: Stored | None, rows: list[Document]) -> None:
         try:
-            async with (
-                self.client.start_session() as session,
-                await session.start_transaction(),
-            ):
+            async with self.transaction() as session:
                 await self._apply(session, stored, previous, rows)
         except DuplicateKeyError as error:
             raise FhirError(
@@ -201,8 +232,9 @@ class Repository:
         if previous is None:
             await collection.insert_one({"_id": resource_id, **current}, session=session)
         else:
-            result = await collection.replace_one(
-                {"_id": resource_id, "vid": previous.version}, current, session=session
+            # $set, not replace_one: nx-27017 cannot serialize binary values in a replace
+            result = await collection.update_one(
+                {"_id": resource_id, "vid": previous.version}, {"$set": current}, session=session
             )
             if result.matched_count != 1:
                 raise DuplicateKeyError("current version moved")

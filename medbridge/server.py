@@ -43,7 +43,7 @@ async def _serve(settings: Settings, uri: str) -> None:
     async with AsyncExitStack() as stack:
         client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
         stack.push_async_callback(client.close)
-        repository = Repository(client, settings.database)
+        repository = Repository(client, settings.database, settings.serialize_writes)
         await repository.ensure_indexes()
         router = FhirRouter(
             FhirServices(repository, settings.max_body_bytes, software_version=__version__)

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest accepted HTTP body")
     public_base_url: str | None = Field(None, description="base URL clients see, if behind a proxy")
     log_level: str = Field("info")
+    serialize_writes: bool = Field(
+        True,
+        description="serialize MongoDB writes in this process; needed by the embedded store, "
+        "whose transactions are not isolated; false for a real MongoDB replica set",
+    )
 
     @property
     def objects_dir(self) -> Path:

@@ -37,9 +37,10 @@ def validate(resource: dict[str, Any]) -> list[Issue]:
     if not isinstance(resource_type, str) or model_for(resource_type) is None:
         return [Issue("structure", f"unknown resourceType {resource_type!r}", "resourceType")]
     issues = _base_issues(resource_type, resource)
-    if issues:
-        return issues
-    return list(_profile_issues(resource_type, resource))
+    seen = {issue.expression for issue in issues}
+    # the profile layer reads the raw JSON, so it can report alongside base errors
+    issues += [i for i in _profile_issues(resource_type, resource) if i.expression not in seen]
+    return issues
 
 
 def profiles_for(resource_type: str) -> list[str]:
@@ -117,10 +118,10 @@ def _profile_issues(resource_type: str, resource: dict[str, Any]) -> Iterable[Is
     if validator is None:
         return
     for error in sorted(validator.iter_errors(resource), key=lambda e: list(e.absolute_path)):
-        yield _issue_from_schema_error(resource_type, error, validator.schema)
+        yield from _issues_from_schema_error(resource_type, error, validator.schema)
 
 
-def _issue_from_schema_error(resource_type: str, error: SchemaError, root: Any) -> Issue:
+def _issues_from_schema_error(resource_type: str, error: SchemaError, root: Any) -> Iterable[Issue]:
     path = fhirpath(resource_type, list(error.absolute_path))
     profile = f"profile {PROFILE_BASE}{_profile_ids()[resource_type]}"
     required = error.validator_value
@@ -129,13 +130,16 @@ def _issue_from_schema_error(resource_type: str, error: SchemaError, root: Any) 
         and isinstance(error.instance, dict)
         and isinstance(required, list)
     ):
-        missing = [name for name in required if name not in error.instance]
-        element = f"{path}.{missing[0]}" if missing else path
-        return Issue("required", f"{element} is required by {profile}", element)
+        for name in required:
+            if name not in error.instance:
+                element = f"{path}.{name}"
+                yield Issue("required", f"{element} is required by {profile}", element)
+        return
     if error.validator == "anyOf" and not error.absolute_path:
         message = root.get("x-medbridge-anyOf-message", error.message)
         expression = root.get("x-medbridge-anyOf-expression", path)
-        return Issue("required", f"{message} ({profile})", expression)
+        yield Issue("required", f"{message} ({profile})", expression)
+        return
     schema = error.schema if isinstance(error.schema, dict) else {}
     message = schema.get("x-medbridge-message", error.message)
-    return Issue("value", f"{path}: {message} ({profile})", path)
+    yield Issue("value", f"{path}: {message} ({profile})", path)

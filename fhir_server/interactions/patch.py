@@ -13,7 +13,7 @@ from fhir_server.errors import FhirError
 from fhir_server.exchange import FhirResponse
 from fhir_server.interactions.common import check_valid, parse_body
 from fhir_server.interactions.conditional import resolve_one
-from fhir_server.interactions.update import store_version
+from fhir_server.interactions.update import check_if_match, store_version
 from fhir_server.pipeline import Exchange
 from fhir_server.services import FhirServices
 
@@ -44,6 +44,7 @@ async def patch(exchange: Exchange, services: FhirServices) -> FhirResponse:
     if previous.raw is None:
         raise FhirError("MB-1003", f"{reference} was deleted")
     current: dict[str, Any] = orjson.loads(previous.raw)
+    check_if_match(request.header("if-match"), previous, current)
     patched = _apply(current, operations)
     if patched.get("resourceType") != route.resource_type or patched.get("id") != previous.id:
         raise FhirError("MB-1017", "a patch may not change resourceType or id", expression="id")

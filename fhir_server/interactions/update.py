@@ -74,6 +74,7 @@ async def _conditional_update(
     body_id = resource.get("id")
     if match is None:
         resource_id = check_id(body_id) if isinstance(body_id, str) else str(uuid.uuid4())
+        resource["id"] = resource_id
         previous = await services.repository.read(route.resource_type, resource_id)
         return await store_version(exchange, services, resource, previous)
     if body_id is not None and body_id != match.id:
