@@ -33,9 +33,13 @@ def serve(settings: Settings) -> int:
         uri = embedded.start()
     try:
         asyncio.run(_serve(settings, uri))
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it handled once it has shut down cleanly
+        pass
     finally:
         if embedded is not None:
             embedded.stop()
+    print("MedBridge stopped", flush=True)
     return 0
 
 
