@@ -239,7 +239,8 @@ class Repository:
             if result.matched_count != 1:
                 raise DuplicateKeyError("current version moved")
         index = self.db[f"{resource_type}_idx"]
-        await index.delete_many({"r": resource_id}, session=session)
+        if previous is not None:
+            await index.delete_many({"r": resource_id}, session=session)
         if rows:
             await index.insert_many([{**row, "r": resource_id} for row in rows], session=session)
 

@@ -1,0 +1,134 @@
+"""FHIR REST throughput and latency against a running MedBridge, and the raw driver ceiling.
+
+Starts the embedded store and `medbridge serve` (a separate process) in a temp
+directory, then measures create, read, update and vread at 1, 16 and 64 concurrent
+clients over HTTP keep-alive, and `AsyncMongoClient.find_one` by `_id` on the same store
+at the same concurrency. The FHIR read / raw driver ratio is the figure to watch: reads
+serve stored bytes, so the HTTP and pipeline overhead is all that separates them.
+
+    ./run bench fhir_rest [--requests 2000] [--clients 1,16,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from pymongo import AsyncMongoClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Measurement, measure, print_table, write_results
+from medbridge.embedded_mongo import EmbeddedMongo
+from tests.support.servers import start_server
+
+HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+FAMILIES = ["Kazlauskas", "Petraitienė", "Ёлкин", "Šimkus"]
+
+
+def patient(n: int) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:oid:1.3.6.1.4.1.99999.1", "value": f"bench-{n}"}],
+        "name": [{"family": FAMILIES[n % 4], "given": ["Jonas"]}],
+        "gender": "male",
+        "birthDate": f"19{50 + n % 50}-0{1 + n % 9}-1{n % 10}",
+        "address": [{"city": "Vilnius", "country": "LT"}],
+    }
+
+
+class Operations:
+    """The measured operations; `ids` holds what `create` made at this level."""
+
+    def __init__(self, http: aiohttp.ClientSession, raw: Any) -> None:
+        self.http = http
+        self.raw = raw
+        self.ids: list[str] = []
+
+    def pick(self, i: int) -> str:
+        return self.ids[i % len(self.ids)]
+
+    async def create(self, i: int) -> bool:
+        async with self.http.post("Patient", data=orjson.dumps(patient(i)), headers=HEADERS) as r:
+            body = await r.read()
+            if r.status == 201:
+                self.ids.append(orjson.loads(body)["id"])
+            return r.status == 201
+
+    async def read(self, i: int) -> bool:
+        async with self.http.get(f"Patient/{self.pick(i)}", headers=HEADERS) as r:
+            await r.read()
+            return r.status == 200
+
+    async def raw_find_one(self, i: int) -> bool:
+        return await self.raw.find_one({"_id": self.pick(i)}) is not None
+
+    async def vread(self, i: int) -> bool:
+        async with self.http.get(f"Patient/{self.pick(i)}/_history/1", headers=HEADERS) as r:
+            await r.read()
+            return r.status == 200
+
+    async def update(self, i: int) -> bool:
+        # each update has its own resource: concurrency measures throughput, not the
+        # (correct) version conflicts of writers sharing one resource
+        resource_id = self.ids[i]
+        body = orjson.dumps({**patient(i), "id": resource_id, "gender": "female"})
+        async with self.http.put(f"Patient/{resource_id}", data=body, headers=HEADERS) as r:
+            await r.read()
+            return r.status == 200
+
+
+async def run(requests: int, levels: list[int]) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="medbridge-bench-"))
+    store = EmbeddedMongo(workdir / "store")
+    store.start()
+    server = start_server(workdir / "server", store.uri, database="bench")
+    rows: list[Measurement] = []
+    try:
+        connector = aiohttp.TCPConnector(limit=max(levels))
+        raw_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            store.uri, maxPoolSize=max(levels)
+        )
+        async with aiohttp.ClientSession(server.fhir_base + "/", connector=connector) as http:
+            for clients in levels:
+                ops = Operations(http, raw_client["bench"]["Patient"])
+                rows.append(await measure("create", clients, requests, ops.create))
+                rows.append(await measure("read", clients, requests, ops.read))
+                rows.append(await measure("raw find_one", clients, requests, ops.raw_find_one))
+                rows.append(await measure("vread", clients, requests, ops.vread))
+                rows.append(await measure("update", clients, len(ops.ids), ops.update))
+        await raw_client.close()
+    finally:
+        server.stop()
+        store.stop()
+    print_table(rows)
+    ratios = {}
+    for clients in levels:
+        fhir = next(r for r in rows if r.name == "read" and r.clients == clients)
+        raw = next(r for r in rows if r.name == "raw find_one" and r.clients == clients)
+        ratios[str(clients)] = round(fhir.per_second / raw.per_second, 3)
+    print()
+    for clients, ratio in ratios.items():
+        print(f"FHIR read / raw find_one at {clients:>2} clients: {ratio:.2f} (target >= 0.5)")
+    extra = {"read_to_raw_ratio": ratios, "requests_per_step": requests}
+    print(f"\nwrote {write_results('fhir_rest', rows, extra)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=2000, help="requests per step")
+    parser.add_argument("--clients", default="1,16,64", help="comma-separated concurrency levels")
+    args = parser.parse_args()
+    asyncio.run(run(args.requests, [int(c) for c in args.clients.split(",")]))
+
+
+if __name__ == "__main__":
+    main()
