@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -47,6 +48,13 @@ def build_app(router: FhirRouter, readiness: Readiness, max_body_bytes: int) -> 
     app.router.add_route("/health", health, methods=["GET"], include_in_schema=False)
     _install_error_handlers(app)
     return app
+
+
+def mount_dicomweb(app: FastAPI, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+    """DICOMweb under /dicomweb; the imaging package runs its own pipeline (Door.DICOMWEB)."""
+    app.router.add_route(
+        DICOMWEB_BASE + "/{path:path}", endpoint, methods=["GET", "POST"], include_in_schema=False
+    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -1,0 +1,1 @@
+"""DICOM archive: object storage, ingest, the study/series/instance index, DICOMweb, FHIR upkeep."""

@@ -1,0 +1,221 @@
+"""The DICOMweb door: every request runs through its own `Pipeline` (Door.DICOMWEB).
+
+Starlette request -> FhirRequest + RequestContext -> pipeline (authenticate, authorize,
+consent, act, consent-show, audit hooks) -> STOW / QIDO / WADO handler. Errors are
+answered as HTTP statuses with a JSON OperationOutcome body, never a stack trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from fhir_server.context import Door, RequestContext
+from fhir_server.errors import FhirError
+from fhir_server.exchange import FhirRequest, FhirResponse
+from fhir_server.pipeline import Exchange, Pipeline
+from imaging.dicomweb import qido, wado
+from imaging.dicomweb.stow import stow
+from imaging.fhir_link import StudyLinker
+from imaging.index import DicomIndex
+from imaging.ingest import Ingestor
+from imaging.objectstore import ObjectStore
+from imaging.uids import is_uid
+
+DICOMWEB_METHODS = ["GET", "POST"]
+ROUTE_NOTE, HTTP_NOTE, ANSWER_NOTE = "dicomweb.route", "dicomweb.http", "dicomweb.answer"
+LEVEL_SEGMENTS = ("studies", "series", "instances")
+
+
+@dataclass(slots=True)
+class DicomwebRoute:
+    # stow | search | retrieve | metadata | rendered | thumbnail | frames | bulkdata | wado-uri
+    action: str
+    level: str = "study"
+    study: str | None = None
+    series: str | None = None
+    sop: str | None = None
+    extra: list[str] = field(default_factory=list)
+
+
+def parse_route(method: str, path: str) -> DicomwebRoute:
+    """Path below /dicomweb -> what is asked, with every UID checked."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    if parts == ["wado"] and method == "GET":
+        return DicomwebRoute("wado-uri")
+    if len(parts) == 1 and parts[0] in ("studies", "series", "instances") and method == "GET":
+        return DicomwebRoute(
+            "search", {"studies": "study", "series": "series"}.get(parts[0], "instance")
+        )
+    if parts[:1] != ["studies"]:
+        raise FhirError("MB-3010", "no DICOMweb resource at this path")
+    if method == "POST":
+        if len(parts) > 2:
+            raise FhirError("MB-1013", "STOW-RS is POST /studies or /studies/{study}")
+        return DicomwebRoute("stow", study=_uid(parts[1]) if len(parts) == 2 else None)
+    if method != "GET":
+        raise FhirError("MB-1013")
+    route = DicomwebRoute("retrieve")
+    rest = parts[1:]
+    route.study = _uid(rest[0]) if rest else None
+    rest = rest[1:]
+    if rest[:1] == ["series"] and len(rest) == 1:
+        return DicomwebRoute("search", "series", route.study)
+    if rest[:1] == ["instances"] and len(rest) == 1:
+        return DicomwebRoute("search", "instance", route.study)
+    if rest[:1] == ["series"]:
+        route.level, route.series, rest = "series", _uid(rest[1]), rest[2:]
+        if rest == ["instances"]:
+            return DicomwebRoute("search", "instance", route.study, route.series)
+        if rest[:1] == ["instances"] and len(rest) >= 2:
+            route.level, route.sop, rest = "instance", _uid(rest[1]), rest[2:]
+    if not rest:
+        return route
+    if rest[0] in ("metadata", "rendered", "thumbnail") and len(rest) == 1:
+        route.action = rest[0]
+        return route
+    if route.sop and rest[0] in ("frames", "bulkdata") and len(rest) in (2, 3):
+        route.action, route.extra = rest[0], rest[1:]
+        return route
+    raise FhirError("MB-3010", "no DICOMweb resource at this path")
+
+
+def _uid(text: str) -> str:
+    if not is_uid(text):
+        raise FhirError("MB-3010", "not a valid DICOM UID in the path")
+    return text
+
+
+class DicomwebService:
+    """STOW/QIDO/WADO behind one pipeline; other packages hook `pipeline` stages."""
+
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        index: DicomIndex,
+        store: ObjectStore,
+        linker: StudyLinker | None,
+        base_path: str,
+    ) -> None:
+        self.ingestor = ingestor
+        self.index = index
+        self.store = store
+        self.linker = linker
+        self.base_path = base_path
+        self.pipeline = Pipeline(self._prepare, self._act, render_error)
+
+    async def handle(self, request: Request) -> Response:
+        url = request.url
+        fhir_request = FhirRequest(
+            method=request.method,
+            path=request.path_params.get("path", ""),
+            query=request.query_params.multi_items(),
+            headers={
+                k.decode("latin-1").lower(): v.decode("latin-1")
+                for k, v in request.scope["headers"]
+            },
+            base_url=f"{url.scheme}://{url.netloc}{self.base_path}",
+        )
+        context = RequestContext(
+            Door.DICOMWEB, peer=request.client.host if request.client else None
+        )
+        context.notes[HTTP_NOTE] = request
+        response = await self.pipeline.handle(Exchange(fhir_request, context))
+        answer = context.notes.get(ANSWER_NOTE)
+        if response.status < 300 and isinstance(answer, wado.Answer) and answer.stream is not None:
+            return StreamingResponse(answer.stream, answer.status, media_type=answer.media_type)
+        headers = dict(response.headers)
+        return Response(response.body, response.status, headers, media_type=response.content_type)
+
+    def _prepare(self, exchange: Exchange) -> None:
+        route = parse_route(exchange.request.method.upper(), exchange.request.path)
+        exchange.context.notes[ROUTE_NOTE] = route
+
+    async def _act(self, exchange: Exchange) -> FhirResponse:
+        route: DicomwebRoute = exchange.context.notes[ROUTE_NOTE]
+        request = exchange.request
+        if route.study:
+            exchange.touched.append(f"ImagingStudy/{route.study}")
+        if route.action == "stow":
+            http: Request = exchange.context.notes[HTTP_NOTE]
+            source = f"stow:{exchange.context.peer or '-'}"
+            return await stow(
+                self.ingestor, self.linker, dict(request.headers), http.stream(),
+                request.base_url, route.study, source,
+            )  # fmt: skip
+        answer = await self._answer(route, request)
+        exchange.context.notes[ANSWER_NOTE] = answer
+        return FhirResponse(answer.status, answer.body, content_type=answer.media_type)
+
+    async def _answer(self, route: DicomwebRoute, request: FhirRequest) -> wado.Answer:
+        accept = request.header("accept") or ""
+        if route.action == "search":
+            fixed = {
+                k: v
+                for k, v in (("StudyInstanceUID", route.study), ("SeriesInstanceUID", route.series))
+                if v
+            }
+            query = qido.parse_query(route.level, request.query, fixed)
+            body = await qido.search(self.index, query, request.base_url)
+            return wado.Answer(200, "application/dicom+json", body=body)
+        if route.action == "wado-uri":
+            return await self._wado_uri(request)
+        assert route.study is not None
+        with_meta = route.action == "metadata"
+        rows = await wado.instance_rows(self.index, route.study, route.series, route.sop, with_meta)
+        if route.action == "retrieve":
+            wado.check_dicom_accept(accept, rows)
+            return wado.instances(self.store, rows)
+        if route.action == "metadata":
+            return wado.metadata(rows, request.base_url)
+        if route.action in ("rendered", "thumbnail"):
+            media = wado.image_media(accept)
+            middle = rows[len(rows) // 2]
+            return await wado.rendered(
+                self.store, middle, media, thumbnail=route.action == "thumbnail"
+            )
+        if route.action == "frames":
+            numbers = wado.parse_frames(route.extra[0])
+            if len(route.extra) == 2:
+                media = wado.image_media(accept)
+                thumbnail = route.extra[1] == "thumbnail"
+                return await wado.rendered(self.store, rows[0], media, numbers[0], thumbnail)
+            return await wado.frames(self.store, rows[0], numbers)
+        if route.action == "bulkdata":
+            return await wado.bulkdata(self.store, rows[0], route.extra[0])
+        raise FhirError("MB-3010")
+
+    async def _wado_uri(self, request: FhirRequest) -> wado.Answer:
+        if (request.param("requestType") or "").upper() != "WADO":
+            raise FhirError("MB-3011", "WADO-URI needs requestType=WADO")
+        study, series, sop = (
+            request.param(n) or "" for n in ("studyUID", "seriesUID", "objectUID")
+        )
+        if not (is_uid(study) and is_uid(series) and is_uid(sop)):
+            raise FhirError("MB-3011", "studyUID, seriesUID and objectUID must be valid UIDs")
+        rows = await wado.instance_rows(self.index, study, series, sop)
+        content_type = (request.param("contentType") or "image/jpeg").lower()
+        if content_type == "application/dicom":
+
+            async def single() -> AsyncIterator[bytes]:
+                async for chunk in self.store.stream(rows[0]["key"]):
+                    yield chunk
+
+            return wado.Answer(200, "application/dicom", stream=single())
+        frame = (
+            int(request.param("frameNumber") or "1")
+            if (request.param("frameNumber") or "1").isdigit()
+            else 1
+        )
+        return await wado.rendered(self.store, rows[0], wado.image_media("", content_type), frame)
+
+
+def render_error(exchange: Exchange, error: FhirError) -> FhirResponse:
+    return FhirResponse(
+        error.status,
+        FhirResponse.of(error.status, error.outcome()).body,
+        content_type="application/json",
+    )

@@ -1,0 +1,156 @@
+"""multipart/related in and out, streamed: parts are read and written one at a time.
+
+Reading uses python-multipart's streaming parser; a gzip/deflate request body is
+inflated on the fly under an absolute cap and a ratio cap, so a compression bomb is
+refused after at most `max_bytes` of output.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
+
+from python_multipart.multipart import MultipartParser
+
+from fhir_server.errors import FhirError
+
+
+@dataclass(slots=True)
+class Part:
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytearray = field(default_factory=bytearray)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def media_parameters(value: str) -> tuple[str, dict[str, str]]:
+    """`multipart/related; type="application/dicom"; boundary=x` -> (media, params)."""
+    pieces = [p.strip() for p in value.split(";")]
+    params: dict[str, str] = {}
+    for piece in pieces[1:]:
+        if "=" in piece:
+            name, _, raw = piece.partition("=")
+            params[name.strip().lower()] = raw.strip().strip('"')
+    return pieces[0].lower(), params
+
+
+async def inflate(
+    chunks: AsyncIterable[bytes], encoding: str, max_bytes: int, max_ratio: int
+) -> AsyncIterator[bytes]:
+    """Decode a Content-Encoding (gzip, deflate) with bounded output."""
+    if encoding in ("", "identity"):
+        async for chunk in chunks:
+            yield chunk
+        return
+    if encoding not in ("gzip", "deflate", "x-gzip"):
+        raise FhirError("MB-1014", f"Content-Encoding {encoding[:20]!r} not supported")
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
+    taken = produced = 0
+    async for chunk in chunks:
+        taken += len(chunk)
+        pending = chunk
+        while pending:
+            try:
+                out = inflater.decompress(pending, 1024 * 1024)
+            except zlib.error as error:
+                raise FhirError("MB-1004", "corrupt compressed request body") from error
+            pending = inflater.unconsumed_tail
+            produced += len(out)
+            if produced > max_bytes or produced > max(taken, 4096) * max_ratio:
+                raise FhirError("MB-3003", "compressed request body inflates past the limit")
+            if out:
+                yield out
+
+
+async def read_parts(
+    chunks: AsyncIterable[bytes], boundary: str, max_part_bytes: int
+) -> AsyncIterator[Part]:
+    """Yield each part once complete; a part over `max_part_bytes` is refused."""
+    done: list[Part] = []
+    state: dict[str, Part | bytes] = {}
+    header_name = bytearray()
+    header_value = bytearray()
+    too_large: list[bool] = []
+
+    def on_part_begin() -> None:
+        state["part"] = Part()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_name.extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_value.extend(data[start:end])
+
+    def on_header_end() -> None:
+        part = state["part"]
+        assert isinstance(part, Part)
+        part.headers[header_name.decode("latin-1").strip().lower()] = header_value.decode(
+            "latin-1"
+        ).strip()
+        header_name.clear()
+        header_value.clear()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part = state["part"]
+        assert isinstance(part, Part)
+        if len(part.body) + (end - start) > max_part_bytes:
+            too_large.append(True)
+            return
+        part.body.extend(data[start:end])
+
+    def on_part_end() -> None:
+        part = state.pop("part")
+        assert isinstance(part, Part)
+        done.append(part)
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+        max_header_count=32,
+    )
+    async for chunk in chunks:
+        try:
+            parser.write(chunk)
+        except Exception as error:
+            raise FhirError("MB-1004", "malformed multipart/related body") from error
+        if too_large:
+            raise FhirError("MB-3003", f"a part is larger than {max_part_bytes} bytes")
+        while done:
+            yield done.pop(0)
+    parser.finalize()
+    while done:
+        yield done.pop(0)
+
+
+class MultipartWriter:
+    """multipart/related framing around parts that are themselves streamed."""
+
+    def __init__(self, part_type: str) -> None:
+        self.boundary = uuid.uuid4().hex
+        self.part_type = part_type
+
+    @property
+    def content_type(self) -> str:
+        return f'multipart/related; type="{self.part_type}"; boundary={self.boundary}'
+
+    def opening(self, extra_headers: str = "") -> bytes:
+        return (
+            f"--{self.boundary}\r\nContent-Type: {self.part_type}\r\n{extra_headers}\r\n"
+        ).encode("latin-1")
+
+    def closing(self) -> bytes:
+        return f"\r\n--{self.boundary}--\r\n".encode("latin-1")
+
+    def between(self, extra_headers: str = "") -> bytes:
+        return b"\r\n" + self.opening(extra_headers)

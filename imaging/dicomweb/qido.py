@@ -1,0 +1,236 @@
+"""QIDO-RS: search the study / series / instance index with PS3.18 matching.
+
+Query parameters are parsed into `Match` nodes first, then compiled to MongoDB
+filters per level; ModalitiesInStudy and the related-count attributes are computed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydicom.datadict import keyword_for_tag
+
+from fhir_server.errors import FhirError
+from imaging.dicomweb.dicom_json import attribute, dataset, tag_hex, vr_of
+from imaging.index import DicomIndex
+from imaging.parse import fold, qido_attributes
+from imaging.uids import uid_list
+
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+UID_KEYWORDS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"}
+ID_FIELD = {"StudyInstanceUID": "_id", "SeriesInstanceUID": "_id", "SOPInstanceUID": "_id"}
+PARENT_FIELD = {
+    "series": {"StudyInstanceUID": "st"},
+    "instance": {"StudyInstanceUID": "st", "SeriesInstanceUID": "se"},
+}
+FOLDED = {"PatientName": "_pn", "ReferringPhysicianName": "_rpn"}
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    keyword: str
+    value: str
+
+
+@dataclass(slots=True)
+class Query:
+    level: str  # study | series | instance
+    matches: list[Match] = field(default_factory=list)
+    include: set[str] = field(default_factory=set)
+    include_all: bool = False
+    fuzzy: bool = False
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+
+
+def _level_of(keyword: str) -> str | None:
+    attrs = qido_attributes()
+    if keyword == "ModalitiesInStudy":
+        return "series"
+    for level in ("study", "series", "instance"):
+        if keyword in attrs[level]:
+            return level
+    return None
+
+
+def _keyword(name: str) -> str:
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", name):
+        return str(keyword_for_tag(int(name, 16)) or name)
+    return name
+
+
+def parse_query(level: str, params: list[tuple[str, str]], fixed: dict[str, str]) -> Query:
+    query = Query(level)
+    for name, value in params:
+        if name == "includefield":
+            for item in value.split(","):
+                if item.strip() == "all":
+                    query.include_all = True
+                elif item.strip():
+                    query.include.add(_keyword(item.strip()))
+        elif name == "fuzzymatching":
+            query.fuzzy = value.lower() == "true"
+        elif name in ("limit", "offset"):
+            if not value.isdigit():
+                raise FhirError("MB-3011", f"{name} must be a non-negative integer")
+            if name == "limit":
+                query.limit = min(int(value), MAX_LIMIT)
+            else:
+                query.offset = int(value)
+        else:
+            keyword = _keyword(name)
+            if _level_of(keyword) is None:
+                raise FhirError("MB-3011", f"{name[:64]!r} is not a supported matching key")
+            query.matches.append(Match(keyword, value))
+    query.matches.extend(Match(k, v) for k, v in fixed.items())
+    return query
+
+
+def condition(match: Match, fuzzy: bool) -> tuple[str, Any]:
+    """One attribute's MongoDB condition per PS3.4 C.2.2.2 matching rules."""
+    keyword, value = match.keyword, match.value
+    if keyword in UID_KEYWORDS:
+        uids = uid_list(value)
+        if not uids:
+            raise FhirError("MB-3011", f"{keyword} holds no valid UID")
+        return keyword, uids[0] if len(uids) == 1 else {"$in": uids}
+    vr = vr_of(keyword)
+    if vr in ("DA", "TM", "DT") and "-" in value:
+        low, _, high = value.partition("-")
+        bounds: dict[str, str] = {}
+        if low:
+            bounds["$gte"] = low
+        if high:
+            bounds["$lte"] = high + ("235959.999999" if vr == "TM" else "")
+        return keyword, bounds
+    if vr in ("IS", "US", "UL", "SS", "SL"):
+        if not re.fullmatch(r"-?\d+", value.strip()):
+            raise FhirError("MB-3011", f"{keyword} needs an integer")
+        return keyword, int(value)
+    if vr == "PN" and fuzzy and keyword in FOLDED:
+        # fuzzy: case- and accent-insensitive, matching the start of any name component
+        pattern = _wildcards(fold(value).strip("*")) if value else ""
+        return FOLDED[keyword], {"$regex": r"(^|[\^ =])" + pattern}
+    if "*" in value or "?" in value:
+        return keyword, {"$regex": "^" + _wildcards(value) + "$"}
+    return keyword, value
+
+
+def _wildcards(value: str) -> str:
+    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in value)
+
+
+def _filters(query: Query) -> dict[str, Document]:
+    """Per level, the filter of its own attributes (UID keys become `_id`/parent fields)."""
+    per_level: dict[str, Document] = {"study": {}, "series": {}, "instance": {}}
+    for match in query.matches:
+        if match.value == "":
+            continue  # universal matching: return the attribute, match everything
+        keyword = "Modality" if match.keyword == "ModalitiesInStudy" else match.keyword
+        level = _level_of(match.keyword) or "study"
+        field_name, cond = condition(Match(keyword, match.value), query.fuzzy)
+        if level == query.level:
+            field_name = ID_FIELD.get(field_name, field_name)
+        elif field_name in PARENT_FIELD.get(query.level, {}):
+            per_level[query.level][PARENT_FIELD[query.level][field_name]] = cond
+            continue
+        else:
+            field_name = ID_FIELD.get(field_name, field_name)
+        per_level[level][field_name] = cond
+    return per_level
+
+
+async def search(index: DicomIndex, query: Query, base_url: str) -> bytes:
+    filters = _filters(query)
+    own = filters[query.level]
+    collection = {"study": index.studies, "series": index.series, "instance": index.instances}
+    if query.level == "study" and filters["series"]:
+        own["_id"] = _and_in(own.get("_id"), await index.series.distinct("st", filters["series"]))
+    if query.level == "series" and filters["study"]:
+        ids = await index.studies.distinct("_id", filters["study"])
+        own["st"] = _and_in(own.get("st"), ids)
+    if query.level == "instance":
+        if filters["study"]:
+            ids = await index.studies.distinct("_id", filters["study"])
+            own["st"] = _and_in(own.get("st"), ids)
+        if filters["series"]:
+            ids = await index.series.distinct("_id", filters["series"])
+            own["se"] = _and_in(own.get("se"), ids)
+    projection = None if query.include_all and query.level == "instance" else {"meta": 0}
+    cursor = collection[query.level].find(own, projection).sort("_id", 1)
+    rows = [row async for row in cursor.skip(query.offset).limit(query.limit)]
+    return await _render(index, query, rows, base_url)
+
+
+def _and_in(existing: Any, ids: list[Any]) -> Any:
+    if existing is None:
+        return {"$in": ids}
+    if isinstance(existing, str):
+        return existing if existing in ids else {"$in": []}
+    if isinstance(existing, dict) and "$in" in existing:
+        return {"$in": [i for i in existing["$in"] if i in set(ids)]}
+    return {"$in": ids}
+
+
+async def _render(index: DicomIndex, query: Query, rows: list[Document], base_url: str) -> bytes:
+    attrs = qido_attributes()
+    study_ids = sorted({row["_id"] if query.level == "study" else row["st"] for row in rows})
+    studies = {d["_id"]: d async for d in index.studies.find({"_id": {"$in": study_ids}})}
+    modalities: dict[str, set[str]] = {}
+    if query.level == "study" and rows:
+        async for series in index.series.find({"st": {"$in": study_ids}}, {"st": 1, "Modality": 1}):
+            if series.get("Modality"):
+                modalities.setdefault(series["st"], set()).add(series["Modality"])
+    series_docs: dict[str, Document] = {}
+    if query.level == "instance" and rows:
+        ids = sorted({row["se"] for row in rows})
+        series_docs = {d["_id"]: d async for d in index.series.find({"_id": {"$in": ids}})}
+    out = []
+    for row in rows:
+        study = studies.get(row["_id"] if query.level == "study" else row["st"], {})
+        values: dict[str, Any] = {k: study.get(k) for k in attrs["study"] if k in study}
+        values["StudyInstanceUID"] = study.get("_id")
+        url = f"{base_url}/studies/{values['StudyInstanceUID']}"
+        if query.level == "study":
+            values["ModalitiesInStudy"] = "\\".join(sorted(modalities.get(row["_id"], set())))
+            values["NumberOfStudyRelatedSeries"] = row.get("ns", 0)
+            values["NumberOfStudyRelatedInstances"] = row.get("ni", 0)
+        elif query.level == "series":
+            values.update({k: row[k] for k in attrs["series"] if k in row})
+            values["SeriesInstanceUID"] = row["_id"]
+            values["NumberOfSeriesRelatedInstances"] = row.get("n", 0)
+            url += f"/series/{row['_id']}"
+        else:
+            series = series_docs.get(row["se"], {})
+            values.update({k: series[k] for k in attrs["series"] if k in series})
+            values.update({k: row[k] for k in attrs["instance"] if k in row})
+            values["SeriesInstanceUID"], values["SOPInstanceUID"] = row["se"], row["_id"]
+            url += f"/series/{row['se']}/instances/{row['_id']}"
+        item = dataset(values)
+        if "ModalitiesInStudy" in values:
+            mods = values["ModalitiesInStudy"].split("\\") if values["ModalitiesInStudy"] else []
+            item["00080061"] = {"vr": "CS", **({"Value": mods} if mods else {})}
+        item["00081190"] = {"vr": "UR", "Value": [url]}
+        if query.level == "instance" and (query.include_all or query.include) and row.get("meta"):
+            _include(item, orjson.loads(row["meta"]), query)
+        out.append(dict(sorted(item.items())))
+    return orjson.dumps(out)
+
+
+def _include(item: Document, meta: Document, query: Query) -> None:
+    if query.include_all:
+        for tag, value in meta.items():
+            if "BulkDataURI" not in value:
+                item.setdefault(tag, value)
+        return
+    for keyword in query.include:
+        wanted = tag_hex(keyword)
+        if wanted and wanted in meta:
+            item.setdefault(wanted, meta[wanted])
+
+
+__all__ = ["Match", "Query", "attribute", "parse_query", "search"]

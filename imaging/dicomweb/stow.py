@@ -1,0 +1,104 @@
+"""STOW-RS: POST /studies[/{study}] with multipart/related; type="application/dicom".
+
+Each part goes through the one ingest path as soon as it is complete; the answer is
+the PS3.18 store response (ReferencedSOPSequence / FailedSOPSequence with reasons):
+200 all stored, 202 some failed, 409 none stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+from typing import Any
+
+import orjson
+
+from fhir_server.errors import FhirError
+from fhir_server.exchange import FhirResponse
+from imaging.dicomweb.multipart import inflate, media_parameters, read_parts
+from imaging.fhir_link import StudyLinker
+from imaging.ingest import Ingestor, IngestOutcome
+
+DICOM_JSON = "application/dicom+json"
+ACCEPTED_PART_TYPES = ("application/dicom", "application/octet-stream", "")
+
+
+async def stow(
+    ingestor: Ingestor,
+    linker: StudyLinker | None,
+    headers: dict[str, str],
+    body: AsyncIterable[bytes],
+    base_url: str,
+    study: str | None,
+    source: str,
+) -> FhirResponse:
+    media, params = media_parameters(headers.get("content-type", ""))
+    part_type = params.get("type", "").lower()
+    if media != "multipart/related" or part_type != "application/dicom":
+        raise FhirError("MB-3013")
+    boundary = params.get("boundary")
+    if not boundary:
+        raise FhirError("MB-1004", "multipart/related without a boundary")
+    limits = ingestor.policy.limits
+    chunks = inflate(
+        body,
+        headers.get("content-encoding", "").strip().lower(),
+        limits.max_inflated_bytes,
+        limits.max_inflate_ratio,
+    )
+    outcomes: list[IngestOutcome] = []
+    async for part in read_parts(chunks, boundary, limits.max_instance_bytes):
+        if part.content_type not in ACCEPTED_PART_TYPES:
+            outcomes.append(IngestOutcome(0xC000, code="MB-3013", reason="part is not DICOM"))
+            continue
+        outcomes.append(await ingestor.ingest(bytes(part.body), source, study))
+    if not outcomes:
+        raise FhirError("MB-1019", "STOW-RS request without any part")
+    studies = {o.study for o in outcomes if o.ok and o.study}
+    if linker is not None:
+        for uid in sorted(studies):
+            await linker.sync(uid)
+    return _response(outcomes, base_url, study or (sorted(studies)[0] if studies else None))
+
+
+def _response(outcomes: list[IngestOutcome], base_url: str, study: str | None) -> FhirResponse:
+    stored = [o for o in outcomes if o.ok]
+    failed = [o for o in outcomes if not o.ok]
+    body: dict[str, Any] = {}
+    if study is not None:
+        body["00081190"] = {"vr": "UR", "Value": [f"{base_url}/studies/{study}"]}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": [_failed_item(o) for o in failed]}
+    if stored:
+        body["00081199"] = {"vr": "SQ", "Value": [_stored_item(o, base_url) for o in stored]}
+    status = 200 if not failed else 202 if stored else 409
+    headers = {}
+    if failed:
+        # PS3.18 8.4.1: the reasons in words go in Warning header fields (one line here)
+        reasons = "; ".join(sorted({f"{o.code} {o.reason}" for o in failed}))[:900]
+        headers["Warning"] = '299 medbridge "' + reasons.replace('"', "'") + '"'
+    return FhirResponse(status, orjson.dumps(body), headers, content_type=DICOM_JSON)
+
+
+def _reference(outcome: IngestOutcome) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if outcome.sop_class:
+        item["00081150"] = {"vr": "UI", "Value": [outcome.sop_class]}
+    if outcome.sop_instance:
+        item["00081155"] = {"vr": "UI", "Value": [outcome.sop_instance]}
+    return item
+
+
+def _failed_item(outcome: IngestOutcome) -> dict[str, Any]:
+    item = _reference(outcome)
+    item["00081197"] = {"vr": "US", "Value": [outcome.status]}
+    return item
+
+
+def _stored_item(outcome: IngestOutcome, base_url: str) -> dict[str, Any]:
+    item = _reference(outcome)
+    url = (
+        f"{base_url}/studies/{outcome.study}/series/{outcome.series}"
+        f"/instances/{outcome.sop_instance}"
+    )
+    item["00081190"] = {"vr": "UR", "Value": [url]}
+    return item

@@ -1,0 +1,156 @@
+"""WADO-RS and WADO-URI: instances streamed from the object store, metadata as stored.
+
+Instances are sent as stored (original transfer syntax): the answer to no
+transfer-syntax parameter and to `transfer-syntax=*`; a request for another specific
+transfer syntax gets 406, as this archive does not transcode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from fhir_server.errors import FhirError
+from imaging.dicomweb import render
+from imaging.dicomweb.multipart import MultipartWriter, media_parameters
+from imaging.index import DicomIndex
+from imaging.objectstore import ObjectStore
+
+Document = dict[str, Any]
+BULK_MARK = b'"BulkDataURI":"'
+
+
+@dataclass(slots=True)
+class Answer:
+    """What a WADO handler produces: bytes, or a stream of chunks."""
+
+    status: int
+    media_type: str
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
+
+
+async def instance_rows(
+    index: DicomIndex, study: str, series: str | None, sop: str | None, with_meta: bool = False
+) -> list[Document]:
+    query: Document = {"st": study}
+    if series is not None:
+        query["se"] = series
+    if sop is not None:
+        query["_id"] = sop
+    projection = None if with_meta else {"meta": 0}
+    rows = [row async for row in index.instances.find(query, projection).sort("_id", 1)]
+    if not rows:
+        raise FhirError("MB-3010")
+    return rows
+
+
+def _requested_syntaxes(accept: str) -> list[str | None]:
+    """Transfer syntaxes asked for by multipart/related; type=application/dicom ranges."""
+    asked: list[str | None] = []
+    for media_range in accept.split(","):
+        media, params = media_parameters(media_range)
+        part = params.get("type", "").lower()
+        if (
+            media in ("*/*", "multipart/*")
+            or (media == "multipart/related" and part in ("", "application/dicom", "application/*"))
+            or media == "application/dicom"
+        ):
+            asked.append(params.get("transfer-syntax"))
+    return asked
+
+
+def check_dicom_accept(accept: str, rows: list[Document]) -> None:
+    if not accept.strip():
+        return
+    asked = _requested_syntaxes(accept)
+    if not asked:
+        raise FhirError(
+            "MB-3012", "WADO-RS instances come as multipart/related; type=application/dicom"
+        )
+    if any(ts in (None, "*") for ts in asked):
+        return
+    stored = {row["ts"] for row in rows}
+    if not stored <= {ts for ts in asked if ts}:
+        raise FhirError("MB-3012", "instances are served in their stored transfer syntax only")
+
+
+def instances(store: ObjectStore, rows: list[Document]) -> Answer:
+    writer = MultipartWriter("application/dicom")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for number, row in enumerate(rows):
+            header = f"Content-Length: {row['size']}\r\nMB-Transfer-Syntax: {row['ts']}\r\n"
+            yield writer.opening(header) if number == 0 else writer.between(header)
+            async for chunk in store.stream(row["key"]):
+                yield chunk
+        yield writer.closing()
+
+    return Answer(200, writer.content_type, stream=chunks())
+
+
+def metadata(rows: list[Document], base_url: str) -> Answer:
+    """The stored DICOM JSON, BulkDataURIs made absolute for this request's base."""
+    absolute = BULK_MARK + base_url.encode() + b"/"
+    body = b"[" + b",".join(bytes(row["meta"]).replace(BULK_MARK, absolute) for row in rows) + b"]"
+    return Answer(200, "application/dicom+json", body=body)
+
+
+async def bulkdata(store: ObjectStore, row: Document, tag: str) -> Answer:
+    data = await store.get(row["key"])
+    if tag.upper() == "7FE00010":
+        values = render.frames(data, list(range(1, _frames_of(row) + 1)))
+        value = b"".join(values)
+    else:
+        value = render.element_bytes(data, tag)
+    return _octets([value])
+
+
+def _frames_of(row: Document) -> int:
+    return int(row.get("NumberOfFrames") or 1)
+
+
+async def frames(store: ObjectStore, row: Document, numbers: list[int]) -> Answer:
+    data = await store.get(row["key"])
+    return _octets(render.frames(data, numbers))
+
+
+def _octets(values: list[bytes]) -> Answer:
+    writer = MultipartWriter("application/octet-stream")
+    parts = [writer.opening() if i == 0 else writer.between() for i in range(len(values))]
+    body = b"".join(p + v for p, v in zip(parts, values, strict=True)) + writer.closing()
+    return Answer(200, writer.content_type, body=body)
+
+
+def image_media(accept: str, content_type: str | None = None) -> str:
+    wanted = (content_type or accept or "image/jpeg").lower()
+    for candidate in ("image/png", "image/jpeg"):
+        if candidate in wanted:
+            return candidate
+    if "*/*" in wanted or "image/*" in wanted:
+        return "image/jpeg"
+    raise FhirError("MB-3012", "rendered images come as image/jpeg or image/png")
+
+
+async def rendered(
+    store: ObjectStore, row: Document, media: str, frame: int = 1, thumbnail: bool = False
+) -> Answer:
+    data = await store.get(row["key"])
+    return Answer(200, media, body=render.rendered(data, media, frame, thumbnail))
+
+
+def parse_frames(text: str) -> list[int]:
+    try:
+        numbers = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError as error:
+        raise FhirError("MB-3011", "frame list must be comma-separated integers") from error
+    if not numbers:
+        raise FhirError("MB-3011", "empty frame list")
+    return numbers
+
+
+def json_answer(payload: Any) -> Answer:
+    return Answer(200, "application/dicom+json", body=orjson.dumps(payload))

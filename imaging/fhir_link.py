@@ -1,0 +1,243 @@
+"""Keep one ImagingStudy per stored study in step, written through the FHIR router.
+
+The patient is matched by PatientID + IssuerOfPatientID (created from the header when
+unknown); orders are matched by accession number whichever arrives first: a study
+arriving for an existing ServiceRequest gets `basedOn` and completes the order, and a
+ServiceRequest written later re-links its waiting studies through `on_fhir_write`, a
+notification hook on the FHIR pipeline's audit stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from fhir_server.context import SYSTEM, Door, RequestContext
+from fhir_server.exchange import FhirRequest
+from fhir_server.pipeline import Exchange
+from fhir_server.router import FhirRouter
+from imaging.index import DicomIndex
+from mappings.dicom.imagingstudy import (
+    StudyLinks,
+    imaging_study,
+    patient_from_header,
+    patient_identifier,
+)
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_ID = "medbridge-dicomweb"
+SCOPES = frozenset({"system/*.cruds", "system/*.*"})
+OWN_DOORS = (Door.DICOMWEB, Door.DIMSE)
+
+
+class LinkError(Exception):
+    """The FHIR side refused a write the link needed."""
+
+
+class StudyLinker:
+    def __init__(
+        self, router: FhirRouter, index: DicomIndex, dicomweb_base: Callable[[], str]
+    ) -> None:
+        self.router = router
+        self.index = index
+        self.dicomweb_base = dicomweb_base
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._endpoint: str | None = None
+        self._wake = asyncio.Event()
+
+    # the FHIR router, as a client ---------------------------------------------------
+
+    async def _fhir(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]] | None = None,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        request = FhirRequest(
+            method,
+            path,
+            query or [],
+            {"content-type": "application/fhir+json", **(headers or {})},
+            orjson.dumps(body) if body is not None else None,
+        )
+        context = RequestContext(Door.DICOMWEB, actor=SYSTEM, scopes=SCOPES)
+        response = await self.router.handle(request, context)
+        payload = orjson.loads(response.body) if response.body else None
+        return response.status, payload
+
+    async def _search(self, resource_type: str, query: list[tuple[str, str]]) -> list[Any]:
+        status, bundle = await self._fhir("GET", resource_type, query)
+        if status != 200 or not isinstance(bundle, dict):
+            raise LinkError(f"search {resource_type} answered {status}")
+        return [e["resource"] for e in bundle.get("entry", []) if "resource" in e]
+
+    # linking ------------------------------------------------------------------------
+
+    async def sync(self, study: str) -> str | None:
+        """Write the study's ImagingStudy (and complete its orders); its FHIR id."""
+        lock = self._locks.setdefault(study, asyncio.Lock())
+        async with lock:
+            try:
+                for attempt in range(3):
+                    try:
+                        return await self._sync(study)
+                    except LinkError:
+                        if attempt == 2:
+                            raise
+                return None
+            except Exception:
+                log.exception("ImagingStudy upkeep failed; the study stays marked for retry")
+                return None
+            finally:
+                if len(self._locks) > 10_000:  # bounded: a stale lock only costs a retry
+                    self._locks.pop(study, None)
+
+    async def _sync(self, study: str) -> str | None:
+        study_doc, series = await self.index.study_tree(study)
+        if study_doc is None:
+            return None
+        patient = await self._patient(study_doc)
+        orders = await self._orders(str(study_doc.get("AccessionNumber", "")))
+        links = StudyLinks(
+            patient=patient,
+            endpoint=await self._endpoint_reference(),
+            based_on=[f"ServiceRequest/{order['id']}" for order in orders],
+        )
+        resource = imaging_study(study_doc, series, links)
+        resource["id"] = study  # a UID is a valid FHIR id: one ImagingStudy per study, race-free
+        status, current = await self._fhir("GET", f"ImagingStudy/{study}")
+        if status == 200 and _same(current, resource):
+            await self.index.mark_linked(study, study_doc["lu"], study)
+        else:
+            headers = {"if-match": f'W/"{current["meta"]["versionId"]}"'} if status == 200 else {}
+            status, answer = await self._fhir(
+                "PUT", f"ImagingStudy/{study}", body=resource, headers=headers
+            )
+            if status not in (200, 201):
+                raise LinkError(f"ImagingStudy write answered {status}: {_diagnostics(answer)}")
+            await self.index.mark_linked(study, study_doc["lu"], study)
+        for order in orders:
+            await self._complete(order)
+        return study
+
+    async def _patient(self, study: dict[str, Any]) -> str:
+        patient_id = str(study.get("PatientID", "")) or f"study-{study['_id']}"
+        identifier = patient_identifier(patient_id, study.get("IssuerOfPatientID"))
+        criteria = f"{identifier['system']}|{identifier['value']}"
+        found = await self._search("Patient", [("identifier", criteria)])
+        if found:
+            return f"Patient/{found[0]['id']}"
+        body = patient_from_header({**study, "PatientID": patient_id})
+        headers = {"if-none-exist": f"identifier={criteria}"}
+        status, created = await self._fhir("POST", "Patient", body=body, headers=headers)
+        if status not in (200, 201) or not isinstance(created, dict) or "id" not in created:
+            raise LinkError(f"Patient create answered {status}: {_diagnostics(created)}")
+        return f"Patient/{created['id']}"
+
+    async def _orders(self, accession: str) -> list[dict[str, Any]]:
+        if not accession:
+            return []
+        found = await self._search("ServiceRequest", [("identifier", accession)])
+        return [order for order in found if _has_accession(order, accession)]
+
+    async def _complete(self, order: dict[str, Any]) -> None:
+        if order.get("status") in ("completed", "revoked", "entered-in-error"):
+            return
+        body = {k: v for k, v in order.items() if k != "meta"}
+        body["status"] = "completed"
+        headers = {"if-match": f'W/"{order["meta"]["versionId"]}"'}
+        status, _answer = await self._fhir(
+            "PUT", f"ServiceRequest/{order['id']}", body=body, headers=headers
+        )
+        if status not in (200, 201):
+            log.warning("ServiceRequest completion answered %s", status)
+
+    async def _endpoint_reference(self) -> str:
+        if self._endpoint is None:
+            endpoint = {
+                "resourceType": "Endpoint",
+                "id": ENDPOINT_ID,
+                "status": "active",
+                "connectionType": {
+                    "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+                    "code": "dicom-wado-rs",
+                },
+                "name": "MedBridge DICOMweb",
+                "payloadType": [
+                    {
+                        "coding": [
+                            {"system": "http://hl7.org/fhir/endpoint-payload-type", "code": "DICOM"}
+                        ]
+                    }
+                ],
+                "payloadMimeType": ["application/dicom"],
+                "address": self.dicomweb_base(),
+            }
+            status, answer = await self._fhir("PUT", f"Endpoint/{ENDPOINT_ID}", body=endpoint)
+            if status not in (200, 201):
+                raise LinkError(f"Endpoint write answered {status}: {_diagnostics(answer)}")
+            self._endpoint = f"Endpoint/{ENDPOINT_ID}"
+        return self._endpoint
+
+    # reverse link and background upkeep -------------------------------------------------
+
+    async def on_fhir_write(self, exchange: Exchange) -> None:
+        """FHIR pipeline hook: a ServiceRequest written later links its waiting studies."""
+        route, response = exchange.route, exchange.response
+        if exchange.context.door in OWN_DOORS or route is None or response is None:
+            return
+        if route.resource_type != "ServiceRequest" or response.status not in (200, 201):
+            return
+        if exchange.request.method.upper() not in ("POST", "PUT", "PATCH"):
+            return
+        raw = response.body or exchange.request.body
+        resource = orjson.loads(raw) if raw else {}
+        for identifier in resource.get("identifier", []) if isinstance(resource, dict) else []:
+            value = identifier.get("value")
+            if isinstance(value, str) and value:
+                for study in await self.index.studies_by_accession(value):
+                    await self.sync(study)
+
+    def schedule(self) -> None:
+        """Wake the background upkeep (DIMSE calls this after each association)."""
+        self._wake.set()
+
+    async def run(self, interval: float = 2.0) -> None:
+        """Background upkeep: studies left marked (crash, refused write) are retried."""
+        while True:
+            try:
+                for study in await self.index.dirty_studies():
+                    await self.sync(study)
+            except Exception:
+                log.exception("ImagingStudy background upkeep failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+
+
+def _same(current: Any, wanted: dict[str, Any]) -> bool:
+    if not isinstance(current, dict):
+        return False
+    return {k: v for k, v in current.items() if k != "meta"} == wanted
+
+
+def _has_accession(order: dict[str, Any], accession: str) -> bool:
+    for identifier in order.get("identifier", []):
+        codes = [c.get("code") for c in identifier.get("type", {}).get("coding", [])]
+        if identifier.get("value") == accession and ("ACSN" in codes or not codes):
+            return True
+    return False
+
+
+def _diagnostics(answer: Any) -> str:
+    if isinstance(answer, dict) and answer.get("issue"):
+        return str(answer["issue"][0].get("diagnostics", ""))[:200]
+    return ""

@@ -1,0 +1,215 @@
+"""Bytes -> a checked DICOM instance: Part 10 parse without pixel data, under safety caps.
+
+Everything a header can do to hurt us is bounded here: total size, inflated size and
+ratio of deflated transfer syntaxes, sequence nesting depth, element lengths that run
+past the data, and UIDs that are not UIDs. A failure is a `FhirError` with an MB-3xxx
+code whose DIMSE status becomes the STOW/C-STORE failure reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import unicodedata
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import orjson
+import pydicom
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from fhir_server.errors import FhirError
+from imaging.uids import is_uid
+
+PIXEL_DATA = "7FE00010"
+REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+BULK_THRESHOLD = 64 * 1024
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_instance_bytes: int = 512 * 1024 * 1024
+    max_inflated_bytes: int = 512 * 1024 * 1024
+    max_inflate_ratio: int = 200
+    max_depth: int = 16
+
+
+@dataclass(slots=True)
+class ParsedInstance:
+    """What the index and the FHIR link need from one instance."""
+
+    study: str
+    series: str
+    sop: str
+    sop_class: str
+    transfer_syntax: str
+    patient_key: str  # IssuerOfPatientID|PatientID: a study belongs to one patient
+    study_attrs: dict[str, Any] = field(default_factory=dict)
+    series_attrs: dict[str, Any] = field(default_factory=dict)
+    instance_attrs: dict[str, Any] = field(default_factory=dict)
+    metadata: bytes = b""  # DICOM JSON (PS3.18 F.2), BulkDataURIs relative to the base
+
+
+@cache
+def qido_attributes() -> dict[str, Any]:
+    text = (resources.files("imaging") / "qido_attributes.json").read_text(encoding="utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def parse(data: bytes, limits: Limits) -> ParsedInstance:
+    """Parse and check one Part 10 instance; raises FhirError(MB-3xxx) when unacceptable."""
+    # tolerant on intake: odd values are stored as received, pydicom's warnings are noise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _parse(data, limits)
+
+
+def _parse(data: bytes, limits: Limits) -> ParsedInstance:
+    if len(data) > limits.max_instance_bytes:
+        raise FhirError("MB-3003", f"instance of {len(data)} bytes over the limit")
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise FhirError("MB-3001", "no DICOM Part 10 preamble (DICM at offset 128)")
+    dataset, has_pixels = _read(data, limits)
+    _check_structure(dataset, limits.max_depth)
+    uids = {keyword: dataset.get(keyword) for keyword in REQUIRED_UIDS}
+    for keyword, value in uids.items():
+        if not is_uid(str(value) if value is not None else None):
+            raise FhirError("MB-3002", f"{keyword} missing or not a valid UID", expression=keyword)
+    study, series, sop = (str(uids[k]) for k in REQUIRED_UIDS[:3])
+    transfer_syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
+    attrs = qido_attributes()
+    parsed = ParsedInstance(
+        study=study,
+        series=series,
+        sop=sop,
+        sop_class=str(uids["SOPClassUID"]),
+        transfer_syntax=transfer_syntax,
+        patient_key=f"{_text(dataset.get('IssuerOfPatientID'))}|{_text(dataset.get('PatientID'))}",
+        study_attrs=_scalars(dataset, attrs["study"]),
+        series_attrs=_scalars(dataset, attrs["series"]),
+        instance_attrs=_scalars(dataset, attrs["instance"]),
+    )
+    parsed.metadata = _metadata(dataset, study, series, sop, has_pixels)
+    return parsed
+
+
+def _read(data: bytes, limits: Limits) -> tuple[Dataset, bool]:
+    stream = io.BytesIO(data)
+    try:
+        read_preamble(stream, False)
+        meta = _read_file_meta_info(stream)
+    except Exception as error:
+        raise FhirError("MB-3001", f"unreadable file meta information: {error}") from error
+    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        _check_inflation(data[stream.tell() :], limits)
+    stream.seek(0)
+    try:
+        dataset = pydicom.dcmread(stream, stop_before_pixels=True)
+    except FhirError:
+        raise
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as error:
+        raise FhirError("MB-3001", f"DICOM parse failed: {str(error)[:200]}") from error
+    except RecursionError as error:
+        raise FhirError("MB-3004", "sequence nesting too deep") from error
+    except Exception as error:
+        raise FhirError("MB-3001", f"DICOM parse failed: {type(error).__name__}") from error
+    deflated = meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+    has_pixels = not deflated and stream.tell() < len(data)
+    return dataset, has_pixels
+
+
+def _check_inflation(deflated: bytes, limits: Limits) -> None:
+    """Inflate in bounded steps: refuse absolute size or ratio beyond the limits."""
+    cap = min(limits.max_inflated_bytes, max(len(deflated), 1) * limits.max_inflate_ratio)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        pending = deflated
+        while pending:
+            chunk = inflater.decompress(pending, 1024 * 1024)
+            total += len(chunk)
+            if total > cap:
+                raise FhirError("MB-3003", "deflated data set inflates past the limit")
+            pending = inflater.unconsumed_tail
+    except zlib.error as error:
+        raise FhirError("MB-3001", "deflated data set is corrupt") from error
+
+
+def _check_structure(dataset: Dataset, max_depth: int, depth: int = 0) -> None:
+    """Nesting depth and declared-versus-actual element lengths, without deep recursion."""
+    if depth > max_depth:
+        raise FhirError("MB-3004", f"sequence nesting deeper than {max_depth}")
+    try:
+        for tag in list(dataset.keys()):
+            raw = dataset.get_item(tag)
+            if isinstance(raw, RawDataElement):
+                declared, value = raw.length, raw.value
+                if declared != UNDEFINED_LENGTH and value is not None and len(value) != declared:
+                    raise FhirError("MB-3004", f"element {tag} length runs past the data")
+                if raw.VR not in ("SQ", "UN", None) and raw.length != UNDEFINED_LENGTH:
+                    continue
+            element = dataset[tag]
+            if element.VR == "SQ":
+                for item in element.value:
+                    _check_structure(item, max_depth, depth + 1)
+    except FhirError:
+        raise
+    except RecursionError as error:
+        raise FhirError("MB-3004", "sequence nesting too deep") from error
+    except Exception as error:
+        raise FhirError("MB-3001", f"DICOM element unreadable: {str(error)[:200]}") from error
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _scalars(dataset: Dataset, keywords: list[str]) -> dict[str, Any]:
+    """Keyword -> one scalar (first value; PN as its text); arrays never reach an index."""
+    out: dict[str, Any] = {}
+    for keyword in keywords:
+        element = dataset.get(keyword)
+        if element is None or element == "" or keyword == "IssuerOfAccessionNumberSequence":
+            continue
+        value = element[0] if isinstance(element, pydicom.multival.MultiValue) else element
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[keyword] = int(value) if float(value).is_integer() else float(value)
+        else:
+            text = str(value).strip()
+            if text:
+                out[keyword] = text
+    return out
+
+
+def fold(text: str) -> str:
+    """Case- and accent-insensitive form for fuzzy person-name matching."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+
+
+def _metadata(dataset: Dataset, study: str, series: str, sop: str, has_pixels: bool) -> bytes:
+    base = f"studies/{study}/series/{series}/instances/{sop}/bulkdata/"
+
+    def bulk(element: DataElement) -> str:
+        return f"{base}{element.tag:08X}"
+
+    try:
+        body = dataset.to_json_dict(BULK_THRESHOLD, bulk)
+    except Exception:
+        body = dataset.to_json_dict(BULK_THRESHOLD, bulk, suppress_invalid_tags=True)
+    if has_pixels:
+        bits = dataset.get("BitsAllocated", 8)
+        compressed = dataset.file_meta.TransferSyntaxUID.is_compressed
+        vr = "OB" if compressed or bits <= 8 else "OW"
+        body[PIXEL_DATA] = {"vr": vr, "BulkDataURI": f"{base}{PIXEL_DATA}"}
+    return orjson.dumps(body)

@@ -1,0 +1,64 @@
+"""Assemble the imaging parts once: object store, index, ingest, FHIR link, DICOMweb.
+
+`medbridge serve` builds one `Imaging`; the DIMSE listener takes `imaging.ingestor`
+(C-STORE) and `imaging.index` (C-FIND / C-MOVE) from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fhir_server.pipeline import Stage
+from fhir_server.repository import Repository
+from fhir_server.router import FhirRouter
+from imaging.dicomweb.endpoint import DicomwebService
+from imaging.fhir_link import StudyLinker
+from imaging.index import DicomIndex
+from imaging.ingest import Ingestor, IngestPolicy
+from imaging.objectstore import LocalObjectStore, ObjectStore
+from imaging.parse import Limits
+
+
+@dataclass(slots=True)
+class Imaging:
+    store: ObjectStore
+    index: DicomIndex
+    ingestor: Ingestor
+    linker: StudyLinker
+    dicomweb: DicomwebService
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        await self.index.ensure_indexes()
+        self.tasks.append(asyncio.create_task(self.linker.run()))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def build_imaging(
+    repository: Repository,
+    router: FhirRouter,
+    objects_dir: Path,
+    dicomweb_base_path: str,
+    dicomweb_url: Callable[[], str],
+    replace_different: bool = False,
+    max_instance_bytes: int = 512 * 1024 * 1024,
+) -> Imaging:
+    store = LocalObjectStore(objects_dir)
+    store.clean_temporary()  # a crash mid-write leaves only invisible temporaries
+    index = DicomIndex(repository)
+    limits = Limits(max_instance_bytes=max_instance_bytes, max_inflated_bytes=max_instance_bytes)
+    ingestor = Ingestor(store, index, IngestPolicy(limits, replace_different))
+    linker = StudyLinker(router, index, dicomweb_url)
+    # orders that arrive after their study: the FHIR pipeline tells the linker
+    router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")
+    dicomweb = DicomwebService(ingestor, index, store, linker, dicomweb_base_path)
+    return Imaging(store, index, ingestor, linker, dicomweb)

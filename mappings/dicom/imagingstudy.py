@@ -1,0 +1,175 @@
+"""DICOM index rows -> FHIR ImagingStudy and Patient: a small engine over the YAML tables.
+
+Pure: takes the study/series/instance rows (DICOM keyword -> scalar) and the references
+the caller resolved (patient, endpoint, orders), returns resource dicts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+DICOM_UID_SYSTEM = "urn:dicom:uid"
+ACCESSION_TYPE = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]
+}
+Row = dict[str, Any]
+
+
+@dataclass(slots=True)
+class StudyLinks:
+    """References resolved by the caller (FHIR searches are not this module's job)."""
+
+    patient: str  # "Patient/<id>"
+    endpoint: str | None = None
+    based_on: list[str] = field(default_factory=list)
+
+
+@cache
+def _table(name: str) -> dict[str, Any]:
+    text = (resources.files("mappings.dicom") / name).read_text(encoding="utf-8")
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return loaded
+
+
+@cache
+def _issuers() -> dict[str, Any]:
+    """This package's issuer table over the HL7 bridge's assigning-authority table."""
+    merged: dict[str, Any] = dict(_table("patient_identifiers.yaml"))
+    hl7 = resources.files("mappings") / "hl7v2" / "tables" / "identifier_systems.yaml"
+    if hl7.is_file():
+        shared = yaml.safe_load(hl7.read_text(encoding="utf-8")) or {}
+        merged["authorities"] = {**shared.get("authorities", {}), **merged["authorities"]}
+        merged["default"] = shared.get("default", merged["default"])
+    return merged
+
+
+def patient_identifier(patient_id: str, issuer: str | None) -> dict[str, str]:
+    """PatientID + IssuerOfPatientID -> the Identifier the HL7 bridge uses too."""
+    table = _issuers()
+    if not issuer:
+        system = str(table["unassigned"])
+    elif issuer in table["authorities"]:
+        system = str(table["authorities"][issuer])
+    else:
+        part = "".join(c if c.isalnum() or c in "-._" else "-" for c in issuer)
+        system = str(table["default"]).format(authority=part)
+    return {"system": system, "value": patient_id}
+
+
+def patient_from_header(study: Row) -> dict[str, Any]:
+    """A Patient created from the DICOM header when the patient is not known yet."""
+    patient: dict[str, Any] = {
+        "resourceType": "Patient",
+        "identifier": [
+            patient_identifier(str(study.get("PatientID", "")), study.get("IssuerOfPatientID"))
+        ],
+    }
+    name = str(study.get("PatientName", ""))
+    if name:
+        parts = name.split("=")[0].split("^")
+        human: dict[str, Any] = {"text": " ".join(p for p in parts[1:2] + parts[:1] if p)}
+        if parts[0]:
+            human["family"] = parts[0]
+        given = [p for p in parts[1:3] if p]
+        if given:
+            human["given"] = given
+        patient["name"] = [human]
+    birth = str(study.get("PatientBirthDate", ""))
+    if re.fullmatch(r"\d{8}", birth):
+        patient["birthDate"] = f"{birth[:4]}-{birth[4:6]}-{birth[6:]}"
+    sex = {"M": "male", "F": "female", "O": "other"}.get(str(study.get("PatientSex", "")))
+    if sex:
+        patient["gender"] = sex
+    return patient
+
+
+def imaging_study(study: Row, series: list[Row], links: StudyLinks) -> dict[str, Any]:
+    """The ImagingStudy for one study: `series` rows carry their `instances` rows."""
+    table = _table("imagingstudy.yaml")
+    uid = str(study["_id"])
+    resource: dict[str, Any] = {
+        "resourceType": "ImagingStudy",
+        "identifier": [{"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"}],
+        "status": "available",
+        "subject": {"reference": links.patient},
+    }
+    accession = study.get("AccessionNumber")
+    if accession:
+        resource["identifier"].append({"type": ACCESSION_TYPE, "value": str(accession)})
+    started = _started(study)
+    if started:
+        resource["started"] = started
+    if links.based_on:
+        resource["basedOn"] = [{"reference": ref} for ref in links.based_on]
+    referrer = str(study.get("ReferringPhysicianName", ""))
+    if referrer:
+        resource["referrer"] = {"display": referrer.replace("^", " ").strip()}
+    if links.endpoint:
+        resource["endpoint"] = [{"reference": links.endpoint}]
+    resource.update(_apply(table["study"], study, table["tables"]))
+    ordered = sorted(series, key=lambda row: (row.get("SeriesNumber") or 0, row["_id"]))
+    modalities: dict[str, dict[str, str]] = {}
+    fhir_series = []
+    for row in ordered:
+        entry = _apply(table["series"], {**row, "SeriesInstanceUID": row["_id"]}, table["tables"])
+        instances = sorted(
+            row.get("instances", []), key=lambda i: (i.get("InstanceNumber") or 0, i["_id"])
+        )
+        entry["numberOfInstances"] = len(instances)
+        entry["instance"] = [
+            _apply(table["instance"], {**i, "SOPInstanceUID": i["_id"]}, table["tables"])
+            for i in instances
+        ]
+        if links.endpoint:
+            entry["endpoint"] = [{"reference": links.endpoint}]
+        if "modality" in entry:
+            modalities.setdefault(entry["modality"]["code"], entry["modality"])
+        fhir_series.append(entry)
+    if modalities:
+        resource["modality"] = list(modalities.values())
+    resource["numberOfSeries"] = len(fhir_series)
+    resource["numberOfInstances"] = sum(s["numberOfInstances"] for s in fhir_series)
+    if fhir_series:
+        resource["series"] = fhir_series
+    return resource
+
+
+def _apply(rules: list[dict[str, Any]], row: Row, tables: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for rule in rules:
+        value = row.get(rule["from"])
+        if value is None or value == "":
+            continue
+        kind = rule["type"]
+        if kind == "string":
+            out[rule["element"]] = str(value)
+        elif kind == "unsignedInt":
+            if isinstance(value, int | float) and value >= 0:
+                out[rule["element"]] = int(value)
+        elif kind == "coding":
+            out[rule["element"]] = {"system": rule["system"], "code": str(value)}
+        elif kind == "uid-coding":
+            out[rule["element"]] = {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{value}"}
+        elif kind == "table-coding":
+            coding = tables[rule["table"]].get(str(value).upper())
+            out[rule["element"]] = dict(coding) if coding else {"display": str(value)}
+    return out
+
+
+def _started(study: Row) -> str | None:
+    date = str(study.get("StudyDate", ""))
+    if not re.fullmatch(r"\d{8}", date):
+        return None
+    day = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    time = str(study.get("StudyTime", ""))
+    offset = str(study.get("TimezoneOffsetFromUTC", ""))
+    if re.match(r"\d{6}", time) and re.fullmatch(r"[+-]\d{4}", offset):
+        # FHIR needs a zone with a time: without TimezoneOffsetFromUTC the date alone is honest
+        return f"{day}T{time[:2]}:{time[2:4]}:{time[4:6]}{offset[:3]}:{offset[3:]}"
+    return day
