@@ -90,14 +90,25 @@ class Pipeline:
             await self._run(Stage.CONSENT_SHOW, exchange)
         except FhirError as error:
             await self._fail(exchange, error)
-        except Exception:
-            log.exception("unexpected failure handling request %s", exchange.context.request_id)
+        except Exception as unexpected:
+            # the type at ERROR, the traceback (which may quote patient data) at DEBUG only
+            log.error(
+                "unexpected %s handling request %s",
+                type(unexpected).__name__,
+                exchange.context.request_id,
+            )
+            log.debug("traceback of request %s", exchange.context.request_id, exc_info=True)
             await self._fail(exchange, FhirError("MB-1000"))
         try:
             await self._run(Stage.AUDIT, exchange)
-        except Exception:
+        except Exception as failure:
             # An access that cannot be audited is not answered with data.
-            log.exception("audit failed for request %s", exchange.context.request_id)
+            log.error(
+                "audit failed (%s) for request %s",
+                type(failure).__name__,
+                exchange.context.request_id,
+            )
+            log.debug("audit traceback", exc_info=True)
             exchange.response = self._render_error(exchange, FhirError("MB-1000"))
         assert exchange.response is not None
         return exchange.response
@@ -107,8 +118,12 @@ class Pipeline:
         exchange.response = self._render_error(exchange, error)
         try:
             await self._run(Stage.ON_ERROR, exchange)
-        except Exception:
-            log.exception("on-error hook failed for request %s", exchange.context.request_id)
+        except Exception as failure:
+            log.error(
+                "on-error hook failed (%s) for request %s",
+                type(failure).__name__,
+                exchange.context.request_id,
+            )
 
     async def _run(self, stage: Stage, exchange: Exchange) -> None:
         for registered in self._hooks[stage]:
@@ -117,5 +132,10 @@ class Pipeline:
                 continue
             try:
                 await registered.hook(exchange)
-            except Exception:
-                log.exception("notification hook %s failed at %s", registered.name, stage)
+            except Exception as failure:
+                log.warning(
+                    "notification hook %s failed at %s: %s",
+                    registered.name,
+                    stage,
+                    type(failure).__name__,
+                )
