@@ -26,6 +26,7 @@ class Interaction(StrEnum):
     SEARCH_SYSTEM = "search-system"
     BATCH = "batch"
     TRANSACTION = "transaction"
+    OPERATION = "operation"  # named operations such as Patient/{id}/$everything
 
 
 SERVED_TYPES: tuple[str, ...] = (

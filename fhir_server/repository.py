@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,11 +35,16 @@ from pymongo.errors import DuplicateKeyError
 
 from fhir_server.errors import FhirError
 from fhir_server.registry import SERVED_TYPES
-from fhir_server.search.criteria import row_filters
-from fhir_server.search.extract import index_rows
+from fhir_server.search.criteria import only_criteria
+from fhir_server.search.engine import Engine
+from fhir_server.search.extract import index_entries
+from fhir_server.search.parameters import parameters_for
 
 Document = dict[str, Any]
 HISTORY = "history"
+# The session of a transaction bundle being processed: every read and write of this
+# task joins it, so all entries commit or roll back together.
+_BUNDLE_SESSION: ContextVar[AsyncClientSession | None] = ContextVar("bundle", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,24 @@ class Repository:
         ):
             yield session
 
+    @contextlib.asynccontextmanager
+    async def bundle_transaction(self) -> AsyncIterator[AsyncClientSession]:
+        """Run every repository call of this task in one transaction (transaction bundles)."""
+        async with self.transaction() as session:
+            token = _BUNDLE_SESSION.set(session)
+            try:
+                yield session
+            finally:
+                _BUNDLE_SESSION.reset(token)
+
+    @property
+    def session(self) -> AsyncClientSession | None:
+        """The transaction this task is in, if any (reads join it to see its writes)."""
+        return _BUNDLE_SESSION.get()
+
+    def search_engine(self) -> Engine:
+        return Engine(self.db, self.session)
+
     async def ensure_indexes(self) -> None:
         history = self.db[HISTORY]
         await history.create_index([("t", ASCENDING), ("r", ASCENDING), ("v", DESCENDING)])
@@ -105,22 +129,24 @@ class Repository:
         await history.create_index([("lu", DESCENDING)])
         for resource_type in SERVED_TYPES:
             rows = self.db[f"{resource_type}_idx"]
-            await rows.create_index([("r", ASCENDING)])
-            await rows.create_index([("p", ASCENDING), ("v", ASCENDING)])
-            await rows.create_index([("p", ASCENDING), ("s", ASCENDING), ("v", ASCENDING)])
+            # single-field indexes only: the embedded store uses nothing else (search/keys.py)
+            for field in ("r", "k", "c", "h"):
+                await rows.create_index([(field, ASCENDING)])
             await self.db[resource_type].create_index([("lu", DESCENDING)])
 
     # reads --------------------------------------------------------------------------
 
     async def read(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version (possibly a tombstone), by primary key."""
-        doc = await self.db[resource_type].find_one({"_id": resource_id})
+        doc = await self.db[resource_type].find_one({"_id": resource_id}, session=self.session)
         if doc is None:
             return None
         return Stored(resource_type, resource_id, doc["vid"], doc["lu"], doc.get("raw"))
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Stored | None:
-        doc = await self.db[HISTORY].find_one({"_id": f"{resource_type}/{resource_id}/{version}"})
+        doc = await self.db[HISTORY].find_one(
+            {"_id": f"{resource_type}/{resource_id}/{version}"}, session=self.session
+        )
         if doc is None:
             return None
         return _from_history(doc)
@@ -153,17 +179,10 @@ class Repository:
 
     async def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
         """Ids of current resources matching every parameter (conditional interactions)."""
-        filters = row_filters(resource_type, params)
-        if not filters:
+        criteria = only_criteria(params)
+        if not criteria:
             raise FhirError("MB-1020", "conditional interaction without search criteria")
-        rows = self.db[f"{resource_type}_idx"]
-        ids: set[str] | None = None
-        for row_filter in filters:
-            found = {doc["r"] async for doc in rows.find(row_filter, {"r": 1, "_id": 0})}
-            ids = found if ids is None else ids & found
-            if not ids:
-                return []
-        return sorted(ids or ())
+        return sorted(await self.search_engine().criteria_ids(resource_type, criteria))
 
     # writes -------------------------------------------------------------------------
 
@@ -176,7 +195,7 @@ class Repository:
     async def delete(self, previous: Stored) -> Stored:
         version = previous.version + 1
         stored = Stored(previous.resource_type, previous.id, version, now_ms(), None, "DELETE")
-        await self._commit(stored, previous, rows=[])
+        await self._commit(stored, previous, rows=[], order={})
         return stored
 
     async def _write(
@@ -193,13 +212,22 @@ class Repository:
         stored = Stored(
             resource["resourceType"], resource_id, version, last_updated_ms, raw, method
         )
-        await self._commit(stored, previous, rows=index_rows(resource))
+        index = index_entries(resource)
+        # every sort key present ("" when absent) so keyset paging compares like with like
+        order = dict.fromkeys(parameters_for(stored.resource_type), "") | index.order
+        await self._commit(stored, previous, rows=index.rows, order=order)
         return stored
 
-    async def _commit(self, stored: Stored, previous: Stored | None, rows: list[Document]) -> None:
+    async def _commit(
+        self, stored: Stored, previous: Stored | None, rows: list[Document], order: Document
+    ) -> None:
         try:
+            ambient = self.session
+            if ambient is not None:
+                await self._apply(ambient, stored, previous, rows, order)
+                return
             async with self.transaction() as session:
-                await self._apply(session, stored, previous, rows)
+                await self._apply(session, stored, previous, rows, order)
         except DuplicateKeyError as error:
             raise FhirError(
                 "MB-1011",
@@ -213,6 +241,7 @@ class Repository:
         stored: Stored,
         previous: Stored | None,
         rows: list[Document],
+        order: Document,
     ) -> None:
         resource_type, resource_id = stored.resource_type, stored.id
         await self.db[HISTORY].insert_one(
@@ -227,7 +256,12 @@ class Repository:
             },
             session=session,
         )
-        current: Document = {"vid": stored.version, "lu": stored.last_updated_ms, "raw": stored.raw}
+        current: Document = {
+            "vid": stored.version,
+            "lu": stored.last_updated_ms,
+            "raw": stored.raw,
+            "o": order,
+        }
         collection = self.db[resource_type]
         if previous is None:
             await collection.insert_one({"_id": resource_id, **current}, session=session)

@@ -12,13 +12,14 @@ from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.exchange import FhirRequest, FhirResponse, Route
 from fhir_server.formats import check_acceptable, pretty, wants_pretty
+from fhir_server.interactions.batch import bundle_handler
 from fhir_server.interactions.capabilities import capabilities
 from fhir_server.interactions.create import create
 from fhir_server.interactions.delete import delete
 from fhir_server.interactions.history import history
 from fhir_server.interactions.patch import patch
 from fhir_server.interactions.read import read, vread
-from fhir_server.interactions.search import search
+from fhir_server.interactions.search import everything, search
 from fhir_server.interactions.update import update
 from fhir_server.pipeline import Exchange, Pipeline
 from fhir_server.registry import Interaction, is_served
@@ -37,6 +38,7 @@ HANDLERS: dict[Interaction, Handler] = {
     Interaction.HISTORY_TYPE: history,
     Interaction.HISTORY_SYSTEM: history,
     Interaction.SEARCH_TYPE: search,
+    Interaction.OPERATION: everything,
     Interaction.CAPABILITIES: capabilities,
 }
 
@@ -45,6 +47,13 @@ class FhirRouter:
     def __init__(self, services: FhirServices) -> None:
         self.services = services
         self.pipeline = Pipeline(self._prepare, self._act, render_error)
+        # bundle entries re-enter this router (and so the whole pipeline) one by one
+        bundles = bundle_handler(self.handle)
+        self.handlers = {
+            **HANDLERS,
+            Interaction.BATCH: bundles,
+            Interaction.TRANSACTION: bundles,
+        }
 
     async def handle(self, request: FhirRequest, context: RequestContext) -> FhirResponse:
         response = await self.pipeline.handle(Exchange(request, context))
@@ -58,7 +67,7 @@ class FhirRouter:
 
     async def _act(self, exchange: Exchange) -> FhirResponse:
         assert exchange.route is not None
-        handler = HANDLERS.get(exchange.route.interaction)
+        handler = self.handlers.get(exchange.route.interaction)
         if handler is None:
             raise FhirError("MB-1013", f"{exchange.route.interaction} is not supported yet")
         return await handler(exchange, self.services)
@@ -122,6 +131,10 @@ def _typed(method: str, resource_type: str, rest: list[str], request: FhirReques
         if interaction is None:
             raise FhirError("MB-1013", f"{method} on a resource instance is not supported")
         return Route(interaction, resource_type, resource_id)
+    if n == 2 and method == "GET" and resource_type == "Patient" and is_served(rest[1]):
+        return Route(Interaction.SEARCH_TYPE, rest[1])  # compartment search
+    if n == 2 and rest[1] == "$everything" and method in ("GET", "POST"):
+        return Route(Interaction.OPERATION, resource_type, resource_id)
     if rest[1] == "_history" and method == "GET":
         if n == 2:
             return Route(Interaction.HISTORY_INSTANCE, resource_type, resource_id)

@@ -1,71 +1,146 @@
-"""search-type: GET /{type}?params and POST /{type}/_search, as a searchset Bundle."""
+"""search-type: GET /{type}?params, POST /{type}/_search, compartment search
+(/Patient/{id}/{type}) and Patient/{id}/$everything, answered as searchset Bundles."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
-from pymongo import DESCENDING
 
 from fhir_server.bundle import bundle
 from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirResponse
-from fhir_server.interactions.history import _int_param
+from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.pipeline import Exchange
-from fhir_server.search.criteria import IGNORED
+from fhir_server.search.compile import compile_criterion
+from fhir_server.search.keys import key
+from fhir_server.search.nodes import Clause, exact
+from fhir_server.search.page import Page, run_page
+from fhir_server.search.parameters import patient_compartment
+from fhir_server.search.request import MAX_COUNT, SearchRequest, parse_search
+from fhir_server.search.shape import shape
 from fhir_server.services import FhirServices
 
-DEFAULT_COUNT = 20
-MAX_COUNT = 1000
+FORM = "application/x-www-form-urlencoded"
 
 
 async def search(exchange: Exchange, services: FhirServices) -> FhirResponse:
     route, request = exchange.route, exchange.request
     assert route is not None
     assert route.resource_type
+    resource_type = route.resource_type
+    patient = _compartment_patient(request.path, resource_type)
+    search_request = parse_search(
+        resource_type, _params(request), strict=_strict(request), base_url=request.base_url
+    )
+    clauses = [
+        compile_criterion(resource_type, name, value, request.base_url)
+        for name, value in search_request.criteria
+    ]
+    path = resource_type
+    if patient is not None:
+        clauses.append(compartment_clause(resource_type, patient))
+        path = f"Patient/{patient}/{resource_type}"
+    engine = services.repository.search_engine()
+    page = await run_page(engine, search_request, clauses, search_request.summary != "count")
+    entries = _entries(request.base_url, resource_type, page, search_request)
+    exchange.touched.extend(f"{resource_type}/{doc['_id']}" for doc in page.matches)
+    exchange.touched.extend(f"{t}/{doc['_id']}" for t, doc in page.included)
+    links = _links(f"{request.base_url}/{path}", search_request, page)
+    return FhirResponse(200, bundle("searchset", entries, links, page.total))
+
+
+async def everything(exchange: Exchange, services: FhirServices) -> FhirResponse:
+    """Patient/{id}/$everything: the patient and every resource in its compartment."""
+    route, request = exchange.route, exchange.request
+    assert route is not None
+    if route.resource_type != "Patient" or route.resource_id is None:
+        raise FhirError("MB-1013", "$everything is defined on Patient/{id}")
+    patient_id = route.resource_id
+    engine = services.repository.search_engine()
+    entries: list[dict[str, Any]] = []
+    for resource_type in ("Patient", *sorted(patient_compartment())):
+        if resource_type != "Patient" and resource_type not in patient_compartment():
+            continue
+        clause = compartment_clause(resource_type, patient_id)
+        page = await run_page(
+            engine, SearchRequest(resource_type, count=MAX_COUNT, total="none"), [clause]
+        )
+        entries.extend(_entries(request.base_url, resource_type, page, None))
+        exchange.touched.extend(f"{resource_type}/{doc['_id']}" for doc in page.matches)
+    if not entries or not entries[0]["fullUrl"].endswith(f"/Patient/{patient_id}"):
+        raise FhirError("MB-1002", f"Patient/{patient_id} is not known")
+    links = [("self", f"{request.base_url}/Patient/{patient_id}/$everything")]
+    return FhirResponse(200, bundle("searchset", entries, links, len(entries)))
+
+
+def compartment_clause(resource_type: str, patient_id: str) -> Clause:
+    """Membership of the Patient compartment (CompartmentDefinition-patient) as a clause."""
+    if resource_type == "Patient":
+        return Clause((exact("c", key("_id", patient_id), cost=0),))
+    codes = patient_compartment().get(resource_type)
+    if not codes:
+        raise FhirError(
+            "MB-1016", f"{resource_type} is not in the Patient compartment", expression="type"
+        )
+    reference = f"Patient/{patient_id}"
+    return Clause(tuple(exact("k", key(code, reference)) for code in codes))
+
+
+def _compartment_patient(path: str, resource_type: str) -> str | None:
+    parts = [p for p in path.strip("/").split("/") if p]
+    if len(parts) == 3 and parts[0] == "Patient" and parts[2] == resource_type:
+        return parts[1]
+    return None
+
+
+def _params(request: FhirRequest) -> list[tuple[str, str]]:
     params = list(request.query)
-    if request.method == "POST" and request.body:
-        content_type = (request.header("content-type") or "").split(";")[0].strip()
-        if content_type != "application/x-www-form-urlencoded":
-            raise FhirError("MB-1014", "POST _search takes application/x-www-form-urlencoded")
+    if request.method.upper() == "POST" and request.body:
+        content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+        if content_type != FORM:
+            raise FhirError("MB-1014", f"POST _search takes {FORM}")
         params += parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
-    count = max(0, min(_int_param(_get(params, "_count"), "_count", DEFAULT_COUNT), MAX_COUNT))
-    offset = _int_param(_get(params, "_getpagesoffset"), "_getpagesoffset", 0)
-    criteria = [(k, v) for k, v in params if k not in IGNORED and not k.startswith("_getpages")]
-    collection = services.repository.db[route.resource_type]
-    query: dict[str, object] = {"raw": {"$ne": None}}
-    if criteria:
-        ids = await services.repository.matching_ids(route.resource_type, criteria)
-        query["_id"] = {"$in": ids}
-    total = await collection.count_documents(query)
-    cursor = collection.find(query, {"raw": 1}).sort([("lu", DESCENDING), ("_id", DESCENDING)])
-    docs = [doc async for doc in cursor.skip(offset).limit(count)]
-    base = f"{request.base_url}/{route.resource_type}"
-    entries = [
+    return params
+
+
+def _strict(request: FhirRequest) -> bool:
+    prefer = (request.header("prefer") or "").lower().replace(" ", "")
+    return "handling=strict" in prefer
+
+
+def _entries(
+    base_url: str, resource_type: str, page: Page, request: SearchRequest | None
+) -> list[dict[str, Any]]:
+    summary = request.summary if request else None
+    elements = request.elements if request else ()
+    entries: list[dict[str, Any]] = [
         {
-            "fullUrl": f"{request.base_url}/{route.resource_type}/{doc['_id']}",
-            "resource": orjson.Fragment(doc["raw"]),
+            "fullUrl": f"{base_url}/{resource_type}/{doc['_id']}",
+            "resource": shape(doc["raw"], summary, elements),
             "search": {"mode": "match"},
         }
-        for doc in docs
+        for doc in page.matches
     ]
-    exchange.touched.extend(f"{route.resource_type}/{doc['_id']}" for doc in docs)
-    applied = [*criteria, ("_count", str(count))]
-    links = [("self", f"{base}?{urlencode([*applied, ('_getpagesoffset', str(offset))])}")]
-    if offset + count < total:
-        links.append(
-            ("next", f"{base}?{urlencode([*applied, ('_getpagesoffset', str(offset + count))])}")
-        )
-    if offset > 0:
-        prior = max(0, offset - count)
-        links.append(
-            ("previous", f"{base}?{urlencode([*applied, ('_getpagesoffset', str(prior))])}")
-        )
-    return FhirResponse(200, bundle("searchset", entries, links, total))
+    entries.extend(
+        {
+            "fullUrl": f"{base_url}/{included_type}/{doc['_id']}",
+            "resource": orjson.Fragment(doc["raw"]),
+            "search": {"mode": "include"},
+        }
+        for included_type, doc in page.included
+    )
+    return entries
 
 
-def _get(params: list[tuple[str, str]], name: str) -> str | None:
-    for key, value in params:
-        if key == name:
-            return value
-    return None
+def _links(url: str, request: SearchRequest, page: Page) -> list[tuple[str, str]]:
+    applied = list(request.applied)
+    if not any(name == "_count" for name, _ in applied):
+        applied.append(("_count", str(request.count)))
+    current = [*applied, ("_page", request.page)] if request.page else applied
+    links = [("self", f"{url}?{urlencode(current)}")]
+    if page.next_token:
+        links.append(("next", f"{url}?{urlencode([*applied, ('_page', page.next_token)])}"))
+    if page.previous_token:
+        links.append(("previous", f"{url}?{urlencode([*applied, ('_page', page.previous_token)])}"))
+    return links

@@ -1,0 +1,252 @@
+"""batch and transaction: POST a Bundle to the service base.
+
+Every entry becomes a `FhirRequest` that goes back through the router, so it passes
+the same pipeline (authorization, consent, audit) as a request of its own. A
+transaction runs its entries in the spec's order (DELETE, POST, PUT/PATCH, GET) inside
+one repository transaction, with `urn:uuid:` and conditional references resolved
+across entries; any failing entry rolls everything back. A batch answers each entry
+on its own, failures as OperationOutcomes.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from fhir_server.bundle import bundle
+from fhir_server.context import RequestContext
+from fhir_server.errors import FhirError
+from fhir_server.exchange import FhirRequest, FhirResponse
+from fhir_server.interactions.common import parse_body, parse_http_date
+from fhir_server.pipeline import Exchange
+from fhir_server.registry import is_served
+from fhir_server.repository import instant
+from fhir_server.services import FhirServices
+
+Dispatch = Callable[[FhirRequest, RequestContext], Awaitable[FhirResponse]]
+Handler = Callable[[Exchange, FhirServices], Awaitable[FhirResponse]]
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified"}
+_CONDITIONAL = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
+
+
+def bundle_handler(dispatch: Dispatch) -> Handler:
+    """The BATCH/TRANSACTION handler, re-entering the router through `dispatch`."""
+
+    async def handle(exchange: Exchange, services: FhirServices) -> FhirResponse:
+        document = parse_body(exchange.request)
+        if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
+            raise FhirError("MB-1004", "POST to the base takes a batch or transaction Bundle")
+        kind = document.get("type")
+        entries = document.get("entry") or []
+        if kind not in ("batch", "transaction") or not isinstance(entries, list):
+            raise FhirError(
+                "MB-1004", "Bundle.type must be batch or transaction", expression="Bundle.type"
+            )
+        processor = _Processor(exchange, services, dispatch, entries)
+        if kind == "batch":
+            responses = await processor.batch()
+        else:
+            async with services.repository.bundle_transaction():
+                responses = await processor.transaction()
+        return FhirResponse(200, bundle(f"{kind}-response", responses, []))
+
+    return handle
+
+
+class _Processor:
+    def __init__(
+        self, exchange: Exchange, services: FhirServices, dispatch: Dispatch, entries: list[Any]
+    ) -> None:
+        self.exchange = exchange
+        self.services = services
+        self.dispatch = dispatch
+        self.entries = entries
+        self.resolved: dict[str, str] = {}  # fullUrl (urn:uuid:...) -> Type/id
+
+    async def batch(self) -> list[dict[str, Any]]:
+        responses = []
+        for index, entry in enumerate(self.entries):
+            try:
+                request = await self._request(index, entry)
+                response = await self.dispatch(request, self.exchange.context)
+            except FhirError as error:
+                response = FhirResponse.of(error.status, error.outcome())
+            responses.append(_response_entry(response, outcome_on_error=True))
+        return responses
+
+    async def transaction(self) -> list[dict[str, Any]]:
+        order = sorted(range(len(self.entries)), key=lambda i: self._rank(i))
+        self._assign_ids(order)
+        responses: dict[int, dict[str, Any]] = {}
+        for index in order:
+            entry = self.entries[index]
+            request = await self._request(index, entry)
+            response = await self.dispatch(request, self.exchange.context)
+            if response.status >= 400:
+                raise _failed(index, entry, response)
+            responses[index] = _response_entry(response, outcome_on_error=False)
+            self._learn(entry, response)
+        return [responses[i] for i in range(len(self.entries))]
+
+    def _rank(self, index: int) -> int:
+        entry = self.entries[index]
+        method = (entry.get("request") or {}).get("method", "") if isinstance(entry, dict) else ""
+        return ORDER.get(str(method).upper(), 4)
+
+    def _assign_ids(self, order: list[int]) -> None:
+        """Server ids for POSTed entries up front, so references to them resolve in any order."""
+        for index in order:
+            entry = self.entries[index]
+            if not isinstance(entry, dict):
+                continue
+            request = entry.get("request") or {}
+            resource = entry.get("resource")
+            full_url = entry.get("fullUrl")
+            if str(request.get("method", "")).upper() != "POST" or not isinstance(resource, dict):
+                continue
+            if isinstance(full_url, str) and full_url.startswith("urn:uuid:"):
+                if request.get("ifNoneExist"):
+                    continue  # known only once the condition is evaluated
+                self.resolved[full_url] = f"{resource.get('resourceType')}/{uuid.uuid4()}"
+
+    def _learn(self, entry: dict[str, Any], response: FhirResponse) -> None:
+        full_url = entry.get("fullUrl")
+        location = response.headers.get("Location")
+        if isinstance(full_url, str) and location:
+            parts = location.split("/_history/")[0].rsplit("/", 2)
+            self.resolved[full_url] = f"{parts[-2]}/{parts[-1]}"
+
+    async def _request(self, index: int, entry: Any) -> FhirRequest:
+        where = f"Bundle.entry[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
+            raise FhirError("MB-1004", f"{where} has no request", expression=f"{where}.request")
+        spec = entry["request"]
+        method = str(spec.get("method", "")).upper()
+        url = str(spec.get("url", ""))
+        if method not in ORDER or not url:
+            raise FhirError(
+                "MB-1004", f"{where}.request needs method and url", expression=f"{where}.request"
+            )
+        split = urlsplit(url)
+        path = split.path.lstrip("/")
+        query = parse_qsl(split.query, keep_blank_values=True)
+        headers = {"content-type": "application/fhir+json"}
+        for field, header in (
+            ("ifNoneExist", "if-none-exist"),
+            ("ifMatch", "if-match"),
+            ("ifNoneMatch", "if-none-match"),
+            ("ifModifiedSince", "if-modified-since"),
+        ):
+            if spec.get(field):
+                headers[header] = str(spec[field])
+        body: bytes | None = None
+        resource = entry.get("resource")
+        if (
+            method == "PATCH"
+            and isinstance(resource, dict)
+            and resource.get("resourceType") == "Binary"
+        ):
+            headers["content-type"] = str(resource.get("contentType", ""))
+            body = _binary_data(resource)
+        elif resource is not None:
+            resource = await self._resolve_references(resource, where)
+            full_url = entry.get("fullUrl")
+            if method == "POST" and isinstance(full_url, str) and full_url in self.resolved:
+                # a pre-assigned id: the POST becomes a create-on-update at that id
+                method, path = "PUT", self.resolved[full_url]
+                resource["id"] = path.split("/", 1)[1]
+            body = orjson.dumps(resource)
+        accept = self.exchange.request.header("prefer")
+        if accept:
+            headers["prefer"] = accept
+        return FhirRequest(method, path, query, headers, body, self.exchange.request.base_url)
+
+    async def _resolve_references(self, value: Any, where: str) -> Any:
+        if isinstance(value, dict):
+            resolved = {k: await self._resolve_references(v, where) for k, v in value.items()}
+            reference = resolved.get("reference")
+            if isinstance(reference, str):
+                resolved["reference"] = await self._target(reference, where)
+            return resolved
+        if isinstance(value, list):
+            return [await self._resolve_references(v, where) for v in value]
+        return value
+
+    async def _target(self, reference: str, where: str) -> str:
+        if reference in self.resolved:
+            return self.resolved[reference]
+        if reference.startswith("urn:uuid:"):
+            raise FhirError(
+                "MB-1004", f"{where}: {reference} names no entry of this Bundle", expression=where
+            )
+        match = _CONDITIONAL.match(reference)
+        if match is None or not is_served(match.group(1)):
+            return reference
+        resource_type = match.group(1)
+        criteria = parse_qsl(match.group(2), keep_blank_values=True)
+        ids = await self.services.repository.matching_ids(resource_type, criteria)
+        if len(ids) != 1:
+            raise FhirError(
+                "MB-1102",
+                f"{where}: conditional reference {reference[:200]} matches {len(ids)} resources",
+                expression=where,
+            )
+        self.resolved[reference] = f"{resource_type}/{ids[0]}"
+        return self.resolved[reference]
+
+
+def _binary_data(resource: dict[str, Any]) -> bytes:
+    return base64.b64decode(str(resource.get("data", "")))
+
+
+def _response_entry(response: FhirResponse, outcome_on_error: bool) -> dict[str, Any]:
+    status = f"{response.status} {STATUS_TEXT.get(response.status, '')}".strip()
+    result: dict[str, Any] = {"status": status}
+    for header, field in (("Location", "location"), ("ETag", "etag")):
+        if header in response.headers:
+            result[field] = response.headers[header]
+    entry: dict[str, Any] = {"response": result}
+    last_updated = _last_updated(response)
+    if last_updated:
+        result["lastModified"] = last_updated
+    if response.body is not None:
+        body = orjson.Fragment(response.body)
+        if response.status >= 400 and outcome_on_error:
+            result["outcome"] = body
+        elif response.status < 400:
+            entry["resource"] = body
+    return entry
+
+
+def _last_updated(response: FhirResponse) -> str | None:
+    """The instant of the version written: from the resource, else the HTTP date."""
+    if response.body is not None and response.status < 400:
+        meta = orjson.loads(response.body).get("meta") or {}
+        if isinstance(meta.get("lastUpdated"), str):
+            return str(meta["lastUpdated"])
+    header = response.headers.get("Last-Modified")
+    epoch_ms = parse_http_date(header) if header else None
+    return instant(epoch_ms) if epoch_ms is not None else None
+
+
+def _failed(index: int, entry: dict[str, Any], response: FhirResponse) -> FhirError:
+    request = entry.get("request") or {}
+    detail = ""
+    if response.body:
+        outcome = orjson.loads(response.body)
+        issues = outcome.get("issue") or [{}]
+        detail = f": {issues[0].get('diagnostics', '')}"
+    return FhirError(
+        "MB-1101",
+        f"transaction failed at entry {index} ({request.get('method')} {request.get('url')})"
+        f"{detail}; nothing was applied",
+        expression=f"Bundle.entry[{index}]",
+        status=response.status,
+    )

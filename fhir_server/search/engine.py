@@ -1,0 +1,142 @@
+"""Run compiled clauses against the index collections: ids, then a sorted page.
+
+Each clause is answered by single-field-indexed queries (the embedded store scans for
+`$in`/`$or`). The most selective clause runs first over the whole collection; later
+clauses then only check the few candidates left, one indexed query per candidate, or
+run whole and intersect when many remain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from fhir_server.search.compile import compile_criterion
+from fhir_server.search.keys import key, prefix_range
+from fhir_server.search.nodes import Alternative, ChainQuery, Clause, HasQuery, RowQuery
+
+Document = dict[str, Any]
+SMALL = 64  # candidates checked one by one below this
+MANY_KEYS = 200  # above this many reference keys a single scan beats many lookups
+
+
+class Engine:
+    def __init__(self, db: AsyncDatabase[Document], session: AsyncClientSession | None) -> None:
+        self.db = db
+        self.session = session
+
+    async def ids(self, resource_type: str, clauses: list[Clause]) -> set[str] | None:
+        """Ids matching every clause; None when there are no clauses (all resources)."""
+        candidates: set[str] | None = None
+        for clause in sorted(clauses, key=lambda c: c.cost):
+            if candidates is not None and not candidates:
+                return candidates
+            if clause.negate:
+                base = candidates if candidates is not None else await self._all(resource_type)
+                found = await self._clause(resource_type, clause, base)
+                candidates = base - found
+            else:
+                found = await self._clause(resource_type, clause, candidates)
+                candidates = found if candidates is None else candidates & found
+        return candidates
+
+    async def criteria_ids(self, resource_type: str, params: list[tuple[str, str]]) -> set[str]:
+        clauses = [compile_criterion(resource_type, name, value) for name, value in params]
+        found = await self.ids(resource_type, clauses)
+        return found if found is not None else await self._all(resource_type)
+
+    async def _all(self, resource_type: str) -> set[str]:
+        return await self.row_ids(resource_type, {"k": prefix_range(key("_id", ""))})
+
+    async def _clause(
+        self, resource_type: str, clause: Clause, within: set[str] | None
+    ) -> set[str]:
+        found: set[str] = set()
+        for alternative in clause.alternatives:
+            found |= await self._alternative(resource_type, alternative, within)
+        return found
+
+    async def _alternative(
+        self, resource_type: str, alternative: Alternative, within: set[str] | None
+    ) -> set[str]:
+        if isinstance(alternative, RowQuery):
+            return await self._match(resource_type, alternative.as_filter(), within)
+        if isinstance(alternative, ChainQuery):
+            return await self._chain(resource_type, alternative, within)
+        return await self._has(resource_type, alternative, within)
+
+    async def _match(
+        self, resource_type: str, row_filter: Document, within: set[str] | None
+    ) -> set[str]:
+        if within is not None and len(within) <= SMALL:
+            return await self._check_each(resource_type, row_filter, within)
+        found = await self.row_ids(resource_type, row_filter)
+        return found if within is None else found & within
+
+    async def _check_each(
+        self, resource_type: str, row_filter: Document, within: set[str]
+    ) -> set[str]:
+        rows = self.db[f"{resource_type}_idx"]
+        ordered = sorted(within)
+        hits = await asyncio.gather(
+            *(
+                rows.find_one({"r": rid, **row_filter}, {"_id": 1}, session=self.session)
+                for rid in ordered
+            )
+        )
+        return {rid for rid, hit in zip(ordered, hits, strict=True) if hit is not None}
+
+    async def row_ids(self, resource_type: str, row_filter: Document) -> set[str]:
+        cursor = self.db[f"{resource_type}_idx"].find(
+            row_filter, {"r": 1, "_id": 0}, session=self.session
+        )
+        return {doc["r"] async for doc in cursor}
+
+    async def _chain(
+        self, resource_type: str, chain: ChainQuery, within: set[str] | None
+    ) -> set[str]:
+        keys: list[str] = []
+        for target in chain.target_types:
+            inner = compile_criterion(target, chain.inner_name, chain.value)
+            for target_id in await self.ids(target, [inner]) or set():
+                keys.append(key(chain.code, f"{target}/{target_id}"))
+        if not keys:
+            return set()
+        if len(keys) > MANY_KEYS:
+            found = await self.row_ids(resource_type, {"k": {"$in": keys}})
+            return found if within is None else found & within
+        found = set()
+        for one in await asyncio.gather(
+            *(self._match(resource_type, {"k": k}, within) for k in keys)
+        ):
+            found |= one
+        return found
+
+    async def _has(self, resource_type: str, has: HasQuery, within: set[str] | None) -> set[str]:
+        inner = compile_criterion(has.source_type, has.inner_name, has.value)
+        sources = await self.ids(has.source_type, [inner]) or set()
+        prefix = key(has.code, f"{resource_type}/")
+        referenced = await self.references(has.source_type, sources, prefix)
+        ids = {reference.split("/", 1)[1] for reference in referenced}
+        return ids if within is None else ids & within
+
+    async def references(self, source_type: str, source_ids: set[str], prefix: str) -> set[str]:
+        """The `Type/id` values of rows under `prefix` (a parameter code) of some resources."""
+        rows = self.db[f"{source_type}_idx"]
+        row_filter = {"k": prefix_range(prefix)}
+        code_prefix = prefix.split("\x1f", 1)[0] + "\x1f"
+        if len(source_ids) > MANY_KEYS:
+            cursor = rows.find(row_filter, {"k": 1, "r": 1, "_id": 0}, session=self.session)
+            return {d["k"][len(code_prefix) :] async for d in cursor if d["r"] in source_ids}
+        results = await asyncio.gather(
+            *(
+                rows.find({"r": rid, **row_filter}, {"k": 1, "_id": 0}, session=self.session)
+                .limit(1000)
+                .to_list()
+                for rid in sorted(source_ids)
+            )
+        )
+        return {doc["k"][len(code_prefix) :] for found in results for doc in found}

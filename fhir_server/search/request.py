@@ -1,0 +1,151 @@
+"""`parse_search(type, query) -> SearchRequest`: the query string as data, validated.
+
+Unknown or malformed parameters are dropped (lenient, the default) and left out of
+`applied`, which is what the `self` link shows; with `strict` the first one is a 400
+OperationOutcome naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fhir_server.errors import FhirError
+from fhir_server.registry import is_served
+from fhir_server.search.compile import compile_criterion
+from fhir_server.search.parameters import parameters_for
+
+DEFAULT_COUNT = 20
+MAX_COUNT = 1000
+PASSIVE = frozenset({"_format", "_pretty"})
+TOTALS = frozenset({"none", "estimate", "accurate"})
+SUMMARIES = frozenset({"true", "false", "count", "data", "text"})
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    code: str
+    descending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Include:
+    source_type: str
+    code: str
+    target_type: str | None
+    reverse: bool
+    iterate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    resource_type: str
+    criteria: tuple[tuple[str, str], ...] = ()
+    sort: tuple[SortKey, ...] = ()
+    count: int = DEFAULT_COUNT
+    page: str | None = None
+    total: str = "accurate"
+    summary: str | None = None
+    elements: tuple[str, ...] = ()
+    includes: tuple[Include, ...] = ()
+    applied: tuple[tuple[str, str], ...] = ()  # what the self link shows
+    base_url: str = ""
+
+
+def parse_search(
+    resource_type: str, query: list[tuple[str, str]], *, strict: bool = False, base_url: str = ""
+) -> SearchRequest:
+    fields: dict[str, object] = {}
+    criteria: list[tuple[str, str]] = []
+    sort: list[SortKey] = []
+    includes: list[Include] = []
+    applied: list[tuple[str, str]] = []
+    for name, value in query:
+        if name in PASSIVE:
+            continue
+        try:
+            if name.startswith("_") and not name.startswith(("_has:", "_id", "_lastUpdated")):
+                if not _control(name, value, fields, sort, includes, resource_type):
+                    compile_criterion(resource_type, name, value, base_url)
+                    criteria.append((name, value))
+            else:
+                compile_criterion(resource_type, name, value, base_url)
+                criteria.append((name, value))
+        except FhirError:
+            if strict:
+                raise
+            continue
+        if name != "_page":
+            applied.append((name, value))
+    return SearchRequest(
+        resource_type,
+        tuple(criteria),
+        tuple(sort),
+        int(str(fields.get("count", DEFAULT_COUNT))),
+        fields.get("page") if isinstance(fields.get("page"), str) else None,  # type: ignore[arg-type]
+        str(fields.get("total", "accurate")),
+        str(fields["summary"]) if "summary" in fields else None,
+        tuple(str(e) for e in fields.get("elements", ()) or ()),  # type: ignore[attr-defined]
+        tuple(includes),
+        tuple(applied),
+        base_url,
+    )
+
+
+def _control(
+    name: str,
+    value: str,
+    fields: dict[str, object],
+    sort: list[SortKey],
+    includes: list[Include],
+    resource_type: str,
+) -> bool:
+    """Apply a result parameter; False when `name` is a search parameter like `_tag`."""
+    base, _, modifier = name.partition(":")
+    if base == "_count":
+        if not value.isdigit():
+            raise _bad(name, "must be a non-negative integer")
+        fields["count"] = min(int(value), MAX_COUNT)
+    elif base == "_page":
+        fields["page"] = value
+    elif base == "_total":
+        if value not in TOTALS:
+            raise _bad(name, f"must be one of {sorted(TOTALS)}")
+        fields["total"] = value
+    elif base == "_summary":
+        if value not in SUMMARIES:
+            raise _bad(name, f"must be one of {sorted(SUMMARIES)}")
+        fields["summary"] = None if value == "false" else value
+    elif base == "_elements":
+        fields["elements"] = tuple(e.strip() for e in value.split(",") if e.strip())
+    elif base == "_sort":
+        known = parameters_for(resource_type)
+        for item in value.split(","):
+            code = item.strip().removeprefix("-")
+            if code not in known:
+                raise _bad(name, f"cannot sort by {code!r}: not a parameter of {resource_type}")
+            sort.append(SortKey(code, item.strip().startswith("-")))
+    elif base in ("_include", "_revinclude"):
+        if modifier not in ("", "iterate", "recurse"):
+            raise _bad(name, f"modifier {modifier!r} not supported")
+        includes.append(_include(name, value, base == "_revinclude", bool(modifier)))
+    else:
+        return False
+    return True
+
+
+def _include(name: str, value: str, reverse: bool, iterate: bool) -> Include:
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not is_served(parts[0]):
+        raise _bad(name, f"{value!r} is not SourceType:parameter[:TargetType]")
+    source, code = parts[0], parts[1]
+    parameter = parameters_for(source).get(code)
+    if parameter is None or parameter.type != "reference":
+        raise _bad(name, f"{source} has no reference parameter {code!r}")
+    target = parts[2] if len(parts) == 3 else None
+    if target is not None and not is_served(target):
+        raise _bad(name, f"{target!r} is not a served type")
+    return Include(source, code, target, reverse, iterate)
+
+
+def _bad(name: str, message: str) -> FhirError:
+    return FhirError("MB-1016", f"{name}: {message}", expression=name)
