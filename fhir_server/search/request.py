@@ -70,10 +70,13 @@ def parse_search(
             else:
                 compile_criterion(resource_type, name, value, base_url)
                 criteria.append((name, value))
-        except FhirError:
-            if strict:
+        except FhirError as error:
+            if not strict:
+                continue
+            if error.expression == name:
                 raise
-            continue
+            # name the parameter as the client wrote it, not the part that failed inside it
+            raise FhirError(error.code, error.diagnostics, expression=name) from error
         if name != "_page":
             applied.append((name, value))
     return SearchRequest(

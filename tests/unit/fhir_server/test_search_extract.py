@@ -1,0 +1,61 @@
+"""Index rows from resources: the FHIRPath subset of the R4 expressions, one row per value."""
+
+from __future__ import annotations
+
+from fhir_server.search.extract import index_entries
+from fhir_server.search.fhirpath import evaluate
+from fhir_server.search.keys import SEP
+
+
+def keys(resource: dict[str, object], code: str) -> list[str]:
+    return [
+        row["k"].split(SEP, 1)[1]
+        for row in index_entries(resource).rows
+        if row["k"].split(SEP, 1)[0] == code
+    ]
+
+
+def test_fhirpath_subset() -> None:
+    observation = {
+        "resourceType": "Observation",
+        "valueQuantity": {"value": 5},
+        "subject": {"reference": "Group/1"},
+    }
+    assert [n.value for n in evaluate("(Observation.value as Quantity)", observation)] == [
+        {"value": 5}
+    ]
+    assert evaluate("(Observation.value as CodeableConcept)", observation) == []
+    assert evaluate("Observation.subject.where(resolve() is Patient)", observation) == []
+    patient = {
+        "resourceType": "Patient",
+        "telecom": [{"system": "phone", "value": "1"}, {"system": "email", "value": "a@b"}],
+    }
+    email = evaluate("Patient.telecom.where(system='email')", patient)
+    assert [n.value["value"] for n in email] == ["a@b"]
+
+
+def test_rows_per_value_and_sort_keys() -> None:
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "name": [{"family": "Šimkus", "given": ["Jonas", "Petras"]}],
+        "birthDate": "1980-05",
+        "telecom": [{"system": "email", "value": "j@example.org"}],
+    }
+    assert keys(patient, "given") == ["jonas", "petras"]
+    assert keys(patient, "email") == [f"email{SEP}j@example.org"]
+    index = index_entries(patient)
+    assert index.order["family"] == "simkus"
+    assert index.order["_id"] == "p1"
+    assert all(isinstance(value, str) for row in index.rows for value in row.values())
+
+
+def test_subject_rows_only_for_the_right_target() -> None:
+    study = {
+        "resourceType": "ImagingStudy",
+        "subject": {"reference": "Group/9"},
+        "series": [{"modality": {"system": "DCM", "code": "CT"}}],
+    }
+    assert keys(study, "patient") == []
+    assert keys(study, "subject") == ["Group/9"]
+    assert keys(study, "modality") == [f"DCM{SEP}CT"]

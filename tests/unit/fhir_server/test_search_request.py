@@ -1,0 +1,64 @@
+"""parse_search: the query string as a frozen SearchRequest, lenient or strict."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from fhir_server.errors import FhirError
+from fhir_server.search.request import Include, SearchRequest, SortKey, parse_search
+
+
+def test_parses_result_parameters() -> None:
+    request = parse_search(
+        "ImagingStudy",
+        [
+            ("patient", "Patient/1"),
+            ("_sort", "-started,_id"),
+            ("_count", "5000"),
+            ("_total", "none"),
+            ("_include:iterate", "ImagingStudy:basedon"),
+            ("_revinclude", "DiagnosticReport:study"),
+            ("_elements", "status,started"),
+        ],
+    )
+    assert request.criteria == (("patient", "Patient/1"),)
+    assert request.sort == (SortKey("started", True), SortKey("_id", False))
+    assert request.count == 1000
+    assert request.total == "none"
+    assert request.elements == ("status", "started")
+    assert request.includes == (
+        Include("ImagingStudy", "basedon", None, reverse=False, iterate=True),
+        Include("DiagnosticReport", "study", None, reverse=True, iterate=False),
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.count = 1  # type: ignore[misc]
+
+
+def test_lenient_drops_what_it_cannot_apply() -> None:
+    request = parse_search(
+        "Patient", [("name", "x"), ("bogus", "1"), ("birthdate", "yesterday"), ("_count", "x")]
+    )
+    assert request == SearchRequest("Patient", criteria=(("name", "x"),), applied=(("name", "x"),))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("bogus", "1"),
+        ("birthdate", "03/2024"),
+        ("gender:contains", "f"),
+        ("_sort", "colour"),
+        ("_include", "Patient:nothing"),
+        ("_has:Observation:patient:nope", "1"),
+        ("subject.unknown", "x"),
+        ("identifier:of-type", "only|two"),
+    ],
+)
+def test_strict_names_the_parameter(name: str, value: str) -> None:
+    resource_type = "ImagingStudy" if name.startswith("subject") else "Patient"
+    with pytest.raises(FhirError) as caught:
+        parse_search(resource_type, [(name, value)], strict=True)
+    assert caught.value.code == "MB-1016"
+    assert caught.value.expression == name
