@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import unicodedata
 import warnings
 import zlib
@@ -123,9 +124,46 @@ def _read(data: bytes, limits: Limits) -> tuple[Dataset, bool]:
         raise FhirError("MB-3004", "sequence nesting too deep") from error
     except Exception as error:
         raise FhirError("MB-3001", f"DICOM parse failed: {type(error).__name__}") from error
-    deflated = meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
-    has_pixels = not deflated and stream.tell() < len(data)
+    syntax = str(meta.get("TransferSyntaxUID", ""))
+    if syntax == DeflatedExplicitVRLittleEndian:
+        return dataset, False  # inflated in memory by pydicom: offsets are not the file's
+    has_pixels = stream.tell() < len(data)
+    if has_pixels:
+        _check_pixel_tail(data, stream.tell(), syntax)
+    elif _is_image(dataset):
+        # pydicom stops quietly at the end of the bytes: an image without pixels was cut
+        raise FhirError("MB-3001", "image without pixel data: the file is truncated")
     return dataset, has_pixels
+
+
+def _is_image(dataset: Dataset) -> bool:
+    if "Rows" in dataset and "BitsAllocated" in dataset:
+        return True
+    sop_class = dataset.get("SOPClassUID")
+    return sop_class is not None and "Image Storage" in getattr(sop_class, "name", "")
+
+
+def _check_pixel_tail(data: bytes, offset: int, syntax: str) -> None:
+    """The pixel data element must be complete: its declared length fits in the bytes."""
+    order = ">" if syntax == "1.2.840.10008.1.2.2" else "<"
+    implicit = syntax == "1.2.840.10008.1.2"
+    header = data[offset : offset + 12]
+    if len(header) < 8:
+        raise FhirError("MB-3001", "pixel data element cut short: the file is truncated")
+    if implicit:
+        length, size = struct.unpack(order + "I", header[4:8])[0], 8
+    else:
+        if len(header) < 12:
+            raise FhirError("MB-3001", "pixel data element cut short: the file is truncated")
+        length, size = struct.unpack(order + "I", header[8:12])[0], 12
+    if length == UNDEFINED_LENGTH:
+        if (
+            data.rfind(b"\xfe\xff\xdd\xe0", offset) < 0
+            and data.rfind(b"\xff\xfe\xe0\xdd", offset) < 0
+        ):
+            raise FhirError("MB-3001", "encapsulated pixel data without its end: truncated")
+    elif offset + size + length > len(data):
+        raise FhirError("MB-3004", "pixel data length runs past the data: truncated")
 
 
 def _check_inflation(deflated: bytes, limits: Limits) -> None:

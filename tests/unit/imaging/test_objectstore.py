@@ -1,0 +1,65 @@
+"""imaging.objectstore: atomic, checked writes; keys never escape the root."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from imaging.objectstore import (
+    LocalObjectStore,
+    ObjectStoreError,
+    check_key,
+    instance_key,
+    quarantine_key,
+)
+
+DIGEST = hashlib.sha256(b"x").hexdigest()
+
+
+async def test_put_get_stream_exists_delete(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    key = instance_key("1.2.3", "1.2.3.4", "1.2.3.4.5", DIGEST)
+    stored = await store.put(key, b"x")
+    assert stored.size == 1
+    assert stored.sha256 == DIGEST
+    assert await store.get(key) == b"x"
+    assert b"".join([c async for c in store.stream(key)]) == b"x"
+    assert await store.exists(key)
+    await store.delete(key)
+    assert not await store.exists(key)
+    assert list((tmp_path / "objects" / ".tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("study", "series", "sop"),
+    [("..", "1.2", "1.3"), ("1.2", "../../etc", "1.3"), ("1.2", "1.3", "/etc/passwd"),
+     ("1.2", "1.3", "1.4\0"), ("1." + "2" * 70, "1.3", "1.4"), ("1.02", "1.3", "1.4")],
+)  # fmt: skip
+def test_instance_keys_need_valid_uids(study: str, series: str, sop: str) -> None:
+    with pytest.raises(ObjectStoreError):
+        instance_key(study, series, sop, DIGEST)
+
+
+@pytest.mark.parametrize(
+    "key", ["../x/y", "dicom/../../x", "/etc/passwd", "dicom//x", "dicom/x\0/y", "a", "dicom/X"]
+)
+def test_foreign_keys_are_refused(key: str, tmp_path: Path) -> None:
+    with pytest.raises(ObjectStoreError):
+        check_key(key)
+    with pytest.raises(ObjectStoreError):
+        LocalObjectStore(tmp_path).path(key)
+
+
+def test_quarantine_key_needs_a_digest() -> None:
+    assert quarantine_key(DIGEST).startswith("quarantine/")
+    with pytest.raises(ObjectStoreError):
+        quarantine_key("../../" + DIGEST[:58])
+
+
+def test_leftover_temporaries_are_cleaned(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    (tmp_path / ".tmp" / "half.part").write_bytes(b"half")
+    assert LocalObjectStore(tmp_path).clean_temporary() == 1
+    assert store.tmp.is_dir()

@@ -1,0 +1,88 @@
+"""imaging.parse: real sample files accepted, crafted hostile files refused quickly."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from fhir_server.errors import FhirError
+from imaging.parse import Limits, fold, parse
+from tests.support.dicom import (
+    SAMPLES,
+    deflate_bomb,
+    huge_length,
+    nested_sequences,
+    renamed,
+    sample_bytes,
+    with_uids,
+)
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_vendor_samples_parse_with_their_uids_and_syntax(name: str) -> None:
+    data = sample_bytes(name)
+    parsed = parse(data, Limits())
+    import pydicom
+
+    ds = pydicom.dcmread(__import__("io").BytesIO(data), stop_before_pixels=True)
+    assert parsed.study == ds.StudyInstanceUID
+    assert parsed.sop == ds.SOPInstanceUID
+    assert parsed.transfer_syntax == ds.file_meta.TransferSyntaxUID
+    metadata = orjson.loads(parsed.metadata)
+    assert metadata["0020000D"]["Value"] == [parsed.study]
+
+
+def test_pixel_data_is_a_bulk_data_uri_not_inline() -> None:
+    parsed = parse(renamed("CT_small.dcm"), Limits())
+    metadata = orjson.loads(parsed.metadata)
+    pixel = metadata["7FE00010"]
+    assert "InlineBinary" not in pixel
+    assert pixel["BulkDataURI"].endswith(f"/instances/{parsed.sop}/bulkdata/7FE00010")
+    assert pixel["vr"] == "OW"
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"not a dicom file at all" * 20, "MB-3001"),
+        (sample_bytes("CT_small.dcm")[:120], "MB-3001"),  # truncated preamble
+        (sample_bytes("CT_small.dcm")[:3000], "MB-3001"),  # cut inside the header
+        (sample_bytes("CT_small.dcm")[:20000], "MB-3004"),  # cut inside the pixel data
+        (nested_sequences(300), "MB-3004"),
+        (huge_length(), "MB-3004"),
+        (with_uids("1.2.3", "../../etc", "1.2.4"), "MB-3002"),
+        (with_uids("1.2.3", "1.2.5", "/abs/path"), "MB-3002"),
+        (with_uids("1.2.3", "1.2.5", "1.2.4\0x"), "MB-3002"),
+        (with_uids("1." + "1" * 70, "1.2.5", "1.2.4"), "MB-3002"),
+    ],
+    ids=[
+        "non-dicom", "truncated-preamble", "cut-header", "cut-pixels", "nesting-300",
+        "length-0xFFFFFFF0", "traversal-series", "absolute-sop", "nul-sop", "uid-over-64",
+    ],
+)  # fmt: skip
+def test_hostile_input_is_refused_with_its_code(data: bytes, code: str) -> None:
+    with pytest.raises(FhirError) as caught:
+        parse(data, Limits())
+    assert caught.value.code == code
+
+
+def test_deflate_bomb_is_refused_by_the_ratio_cap() -> None:
+    with pytest.raises(FhirError) as caught:
+        parse(deflate_bomb(32 << 20), Limits(max_inflate_ratio=100))
+    assert caught.value.code == "MB-3003"
+
+
+def test_deflate_bomb_is_refused_by_the_absolute_cap() -> None:
+    with pytest.raises(FhirError) as caught:
+        parse(deflate_bomb(8 << 20), Limits(max_inflated_bytes=4 << 20, max_inflate_ratio=10**6))
+    assert caught.value.code == "MB-3003"
+
+
+def test_instance_over_the_size_limit_is_refused() -> None:
+    with pytest.raises(FhirError) as caught:
+        parse(renamed("CT_small.dcm"), Limits(max_instance_bytes=1000))
+    assert caught.value.code == "MB-3003"
+
+
+def test_fold_removes_case_and_accents() -> None:
+    assert fold("ŠIMKUS^Jūratė") == "simkus^jurate"
