@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hl7_bridge.commands import add_commands as add_hl7_commands
 from medbridge.settings import Settings
 
 
@@ -23,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--mongodb-uri", help="external MongoDB (MEDBRIDGE_MONGODB_URI)")
     serve.add_argument("--database", help="MongoDB database name (MEDBRIDGE_DATABASE)")
     serve.add_argument("--log-level", help="debug | info | warning (MEDBRIDGE_LOG_LEVEL)")
+    add_hl7_commands(commands)
     return parser
 
 
@@ -40,4 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from medbridge.server import serve
 
         return serve(settings)
+    if args.command == "hl7":
+        from hl7_bridge.commands import run
+        from medbridge.embedded_mongo import EmbeddedMongo
+
+        return run(args, settings.mongodb_uri, settings.database,
+                   lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"))  # fmt: skip
     return 2

@@ -13,8 +13,11 @@ from pymongo import AsyncMongoClient
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from fhir_server.services import FhirServices
+from hl7_bridge.listener import Limits, TlsFiles
+from hl7_bridge.service import BridgeOptions, start_listener
+from imaging.services import build_imaging
 from medbridge import __version__
-from medbridge.app import FHIR_BASE, build_app
+from medbridge.app import DICOMWEB_BASE, FHIR_BASE, build_app, mount_dicomweb
 from medbridge.embedded_mongo import EmbeddedMongo
 from medbridge.health import Readiness
 from medbridge.settings import Settings
@@ -54,7 +57,20 @@ async def _serve(settings: Settings, uri: str) -> None:
         )
         readiness = Readiness()
         readiness.expect("http")
+        readiness.expect("mllp")
+        mllp = await start_listener(repository, router, _bridge_options(settings))
+        stack.push_async_callback(mllp.stop)
+        readiness.ready("mllp")
         app = build_app(router, readiness, settings.max_body_bytes)
+        public_base = [settings.public_base_url or f"http://{settings.host}:{settings.http_port}"]
+        imaging = build_imaging(
+            repository, router, settings.objects_dir, DICOMWEB_BASE,
+            lambda: public_base[0] + DICOMWEB_BASE,
+            settings.dicom_replace_different, settings.dicom_max_instance_bytes,
+        )  # fmt: skip
+        await imaging.start()
+        stack.push_async_callback(imaging.stop)
+        mount_dicomweb(app, imaging.dicomweb.handle)
         config = uvicorn.Config(
             app,
             host=settings.host,
@@ -73,6 +89,24 @@ async def _serve(settings: Settings, uri: str) -> None:
             readiness.ready("http")
             port = server.servers[0].sockets[0].getsockname()[1]
             base = settings.public_base_url or f"http://{settings.host}:{port}"
+            public_base[0] = base
             print(f"MedBridge {__version__} ready: FHIR base {base}{FHIR_BASE}", flush=True)
             sys.stdout.flush()
         await task
+
+
+def _bridge_options(settings: Settings) -> BridgeOptions:
+    tls = None
+    if settings.mllp_tls_cert is not None and settings.mllp_tls_key is not None:
+        tls = TlsFiles(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca)
+    limits = Limits(
+        max_message_bytes=settings.mllp_max_message_bytes,
+        max_connections=settings.mllp_max_connections,
+        idle_timeout=settings.mllp_idle_timeout,
+        read_timeout=settings.mllp_read_timeout,
+        frame_deadline=settings.mllp_frame_deadline,
+    )
+    return BridgeOptions(
+        settings.host, settings.mllp_port, limits, tls, settings.hl7_timezone,
+        settings.hl7_authorities,
+    )  # fmt: skip

@@ -28,6 +28,24 @@ class Settings(BaseSettings):
         description="serialize MongoDB writes in this process; needed by the embedded store, "
         "whose transactions are not isolated; false for a real MongoDB replica set",
     )
+    # DICOM archive (docs/dicom.md)
+    dicom_replace_different: bool = Field(
+        False, description="same SOP Instance UID with other bytes: replace (old kept) or refuse"
+    )
+    dicom_max_instance_bytes: int = Field(
+        512 * 1024 * 1024, gt=0, description="largest DICOM instance (and inflated size) accepted"
+    )
+    # HL7 v2 / MLLP (docs/hl7.md)
+    mllp_max_message_bytes: int = Field(10 * 1024 * 1024, gt=0, description="larger -> AR")
+    mllp_max_connections: int = Field(200, gt=0, description="at the cap, longest idle is closed")
+    mllp_idle_timeout: float = Field(300.0, gt=0, description="seconds between frames")
+    mllp_read_timeout: float = Field(30.0, gt=0, description="seconds between reads in a frame")
+    mllp_frame_deadline: float = Field(60.0, gt=0, description="seconds to receive one frame")
+    mllp_tls_cert: Path | None = Field(None, description="PEM certificate: MLLP over TLS")
+    mllp_tls_key: Path | None = Field(None, description="PEM private key of mllp_tls_cert")
+    mllp_tls_client_ca: Path | None = Field(None, description="require client certs from this CA")
+    hl7_timezone: str = Field("UTC", description="zone of HL7 times sent without an offset")
+    hl7_authorities: Path | None = Field(None, description="YAML: assigning authority -> system")
 
     @property
     def objects_dir(self) -> Path:

@@ -1,0 +1,149 @@
+"""The `hl7_messages` collection: every message as received, before it is acknowledged.
+
+Each receipt is one document: raw bytes, peer, time, status, ACK sent, the resources it
+produced. `key` is unique: `MSH-3|MSH-4|MSH-10` for the first receipt of a message, so
+MongoDB (not process memory) decides which of two concurrent copies is applied; later
+receipts of the same key are archived under `copy:<id>` keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+COLLECTION = "hl7_messages"
+RECEIVED = "received"  # archived, being processed (or the process died meanwhile)
+PROCESSED = "processed"  # applied, AA sent
+DEAD_LETTER = "dead-letter"  # AE/AR: kept with the reason, replayable
+DUPLICATE = "duplicate"  # a resend of a processed message: its original ACK was returned
+REJECTED = "rejected"  # not applicable as sent (no MSH, same id with other content)
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    id: str
+    key: str
+    first: bool  # this receipt owns the key
+    original: Document | None  # the document owning the key, when this is a copy
+
+
+def message_key(sending_application: str, sending_facility: str, control_id: str) -> str:
+    return f"{sending_application}|{sending_facility}|{control_id}"
+
+
+Gate = Callable[[], AbstractAsyncContextManager[None]]
+
+
+def _no_gate() -> AbstractAsyncContextManager[None]:
+    return nullcontext()
+
+
+class Archive:
+    """`gate` is the repository's write gate: the embedded store needs writes serialized."""
+
+    def __init__(self, db: AsyncDatabase[Document], gate: Gate = _no_gate) -> None:
+        self.collection = db[COLLECTION]
+        self.gate = gate
+
+    async def ensure_indexes(self) -> None:
+        async with self.gate():
+            await self._indexes()
+
+    async def _indexes(self) -> None:
+        await self.collection.create_index([("key", ASCENDING)], unique=True)
+        await self.collection.create_index([("status", ASCENDING), ("received", ASCENDING)])
+
+    async def receive(self, raw: bytes, peer: str, key: str | None, **fields: Any) -> Receipt:
+        """Archive one receipt; claims `key` unless another receipt already owns it."""
+        receipt_id = uuid.uuid4().hex
+        document: Document = {
+            "_id": receipt_id,
+            "raw": raw,
+            "size": len(raw),
+            "sha256": hashlib.sha256(raw).hexdigest(),
+            "peer": peer,
+            "received": datetime.now(UTC),
+            "status": RECEIVED,
+            **fields,
+        }
+        if key is not None:
+            try:
+                async with self.gate():
+                    await self.collection.insert_one({**document, "key": key})
+                return Receipt(receipt_id, key, True, None)
+            except DuplicateKeyError:
+                original = await self.collection.find_one({"key": key})
+                copy_key = f"copy:{receipt_id}"
+                async with self.gate():
+                    await self.collection.insert_one({**document, "key": copy_key, "copy_of": key})
+                return Receipt(receipt_id, copy_key, False, original)
+        unkeyed = f"unkeyed:{receipt_id}"
+        async with self.gate():
+            await self.collection.insert_one({**document, "key": unkeyed})
+        return Receipt(receipt_id, unkeyed, True, None)
+
+    async def finish(
+        self,
+        receipt_id: str,
+        status: str,
+        ack: bytes | None,
+        references: list[str] | None = None,
+        reason: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        async with self.gate():
+            await self._set(receipt_id, status, ack, references, reason, code)
+
+    async def _set(
+        self,
+        receipt_id: str,
+        status: str,
+        ack: bytes | None,
+        references: list[str] | None,
+        reason: str | None,
+        code: str | None,
+    ) -> None:
+        await self.collection.update_one(
+            {"_id": receipt_id},
+            {
+                "$set": {
+                    "status": status,
+                    "ack": ack,
+                    "references": references or [],
+                    "reason": reason,
+                    "err3": code,
+                    "finished": datetime.now(UTC),
+                },
+                "$inc": {"attempts": 1},
+            },
+        )
+
+    async def claim(self, receipt_id: str) -> Document | None:
+        """Mark a receipt as being (re)processed; returns it."""
+        async with self.gate():
+            return await self.collection.find_one_and_update(
+                {"_id": receipt_id},
+                {"$set": {"status": RECEIVED, "claimed": datetime.now(UTC)}},
+                return_document=ReturnDocument.AFTER,
+            )
+
+    async def get(self, receipt_id: str) -> Document | None:
+        return await self.collection.find_one({"_id": receipt_id})
+
+    async def by_key(self, key: str) -> Document | None:
+        return await self.collection.find_one({"key": key})
+
+    async def failed_ids(self) -> list[str]:
+        cursor = self.collection.find({"status": DEAD_LETTER}, {"_id": 1}).sort("received", 1)
+        return [str(doc["_id"]) async for doc in cursor]

@@ -1,0 +1,130 @@
+"""`medbridge hl7 send` and `medbridge hl7 replay`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import ssl
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from hl7_bridge.ack import original_of
+from hl7_bridge.client import MllpClient, as_message
+
+MESSAGE_START = re.compile(rb"\r(?=MSH)")
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hl7 = commands.add_parser("hl7", help="HL7 v2 tools: send messages, replay archived ones")
+    actions = hl7.add_subparsers(dest="hl7_command", required=True)
+    send = actions.add_parser("send", help="send HL7 files over MLLP and print each ACK")
+    send.add_argument("files", nargs="+", type=Path, help="files of one or more messages")
+    send.add_argument("--host", default="127.0.0.1")
+    send.add_argument("--port", type=int, default=2575)
+    send.add_argument("--tls", action="store_true", help="connect with TLS")
+    send.add_argument("--tls-ca", type=Path, help="CA certificate to verify the server")
+    send.add_argument("--tls-cert", type=Path, help="client certificate (PEM)")
+    send.add_argument("--tls-key", type=Path, help="client key (PEM)")
+    send.add_argument("--timeout", type=float, default=60.0)
+    replay = actions.add_parser("replay", help="process archived messages again")
+    replay.add_argument("id", nargs="?", help="archive id (hl7_messages _id)")
+    replay.add_argument("--failed", action="store_true", help="every dead-lettered message")
+    replay.add_argument("--mongodb-uri", help="MongoDB (MEDBRIDGE_MONGODB_URI)")
+    replay.add_argument("--database", help="MongoDB database name (MEDBRIDGE_DATABASE)")
+    replay.add_argument("--data-dir", type=Path, help="data directory (MEDBRIDGE_DATA_DIR)")
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """A file's messages: CR/LF/CRLF segment ends become CR; each MSH starts a message."""
+    text = as_message(data)
+    return [part if part.endswith(b"\r") else part + b"\r" for part in MESSAGE_START.split(text)]
+
+
+def acknowledged(message: bytes) -> bool:
+    """False when enhanced mode asks for no ACK at all (MSH-15 and MSH-16 NE)."""
+    original = original_of(message.decode("latin-1"))
+    return not (original.get(15).strip().upper() == original.get(16).strip().upper() == "NE")
+
+
+async def send(args: argparse.Namespace) -> int:
+    tls = None
+    if args.tls or args.tls_ca:
+        tls = ssl.create_default_context(cafile=str(args.tls_ca) if args.tls_ca else None)
+        tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        if args.tls_cert:
+            tls.load_cert_chain(str(args.tls_cert), str(args.tls_key) if args.tls_key else None)
+    client = await MllpClient.connect(args.host, args.port, tls, args.timeout)
+    worst = 0
+    try:
+        for path in args.files:
+            for message in split_messages(path.read_bytes()):
+                if not acknowledged(message):
+                    await client.post(message)
+                    print("(no acknowledgment: MSH-15 and MSH-16 ask for none)\n", flush=True)
+                    continue
+                ack = await client.send(message, args.timeout)
+                text = ack.decode("utf-8", "replace")
+                print(text.replace("\r", "\n").rstrip("\n"), end="\n\n", flush=True)
+                if "|AA|" not in text and "|CA|" not in text:
+                    worst = 1
+    finally:
+        await client.close()
+    return worst
+
+
+async def replay(args: argparse.Namespace, uri: str, database: str) -> int:
+    from pymongo import AsyncMongoClient
+
+    from fhir_server.repository import Repository
+    from fhir_server.router import FhirRouter
+    from fhir_server.services import FhirServices
+    from hl7_bridge.service import build_processor
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
+    try:
+        repository = Repository(client, database)
+        router = FhirRouter(FhirServices(repository))
+        processor = await build_processor(repository, router, "UTC", None)
+        ids = await processor.archive.failed_ids() if args.failed else [args.id]
+        if not ids or ids == [None]:
+            print("nothing to replay", file=sys.stderr)
+            return 0 if args.failed else 2
+        failures = 0
+        for receipt_id in ids:
+            try:
+                result = await processor.replay(receipt_id)
+            except KeyError:
+                print(f"{receipt_id}: no such archived message", file=sys.stderr)
+                failures += 1
+                continue
+            print(f"{receipt_id}: {result.code or 'no ACK requested'}", flush=True)
+            failures += result.code not in ("AA", "CA", "")
+        return 1 if failures else 0
+    finally:
+        await client.close()
+
+
+class Store(Protocol):
+    def start(self) -> str: ...
+    def stop(self) -> None: ...
+
+
+def run(
+    args: argparse.Namespace, uri: str | None, database: str, embedded: Callable[[], Store]
+) -> int:
+    """`hl7 send` needs only the network; `hl7 replay` the store (embedded when no URI)."""
+    if args.hl7_command == "send":
+        return asyncio.run(send(args))
+    if args.id is None and not args.failed:
+        print("replay needs an archive id or --failed", file=sys.stderr)
+        return 2
+    if uri is not None:
+        return asyncio.run(replay(args, uri, database))
+    store = embedded()  # the server must be stopped: the embedded store has one owner
+    try:
+        return asyncio.run(replay(args, store.start(), database))
+    finally:
+        store.stop()

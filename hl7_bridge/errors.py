@@ -1,0 +1,85 @@
+"""`Hl7Error`, the one exception of the HL7 door, and `attempt`, which turns any failure
+into the ACK it deserves, so every message is answered and the listener never dies.
+
+The mapping from failures to AE/AR and ERR-3 (HL7 table 0357) is documented in docs/hl7.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from fhir_server.errors import FhirError
+from mappings.hl7v2.errors import MappingError
+
+log = logging.getLogger(__name__)
+
+# HL7 table 0357, message error condition codes
+TABLE_0357 = {
+    "0": "Message accepted",
+    "100": "Segment sequence error",
+    "101": "Required field missing",
+    "102": "Data type error",
+    "103": "Table value not found",
+    "104": "Value too long",
+    "200": "Unsupported message type",
+    "201": "Unsupported event code",
+    "202": "Unsupported processing id",
+    "203": "Unsupported version id",
+    "204": "Unknown key identifier",
+    "205": "Duplicate key identifier",
+    "206": "Application record locked",
+    "207": "Application internal error",
+}
+
+
+class Hl7Error(Exception):
+    """A failure with its answer: MSA-1 (AE or AR), ERR-3 code, ERR-2 location, ERR-8 text."""
+
+    def __init__(self, ack_code: str, code: str, text: str, location: str = "") -> None:
+        assert ack_code in ("AE", "AR")
+        assert code in TABLE_0357
+        self.ack_code = ack_code
+        self.code = code
+        self.text = text
+        self.location = location
+        super().__init__(f"{ack_code} {code} {location}: {text}")
+
+    @classmethod
+    def from_mapping(cls, error: MappingError) -> Hl7Error:
+        return cls("AR" if error.reject else "AE", error.code, error.text, error.location)
+
+    @classmethod
+    def from_fhir(cls, error: FhirError, location: str = "") -> Hl7Error:
+        # The store failing is no fault of the message: AR asks the sender to retry later.
+        ack = "AR" if error.code == "MB-1000" else "AE"
+        code = error.entry.hl7 if error.entry.hl7 in TABLE_0357 else "207"
+        return cls(ack, code, f"{error.code}: {error.diagnostics}"[:400], location)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one message; `error` is None when it was applied."""
+
+    error: Hl7Error | None = None
+
+
+@contextmanager
+def attempt(outcome: Outcome, what: str) -> Iterator[None]:
+    """Run a step; any exception becomes `outcome.error` (AE/AR), logged, never raised."""
+    try:
+        yield
+    except Hl7Error as error:
+        outcome.error = error
+        log.info("%s answered %s %s", what, error.ack_code, error.code)
+    except MappingError as error:
+        outcome.error = Hl7Error.from_mapping(error)
+        log.info("%s answered %s %s", what, outcome.error.ack_code, error.code)
+    except FhirError as error:
+        outcome.error = Hl7Error.from_fhir(error)
+        log.info("%s answered %s (%s)", what, outcome.error.ack_code, error.code)
+    except Exception:
+        log.exception("%s failed unexpectedly", what)
+        outcome.error = Hl7Error("AR", "207", "internal error; the message was kept for replay")

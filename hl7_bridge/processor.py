@@ -1,0 +1,224 @@
+"""One message in, its ACK out: decode, archive, de-duplicate, translate, write, answer.
+
+The raw bytes are archived before anything else happens and the ACK is recorded before
+it is sent, so every message is kept and a resend of a processed message gets the very
+same ACK. `AA` is sent only after the FHIR writes have returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import tzinfo
+from typing import Any
+
+import hl7apy
+
+from fhir_server.context import Actor, Door, RequestContext
+from fhir_server.router import FhirRouter
+from hl7_bridge import archive as states
+from hl7_bridge.ack import Original, ack_code_wanted, build_ack, original_of
+from hl7_bridge.archive import Archive, message_key
+from hl7_bridge.charset import decode
+from hl7_bridge.errors import Hl7Error, Outcome, attempt
+from hl7_bridge.writer import Writer
+from mappings.hl7v2.errors import MappingError
+from mappings.hl7v2.message import V2Message
+from mappings.hl7v2.tables import Tables
+from mappings.hl7v2.translate import translate
+
+log = logging.getLogger(__name__)
+
+# hl7apy's libraries are the reference for which versions exist; 2.1/2.2 predate ours.
+SUPPORTED_VERSIONS = frozenset(v for v in hl7apy.SUPPORTED_LIBRARIES if v not in ("2.1", "2.2"))
+PROCESSING_IDS = frozenset({"P", "D", "T"})
+
+
+@dataclass(slots=True)
+class Result:
+    ack: bytes | None  # encoded ACK payload; None when MSH-15/16 asked for none
+    code: str  # MSA-1, or "" when no ACK
+    receipt_id: str | None
+
+
+class Processor:
+    def __init__(
+        self, router: FhirRouter, archive: Archive, tables: Tables, timezone: tzinfo
+    ) -> None:
+        self.router = router
+        self.archive = archive
+        self.tables = tables
+        self.timezone = timezone
+
+    async def handle(self, raw: bytes, peer: str) -> Result:
+        """Never raises: every failure becomes an AE/AR answer."""
+        try:
+            return await self._handle(raw, peer)
+        except Exception:
+            log.exception("handling a message failed unexpectedly")
+            error = Hl7Error("AR", "207", "internal error; send the message again")
+            return self._answer(original_of(decode(raw).text), error, "utf-8", None)
+
+    async def _handle(self, raw: bytes, peer: str) -> Result:
+        decoded = decode(raw)
+        original = original_of(decoded.text)
+        outcome = Outcome()
+        message: V2Message | None = None
+        with attempt(outcome, "parse"):
+            message = parse(decoded.text)
+        key = None
+        if message is not None:
+            header = message.header
+            key = message_key(original.get(3), original.get(4), header.control_id)
+        fields: dict[str, Any] = {
+            "control_id": original.get(10)[:200],
+            "event": original.get(9)[:40],
+            "charset": decoded.codec,
+            "declared_charset": decoded.declared,
+            "charset_mismatch": decoded.mismatch,
+        }
+        try:
+            receipt = await self.archive.receive(raw, peer, key, **fields)
+        except Exception:
+            log.exception("archiving a message failed; answering AR so the sender retries")
+            error = Hl7Error("AR", "207", "message could not be stored; send it again")
+            return self._answer(original, error, decoded.codec, None)
+        if not receipt.first and receipt.original is not None:
+            return await self._copy(
+                raw, peer, receipt.id, receipt.original, original, decoded.codec
+            )
+        return await self._process(receipt.id, message, outcome, original, decoded.codec, peer)
+
+    async def oversize(self, head: bytes, size: int, limit: int, peer: str) -> Result:
+        """AR for a frame over the size cap; its first bytes are archived with the reason."""
+        decoded = decode(head)
+        original = original_of(decoded.text)
+        error = Hl7Error("AR", "207", f"message of {size} bytes is over the {limit} byte limit")
+        result = self._answer(original, error, decoded.codec, None)
+        try:
+            receipt = await self.archive.receive(head, peer, None, size=size, truncated=True)
+            reason = f"AR 207 {error.text}"
+            await self.archive.finish(receipt.id, states.REJECTED, result.ack, [], reason, "207")
+        except Exception:
+            log.exception("archiving an oversized message failed")
+        return result
+
+    async def replay(self, receipt_id: str) -> Result:
+        """Process an archived message again (dead letters, or one interrupted mid-way)."""
+        document = await self.archive.claim(receipt_id)
+        if document is None:
+            raise KeyError(receipt_id)
+        decoded = decode(document["raw"])
+        outcome = Outcome()
+        message: V2Message | None = None
+        with attempt(outcome, "parse"):
+            message = parse(decoded.text)
+        original = original_of(decoded.text)
+        return await self._process(
+            receipt_id, message, outcome, original, decoded.codec, document.get("peer", "")
+        )
+
+    async def _process(
+        self,
+        receipt_id: str,
+        message: V2Message | None,
+        outcome: Outcome,
+        original: Original,
+        codec: str,
+        peer: str,
+    ) -> Result:
+        references: list[str] = []
+        if message is not None and outcome.error is None:
+            header = message.header
+            actor = Actor("hl7-peer", f"{original.get(3)}^{original.get(4)}")
+            context = RequestContext(Door.HL7V2, actor=actor, peer=peer)
+            with attempt(outcome, f"{header.message_type}^{header.trigger_event}"):
+                translation = translate(message, self.tables, self.timezone)
+                writer = Writer(self.router, context)
+                references = await writer.apply(translation)
+        result = self._answer(original, outcome.error, codec, receipt_id)
+        error = outcome.error
+        status = states.PROCESSED if error is None else states.DEAD_LETTER
+        reason = None if error is None else f"{error.ack_code} {error.code} {error.text}"
+        try:
+            await self.archive.finish(
+                receipt_id, status, result.ack, references, reason, error.code if error else None
+            )
+        except Exception:
+            log.exception("recording the outcome of message %s failed", receipt_id)
+            if error is None:
+                # Applied but not recorded: AR makes the sender resend; the resend is
+                # then applied again idempotently and recorded.
+                failure = Hl7Error("AR", "207", "outcome could not be recorded; send it again")
+                return self._answer(original, failure, codec, receipt_id)
+        log.info("HL7 %s %s from %s: %s", original.get(9)[:20], receipt_id, peer, result.code)
+        return result
+
+    async def _copy(
+        self,
+        raw: bytes,
+        peer: str,
+        receipt_id: str,
+        owner: dict[str, Any],
+        original: Original,
+        codec: str,
+    ) -> Result:
+        """A message whose (MSH-3, MSH-4, MSH-10) was seen before."""
+        if owner.get("sha256") != hashlib.sha256(raw).hexdigest():
+            error = Hl7Error(
+                "AE", "205", "MSH-10 was already used by this sender for another message",
+                "MSH^1^10",
+            )  # fmt: skip
+            result = self._answer(original, error, codec, receipt_id)
+            reason = f"AE 205 {error.text}"
+            await self.archive.finish(receipt_id, states.REJECTED, result.ack, [], reason, "205")
+            return result
+        if owner.get("status") in (states.PROCESSED, states.DEAD_LETTER) and "ack" in owner:
+            await self.archive.finish(
+                receipt_id, states.DUPLICATE, owner["ack"], owner.get("references"), None, None
+            )
+            ack = owner["ack"]
+            return Result(ack, _msa_code(ack) if ack else "", receipt_id)
+        # The first copy never finished (the process died): apply it now, under its record.
+        await self.archive.finish(receipt_id, states.DUPLICATE, None, [], "resent unfinished", None)
+        return await self.replay(str(owner["_id"]))
+
+    def _answer(
+        self, original: Original, error: Hl7Error | None, codec: str, receipt_id: str | None
+    ) -> Result:
+        code = ack_code_wanted(original, error)
+        if code is None:
+            return Result(None, "", receipt_id)
+        text = build_ack(original, code, error)
+        return Result(text.encode(codec, "replace"), code, receipt_id)
+
+
+def parse(text: str) -> V2Message:
+    """Parse and check the header: unusable headers are rejected (AR)."""
+    try:
+        message = V2Message(text)
+    except MappingError as error:
+        raise Hl7Error("AR", error.code, error.text, error.location) from None
+    header = message.header
+    missing = [
+        (9, header.message_type),
+        (10, header.control_id),
+        (11, header.processing_id),
+        (12, header.version),
+    ]
+    for number, value in missing:
+        if not value:
+            raise Hl7Error("AR", "101", f"MSH-{number} is required", f"MSH^1^{number}")
+    if header.version not in SUPPORTED_VERSIONS:
+        raise Hl7Error("AR", "203", f"version {header.version[:12]!r} is not supported", "MSH^1^12")
+    if header.processing_id.upper() not in PROCESSING_IDS:
+        raise Hl7Error("AR", "202", "MSH-11 processing id is not P, D or T", "MSH^1^11")
+    return message
+
+
+def _msa_code(ack: bytes) -> str:
+    for line in ack.split(b"\r"):
+        if line.startswith(b"MSA"):
+            return line[4:6].decode("ascii", "replace")
+    return ""

@@ -1,0 +1,43 @@
+"""Assemble the MLLP listener from settings-like values: archive, processor, limits, TLS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from fhir_server.repository import Repository
+from fhir_server.router import FhirRouter
+from hl7_bridge.archive import Archive
+from hl7_bridge.listener import Limits, MllpListener, TlsFiles, tls_context
+from hl7_bridge.processor import Processor
+from mappings.hl7v2.tables import load_tables
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeOptions:
+    host: str
+    port: int
+    limits: Limits
+    tls: TlsFiles | None = None
+    timezone: str = "UTC"
+    authorities: Path | None = None
+
+
+async def build_processor(
+    repository: Repository, router: FhirRouter, timezone: str, authorities: Path | None
+) -> Processor:
+    archive = Archive(repository.db, repository.write_gate)
+    await archive.ensure_indexes()
+    return Processor(router, archive, load_tables(authorities), ZoneInfo(timezone))
+
+
+async def start_listener(
+    repository: Repository, router: FhirRouter, options: BridgeOptions
+) -> MllpListener:
+    """A started listener (`.port` holds the bound port)."""
+    processor = await build_processor(repository, router, options.timezone, options.authorities)
+    tls = tls_context(options.tls) if options.tls is not None else None
+    listener = MllpListener(processor, options.host, options.port, options.limits, tls)
+    await listener.start()
+    return listener

@@ -1,0 +1,1 @@
+"""HL7 v2 -> FHIR: a message view, field tables as YAML, and the engine applying them."""

@@ -1,0 +1,80 @@
+"""Code maps and the assigning-authority table, loaded from YAML beside this module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ISO_OID = "urn:oid:"
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    codes: dict[str, dict[str, str]]  # table name -> HL7 code -> FHIR code
+    coding_systems: dict[str, str]  # CWE-3 name of coding system -> FHIR system URI
+    authorities: dict[str, str]  # assigning authority namespace id -> identifier system
+    default_system: str  # pattern for unknown authorities: {authority}
+    unassigned_system: str  # pattern without authority: {sender} {kind}
+
+    def code(self, table: str, value: str) -> str | None:
+        return self.codes.get(table, {}).get(value.upper()) if value else None
+
+    def coding_system(self, name: str) -> str | None:
+        if not name:
+            return None
+        return self.coding_systems.get(name.upper(), self.default_system.format(authority=name))
+
+    def system_for(
+        self, namespace: str, universal: str, universal_type: str, sender: str, kind: str
+    ) -> str:
+        """Identifier system of an assigning authority (HD), per the configured table."""
+        if namespace and namespace in self.authorities:
+            return self.authorities[namespace]
+        if universal and universal_type.upper() == "ISO":
+            return ISO_OID + universal
+        if universal and universal in self.authorities:
+            return self.authorities[universal]
+        if namespace:
+            return self.default_system.format(authority=_uri_part(namespace))
+        return self.unassigned_system.format(sender=_uri_part(sender), kind=_uri_part(kind or "id"))
+
+
+def _uri_part(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "-" for c in text) or "unknown"
+
+
+@cache
+def default_tables() -> Tables:
+    return load_tables(None)
+
+
+def load_tables(authorities_file: Path | None) -> Tables:
+    """The shipped tables; `authorities_file` (YAML) adds or overrides assigning authorities."""
+    codes: dict[str, Any] = _read("codes.yaml")
+    identifiers: dict[str, Any] = _read("identifier_systems.yaml")
+    authorities = dict(identifiers["authorities"])
+    if authorities_file is not None:
+        extra: dict[str, Any] = yaml.safe_load(authorities_file.read_text("utf-8")) or {}
+        authorities.update(extra.get("authorities") or extra)
+    return Tables(
+        codes={
+            name: {str(k).upper(): str(v) for k, v in t.items()}
+            for name, t in codes.items()
+            if name != "coding-systems"
+        },
+        coding_systems={str(k).upper(): str(v) for k, v in codes["coding-systems"].items()},
+        authorities={str(k): str(v) for k, v in authorities.items()},
+        default_system=identifiers["default"],
+        unassigned_system=identifiers["unassigned"],
+    )
+
+
+def _read(name: str) -> dict[str, Any]:
+    text = (resources.files("mappings.hl7v2") / "tables" / name).read_text(encoding="utf-8")
+    data: dict[str, Any] = yaml.safe_load(text)
+    return data

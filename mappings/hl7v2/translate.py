@@ -1,0 +1,394 @@
+"""Message -> FHIR write actions, per message type; pure, so testable without a socket.
+
+Resources refer to each other with conditional references (`Patient?identifier=s|v`),
+which the writer resolves to the ids it stored. A reference that also carries an
+`identifier` is optional: when nothing matches, it stays a logical reference (a report
+that arrives before its order or its images still names them).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
+from typing import Literal
+
+from mappings.hl7v2.datatypes import CONVERTERS, Context, Element, cwe
+from mappings.hl7v2.engine import build
+from mappings.hl7v2.errors import MappingError
+from mappings.hl7v2.message import Segment, V2Message, component_of, segment_location
+from mappings.hl7v2.tables import Tables, default_tables
+
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+NULL_FLAVOR = "http://terminology.hl7.org/CodeSystem/v3-NullFlavor"
+UCUM = "http://unitsofmeasure.org"
+VALUE_TYPES = frozenset({"NM", "SN", "CE", "CWE", "CNE"})
+TEXT_TYPES = frozenset({"TX", "FT", "ST"})
+COMPARATORS = frozenset({"<", "<=", ">=", ">"})
+
+
+@dataclass(slots=True)
+class Upsert:
+    """Create or merge into the resource matching `criteria`.
+
+    mode "existing": the resource must exist (cancel, status change); only the
+    elements in `only` are changed.
+    """
+
+    resource: Element
+    criteria: str
+    location: str
+    mode: Literal["upsert", "existing"] = "upsert"
+    only: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Merge:
+    """ADT A40: `merged` is replaced by `surviving`; references to it are repointed."""
+
+    surviving: str
+    merged: str
+    location: str
+
+
+Action = Upsert | Merge
+
+
+@dataclass(slots=True)
+class Translation:
+    event: str  # ADT^A01
+    actions: list[Action] = field(default_factory=list)
+
+
+def translate(
+    message: V2Message, tables: Tables | None = None, timezone: tzinfo = UTC
+) -> Translation:
+    """The write actions for `message`; MappingError (AE/AR) for what cannot be applied."""
+    header = message.header
+    sender = "-".join(p for p in (header.sending_application, header.sending_facility) if p)
+    context = Context(tables or default_tables(), sender or "unknown", timezone)
+    handlers = SUPPORTED.get(header.message_type)
+    if handlers is None:
+        raise MappingError(
+            "200", f"message type {header.message_type!r} is not accepted", "MSH^1^9", reject=True
+        )
+    handler = handlers.get(header.trigger_event)
+    if handler is None:
+        raise MappingError(
+            "201",
+            f"event {header.message_type}^{header.trigger_event} is not accepted",
+            "MSH^1^9^1^2",
+            reject=True,
+        )
+    translation = Translation(f"{header.message_type}^{header.trigger_event}")
+    handler(message, context, translation)
+    return translation
+
+
+def identifier_criteria(identifiers: list[Element], system: bool = True) -> str:
+    values = [f"{i['system']}|{i['value']}" if system else i["value"] for i in identifiers]
+    return "identifier=" + ",".join(values)
+
+
+# patients and encounters --------------------------------------------------------------
+
+
+def _patient(message: V2Message, context: Context, translation: Translation) -> Element:
+    """Upsert the PID patient (with its practitioners); return a reference to it."""
+    pid = message.first("PID")
+    if pid is None:
+        raise MappingError("100", "the message has no PID segment", "PID")
+    segments = {"PID": pid}
+    pd1 = message.first("PD1")
+    if pd1 is not None:
+        segments["PD1"] = pd1
+    patient = build("Patient", segments, context)
+    criteria = identifier_criteria(patient["identifier"])
+    _side(context, translation)
+    translation.actions.append(Upsert(patient, criteria, segment_location(pid, 3)))
+    return {"reference": f"Patient?{criteria}"}
+
+
+def _encounter(
+    message: V2Message, context: Context, translation: Translation, status: str
+) -> Element | None:
+    pv1 = message.first("PV1")
+    if pv1 is None:
+        return None
+    segments = {"PV1": pv1}
+    evn = message.first("EVN")
+    if evn is not None:
+        segments["EVN"] = evn
+    encounter = build("Encounter", segments, context)
+    if "identifier" not in encounter:
+        if status == "":
+            return None  # an order without a visit number names no encounter
+        # Without PV1-19 the message itself identifies the visit, so a resend is no new one.
+        system = context.tables.unassigned_system.format(sender=context.sender, kind="message")
+        encounter["identifier"] = [{"system": system, "value": message.header.control_id}]
+    elif status == "":
+        status = "in-progress"
+    encounter["status"] = status
+    if "class" in encounter:
+        encounter["class"]["system"] = ACT_CODE
+    else:
+        encounter["class"] = {"system": NULL_FLAVOR, "code": "UNK"}
+    encounter["subject"] = _patient_reference(translation)
+    _side(context, translation)
+    criteria = identifier_criteria(encounter["identifier"])
+    translation.actions.append(Upsert(encounter, criteria, segment_location(pv1, 19)))
+    return {"reference": f"Encounter?{criteria}"}
+
+
+def _patient_reference(translation: Translation) -> Element:
+    for action in translation.actions:
+        if isinstance(action, Upsert) and action.resource["resourceType"] == "Patient":
+            return {"reference": f"Patient?{action.criteria}"}
+    raise AssertionError("patient is translated first")
+
+
+def _side(context: Context, translation: Translation) -> None:
+    """Practitioners met in XCN fields are written before the resource naming them."""
+    for resource, criteria in context.side:
+        translation.actions.insert(
+            len(translation.actions), Upsert(resource, criteria, context.location)
+        )
+    context.side.clear()
+
+
+def adt_patient(message: V2Message, context: Context, translation: Translation) -> None:
+    _patient(message, context, translation)
+
+
+def adt_visit(status: str) -> Handler:
+    def handle(message: V2Message, context: Context, translation: Translation) -> None:
+        _patient(message, context, translation)
+        _encounter(message, context, translation, status)
+
+    return handle
+
+
+def adt_merge(message: V2Message, context: Context, translation: Translation) -> None:
+    _patient(message, context, translation)
+    surviving = _patient_reference(translation)["reference"].partition("?")[2]
+    mrg = message.first("MRG")
+    if mrg is None:
+        raise MappingError("100", "ADT^A40 needs an MRG segment", "MRG")
+    converter = CONVERTERS["CX"]
+    merged = [i for i in (converter(rep, context) for rep in mrg.field(1)) if i is not None]
+    if not merged:
+        raise MappingError("101", "MRG-1 prior patient identifier is required", "MRG^1^1")
+    translation.actions.append(
+        Merge(surviving, identifier_criteria(merged), segment_location(mrg, 1))
+    )
+
+
+# orders -----------------------------------------------------------------------------
+
+
+def order(message: V2Message, context: Context, translation: Translation) -> None:
+    """ORM^O01 / OMI^O23: one ServiceRequest per ORC group."""
+    subject = _patient(message, context, translation)
+    encounter = _encounter(message, context, translation, "")
+    groups = list(message.groups("ORC", stop=frozenset({"ORC"})))
+    if not groups:
+        raise MappingError("100", "the order message has no ORC segment", "ORC")
+    for group in groups:
+        _order_group(group, context, translation, subject, encounter)
+
+
+def _order_group(
+    group: list[Segment],
+    context: Context,
+    translation: Translation,
+    subject: Element,
+    encounter: Element | None,
+) -> None:
+    orc = group[0]
+    segments = _first_of_each(group)
+    control = orc.value(1).upper()
+    action = context.tables.code("order-control", control)
+    if action is None:
+        raise MappingError(
+            "103", f"order control {control[:8]!r} is not handled", segment_location(orc, 1)
+        )
+    request = build("ServiceRequest", segments, context)
+    keys = [i for i in request.get("identifier", []) if _type_code(i) in ("PLAC", "FILL")]
+    if not keys:
+        raise MappingError(
+            "101", "ORC-2 or ORC-3 order number is required", segment_location(orc, 2)
+        )
+    criteria = identifier_criteria(keys[:1])
+    order_status = orc.value(5).upper()
+    status = context.tables.code("order-status", order_status) or context.tables.code(
+        "order-control-status", control
+    )
+    if action == "status" and not order_status:
+        raise MappingError("101", "ORC-5 order status is required", segment_location(orc, 5))
+    if action in ("cancel", "status"):
+        change = {"resourceType": "ServiceRequest", "status": status or "active"}
+        translation.actions.append(
+            Upsert(change, criteria, segment_location(orc, 2), "existing", ("status",))
+        )
+        return
+    request.update({"status": status or "active", "intent": "order", "subject": subject})
+    if encounter is not None:
+        request["encounter"] = encounter
+    _side(context, translation)
+    translation.actions.append(Upsert(request, criteria, segment_location(orc, 2)))
+
+
+def _first_of_each(group: list[Segment]) -> dict[str, Segment]:
+    segments: dict[str, Segment] = {}
+    for segment in group:
+        segments.setdefault(segment.name, segment)
+    return segments
+
+
+def _type_code(identifier: Element) -> str:
+    codings = identifier.get("type", {}).get("coding", [{}])
+    return str(codings[0].get("code", ""))
+
+
+# results ----------------------------------------------------------------------------
+
+
+def result(message: V2Message, context: Context, translation: Translation) -> None:
+    """ORU^R01: a DiagnosticReport per OBR, Observations for numeric and coded OBX."""
+    subject = _patient(message, context, translation)
+    orc: Segment | None = None
+    found = False
+    for group in message.groups("OBR", stop=frozenset({"OBR", "ORC"})):
+        preceding = group[0].index - 2
+        if preceding >= 0 and message.segments[preceding].name == "ORC":
+            orc = message.segments[preceding]
+        _report(group, orc, context, translation, subject)
+        found = True
+    if not found:
+        raise MappingError("100", "the result message has no OBR segment", "OBR")
+
+
+def _report(
+    group: list[Segment],
+    orc: Segment | None,
+    context: Context,
+    translation: Translation,
+    subject: Element,
+) -> None:
+    obr = group[0]
+    segments = {"OBR": obr, **({"ORC": orc} if orc is not None else {})}
+    report = build("DiagnosticReport", segments, context)
+    placer_field = (orc.field(2) if orc is not None else []) or obr.field(2)
+    placer = CONVERTERS["EI"](placer_field[0], context) if placer_field else None
+    if "identifier" not in report:
+        if placer is None:
+            raise MappingError(
+                "101", "OBR-3 filler order number is required", segment_location(obr, 3)
+            )
+        report["identifier"] = [placer]
+    report.setdefault("status", "unknown")
+    report["subject"] = subject
+    if placer is not None:
+        report["basedOn"] = [_optional("ServiceRequest", placer, system=True)]
+    accession = obr.value(18)
+    if accession:
+        report["imagingStudy"] = [_optional("ImagingStudy", {"value": accession}, system=False)]
+    observations, text, conclusion = _observations(group, report, context)
+    if observations:
+        report["result"] = [{"reference": f"Observation?{c}"} for _, c in observations]
+    if text:
+        data = base64.b64encode("\n".join(text).encode()).decode()
+        report["presentedForm"] = [{"contentType": "text/plain; charset=utf-8", "data": data}]
+    if conclusion:
+        report["conclusion"] = "\n".join(conclusion)
+    for observation, criteria in observations:
+        observation["subject"] = subject
+        translation.actions.append(Upsert(observation, criteria, segment_location(obr, 3)))
+    criteria = identifier_criteria(report["identifier"][:1])
+    translation.actions.append(Upsert(report, criteria, segment_location(obr, 3)))
+
+
+def _optional(resource_type: str, identifier: Element, system: bool) -> Element:
+    logical = {k: v for k, v in identifier.items() if k in ("system", "value", "type")}
+    return {
+        "reference": f"{resource_type}?{identifier_criteria([identifier], system)}",
+        "type": resource_type,
+        "identifier": logical,
+    }
+
+
+def _observations(
+    group: list[Segment], report: Element, context: Context
+) -> tuple[list[tuple[Element, str]], list[str], list[str]]:
+    key = report["identifier"][0]
+    observations: list[tuple[Element, str]] = []
+    text: list[str] = []
+    conclusion: list[str] = []
+    for position, obx in enumerate((s for s in group if s.name == "OBX"), start=1):
+        value_type = obx.value(2).upper()
+        if value_type in TEXT_TYPES:
+            lines = [component_of(rep, 1) for rep in obx.field(5)]
+            text.extend(lines)
+            if "IMP" in obx.value(3, 1).upper() or "IMP" in obx.value(3, 4).upper():
+                conclusion.extend(lines)
+            continue
+        if value_type not in VALUE_TYPES or not obx.field(5):
+            continue
+        observation = build("Observation", {"OBX": obx, "OBR": group[0]}, context)
+        observation.setdefault("status", "unknown")
+        context.location = segment_location(obx, 5)
+        observation.update(_value(value_type, obx, context))
+        identifier = {"system": key["system"], "value": f"{key['value']}-obx{position}"}
+        observation["identifier"] = [identifier]
+        observations.append((observation, identifier_criteria([identifier])))
+    return observations, text, conclusion
+
+
+def _value(value_type: str, obx: Segment, context: Context) -> Element:
+    rep = obx.field(5)[0]
+    if value_type in ("CE", "CWE", "CNE"):
+        concept = cwe(rep, context)
+        return {"valueCodeableConcept": concept} if concept else {}
+    comparator = ""
+    number = component_of(rep, 1)
+    if value_type == "SN":
+        comparator, number = component_of(rep, 1), component_of(rep, 2)
+        if component_of(rep, 3):
+            return {"valueString": "".join(component_of(rep, n) for n in (1, 2, 3, 4))}
+    quantity: Element = {"value": _number(number, context)}
+    if comparator in COMPARATORS:
+        quantity["comparator"] = comparator
+    units = obx.field(6)
+    if units:
+        unit = units[0]
+        quantity["unit"] = component_of(unit, 2) or component_of(unit, 1)
+        if component_of(unit, 3).upper() == "UCUM":
+            quantity.update({"system": UCUM, "code": component_of(unit, 1)})
+    return {"valueQuantity": quantity}
+
+
+def _number(text: str, context: Context) -> int | float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise MappingError("102", f"{text[:40]!r} is not a number", context.location) from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise MappingError("102", "not a finite number", context.location)
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+Handler = Callable[[V2Message, Context, Translation], None]
+SUPPORTED: dict[str, dict[str, Handler]] = {
+    "ADT": {
+        "A01": adt_visit("in-progress"),
+        "A04": adt_visit("arrived"),
+        "A08": adt_patient,
+        "A28": adt_patient,
+        "A31": adt_patient,
+        "A40": adt_merge,
+    },
+    "ORM": {"O01": order},
+    "OMI": {"O23": order},
+    "ORU": {"R01": result},
+}
