@@ -42,6 +42,17 @@ from fhir_server.search.parameters import parameters_for
 
 Document = dict[str, Any]
 HISTORY = "history"
+CLAIMS = "conditional_claims"
+
+
+class ClaimTaken(Exception):
+    """Another writer already created a resource under these conditional criteria."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
 # The session of a transaction bundle being processed: every read and write of this
 # task joins it, so all entries commit or roll back together.
 _BUNDLE_SESSION: ContextVar[AsyncClientSession | None] = ContextVar("bundle", default=None)
@@ -190,11 +201,21 @@ class Repository:
 
     # writes -------------------------------------------------------------------------
 
-    async def create(self, resource: Document, resource_id: str) -> Stored:
-        return await self._write(resource, resource_id, previous=None, method="POST")
+    async def create(
+        self, resource: Document, resource_id: str, claim: str | None = None
+    ) -> Stored:
+        """Store version 1; `claim` (conditional criteria) makes a racing twin fail."""
+        return await self._write(resource, resource_id, None, "POST", claim)
 
-    async def update(self, resource: Document, previous: Stored | None) -> Stored:
-        return await self._write(resource, resource["id"], previous=previous, method="PUT")
+    async def update(
+        self, resource: Document, previous: Stored | None, claim: str | None = None
+    ) -> Stored:
+        return await self._write(resource, resource["id"], previous, "PUT", claim)
+
+    async def release_claim(self, key: str) -> None:
+        """Drop a claim whose resource no longer matches its criteria (deleted or changed)."""
+        async with self.write_gate():
+            await self.db[CLAIMS].delete_one({"_id": key}, session=self.session)
 
     async def delete(self, previous: Stored) -> Stored:
         version = previous.version + 1
@@ -203,7 +224,12 @@ class Repository:
         return stored
 
     async def _write(
-        self, resource: Document, resource_id: str, previous: Stored | None, method: str
+        self,
+        resource: Document,
+        resource_id: str,
+        previous: Stored | None,
+        method: str,
+        claim: str | None = None,
     ) -> Stored:
         version = previous.version + 1 if previous else 1
         last_updated_ms = now_ms()
@@ -219,18 +245,25 @@ class Repository:
         index = index_entries(resource)
         # every sort key present ("" when absent) so keyset paging compares like with like
         order = dict.fromkeys(parameters_for(stored.resource_type), "") | index.order
-        await self._commit(stored, previous, rows=index.rows, order=order)
+        await self._commit(stored, previous, rows=index.rows, order=order, claim=claim)
         return stored
 
     async def _commit(
-        self, stored: Stored, previous: Stored | None, rows: list[Document], order: Document
+        self,
+        stored: Stored,
+        previous: Stored | None,
+        rows: list[Document],
+        order: Document,
+        claim: str | None = None,
     ) -> None:
         try:
             ambient = self.session
             if ambient is not None:
+                await self._claim(ambient, stored, claim)
                 await self._apply(ambient, stored, previous, rows, order)
                 return
             async with self.transaction() as session:
+                await self._claim(session, stored, claim)
                 await self._apply(session, stored, previous, rows, order)
         except DuplicateKeyError as error:
             raise FhirError(
@@ -238,6 +271,18 @@ class Repository:
                 f"{stored.resource_type}/{stored.id} was changed by another request; "
                 f"read it again and retry",
             ) from error
+
+    async def _claim(self, session: AsyncClientSession, stored: Stored, claim: str | None) -> None:
+        # a unique _id per (type, criteria): of two conditional creates racing on the
+        # same criteria, the second one's transaction fails here and it re-resolves
+        if claim is None:
+            return
+        try:
+            await self.db[CLAIMS].insert_one(
+                {"_id": claim, "r": f"{stored.resource_type}/{stored.id}"}, session=session
+            )
+        except DuplicateKeyError as error:
+            raise ClaimTaken(claim) from error
 
     async def _apply(
         self,

@@ -6,8 +6,9 @@ import uuid
 
 from fhir_server.exchange import FhirResponse
 from fhir_server.interactions.common import resource_body, write_response
-from fhir_server.interactions.conditional import criteria_params, resolve_one
+from fhir_server.interactions.conditional import create_unless_found, criteria_params
 from fhir_server.pipeline import Exchange
+from fhir_server.repository import Stored
 from fhir_server.services import FhirServices
 
 
@@ -17,13 +18,22 @@ async def create(exchange: Exchange, services: FhirServices) -> FhirResponse:
     assert route.resource_type
     resource = resource_body(request, route.resource_type)
     if_none_exist = request.header("if-none-exist")
-    if if_none_exist:
-        existing = await resolve_one(
-            services.repository, route.resource_type, criteria_params(if_none_exist), "create"
-        )
-        if existing is not None:
-            exchange.touched.append(f"{existing.resource_type}/{existing.id}")
-            return write_response(request, existing, 200, "a matching resource already exists")
-    stored = await services.repository.create(resource, str(uuid.uuid4()))
+    if not if_none_exist:
+        stored = await services.repository.create(resource, str(uuid.uuid4()))
+        exchange.touched.append(f"{stored.resource_type}/{stored.id}")
+        return write_response(request, stored, 201, "created")
+
+    async def write(claim: str) -> Stored:
+        return await services.repository.create(resource, str(uuid.uuid4()), claim)
+
+    stored, created = await create_unless_found(
+        services.repository,
+        route.resource_type,
+        criteria_params(if_none_exist),
+        "create",
+        write,
+    )
     exchange.touched.append(f"{stored.resource_type}/{stored.id}")
-    return write_response(request, stored, 201, "created")
+    if created:
+        return write_response(request, stored, 201, "created")
+    return write_response(request, stored, 200, "a matching resource already exists")

@@ -8,7 +8,7 @@ from typing import Any
 from fhir_server.errors import FhirError
 from fhir_server.exchange import FhirResponse
 from fhir_server.interactions.common import check_id, parse_etag, resource_body, write_response
-from fhir_server.interactions.conditional import resolve_one
+from fhir_server.interactions.conditional import create_unless_found
 from fhir_server.pipeline import Exchange
 from fhir_server.repository import Stored
 from fhir_server.services import FhirServices
@@ -70,18 +70,33 @@ async def _conditional_update(
     route, request = exchange.route, exchange.request
     assert route is not None
     assert route.resource_type
-    match = await resolve_one(services.repository, route.resource_type, request.query, "update")
+    repository = services.repository
     body_id = resource.get("id")
-    if match is None:
-        resource_id = check_id(body_id) if isinstance(body_id, str) else str(uuid.uuid4())
-        resource["id"] = resource_id
-        previous = await services.repository.read(route.resource_type, resource_id)
-        return await store_version(exchange, services, resource, previous)
-    if body_id is not None and body_id != match.id:
+    if isinstance(body_id, str):
+        check_id(body_id)
+    replaced: list[Stored | None] = []
+
+    async def write(claim: str) -> Stored:
+        resource["id"] = body_id if isinstance(body_id, str) else str(uuid.uuid4())
+        previous = await repository.read(resource["resourceType"], resource["id"])
+        check_if_match(request.header("if-match"), previous, resource)
+        replaced.append(previous)
+        return await repository.update(resource, previous, claim)
+
+    stored, written = await create_unless_found(
+        repository, route.resource_type, list(request.query), "update", write
+    )
+    if written:
+        exchange.touched.append(f"{stored.resource_type}/{stored.id}")
+        previous = replaced[-1]
+        created = previous is None or previous.deleted
+        status, message = (201, "created") if created else (200, "updated")
+        return write_response(request, stored, status, message)
+    if body_id is not None and body_id != stored.id:
         raise FhirError(
             "MB-1008",
-            f"body id {body_id!r} differs from the matched resource {match.id!r}",
+            f"body id {body_id!r} differs from the matched resource {stored.id!r}",
             expression=f"{route.resource_type}.id",
         )
-    resource["id"] = match.id
-    return await store_version(exchange, services, resource, match)
+    resource["id"] = stored.id
+    return await store_version(exchange, services, resource, stored)

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from tests.integration.test_fhir_crud import FHIR_JSON, create, patient
+from tests.integration.test_fhir_crud import FHIR_JSON, SYSTEM, create, patient
 from tests.support.servers import RunningServer
 
 
@@ -51,3 +51,34 @@ async def test_concurrent_blind_updates_never_share_a_version(
     assert history["total"] == 1 + len(winners)
     families = {e["resource"]["name"][0]["family"] for e in history["entry"][:-1]}
     assert families == {r.json()["name"][0]["family"] for r in winners}
+
+
+async def test_racing_conditional_creates_make_one_resource(
+    server: RunningServer, unique: str
+) -> None:
+    criteria = {"If-None-Exist": f"identifier={SYSTEM}|{unique}"}
+
+    async def conditional_create(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(
+            f"{server.fhir_base}/Patient", json=patient(unique), headers={**FHIR_JSON, **criteria}
+        )
+
+    async def conditional_update(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.put(
+            f"{server.fhir_base}/Patient?identifier={SYSTEM}|{unique}",
+            json=patient(unique),
+            headers=FHIR_JSON,
+        )
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        creates = await asyncio.gather(*(conditional_create(client) for _ in range(8)))
+        updates = await asyncio.gather(*(conditional_update(client) for _ in range(8)))
+        found = (
+            await client.get(
+                f"{server.fhir_base}/Patient", params={"identifier": f"{SYSTEM}|{unique}"}
+            )
+        ).json()
+    assert sorted(r.status_code for r in creates) == [200] * 7 + [201]
+    assert len({r.json()["id"] for r in creates}) == 1
+    assert {r.status_code for r in updates} <= {200, 409}
+    assert found["total"] == 1
