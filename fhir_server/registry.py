@@ -61,7 +61,11 @@ TYPE_INTERACTIONS: tuple[Interaction, ...] = (
     Interaction.SEARCH_TYPE,
 )
 
-SYSTEM_INTERACTIONS: tuple[Interaction, ...] = (Interaction.HISTORY_SYSTEM,)
+SYSTEM_INTERACTIONS: tuple[Interaction, ...] = (
+    Interaction.HISTORY_SYSTEM,
+    Interaction.BATCH,
+    Interaction.TRANSACTION,
+)
 
 
 def is_served(resource_type: str) -> bool:

@@ -65,8 +65,7 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "searchParam": [
             {
                 "name": parameter.code,
-                "definition": SEARCH_PARAMETER_BASE
-                + _definition_id(parameter.base, parameter.code),
+                "definition": SEARCH_PARAMETER_BASE + parameter.id,
                 "type": parameter.type,
             }
             for parameter in sorted(parameters_for(resource_type).values(), key=lambda p: p.code)
@@ -76,8 +75,3 @@ def _resource(resource_type: str) -> dict[str, Any]:
     if profiles:
         entry["supportedProfile"] = profiles
     return entry
-
-
-def _definition_id(base: tuple[str, ...], code: str) -> str:
-    owner = "clinical" if len(base) > 1 else base[0]
-    return f"{owner}-{code}"

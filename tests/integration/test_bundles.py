@@ -167,3 +167,13 @@ def test_bad_bundles_are_outcomes(fhir: httpx.Client) -> None:
     )
     assert dangling.status_code == 400
     assert dangling.json()["resourceType"] == "OperationOutcome"
+
+
+def test_capabilities_declare_bundles_and_generated_parameters(fhir: httpx.Client) -> None:
+    rest = fhir.get("/metadata").json()["rest"][0]
+    assert {"batch", "transaction"} <= {i["code"] for i in rest["interaction"]}
+    study = next(r for r in rest["resource"] if r["type"] == "ImagingStudy")
+    params = {p["name"]: p for p in study["searchParam"]}
+    assert params["modality"]["definition"].endswith("/ImagingStudy-modality")
+    assert params["patient"]["definition"].endswith("/clinical-patient")
+    assert {"_id", "_lastUpdated", "_tag", "_profile", "_security", "started"} <= set(params)
