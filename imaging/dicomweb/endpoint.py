@@ -117,7 +117,7 @@ class DicomwebService:
                 k.decode("latin-1").lower(): v.decode("latin-1")
                 for k, v in request.scope["headers"]
             },
-            base_url=f"{url.scheme}://{url.netloc}{self.base_path}",
+            base_url=f"{url.scheme}://{_netloc(request)}{self.base_path}",
         )
         context = RequestContext(
             Door.DICOMWEB, peer=request.client.host if request.client else None
@@ -211,6 +211,15 @@ class DicomwebService:
             else 1
         )
         return await wado.rendered(self.store, rows[0], wado.image_media("", content_type), frame)
+
+
+def _netloc(request: Request) -> str:
+    """Host for URLs we hand out; dicomweb-client sends Host without the port."""
+    netloc = request.url.netloc
+    server = request.scope.get("server")
+    if ":" not in netloc and server and server[1] not in (80, 443):
+        return f"{netloc}:{server[1]}"
+    return netloc
 
 
 def render_error(exchange: Exchange, error: FhirError) -> FhirResponse:
