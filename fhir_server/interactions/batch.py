@@ -49,6 +49,8 @@ def bundle_handler(dispatch: Dispatch) -> Handler:
             raise FhirError(
                 "MB-1004", "Bundle.type must be batch or transaction", expression="Bundle.type"
             )
+        if services.repository.session is not None:
+            raise FhirError("MB-1004", "a Bundle entry cannot itself be a batch or transaction")
         processor = _Processor(exchange, services, dispatch, entries)
         if kind == "batch":
             responses = await processor.batch()
@@ -163,9 +165,9 @@ class _Processor:
                 method, path = "PUT", self.resolved[full_url]
                 resource["id"] = path.split("/", 1)[1]
             body = orjson.dumps(resource)
-        accept = self.exchange.request.header("prefer")
-        if accept:
-            headers["prefer"] = accept
+        prefer = self.exchange.request.header("prefer")
+        if prefer:
+            headers["prefer"] = prefer
         return FhirRequest(method, path, query, headers, body, self.exchange.request.base_url)
 
     async def _resolve_references(self, value: Any, where: str) -> Any:

@@ -177,3 +177,17 @@ def test_capabilities_declare_bundles_and_generated_parameters(fhir: httpx.Clien
     assert params["modality"]["definition"].endswith("/ImagingStudy-modality")
     assert params["patient"]["definition"].endswith("/clinical-patient")
     assert {"_id", "_lastUpdated", "_tag", "_profile", "_security", "started"} <= set(params)
+
+
+def test_nested_bundle_in_a_transaction_is_refused(fhir: httpx.Client, unique: str) -> None:
+    inner = {"resourceType": "Bundle", "type": "batch", "entry": []}
+    response = post_bundle(
+        fhir,
+        "transaction",
+        [
+            entry("POST", "Patient", person(unique, "Nested", "Not", f"{unique}-n")),
+            entry("POST", "/", inner),
+        ],
+    )
+    assert response.status_code == 400
+    assert find(fhir, f"/Patient?identifier={MRN}|{unique}-n", unique) == []
