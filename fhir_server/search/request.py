@@ -7,7 +7,7 @@ OperationOutcome naming it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fhir_server.errors import FhirError
 from fhir_server.registry import is_served
@@ -54,22 +54,15 @@ class SearchRequest:
 def parse_search(
     resource_type: str, query: list[tuple[str, str]], *, strict: bool = False, base_url: str = ""
 ) -> SearchRequest:
-    fields: dict[str, object] = {}
-    criteria: list[tuple[str, str]] = []
-    sort: list[SortKey] = []
-    includes: list[Include] = []
-    applied: list[tuple[str, str]] = []
+    draft = _Draft(resource_type)
     for name, value in query:
         if name in PASSIVE:
             continue
         try:
-            if name.startswith("_") and not name.startswith(("_has:", "_id", "_lastUpdated")):
-                if not _control(name, value, fields, sort, includes, resource_type):
-                    compile_criterion(resource_type, name, value, base_url)
-                    criteria.append((name, value))
-            else:
+            is_control = name.startswith("_") and not name.startswith(_CRITERIA_PREFIXES)
+            if not (is_control and draft.control(name, value)):
                 compile_criterion(resource_type, name, value, base_url)
-                criteria.append((name, value))
+                draft.criteria.append((name, value))
         except FhirError as error:
             if not strict:
                 continue
@@ -78,62 +71,79 @@ def parse_search(
             # name the parameter as the client wrote it, not the part that failed inside it
             raise FhirError(error.code, error.diagnostics, expression=name) from error
         if name != "_page":
-            applied.append((name, value))
+            draft.applied.append((name, value))
     return SearchRequest(
         resource_type,
-        tuple(criteria),
-        tuple(sort),
-        int(str(fields.get("count", DEFAULT_COUNT))),
-        fields.get("page") if isinstance(fields.get("page"), str) else None,  # type: ignore[arg-type]
-        str(fields.get("total", "accurate")),
-        str(fields["summary"]) if "summary" in fields else None,
-        tuple(str(e) for e in fields.get("elements", ()) or ()),  # type: ignore[attr-defined]
-        tuple(includes),
-        tuple(applied),
+        tuple(draft.criteria),
+        tuple(draft.sort),
+        draft.count,
+        draft.page,
+        draft.total,
+        draft.summary,
+        draft.elements,
+        tuple(draft.includes),
+        tuple(draft.applied),
         base_url,
     )
 
 
-def _control(
-    name: str,
-    value: str,
-    fields: dict[str, object],
-    sort: list[SortKey],
-    includes: list[Include],
-    resource_type: str,
-) -> bool:
-    """Apply a result parameter; False when `name` is a search parameter like `_tag`."""
-    base, _, modifier = name.partition(":")
-    if base == "_count":
-        if not value.isdigit():
-            raise _bad(name, "must be a non-negative integer")
-        fields["count"] = min(int(value), MAX_COUNT)
-    elif base == "_page":
-        fields["page"] = value
-    elif base == "_total":
-        if value not in TOTALS:
-            raise _bad(name, f"must be one of {sorted(TOTALS)}")
-        fields["total"] = value
-    elif base == "_summary":
-        if value not in SUMMARIES:
-            raise _bad(name, f"must be one of {sorted(SUMMARIES)}")
-        fields["summary"] = None if value == "false" else value
-    elif base == "_elements":
-        fields["elements"] = tuple(e.strip() for e in value.split(",") if e.strip())
-    elif base == "_sort":
-        known = parameters_for(resource_type)
-        for item in value.split(","):
-            code = item.strip().removeprefix("-")
-            if code not in known:
-                raise _bad(name, f"cannot sort by {code!r}: not a parameter of {resource_type}")
-            sort.append(SortKey(code, item.strip().startswith("-")))
-    elif base in ("_include", "_revinclude"):
-        if modifier not in ("", "iterate", "recurse"):
-            raise _bad(name, f"modifier {modifier!r} not supported")
-        includes.append(_include(name, value, base == "_revinclude", bool(modifier)))
-    else:
-        return False
-    return True
+_CRITERIA_PREFIXES = ("_has:", "_id", "_lastUpdated")
+
+
+@dataclass(slots=True)
+class _Draft:
+    """A SearchRequest while its parameters are read."""
+
+    resource_type: str
+    criteria: list[tuple[str, str]] = field(default_factory=list)
+    sort: list[SortKey] = field(default_factory=list)
+    count: int = DEFAULT_COUNT
+    page: str | None = None
+    total: str = "accurate"
+    summary: str | None = None
+    elements: tuple[str, ...] = ()
+    includes: list[Include] = field(default_factory=list)
+    applied: list[tuple[str, str]] = field(default_factory=list)
+
+    def control(self, name: str, value: str) -> bool:
+        """Apply a result parameter; False when `name` is a search parameter like `_tag`."""
+        base, _, modifier = name.partition(":")
+        if base == "_count":
+            if not value.isdigit():
+                raise _bad(name, "must be a non-negative integer")
+            self.count = min(int(value), MAX_COUNT)
+        elif base == "_page":
+            self.page = value
+        elif base == "_total":
+            if value not in TOTALS:
+                raise _bad(name, f"must be one of {sorted(TOTALS)}")
+            self.total = value
+        elif base == "_summary":
+            if value not in SUMMARIES:
+                raise _bad(name, f"must be one of {sorted(SUMMARIES)}")
+            self.summary = None if value == "false" else value
+        elif base == "_elements":
+            self.elements = tuple(e.strip() for e in value.split(",") if e.strip())
+        elif base == "_sort":
+            self.sort.extend(_sort_keys(name, value, self.resource_type))
+        elif base in ("_include", "_revinclude"):
+            if modifier not in ("", "iterate", "recurse"):
+                raise _bad(name, f"modifier {modifier!r} not supported")
+            self.includes.append(_include(name, value, base == "_revinclude", bool(modifier)))
+        else:
+            return False
+        return True
+
+
+def _sort_keys(name: str, value: str, resource_type: str) -> list[SortKey]:
+    known = parameters_for(resource_type)
+    keys: list[SortKey] = []
+    for item in value.split(","):
+        code = item.strip().removeprefix("-")
+        if code not in known:
+            raise _bad(name, f"cannot sort by {code!r}: not a parameter of {resource_type}")
+        keys.append(SortKey(code, item.strip().startswith("-")))
+    return keys
 
 
 def _include(name: str, value: str, reverse: bool, iterate: bool) -> Include:
