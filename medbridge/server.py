@@ -15,6 +15,8 @@ from fhir_server.router import FhirRouter
 from fhir_server.services import FhirServices
 from hl7_bridge.listener import Limits, TlsFiles
 from hl7_bridge.service import BridgeOptions, start_listener
+from imaging.dimse.config import DimseConfig, load_peers
+from imaging.dimse.service import start_dimse
 from imaging.services import build_imaging
 from medbridge import __version__
 from medbridge.app import DICOMWEB_BASE, FHIR_BASE, build_app, mount_dicomweb
@@ -71,6 +73,12 @@ async def _serve(settings: Settings, uri: str) -> None:
         await imaging.start()
         stack.push_async_callback(imaging.stop)
         mount_dicomweb(app, imaging.dicomweb.handle)
+        readiness.expect("dicom")
+        dimse = await start_dimse(
+            _dimse_config(settings), imaging, router, settings.host, settings.dicom_port
+        )
+        stack.push_async_callback(asyncio.to_thread, dimse.stop)
+        readiness.ready("dicom")
         config = uvicorn.Config(
             app,
             host=settings.host,
@@ -110,3 +118,15 @@ def _bridge_options(settings: Settings) -> BridgeOptions:
         settings.host, settings.mllp_port, limits, tls, settings.hl7_timezone,
         settings.hl7_authorities,
     )  # fmt: skip
+
+
+def _dimse_config(settings: Settings) -> DimseConfig:
+    return DimseConfig(
+        ae_title=settings.dicom_ae_title,
+        peers=load_peers(settings.dicom_peers_file),
+        open=settings.dicom_open,
+        max_associations=settings.dicom_max_associations,
+        acse_timeout=settings.dicom_acse_timeout,
+        dimse_timeout=settings.dicom_dimse_timeout,
+        network_timeout=settings.dicom_network_timeout,
+    )

@@ -47,6 +47,20 @@ class Settings(BaseSettings):
     hl7_timezone: str = Field("UTC", description="zone of HL7 times sent without an offset")
     hl7_authorities: Path | None = Field(None, description="YAML: assigning authority -> system")
 
+    dicom_ae_title: str = Field("MEDBRIDGE", min_length=1, max_length=16, description="our AE")
+    dicom_peers_file: Path | None = Field(
+        None, description="YAML/JSON peers table: ae_title, host, port, services"
+    )
+    dicom_open: bool = Field(
+        True,
+        description="accept calling AE titles missing from the peers table (development); "
+        "set false in production so only listed peers may associate",
+    )
+    dicom_max_associations: int = Field(16, ge=1, le=1000)
+    dicom_acse_timeout: float = Field(30.0, gt=0)
+    dicom_dimse_timeout: float = Field(60.0, gt=0)
+    dicom_network_timeout: float = Field(60.0, gt=0)
+
     @property
     def objects_dir(self) -> Path:
         return self.data_dir / "objects"

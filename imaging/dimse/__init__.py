@@ -1,0 +1,1 @@
+"""DIMSE: MedBridge as a Storage, Query/Retrieve and Modality Worklist SCP (pynetdicom)."""

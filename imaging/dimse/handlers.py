@@ -1,0 +1,214 @@
+"""The pynetdicom event handlers: each checks the peer, hops into the loop, answers a status.
+
+They run on pynetdicom's association threads. All MongoDB and object-store work is a
+coroutine handed to the server's loop by `LoopBridge` with a deadline below the DIMSE
+timeout; every path ends in a DIMSE status (see `status.attempt`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom.events import Event
+
+from fhir_server.context import Actor, Door, RequestContext
+from fhir_server.errors import FhirError
+from imaging.dimse import query, retrieve, worklist
+from imaging.dimse.bridge import LoopBridge
+from imaging.dimse.config import DimseConfig
+from imaging.dimse.sop_classes import PATIENT_ROOT, ModalityWorklistFind
+from imaging.dimse.status import (
+    CANCEL,
+    NOT_AUTHORIZED,
+    OUT_OF_RESOURCES_MATCHES,
+    PENDING,
+    SUCCESS,
+    UNABLE_TO_PROCESS,
+    attempt,
+)
+from imaging.fhir_link import StudyLinker
+from imaging.index import DicomIndex
+from imaging.ingest import Ingestor
+from imaging.objectstore import ObjectStore
+
+log = logging.getLogger(__name__)
+WORKLIST_SCOPES = frozenset({"system/ServiceRequest.rs", "system/Patient.rs"})
+FindYield = tuple[int, Dataset | None]
+
+
+@dataclass(slots=True)
+class Archive:
+    """What the handlers work on: the one ingest path, the index, the objects, FHIR."""
+
+    ingestor: Ingestor
+    index: DicomIndex
+    store: ObjectStore
+    worklist: worklist.Worklist | None = None
+    linker: StudyLinker | None = None
+
+
+def calling_ae(event: Event) -> str:
+    return str(event.assoc.requestor.ae_title).strip()
+
+
+def _model(event: Event) -> str:
+    return "patient" if str(event.request.AffectedSOPClassUID) in PATIENT_ROOT else "study"
+
+
+class Handlers:
+    def __init__(self, config: DimseConfig, bridge: LoopBridge, archive: Archive) -> None:
+        self.config = config
+        self.bridge = bridge
+        self.archive = archive
+
+    def _allowed(self, event: Event, service: str) -> bool:
+        if self.config.allows(calling_ae(event), service):
+            return True
+        log.info("DIMSE %s refused for a calling AE without that service", service)
+        return False
+
+    # C-ECHO / C-STORE ------------------------------------------------------------------
+
+    def on_echo(self, event: Event) -> int:
+        return SUCCESS if self._allowed(event, "echo") else NOT_AUTHORIZED
+
+    def on_store(self, event: Event) -> int | Dataset:
+        if not self._allowed(event, "store"):
+            return NOT_AUTHORIZED
+        with attempt("C-STORE") as answer:
+            # the Part 10 bytes exactly as received: no decoding, no transcoding
+            data = event.encoded_dataset(include_meta=True)
+            source = f"dimse:{calling_ae(event)}"
+            outcome = self.bridge.run(self.archive.ingestor.ingest(data, source))
+            answer.status = outcome.status
+            if not outcome.ok:
+                log.info("C-STORE failed: %s", outcome.code)
+                return _status(outcome.status, outcome.reason)
+            if self.archive.linker is not None:
+                self.archive.linker.schedule()
+        return answer.status
+
+    def on_released(self, event: Event) -> None:
+        """After an association: let the ImagingStudy upkeep catch up on what arrived."""
+        if self.archive.linker is not None:
+            linker = self.archive.linker
+            self.bridge.loop.call_soon_threadsafe(linker.schedule)
+
+    # C-FIND ----------------------------------------------------------------------------
+
+    def on_find(self, event: Event) -> Iterator[FindYield]:
+        if str(event.request.AffectedSOPClassUID) == ModalityWorklistFind:
+            yield from self._worklist(event)
+            return
+        if not self._allowed(event, "find"):
+            yield NOT_AUTHORIZED, None
+            return
+        rows: list[dict[str, Any]] | None = None
+        with attempt("C-FIND", UNABLE_TO_PROCESS) as answer:
+            parsed = query.parse_identifier(event.identifier, _model(event))
+            rows = self.bridge.run(query.find(self.archive.index, parsed))
+        if rows is None:
+            yield answer.status, None
+            return
+        for row in rows:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            yield PENDING, query.response(row, parsed, self.config.ae_title)
+        yield SUCCESS, None
+
+    def _worklist(self, event: Event) -> Iterator[FindYield]:
+        if not self._allowed(event, "worklist") or self.archive.worklist is None:
+            yield NOT_AUTHORIZED, None
+            return
+        records: list[worklist.Record] | None = None
+        with attempt("MWL C-FIND", UNABLE_TO_PROCESS) as answer:
+            parsed = worklist.parse_worklist(event.identifier)
+            context = worklist_context(calling_ae(event))
+            records = self.bridge.run(self.archive.worklist.records(parsed, context))
+        if records is None:
+            yield answer.status, None
+            return
+        for record in records:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            yield PENDING, worklist.response(record, parsed)
+        yield SUCCESS, None
+
+    # C-MOVE / C-GET --------------------------------------------------------------------
+
+    def _rows(self, event: Event) -> tuple[list[dict[str, Any]] | None, int]:
+        with attempt("retrieve", OUT_OF_RESOURCES_MATCHES) as answer:
+            coroutine = retrieve.instances_for(self.archive.index, event.identifier, _model(event))
+            return self.bridge.run(coroutine), SUCCESS
+        return None, answer.status
+
+    def _datasets(self, event: Event, rows: list[dict[str, Any]]) -> Iterator[FindYield]:
+        for row in rows:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            dataset: Dataset | None = None
+            with attempt("retrieve read"):
+                data = self.bridge.run(self.archive.store.get(str(row["key"])))
+                dataset = retrieve.decode(data)
+            if dataset is None:
+                # counted as a failed sub-operation; the others go on
+                failed = Dataset()
+                failed.SOPInstanceUID = str(row["_id"])
+                yield PENDING, failed
+                continue
+            yield PENDING, dataset
+
+    def on_move(self, event: Event) -> Iterator[Any]:
+        destination = str(event.move_destination).strip()
+        peer = self.config.peers.get(destination)
+        if not self._allowed(event, "move"):
+            yield None, None
+            return
+        if peer is None or peer.host is None or peer.port is None:
+            log.info("C-MOVE to a destination that is not in the peers table")
+            yield None, None
+            return
+        rows, status = self._rows(event)
+        yield peer.host, peer.port, {"contexts": retrieve.contexts_for(rows or [])}
+        if rows is None:
+            yield 1
+            yield status, None
+            return
+        yield len(rows)
+        yield from self._datasets(event, rows)
+
+    def on_get(self, event: Event) -> Iterator[Any]:
+        if not self._allowed(event, "get"):
+            yield 1
+            yield NOT_AUTHORIZED, None
+            return
+        rows, status = self._rows(event)
+        if rows is None:
+            yield 1
+            yield status, None
+            return
+        yield len(rows)
+        yield from self._datasets(event, rows)
+
+
+def _status(status: int, reason: str | None) -> Dataset:
+    """A C-STORE failure with its reason in ErrorComment (no patient data in it)."""
+    answer = Dataset()
+    answer.Status = status
+    if reason:
+        answer.ErrorComment = reason[:64]
+    return answer
+
+
+def worklist_context(ae_title: str) -> RequestContext:
+    return RequestContext(Door.DIMSE, actor=Actor("dicom-ae", ae_title), scopes=WORKLIST_SCOPES)
+
+
+__all__ = ["Archive", "FhirError", "Handlers", "worklist_context"]

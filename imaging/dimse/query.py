@@ -1,0 +1,230 @@
+"""C-FIND over the DICOM index: a query identifier -> MongoDB filters per level -> datasets.
+
+Matching follows PS3.4 C.2.2.2 through the same `condition` compiler QIDO-RS uses
+(single value, `*`/`?` wildcards, date/time ranges, UID lists); an empty key is
+universal matching and is returned. PATIENT level is computed from the study rows,
+which carry the patient attributes; counts come from the study and series counters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from fhir_server.errors import FhirError
+from imaging.dicomweb.qido import Match, condition
+from imaging.index import DicomIndex
+from imaging.parse import qido_attributes
+
+Document = dict[str, Any]
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+PATIENT_KEYS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
+# each level's own UID is its collection's _id
+OWN_ID = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
+COMPUTED = {
+    "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries",
+    "NumberOfPatientRelatedInstances", "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances", "NumberOfSeriesRelatedInstances", "ModalitiesInStudy",
+}  # fmt: skip
+SKIPPED = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "TimezoneOffsetFromUTC"}
+MAX_MATCHES = 50_000
+
+
+@dataclass(slots=True)
+class FindQuery:
+    """A parsed identifier: the level, its matching keys and the keys to return."""
+
+    level: str
+    matches: dict[str, list[Match]] = field(default_factory=dict)  # by attribute level
+    returned: list[DataElement] = field(default_factory=list)
+
+
+def attribute_level(keyword: str) -> str | None:
+    """Which level's collection holds `keyword` (patient keys live on the study rows)."""
+    if keyword in PATIENT_KEYS:
+        return "PATIENT"
+    if keyword == "ModalitiesInStudy":
+        return "SERIES"
+    attrs = qido_attributes()
+    for level, name in (("STUDY", "study"), ("SERIES", "series"), ("IMAGE", "instance")):
+        if keyword in attrs[name]:
+            return level
+    return None
+
+
+def text_of(element: DataElement) -> str:
+    """An identifier value as PS3.4 matching text (multiple values joined by backslash)."""
+    value = element.value
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def parse_identifier(identifier: Dataset, model: str) -> FindQuery:
+    """Read QueryRetrieveLevel and the keys; A900 when the level does not fit the model."""
+    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    allowed = LEVELS if model == "patient" else LEVELS[1:]
+    if level not in allowed:
+        raise FhirError("MB-4002", f"QueryRetrieveLevel {level[:16]!r} not valid here")
+    query = FindQuery(level)
+    for element in identifier:
+        keyword = element.keyword
+        if not keyword or keyword in SKIPPED:
+            continue
+        query.returned.append(element)
+        if element.VR == "SQ" or keyword in COMPUTED - {"ModalitiesInStudy"}:
+            continue
+        value = text_of(element)
+        where = attribute_level(keyword)
+        if value and where is not None:
+            query.matches.setdefault(where, []).append(Match(keyword, value))
+    return query
+
+
+def _conditions(matches: list[Match], level: str) -> Document:
+    out: Document = {}
+    for match in matches:
+        if match.keyword == "ModalitiesInStudy":
+            wanted = [v for v in match.value.split("\\") if v]
+            out["Modality"] = wanted[0] if len(wanted) == 1 else {"$in": wanted}
+            continue
+        field_name, cond = condition(match, False)
+        if field_name == OWN_ID.get(level):
+            field_name = "_id"
+        out[field_name] = cond
+    return out
+
+
+def _restrict(own: Document, field_name: str, ids: list[Any]) -> None:
+    current = own.get(field_name)
+    if current is None:
+        own[field_name] = {"$in": ids}
+    elif isinstance(current, str):
+        own[field_name] = current if current in ids else {"$in": []}
+    else:
+        allowed = set(ids)
+        values = current.get("$in", []) if isinstance(current, dict) else []
+        own[field_name] = {"$in": [v for v in values if v in allowed]}
+
+
+async def find(index: DicomIndex, query: FindQuery) -> list[Document]:
+    """The matching rows of the query level, each merged with its parents' attributes."""
+    study_keys = query.matches.get("PATIENT", []) + query.matches.get("STUDY", [])
+    study_filter = _conditions(study_keys, "STUDY")
+    series_filter = _conditions(query.matches.get("SERIES", []), "SERIES")
+    image_filter = _conditions(query.matches.get("IMAGE", []), "IMAGE")
+    if query.level in ("PATIENT", "STUDY"):
+        if series_filter:
+            _restrict(study_filter, "_id", await index.series.distinct("st", series_filter))
+        studies = await _rows(index.studies.find(study_filter).sort("_id", 1))
+        if query.level == "PATIENT":
+            return _patients(studies)
+        return await _with_modalities(index, studies)
+    # series and image levels: parent UIDs match directly on the row's parent fields
+    own = series_filter if query.level == "SERIES" else image_filter
+    if "_id" in study_filter:
+        own["st"] = study_filter.pop("_id")
+    if query.level == "IMAGE" and "_id" in series_filter:
+        own["se"] = series_filter.pop("_id")
+    if study_filter:
+        _restrict(own, "st", await index.studies.distinct("_id", study_filter))
+    if query.level == "IMAGE" and series_filter:
+        _restrict(own, "se", await index.series.distinct("_id", series_filter))
+    collection = index.series if query.level == "SERIES" else index.instances
+    rows = await _rows(collection.find(own, {"meta": 0}).sort("_id", 1))
+    return await _with_parents(index, rows, query.level)
+
+
+async def _rows(cursor: Any) -> list[Document]:
+    rows: list[Document] = []
+    async for row in cursor.limit(MAX_MATCHES):
+        rows.append(row)
+    return rows
+
+
+def _patients(studies: list[Document]) -> list[Document]:
+    patients: dict[str, Document] = {}
+    for study in studies:
+        row = patients.setdefault(
+            study.get("pk", ""),
+            {k: study[k] for k in (*PATIENT_KEYS, "SpecificCharacterSet") if k in study},
+        )
+        row["NumberOfPatientRelatedStudies"] = row.get("NumberOfPatientRelatedStudies", 0) + 1
+        row["NumberOfPatientRelatedSeries"] = row.get("NumberOfPatientRelatedSeries", 0) + int(
+            study.get("ns", 0)
+        )
+        row["NumberOfPatientRelatedInstances"] = row.get(
+            "NumberOfPatientRelatedInstances", 0
+        ) + int(study.get("ni", 0))
+    return list(patients.values())
+
+
+async def _with_modalities(index: DicomIndex, studies: list[Document]) -> list[Document]:
+    ids = [study["_id"] for study in studies]
+    modalities: dict[str, set[str]] = {}
+    if ids:
+        cursor = index.series.find({"st": {"$in": ids}}, {"st": 1, "Modality": 1})
+        async for series in cursor:
+            if series.get("Modality"):
+                modalities.setdefault(series["st"], set()).add(str(series["Modality"]))
+    for study in studies:
+        study["StudyInstanceUID"] = study["_id"]
+        study["ModalitiesInStudy"] = sorted(modalities.get(study["_id"], set()))
+        study["NumberOfStudyRelatedSeries"] = study.get("ns", 0)
+        study["NumberOfStudyRelatedInstances"] = study.get("ni", 0)
+    return studies
+
+
+async def _with_parents(index: DicomIndex, rows: list[Document], level: str) -> list[Document]:
+    study_ids = sorted({row["st"] for row in rows})
+    studies = {d["_id"]: d async for d in index.studies.find({"_id": {"$in": study_ids}})}
+    series: dict[str, Document] = {}
+    if level == "IMAGE":
+        series_ids = sorted({row["se"] for row in rows})
+        series = {d["_id"]: d async for d in index.series.find({"_id": {"$in": series_ids}})}
+    merged = []
+    for row in rows:
+        out = dict(studies.get(row["st"], {}))
+        out["StudyInstanceUID"] = row["st"]
+        if level == "SERIES":
+            out.update(row)
+            out["SeriesInstanceUID"] = row["_id"]
+            out["NumberOfSeriesRelatedInstances"] = row.get("n", 0)
+        else:
+            out.update(series.get(row["se"], {}))
+            out.update(row)
+            out["SeriesInstanceUID"], out["SOPInstanceUID"] = row["se"], row["_id"]
+        merged.append(out)
+    return merged
+
+
+def response(row: Document, query: FindQuery, retrieve_ae: str) -> Dataset:
+    """One pending response: every requested key, with the row's value or empty."""
+    answer = Dataset()
+    answer.SpecificCharacterSet = "ISO_IR 192"  # values are stored as text; send UTF-8
+    answer.QueryRetrieveLevel = query.level
+    for element in query.returned:
+        value = row.get(element.keyword)
+        if value is None or element.VR == "SQ":
+            answer.add(DataElement(element.tag, element.VR, [] if element.VR == "SQ" else None))
+        else:
+            answer.add(DataElement(element.tag, element.VR, _value(value, element.VR)))
+    if query.level != "PATIENT":
+        answer.RetrieveAETitle = retrieve_ae
+    return answer
+
+
+def _value(value: Any, vr: str) -> Any:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if vr in ("IS", "DS"):
+        return str(value)
+    if vr in ("US", "UL", "SS", "SL"):
+        return int(value)
+    return value

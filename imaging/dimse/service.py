@@ -1,0 +1,103 @@
+"""The DICOM listener: one pynetdicom AE with our contexts and handlers, started non-blocking.
+
+Storage is offered for every storage SOP class with every transfer syntax pydicom knows
+(stored as received, never transcoded); Query/Retrieve Patient and Study Root
+FIND/MOVE/GET, Modality Worklist FIND and Verification. Calling AE titles outside the
+peers table are refused at association time unless the server is configured open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from fhir_server.router import FhirRouter
+from imaging.dimse.bridge import LoopBridge
+from imaging.dimse.config import DimseConfig
+from imaging.dimse.handlers import Archive, Handlers
+from imaging.dimse.sop_classes import QUERY_RETRIEVE, Verification
+from imaging.dimse.worklist import Worklist
+from imaging.services import Imaging
+
+log = logging.getLogger(__name__)
+# pynetdicom logs query identifiers (names, IDs) at INFO: patient data stays out of logs
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def build_ae(config: DimseConfig) -> AE:
+    """Our application entity with its contexts, limits and timeouts."""
+    ae = AE(ae_title=config.ae_title)
+    ae.maximum_associations = config.max_associations
+    ae.acse_timeout = config.acse_timeout
+    ae.dimse_timeout = config.dimse_timeout
+    ae.network_timeout = config.network_timeout
+    ae.maximum_pdu_size = config.max_pdu
+    if not config.open:
+        # an empty list means "anyone" to pynetdicom: a closed table with no peers admits
+        # only a random title nobody sends
+        ae.require_calling_aet = list(config.peers) or [uuid.uuid4().hex[:16].upper()]
+    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    for context in AllStoragePresentationContexts:
+        # SCP role for C-STORE, and SCU role offered for C-GET sub-operations
+        assert context.abstract_syntax is not None
+        ae.add_supported_context(
+            context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+        )
+    for sop_class in QUERY_RETRIEVE:
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+    # C-MOVE sub-associations: we are the storage SCU towards the destination
+    ae.requested_contexts = []
+    return ae
+
+
+class DimseService:
+    """Start and stop the DICOM listener around the server's asyncio loop."""
+
+    def __init__(self, config: DimseConfig, bridge: LoopBridge, archive: Archive) -> None:
+        self.config = config
+        self.handlers = Handlers(config, bridge, archive)
+        self.ae = build_ae(config)
+        self.server: ThreadedAssociationServer | None = None
+
+    def start(self, host: str, port: int) -> int:
+        """Listen on (host, port) in pynetdicom's threads; the port actually bound."""
+        handlers: list[Any] = [
+            (evt.EVT_C_ECHO, self.handlers.on_echo),
+            (evt.EVT_C_STORE, self.handlers.on_store),
+            (evt.EVT_C_FIND, self.handlers.on_find),
+            (evt.EVT_C_MOVE, self.handlers.on_move),
+            (evt.EVT_C_GET, self.handlers.on_get),
+            (evt.EVT_RELEASED, self.handlers.on_released),
+        ]
+        server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
+        assert server is not None  # block=False returns the running server
+        self.server = server
+        bound = int(server.server_address[1])
+        log.info("DICOM listener up as %s on port %d", self.config.ae_title, bound)
+        return bound
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+        self.ae.shutdown()
+
+
+async def start_dimse(
+    config: DimseConfig, imaging: Imaging, router: FhirRouter, host: str, port: int
+) -> DimseService:
+    """Build the listener on the running loop's imaging parts and start it."""
+    bridge = LoopBridge(asyncio.get_running_loop(), config.handler_timeout)
+    archive = Archive(
+        imaging.ingestor, imaging.index, imaging.store, Worklist(router), imaging.linker
+    )
+    service = DimseService(config, bridge, archive)
+    await asyncio.to_thread(service.start, host, port)
+    return service
