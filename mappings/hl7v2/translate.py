@@ -330,7 +330,7 @@ def _observations(
         if value_type in TEXT_TYPES:
             lines = [component_of(rep, 1) for rep in obx.field(5)]
             text.extend(lines)
-            if "IMP" in obx.value(3, 1).upper() or "IMP" in obx.value(3, 4).upper():
+            if _impression(obx):
                 conclusion.extend(lines)
             continue
         if value_type not in VALUE_TYPES or not obx.field(5):
@@ -343,6 +343,15 @@ def _observations(
         observation["identifier"] = [identifier]
         observations.append((observation, identifier_criteria([identifier])))
     return observations, text, conclusion
+
+
+def _impression(obx: Segment) -> bool:
+    """OBX-3 naming the impression (radiology `...&IMP`), the report's conclusion."""
+    identifier = obx.field(3)
+    if not identifier:
+        return False
+    parts = [sub for component in identifier[0][:1] + identifier[0][3:4] for sub in component]
+    return any(part.upper().endswith("IMP") for part in parts)
 
 
 def _value(value_type: str, obx: Segment, context: Context) -> Element:
