@@ -89,6 +89,11 @@ def one(fhir: httpx.Client, resource_type: str, **query: str) -> dict[str, Any]:
     return resource
 
 
+def read(fhir: httpx.Client, reference: str) -> dict[str, Any]:
+    resource: dict[str, Any] = fhir.get(reference).json()
+    return resource
+
+
 def archive(mongo: AsyncMongoClient[dict[str, Any]], server: RunningServer) -> Any:
     return mongo[server.database]["hl7_messages"]
 
@@ -105,7 +110,7 @@ async def test_adt_a01_creates_patient_and_encounter(
     assert patient["name"] == [{"family": "Šimkutė", "given": ["Rūta"]}]
     assert patient["birthDate"] == "1987-03-18"
     assert patient["gender"] == "female"
-    practitioner = fhir.get(patient["generalPractitioner"][0]["reference"]).json()
+    practitioner = read(fhir, patient["generalPractitioner"][0]["reference"])
     assert practitioner["name"][0]["family"] == "Petraitis"
     encounter = one(fhir, "Encounter", identifier=f"V-{unique}")
     assert encounter["subject"]["reference"] == f"Patient/{patient['id']}"
@@ -193,7 +198,7 @@ async def test_order_lifecycle(server: RunningServer, fhir: httpx.Client, unique
     accession = [i for i in request["identifier"] if i.get("type", {}).get("coding", [{}])[0].get(
         "code") == "ACSN"]  # fmt: skip
     assert accession[0]["value"] == f"ACC-{unique}"
-    requester = fhir.get(request["requester"]["reference"]).json()
+    requester = read(fhir, request["requester"]["reference"])
     assert requester["resourceType"] == "Practitioner"
     patient = one(fhir, "Patient", identifier=f"{LTPK}|P{unique}")
     assert request["subject"]["reference"] == f"Patient/{patient['id']}"
@@ -240,7 +245,7 @@ async def test_report_links_order_and_study(
     assert "reference" not in diagnostic["imagingStudy"][0]
     assert diagnostic["conclusion"] == "No pneumonia."
     assert base64.b64decode(diagnostic["presentedForm"][0]["data"]) == b"No pneumonia."
-    observation = fhir.get(diagnostic["result"][0]["reference"]).json()
+    observation = read(fhir, diagnostic["result"][0]["reference"])
     assert observation["valueQuantity"]["value"] == 72
     assert observation["subject"] == diagnostic["subject"]
 

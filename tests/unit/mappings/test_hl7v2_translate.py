@@ -15,7 +15,10 @@ LTPK = "https://www.esveikata.lt/fhir/sid/asmens-kodas"
 
 
 def msh(event: str, version: str = "2.5.1", control: str = "C1") -> str:
-    return f"MSH|^~\\&|RIS|HOSP|MB|MB|20261122101500||{event}|{control}|P|{version}|||||LT|UNICODE UTF-8\r"
+    return (
+        f"MSH|^~\\&|RIS|HOSP|MB|MB|20261122101500||{event}|{control}|P|{version}"
+        "|||||LT|UNICODE UTF-8\r"
+    )
 
 
 def segment(name: str, fields: dict[int, str]) -> str:
@@ -53,7 +56,7 @@ ADT_A01 = (
             19: "V555^^^VLN^VN",
             44: "20261122100000",
         },
-    )  # fmt: skip
+    )
 )
 
 
@@ -175,7 +178,7 @@ ORM = (
             18: "ACC-42",
             31: "^Suspected pneumonia",
         },
-    )  # fmt: skip
+    )
     + "ZDS|1.2.826.0.1.3680043.2.1125.1^MB^Application^DICOM\r"
 )
 
@@ -267,7 +270,7 @@ ORU = (
             18: "ACC-42",
             25: "F",
         },
-    )  # fmt: skip
+    )
     + "OBX|1|TX|71020&GDT^Report^C4||Lungs are clear.||||||F\r"
     + "OBX|2|TX|71020&IMP^Impression^C4||No pneumonia.||||||F\r"
     + "OBX|3|NM|8867-4^Heart rate^LN||72|/min^per minute^UCUM|60-100|N|||F\r"
