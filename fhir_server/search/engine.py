@@ -54,9 +54,36 @@ class Engine:
     async def _clause(
         self, resource_type: str, clause: Clause, within: set[str] | None
     ) -> set[str]:
+        if within is not None and len(within) <= SMALL:
+            return await self._clause_each(resource_type, clause, within)
         found: set[str] = set()
         for alternative in clause.alternatives:
             found |= await self._alternative(resource_type, alternative, within)
+        return found
+
+    async def _clause_each(self, resource_type: str, clause: Clause, within: set[str]) -> set[str]:
+        """Check a few candidates: equal keys of all alternatives in one `$in` per field.
+
+        `{"r": id, "k": {"$in": [...]}}` is answered through the `r` index, where a plain
+        `{"r": id, "k": value}` would walk every row holding that (maybe common) value.
+        """
+        equal: dict[str, list[str]] = {}
+        filters: list[Document] = []
+        found: set[str] = set()
+        for alternative in clause.alternatives:
+            if not isinstance(alternative, RowQuery):
+                found |= await self._alternative(resource_type, alternative, within)
+                continue
+            row_filter = alternative.as_filter()
+            (field, value), *more = row_filter.items()
+            if not more and isinstance(value, str):
+                equal.setdefault(field, []).append(value)
+            else:
+                filters.append(row_filter)
+        filters += [{field: {"$in": values}} for field, values in equal.items()]
+        for row_filter in filters:
+            if within - found:
+                found |= await self._check_each(resource_type, row_filter, within - found)
         return found
 
     async def _alternative(
@@ -108,12 +135,12 @@ class Engine:
         if len(keys) > MANY_KEYS:
             found = await self.row_ids(resource_type, {"k": {"$in": keys}})
             return found if within is None else found & within
+        if within is not None and len(within) <= SMALL:
+            return await self._check_each(resource_type, {"k": {"$in": keys}}, within)
         found = set()
-        for one in await asyncio.gather(
-            *(self._match(resource_type, {"k": k}, within) for k in keys)
-        ):
+        for one in await asyncio.gather(*(self.row_ids(resource_type, {"k": k}) for k in keys)):
             found |= one
-        return found
+        return found if within is None else found & within
 
     async def _has(self, resource_type: str, has: HasQuery, within: set[str] | None) -> set[str]:
         inner = compile_criterion(has.source_type, has.inner_name, has.value)
