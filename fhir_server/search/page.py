@@ -58,12 +58,16 @@ async def run_page(
         return page
     fields = sort_fields(request)
     direction, after = _decode(request.page, len(fields)) if request.page else ("n", None)
-    query = dict(base)
     order = fields if direction == "n" else [(name, -way) for name, way in fields]
-    if after is not None:
-        query["$or"] = _after(order, after)
-    cursor = collection.find(query, {"raw": 1, "o": 1}, session=engine.session)
-    docs = await cursor.sort(order).limit(request.count + 1).to_list()
+    if ids is not None and len(fields) == 1:
+        # ordered by id alone: the ids are in hand, so only the page's documents are read
+        docs = await _by_id(engine, request, ids, order[0][1], after)
+    else:
+        query = dict(base)
+        if after is not None:
+            query["$or"] = _after(order, after)
+        cursor = collection.find(query, {"raw": 1, "o": 1}, session=engine.session)
+        docs = await cursor.sort(order).limit(request.count + 1).to_list()
     more = len(docs) > request.count
     docs = docs[: request.count]
     if direction == "p":
@@ -77,6 +81,20 @@ async def run_page(
     if request.includes:
         page.included = await _includes(engine, request, docs)
     return page
+
+
+async def _by_id(
+    engine: Engine, request: SearchRequest, ids: set[str], way: int, after: list[str] | None
+) -> list[Document]:
+    ordered = sorted(ids, reverse=way == -1)
+    if after is not None:
+        ordered = [i for i in ordered if (i > after[0] if way == 1 else i < after[0])]
+    chosen = ordered[: request.count + 1]
+    cursor = engine.db[request.resource_type].find(
+        {"_id": {"$in": chosen}}, {"raw": 1, "o": 1}, session=engine.session
+    )
+    found = {doc["_id"]: doc async for doc in cursor}
+    return [found[i] for i in chosen if i in found and found[i].get("raw") is not None]
 
 
 def _values(doc: Document, fields: list[tuple[str, int]]) -> list[str]:

@@ -284,3 +284,19 @@ def test_include_revinclude_and_iterate(fhir: httpx.Client, unique: str) -> None
     }
     reverse = fhir.get(f"/ServiceRequest?_id={order}&_revinclude=ImagingStudy:basedon").json()
     assert {e["resource"]["id"] for e in reverse["entry"]} == {order, study_id}
+
+
+def test_default_order_pages_by_id_without_repeats(fhir: httpx.Client, unique: str) -> None:
+    created = {make(fhir, person(unique, "Page", f"G{n}", f"{unique}-{n}")) for n in range(5)}
+    link = f"{fhir.base_url}/Patient?_tag={TAGS}|{unique}&_count=2"
+    seen: list[str] = []
+    while link:
+        page = fhir.get(link).json()
+        assert page["total"] >= 5
+        seen += [e["resource"]["id"] for e in page["entry"]]
+        if len(seen) == 2:  # another client writes while this one pages
+            make(fhir, person(unique, "Page", "Late", f"{unique}-late"))
+        link = next((lk["url"] for lk in page["link"] if lk["relation"] == "next"), "")
+    assert len(seen) == len(set(seen))
+    assert created <= set(seen)
+    assert seen[:2] == sorted(seen[:2])
