@@ -300,3 +300,38 @@ def test_default_order_pages_by_id_without_repeats(fhir: httpx.Client, unique: s
     assert len(seen) == len(set(seen))
     assert created <= set(seen)
     assert seen[:2] == sorted(seen[:2])
+
+
+def test_quantity_uri_text_and_last_updated(fhir: httpx.Client, unique: str) -> None:
+    ucum = "http://unitsofmeasure.org"
+    profile = f"https://medbridge.example.org/fhir/StructureDefinition/test-{unique}"
+
+    def weight(value: float, code: str) -> dict[str, Any]:
+        resource = tagged(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {
+                    "coding": [
+                        {"system": "http://loinc.org", "code": "29463-7", "display": "Body weight"}
+                    ]
+                },
+                "valueQuantity": {"value": value, "system": ucum, "code": code, "unit": code},
+            },
+            unique,
+        )
+        resource["meta"]["profile"] = [profile]
+        return resource
+
+    light, heavy = make(fhir, weight(5.4, "kg")), make(fhir, weight(80, "kg"))
+    grams = make(fhir, weight(5400, "g"))
+    assert find(fhir, f"/Observation?value-quantity=5.4|{ucum}|kg", unique) == [light]
+    assert find(fhir, "/Observation?value-quantity=5.4||kg", unique) == [light]
+    assert find(fhir, "/Observation?value-quantity=gt50||kg", unique) == [heavy]
+    assert find(fhir, "/Observation?value-quantity=ap5400", unique) == [grams]
+    assert len(find(fhir, "/Observation?code:text=body wei", unique)) == 3
+    assert len(find(fhir, f"/Observation?_profile={profile}", unique)) == 3
+    below = profile.rsplit("/", 1)[0]
+    assert len(find(fhir, f"/Observation?_profile:below={below}", unique)) == 3
+    assert find(fhir, "/Observation?_lastUpdated=lt2000-01-01", unique) == []
+    assert len(find(fhir, "/Observation?_lastUpdated=gt2020-01-01", unique)) == 3
