@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -191,3 +193,31 @@ def test_nested_bundle_in_a_transaction_is_refused(fhir: httpx.Client, unique: s
     )
     assert response.status_code == 400
     assert find(fhir, f"/Patient?identifier={MRN}|{unique}-n", unique) == []
+
+
+def test_transaction_with_all_four_methods_and_conditionals(
+    fhir: httpx.Client, unique: str
+) -> None:
+    doomed = make(fhir, person(unique, "Doomed", "X", f"{unique}-d"))
+    patched = make(fhir, person(unique, "Before", "Y", f"{unique}-p"))
+    operations = [{"op": "replace", "path": "/gender", "value": "male"}]
+    patch = {
+        "resourceType": "Binary",
+        "contentType": "application/json-patch+json",
+        "data": base64.b64encode(json.dumps(operations).encode()).decode(),
+    }
+    replacement = person(unique, "Upserted", "Z", f"{unique}-u")
+    entries = [
+        entry("GET", f"Patient?identifier={MRN}|{unique}-u"),
+        entry("PATCH", f"Patient/{patched}", patch),
+        entry("PUT", f"Patient?identifier={MRN}|{unique}-u", replacement),
+        entry("DELETE", f"Patient?identifier={MRN}|{unique}-d"),
+    ]
+    response = post_bundle(fhir, "transaction", entries)
+    assert response.status_code == 200, response.text
+    results = response.json()["entry"]
+    assert [r["response"]["status"][:3] for r in results] == ["200", "200", "201", "204"]
+    # GET ran last (the spec's order), so it sees the conditional PUT's new resource
+    assert results[0]["resource"]["total"] == 1
+    assert fhir.get(f"/Patient/{patched}").json()["gender"] == "male"
+    assert fhir.get(f"/Patient/{doomed}").status_code == 410
