@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hl7_bridge.commands import add_commands as add_hl7_commands
+from imaging.commands import add_commands as add_dicom_commands
 from medbridge.settings import Settings
 
 
@@ -25,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--database", help="MongoDB database name (MEDBRIDGE_DATABASE)")
     serve.add_argument("--log-level", help="debug | info | warning (MEDBRIDGE_LOG_LEVEL)")
     add_hl7_commands(commands)
+    add_dicom_commands(commands)
     return parser
 
 
@@ -48,4 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run(args, settings.mongodb_uri, settings.database,
                    lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"))  # fmt: skip
+    if args.command == "dicom":
+        from imaging.commands import Target
+        from imaging.commands import run as run_dicom
+        from medbridge.embedded_mongo import EmbeddedMongo
+
+        target = Target(
+            settings.objects_dir, settings.dicom_max_instance_bytes, settings.database,
+            settings.mongodb_uri, settings.public_base_url or f"http://{settings.host}:{settings.http_port}",
+        )  # fmt: skip
+        return run_dicom(args, target, lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"))
     return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable
 from typing import Any
 
+import httpx
 import orjson
 
 from fhir_server.errors import FhirError
@@ -102,3 +103,34 @@ def _stored_item(outcome: IngestOutcome, base_url: str) -> dict[str, Any]:
     )
     item["00081190"] = {"vr": "UR", "Value": [url]}
     return item
+
+
+async def stow_one_over_http(
+    client: httpx.AsyncClient, base_url: str, data: bytes
+) -> IngestOutcome:
+    """STOW-RS one instance to a server (the import command's `--url`), as an outcome."""
+    boundary = "medbridge-import"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    try:
+        response = await client.post(
+            base_url.rstrip("/") + "/studies", content=body, headers={"Content-Type": content_type}
+        )
+    except httpx.HTTPError as error:
+        return IngestOutcome(0xA700, code="MB-3008", reason=f"server unreachable: {error}")
+    answer = orjson.loads(response.content) if response.content.startswith(b"{") else {}
+    stored = answer.get("00081199", {}).get("Value", [])
+    failed = answer.get("00081198", {}).get("Value", [])
+    if stored:
+        item = stored[0]
+        return IngestOutcome(
+            0, item.get("00081150", {}).get("Value", [None])[0],
+            item.get("00081155", {}).get("Value", [None])[0],
+        )  # fmt: skip
+    status = failed[0]["00081197"]["Value"][0] if failed else 0xC000
+    reason = response.headers.get("warning", f"HTTP {response.status_code}")
+    return IngestOutcome(status, code=f"HTTP-{response.status_code}", reason=reason[:200])

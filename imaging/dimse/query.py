@@ -121,7 +121,7 @@ async def find(index: DicomIndex, query: FindQuery) -> list[Document]:
     image_filter = _conditions(query.matches.get("IMAGE", []), "IMAGE")
     if query.level in ("PATIENT", "STUDY"):
         if series_filter:
-            _restrict(study_filter, "_id", await index.series.distinct("st", series_filter))
+            _restrict(study_filter, "_id", await values(index.series, "st", series_filter))
         studies = await _rows(index.studies.find(study_filter).sort("_id", 1))
         if query.level == "PATIENT":
             return _patients(studies)
@@ -133,12 +133,21 @@ async def find(index: DicomIndex, query: FindQuery) -> list[Document]:
     if query.level == "IMAGE" and "_id" in series_filter:
         own["se"] = series_filter.pop("_id")
     if study_filter:
-        _restrict(own, "st", await index.studies.distinct("_id", study_filter))
+        _restrict(own, "st", await values(index.studies, "_id", study_filter))
     if query.level == "IMAGE" and series_filter:
-        _restrict(own, "se", await index.series.distinct("_id", series_filter))
+        _restrict(own, "se", await values(index.series, "_id", series_filter))
     collection = index.series if query.level == "SERIES" else index.instances
     rows = await _rows(collection.find(own, {"meta": 0}).sort("_id", 1))
     return await _with_parents(index, rows, query.level)
+
+
+async def values(collection: Any, field_name: str, where: Document) -> list[Any]:
+    """The distinct values of one field (the embedded store cannot `distinct` on `_id`)."""
+    seen: dict[Any, None] = {}
+    async for row in collection.find(where, {field_name: 1}):
+        if field_name in row:
+            seen[row[field_name]] = None
+    return list(seen)
 
 
 async def _rows(cursor: Any) -> list[Document]:

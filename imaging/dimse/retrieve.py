@@ -15,7 +15,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 
 from fhir_server.errors import FhirError
-from imaging.dimse.query import LEVELS, text_of
+from imaging.dimse.query import LEVELS, text_of, values
 from imaging.index import DicomIndex
 from imaging.uids import uid_list
 
@@ -48,7 +48,7 @@ async def instances_for(index: DicomIndex, identifier: Dataset, model: str) -> l
     if needed != "PatientID" and ROW_FIELD[needed] not in query:
         raise FhirError("MB-4002", f"{needed} is required at {level} level")
     if patient:
-        studies = await index.studies.distinct("_id", {"PatientID": patient})
+        studies = await values(index.studies, "_id", {"PatientID": patient})
         current = query.get("st")
         query["st"] = {"$in": [s for s in studies if current is None or _in(s, current)]}
     elif needed == "PatientID":

@@ -100,7 +100,15 @@ def test_metadata_has_bulk_data_uris_that_resolve(dicomweb: DICOMwebClient) -> N
 
 
 @pytest.mark.parametrize(
-    "name", ["CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm"]
+    "name",
+    [
+        "CT_small.dcm",
+        "MR_small_RLE.dcm",
+        "JPEG2000.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "JPGExtended.dcm",  # pylibjpeg-libjpeg
+        "MR_small_jpeg_ls_lossless.dcm",  # pylibjpeg-libjpeg (JPEG-LS)
+    ],
 )
 def test_rendered_and_thumbnail(name: str, dicomweb: DICOMwebClient, http: httpx.Client) -> None:
     data = renamed(name)

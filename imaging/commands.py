@@ -1,0 +1,169 @@
+"""`medbridge dicom import PATH...`: files, folders, DICOMDIR and zip into the archive.
+
+In-process by default (the one ingest path, on the configured store; the server must be
+stopped when the store is the embedded one), or `--url` to STOW-RS into a running server.
+Progress on stderr; a summary of stored / duplicate / failed with reasons at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from imaging.index import Added
+from imaging.ingest import IngestOutcome
+from imaging.sources import Source, sources
+
+
+class Store(Protocol):
+    def start(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dicom = commands.add_parser("dicom", help="DICOM archive tools")
+    actions = dicom.add_subparsers(dest="dicom_command", required=True)
+    load = actions.add_parser("import", help="import files, folders, DICOMDIR, zip archives")
+    load.add_argument("paths", nargs="+", type=Path)
+    load.add_argument("--url", help="STOW-RS into a running server (its /dicomweb base)")
+    load.add_argument("--data-dir", type=Path, help="data directory (MEDBRIDGE_DATA_DIR)")
+    load.add_argument("--mongodb-uri", help="MongoDB (MEDBRIDGE_MONGODB_URI)")
+    load.add_argument("--database", help="MongoDB database name (MEDBRIDGE_DATABASE)")
+    load.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+@dataclass
+class Tally:
+    started: float = field(default_factory=time.monotonic)
+    bytes: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def add(self, size: int, outcome: str, reason: str | None = None) -> None:
+        self.bytes += size
+        self.counts[outcome] += 1
+        if reason:
+            self.reasons[reason] += 1
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        return (
+            f"stored {self.counts['stored']}  duplicate {self.counts['duplicate']}  "
+            f"failed {self.counts['failed']}  {self.bytes / elapsed / 1e6:.1f} MB/s"
+        )
+
+
+async def _import(
+    items: list[Path],
+    max_bytes: int,
+    ingest: Callable[[Source], Awaitable[IngestOutcome]],
+    quiet: bool,
+) -> Tally:
+    tally = Tally()
+    last = 0.0
+    for source in sources(items, max_bytes):
+        if source.data is None:
+            tally.add(0, "failed", source.problem)
+        else:
+            outcome = await ingest(source)
+            if outcome.ok:
+                kind = "duplicate" if outcome.added is Added.DUPLICATE else "stored"
+                tally.add(len(source.data), kind)
+            else:
+                tally.add(len(source.data), "failed", f"{outcome.code} {outcome.reason}")
+        now = time.monotonic()
+        if not quiet and now - last > 0.2:
+            print(f"\r{tally.line()}", end="", file=sys.stderr, flush=True)
+            last = now
+    return tally
+
+
+def _summary(tally: Tally) -> int:
+    print(f"\r{tally.line()}", file=sys.stderr)
+    print(
+        f"imported: {tally.counts['stored']} stored, {tally.counts['duplicate']} duplicate, "
+        f"{tally.counts['failed']} failed"
+    )
+    for reason, count in tally.reasons.most_common():
+        print(f"  {count} x {reason}")
+    return 0 if tally.counts["failed"] == 0 else 1
+
+
+async def _over_http(args: argparse.Namespace, max_bytes: int) -> Tally:
+    from imaging.dicomweb.stow import stow_one_over_http
+
+    async with httpx.AsyncClient(timeout=120.0) as client:
+
+        async def ingest(source: Source) -> IngestOutcome:
+            assert source.data is not None
+            return await stow_one_over_http(client, args.url, source.data)
+
+        return await _import(args.paths, max_bytes, ingest, args.quiet)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where an in-process import writes (from the server's settings)."""
+
+    objects_dir: Path
+    max_bytes: int
+    database: str
+    mongodb_uri: str | None = None
+    public_base_url: str = "http://127.0.0.1:8080"
+
+
+async def _in_process(args: argparse.Namespace, uri: str, target: Target) -> Tally:
+    from pymongo import AsyncMongoClient
+
+    from fhir_server.repository import Repository
+    from fhir_server.router import FhirRouter
+    from fhir_server.services import FhirServices
+    from imaging.services import build_imaging
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
+    try:
+        repository = Repository(client, target.database)
+        await repository.ensure_indexes()
+        router = FhirRouter(FhirServices(repository))
+        dicomweb = target.public_base_url + "/dicomweb"
+        imaging = build_imaging(
+            repository, router, target.objects_dir, "/dicomweb", lambda: dicomweb
+        )
+        await imaging.index.ensure_indexes()
+        studies: set[str] = set()
+
+        async def ingest(source: Source) -> IngestOutcome:
+            assert source.data is not None
+            outcome = await imaging.ingestor.ingest(source.data, "import")
+            if outcome.ok and outcome.study:
+                studies.add(outcome.study)
+            return outcome
+
+        tally = await _import(args.paths, target.max_bytes, ingest, args.quiet)
+        for study in sorted(studies):
+            await imaging.linker.sync(study)
+        return tally
+    finally:
+        await client.close()
+
+
+def run(args: argparse.Namespace, target: Target, embedded: Callable[[], Store]) -> int:
+    if args.url:
+        return _summary(asyncio.run(_over_http(args, target.max_bytes)))
+    if target.mongodb_uri is not None:
+        return _summary(asyncio.run(_in_process(args, target.mongodb_uri, target)))
+    store = embedded()  # the server must be stopped: the embedded store has one owner
+    try:
+        return _summary(asyncio.run(_in_process(args, store.start(), target)))
+    finally:
+        store.stop()
