@@ -149,21 +149,30 @@ async def search(index: DicomIndex, query: Query, base_url: str) -> bytes:
     own = filters[query.level]
     collection = {"study": index.studies, "series": index.series, "instance": index.instances}
     if query.level == "study" and filters["series"]:
-        own["_id"] = _and_in(own.get("_id"), await index.series.distinct("st", filters["series"]))
+        own["_id"] = _and_in(own.get("_id"), await _values(index.series, "st", filters["series"]))
     if query.level == "series" and filters["study"]:
-        ids = await index.studies.distinct("_id", filters["study"])
+        ids = await _values(index.studies, "_id", filters["study"])
         own["st"] = _and_in(own.get("st"), ids)
     if query.level == "instance":
         if filters["study"]:
-            ids = await index.studies.distinct("_id", filters["study"])
+            ids = await _values(index.studies, "_id", filters["study"])
             own["st"] = _and_in(own.get("st"), ids)
         if filters["series"]:
-            ids = await index.series.distinct("_id", filters["series"])
+            ids = await _values(index.series, "_id", filters["series"])
             own["se"] = _and_in(own.get("se"), ids)
     projection = None if query.include_all and query.level == "instance" else {"meta": 0}
     cursor = collection[query.level].find(own, projection).sort("_id", 1)
     rows = [row async for row in cursor.skip(query.offset).limit(query.limit)]
     return await _render(index, query, rows, base_url)
+
+
+async def _values(collection: Any, field_name: str, where: Document) -> list[Any]:
+    """Distinct values of one field (nx-27017 answers `distinct` on `_id` wrongly)."""
+    seen: dict[Any, None] = {}
+    async for row in collection.find(where, {field_name: 1}):
+        if field_name in row:
+            seen[row[field_name]] = None
+    return list(seen)
 
 
 def _and_in(existing: Any, ids: list[Any]) -> Any:

@@ -179,6 +179,11 @@ def test_qido_matching_rules(dicomweb: DICOMwebClient, http: httpx.Client, uniqu
     series = dicomweb.search_for_series(study_instance_uid=studies[1])
     assert series[0]["00080060"]["Value"] == ["MR"]
     assert series[0]["00201209"]["Value"] == [1]
+    # attributes of other levels narrow the series and instance searches too
+    series_of_patient = http.get("/series", params={"PatientID": patient}).json()
+    assert {s["0020000D"]["Value"][0] for s in series_of_patient} == set(studies)
+    ct_instances = http.get("/instances", params={"PatientID": patient, "Modality": "CT"}).json()
+    assert {i["0020000D"]["Value"][0] for i in ct_instances} == {studies[0], studies[2]}
     wide = http.get(f"/studies/{studies[0]}/instances", params={"includefield": "all"}).json()
     assert "00280010" in wide[0]  # Rows, from the stored metadata
 
