@@ -88,8 +88,6 @@ class Handlers:
             if not outcome.ok:
                 log.info("C-STORE failed: %s", outcome.code)
                 return _status(outcome.status, outcome.reason)
-            if self.archive.linker is not None:
-                self.archive.linker.schedule()
         return answer.status
 
     def on_released(self, event: Event) -> None:
