@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 ENDPOINT_ID = "medbridge-dicomweb"
 SCOPES = frozenset({"system/*.cruds", "system/*.*"})
 OWN_DOORS = (Door.DICOMWEB, Door.DIMSE)
+QUIET = 0.1  # seconds the background upkeep waits after a wake-up
 
 
 class LinkError(Exception):
@@ -211,16 +212,18 @@ class StudyLinker:
         self._wake.set()
 
     async def run(self, interval: float = 2.0) -> None:
-        """Background upkeep: studies left marked (crash, refused write) are retried."""
+        """Background upkeep: marked studies (new instances, crash, refused write) synced."""
         while True:
+            self._wake.clear()
+            await asyncio.sleep(QUIET)  # let a burst of instances land: one write per study
             try:
                 for study in await self.index.dirty_studies():
                     await self.sync(study)
             except Exception:
                 log.exception("ImagingStudy background upkeep failed")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+            if not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), interval)
 
 
 def _same(current: Any, wanted: dict[str, Any]) -> bool:

@@ -9,6 +9,7 @@ of one SOP Instance UID agree), its series and study rows, and their counters.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -66,17 +67,34 @@ class DicomIndex:
         await self.quarantine.create_index([("at", DESCENDING)])
 
     async def find_instance(self, sop: str) -> Document | None:
-        return await self.instances.find_one({"_id": sop})
+        return await self.instances.find_one({"_id": sop}, {"meta": 0})
+
+    async def instance_digests(self, sops: list[str]) -> dict[str, str]:
+        """SOP Instance UID -> SHA-256 of what is stored, for those already indexed."""
+        if not sops:
+            return {}
+        cursor = self.instances.find({"_id": {"$in": sops}}, {"sha256": 1})
+        return {row["_id"]: row["sha256"] async for row in cursor}
 
     async def add(
         self, parsed: ParsedInstance, row: InstanceRow, replace: bool = False
     ) -> tuple[Added, Document | None]:
-        """Index one stored instance; (what happened, the row it replaced if any)."""
+        """Index one stored instance; raises FhirError (MB-3005/3006) when refused."""
+        result = (await self.add_many([(parsed, row)], replace))[0]
+        if isinstance(result, FhirError):
+            raise result
+        return result, None
+
+    async def add_many(
+        self, items: list[tuple[ParsedInstance, InstanceRow]], replace: bool = False
+    ) -> list[Added | FhirError]:
+        """Index stored instances in one transaction; per item what happened or why not."""
         for attempt in range(5):
             try:
                 async with self.repository.transaction() as session:
-                    return await self._add(session, parsed, row, replace)
+                    return await _Batch(self, session, replace).apply(items)
             except DuplicateKeyError:
+                # another process indexed one of these meanwhile: read again and redo
                 if attempt == 4:
                     raise
             except OperationFailure as error:  # write conflict of concurrent transactions
@@ -84,74 +102,13 @@ class DicomIndex:
                     raise
         raise AssertionError("unreachable")
 
-    async def _add(
-        self, session: AsyncClientSession, parsed: ParsedInstance, row: InstanceRow, replace: bool
-    ) -> tuple[Added, Document | None]:
-        now = time.time_ns() // 1_000_000
-        study = await self.studies.find_one({"_id": parsed.study}, session=session)
-        if study is not None and study.get("pk") != parsed.patient_key:
-            raise FhirError("MB-3006", "StudyInstanceUID is already used for another patient")
-        existing = await self.instances.find_one({"_id": parsed.sop}, session=session)
-        if existing is not None:
-            if existing["sha256"] == row.sha256:
-                return Added.DUPLICATE, existing
-            if existing["st"] != parsed.study or existing["se"] != parsed.series:
-                raise FhirError("MB-3005", "SOP Instance UID already stored in another series")
-            if not replace:
-                raise FhirError("MB-3005")
-        instance_doc = {
-            "st": parsed.study,
-            "se": parsed.series,
-            "key": row.key,
-            "size": row.size,
-            "sha256": row.sha256,
-            "ts": parsed.transfer_syntax,
-            "meta": parsed.metadata,
-            "lu": now,
-            **parsed.instance_attrs,
-        }
-        if existing is not None:
-            instance_doc["previous_key"] = existing["key"]
-            # $set, not replace_one: nx-27017 cannot serialize binary values in a replace
-            await self.instances.update_one(
-                {"_id": parsed.sop}, {"$set": instance_doc}, session=session
-            )
-            await self.studies.update_one(
-                {"_id": parsed.study}, {"$set": {"lu": now, "dirty": True}}, session=session
-            )
-            return Added.REPLACED, existing
-        await self.instances.insert_one({"_id": parsed.sop, **instance_doc}, session=session)
-        series = await self.series.find_one({"_id": parsed.series}, {"_id": 1}, session=session)
-        if series is None:
-            await self.series.insert_one(
-                {"_id": parsed.series, "st": parsed.study, "n": 1, **parsed.series_attrs},
-                session=session,
-            )
-        else:
-            await self.series.update_one(
-                {"_id": parsed.series}, {"$inc": {"n": 1}}, session=session
-            )
-        new_series = 1 if series is None else 0
-        if study is None:
-            await self.studies.insert_one(
-                {
-                    "_id": parsed.study,
-                    "pk": parsed.patient_key,
-                    "lu": now,
-                    "dirty": True,
-                    "ns": new_series,
-                    "ni": 1,
-                    **_study_fields(parsed.study_attrs),
-                },
-                session=session,
-            )
-        else:
-            await self.studies.update_one(
-                {"_id": parsed.study},
-                {"$inc": {"ns": new_series, "ni": 1}, "$set": {"lu": now, "dirty": True}},
-                session=session,
-            )
-        return Added.STORED, None
+    async def set_metadata(self, sop: str, metadata: bytes) -> None:
+        async with self.repository.write_gate():
+            await self.instances.update_one({"_id": sop}, {"$set": {"meta": metadata}})
+
+    async def without_metadata(self, limit: int) -> list[Document]:
+        cursor = self.instances.find({"meta": None}, {"key": 1}).limit(limit)
+        return [row async for row in cursor]
 
     async def mark_linked(self, study: str, lu: int, fhir_id: str) -> None:
         """Clear the dirty flag unless another instance arrived since `lu`."""
@@ -200,3 +157,122 @@ def _study_fields(attrs: dict[str, Any]) -> Document:
         if keyword in attrs:
             fields[folded] = fold(str(attrs[keyword]))
     return fields
+
+
+class _Batch:
+    """One transaction's worth of instances: read what exists once, write in bulk."""
+
+    def __init__(self, index: DicomIndex, session: AsyncClientSession, replace: bool) -> None:
+        self.index = index
+        self.session = session
+        self.replace = replace
+        self.now = time.time_ns() // 1_000_000
+
+    async def _rows(
+        self, collection: AsyncCollection[Document], ids: set[str]
+    ) -> dict[str, Document]:
+        cursor = collection.find({"_id": {"$in": sorted(ids)}}, {"meta": 0}, session=self.session)
+        return {row["_id"]: row async for row in cursor}
+
+    async def apply(
+        self, items: list[tuple[ParsedInstance, InstanceRow]]
+    ) -> list[Added | FhirError]:
+        index, session = self.index, self.session
+        studies = await self._rows(index.studies, {p.study for p, _ in items})
+        existing = await self._rows(index.instances, {p.sop for p, _ in items})
+        known_series = set(await self._rows(index.series, {p.series for p, _ in items}))
+        results: list[Added | FhirError] = []
+        new_instances: dict[str, Document] = {}
+        new_series: dict[str, Document] = {}
+        series_inc: Counter[str] = Counter()
+        study_series: Counter[str] = Counter()
+        study_instances: Counter[str] = Counter()
+        touched: set[str] = set()
+        for parsed, row in items:
+            study = studies.get(parsed.study)
+            if study is not None and study.get("pk") != parsed.patient_key:
+                results.append(
+                    FhirError("MB-3006", "StudyInstanceUID is already used for another patient")
+                )
+                continue
+            if study is None:
+                studies[parsed.study] = study = {
+                    "_id": parsed.study, "pk": parsed.patient_key, "new": True,
+                    **_study_fields(parsed.study_attrs),
+                }  # fmt: skip
+            previous = existing.get(parsed.sop) or new_instances.get(parsed.sop)
+            document = _instance_document(parsed, row, self.now)
+            if previous is not None:
+                results.append(await self._again(parsed, row, previous, document))
+                touched.add(parsed.study)
+                continue
+            new_instances[parsed.sop] = {"_id": parsed.sop, **document}
+            if parsed.series in known_series:
+                series_inc[parsed.series] += 1
+            elif parsed.series in new_series:
+                new_series[parsed.series]["n"] += 1
+            else:
+                new_series[parsed.series] = {
+                    "_id": parsed.series,
+                    "st": parsed.study,
+                    "n": 1,
+                    **parsed.series_attrs,
+                }
+                study_series[parsed.study] += 1
+            study_instances[parsed.study] += 1
+            touched.add(parsed.study)
+            results.append(Added.STORED)
+        if new_instances:
+            await index.instances.insert_many(list(new_instances.values()), session=session)
+        if new_series:
+            await index.series.insert_many(list(new_series.values()), session=session)
+        for series_uid, count in series_inc.items():
+            await index.series.update_one(
+                {"_id": series_uid}, {"$inc": {"n": count}}, session=session
+            )
+        for uid in sorted(touched):
+            study = studies[uid]
+            counts = {"ns": study_series[uid], "ni": study_instances[uid]}
+            if study.pop("new", False):
+                await index.studies.insert_one(
+                    {**study, **counts, "lu": self.now, "dirty": True}, session=session
+                )
+            else:
+                await index.studies.update_one(
+                    {"_id": uid}, {"$inc": counts, "$set": {"lu": self.now, "dirty": True}},
+                    session=session,
+                )  # fmt: skip
+        return results
+
+    async def _again(
+        self, parsed: ParsedInstance, row: InstanceRow, previous: Document, document: Document
+    ) -> Added | FhirError:
+        """A SOP Instance UID seen before: same bytes, refused, or replaced (old kept)."""
+        if previous["sha256"] == row.sha256:
+            return Added.DUPLICATE
+        if previous["st"] != parsed.study or previous["se"] != parsed.series:
+            return FhirError("MB-3005", "SOP Instance UID already stored in another series")
+        if not self.replace:
+            return FhirError("MB-3005")
+        document["previous_key"] = previous["key"]
+        # $set, not replace_one: nx-27017 cannot serialize binary values in a replace
+        await self.index.instances.update_one(
+            {"_id": parsed.sop}, {"$set": document, "$unset": {"meta": ""}}, session=self.session
+        )
+        return Added.REPLACED
+
+
+def _instance_document(parsed: ParsedInstance, row: InstanceRow, now: int) -> Document:
+    document: Document = {
+        "st": parsed.study,
+        "se": parsed.series,
+        "key": row.key,
+        "size": row.size,
+        "sha256": row.sha256,
+        "ts": parsed.transfer_syntax,
+        "lu": now,
+        **parsed.instance_attrs,
+    }
+    if parsed.metadata:
+        document["meta"] = parsed.metadata
+    return document

@@ -12,8 +12,10 @@ From a pynetdicom handler thread:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -58,46 +60,89 @@ class Ingestor:
         self.store = store
         self.index = index
         self.policy = policy
+        self.last_ingest = 0.0  # monotonic time of the last ingest: background work waits
 
     async def ingest(
         self, data: bytes, source: str, expected_study: str | None = None
     ) -> IngestOutcome:
         """Store one Part 10 instance; never raises, answers with a status instead."""
-        sha256 = hashlib.sha256(data).hexdigest()
-        parsed: ParsedInstance | None = None
+        return (await self.ingest_many([data], source, expected_study))[0]
+
+    async def ingest_many(
+        self, items: list[bytes], source: str, expected_study: str | None = None
+    ) -> list[IngestOutcome]:
+        """Store several instances (one STOW request): objects in parallel, one index write."""
+        self.last_ingest = time.monotonic()
         try:
-            parsed = parse(data, self.policy.limits)
-            if expected_study is not None and parsed.study != expected_study:
-                raise FhirError("MB-3007", "StudyInstanceUID differs from the study in the URL")
-            return await self._store(parsed, data, sha256)
-        except FhirError as error:
-            if error.code in ("MB-3005", "MB-3006", "MB-3007"):
-                log.info("instance refused: %s", error.code)
-            else:
-                await self._quarantine(data, sha256, error.code, error.diagnostics, source)
-            return _failed(parsed, error, sha256)
+            return await self._ingest_many(items, source, expected_study)
         except Exception as error:
             log.exception("ingest failed unexpectedly")
             failure = FhirError("MB-1000", f"internal error: {type(error).__name__}")
-            await self._quarantine(data, sha256, failure.code, failure.diagnostics, source)
-            return _failed(parsed, failure, sha256)
+            outcomes = []
+            for data in items:
+                sha256 = hashlib.sha256(data).hexdigest()
+                await self._quarantine(data, sha256, failure.code, failure.diagnostics, source)
+                outcomes.append(_failed(None, failure, sha256))
+            return outcomes
 
-    async def _store(self, parsed: ParsedInstance, data: bytes, sha256: str) -> IngestOutcome:
-        existing = await self.index.find_instance(parsed.sop)
-        if existing is not None and existing["sha256"] == sha256:
-            return _success(parsed, Added.DUPLICATE, sha256)
-        if existing is not None and not self.policy.replace_different:
-            raise FhirError("MB-3005")
+    async def _ingest_many(
+        self, items: list[bytes], source: str, expected_study: str | None
+    ) -> list[IngestOutcome]:
+        outcomes: list[IngestOutcome | None] = [None] * len(items)
+        accepted: list[tuple[int, ParsedInstance, str]] = []
+        for position, data in enumerate(items):
+            sha256 = hashlib.sha256(data).hexdigest()
+            parsed: ParsedInstance | None = None
+            try:
+                parsed = parse(data, self.policy.limits)
+                if expected_study is not None and parsed.study != expected_study:
+                    raise FhirError("MB-3007", "StudyInstanceUID differs from the study in the URL")
+                accepted.append((position, parsed, sha256))
+            except FhirError as error:
+                if error.code != "MB-3007":
+                    await self._quarantine(data, sha256, error.code, error.diagnostics, source)
+                outcomes[position] = _failed(parsed, error, sha256)
+        # same bytes already stored: success without a second copy, nothing written
+        known = await self.index.instance_digests([parsed.sop for _, parsed, _ in accepted])
+        to_write = []
+        for position, parsed, sha256 in accepted:
+            if known.get(parsed.sop) == sha256:
+                outcomes[position] = _success(parsed, Added.DUPLICATE, sha256)
+            elif parsed.sop in known and not self.policy.replace_different:
+                outcomes[position] = _failed(parsed, FhirError("MB-3005"), sha256)
+            else:
+                to_write.append((position, parsed, sha256))
+        rows = await asyncio.gather(
+            *(self._put(items[position], parsed, sha256) for position, parsed, sha256 in to_write)
+        )
+        indexable = []
+        for (position, parsed, sha256), row in zip(to_write, rows, strict=True):
+            if isinstance(row, FhirError):
+                outcomes[position] = _failed(parsed, row, sha256)
+            else:
+                indexable.append((position, parsed, sha256, row))
+        if indexable:
+            results = await self.index.add_many(
+                [(parsed, row) for _, parsed, _, row in indexable], self.policy.replace_different
+            )
+            for (position, parsed, sha256, _), result in zip(indexable, results, strict=True):
+                if isinstance(result, FhirError):
+                    log.info("instance refused: %s", result.code)
+                    outcomes[position] = _failed(parsed, result, sha256)
+                else:
+                    outcomes[position] = _success(parsed, result, sha256)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _put(
+        self, data: bytes, parsed: ParsedInstance, sha256: str
+    ) -> InstanceRow | FhirError:
         key = instance_key(parsed.study, parsed.series, parsed.sop, sha256)
         try:
             await self.store.put(key, data, sha256)
         except (ObjectStoreError, OSError) as error:
             log.error("object store write failed: %s", type(error).__name__)
-            raise FhirError("MB-3008") from error
-        added, _ = await self.index.add(
-            parsed, InstanceRow(key, len(data), sha256), self.policy.replace_different
-        )
-        return _success(parsed, added, sha256)
+            return FhirError("MB-3008")
+        return InstanceRow(key, len(data), sha256)
 
     async def _quarantine(
         self, data: bytes, sha256: str, code: str, reason: str, source: str

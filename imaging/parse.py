@@ -67,15 +67,24 @@ def qido_attributes() -> dict[str, Any]:
     return loaded
 
 
-def parse(data: bytes, limits: Limits) -> ParsedInstance:
-    """Parse and check one Part 10 instance; raises FhirError(MB-3xxx) when unacceptable."""
+def parse(data: bytes, limits: Limits, with_metadata: bool = False) -> ParsedInstance:
+    """Parse and check one Part 10 instance; raises FhirError(MB-3xxx) when unacceptable.
+
+    The full DICOM JSON costs more than the rest of ingest together, so it is made on
+    request (`with_metadata`, or `metadata_of` later) and cached in the index.
+    """
     # tolerant on intake: odd values are stored as received, pydicom's warnings are noise
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _parse(data, limits)
+        return _parse(data, limits, with_metadata)
 
 
-def _parse(data: bytes, limits: Limits) -> ParsedInstance:
+def metadata_of(data: bytes) -> bytes:
+    """The instance's DICOM JSON (PS3.18 F.2), bulk data as relative BulkDataURIs."""
+    return parse(data, Limits(max_instance_bytes=len(data) + 1), with_metadata=True).metadata
+
+
+def _parse(data: bytes, limits: Limits, with_metadata: bool) -> ParsedInstance:
     if len(data) > limits.max_instance_bytes:
         raise FhirError("MB-3003", f"instance of {len(data)} bytes over the limit")
     if len(data) < 132 or data[128:132] != b"DICM":
@@ -100,7 +109,8 @@ def _parse(data: bytes, limits: Limits) -> ParsedInstance:
         series_attrs=_scalars(dataset, attrs["series"]),
         instance_attrs=_scalars(dataset, attrs["instance"]),
     )
-    parsed.metadata = _metadata(dataset, study, series, sop, has_pixels)
+    if with_metadata:
+        parsed.metadata = _metadata(dataset, study, series, sop, has_pixels)
     return parsed
 
 

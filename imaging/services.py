@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,9 @@ from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestPolicy
 from imaging.objectstore import LocalObjectStore, ObjectStore
-from imaging.parse import Limits
+from imaging.parse import Limits, metadata_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -35,6 +39,22 @@ class Imaging:
     async def start(self) -> None:
         await self.index.ensure_indexes()
         self.tasks.append(asyncio.create_task(self.linker.run()))
+        self.tasks.append(asyncio.create_task(self.fill_metadata()))
+
+    async def fill_metadata(self, idle: float = 2.0, batch: int = 20) -> None:
+        """Make the DICOM JSON of new instances while ingest is quiet (it is CPU-heavy)."""
+        while True:
+            await asyncio.sleep(idle)
+            if time.monotonic() - self.ingestor.last_ingest < idle:
+                continue
+            try:
+                for row in await self.index.without_metadata(batch):
+                    data = await self.store.get(row["key"])
+                    await self.index.set_metadata(
+                        row["_id"], await asyncio.to_thread(metadata_of, data)
+                    )
+            except Exception:
+                log.exception("DICOM JSON background fill failed")
 
     async def stop(self) -> None:
         for task in self.tasks:

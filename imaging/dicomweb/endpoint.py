@@ -7,8 +7,10 @@ answered as HTTP statuses with a JSON OperationOutcome body, never a stack trace
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -23,6 +25,7 @@ from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor
 from imaging.objectstore import ObjectStore
+from imaging.parse import metadata_of
 from imaging.uids import is_uid
 
 DICOMWEB_METHODS = ["GET", "POST"]
@@ -159,7 +162,7 @@ class DicomwebService:
                 if v
             }
             query = qido.parse_query(route.level, request.query, fixed)
-            body = await qido.search(self.index, query, request.base_url)
+            body = await qido.search(self.index, query, request.base_url, self._metadata)
             return wado.Answer(200, "application/dicom+json", body=body)
         if route.action == "wado-uri":
             return await self._wado_uri(request)
@@ -170,7 +173,7 @@ class DicomwebService:
             wado.check_dicom_accept(accept, rows)
             return wado.instances(self.store, rows)
         if route.action == "metadata":
-            return wado.metadata(rows, request.base_url)
+            return await wado.metadata(self.index, self.store, rows, request.base_url)
         if route.action in ("rendered", "thumbnail"):
             media = wado.image_media(accept)
             middle = rows[len(rows) // 2]
@@ -187,6 +190,12 @@ class DicomwebService:
         if route.action == "bulkdata":
             return await wado.bulkdata(self.store, rows[0], route.extra[0])
         raise FhirError("MB-3010")
+
+    async def _metadata(self, row: dict[str, Any]) -> bytes:
+        """An instance's DICOM JSON, made from the object and cached on first use."""
+        meta = await asyncio.to_thread(metadata_of, await self.store.get(row["key"]))
+        await self.index.set_metadata(row["_id"], meta)
+        return meta
 
     async def _wado_uri(self, request: FhirRequest) -> wado.Answer:
         if (request.param("requestType") or "").upper() != "WADO":

@@ -7,6 +7,7 @@ filters per level; ModalitiesInStudy and the related-count attributes are comput
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +145,12 @@ def _filters(query: Query) -> dict[str, Document]:
     return per_level
 
 
-async def search(index: DicomIndex, query: Query, base_url: str) -> bytes:
+MetaLoader = Callable[[Document], Awaitable[bytes]]
+
+
+async def search(
+    index: DicomIndex, query: Query, base_url: str, load_meta: MetaLoader | None = None
+) -> bytes:
     filters = _filters(query)
     own = filters[query.level]
     collection = {"study": index.studies, "series": index.series, "instance": index.instances}
@@ -163,7 +169,7 @@ async def search(index: DicomIndex, query: Query, base_url: str) -> bytes:
     projection = None if query.include_all and query.level == "instance" else {"meta": 0}
     cursor = collection[query.level].find(own, projection).sort("_id", 1)
     rows = [row async for row in cursor.skip(query.offset).limit(query.limit)]
-    return await _render(index, query, rows, base_url)
+    return await _render(index, query, rows, base_url, load_meta)
 
 
 async def _values(collection: Any, field_name: str, where: Document) -> list[Any]:
@@ -185,7 +191,13 @@ def _and_in(existing: Any, ids: list[Any]) -> Any:
     return {"$in": ids}
 
 
-async def _render(index: DicomIndex, query: Query, rows: list[Document], base_url: str) -> bytes:
+async def _render(
+    index: DicomIndex,
+    query: Query,
+    rows: list[Document],
+    base_url: str,
+    load_meta: MetaLoader | None,
+) -> bytes:
     attrs = qido_attributes()
     study_ids = sorted({row["_id"] if query.level == "study" else row["st"] for row in rows})
     studies = {d["_id"]: d async for d in index.studies.find({"_id": {"$in": study_ids}})}
@@ -224,8 +236,10 @@ async def _render(index: DicomIndex, query: Query, rows: list[Document], base_ur
             mods = values["ModalitiesInStudy"].split("\\") if values["ModalitiesInStudy"] else []
             item["00080061"] = {"vr": "CS", **({"Value": mods} if mods else {})}
         item["00081190"] = {"vr": "UR", "Value": [url]}
-        if query.level == "instance" and (query.include_all or query.include) and row.get("meta"):
-            _include(item, orjson.loads(row["meta"]), query)
+        if query.level == "instance" and (query.include_all or query.include):
+            meta = row.get("meta") or (await load_meta(row) if load_meta else None)
+            if meta:
+                _include(item, orjson.loads(meta), query)
         out.append(dict(sorted(item.items())))
     return orjson.dumps(out)
 

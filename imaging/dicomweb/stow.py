@@ -21,6 +21,8 @@ from imaging.ingest import Ingestor, IngestOutcome
 
 DICOM_JSON = "application/dicom+json"
 ACCEPTED_PART_TYPES = ("application/dicom", "application/octet-stream", "")
+# parts are indexed in batches (one transaction) while the rest of the body streams in
+BATCH_INSTANCES, BATCH_BYTES = 32, 64 * 1024 * 1024
 
 
 async def stow(
@@ -47,17 +49,26 @@ async def stow(
         limits.max_inflate_ratio,
     )
     outcomes: list[IngestOutcome] = []
+    batch: list[bytes] = []
+    batch_bytes = 0
     async for part in read_parts(chunks, boundary, limits.max_instance_bytes):
         if part.content_type not in ACCEPTED_PART_TYPES:
             outcomes.append(IngestOutcome(0xC000, code="MB-3013", reason="part is not DICOM"))
             continue
-        outcomes.append(await ingestor.ingest(bytes(part.body), source, study))
+        batch.append(bytes(part.body))
+        batch_bytes += len(part.body)
+        if len(batch) >= BATCH_INSTANCES or batch_bytes >= BATCH_BYTES:
+            outcomes += await ingestor.ingest_many(batch, source, study)
+            batch, batch_bytes = [], 0
+    if batch:
+        outcomes += await ingestor.ingest_many(batch, source, study)
     if not outcomes:
         raise FhirError("MB-1019", "STOW-RS request without any part")
     studies = {o.study for o in outcomes if o.ok and o.study}
-    if linker is not None:
-        for uid in sorted(studies):
-            await linker.sync(uid)
+    if linker is not None and studies:
+        # ImagingStudy upkeep follows at once in the background, one write per study
+        # however many requests brought its instances
+        linker.schedule()
     return _response(outcomes, base_url, study or (sorted(studies)[0] if studies else None))
 
 

@@ -7,6 +7,7 @@ transfer syntax gets 406, as this archive does not transcode.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from imaging.dicomweb import render
 from imaging.dicomweb.multipart import MultipartWriter, media_parameters
 from imaging.index import DicomIndex
 from imaging.objectstore import ObjectStore
+from imaging.parse import metadata_of
 
 Document = dict[str, Any]
 BULK_MARK = b'"BulkDataURI":"'
@@ -92,11 +94,19 @@ def instances(store: ObjectStore, rows: list[Document]) -> Answer:
     return Answer(200, writer.content_type, stream=chunks())
 
 
-def metadata(rows: list[Document], base_url: str) -> Answer:
-    """The stored DICOM JSON, BulkDataURIs made absolute for this request's base."""
+async def metadata(
+    index: DicomIndex, store: ObjectStore, rows: list[Document], base_url: str
+) -> Answer:
+    """The DICOM JSON from the index (made and cached on first request), URIs absolute."""
     absolute = BULK_MARK + base_url.encode() + b"/"
-    body = b"[" + b",".join(bytes(row["meta"]).replace(BULK_MARK, absolute) for row in rows) + b"]"
-    return Answer(200, "application/dicom+json", body=body)
+    parts = []
+    for row in rows:
+        meta: bytes | None = row.get("meta")
+        if not meta:
+            meta = await asyncio.to_thread(metadata_of, await store.get(row["key"]))
+            await index.set_metadata(row["_id"], meta)
+        parts.append(bytes(meta).replace(BULK_MARK, absolute))
+    return Answer(200, "application/dicom+json", body=b"[" + b",".join(parts) + b"]")
 
 
 async def bulkdata(store: ObjectStore, row: Document, tag: str) -> Answer:

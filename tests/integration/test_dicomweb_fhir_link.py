@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -53,6 +55,17 @@ def order(accession: str, patient: str) -> dict[str, Any]:
     }
 
 
+def eventually(fhir: httpx.Client, path: str, check: Callable[[dict[str, Any]], bool]) -> Any:
+    """GET `path` until `check` holds: ImagingStudy upkeep runs just after the STOW answer."""
+    deadline = time.monotonic() + 30
+    while True:
+        response = fhir.get(path)
+        body = response.json()
+        if response.status_code == 200 and check(body):
+            return body
+        assert time.monotonic() < deadline, f"{path}: {body}"
+
+
 def study_of(data: bytes) -> pydicom.Dataset:
     return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
 
@@ -71,8 +84,11 @@ def test_study_gets_an_imaging_study_on_the_known_patient(
         renamed("CT_small.dcm", study=study, patient_id=unique, IssuerOfPatientID="LTPK"),
     ]
     assert stow(server, parts).status_code == 200
-    found = fhir.get("/ImagingStudy", params={"identifier": f"urn:dicom:uid|urn:oid:{study}"})
-    entries = found.json()["entry"]
+    found = eventually(
+        fhir, f"/ImagingStudy?identifier=urn:dicom:uid|urn:oid:{study}",
+        lambda bundle: bool(bundle.get("entry")),
+    )  # fmt: skip
+    entries = found["entry"]
     assert len(entries) == 1
     imaging = entries[0]["resource"]
     assert imaging["subject"]["reference"] == f"Patient/{patient['id']}"
@@ -90,7 +106,7 @@ def test_unknown_patient_is_created_from_the_header(
     data = renamed("MR_small.dcm", patient_id=unique, PatientName="Header^Created")
     assert stow(server, [data]).status_code == 200
     study = study_of(data).StudyInstanceUID
-    imaging = fhir.get(f"/ImagingStudy/{study}").json()
+    imaging = eventually(fhir, f"/ImagingStudy/{study}", lambda _: True)
     patient = fhir.get(f"/{imaging['subject']['reference']}").json()
     assert patient["identifier"][0]["value"] == unique
     assert patient["name"][0]["family"] == "Header"
@@ -101,9 +117,9 @@ def test_order_first_then_study(server: RunningServer, fhir: httpx.Client, uniqu
     created = fhir.post("/ServiceRequest", json=order(accession, "p1"), headers=FHIR_JSON).json()
     data = renamed("CT_small.dcm", patient_id=unique, AccessionNumber=accession)
     assert stow(server, [data]).status_code == 200
-    imaging = fhir.get(f"/ImagingStudy/{study_of(data).StudyInstanceUID}").json()
+    imaging = eventually(fhir, f"/ImagingStudy/{study_of(data).StudyInstanceUID}", lambda _: True)
     assert imaging["basedOn"] == [{"reference": f"ServiceRequest/{created['id']}"}]
-    assert fhir.get(f"/ServiceRequest/{created['id']}").json()["status"] == "completed"
+    eventually(fhir, f"/ServiceRequest/{created['id']}", lambda sr: sr["status"] == "completed")
 
 
 def test_study_first_then_order(server: RunningServer, fhir: httpx.Client, unique: str) -> None:
@@ -111,7 +127,7 @@ def test_study_first_then_order(server: RunningServer, fhir: httpx.Client, uniqu
     data = renamed("CT_small.dcm", patient_id=unique, AccessionNumber=accession)
     assert stow(server, [data]).status_code == 200
     study = study_of(data).StudyInstanceUID
-    assert "basedOn" not in fhir.get(f"/ImagingStudy/{study}").json()
+    assert "basedOn" not in eventually(fhir, f"/ImagingStudy/{study}", lambda _: True)
     created = fhir.post("/ServiceRequest", json=order(accession, "p1"), headers=FHIR_JSON).json()
     imaging = fhir.get(f"/ImagingStudy/{study}").json()
     assert imaging["basedOn"] == [{"reference": f"ServiceRequest/{created['id']}"}]
@@ -131,6 +147,7 @@ def test_concurrent_stow_of_one_study(server: RunningServer, fhir: httpx.Client)
     attributes = qido.json()[0]
     assert attributes["00201206"]["Value"] == [1]  # NumberOfStudyRelatedSeries
     assert attributes["00201208"]["Value"] == [18]  # NumberOfStudyRelatedInstances
-    imaging = fhir.get(f"/ImagingStudy/{study}").json()
-    assert imaging["numberOfInstances"] == 18
+    imaging = eventually(
+        fhir, f"/ImagingStudy/{study}", lambda body: body.get("numberOfInstances") == 18
+    )
     assert len(imaging["series"][0]["instance"]) == 18

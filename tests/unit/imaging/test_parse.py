@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from fhir_server.errors import FhirError
-from imaging.parse import Limits, fold, parse
+from imaging.parse import Limits, fold, metadata_of, parse
 from tests.support.dicom import (
     SAMPLES,
     deflate_bomb,
@@ -21,7 +21,7 @@ from tests.support.dicom import (
 @pytest.mark.parametrize("name", SAMPLES)
 def test_vendor_samples_parse_with_their_uids_and_syntax(name: str) -> None:
     data = sample_bytes(name)
-    parsed = parse(data, Limits())
+    parsed = parse(data, Limits(), with_metadata=True)
     import pydicom
 
     ds = pydicom.dcmread(__import__("io").BytesIO(data), stop_before_pixels=True)
@@ -34,6 +34,9 @@ def test_vendor_samples_parse_with_their_uids_and_syntax(name: str) -> None:
 
 def test_pixel_data_is_a_bulk_data_uri_not_inline() -> None:
     parsed = parse(renamed("CT_small.dcm"), Limits())
+    assert parsed.metadata == b""  # made on request, not on every ingest
+    metadata = orjson.loads(metadata_of(renamed("CT_small.dcm")))
+    parsed = parse(renamed("CT_small.dcm"), Limits(), with_metadata=True)
     metadata = orjson.loads(parsed.metadata)
     pixel = metadata["7FE00010"]
     assert "InlineBinary" not in pixel

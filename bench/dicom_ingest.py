@@ -1,0 +1,336 @@
+"""DICOM archive: STOW-RS ingest vs Orthanc, disk ceiling, QIDO latency, WADO-RS throughput.
+
+One run on one machine: generates instances from pydicom's CT sample (small CT slices,
+new UIDs) and large synthetic 16-bit CT frames, stores the same set by STOW-RS into
+MedBridge and into Orthanc (Debian `orthanc` + `orthanc-dicomweb`, started here with a
+temporary config on loopback), measures the disk's fsync'd sequential write bandwidth
+as the ceiling, QIDO-RS p50 with `--studies` studies indexed, and WADO-RS retrieval
+MB/s against a raw read of the same files.
+
+    ./run bench dicom_ingest [--small 2000] [--large 100] [--studies 10000] [--clients 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pydicom
+from pydicom.uid import generate_uid
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import RESULTS, median, percentile
+from medbridge.embedded_mongo import EmbeddedMongo, free_port
+from tests.support.dicom import sample_path
+from tests.support.servers import start_server
+
+BOUNDARY = "bench-boundary"
+CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+ORTHANC = "/usr/sbin/Orthanc"
+ORTHANC_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+def small_instances(count: int, per_study: int = 100) -> list[bytes]:
+    template = pydicom.dcmread(sample_path("CT_small.dcm"))
+    out = []
+    for n in range(count):
+        if n % per_study == 0:
+            study, series = generate_uid(), generate_uid()
+        ds = template.copy()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PatientID = f"BENCH-{n // per_study}"
+        ds.InstanceNumber = n % per_study + 1
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        out.append(buffer.getvalue())
+    return out
+
+
+def large_instances(count: int, side: int = 1024) -> list[bytes]:
+    template = pydicom.dcmread(sample_path("CT_small.dcm"))
+    study, series = generate_uid(), generate_uid()
+    rng = np.random.default_rng(7)
+    out = []
+    for n in range(count):
+        ds = template.copy()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PatientID = "BENCH-LARGE"
+        ds.InstanceNumber = n + 1
+        ds.Rows = ds.Columns = side
+        ds.PixelData = rng.integers(0, 4096, (side, side), dtype=np.uint16).tobytes()
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        out.append(buffer.getvalue())
+    return out
+
+
+def multipart(parts: list[bytes]) -> bytes:
+    head = f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    return b"".join(head + p + b"\r\n" for p in parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+async def stow_all(
+    url: str, instances: list[bytes], clients: int, per_request: int
+) -> dict[str, Any]:
+    batches = [instances[i : i + per_request] for i in range(0, len(instances), per_request)]
+    pending = iter(batches)
+    failures = 0
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal failures
+        for batch in pending:
+            async with session.post(
+                url, data=multipart(batch), headers={"Content-Type": CONTENT_TYPE}
+            ) as r:
+                await r.read()
+                if r.status != 200:
+                    failures += len(batch)
+
+    timeout = aiohttp.ClientTimeout(total=3600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(clients)))
+        seconds = time.perf_counter() - started
+    size = sum(map(len, instances))
+    return {
+        "instances": len(instances),
+        "megabytes": round(size / 1e6, 1),
+        "seconds": round(seconds, 2),
+        "instances_per_s": round(len(instances) / seconds, 1),
+        "mb_per_s": round(size / 1e6 / seconds, 1),
+        "failures": failures,
+    }
+
+
+def disk_ceiling(directory: Path, megabytes: int = 512) -> float:
+    """Sequential write bandwidth with fsync, MB/s: what no archive can beat."""
+    path = directory / "ceiling.bin"
+    block = os.urandom(4 << 20)
+    started = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(megabytes // 4):
+            os.write(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    seconds = time.perf_counter() - started
+    path.unlink()
+    return round(megabytes * 1.048576 / seconds, 1)
+
+
+def start_orthanc(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port, dicom_port = free_port(), free_port()
+    config = {
+        "Name": "bench", "HttpPort": port, "DicomPort": dicom_port,
+        "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "index"),
+        "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+        "Plugins": [ORTHANC_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "HttpBindAddress": "127.0.0.1", "DicomServerEnabled": False,
+    }  # fmt: skip
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "orthanc.json").write_text(json.dumps(config))
+    log = (root / "orthanc.log").open("wb")
+    process = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            import urllib.request
+
+            with urllib.request.urlopen(f"{base}/system", timeout=1) as answer:  # noqa: S310
+                if answer.status == 200:
+                    return process, base
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("Orthanc did not start; see " + str(root / "orthanc.log"))
+
+
+async def seed_studies(uri: str, database: str, count: int) -> None:
+    """Index rows shaped like ingest's, inserted directly: 10,000 STOWs would take minutes."""
+    from pymongo import AsyncMongoClient
+
+    from imaging.parse import fold
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    studies, series = client[database]["dicom_studies"], client[database]["dicom_series"]
+    names = ["Kazlauskas^Jonas", "Petraitienė^Ona", "Šimkus^Petras", "Doe^John"]
+    for start in range(0, count, 1000):
+        rows, series_rows = [], []
+        for n in range(start, min(count, start + 1000)):
+            uid, series_uid = generate_uid(), generate_uid()
+            name = names[n % 4]
+            rows.append({
+                "_id": uid, "pk": f"|SEED-{n}", "lu": n, "dirty": False, "ns": 1, "ni": 1,
+                "StudyInstanceUID": uid, "PatientID": f"SEED-{n}", "PatientName": name,
+                "_pn": fold(name), "StudyDate": f"20{10 + n % 15:02d}0{1 + n % 9}{10 + n % 18}",
+                "AccessionNumber": f"ACC{n}", "StudyDescription": "seeded",
+            })  # fmt: skip
+            series_rows.append(
+                {"_id": series_uid, "st": uid, "n": 1, "Modality": ["CT", "MR"][n % 2]}
+            )
+        await studies.insert_many(rows)
+        await series.insert_many(series_rows)
+    await client.close()
+
+
+async def qido_latency(base: str, repeats: int = 200) -> dict[str, float]:
+    queries = {
+        "PatientID exact": {"PatientID": "SEED-4242"},
+        "StudyDate range": {"StudyDate": "20150101-20150131", "limit": "20"},
+        "AccessionNumber": {"AccessionNumber": "ACC777"},
+        "PatientName fuzzy": {"PatientName": "simkus", "fuzzymatching": "true", "limit": "20"},
+        "StudyInstanceUID list": {},
+    }
+    out: dict[str, float] = {}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/studies", params={"limit": "3"}) as r:
+            uids = [item["0020000D"]["Value"][0] for item in await r.json()]
+        queries["StudyInstanceUID list"] = {"StudyInstanceUID": ",".join(uids)}
+        for name, params in queries.items():
+            latencies = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                async with session.get(f"{base}/studies", params=params) as r:
+                    await r.read()
+                    assert r.status == 200, r.status
+                latencies.append(time.perf_counter() - started)
+            latencies.sort()
+            out[name] = round(percentile(latencies, 0.5) * 1000, 2)
+    return out
+
+
+async def wado_throughput(base: str, study: str) -> tuple[float, int]:
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        size = 0
+        headers = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+        async with session.get(f"{base}/studies/{study}", headers=headers) as r:
+            async for chunk in r.content.iter_chunked(1 << 20):
+                size += len(chunk)
+        seconds = time.perf_counter() - started
+    return round(size / 1e6 / seconds, 1), size
+
+
+def raw_read(folder: Path) -> float:
+    started = time.perf_counter()
+    size = 0
+    for path in folder.rglob("*.dcm"):
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                size += len(chunk)
+    return round(size / 1e6 / (time.perf_counter() - started), 1)
+
+
+async def run(args: argparse.Namespace) -> None:
+    small = small_instances(args.small)
+    large = large_instances(args.large)
+    print(f"generated {len(small)} small ({sum(map(len, small)) / 1e6:.0f} MB) and "
+          f"{len(large)} large ({sum(map(len, large)) / 1e6:.0f} MB) instances")  # fmt: skip
+    root = Path(tempfile.mkdtemp(prefix="bench-dicom-", dir=args.dir))
+    results: dict[str, Any] = {"clients": args.clients, "per_request": args.per_request}
+    try:
+        results["disk_fsync_write_mb_s"] = disk_ceiling(root)
+        store = EmbeddedMongo(root / "store")
+        uri = store.start()
+        server = start_server(root / "medbridge", uri, database="bench")
+        try:
+            base = f"{server.base_url}/dicomweb"
+            results["medbridge_small"] = await stow_all(
+                f"{base}/studies", small, args.clients, args.per_request
+            )
+            results["medbridge_large"] = await stow_all(f"{base}/studies", large, args.clients, 2)
+            study = pydicom.dcmread(io.BytesIO(large[0]), stop_before_pixels=True).StudyInstanceUID
+            results["wado_rs_mb_s"], _ = await wado_throughput(base, study)
+            results["raw_read_mb_s"] = raw_read(root / "medbridge" / "objects" / "dicom" / study)
+            await seed_studies(uri, "bench", args.studies)
+            results["qido_studies_indexed"] = args.studies + len(small) // 100 + 1
+            results["qido_p50_ms"] = await qido_latency(base)
+        finally:
+            server.stop()
+            store.stop()
+        if shutil.which(ORTHANC) and not args.no_orthanc:
+            orthanc, orthanc_base = start_orthanc(root / "orthanc")
+            try:
+                url = f"{orthanc_base}/dicom-web/studies"
+                results["orthanc_small"] = await stow_all(
+                    url, small, args.clients, args.per_request
+                )
+                results["orthanc_large"] = await stow_all(url, large, args.clients, 2)
+            finally:
+                orthanc.terminate()
+                orthanc.wait(30)
+            for kind in ("small", "large"):
+                ours, theirs = results[f"medbridge_{kind}"], results[f"orthanc_{kind}"]
+                results[f"ratio_{kind}"] = round(
+                    ours["instances_per_s"] / theirs["instances_per_s"], 2
+                )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    report(results)
+
+
+def report(results: dict[str, Any]) -> None:
+    print(f"\n{'STOW-RS':<24}{'instances':>10}{'MB':>8}{'inst/s':>10}{'MB/s':>8}{'failed':>8}")
+    for key in ("medbridge_small", "orthanc_small", "medbridge_large", "orthanc_large"):
+        if key in results:
+            r = results[key]
+            print(f"{key:<24}{r['instances']:>10}{r['megabytes']:>8}{r['instances_per_s']:>10}"
+                  f"{r['mb_per_s']:>8}{r['failures']:>8}")  # fmt: skip
+    for key in ("ratio_small", "ratio_large"):
+        if key in results:
+            print(f"{key:<24}{results[key]:>10}x (MedBridge / Orthanc instances per second)")
+    ceiling = results["disk_fsync_write_mb_s"]
+    large_share = results["medbridge_large"]["mb_per_s"] / ceiling
+    print(f"\ndisk fsync'd sequential write: {ceiling} MB/s; "
+          f"MedBridge large STOW at {large_share:.0%} of it")  # fmt: skip
+    print(f"WADO-RS study retrieval: {results['wado_rs_mb_s']} MB/s; raw read of the same "
+          f"files: {results['raw_read_mb_s']} MB/s "
+          f"({results['wado_rs_mb_s'] / results['raw_read_mb_s']:.0%})")  # fmt: skip
+    print(f"QIDO-RS p50 with {results['qido_studies_indexed']} studies indexed:")
+    for name, value in results["qido_p50_ms"].items():
+        print(f"  {name:<24}{value:>8} ms")
+    RESULTS.mkdir(exist_ok=True)
+    document = {
+        "benchmark": "dicom_ingest",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count()},
+        "median_qido_p50_ms": median(list(results["qido_p50_ms"].values())),
+        **results,
+    }
+    path = RESULTS / "dicom_ingest.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=2000, help="small CT instances")
+    parser.add_argument("--large", type=int, default=100, help="large (2 MB) CT instances")
+    parser.add_argument("--studies", type=int, default=10000, help="studies indexed for QIDO")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--per-request", type=int, default=10, help="instances per STOW request")
+    parser.add_argument("--dir", help="where the temporary stores live (default: system temp)")
+    parser.add_argument("--no-orthanc", action="store_true")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
