@@ -34,6 +34,7 @@ PAGE, MAX_RECORDS = 200, 5_000
 
 @cache
 def table() -> dict[str, dict[str, Any]]:
+    """worklist.yaml: top-level and scheduled-step rows, and coding scheme designators."""
     text = (resources.files("imaging.dimse") / "worklist.yaml").read_text(encoding="utf-8")
     loaded: dict[str, dict[str, Any]] = yaml.safe_load(text)
     return loaded
@@ -169,7 +170,7 @@ def build_record(order: dict[str, Any], patient: dict[str, Any]) -> Record:
     if isinstance(code, dict) and code.get("code"):
         item = Dataset()
         item.CodeValue = str(code["code"])[:16]
-        item.CodingSchemeDesignator = "L" if not code.get("system") else "99FHIR"
+        item.CodingSchemeDesignator = rules["coding_schemes"].get(str(code.get("system")), "L")
         item.CodeMeaning = str(code.get("display", code["code"]))[:64]
         record["RequestedProcedureCodeSequence"] = [item]
     return {k: v for k, v in record.items() if v not in (None, "")}

@@ -1,0 +1,209 @@
+"""imaging.dimse pieces alone: peers table, matching, status mapping, worklist records."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+from fhir_server.errors import FhirError
+from imaging.dimse.bridge import LoopBridge
+from imaging.dimse.config import DimseConfig, Peer, PeersFileError, load_peers
+from imaging.dimse.matching import matches
+from imaging.dimse.query import parse_identifier
+from imaging.dimse.status import (
+    CANNOT_UNDERSTAND,
+    OUT_OF_RESOURCES,
+    UNABLE_TO_PROCESS,
+    attempt,
+)
+from imaging.dimse.worklist import build_record, parse_worklist, record_matches
+
+
+def test_peers_from_yaml_and_json(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "peers.yaml"
+    yaml_file.write_text(
+        "peers:\n  - {ae_title: CT01, host: 10.0.0.5, port: 104, services: [store, worklist]}\n"
+    )
+    json_file = tmp_path / "peers.json"
+    json_file.write_text('[{"ae_title": "PACS", "host": "pacs", "port": 11112}]')
+    ct = load_peers(yaml_file)["CT01"]
+    assert (ct.host, ct.port, ct.services) == ("10.0.0.5", 104, frozenset({"store", "worklist"}))
+    pacs = load_peers(json_file)["PACS"]
+    assert "move" in pacs.services
+    assert load_peers(None) == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "peers: [{host: x}]",
+        "peers: [{ae_title: WAY-TOO-LONG-AE-TITLE}]",
+        "peers: [{ae_title: A, services: [teleport]}]",
+        "peers: [{ae_title: A, port: 70000}]",
+        "peers: {ae_title: A}",
+        "peers: [unclosed",
+    ],
+)
+def test_bad_peers_files_are_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "peers.yaml"
+    path.write_text(text)
+    with pytest.raises(PeersFileError):
+        load_peers(path)
+
+
+def test_open_and_closed_servers() -> None:
+    peers = {"CT01": Peer("CT01", services=frozenset({"store"}))}
+    closed = DimseConfig(peers=peers, open=False)
+    assert closed.allows("CT01", "store")
+    assert not closed.allows("CT01", "find")
+    assert not closed.allows("STRANGER", "echo")
+    opened = DimseConfig(peers=peers, open=True)
+    assert opened.allows("STRANGER", "find")
+    assert not opened.allows("STRANGER", "move")  # moving data out needs a listed peer
+    assert opened.handler_timeout < opened.dimse_timeout
+
+
+@pytest.mark.parametrize(
+    ("wanted", "value", "vr", "expected"),
+    [
+        ("", "anything", "LO", True),
+        ("*", None, "LO", True),
+        ("ABC", "ABC", "LO", True),
+        ("ABC", "ABCD", "LO", False),
+        ("AB*", "ABCD", "LO", True),
+        ("A?C", "ABC", "LO", True),
+        ("A?C", "ABBC", "LO", False),
+        ("doe^j*", "DOE^JOHN", "PN", True),
+        ("20200101-20201231", "20200615", "DA", True),
+        ("20200101-20201231", "20210101", "DA", False),
+        ("-20200101", "20191231", "DA", True),
+        ("20200101-", "20191231", "DA", False),
+        ("0900-1000", "093000", "TM", True),
+        ("1.2.3\\1.2.4", "1.2.4", "UI", True),
+        ("1.2.3\\1.2.4", "1.2.5", "UI", False),
+        ("CT\\MR", "MR", "CS", True),
+        ("CT", None, "CS", False),
+    ],
+)
+def test_matching_rules(wanted: str, value: str | None, vr: str, expected: bool) -> None:
+    assert matches(wanted, value, vr) is expected
+
+
+def test_attempt_maps_errors_to_statuses() -> None:
+    with attempt("test") as answer:
+        raise FhirError("MB-3002")
+    assert answer.status == 0xA900
+    assert answer.code == "MB-3002"
+    with attempt("test") as answer:
+        raise TimeoutError
+    assert answer.status == OUT_OF_RESOURCES
+    with attempt("test", UNABLE_TO_PROCESS) as answer:
+        raise KeyError("boom")
+    assert answer.status == UNABLE_TO_PROCESS
+    with attempt("test") as answer:
+        raise ValueError("boom")
+    assert answer.status == CANNOT_UNDERSTAND
+    with attempt("test") as answer:
+        pass
+    assert answer.status == 0
+
+
+def test_bridge_runs_on_the_loop_and_times_out() -> None:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        bridge = LoopBridge(loop, timeout=0.5)
+
+        async def which_loop() -> bool:
+            return asyncio.get_running_loop() is loop
+
+        assert bridge.run(which_loop())
+        with pytest.raises(TimeoutError):
+            bridge.run(asyncio.sleep(5))
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_identifier_levels_and_keys() -> None:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "SERIES"
+    identifier.StudyInstanceUID = "1.2.3"
+    identifier.Modality = "CT"
+    identifier.SeriesDescription = ""
+    query = parse_identifier(identifier, "study")
+    assert query.level == "SERIES"
+    assert [m.keyword for m in query.matches["STUDY"]] == ["StudyInstanceUID"]
+    assert [m.keyword for m in query.matches["SERIES"]] == ["Modality"]
+    assert [e.keyword for e in query.returned] == [
+        "Modality", "SeriesDescription", "StudyInstanceUID",
+    ]  # fmt: skip
+    identifier.QueryRetrieveLevel = "PATIENT"
+    with pytest.raises(FhirError) as raised:
+        parse_identifier(identifier, "study")
+    assert raised.value.code == "MB-4002"
+    assert parse_identifier(identifier, "patient").level == "PATIENT"
+
+
+ORDER = {
+    "resourceType": "ServiceRequest",
+    "id": "order-with-a-rather-long-id",
+    "status": "active",
+    "identifier": [
+        {"type": {"coding": [{"code": "ACSN"}]}, "value": "ACC1"},
+        {"system": "urn:dicom:uid", "value": "urn:oid:1.2.840.99"},
+    ],
+    "category": [{"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM",
+                              "code": "MR"}]}],
+    "code": {"coding": [{"system": "http://loinc.org", "code": "1", "display": "MR head"}]},
+    "occurrencePeriod": {"start": "2026-01-02T07:05:09Z"},
+    "priority": "stat",
+    "performer": [{"display": "somebody"}, {"identifier": {"system": "urn:dicom:ae",
+                                                            "value": "MR7"}}],
+}  # fmt: skip
+PATIENT = {
+    "resourceType": "Patient",
+    "identifier": [{"value": "P1"}],
+    "name": [{"family": "Doe", "given": ["Jane"]}],
+    "gender": "other",
+}
+
+
+def test_worklist_record_from_order_and_patient() -> None:
+    record = build_record(ORDER, PATIENT)
+    assert record["AccessionNumber"] == "ACC1"
+    assert record["StudyInstanceUID"] == "1.2.840.99"
+    assert record["RequestedProcedureID"] == ORDER["id"]  # no FILL identifier: the id
+    assert record["RequestedProcedureDescription"] == "MR head"
+    assert record["RequestedProcedurePriority"] == "STAT"
+    assert (record["PatientName"], record["PatientID"], record["PatientSex"]) == (
+        "Doe^Jane", "P1", "O",
+    )  # fmt: skip
+    step = record["step"]
+    assert step["Modality"] == "MR"
+    assert step["ScheduledStationAETitle"] == "MR7"
+    assert (step["ScheduledProcedureStepStartDate"], step["ScheduledProcedureStepStartTime"]) == (
+        "20260102", "070509",
+    )  # fmt: skip
+    assert step["ScheduledProcedureStepID"] == ORDER["id"][:16]
+    code = record["RequestedProcedureCodeSequence"][0]
+    assert (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning) == ("1", "LN", "MR head")
+
+
+def test_worklist_matching_on_step_keys() -> None:
+    record = build_record(ORDER, PATIENT)
+    identifier = Dataset()
+    identifier.PatientName = "DOE*"
+    step = Dataset()
+    step.Modality = "MR"
+    step.ScheduledProcedureStepStartDate = "20260101-20260103"
+    identifier.ScheduledProcedureStepSequence = [step]
+    assert record_matches(record, parse_worklist(identifier))
+    step.Modality = "CT"
+    assert not record_matches(record, parse_worklist(identifier))
