@@ -12,7 +12,6 @@ From a pynetdicom handler thread:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -112,8 +111,8 @@ class Ingestor:
                 outcomes[position] = _failed(parsed, FhirError("MB-3005"), sha256)
             else:
                 to_write.append((position, parsed, sha256))
-        rows = await asyncio.gather(
-            *(self._put(items[position], parsed, sha256) for position, parsed, sha256 in to_write)
+        rows = await self._put_many(
+            [(items[position], parsed, sha256) for position, parsed, sha256 in to_write]
         )
         indexable = []
         for (position, parsed, sha256), row in zip(to_write, rows, strict=True):
@@ -133,16 +132,23 @@ class Ingestor:
                     outcomes[position] = _success(parsed, result, sha256)
         return [outcome for outcome in outcomes if outcome is not None]
 
-    async def _put(
-        self, data: bytes, parsed: ParsedInstance, sha256: str
-    ) -> InstanceRow | FhirError:
-        key = instance_key(parsed.study, parsed.series, parsed.sop, sha256)
+    async def _put_many(
+        self, items: list[tuple[bytes, ParsedInstance, str]]
+    ) -> list[InstanceRow | FhirError]:
+        if not items:
+            return []
+        keys = [instance_key(p.study, p.series, p.sop, sha256) for _, p, sha256 in items]
         try:
-            await self.store.put(key, data, sha256)
+            await self.store.put_many(
+                [(key, data, sha256) for key, (data, _, sha256) in zip(keys, items, strict=True)]
+            )
         except (ObjectStoreError, OSError) as error:
             log.error("object store write failed: %s", type(error).__name__)
-            return FhirError("MB-3008")
-        return InstanceRow(key, len(data), sha256)
+            return [FhirError("MB-3008") for _ in items]
+        return [
+            InstanceRow(key, len(data), sha256)
+            for key, (data, _, sha256) in zip(keys, items, strict=True)
+        ]
 
     async def _quarantine(
         self, data: bytes, sha256: str, code: str, reason: str, source: str

@@ -63,3 +63,16 @@ def test_leftover_temporaries_are_cleaned(tmp_path: Path) -> None:
     (tmp_path / ".tmp" / "half.part").write_bytes(b"half")
     assert LocalObjectStore(tmp_path).clean_temporary() == 1
     assert store.tmp.is_dir()
+
+
+async def test_put_many_is_durable_and_checked(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    items = [
+        (instance_key("1.2", "1.2.3", f"1.2.3.{n}", DIGEST), f"data{n}".encode(), DIGEST)
+        for n in range(20)
+    ]
+    stored = await store.put_many(items)
+    assert [s.size for s in stored] == [len(data) for _, data, _ in items]
+    for key, data, _ in items:
+        assert await store.get(key) == data
+    assert list(store.tmp.iterdir()) == []
