@@ -186,6 +186,7 @@ async def seed_studies(uri: str, database: str, count: int) -> None:
             series_rows.append(
                 {"_id": series_uid, "st": uid, "n": 1, "Modality": ["CT", "MR"][n % 2]}
             )
+            rows[-1]["mods"] = ["CT", "MR"][n % 2]
         await studies.insert_many(rows)
         await series.insert_many(series_rows)
     await client.close()

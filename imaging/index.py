@@ -219,6 +219,9 @@ class _Batch:
                     **parsed.series_attrs,
                 }
                 study_series[parsed.study] += 1
+                modality = parsed.series_attrs.get("Modality")
+                if modality:
+                    study["mods"] = _add_modality(study.get("mods", ""), str(modality))
             study_instances[parsed.study] += 1
             touched.add(parsed.study)
             results.append(Added.STORED)
@@ -238,10 +241,10 @@ class _Batch:
                     {**study, **counts, "lu": self.now, "dirty": True}, session=session
                 )
             else:
+                changes = {"lu": self.now, "dirty": True, "mods": study.get("mods", "")}
                 await index.studies.update_one(
-                    {"_id": uid}, {"$inc": counts, "$set": {"lu": self.now, "dirty": True}},
-                    session=session,
-                )  # fmt: skip
+                    {"_id": uid}, {"$inc": counts, "$set": changes}, session=session
+                )
         return results
 
     async def _again(
@@ -260,6 +263,13 @@ class _Batch:
             {"_id": parsed.sop}, {"$set": document, "$unset": {"meta": ""}}, session=self.session
         )
         return Added.REPLACED
+
+
+def _add_modality(modalities: str, modality: str) -> str:
+    """ModalitiesInStudy kept as one backslash-joined scalar (never an indexed array)."""
+    values = {m for m in modalities.split("\\") if m}
+    values.add(modality)
+    return "\\".join(sorted(values))
 
 
 def _instance_document(parsed: ParsedInstance, row: InstanceRow, now: int) -> Document:

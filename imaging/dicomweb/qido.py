@@ -201,11 +201,6 @@ async def _render(
     attrs = qido_attributes()
     study_ids = sorted({row["_id"] if query.level == "study" else row["st"] for row in rows})
     studies = {d["_id"]: d async for d in index.studies.find({"_id": {"$in": study_ids}})}
-    modalities: dict[str, set[str]] = {}
-    if query.level == "study" and rows:
-        async for series in index.series.find({"st": {"$in": study_ids}}, {"st": 1, "Modality": 1}):
-            if series.get("Modality"):
-                modalities.setdefault(series["st"], set()).add(series["Modality"])
     series_docs: dict[str, Document] = {}
     if query.level == "instance" and rows:
         ids = sorted({row["se"] for row in rows})
@@ -217,7 +212,7 @@ async def _render(
         values["StudyInstanceUID"] = study.get("_id")
         url = f"{base_url}/studies/{values['StudyInstanceUID']}"
         if query.level == "study":
-            values["ModalitiesInStudy"] = "\\".join(sorted(modalities.get(row["_id"], set())))
+            values["ModalitiesInStudy"] = row.get("mods", "")
             values["NumberOfStudyRelatedSeries"] = row.get("ns", 0)
             values["NumberOfStudyRelatedInstances"] = row.get("ni", 0)
         elif query.level == "series":
