@@ -1,0 +1,231 @@
+"""DIMSE: C-STORE into MedBridge and into Orthanc side by side, and C-FIND latency.
+
+The same small CT instances (pydicom's CT sample with new UIDs) are sent with dcmtk's
+`storescu` over one association and over 4 parallel associations, to MedBridge and to
+Orthanc (Debian `orthanc`, started here with a temporary config on loopback, default
+SQLite index); instances/s and the ratio. Then `--studies` studies are seeded into
+MedBridge's index and study-level C-FIND latency is measured with pynetdicom as the SCU
+(one association, many queries).
+
+    ./run bench dicom_dimse [--instances 1000] [--studies 10000] [--parallel 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import RESULTS, percentile
+from bench.dicom_ingest import ORTHANC, seed_studies, small_instances
+from imaging.dimse.sop_classes import StudyRootFind
+from medbridge.embedded_mongo import EmbeddedMongo, free_port
+from tests.support.servers import start_server
+
+
+def write_set(root: Path, name: str, count: int) -> list[Path]:
+    folder = root / name
+    folder.mkdir(parents=True)
+    paths = []
+    for n, blob in enumerate(small_instances(count)):
+        path = folder / f"{n:05}.dcm"
+        path.write_bytes(blob)
+        paths.append(path)
+    return paths
+
+
+def c_store(port: int, called: str, paths: list[Path], parallel: int) -> dict[str, Any]:
+    """storescu over `parallel` associations at once; instances/s and failures."""
+    chunks = [paths[i::parallel] for i in range(parallel)]
+    started = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            [
+                "/usr/bin/storescu",
+                "-v",
+                "-R",
+                "-xe",
+                "-nh",
+                "-aec",
+                called,
+                "127.0.0.1",
+                str(port),
+                *map(str, chunk),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for chunk in chunks
+    ]
+    outputs = [process.communicate()[0] for process in processes]
+    seconds = time.perf_counter() - started
+    stored = sum(output.count("Received Store Response (Success)") for output in outputs)
+    megabytes = sum(path.stat().st_size for path in paths) / 1e6
+    return {
+        "associations": parallel,
+        "instances": len(paths),
+        "stored": stored,
+        "failures": len(paths) - stored,
+        "seconds": round(seconds, 2),
+        "instances_per_s": round(len(paths) / seconds, 1),
+        "mb_per_s": round(megabytes / seconds, 2),
+    }
+
+
+def start_orthanc(root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    http_port, dicom_port = free_port(), free_port()
+    config = {
+        "Name": "bench", "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC",
+        "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "index"),
+        "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+        "HttpBindAddress": "127.0.0.1", "DicomServerEnabled": True,
+        "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True, "Plugins": [],
+    }  # fmt: skip
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "orthanc.json").write_text(json.dumps(config))
+    log = (root / "orthanc.log").open("wb")
+    process = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=log, stderr=log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            url = f"http://127.0.0.1:{http_port}/system"
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return process, dicom_port
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("Orthanc did not start; see " + str(root / "orthanc.log"))
+
+
+def find_latency(port: int, repeats: int) -> dict[str, float]:
+    """Study-level C-FIND p50 per query shape, over one association."""
+    shapes: dict[str, dict[str, str]] = {
+        "PatientID exact": {"PatientID": "SEED-4242"},
+        "AccessionNumber": {"AccessionNumber": "ACC777"},
+        "StudyDate range": {"StudyDate": "20150101-20150131"},
+        "PatientName wildcard": {"PatientName": "Doe^J*", "PatientID": "SEED-42*"},
+    }
+    ae = AE(ae_title="BENCHFIND")
+    ae.add_requested_context(StudyRootFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title="MEDBRIDGE")
+    assert assoc.is_established, "C-FIND association refused"
+    out: dict[str, float] = {}
+    try:
+        for name, keys in shapes.items():
+            latencies = []
+            for _ in range(repeats):
+                query = Dataset()
+                query.QueryRetrieveLevel = "STUDY"
+                query.StudyInstanceUID = ""
+                query.PatientName = ""
+                query.ModalitiesInStudy = ""
+                query.NumberOfStudyRelatedInstances = ""
+                for keyword, value in keys.items():
+                    setattr(query, keyword, value)
+                started = time.perf_counter()
+                statuses = [int(s.Status) for s, _ in assoc.send_c_find(query, StudyRootFind)]
+                latencies.append(time.perf_counter() - started)
+                assert statuses[-1] == 0, hex(statuses[-1])
+            latencies.sort()
+            out[name] = round(percentile(latencies, 0.5) * 1000, 2)
+    finally:
+        assoc.release()
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="bench-dimse-", dir=args.dir))
+    results: dict[str, Any] = {"instances": args.instances, "parallel": args.parallel}
+    try:
+        sets = {
+            "single": write_set(root, "single", args.instances),
+            "parallel": write_set(root, "parallel", args.instances),
+        }
+        store = EmbeddedMongo(root / "store")
+        uri = store.start()
+        server = start_server(root / "medbridge", uri, database="bench")
+        try:
+            results["medbridge_1"] = c_store(server.dicom_port, "MEDBRIDGE", sets["single"], 1)
+            results["medbridge_n"] = c_store(
+                server.dicom_port, "MEDBRIDGE", sets["parallel"], args.parallel
+            )
+            asyncio.run(seed_studies(uri, "bench", args.studies))
+            results["find_studies_indexed"] = args.studies + 2 * args.instances // 100
+            results["find_p50_ms"] = find_latency(server.dicom_port, args.repeats)
+        finally:
+            server.stop()
+            store.stop()
+        if shutil.which(ORTHANC) and not args.no_orthanc:
+            orthanc, port = start_orthanc(root / "orthanc")
+            try:
+                results["orthanc_1"] = c_store(port, "ORTHANC", sets["single"], 1)
+                results["orthanc_n"] = c_store(port, "ORTHANC", sets["parallel"], args.parallel)
+            finally:
+                orthanc.terminate()
+                orthanc.wait(30)
+            for kind in ("1", "n"):
+                ours, theirs = results[f"medbridge_{kind}"], results[f"orthanc_{kind}"]
+                results[f"ratio_{kind}"] = round(
+                    ours["instances_per_s"] / theirs["instances_per_s"], 2
+                )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
+    print(f"\n{'C-STORE':<16}{'assocs':>8}{'instances':>10}{'inst/s':>10}{'MB/s':>8}"
+          f"{'failed':>8}{'vs Orthanc':>12}")  # fmt: skip
+    for kind in ("1", "n"):
+        for system in ("medbridge", "orthanc"):
+            r = results.get(f"{system}_{kind}")
+            if r is None:
+                continue
+            ratio = results.get(f"ratio_{kind}") if system == "medbridge" else None
+            print(f"{system:<16}{r['associations']:>8}{r['instances']:>10}"
+                  f"{r['instances_per_s']:>10}{r['mb_per_s']:>8}{r['failures']:>8}"
+                  f"{(str(ratio) + 'x') if ratio else '':>12}")  # fmt: skip
+    print(f"\nC-FIND study level, p50 with {results['find_studies_indexed']} studies indexed:")
+    for name, value in results["find_p50_ms"].items():
+        print(f"  {name:<24}{value:>8} ms")
+    RESULTS.mkdir(exist_ok=True)
+    document = {
+        "benchmark": "dicom_dimse",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count()},
+        **results,
+    }
+    path = RESULTS / "dicom_dimse.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--instances", type=int, default=1000, help="small CT instances per set")
+    parser.add_argument("--parallel", type=int, default=4, help="parallel associations")
+    parser.add_argument("--studies", type=int, default=10000, help="studies seeded for C-FIND")
+    parser.add_argument("--repeats", type=int, default=200, help="C-FIND queries per shape")
+    parser.add_argument("--dir", help="where the temporary stores live (default: system temp)")
+    parser.add_argument("--no-orthanc", action="store_true")
+    report(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
