@@ -38,14 +38,22 @@ def original_of(text: str) -> Original:
         return Original()
     separator = line[3]
     parts = line[4:].split(separator)
-    encoding = parts[0] if 4 <= len(parts[0]) <= 5 else DEFAULT_SEPARATORS[1]
+    encoding = parts[0] if _valid_encoding(parts[0], separator) else DEFAULT_SEPARATORS[1]
     return Original(separator, encoding, tuple(parts[1:]))
+
+
+def _valid_encoding(encoding: str, separator: str) -> bool:
+    return (
+        len(encoding) in (4, 5)
+        and len(set(encoding + separator)) == len(encoding) + 1
+        and not any(c.isalnum() or c in " \r\n" for c in encoding)
+    )
 
 
 def ack_code_wanted(original: Original, error: Hl7Error | None) -> str | None:
     """MSA-1 to send, or None when the sender asked for no acknowledgment of this kind."""
-    application = original.get(16).strip().upper()
-    accept = original.get(15).strip().upper()
+    application = _condition(original.get(16))
+    accept = _condition(original.get(15))
     if not application and not accept:
         return error.ack_code if error else "AA"
     for condition, codes in ((application, ("AA", "AE", "AR")), (accept, ("CA", "CE", "CR"))):
@@ -55,6 +63,12 @@ def ack_code_wanted(original: Original, error: Hl7Error | None) -> str | None:
                 return success
             return reject if error.ack_code == "AR" else failure
     return None
+
+
+def _condition(value: str) -> str:
+    """An HL7 table 0155 value; anything else counts as absent, so garbage still gets ACKs."""
+    value = value.strip().upper()
+    return value if value in ("AL", "NE", "ER", "SU") else ""
 
 
 def _wanted(condition: str, error: Hl7Error | None) -> bool:

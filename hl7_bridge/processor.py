@@ -97,7 +97,10 @@ class Processor:
         error = Hl7Error("AR", "207", f"message of {size} bytes is over the {limit} byte limit")
         result = self._answer(original, error, decoded.codec, None)
         try:
-            receipt = await self.archive.receive(head, peer, None, size=size, truncated=True)
+            receipt = await self.archive.receive(
+                head, peer, None, size=size, truncated=True,
+                control_id=original.get(10)[:200], event=original.get(9)[:40],
+            )  # fmt: skip
             reason = f"AR 207 {error.text}"
             await self.archive.finish(receipt.id, states.REJECTED, result.ack, [], reason, "207")
         except Exception:

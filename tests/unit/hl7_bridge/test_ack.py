@@ -70,6 +70,7 @@ def test_same_encoding_characters_and_charset() -> None:
         ("NE", "NE", True, None),
         ("ER", "NE", True, "CE"),
         ("SU", "NE", False, "CA"),
+        ("\x00", "XX", False, "AA"),  # values outside table 0155 count as absent
     ],
 )
 def test_enhanced_mode(accept: str, application: str, failed: bool, expected: str | None) -> None:
