@@ -68,7 +68,7 @@ class Handlers:
     def _allowed(self, event: Event, service: str) -> bool:
         if self.config.allows(calling_ae(event), service):
             return True
-        log.info("DIMSE %s refused for a calling AE without that service", service)
+        log.info("DIMSE %s refused (MB-4001): calling AE without that service", service)
         return False
 
     # C-ECHO / C-STORE ------------------------------------------------------------------
@@ -170,7 +170,7 @@ class Handlers:
             yield None, None
             return
         if peer is None or peer.host is None or peer.port is None:
-            log.info("C-MOVE to a destination that is not in the peers table")
+            log.info("C-MOVE refused (MB-4003): destination not in the peers table")
             yield None, None
             return
         rows, status = self._rows(event)

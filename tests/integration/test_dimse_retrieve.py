@@ -68,7 +68,11 @@ def site(tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo) -> Iter
         _wait_listening(dest_port)
         peers = root / "peers.yaml"
         peers.write_text(PEERS.format(dest_port=dest_port, offline_port=free_port()))
-        env = {"MEDBRIDGE_DICOM_PEERS_FILE": str(peers), "MEDBRIDGE_DICOM_OPEN": "false"}
+        env = {
+            "MEDBRIDGE_DICOM_PEERS_FILE": str(peers),
+            "MEDBRIDGE_DICOM_OPEN": "false",
+            "MEDBRIDGE_DICOM_MAX_ASSOCIATIONS": "3",
+        }
         server = start_server(root / "server", store.uri, env=env)
         try:
             yield _load(server, root, dest_dir)
@@ -203,3 +207,25 @@ def test_c_get_without_unique_key_is_refused(site: Site, tmp_path: Path) -> None
     )  # fmt: skip
     assert "Received C-GET Response (Success)" not in output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_association_limit(site: Site) -> None:
+    ae = AE(ae_title="RETRIEVER")
+    ae.add_requested_context("1.2.840.10008.1.1")  # Verification
+    held = [
+        ae.associate("127.0.0.1", site.server.dicom_port, ae_title="MEDBRIDGE") for _ in range(3)
+    ]
+    try:
+        assert all(assoc.is_established for assoc in held)
+        over = run("echoscu", "-aet", "RETRIEVER", "-aec", "MEDBRIDGE", "127.0.0.1",
+                   str(site.server.dicom_port))  # fmt: skip
+        assert "Association Rejected" in over
+    finally:
+        for assoc in held:
+            assoc.release()
+    deadline = time.monotonic() + 20
+    again = ""
+    while "Received Echo Response (Success)" not in again and time.monotonic() < deadline:
+        again = run("echoscu", "-aet", "RETRIEVER", "-aec", "MEDBRIDGE", "127.0.0.1",
+                    str(site.server.dicom_port))  # fmt: skip
+    assert "Received Echo Response (Success)" in again

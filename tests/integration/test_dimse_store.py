@@ -56,8 +56,11 @@ def scu_send(port: int, dataset: pydicom.Dataset, calling: str) -> int:
         assoc.release()
 
 
-def test_echo(server: RunningServer) -> None:
-    output = run("echoscu", "-aec", "MEDBRIDGE", "127.0.0.1", str(server.dicom_port))
+def test_echo_from_any_ae_title_on_an_open_server(server: RunningServer, unique: str) -> None:
+    calling = f"ANY{unique[:8]}".upper()  # not in any peers table: the default is open
+    output = run(
+        "echoscu", "-aet", calling, "-aec", "MEDBRIDGE", "127.0.0.1", str(server.dicom_port)
+    )
     assert "Received Echo Response (Success)" in output
 
 
