@@ -195,7 +195,7 @@ async def seed_studies(uri: str, database: str, count: int) -> None:
 async def qido_latency(base: str, repeats: int = 200) -> dict[str, float]:
     queries = {
         "PatientID exact": {"PatientID": "SEED-4242"},
-        "StudyDate range": {"StudyDate": "20150101-20150131", "limit": "20"},
+        "StudyDate range": {"StudyDate": "20150101-20150331", "limit": "20"},
         "AccessionNumber": {"AccessionNumber": "ACC777"},
         "PatientName fuzzy": {"PatientName": "simkus", "fuzzymatching": "true", "limit": "20"},
         "StudyInstanceUID list": {},

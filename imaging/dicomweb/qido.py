@@ -199,8 +199,13 @@ async def _render(
     load_meta: MetaLoader | None,
 ) -> bytes:
     attrs = qido_attributes()
-    study_ids = sorted({row["_id"] if query.level == "study" else row["st"] for row in rows})
-    studies = {d["_id"]: d async for d in index.studies.find({"_id": {"$in": study_ids}})}
+    if not rows:
+        return b"[]"  # an empty $in makes the embedded store scan everything
+    if query.level == "study":
+        studies = {row["_id"]: row for row in rows}
+    else:
+        study_ids = sorted({row["st"] for row in rows})
+        studies = {d["_id"]: d async for d in index.studies.find({"_id": {"$in": study_ids}})}
     series_docs: dict[str, Document] = {}
     if query.level == "instance" and rows:
         ids = sorted({row["se"] for row in rows})
