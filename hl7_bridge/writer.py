@@ -1,15 +1,19 @@
-"""Apply a translation through the FHIR router, the same pipeline as the REST API.
+"""Apply a translation through the FHIR router as ONE transaction Bundle per message.
 
-Upserts find the current resource by identifier (search), merge the message into it
-and PUT it back with If-Match, retrying on a concurrent change; a new resource gets an
-id derived from its key identifier, so two processes creating the same patient at once
-collide on one id instead of making two patients. Resources a message leaves unchanged
-are not rewritten.
+First a plan: each upsert finds its current resource by identifier (search), merges
+the message into it and becomes a `PUT Type/id` entry with `ifMatch` on the version it
+read; a new resource gets an id derived from its key identifier, so two processes
+creating the same patient collide on one id instead of making two patients. Then the
+Bundle goes through the same router and pipeline as a REST transaction, so a message's
+writes (an A40 merge and all its repointed references included) apply together or not
+at all. A version conflict (another writer in between) replans; resources the message
+leaves unchanged are not rewritten.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,60 +28,114 @@ from mappings.hl7v2.translate import Merge, Translation, Upsert
 Resource = dict[str, Any]
 ID_NAMESPACE = uuid.UUID("6f1e2a8c-3c1e-4b7e-9a57-0d3c2b1a4e5f")
 RETRIES = 6
+CONFLICTS = (409, 412)
 UNION_ELEMENTS = ("identifier", "link")
-# Types whose `subject`/`patient` reference follows a merged patient (ADT^A40).
+# Types whose `subject` follows a merged patient (ADT^A40).
 REPOINT = ("Encounter", "ServiceRequest", "ImagingStudy", "DiagnosticReport", "Observation")
+PAGE = "1000"  # references repointed per type and merge (docs/hl7.md)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The entries of one message's transaction, keyed by `Type/id` in first-seen order."""
+
+    resolved: dict[str, str] = field(default_factory=dict)  # "Type?criteria" -> "Type/id"
+    resources: dict[str, Resource] = field(default_factory=dict)  # "Type/id" -> to write
+    versions: dict[str, str | None] = field(default_factory=dict)  # "Type/id" -> version read
+    unchanged: list[str] = field(default_factory=list)  # "Type/id/_history/n" kept as is
 
 
 class Writer:
     def __init__(self, router: FhirRouter, context: RequestContext) -> None:
         self.router = router
         self.context = context
-        self.resolved: dict[str, str] = {}  # "Type?criteria" -> "Type/id"
-        self.references: list[str] = []  # "Type/id/_history/n" written
 
     async def apply(self, translation: Translation) -> list[str]:
-        for action in translation.actions:
-            if isinstance(action, Upsert):
-                await self._upsert(action)
-            else:
-                await self._merge(action)
-        return self.references
+        """Write the translation; the references (`Type/id/_history/n`) of what it touched."""
+        for _ in range(RETRIES):
+            plan = _Plan()
+            for action in translation.actions:
+                if isinstance(action, Upsert):
+                    await self._plan_upsert(plan, action)
+                else:
+                    await self._plan_merge(plan, action)
+            if not plan.resources:
+                return plan.unchanged
+            response = await self._commit(plan)
+            if response.status == 200:
+                return plan.unchanged + _locations(response)
+            if response.status not in CONFLICTS:
+                raise _failure(response, "")
+        raise Hl7Error("AE", "206", "the records kept changing under this message; send it again")
 
-    # upsert ---------------------------------------------------------------------
+    # planning ---------------------------------------------------------------------
 
-    async def _upsert(self, action: Upsert) -> str:
+    async def _plan_upsert(self, plan: _Plan, action: Upsert) -> str:
         resource_type = action.resource["resourceType"]
         conditional = f"{resource_type}?{action.criteria}"
-        resource = await self._resolve_references(action.resource)
-        for _ in range(RETRIES):
+        resource = await self._resolve_references(plan, action.resource)
+        key = plan.resolved.get(conditional)
+        current = plan.resources.get(key) if key else None
+        if current is None:
             current = await self._find(resource_type, action.criteria, action.location)
-            if current is None and action.mode == "existing":
-                raise Hl7Error(
-                    "AE", "204", f"no {resource_type} matches the message's key", action.location
-                )
-            if current is None:
-                merged = dict(resource)
-                merged["id"] = _derived_id(conditional)
-                version = None
-            else:
-                merged = _merge_into(current, resource, action.only)
-                version = current["meta"]["versionId"]
-                if _same(current, merged):
-                    return self._remember(conditional, current)
-            response = await self._put(merged, version)
-            if response.status in (200, 201):
-                return self._remember(conditional, orjson.loads(response.body or b"{}"))
-            if response.status not in (409, 412):
-                raise _failure(response, action.location)
-        raise Hl7Error("AE", "206", f"{resource_type} kept changing; try again", action.location)
+        if current is None and action.mode == "existing":
+            raise Hl7Error(
+                "AE", "204", f"no {resource_type} matches the message's key", action.location
+            )
+        if current is None:
+            merged = {**resource, "id": _derived_id(conditional)}
+            version = None
+        else:
+            merged = _merge_into(current, resource, action.only)
+            version = current.get("meta", {}).get("versionId")
+        key = f"{resource_type}/{merged['id']}"
+        plan.resolved[conditional] = key
+        if key not in plan.resources and current is not None and _same(current, merged):
+            plan.unchanged.append(f"{key}/_history/{version}")
+            return key
+        plan.versions.setdefault(key, version)
+        plan.resources[key] = merged
+        return key
 
-    def _remember(self, conditional: str, stored: Resource) -> str:
-        reference = f"{stored['resourceType']}/{stored['id']}"
-        self.resolved[conditional] = reference
-        version = stored.get("meta", {}).get("versionId")
-        self.references.append(f"{reference}/_history/{version}" if version else reference)
-        return reference
+    async def _plan_merge(self, plan: _Plan, action: Merge) -> None:
+        surviving = await self._current(plan, "Patient", action.surviving, action.location)
+        merged = await self._current(plan, "Patient", action.merged, action.location)
+        if merged is None:
+            raise Hl7Error("AE", "204", "MRG-1 names no known patient", action.location)
+        if surviving is None or surviving["id"] == merged["id"]:
+            return
+        surviving_ref, merged_ref = f"Patient/{surviving['id']}", f"Patient/{merged['id']}"
+        links: list[tuple[Resource, Resource]] = [
+            (merged, {"active": False, "link": [_link(surviving_ref, "replaced-by")]}),
+            (surviving, {"link": [_link(merged_ref, "replaces")]}),
+        ]
+        for patient, change in links:
+            self._stage(
+                plan, patient, _merge_into(patient, {"resourceType": "Patient", **change}, ())
+            )
+        for resource_type in REPOINT:
+            for resource in await self._search(
+                resource_type, [("subject", merged_ref), ("_count", PAGE)]
+            ):
+                key = f"{resource_type}/{resource['id']}"
+                current = plan.resources.get(key, resource)
+                self._stage(plan, resource, _replace_reference(current, merged_ref, surviving_ref))
+        for key, resource in list(plan.resources.items()):  # written earlier in this message
+            if key.split("/")[0] in REPOINT:
+                plan.resources[key] = _replace_reference(resource, merged_ref, surviving_ref)
+
+    def _stage(self, plan: _Plan, current: Resource, updated: Resource) -> None:
+        key = f"{current['resourceType']}/{current['id']}"
+        plan.versions.setdefault(key, current.get("meta", {}).get("versionId"))
+        plan.resources[key] = updated
+
+    async def _current(
+        self, plan: _Plan, resource_type: str, criteria: str, location: str
+    ) -> Resource | None:
+        key = plan.resolved.get(f"{resource_type}?{criteria}")
+        if key and key in plan.resources:
+            return plan.resources[key]
+        return await self._find(resource_type, criteria, location)
 
     async def _find(self, resource_type: str, criteria: str, location: str) -> Resource | None:
         name, _, value = criteria.partition("=")
@@ -97,35 +155,23 @@ class Writer:
         bundle = orjson.loads(response.body or b"{}")
         return [entry["resource"] for entry in bundle.get("entry", [])]
 
-    async def _put(self, resource: Resource, version: str | None) -> FhirResponse:
-        headers = {"content-type": "application/fhir+json", "prefer": "return=representation"}
-        if version is not None:
-            headers["if-match"] = f'W/"{version}"'
-        request = FhirRequest(
-            "PUT",
-            f"{resource['resourceType']}/{resource['id']}",
-            headers=headers,
-            body=orjson.dumps(resource),
-        )
-        return await self.router.handle(request, self.context)
-
-    async def _resolve_references(self, node: Any) -> Any:
+    async def _resolve_references(self, plan: _Plan, node: Any) -> Any:
         """Conditional references -> `Type/id`; optional ones stay logical when unmatched."""
         if isinstance(node, list):
-            return [await self._resolve_references(item) for item in node]
+            return [await self._resolve_references(plan, item) for item in node]
         if not isinstance(node, dict):
             return node
-        out = {key: await self._resolve_references(value) for key, value in node.items()}
+        out = {key: await self._resolve_references(plan, value) for key, value in node.items()}
         reference = out.get("reference")
         if isinstance(reference, str) and "?" in reference:
-            target = self.resolved.get(reference)
+            target = plan.resolved.get(reference)
             if target is None:
                 resource_type, _, criteria = reference.partition("?")
                 name, _, value = criteria.partition("=")
                 found = await self._search(resource_type, [(name, value), ("_count", "2")])
                 if len(found) == 1:
                     target = f"{resource_type}/{found[0]['id']}"
-                    self.resolved[reference] = target
+                    plan.resolved[reference] = target
             if target is not None:
                 out["reference"] = target
             elif "identifier" in out:
@@ -134,48 +180,38 @@ class Writer:
                 raise Hl7Error("AE", "204", f"nothing matches {reference.partition('?')[0]}")
         return out
 
-    # merge (ADT^A40) ------------------------------------------------------------------
+    # commit -------------------------------------------------------------------------
 
-    async def _merge(self, action: Merge) -> None:
-        surviving = await self._find("Patient", action.surviving, action.location)
-        merged = await self._find("Patient", action.merged, action.location)
-        if merged is None:
-            raise Hl7Error("AE", "204", "MRG-1 names no known patient", action.location)
-        if surviving is None or surviving["id"] == merged["id"]:
-            return
-        surviving_ref, merged_ref = f"Patient/{surviving['id']}", f"Patient/{merged['id']}"
-        await self._upsert(
-            Upsert(
-                {"resourceType": "Patient", "active": False,
-                 "link": [{"other": {"reference": surviving_ref}, "type": "replaced-by"}]},
-                f"_id={merged['id']}", action.location, "existing", ("active", "link"),
-            )
-        )  # fmt: skip
-        await self._upsert(
-            Upsert(
-                {"resourceType": "Patient",
-                 "link": [{"other": {"reference": merged_ref}, "type": "replaces"}]},
-                f"_id={surviving['id']}", action.location, "existing", ("link",),
-            )
-        )  # fmt: skip
-        for resource_type in REPOINT:
-            await self._repoint(resource_type, merged_ref, surviving_ref)
+    async def _commit(self, plan: _Plan) -> FhirResponse:
+        entries = []
+        for key, resource in plan.resources.items():
+            request: dict[str, str] = {"method": "PUT", "url": key}
+            version = plan.versions.get(key)
+            if version is not None:
+                request["ifMatch"] = f'W/"{version}"'
+            body = {k: v for k, v in resource.items() if k != "meta"}
+            entries.append({"fullUrl": key, "resource": body, "request": request})
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        request_ = FhirRequest(
+            "POST",
+            "",
+            headers={"content-type": "application/fhir+json", "prefer": "return=minimal"},
+            body=orjson.dumps(bundle),
+        )
+        return await self.router.handle(request_, self.context)
 
-    async def _repoint(self, resource_type: str, old: str, new: str) -> None:
-        for _ in range(1000):  # each round rewrites a page; it stops matching once moved
-            found = await self._search(resource_type, [("subject", old), ("_count", "100")])
-            if not found:
-                return
-            for resource in found:
-                moved = _replace_reference(resource, old, new)
-                response = await self._put(moved, resource["meta"]["versionId"])
-                if response.status not in (200, 201, 409, 412):
-                    raise _failure(response, "MRG^1^1")
-                if response.status in (200, 201):
-                    self._remember(
-                        f"{resource_type}?_id={resource['id']}",
-                        orjson.loads(response.body or b"{}"),
-                    )
+
+def _locations(response: FhirResponse) -> list[str]:
+    bundle = orjson.loads(response.body or b"{}")
+    locations = []
+    for entry in bundle.get("entry", []):
+        location = str(entry.get("response", {}).get("location", ""))
+        locations.append(location.lstrip("/"))
+    return locations
+
+
+def _link(reference: str, kind: str) -> Resource:
+    return {"other": {"reference": reference}, "type": kind}
 
 
 def _derived_id(conditional: str) -> str:
@@ -218,17 +254,17 @@ def _replace_reference(node: Any, old: str, new: str) -> Any:
         out = {key: _replace_reference(value, old, new) for key, value in node.items()}
         if out.get("reference") == old:
             out["reference"] = new
-        return {k: v for k, v in out.items() if k != "meta"} if "resourceType" in out else out
+        return out
     return node
 
 
 def _failure(response: FhirResponse, location: str) -> Hl7Error:
-    """The OperationOutcome of a failed write as an Hl7Error with the catalog's ERR-3."""
+    """The OperationOutcome of a failed request as an Hl7Error with the catalog's ERR-3."""
     try:
         outcome = orjson.loads(response.body or b"{}")
         issue = outcome["issue"][0]
         code = issue["details"]["coding"][0]["code"]
         error = FhirError(code, issue.get("diagnostics"))
     except (KeyError, IndexError, TypeError, ValueError, orjson.JSONDecodeError):
-        error = FhirError("MB-1000", f"FHIR write answered {response.status}")
+        error = FhirError("MB-1000", f"FHIR request answered {response.status}")
     return Hl7Error.from_fhir(error, location)
