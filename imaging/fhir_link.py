@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ from fhir_server.exchange import FhirRequest
 from fhir_server.pipeline import Exchange
 from fhir_server.router import FhirRouter
 from imaging.index import DicomIndex
+from mappings.dicom.dose import dose_observation
 from mappings.dicom.imagingstudy import (
     StudyLinks,
     imaging_study,
@@ -127,7 +129,24 @@ class StudyLinker:
             await self.index.mark_linked(study, study_doc["lu"], study)
         for order in orders:
             await self._complete(order)
+        for row in series:
+            for instance in row.get("instances", []):
+                if instance.get("dose"):
+                    await self._dose(instance, f"ImagingStudy/{study}", patient)
         return study
+
+    async def _dose(self, instance: dict[str, Any], study_reference: str, subject: str) -> None:
+        """The Observation of a Radiation Dose SR's total DLP / CTDIvol, linked to the study."""
+        sop = instance["_id"]
+        observation = dose_observation(instance["dose"], study_reference, subject, sop)
+        observation["id"] = "dose-" + hashlib.sha256(sop.encode()).hexdigest()[:40]
+        path = f"Observation/{observation['id']}"
+        status, current = await self._fhir("GET", path)
+        if status == 200 and _same(current, observation):
+            return
+        status, answer = await self._fhir("PUT", path, body=observation)
+        if status not in (200, 201):
+            raise LinkError(f"dose Observation write answered {status}: {_diagnostics(answer)}")
 
     async def _patient(self, study: dict[str, Any]) -> str:
         patient_id = str(study.get("PatientID", "")) or f"study-{study['_id']}"

@@ -285,4 +285,6 @@ def _instance_document(parsed: ParsedInstance, row: InstanceRow, now: int) -> Do
     }
     if parsed.metadata:
         document["meta"] = parsed.metadata
+    if parsed.dose:
+        document["dose"] = parsed.dose  # not indexed: read back only by the FHIR upkeep
     return document

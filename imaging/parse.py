@@ -29,6 +29,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from fhir_server.errors import FhirError
 from imaging.uids import is_uid
+from mappings.dicom.dose import dose_values
 
 PIXEL_DATA = "7FE00010"
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -58,6 +59,7 @@ class ParsedInstance:
     series_attrs: dict[str, Any] = field(default_factory=dict)
     instance_attrs: dict[str, Any] = field(default_factory=dict)
     metadata: bytes = b""  # DICOM JSON (PS3.18 F.2), BulkDataURIs relative to the base
+    dose: dict[str, float] = field(default_factory=dict)  # Radiation Dose SR measures
 
 
 @cache
@@ -109,6 +111,10 @@ def _parse(data: bytes, limits: Limits, with_metadata: bool) -> ParsedInstance:
         series_attrs=_scalars(dataset, attrs["series"]),
         instance_attrs=_scalars(dataset, attrs["instance"]),
     )
+    try:
+        parsed.dose = dose_values(dataset)
+    except Exception:  # a malformed dose tree is stored, just not summarised
+        parsed.dose = {}
     if with_metadata:
         parsed.metadata = _metadata(dataset, study, series, sop, has_pixels)
     return parsed

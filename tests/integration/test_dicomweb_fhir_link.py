@@ -12,7 +12,7 @@ import httpx
 import pydicom
 from pydicom.uid import generate_uid
 
-from tests.support.dicom import renamed
+from tests.support.dicom import dose_report, renamed
 from tests.support.servers import RunningServer
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -151,3 +151,22 @@ def test_concurrent_stow_of_one_study(server: RunningServer, fhir: httpx.Client)
         fhir, f"/ImagingStudy/{study}", lambda body: body.get("numberOfInstances") == 18
     )
     assert len(imaging["series"][0]["instance"]) == 18
+
+
+def test_dose_report_records_dlp_and_ctdivol(
+    server: RunningServer, fhir: httpx.Client, unique: str
+) -> None:
+    study = generate_uid()
+    ct = renamed("CT_small.dcm", study=study, patient_id=unique)
+    assert stow(server, [ct, dose_report(study, unique, 812.0, [12.5, 18.75])]).status_code == 200
+    imaging = eventually(
+        fhir, f"/ImagingStudy/{study}", lambda body: body.get("numberOfSeries") == 2
+    )
+    observations = eventually(
+        fhir, f"/Observation?subject={imaging['subject']['reference']}",
+        lambda bundle: bool(bundle.get("entry")),
+    )  # fmt: skip
+    observation = observations["entry"][0]["resource"]
+    assert observation["valueQuantity"]["value"] == 812.0
+    assert observation["component"][0]["valueQuantity"]["value"] == 18.75
+    assert observation["partOf"] == [{"reference": f"ImagingStudy/{study}"}]

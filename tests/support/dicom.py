@@ -151,3 +151,42 @@ def _replace_value(raw: bytes, old: str, new: str) -> bytes:
     at = raw.rindex(old_b)
     assert raw[at - 4 : at - 2] == b"UI"
     return raw[: at - 2] + struct.pack("<H", len(new_b)) + new_b + raw[at + len(old_b) :]
+
+
+def _code(value: str, meaning: str, scheme: str = "DCM") -> Dataset:
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, scheme, meaning
+    return code
+
+
+def _num(value: str, meaning: str, number: float, unit: str) -> Dataset:
+    item = Dataset()
+    item.RelationshipType, item.ValueType = "CONTAINS", "NUM"
+    item.ConceptNameCodeSequence = [_code(value, meaning)]
+    measured = Dataset()
+    measured.NumericValue = str(number)
+    measured.MeasurementUnitsCodeSequence = [_code(unit, unit, "UCUM")]
+    item.MeasuredValueSequence = [measured]
+    return item
+
+
+def dose_report(study: str, patient_id: str, dlp_total: float, ctdivols: list[float]) -> bytes:
+    """A minimal X-Ray Radiation Dose SR (TID 10011 shape): total DLP and per-event CTDIvol."""
+    ds = base_dataset(SOPClassUID="1.2.840.10008.5.1.4.1.1.88.67", StudyInstanceUID=study)
+    ds.PatientID, ds.ValueType = patient_id, "CONTAINER"
+    ds.ConceptNameCodeSequence = [_code("113701", "X-Ray Radiation Dose Report")]
+    accumulated = Dataset()
+    accumulated.RelationshipType, accumulated.ValueType = "CONTAINS", "CONTAINER"
+    accumulated.ConceptNameCodeSequence = [_code("113811", "CT Accumulated Dose Data")]
+    accumulated.ContentSequence = [
+        _num("113813", "CT Dose Length Product Total", dlp_total, "mGy.cm")
+    ]
+    events = []
+    for ctdivol in ctdivols:
+        event = Dataset()
+        event.RelationshipType, event.ValueType = "CONTAINS", "CONTAINER"
+        event.ConceptNameCodeSequence = [_code("113819", "CT Acquisition")]
+        event.ContentSequence = [_num("113830", "Mean CTDIvol", ctdivol, "mGy")]
+        events.append(event)
+    ds.ContentSequence = [accumulated, *events]
+    return part10(ds)
