@@ -53,6 +53,7 @@ class StudyLinker:
         self._locks: dict[str, asyncio.Lock] = {}
         self._endpoint: str | None = None
         self._wake = asyncio.Event()
+        self._pending: set[str] = set()  # studies whose order arrived: re-link them
 
     # the FHIR router, as a client ---------------------------------------------------
 
@@ -223,8 +224,10 @@ class StudyLinker:
         for identifier in resource.get("identifier", []) if isinstance(resource, dict) else []:
             value = identifier.get("value")
             if isinstance(value, str) and value:
-                for study in await self.index.studies_by_accession(value):
-                    await self.sync(study)
+                self._pending.update(await self.index.studies_by_accession(value))
+        if self._pending:
+            # not inline: the order may sit in an HL7 message's transaction not yet committed
+            self.schedule()
 
     def schedule(self) -> None:
         """Wake the background upkeep (DIMSE calls this after each association)."""
@@ -236,7 +239,8 @@ class StudyLinker:
             self._wake.clear()
             await asyncio.sleep(QUIET)  # let a burst of instances land: one write per study
             try:
-                for study in await self.index.dirty_studies():
+                pending, self._pending = self._pending, set()
+                for study in sorted(pending | set(await self.index.dirty_studies())):
                     await self.sync(study)
             except Exception:
                 log.exception("ImagingStudy background upkeep failed")

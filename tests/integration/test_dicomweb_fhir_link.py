@@ -129,9 +129,10 @@ def test_study_first_then_order(server: RunningServer, fhir: httpx.Client, uniqu
     study = study_of(data).StudyInstanceUID
     assert "basedOn" not in eventually(fhir, f"/ImagingStudy/{study}", lambda _: True)
     created = fhir.post("/ServiceRequest", json=order(accession, "p1"), headers=FHIR_JSON).json()
+    eventually(fhir, f"/ImagingStudy/{study}", lambda body: "basedOn" in body)
     imaging = fhir.get(f"/ImagingStudy/{study}").json()
     assert imaging["basedOn"] == [{"reference": f"ServiceRequest/{created['id']}"}]
-    assert fhir.get(f"/ServiceRequest/{created['id']}").json()["status"] == "completed"
+    eventually(fhir, f"/ServiceRequest/{created['id']}", lambda sr: sr["status"] == "completed")
 
 
 def test_concurrent_stow_of_one_study(server: RunningServer, fhir: httpx.Client) -> None:
