@@ -6,12 +6,14 @@ import concurrent.futures
 import io
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pydicom
 from pydicom.uid import generate_uid
 
+from hl7_bridge.client import MllpClient
 from tests.support.dicom import dose_report, renamed
 from tests.support.servers import RunningServer
 
@@ -171,3 +173,32 @@ def test_dose_report_records_dlp_and_ctdivol(
     assert observation["valueQuantity"]["value"] == 812.0
     assert observation["component"][0]["valueQuantity"]["value"] == 18.75
     assert observation["partOf"] == [{"reference": f"ImagingStudy/{study}"}]
+
+
+async def test_hl7_order_after_the_study_links_it(
+    server: RunningServer, fhir: httpx.Client, unique: str
+) -> None:
+    """The RIS's ORM^O01 (IHE RAD-4 sample) arrives over MLLP after the modality's study."""
+    accession = f"H{unique[:12]}"
+    data = renamed("CT_small.dcm", patient_id=unique, AccessionNumber=accession)
+    assert stow(server, [data]).status_code == 200
+    study = study_of(data).StudyInstanceUID
+    eventually(fhir, f"/ImagingStudy/{study}", lambda _: True)
+    sample = (
+        Path(__file__).parent.parent / "data" / "hl7" / "orm-o01_v2.3.1_v2tofhir-ihe-rad4-zds.hl7"
+    )
+    message = (
+        sample.read_bytes()
+        .replace(b"ACCISCVEP1", accession.encode())
+        .replace(b"f8d3a7f8-9ff0-4312-93b1-c57976bf66fb", unique.encode())
+        .replace(b"MRNISCVEP1", f"M{unique[:10]}".encode())
+    )
+    client = await MllpClient.connect("127.0.0.1", server.mllp_port)
+    try:
+        ack = (await client.send(message, 60)).decode("utf-8", "replace")
+    finally:
+        await client.close()
+    assert "MSA|AA" in ack
+    imaging = eventually(fhir, f"/ImagingStudy/{study}", lambda body: "basedOn" in body)
+    order_reference = imaging["basedOn"][0]["reference"]
+    eventually(fhir, f"/{order_reference}", lambda sr: sr["status"] == "completed")
