@@ -113,19 +113,20 @@ def start_orthanc(root: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("Orthanc did not start; see " + str(root / "orthanc.log"))
 
 
-def find_latency(port: int, repeats: int) -> dict[str, float]:
-    """Study-level C-FIND p50 per query shape, over one association."""
+def find_latency(port: int, repeats: int) -> tuple[dict[str, float], dict[str, int]]:
+    """Study-level C-FIND p50 per query shape (and its match count), over one association."""
     shapes: dict[str, dict[str, str]] = {
         "PatientID exact": {"PatientID": "SEED-4242"},
         "AccessionNumber": {"AccessionNumber": "ACC777"},
         "StudyDate range": {"StudyDate": "20150101-20150131"},
-        "PatientName wildcard": {"PatientName": "Doe^J*", "PatientID": "SEED-42*"},
+        "PatientName+ID wildcard": {"PatientName": "Doe^J*", "PatientID": "SEED-423*"},
     }
     ae = AE(ae_title="BENCHFIND")
     ae.add_requested_context(StudyRootFind)
     assoc = ae.associate("127.0.0.1", port, ae_title="MEDBRIDGE")
     assert assoc.is_established, "C-FIND association refused"
     out: dict[str, float] = {}
+    matches: dict[str, int] = {}
     try:
         for name, keys in shapes.items():
             latencies = []
@@ -142,11 +143,12 @@ def find_latency(port: int, repeats: int) -> dict[str, float]:
                 statuses = [int(s.Status) for s, _ in assoc.send_c_find(query, StudyRootFind)]
                 latencies.append(time.perf_counter() - started)
                 assert statuses[-1] == 0, hex(statuses[-1])
+                matches[name] = len(statuses) - 1
             latencies.sort()
             out[name] = round(percentile(latencies, 0.5) * 1000, 2)
     finally:
         assoc.release()
-    return out
+    return out, matches
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -161,17 +163,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         uri = store.start()
         server = start_server(root / "medbridge", uri, database="bench")
         try:
-            results["medbridge_1"] = c_store(server.dicom_port, "MEDBRIDGE", sets["single"], 1)
-            results["medbridge_n"] = c_store(
-                server.dicom_port, "MEDBRIDGE", sets["parallel"], args.parallel
-            )
+            if not args.find_only:
+                port = server.dicom_port
+                results["medbridge_1"] = c_store(port, "MEDBRIDGE", sets["single"], 1)
+                results["medbridge_n"] = c_store(port, "MEDBRIDGE", sets["parallel"], args.parallel)
             asyncio.run(seed_studies(uri, "bench", args.studies))
             results["find_studies_indexed"] = args.studies + 2 * args.instances // 100
-            results["find_p50_ms"] = find_latency(server.dicom_port, args.repeats)
+            results["find_p50_ms"], results["find_matches"] = find_latency(
+                server.dicom_port, args.repeats
+            )
         finally:
             server.stop()
             store.stop()
-        if shutil.which(ORTHANC) and not args.no_orthanc:
+        if shutil.which(ORTHANC) and not args.no_orthanc and not args.find_only:
             orthanc, port = start_orthanc(root / "orthanc")
             try:
                 results["orthanc_1"] = c_store(port, "ORTHANC", sets["single"], 1)
@@ -203,7 +207,7 @@ def report(results: dict[str, Any]) -> None:
                   f"{(str(ratio) + 'x') if ratio else '':>12}")  # fmt: skip
     print(f"\nC-FIND study level, p50 with {results['find_studies_indexed']} studies indexed:")
     for name, value in results["find_p50_ms"].items():
-        print(f"  {name:<24}{value:>8} ms")
+        print(f"  {name:<26}{value:>8} ms  ({results['find_matches'][name]} matches)")
     RESULTS.mkdir(exist_ok=True)
     document = {
         "benchmark": "dicom_dimse",
@@ -224,6 +228,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200, help="C-FIND queries per shape")
     parser.add_argument("--dir", help="where the temporary stores live (default: system temp)")
     parser.add_argument("--no-orthanc", action="store_true")
+    parser.add_argument("--find-only", action="store_true", help="only the C-FIND part")
     report(run(parser.parse_args()))
 
 

@@ -8,6 +8,7 @@ which carry the patient attributes; counts come from the study and series counte
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from fhir_server.errors import FhirError
+from imaging.dicomweb.dicom_json import vr_of
 from imaging.dicomweb.qido import Match, condition
 from imaging.index import DicomIndex
 from imaging.parse import qido_attributes
@@ -32,6 +34,8 @@ COMPUTED = {
 }  # fmt: skip
 SKIPPED = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "TimezoneOffsetFromUTC"}
 MAX_MATCHES = 50_000
+SPLIT_IN_MAX = 64
+TEXT_VRS = frozenset({"AE", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT"})
 
 
 @dataclass(slots=True)
@@ -41,6 +45,10 @@ class FindQuery:
     level: str
     matches: dict[str, list[Match]] = field(default_factory=dict)  # by attribute level
     returned: list[DataElement] = field(default_factory=list)
+
+    @property
+    def wanted(self) -> set[str]:
+        return {element.keyword for element in self.returned}
 
 
 def attribute_level(keyword: str) -> str | None:
@@ -94,11 +102,20 @@ def _conditions(matches: list[Match], level: str) -> Document:
             wanted = [v for v in match.value.split("\\") if v]
             out["Modality"] = wanted[0] if len(wanted) == 1 else {"$in": wanted}
             continue
-        field_name, cond = condition(match, False)
+        prefix = _prefix_range(match.value) if vr_of(match.keyword) in TEXT_VRS else None
+        field_name, cond = (match.keyword, prefix) if prefix else condition(match, False)
         if field_name == OWN_ID.get(level):
             field_name = "_id"
         out[field_name] = cond
     return out
+
+
+def _prefix_range(value: str) -> Document | None:
+    """`ABC*` as the index range [ABC, ABD): same answer as the regex, without a scan."""
+    stem = value[:-1]
+    if not value.endswith("*") or not stem or any(c in stem for c in "*?\\"):
+        return None
+    return {"$gte": stem, "$lt": stem[:-1] + chr(ord(stem[-1]) + 1)}
 
 
 def _restrict(own: Document, field_name: str, ids: list[Any]) -> None:
@@ -125,7 +142,7 @@ async def find(index: DicomIndex, query: FindQuery) -> list[Document]:
         studies = await _rows(index.studies.find(study_filter).sort("_id", 1))
         if query.level == "PATIENT":
             return _patients(studies)
-        return await _with_modalities(index, studies)
+        return await _with_modalities(index, studies, "ModalitiesInStudy" in query.wanted)
     # series and image levels: parent UIDs match directly on the row's parent fields
     own = series_filter if query.level == "SERIES" else image_filter
     if "_id" in study_filter:
@@ -137,8 +154,8 @@ async def find(index: DicomIndex, query: FindQuery) -> list[Document]:
     if query.level == "IMAGE" and series_filter:
         _restrict(own, "se", await values(index.series, "_id", series_filter))
     collection = index.series if query.level == "SERIES" else index.instances
-    rows = await _rows(collection.find(own, {"meta": 0}).sort("_id", 1))
-    return await _with_parents(index, rows, query.level)
+    rows = await split_in(collection, own, "st", {"meta": 0})
+    return await _with_parents(index, rows, query)
 
 
 async def values(collection: Any, field_name: str, where: Document) -> list[Any]:
@@ -148,6 +165,21 @@ async def values(collection: Any, field_name: str, where: Document) -> list[Any]
         if field_name in row:
             seen[row[field_name]] = None
     return list(seen)
+
+
+async def split_in(
+    collection: Any, where: Document, field_name: str, projection: Document | None
+) -> list[Document]:
+    """Rows sorted by `_id`; a short `$in` on `field_name` runs as one equality query per
+    value, because the embedded store scans the collection for `$in` on that index."""
+    condition = where.get(field_name)
+    values_in = condition.get("$in") if isinstance(condition, dict) else None
+    if values_in is None or len(values_in) > SPLIT_IN_MAX:
+        return await _rows(collection.find(where, projection).sort("_id", 1))
+    parts = await asyncio.gather(
+        *(_rows(collection.find({**where, field_name: value}, projection)) for value in values_in)
+    )
+    return sorted((row for part in parts for row in part), key=lambda row: str(row["_id"]))
 
 
 async def _rows(cursor: Any) -> list[Document]:
@@ -174,12 +206,14 @@ def _patients(studies: list[Document]) -> list[Document]:
     return list(patients.values())
 
 
-async def _with_modalities(index: DicomIndex, studies: list[Document]) -> list[Document]:
+async def _with_modalities(
+    index: DicomIndex, studies: list[Document], wanted: bool
+) -> list[Document]:
     ids = [study["_id"] for study in studies]
     modalities: dict[str, set[str]] = {}
-    if ids:
-        cursor = index.series.find({"st": {"$in": ids}}, {"st": 1, "Modality": 1})
-        async for series in cursor:
+    if ids and wanted:  # one more query only when the peer asked for the key
+        found = await split_in(index.series, {"st": {"$in": ids}}, "st", {"st": 1, "Modality": 1})
+        for series in found:
             if series.get("Modality"):
                 modalities.setdefault(series["st"], set()).add(str(series["Modality"]))
     for study in studies:
@@ -190,11 +224,17 @@ async def _with_modalities(index: DicomIndex, studies: list[Document]) -> list[D
     return studies
 
 
-async def _with_parents(index: DicomIndex, rows: list[Document], level: str) -> list[Document]:
-    study_ids = sorted({row["st"] for row in rows})
-    studies = {d["_id"]: d async for d in index.studies.find({"_id": {"$in": study_ids}})}
+async def _with_parents(
+    index: DicomIndex, rows: list[Document], query: FindQuery
+) -> list[Document]:
+    """Parent rows are read only when the peer asked for one of their attributes."""
+    level, levels = query.level, {attribute_level(k) for k in query.wanted - set(OWN_ID.values())}
+    studies: dict[str, Document] = {}
+    if rows and levels & {"PATIENT", "STUDY"}:
+        study_ids = sorted({row["st"] for row in rows})
+        studies = {d["_id"]: d async for d in index.studies.find({"_id": {"$in": study_ids}})}
     series: dict[str, Document] = {}
-    if level == "IMAGE":
+    if rows and level == "IMAGE" and "SERIES" in levels:
         series_ids = sorted({row["se"] for row in rows})
         series = {d["_id"]: d async for d in index.series.find({"_id": {"$in": series_ids}})}
     merged = []
