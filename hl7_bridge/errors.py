@@ -10,28 +10,21 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
+
+import yaml
 
 from fhir_server.errors import FhirError
 from mappings.hl7v2.errors import MappingError
 
 log = logging.getLogger(__name__)
 
-# HL7 table 0357, message error condition codes
-TABLE_0357 = {
-    "0": "Message accepted",
-    "100": "Segment sequence error",
-    "101": "Required field missing",
-    "102": "Data type error",
-    "103": "Table value not found",
-    "104": "Value too long",
-    "200": "Unsupported message type",
-    "201": "Unsupported event code",
-    "202": "Unsupported processing id",
-    "203": "Unsupported version id",
-    "204": "Unknown key identifier",
-    "205": "Duplicate key identifier",
-    "206": "Application record locked",
-    "207": "Application internal error",
+# HL7 table 0357, message error condition codes (data: table_0357.yaml)
+TABLE_0357: dict[str, str] = {
+    str(code): str(text)
+    for code, text in yaml.safe_load(
+        (resources.files("hl7_bridge") / "table_0357.yaml").read_text("utf-8")
+    ).items()
 }
 
 
