@@ -9,19 +9,21 @@ Writes are atomic (temporary name, fsync, rename, fsync of the directory) and ch
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from imaging.uids import is_uid
 
 CHUNK = 4 * 1024 * 1024
+T = TypeVar("T")
 _SEGMENT = re.compile(r"^[0-9a-z][0-9a-z._-]{0,79}$")
 
 
@@ -193,3 +195,100 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class S3ObjectStore:
+    """Objects in an S3-compatible bucket; a PUT is atomic there, and checked by MD5."""
+
+    def __init__(
+        self,
+        bucket: str,
+        endpoint_url: str | None = None,
+        prefix: str = "",
+        region: str | None = None,
+        threads: int = 16,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(max_pool_connections=threads, retries={"max_attempts": 3}),
+        )
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="s3store")
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return self.prefix + key
+
+    async def _run(self, function: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: function(*args))
+
+    async def put(self, key: str, data: bytes, sha256: str | None = None) -> StoredObject:
+        digest = sha256 or hashlib.sha256(data).hexdigest()
+        await self._run(self._put, self._key(key), data, digest)
+        return StoredObject(key, len(data), digest)
+
+    def _put(self, name: str, data: bytes, digest: str) -> None:
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - S3's check
+        self.client.put_object(
+            Bucket=self.bucket, Key=name, Body=data, ContentMD5=md5, Metadata={"sha256": digest}
+        )
+        head = self.client.head_object(Bucket=self.bucket, Key=name)
+        if head["ContentLength"] != len(data):
+            raise ObjectStoreError("stored size differs from the size sent")
+
+    async def put_many(self, items: list[tuple[str, bytes, str]]) -> list[StoredObject]:
+        return list(await asyncio.gather(*(self.put(key, data, sha) for key, data, sha in items)))
+
+    async def get(self, key: str) -> bytes:
+        name = self._key(key)
+        try:
+            body: bytes = await self._run(self._get, name)
+        except self.client.exceptions.NoSuchKey as error:
+            raise ObjectStoreError("object not found") from error
+        return body
+
+    def _get(self, name: str) -> bytes:
+        body: bytes = self.client.get_object(Bucket=self.bucket, Key=name)["Body"].read()
+        return body
+
+    async def stream(self, key: str, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
+        name = self._key(key)
+        try:
+            answer = await self._run(self._open, name)
+        except self.client.exceptions.NoSuchKey as error:
+            raise ObjectStoreError("object not found") from error
+        body = answer["Body"]
+        try:
+            while chunk := await self._run(body.read, chunk_size):
+                yield chunk
+        finally:
+            body.close()
+
+    def _open(self, name: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self.client.get_object(Bucket=self.bucket, Key=name)
+        return answer
+
+    async def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            await self._run(self._head, self._key(key))
+        except ClientError:
+            return False
+        return True
+
+    def _head(self, name: str) -> None:
+        self.client.head_object(Bucket=self.bucket, Key=name)
+
+    async def delete(self, key: str) -> None:
+        await self._run(self._delete, self._key(key))
+
+    def _delete(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=name)

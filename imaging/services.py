@@ -21,7 +21,7 @@ from imaging.dicomweb.endpoint import DicomwebService
 from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestPolicy
-from imaging.objectstore import LocalObjectStore, ObjectStore
+from imaging.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 from imaging.parse import Limits, metadata_of
 
 log = logging.getLogger(__name__)
@@ -63,17 +63,31 @@ class Imaging:
                 await task
 
 
+def object_store(
+    objects_dir: Path,
+    s3_bucket: str | None = None,
+    s3_endpoint_url: str | None = None,
+    s3_prefix: str = "",
+    s3_region: str | None = None,
+) -> ObjectStore:
+    """The S3-compatible store when a bucket is configured, else files under objects_dir."""
+    if s3_bucket:
+        return S3ObjectStore(s3_bucket, s3_endpoint_url, s3_prefix, s3_region)
+    return LocalObjectStore(objects_dir)
+
+
 def build_imaging(
     repository: Repository,
     router: FhirRouter,
-    objects_dir: Path,
+    objects: Path | ObjectStore,
     dicomweb_base_path: str,
     dicomweb_url: Callable[[], str],
     replace_different: bool = False,
     max_instance_bytes: int = 512 * 1024 * 1024,
 ) -> Imaging:
-    store = LocalObjectStore(objects_dir)
-    store.clean_temporary()  # a crash mid-write leaves only invisible temporaries
+    store = LocalObjectStore(objects) if isinstance(objects, Path) else objects
+    if isinstance(store, LocalObjectStore):
+        store.clean_temporary()  # a crash mid-write leaves only invisible temporaries
     index = DicomIndex(repository)
     limits = Limits(max_instance_bytes=max_instance_bytes, max_inflated_bytes=max_instance_bytes)
     ingestor = Ingestor(store, index, IngestPolicy(limits, replace_different))

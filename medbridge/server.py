@@ -17,7 +17,7 @@ from hl7_bridge.listener import Limits, TlsFiles
 from hl7_bridge.service import BridgeOptions, start_listener
 from imaging.dimse.config import DimseConfig, load_peers
 from imaging.dimse.service import start_dimse
-from imaging.services import build_imaging
+from imaging.services import build_imaging, object_store
 from medbridge import __version__
 from medbridge.app import DICOMWEB_BASE, FHIR_BASE, build_app, mount_dicomweb
 from medbridge.embedded_mongo import EmbeddedMongo
@@ -66,7 +66,10 @@ async def _serve(settings: Settings, uri: str) -> None:
         app = build_app(router, readiness, settings.max_body_bytes)
         public_base = [settings.public_base_url or f"http://{settings.host}:{settings.http_port}"]
         imaging = build_imaging(
-            repository, router, settings.objects_dir, DICOMWEB_BASE,
+            repository, router,
+            object_store(settings.objects_dir, settings.s3_bucket, settings.s3_endpoint_url,
+                         settings.s3_prefix, settings.s3_region),
+            DICOMWEB_BASE,
             lambda: public_base[0] + DICOMWEB_BASE,
             settings.dicom_replace_different, settings.dicom_max_instance_bytes,
         )  # fmt: skip

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     dicom_max_instance_bytes: int = Field(
         512 * 1024 * 1024, gt=0, description="largest DICOM instance (and inflated size) accepted"
     )
+    s3_bucket: str | None = Field(None, description="S3-compatible bucket for DICOM objects")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, Ceph, ...)")
+    s3_prefix: str = Field("", description="key prefix inside the bucket")
+    s3_region: str | None = Field(None, description="S3 region; credentials from AWS_* variables")
     # HL7 v2 / MLLP (docs/hl7.md)
     mllp_max_message_bytes: int = Field(10 * 1024 * 1024, gt=0, description="larger -> AR")
     mllp_max_connections: int = Field(200, gt=0, description="at the cap, longest idle is closed")
