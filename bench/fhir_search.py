@@ -8,6 +8,7 @@ measures typical searches over HTTP at 1 and 16 clients, and 10-entry transactio
 bundles posted to the base.
 
     ./run bench fhir_search [--resources 100000] [--requests 500] [--clients 1,16]
+    ./run bench fhir_search --reuse /tmp/medbridge-bench-search-XXXX   # skip the load
 """
 
 from __future__ import annotations
@@ -201,10 +202,31 @@ async def sample_ids(client: AsyncMongoClient[dict[str, Any]], limit: int) -> di
     return {"Patient": [doc["_id"] async for doc in cursor]}
 
 
+async def _counted(client: AsyncMongoClient[dict[str, Any]], reuse: Path) -> dict[str, Any]:
+    database = client["bench"]
+    total = 0
+    for resource_type in ("Patient", "ServiceRequest", "ImagingStudy", "DiagnosticReport"):
+        total += await database[resource_type].count_documents({})
+    # one study per loaded patient; earlier transaction runs added patients without one
+    patients = await database["ImagingStudy"].count_documents({})
+    return {
+        "reused": str(reuse),
+        "resources": total,
+        "patients": patients,
+        "seconds": 0,
+        "per_second": 0,
+    }
+
+
 async def run(
-    resources: int, requests: int, levels: list[int], chunk: int, transactions: int
+    resources: int,
+    requests: int,
+    levels: list[int],
+    chunk: int,
+    transactions: int,
+    reuse: Path | None,
 ) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="medbridge-bench-search-"))
+    workdir = reuse or Path(tempfile.mkdtemp(prefix="medbridge-bench-search-"))
     store = EmbeddedMongo(workdir / "store")
     store.start()
     rows: list[Measurement] = []
@@ -213,8 +235,12 @@ async def run(
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri)
         repository = Repository(client, "bench")
         await repository.ensure_indexes()
-        print(f"loading {resources} resources through Repository.create (no HTTP) ...", flush=True)
-        loaded = await load(repository, resources, chunk)
+        if reuse is None:
+            print(f"loading {resources} resources via Repository.create (no HTTP) ...", flush=True)
+            loaded = await load(repository, resources, chunk)
+        else:
+            loaded = await _counted(client, reuse)
+            resources = loaded["patients"] * 4
         print(f"loaded {loaded['resources']} in {loaded['seconds']} s ({loaded['per_second']}/s)")
         ids = await sample_ids(client, 5000)
         await client.close()
@@ -253,7 +279,7 @@ async def run(
         "mix": "per patient: Patient, ServiceRequest, ImagingStudy, DiagnosticReport",
         "requests_per_step": requests,
     }
-    print(f"\nwrote {write_results('fhir_search', rows, extra)}")
+    print(f"\nwrote {write_results('fhir_search', rows, extra)}; store kept in {workdir}")
 
 
 def main() -> None:
@@ -265,9 +291,12 @@ def main() -> None:
     parser.add_argument("--transactions", type=int, default=100, help="bundles per level")
     parser.add_argument("--clients", default="1,16", help="comma-separated concurrency levels")
     parser.add_argument("--chunk", type=int, default=200, help="resources per load transaction")
+    parser.add_argument("--reuse", type=Path, help="work directory of an earlier run: no load")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
-    asyncio.run(run(args.resources, args.requests, levels, args.chunk, args.transactions))
+    asyncio.run(
+        run(args.resources, args.requests, levels, args.chunk, args.transactions, args.reuse)
+    )
 
 
 if __name__ == "__main__":
