@@ -117,11 +117,13 @@ class Engine:
         return {rid for rid, hit in zip(ordered, hits, strict=True) if hit is not None}
 
     async def row_ids(self, resource_type: str, row_filter: Document) -> set[str]:
-        # distinct() returns the ids alone: about 2.5x faster than find() on the embedded store
-        found = await self.db[f"{resource_type}_idx"].distinct(
-            "r", row_filter, session=self.session
-        )
-        return set(found)
+        rows = self.db[f"{resource_type}_idx"]
+        if self.session is None:
+            # distinct() returns the ids alone: ~2x faster than find() on the embedded store,
+            # which refuses it inside a transaction
+            return set(await rows.distinct("r", row_filter))
+        cursor = rows.find(row_filter, {"r": 1, "_id": 0}, session=self.session)
+        return {doc["r"] async for doc in cursor}
 
     async def _chain(
         self, resource_type: str, chain: ChainQuery, within: set[str] | None
