@@ -246,3 +246,34 @@ def test_client_errors_are_dicomweb_answers(dicomweb: DICOMwebClient, http: http
         response = http.get(path)
         assert response.status_code == 404
         assert "Traceback" not in response.text
+
+
+def test_gzip_bodies_are_inflated_under_caps(http: httpx.Client) -> None:
+    import gzip
+
+    data = renamed("CT_small.dcm")
+    body, content_type = multipart([data])
+    headers = {"Content-Type": content_type, "Content-Encoding": "gzip"}
+    ok = http.post("/studies", content=gzip.compress(body), headers=headers)
+    assert ok.status_code == 200
+    # 600 MB of zeros in a few hundred KB: refused once the ratio cap is passed
+    bomb_body = f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + b"\0" * (
+        600 << 20
+    )
+    bomb = http.post("/studies", content=gzip.compress(bomb_body, 9), headers=headers)
+    assert bomb.status_code == 413
+    assert "Traceback" not in bomb.text
+
+
+def test_other_transfer_syntax_is_not_acceptable(http: httpx.Client) -> None:
+    data = renamed("JPEG2000.dcm")
+    ds = dataset(data)
+    assert stow(http, [data]).status_code == 200
+    explicit = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
+    refused = http.get(f"/studies/{ds.StudyInstanceUID}", headers={"Accept": explicit})
+    assert refused.status_code == 406
+    syntax = ds.file_meta.TransferSyntaxUID
+    stored_syntax = f'multipart/related; type="application/dicom"; transfer-syntax={syntax}'
+    served = http.get(f"/studies/{ds.StudyInstanceUID}", headers={"Accept": stored_syntax})
+    assert served.status_code == 200
+    assert split_multipart(served) == [data]
