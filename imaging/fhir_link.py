@@ -97,6 +97,9 @@ class StudyLinker:
                         if attempt == 2:
                             raise
                 return None
+            except LinkError as error:
+                log.warning("ImagingStudy upkeep refused (%s); the study stays marked", error)
+                return None
             except Exception:
                 log.exception("ImagingStudy upkeep failed; the study stays marked for retry")
                 return None
@@ -264,6 +267,11 @@ def _has_accession(order: dict[str, Any], accession: str) -> bool:
 
 
 def _diagnostics(answer: Any) -> str:
+    """The refusal's catalog code for the log; its wording (which may quote patient data)
+    only at DEBUG."""
     if isinstance(answer, dict) and answer.get("issue"):
-        return str(answer["issue"][0].get("diagnostics", ""))[:200]
+        issue = answer["issue"][0]
+        log.debug("FHIR refusal: %s", issue.get("diagnostics", ""))
+        codes = issue.get("details", {}).get("coding", [{}])
+        return str(codes[0].get("code", issue.get("code", "")))
     return ""
