@@ -38,6 +38,7 @@ async def search(exchange: Exchange, services: FhirServices) -> FhirResponse:
         for name, value in search_request.criteria
     ]
     path = resource_type
+    clauses += access_clauses(exchange, resource_type)
     if patient is not None:
         clauses.append(compartment_clause(resource_type, patient))
         path = f"Patient/{patient}/{resource_type}"
@@ -57,6 +58,9 @@ async def everything(exchange: Exchange, services: FhirServices) -> FhirResponse
     if route.resource_type != "Patient" or route.resource_id is None:
         raise FhirError("MB-1013", "$everything is defined on Patient/{id}")
     patient_id = route.resource_id
+    allowed = exchange.context.patient
+    if allowed is not None and allowed != patient_id:
+        raise FhirError("MB-1002", f"Patient/{patient_id} is not known")
     engine = services.repository.search_engine()
     entries: list[dict[str, Any]] = []
     for resource_type in ("Patient", *sorted(patient_compartment())):
@@ -72,6 +76,17 @@ async def everything(exchange: Exchange, services: FhirServices) -> FhirResponse
         raise FhirError("MB-1002", f"Patient/{patient_id} is not known")
     links = [("self", f"{request.base_url}/Patient/{patient_id}/$everything")]
     return FhirResponse(200, bundle("searchset", entries, links, len(entries)))
+
+
+def access_clauses(exchange: Exchange, resource_type: str) -> list[Clause]:
+    """A patient-context token sees its own compartment: compiled into the query, so
+    totals and paging stay right (types outside the compartment are not narrowed)."""
+    patient = exchange.context.patient
+    if patient is None:
+        return []
+    if resource_type != "Patient" and resource_type not in patient_compartment():
+        return []
+    return [compartment_clause(resource_type, patient)]
 
 
 def compartment_clause(resource_type: str, patient_id: str) -> Clause:

@@ -1,0 +1,96 @@
+"""Bundle entries re-enter the router: every entry passes the pipeline's stages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pymongo import AsyncMongoClient
+
+from fhir_server.context import Door, RequestContext
+from fhir_server.errors import FhirError
+from fhir_server.exchange import FhirRequest
+from fhir_server.pipeline import Exchange, Stage
+from fhir_server.repository import Repository
+from fhir_server.router import FhirRouter
+from fhir_server.services import FhirServices
+
+BASE = "http://test/fhir"
+
+
+def patient(family: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "name": [{"family": family}]}
+
+
+def bundle(kind: str, *entries: tuple[str, str, dict[str, Any] | None]) -> FhirRequest:
+    document = {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [
+            {"request": {"method": m, "url": u}, **({"resource": r} if r else {})}
+            for m, u, r in entries
+        ],
+    }
+    headers = {"content-type": "application/fhir+json"}
+    return FhirRequest("POST", "", [], headers, orjson.dumps(document), BASE)
+
+
+async def test_each_entry_is_authorized_and_a_denial_rolls_back(
+    mongo: AsyncMongoClient[dict[str, Any]], database_name: str
+) -> None:
+    repository = Repository(mongo, database_name)
+    await repository.ensure_indexes()
+    router = FhirRouter(FhirServices(repository))
+    seen: list[str] = []
+
+    async def authorize(exchange: Exchange) -> None:
+        request = exchange.request
+        seen.append(f"{request.method} {request.path}")
+        if request.method == "DELETE":
+            raise FhirError("MB-1013", "deletes are not allowed here")
+
+    router.pipeline.intervene(Stage.AUTHORIZE, authorize)
+    context = RequestContext(Door.FHIR)
+    entries = (("POST", "Patient", patient("Kept")), ("DELETE", "Patient/x", None))
+    batch = await router.handle(bundle("batch", *entries), context)
+    assert batch.status == 200
+    statuses = [e["response"]["status"] for e in orjson.loads(batch.body or b"")["entry"]]
+    assert statuses[0].startswith("201")
+    assert statuses[1].startswith("405")
+    assert seen == ["POST ", "POST Patient", "DELETE Patient/x"]
+
+    seen.clear()
+    failed = await router.handle(bundle("transaction", *entries), context)
+    assert failed.status == 405
+    assert seen == ["POST ", "DELETE Patient/x"]  # the spec's order: DELETE first, then stop
+    found = await repository.matching_ids("Patient", [("family", "kept")])
+    assert len(found) == 1  # only the batch's patient; the transaction left nothing
+
+
+async def test_patient_context_is_compiled_into_searches(
+    mongo: AsyncMongoClient[dict[str, Any]], database_name: str
+) -> None:
+    repository = Repository(mongo, database_name)
+    await repository.ensure_indexes()
+    router = FhirRouter(FhirServices(repository))
+    system = RequestContext(Door.FHIR)
+    for family in ("Mine", "Other"):
+        created = await router.handle(
+            FhirRequest(
+                "POST",
+                "Patient",
+                [],
+                {"content-type": "application/fhir+json"},
+                orjson.dumps(patient(family)),
+                BASE,
+            ),
+            system,
+        )
+        assert created.status == 201
+    ids = sorted(await repository.matching_ids("Patient", [("family", "mine,other")]))
+    mine = (await repository.matching_ids("Patient", [("family", "mine")]))[0]
+    assert len(ids) == 2
+    portal = RequestContext(Door.FHIR, patient=mine)
+    response = await router.handle(FhirRequest("GET", "Patient", [], {}, None, BASE), portal)
+    found = [e["resource"]["id"] for e in orjson.loads(response.body or b"")["entry"]]
+    assert found == [mine]
