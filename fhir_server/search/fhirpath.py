@@ -2,7 +2,8 @@
 
 Supported: member paths with choice types (`Observation.value` finds `valueQuantity`),
 `(path as Type)`, `.as(Type)`, `.ofType(Type)`, `.where(resolve() is Type)`,
-`.where(field='literal')` and `.exists()`. Anything else yields no values, so an
+`.where(field='literal')`, `.exists()` and the `x.exists() and x != false` of
+Patient-deceased. Anything else yields no values, so an
 expression this subset cannot read indexes nothing rather than something wrong.
 """
 
@@ -18,6 +19,8 @@ _AS = re.compile(r"\((?P<path>[^()]+) as (?P<type>\w+)\)(?P<rest>.*)")
 _CALL = re.compile(r"(?P<name>\w+)\((?P<argument>.*)\)")
 _RESOLVE_IS = re.compile(r"resolve\(\) is (\w+)")
 _FIELD_IS = re.compile(r"(\w+)\s*=\s*'([^']*)'")
+# R4's Patient-deceased: `Patient.deceased.exists() and Patient.deceased != false`
+_PRESENT_NOT_FALSE = re.compile(r"(?P<path>[\w.]+)\.exists\(\) and (?P=path) != false")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,10 @@ class Node:
 def evaluate(expression: str, resource: dict[str, Any]) -> list[Node]:
     """The values `expression` (one union branch) selects in `resource`."""
     expression = expression.strip()
+    present = _PRESENT_NOT_FALSE.fullmatch(expression)
+    if present:
+        values = [n.value for n in _run(_steps(present["path"])[1:], [Node(resource)])]
+        return [Node(bool(values) and values != [False], "boolean")]
     if " and " in expression or " or " in expression:
         return []
     cast = _AS.fullmatch(expression)

@@ -59,3 +59,12 @@ def test_subject_rows_only_for_the_right_target() -> None:
     assert keys(study, "patient") == []
     assert keys(study, "subject") == ["Group/9"]
     assert keys(study, "modality") == [f"DCM{SEP}CT"]
+
+
+def test_deceased_is_true_for_a_date_or_true_and_false_otherwise() -> None:
+    alive = {"resourceType": "Patient", "deceasedBoolean": False}
+    dead = {"resourceType": "Patient", "deceasedDateTime": "2020-01-01"}
+    unknown = {"resourceType": "Patient"}
+    assert keys(alive, "deceased") == [f"{SEP}false"]
+    assert keys(dead, "deceased") == [f"{SEP}true"]
+    assert keys(unknown, "deceased") == [f"{SEP}false"]
