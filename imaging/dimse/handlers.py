@@ -14,13 +14,14 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
+from pynetdicom.presentation import build_context
 
 from fhir_server.context import Actor, Door, RequestContext
 from fhir_server.errors import FhirError
 from imaging.dimse import query, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
-from imaging.dimse.sop_classes import PATIENT_ROOT, ModalityWorklistFind
+from imaging.dimse.sop_classes import PATIENT_ROOT, ModalityWorklistFind, Verification
 from imaging.dimse.status import (
     CANCEL,
     NOT_AUTHORIZED,
@@ -174,7 +175,10 @@ class Handlers:
             yield None, None
             return
         rows, status = self._rows(event)
-        yield peer.host, peer.port, {"contexts": retrieve.contexts_for(rows or [])}
+        # pynetdicom associates with the destination before it takes our status, so even
+        # a refused move offers a context the destination can accept
+        contexts = retrieve.contexts_for(rows) if rows else [build_context(Verification)]
+        yield peer.host, peer.port, {"contexts": contexts}
         if rows is None:
             yield 1
             yield status, None

@@ -229,3 +229,28 @@ def test_association_limit(site: Site) -> None:
         again = run("echoscu", "-aet", "RETRIEVER", "-aec", "MEDBRIDGE", "127.0.0.1",
                     str(site.server.dicom_port))  # fmt: skip
     assert "Received Echo Response (Success)" in again
+
+
+def test_c_move_cancel_stops_the_sub_operations(site: Site, tmp_path: Path) -> None:
+    study, series = generate_uid(), generate_uid()
+    paths = []
+    for n in range(40):
+        path = tmp_path / f"{n}.dcm"
+        path.write_bytes(renamed("CT_small.dcm", study=study, series=series, patient_id="MOVE3"))
+        paths.append(path)
+    assert successes(storescu(site.server.dicom_port, paths, "RETRIEVER")) == 40
+    before = len(received(site.dest_dir))
+    output = run(
+        "movescu", "-S", "-aet", "RETRIEVER", "-aec", "MEDBRIDGE", "-aem", "DEST",
+        "--cancel", "1", "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+        "127.0.0.1", str(site.server.dicom_port),
+    )  # fmt: skip
+    assert "Received Final Move Response (Cancel" in output, output[-3000:]
+    assert len(received(site.dest_dir)) - before < 40
+
+
+def test_c_move_without_unique_key_is_a900(site: Site) -> None:
+    output = movescu(
+        site, "RETRIEVER", "DEST", "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={site.study}"
+    )
+    assert "DataSetDoesNotMatchSOPClass" in output  # A900, output[-2000:]
