@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 ENDPOINT_ID = "medbridge-dicomweb"
 SCOPES = frozenset({"system/*.cruds", "system/*.*"})
 OWN_DOORS = (Door.DICOMWEB, Door.DIMSE)
-QUIET = 0.1  # seconds the background upkeep waits after a wake-up
+QUIET, MAX_DELAY = 0.3, 5.0  # seconds: settle time after the last news, and its bound
 
 
 class LinkError(Exception):
@@ -239,8 +240,7 @@ class StudyLinker:
     async def run(self, interval: float = 2.0) -> None:
         """Background upkeep: marked studies (new instances, crash, refused write) synced."""
         while True:
-            self._wake.clear()
-            await asyncio.sleep(QUIET)  # let a burst of instances land: one write per study
+            await self._settle()
             try:
                 pending, self._pending = self._pending, set()
                 for study in sorted(pending | set(await self.index.dirty_studies())):
@@ -250,6 +250,17 @@ class StudyLinker:
             if not self._wake.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), interval)
+
+    async def _settle(self) -> None:
+        """Wait for QUIET seconds without news (at most MAX_DELAY): rewriting a study's
+        ImagingStudy per arriving batch would cost more than the ingest itself."""
+        deadline = time.monotonic() + MAX_DELAY
+        while time.monotonic() < deadline:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), QUIET)
+            except TimeoutError:
+                return
 
 
 def _same(current: Any, wanted: dict[str, Any]) -> bool:
