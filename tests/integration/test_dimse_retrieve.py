@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
 from medbridge.embedded_mongo import EmbeddedMongo, free_port
-from tests.support.dcmtk import run, storescu, successes
+from tests.support.dcmtk import findscu, run, storescu, successes
 from tests.support.dicom import renamed
 from tests.support.servers import RunningServer, start_server
 
@@ -72,6 +72,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo) -> Iter
             "MEDBRIDGE_DICOM_PEERS_FILE": str(peers),
             "MEDBRIDGE_DICOM_OPEN": "false",
             "MEDBRIDGE_DICOM_MAX_ASSOCIATIONS": "3",
+            "MEDBRIDGE_DICOM_AE_TITLE": "ARCHIVE1",
         }
         server = start_server(root / "server", store.uri, env=env)
         try:
@@ -254,3 +255,13 @@ def test_c_move_without_unique_key_is_a900(site: Site) -> None:
         site, "RETRIEVER", "DEST", "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={site.study}"
     )
     assert "DataSetDoesNotMatchSOPClass" in output  # A900, output[-2000:]
+
+
+def test_our_ae_title_is_configurable(site: Site, tmp_path: Path) -> None:
+    _, found = findscu(
+        site.server.dicom_port, "-S",
+        ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={site.study}", "PatientID"],
+        tmp_path, "RETRIEVER",
+    )  # fmt: skip
+    assert [d.RetrieveAETitle for d in found] == ["ARCHIVE1"]
+    assert found[0].PatientID == "MOVE1"
