@@ -8,7 +8,7 @@ timeout; every path ends in a DIMSE status (see `status.attempt`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,12 +113,9 @@ class Handlers:
         if rows is None:
             yield answer.status, None
             return
-        for row in rows:
-            if event.is_cancelled:
-                yield CANCEL, None
-                return
-            yield PENDING, query.response(row, parsed, self.config.ae_title)
-        yield SUCCESS, None
+        yield from _pending(
+            event, rows, lambda row: query.response(row, parsed, self.config.ae_title)
+        )
 
     def _worklist(self, event: Event) -> Iterator[FindYield]:
         if not self._allowed(event, "worklist") or self.archive.worklist is None:
@@ -132,12 +129,7 @@ class Handlers:
         if records is None:
             yield answer.status, None
             return
-        for record in records:
-            if event.is_cancelled:
-                yield CANCEL, None
-                return
-            yield PENDING, worklist.response(record, parsed)
-        yield SUCCESS, None
+        yield from _pending(event, records, lambda record: worklist.response(record, parsed))
 
     # C-MOVE / C-GET --------------------------------------------------------------------
 
@@ -198,6 +190,25 @@ class Handlers:
             return
         yield len(rows)
         yield from self._datasets(event, rows)
+
+
+def _pending(
+    event: Event, items: list[Any], render: Callable[[Any], Dataset]
+) -> Iterator[FindYield]:
+    """Pending responses until done or cancelled; a response that cannot be built ends
+    the search with a failure status instead of an exception in pynetdicom."""
+    for item in items:
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        identifier: Dataset | None = None
+        with attempt("C-FIND response", UNABLE_TO_PROCESS) as failed:
+            identifier = render(item)
+        if identifier is None:
+            yield failed.status, None
+            return
+        yield PENDING, identifier
+    yield SUCCESS, None
 
 
 def _status(status: int, reason: str | None) -> Dataset:
