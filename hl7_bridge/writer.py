@@ -77,6 +77,8 @@ class Writer:
         key = plan.resolved.get(conditional)
         current = plan.resources.get(key) if key else None
         if current is None:
+            current = await self._read_derived(conditional, action.criteria)
+        if current is None:
             current = await self._find(resource_type, action.criteria, action.location)
         if current is None and action.mode == "existing":
             raise Hl7Error(
@@ -136,6 +138,23 @@ class Writer:
         if key and key in plan.resources:
             return plan.resources[key]
         return await self._find(resource_type, criteria, location)
+
+    async def _read_derived(self, conditional: str, criteria: str) -> Resource | None:
+        """The resource this bridge created for the key, by primary key: no index search.
+
+        Only a fast path: it must still carry a key identifier, else the search decides.
+        """
+        resource_type = conditional.partition("?")[0]
+        path = f"{resource_type}/{_derived_id(conditional)}"
+        response = await self.router.handle(FhirRequest("GET", path), self.context)
+        if response.status != 200:
+            return None
+        resource: Resource = orjson.loads(response.body or b"{}")
+        name, _, values = criteria.partition("=")
+        if name != "identifier":
+            return None
+        held = {f"{i.get('system', '')}|{i.get('value')}" for i in resource.get("identifier", [])}
+        return resource if held & set(values.split(",")) else None
 
     async def _find(self, resource_type: str, criteria: str, location: str) -> Resource | None:
         name, _, value = criteria.partition("=")
