@@ -53,7 +53,7 @@ async def run_page(
     collection = engine.db[request.resource_type]
     base: Document = {"_id": {"$in": sorted(ids)}} if ids is not None else {"raw": {"$ne": None}}
     if request.total != "none" or request.summary == "count":
-        page.total = len(ids) if ids is not None else await collection.count_documents(base)
+        page.total = len(ids) if ids is not None else await _count(engine, base, request)
     if not want_entries or request.count == 0 or (ids is not None and not ids):
         return page
     fields = sort_fields(request)
@@ -81,6 +81,14 @@ async def run_page(
     if request.includes:
         page.included = await _includes(engine, request, docs)
     return page
+
+
+async def _count(engine: Engine, query: Document, request: SearchRequest) -> int:
+    # $match + $count: count_documents() ($group) takes seconds on the embedded store
+    pipeline: list[Document] = [{"$match": query}, {"$count": "n"}]
+    cursor = await engine.db[request.resource_type].aggregate(pipeline, session=engine.session)
+    counted = await cursor.to_list()
+    return int(counted[0]["n"]) if counted else 0
 
 
 async def _by_id(

@@ -94,3 +94,21 @@ async def test_patient_context_is_compiled_into_searches(
     response = await router.handle(FhirRequest("GET", "Patient", [], {}, None, BASE), portal)
     found = [e["resource"]["id"] for e in orjson.loads(response.body or b"")["entry"]]
     assert found == [mine]
+
+
+async def test_searches_inside_a_transaction_see_its_writes(
+    mongo: AsyncMongoClient[dict[str, Any]], database_name: str
+) -> None:
+    repository = Repository(mongo, database_name)
+    await repository.ensure_indexes()
+    router = FhirRouter(FhirServices(repository))
+    request = bundle(
+        "transaction",
+        ("POST", "Patient", patient("Inside")),
+        ("GET", "Patient?_count=5", None),
+        ("GET", "Patient?family=insi", None),
+    )
+    response = await router.handle(request, RequestContext(Door.FHIR))
+    assert response.status == 200, response.body
+    results = orjson.loads(response.body or b"")["entry"]
+    assert [r["resource"]["total"] for r in results[1:]] == [1, 1]
