@@ -98,8 +98,6 @@ class Engine:
     async def _match(
         self, resource_type: str, row_filter: Document, within: set[str] | None
     ) -> set[str]:
-        if within is not None and len(within) <= SMALL:
-            return await self._check_each(resource_type, row_filter, within)
         found = await self.row_ids(resource_type, row_filter)
         return found if within is None else found & within
 
