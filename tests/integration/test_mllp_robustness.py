@@ -325,6 +325,12 @@ def test_kill_9_mid_stream_loses_no_acknowledged_order(
         pending = [n for n in range(total) if n not in acked]
     server = start_server(tmp_path / "kill", store.uri, database=database)
     try:
+        with httpx.Client(base_url=server.fhir_base, timeout=30) as fhir:
+            for n in sorted(acked):  # everything acknowledged survived the kills
+                bundle = fhir.get(
+                    "ServiceRequest", params={"identifier": f"{RIS}|KO-{unique}-{n}"}
+                ).json()
+                assert len(bundle.get("entry", [])) == 1, n
         sender = Sender(server.mllp_port)
         try:
             for n in range(total):  # resend everything: acknowledged ones must not duplicate
