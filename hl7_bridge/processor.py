@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 # hl7apy's libraries are the reference for which versions exist; 2.1/2.2 predate ours.
 SUPPORTED_VERSIONS = frozenset(v for v in hl7apy.SUPPORTED_LIBRARIES if v not in ("2.1", "2.2"))
 PROCESSING_IDS = frozenset({"P", "D", "T"})
+# An MLLP peer is a system client (trusted by network placement or TLS client certificate):
+# it may read and write every type, as SMART v2 `system/*.cruds` would allow.
+PEER_SCOPES = frozenset({"system/*.cruds", "system/*.*"})
 
 
 @dataclass(slots=True)
@@ -135,7 +138,7 @@ class Processor:
         if message is not None and outcome.error is None:
             header = message.header
             actor = Actor("hl7-peer", f"{original.get(3)}^{original.get(4)}")
-            context = RequestContext(Door.HL7V2, actor=actor, peer=peer)
+            context = RequestContext(Door.HL7V2, actor=actor, scopes=PEER_SCOPES, peer=peer)
             with attempt(outcome, f"{header.message_type}^{header.trigger_event}"):
                 translation = translate(message, self.tables, self.timezone)
                 writer = Writer(self.router, context)
