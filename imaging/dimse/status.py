@@ -60,4 +60,6 @@ def attempt(service: str, fallback: int = CANNOT_UNDERSTAND) -> Iterator[Answer]
         if isinstance(error, FhirError):
             log.info("%s refused: %s", service, error.code)
         else:
-            log.error("%s failed: %s", service, type(error).__name__, exc_info=True)
+            # exception texts may quote header values: the traceback only at DEBUG
+            log.error("%s failed: %s", service, type(error).__name__)
+            log.debug("%s failure details", service, exc_info=True)
