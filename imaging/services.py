@@ -41,7 +41,7 @@ class Imaging:
         self.tasks.append(asyncio.create_task(self.linker.run()))
         self.tasks.append(asyncio.create_task(self.fill_metadata()))
 
-    async def fill_metadata(self, idle: float = 2.0, batch: int = 20) -> None:
+    async def fill_metadata(self, idle: float = 10.0, batch: int = 20) -> None:
         """Make the DICOM JSON of new instances while ingest is quiet (it is CPU-heavy)."""
         while True:
             await asyncio.sleep(idle)
