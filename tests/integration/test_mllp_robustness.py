@@ -116,7 +116,7 @@ def _mutate(kind: str, control: str, junk: bytes, text: str) -> bytes:
     elif kind == "invalid-utf8":
         return message.encode("utf-8").replace("Rūta".encode(), b"R\xff\xfeta")
     elif kind == "huge-field":
-        return message.replace("Rūta", "R" * (200 * 1024)).encode()
+        return message.replace("Rūta", "R" * (1024 * 1024)).encode()  # a 1 MiB field
     elif kind == "garbage":
         return bytes(b for b in junk if b not in (0x0B, 0x1C)) or b"\x00"
     elif kind == "truncate":
