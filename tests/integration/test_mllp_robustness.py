@@ -272,6 +272,11 @@ def test_idle_and_slow_connections_cannot_starve_a_sender(limited: RunningServer
             if n % 2:
                 hog.sendall(b"\x0bMSH|")  # a frame started and never finished
             hogs.append(hog)
+        # Wait until the server has admitted every hog: admitting the last ones closed the
+        # earlier ones (cap 30), so an early idle hog (even index) reading end-of-stream shows it.
+        hogs[-32].settimeout(30)
+        with contextlib.suppress(OSError):
+            assert hogs[-32].recv(1) == b""
         sender = Sender(limited.mllp_port)
         try:
             ack = sender.send(adt("A08", "starved", "ST").encode())
