@@ -63,28 +63,39 @@ class Tally:
         )
 
 
-async def _import(
-    items: list[Path],
-    max_bytes: int,
-    ingest: Callable[[Source], Awaitable[IngestOutcome]],
-    quiet: bool,
-) -> Tally:
+Ingest = Callable[[list[Source]], Awaitable[list[IngestOutcome]]]
+BATCH = 32
+
+
+async def _import(items: list[Path], max_bytes: int, ingest: Ingest, quiet: bool) -> Tally:
     tally = Tally()
     last = 0.0
+    batch: list[Source] = []
+
+    async def flush() -> None:
+        outcomes = await ingest(batch)
+        for source, outcome in zip(batch, outcomes, strict=True):
+            size = len(source.data or b"")
+            if outcome.ok:
+                kind = "duplicate" if outcome.added is Added.DUPLICATE else "stored"
+                tally.add(size, kind)
+            else:
+                tally.add(size, "failed", f"{outcome.code} {outcome.reason}")
+        batch.clear()
+
     for source in sources(items, max_bytes):
         if source.data is None:
             tally.add(0, "failed", source.problem)
         else:
-            outcome = await ingest(source)
-            if outcome.ok:
-                kind = "duplicate" if outcome.added is Added.DUPLICATE else "stored"
-                tally.add(len(source.data), kind)
-            else:
-                tally.add(len(source.data), "failed", f"{outcome.code} {outcome.reason}")
+            batch.append(source)
+            if len(batch) >= BATCH:
+                await flush()
         now = time.monotonic()
         if not quiet and now - last > 0.2:
             print(f"\r{tally.line()}", end="", file=sys.stderr, flush=True)
             last = now
+    if batch:
+        await flush()
     return tally
 
 
@@ -104,9 +115,9 @@ async def _over_http(args: argparse.Namespace, max_bytes: int) -> Tally:
 
     async with httpx.AsyncClient(timeout=120.0) as client:
 
-        async def ingest(source: Source) -> IngestOutcome:
-            assert source.data is not None
-            return await stow_one_over_http(client, args.url, source.data)
+        async def ingest(batch: list[Source]) -> list[IngestOutcome]:
+            # one request per instance: each answer maps back to its file
+            return [await stow_one_over_http(client, args.url, s.data or b"") for s in batch]
 
         return await _import(args.paths, max_bytes, ingest, args.quiet)
 
@@ -142,12 +153,10 @@ async def _in_process(args: argparse.Namespace, uri: str, target: Target) -> Tal
         await imaging.index.ensure_indexes()
         studies: set[str] = set()
 
-        async def ingest(source: Source) -> IngestOutcome:
-            assert source.data is not None
-            outcome = await imaging.ingestor.ingest(source.data, "import")
-            if outcome.ok and outcome.study:
-                studies.add(outcome.study)
-            return outcome
+        async def ingest(batch: list[Source]) -> list[IngestOutcome]:
+            outcomes = await imaging.ingestor.ingest_many([s.data or b"" for s in batch], "import")
+            studies.update(o.study for o in outcomes if o.ok and o.study)
+            return outcomes
 
         tally = await _import(args.paths, target.max_bytes, ingest, args.quiet)
         for study in sorted(studies):
