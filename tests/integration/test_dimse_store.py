@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import socket
 import threading
 import time
 from pathlib import Path
@@ -193,3 +194,16 @@ def test_one_study_over_c_store_and_stow_rs_at_once(server: RunningServer, tmp_p
     )  # fmt: skip
     assert "IS [12]" in output, output
     assert "IS [2 ]" in output, output
+
+
+def test_garbage_and_aborted_connections_leave_the_listener_up(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    for payload in (b"GET / HTTP/1.1\r\n\r\n", b"\x01\x00" + b"\xff" * 64, b""):
+        with socket.create_connection(("127.0.0.1", server.dicom_port), timeout=10) as raw:
+            raw.sendall(payload)
+    path = write(tmp_path, "ct.dcm", renamed("CT_small.dcm", patient_id="DIMSE-ABORT"))
+    aborted = storescu(server.dicom_port, [path], "STORESCU", "--abort")
+    assert successes(aborted) == 1
+    output = run("echoscu", "-aec", "MEDBRIDGE", "127.0.0.1", str(server.dicom_port))
+    assert "Received Echo Response (Success)" in output
