@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -277,3 +278,31 @@ def test_other_transfer_syntax_is_not_acceptable(http: httpx.Client) -> None:
     served = http.get(f"/studies/{ds.StudyInstanceUID}", headers={"Accept": stored_syntax})
     assert served.status_code == 200
     assert split_multipart(served) == [data]
+
+
+def test_dicomweb_client_command_line(server: RunningServer, tmp_path: Path) -> None:
+    """The `dicomweb_client` program (the package's own CLI) stores and finds a study."""
+    import json
+    import subprocess
+    import sys
+
+    study = generate_uid()
+    paths = []
+    for number in range(2):
+        path = tmp_path / f"{number}.dcm"
+        path.write_bytes(renamed("CT_small.dcm", study=study, patient_id="CLI"))
+        paths.append(str(path))
+    program = str(Path(sys.executable).parent / "dicomweb_client")
+    url = ["--url", f"{server.base_url}/dicomweb"]
+    stored = subprocess.run(
+        [program, *url, "store", "instances", *paths], capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert stored.returncode == 0, stored.stderr
+    found = subprocess.run(
+        [program, *url, "search", "studies", "--filter", f"StudyInstanceUID={study}"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    studies = json.loads(found.stdout)
+    assert studies[0]["00201208"]["Value"] == [2]
