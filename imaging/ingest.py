@@ -12,6 +12,7 @@ From a pynetdicom handler thread:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -27,6 +28,7 @@ from imaging.parse import Limits, ParsedInstance, parse
 log = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
+THREADED_DIGEST = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +91,9 @@ class Ingestor:
     ) -> list[IngestOutcome]:
         outcomes: list[IngestOutcome | None] = [None] * len(items)
         accepted: list[tuple[int, ParsedInstance, str]] = []
+        digests = await _digests(items)
         for position, data in enumerate(items):
-            sha256 = hashlib.sha256(data).hexdigest()
+            sha256 = digests[position]
             parsed: ParsedInstance | None = None
             try:
                 parsed = parse(data, self.policy.limits)
@@ -162,6 +165,18 @@ class Ingestor:
             await self.index.add_quarantine(sha256, key, code, reason, source)
         except Exception:
             log.exception("quarantine write failed")
+
+
+async def _digests(items: list[bytes]) -> list[str]:
+    """SHA-256 of each item; large ones on threads (hashlib lets go of the GIL there)."""
+    loop = asyncio.get_running_loop()
+
+    async def one(data: bytes) -> str:
+        if len(data) < THREADED_DIGEST:
+            return hashlib.sha256(data).hexdigest()
+        return await loop.run_in_executor(None, lambda: hashlib.sha256(data).hexdigest())
+
+    return list(await asyncio.gather(*(one(data) for data in items)))
 
 
 def _success(parsed: ParsedInstance, added: Added, sha256: str) -> IngestOutcome:
