@@ -12,6 +12,7 @@ leaves unchanged are not rewritten.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ class _Plan:
     resources: dict[str, Resource] = field(default_factory=dict)  # "Type/id" -> to write
     versions: dict[str, str | None] = field(default_factory=dict)  # "Type/id" -> version read
     unchanged: list[str] = field(default_factory=list)  # "Type/id/_history/n" kept as is
+    found: dict[str, Resource | None] = field(default_factory=dict)  # looked up up front
 
 
 class Writer:
@@ -53,7 +55,7 @@ class Writer:
     async def apply(self, translation: Translation) -> list[str]:
         """Write the translation; the references (`Type/id/_history/n`) of what it touched."""
         for _ in range(RETRIES):
-            plan = _Plan()
+            plan = _Plan(found=await self._prefetch(translation))
             for action in translation.actions:
                 if isinstance(action, Upsert):
                     await self._plan_upsert(plan, action)
@@ -77,9 +79,10 @@ class Writer:
         key = plan.resolved.get(conditional)
         current = plan.resources.get(key) if key else None
         if current is None:
-            current = await self._read_derived(conditional, action.criteria)
-        if current is None:
-            current = await self._find(resource_type, action.criteria, action.location)
+            if conditional in plan.found:
+                current = plan.found[conditional]
+            else:
+                current = await self._lookup(conditional, action)
         if current is None and action.mode == "existing":
             raise Hl7Error(
                 "AE", "204", f"no {resource_type} matches the message's key", action.location
@@ -138,6 +141,22 @@ class Writer:
         if key and key in plan.resources:
             return plan.resources[key]
         return await self._find(resource_type, criteria, location)
+
+    async def _prefetch(self, translation: Translation) -> dict[str, Resource | None]:
+        """Every upsert's current resource, looked up concurrently (lookups are reads)."""
+        actions: dict[str, Upsert] = {}
+        for action in translation.actions:
+            if isinstance(action, Upsert):
+                actions.setdefault(f"{action.resource['resourceType']}?{action.criteria}", action)
+        found = await asyncio.gather(*(self._lookup(c, a) for c, a in actions.items()))
+        return dict(zip(actions, found, strict=True))
+
+    async def _lookup(self, conditional: str, action: Upsert) -> Resource | None:
+        current = await self._read_derived(conditional, action.criteria)
+        if current is None:
+            resource_type = action.resource["resourceType"]
+            current = await self._find(resource_type, action.criteria, action.location)
+        return current
 
     async def _read_derived(self, conditional: str, criteria: str) -> Resource | None:
         """The resource this bridge created for the key, by primary key: no index search.
