@@ -142,3 +142,41 @@ def test_kill_9_during_stow_keeps_every_acknowledged_instance(
                 assert pydicom.dcmread(io.BytesIO(one.content)).SOPInstanceUID == sop
     finally:
         second.stop()
+
+
+def peak_memory_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_hostile_files_stay_under_a_memory_bound(own_server: RunningServer) -> None:
+    """Bombs and crafted structures are refused without the process ballooning."""
+    import gzip
+
+    from tests.support.dicom import deflate_bomb, huge_length, nested_sequences, sample_bytes
+
+    before = peak_memory_mb(own_server.process.pid)
+    hostile = [
+        nested_sequences(300),
+        huge_length(),
+        deflate_bomb(256 << 20),  # 256 MB of zeros behind a deflated transfer syntax
+        sample_bytes("CT_small.dcm")[:100],
+        b"\0" * 4096,
+    ]
+    answer = stow(own_server.base_url, hostile)
+    assert answer.status_code == 409
+    reasons = [item["00081197"]["Value"][0] for item in answer.json()["00081198"]["Value"]]
+    assert len(reasons) == len(hostile)
+    body = f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + b"\0" * (256 << 20)
+    gzipped = httpx.post(
+        f"{own_server.base_url}/dicomweb/studies", content=gzip.compress(body, 1),
+        headers={"Content-Type": f'multipart/related; type="application/dicom"; '
+                                 f"boundary={BOUNDARY}", "Content-Encoding": "gzip"},
+        timeout=60,
+    )  # fmt: skip
+    assert gzipped.status_code == 413
+    grown = peak_memory_mb(own_server.process.pid) - before
+    assert grown < 200, f"peak memory grew by {grown:.0f} MB"
+    assert httpx.get(f"{own_server.base_url}/health").status_code == 200
