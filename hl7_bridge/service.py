@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from fhir_server.pipeline import Stage
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from hl7_bridge.archive import Archive
 from hl7_bridge.listener import Limits, MllpListener, TlsFiles, tls_context
 from hl7_bridge.processor import Processor
+from hl7_bridge.study_link import ReportLinker
 from mappings.hl7v2.tables import load_tables
 
 
@@ -37,6 +39,8 @@ async def start_listener(
 ) -> MllpListener:
     """A started listener (`.port` holds the bound port)."""
     processor = await build_processor(repository, router, options.timezone, options.authorities)
+    linker = ReportLinker(router)  # reports that arrived before their study
+    router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "hl7.link-reports")
     tls = tls_context(options.tls) if options.tls is not None else None
     listener = MllpListener(processor, options.host, options.port, options.limits, tls)
     await listener.start()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Literal
 
-from mappings.hl7v2.datatypes import CONVERTERS, Context, Element, cwe
+from mappings.hl7v2.datatypes import CONVERTERS, V2_0203, Context, Element, cwe
 from mappings.hl7v2.engine import build
 from mappings.hl7v2.errors import MappingError
 from mappings.hl7v2.message import Segment, V2Message, component_of, segment_location
@@ -294,6 +294,9 @@ def _report(
     accession = obr.value(18)
     if accession:
         report["imagingStudy"] = [_optional("ImagingStudy", {"value": accession}, system=False)]
+        # searchable by accession, so a study that arrives later can find its report
+        acsn = {"coding": [{"system": V2_0203, "code": "ACSN"}]}
+        report["identifier"].append({"type": acsn, "value": accession})
     observations, text, conclusion = _observations(group, report, context)
     if observations:
         report["result"] = [{"reference": f"Observation?{c}"} for _, c in observations]
