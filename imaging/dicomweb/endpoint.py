@@ -170,8 +170,7 @@ class DicomwebService:
         with_meta = route.action == "metadata"
         rows = await wado.instance_rows(self.index, route.study, route.series, route.sop, with_meta)
         if route.action == "retrieve":
-            wado.check_dicom_accept(accept, rows)
-            return wado.instances(self.store, rows)
+            return wado.instances(self.store, rows, wado.target_syntax(accept, rows))
         if route.action == "metadata":
             return await wado.metadata(self.index, self.store, rows, request.base_url)
         if route.action in ("rendered", "thumbnail"):

@@ -1,18 +1,22 @@
 """WADO-RS and WADO-URI: instances streamed from the object store, metadata as stored.
 
-Instances are sent as stored (original transfer syntax): the answer to no
-transfer-syntax parameter and to `transfer-syntax=*`; a request for another specific
-transfer syntax gets 406, as this archive does not transcode.
+Instances are sent as stored (original transfer syntax) when no transfer syntax is
+asked, or `*`, or a stored one; Explicit VR Little Endian is made on request from
+implicit VR and compressed instances (pixels decoded by pydicom); anything else is 406.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian
 
 from fhir_server.errors import FhirError
 from imaging.dicomweb import render
@@ -22,6 +26,7 @@ from imaging.objectstore import ObjectStore
 from imaging.parse import metadata_of
 
 Document = dict[str, Any]
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
 BULK_MARK = b'"BulkDataURI":"'
 
 
@@ -65,33 +70,63 @@ def _requested_syntaxes(accept: str) -> list[str | None]:
     return asked
 
 
-def check_dicom_accept(accept: str, rows: list[Document]) -> None:
+def target_syntax(accept: str, rows: list[Document]) -> str | None:
+    """The transfer syntax to send: None for each instance's stored one (no parameter,
+    or `*`, or every stored syntax acceptable); Explicit VR Little Endian by transcoding
+    when asked for and possible; else 406."""
     if not accept.strip():
-        return
+        return None
     asked = _requested_syntaxes(accept)
     if not asked:
         raise FhirError(
             "MB-3012", "WADO-RS instances come as multipart/related; type=application/dicom"
         )
     if any(ts in (None, "*") for ts in asked):
-        return
+        return None
     stored = {row["ts"] for row in rows}
-    if not stored <= {ts for ts in asked if ts}:
-        raise FhirError("MB-3012", "instances are served in their stored transfer syntax only")
+    if stored <= {ts for ts in asked if ts}:
+        return None
+    if ExplicitVRLittleEndian in asked and BIG_ENDIAN not in stored:
+        return str(ExplicitVRLittleEndian)
+    raise FhirError("MB-3012", "instances cannot be sent in the transfer syntax asked for")
 
 
-def instances(store: ObjectStore, rows: list[Document]) -> Answer:
+def instances(store: ObjectStore, rows: list[Document], target: str | None = None) -> Answer:
+    """Stream the instances; those not in `target` (when given) are transcoded to it."""
     writer = MultipartWriter("application/dicom")
 
     async def chunks() -> AsyncIterator[bytes]:
         for number, row in enumerate(rows):
-            header = f"Content-Length: {row['size']}\r\nMB-Transfer-Syntax: {row['ts']}\r\n"
+            if target is None or row["ts"] == target:
+                header = f"Content-Length: {row['size']}\r\nMB-Transfer-Syntax: {row['ts']}\r\n"
+                yield writer.opening(header) if number == 0 else writer.between(header)
+                async for chunk in store.stream(row["key"]):
+                    yield chunk
+                continue
+            data = await asyncio.to_thread(_explicit_little_endian, await store.get(row["key"]))
+            header = f"Content-Length: {len(data)}\r\nMB-Transfer-Syntax: {target}\r\n"
             yield writer.opening(header) if number == 0 else writer.between(header)
-            async for chunk in store.stream(row["key"]):
-                yield chunk
+            yield data
         yield writer.closing()
 
     return Answer(200, writer.content_type, stream=chunks())
+
+
+def _explicit_little_endian(data: bytes) -> bytes:
+    """Implicit VR or compressed -> Explicit VR Little Endian (pixels decoded by pydicom)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data))
+            if ds.file_meta.TransferSyntaxUID.is_compressed:
+                ds.decompress()
+            else:
+                ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            out = io.BytesIO()
+            ds.save_as(out, enforce_file_format=True)
+    except Exception as error:
+        raise FhirError("MB-3014", "instance could not be transcoded") from error
+    return out.getvalue()
 
 
 async def metadata(

@@ -266,18 +266,23 @@ def test_gzip_bodies_are_inflated_under_caps(http: httpx.Client) -> None:
     assert "Traceback" not in bomb.text
 
 
-def test_other_transfer_syntax_is_not_acceptable(http: httpx.Client) -> None:
+def test_transfer_syntax_asked_for(http: httpx.Client) -> None:
     data = renamed("JPEG2000.dcm")
     ds = dataset(data)
     assert stow(http, [data]).status_code == 200
-    explicit = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
-    refused = http.get(f"/studies/{ds.StudyInstanceUID}", headers={"Accept": explicit})
+    path = f"/studies/{ds.StudyInstanceUID}"
+    ask = 'multipart/related; type="application/dicom"; transfer-syntax='
+    served = http.get(path, headers={"Accept": ask + str(ds.file_meta.TransferSyntaxUID)})
+    assert split_multipart(served) == [data]  # the stored syntax: the bytes as stored
+    explicit = http.get(path, headers={"Accept": ask + "1.2.840.10008.1.2.1"})
+    assert explicit.status_code == 200
+    (transcoded,) = split_multipart(explicit)
+    decoded = pydicom.dcmread(io.BytesIO(transcoded))
+    assert decoded.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    original = pydicom.dcmread(io.BytesIO(data))
+    assert (decoded.pixel_array == original.pixel_array).all()
+    refused = http.get(path, headers={"Accept": ask + "1.2.840.10008.1.2.4.50"})
     assert refused.status_code == 406
-    syntax = ds.file_meta.TransferSyntaxUID
-    stored_syntax = f'multipart/related; type="application/dicom"; transfer-syntax={syntax}'
-    served = http.get(f"/studies/{ds.StudyInstanceUID}", headers={"Accept": stored_syntax})
-    assert served.status_code == 200
-    assert split_multipart(served) == [data]
 
 
 def test_dicomweb_client_command_line(server: RunningServer, tmp_path: Path) -> None:
