@@ -111,6 +111,9 @@ def _parse(data: bytes, limits: Limits, with_metadata: bool) -> ParsedInstance:
         series_attrs=_scalars(dataset, attrs["series"]),
         instance_attrs=_scalars(dataset, attrs["instance"]),
     )
+    procedure = _first_code(dataset, "ProcedureCodeSequence")
+    if procedure:
+        parsed.study_attrs["ProcedureCode"] = procedure  # a small object, never indexed
     try:
         parsed.dose = dose_values(dataset)
     except Exception:  # a malformed dose tree is stored, just not summarised
@@ -222,6 +225,23 @@ def _check_structure(dataset: Dataset, max_depth: int, depth: int = 0) -> None:
         raise FhirError("MB-3004", "sequence nesting too deep") from error
     except Exception as error:
         raise FhirError("MB-3001", f"DICOM element unreadable: {str(error)[:200]}") from error
+
+
+def _first_code(dataset: Dataset, keyword: str) -> dict[str, str] | None:
+    """The first code item of a code sequence as {value, scheme, meaning}."""
+    try:
+        items = dataset.get(keyword)
+        if not items:
+            return None
+        item = items[0]
+        code = {
+            "value": _text(item.get("CodeValue") or item.get("LongCodeValue")),
+            "scheme": _text(item.get("CodingSchemeDesignator")),
+            "meaning": _text(item.get("CodeMeaning")),
+        }
+    except Exception:  # a malformed code item is stored, just not summarised
+        return None
+    return code if code["value"] else None
 
 
 def _text(value: Any) -> str:

@@ -156,6 +156,16 @@ def _apply(rules: list[dict[str, Any]], row: Row, tables: dict[str, Any]) -> dic
             out[rule["element"]] = {"system": rule["system"], "code": str(value)}
         elif kind == "uid-coding":
             out[rule["element"]] = {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{value}"}
+        elif kind == "code-sequence" and isinstance(value, dict):
+            schemes = _table("imagingstudy.yaml")["coding_schemes"]
+            scheme = str(value.get("scheme", ""))
+            coding = {"code": str(value["value"])}
+            if scheme:
+                coding["system"] = schemes.get(scheme) or f"urn:dicom:coding-scheme:{scheme}"
+            if value.get("meaning"):
+                coding["display"] = str(value["meaning"])
+            concept = {"coding": [coding]}
+            out[rule["element"]] = [concept] if rule.get("repeat") else concept
         elif kind == "table-coding":
             coding = tables[rule["table"]].get(str(value).upper())
             out[rule["element"]] = dict(coding) if coding else {"display": str(value)}

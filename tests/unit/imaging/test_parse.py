@@ -89,3 +89,15 @@ def test_instance_over_the_size_limit_is_refused() -> None:
 
 def test_fold_removes_case_and_accents() -> None:
     assert fold("ŠIMKUS^Jūratė") == "simkus^jurate"
+
+
+def test_procedure_code_is_kept_for_the_imaging_study() -> None:
+    from pydicom.dataset import Dataset
+
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "CT-CHEST", "LN", "CT chest"
+    data = renamed("CT_small.dcm", ProcedureCodeSequence=[code])
+    parsed = parse(data, Limits())
+    assert parsed.study_attrs["ProcedureCode"] == {
+        "value": "CT-CHEST", "scheme": "LN", "meaning": "CT chest",
+    }  # fmt: skip

@@ -25,6 +25,7 @@ STUDY: dict[str, Any] = {
     "StudyDescription": "CT chest",
     "AccessionNumber": "ACC-1",
     "ReferringPhysicianName": "House^Gregory",
+    "ProcedureCode": {"value": "RPID17", "scheme": "SCT", "meaning": "CT of chest"},
 }
 SERIES: list[dict[str, Any]] = [
     {
@@ -64,6 +65,13 @@ def test_imaging_study_carries_uid_subject_series_and_counts() -> None:
     assert study["numberOfInstances"] == 2
     assert [m["code"] for m in study["modality"]] == ["SR", "CT"]
     assert study["referrer"] == {"display": "House Gregory"}
+    assert study["procedureCode"] == [
+        {
+            "coding": [
+                {"code": "RPID17", "system": "http://snomed.info/sct", "display": "CT of chest"}
+            ]
+        }
+    ]
     assert validate(study) == []
 
 
