@@ -50,8 +50,14 @@ def _valid_encoding(encoding: str, separator: str) -> bool:
     )
 
 
-def ack_code_wanted(original: Original, error: Hl7Error | None) -> str | None:
-    """MSA-1 to send, or None when the sender asked for no acknowledgment of this kind."""
+def ack_code_wanted(
+    original: Original, error: Hl7Error | None, honor_never: bool = True
+) -> str | None:
+    """MSA-1 to send, or None when the sender asked for no acknowledgment of this kind.
+
+    With `honor_never` off, a message asking for none still gets its application ACK:
+    many senders wait for an answer whatever MSH-15/16 say.
+    """
     application = _condition(original.get(16))
     accept = _condition(original.get(15))
     if not application and not accept:
@@ -62,6 +68,8 @@ def ack_code_wanted(original: Original, error: Hl7Error | None) -> str | None:
             if error is None:
                 return success
             return reject if error.ack_code == "AR" else failure
+    if not honor_never:
+        return error.ack_code if error else "AA"
     return None
 
 

@@ -15,6 +15,7 @@ from hl7_bridge.ack import original_of
 from hl7_bridge.client import MllpClient, as_message
 
 MESSAGE_START = re.compile(rb"\r(?=MSH)")
+NO_ACK_WAIT = 5.0  # seconds to wait for an ACK the message asked not to get
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,6 +50,19 @@ def acknowledged(message: bytes) -> bool:
     return not (original.get(15).strip().upper() == original.get(16).strip().upper() == "NE")
 
 
+async def receive_for(client: MllpClient, message: bytes, wait: float) -> bytes:
+    """The ACK whose MSA-2 is this message's MSH-10 (late ACKs of earlier ones skipped)."""
+    control = original_of(message.decode("latin-1")).get(10)
+    while True:
+        ack = await client.receive(wait)
+        original = original_of(ack.decode("latin-1"))
+        for segment in ack.split(b"\r"):
+            if segment.startswith(b"MSA"):
+                fields = segment.decode("latin-1").split(original.field_separator)
+                if len(fields) > 2 and fields[2] == control:
+                    return ack
+
+
 async def send(args: argparse.Namespace) -> int:
     tls = None
     if args.tls or args.tls_ca:
@@ -61,11 +75,15 @@ async def send(args: argparse.Namespace) -> int:
     try:
         for path in args.files:
             for message in split_messages(path.read_bytes()):
-                if not acknowledged(message):
-                    await client.post(message)
+                await client.post(message)
+                asked = acknowledged(message)
+                try:
+                    ack = await receive_for(client, message, args.timeout if asked else NO_ACK_WAIT)
+                except TimeoutError:
+                    if asked:
+                        raise
                     print("(no acknowledgment: MSH-15 and MSH-16 ask for none)\n", flush=True)
                     continue
-                ack = await client.send(message, args.timeout)
                 text = ack.decode("utf-8", "replace")
                 print(text.replace("\r", "\n").rstrip("\n"), end="\n\n", flush=True)
                 if "|AA|" not in text and "|CA|" not in text:

@@ -47,8 +47,14 @@ class Result:
 
 class Processor:
     def __init__(
-        self, router: FhirRouter, archive: Archive, tables: Tables, timezone: tzinfo
+        self,
+        router: FhirRouter,
+        archive: Archive,
+        tables: Tables,
+        timezone: tzinfo,
+        honor_no_ack: bool = False,
     ) -> None:
+        self.honor_no_ack = honor_no_ack  # MSH-15/16 NE: send nothing (else answer anyway)
         self.router = router
         self.archive = archive
         self.tables = tables
@@ -193,7 +199,7 @@ class Processor:
     def _answer(
         self, original: Original, error: Hl7Error | None, codec: str, receipt_id: str | None
     ) -> Result:
-        code = ack_code_wanted(original, error)
+        code = ack_code_wanted(original, error, self.honor_no_ack)
         if code is None:
             return Result(None, "", receipt_id)
         text = build_ack(original, code, error)

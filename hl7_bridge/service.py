@@ -24,21 +24,29 @@ class BridgeOptions:
     tls: TlsFiles | None = None
     timezone: str = "UTC"
     authorities: Path | None = None
+    honor_no_ack: bool = False
 
 
 async def build_processor(
-    repository: Repository, router: FhirRouter, timezone: str, authorities: Path | None
+    repository: Repository,
+    router: FhirRouter,
+    timezone: str,
+    authorities: Path | None,
+    honor_no_ack: bool = False,
 ) -> Processor:
     archive = Archive(repository.db, repository.write_gate)
     await archive.ensure_indexes()
-    return Processor(router, archive, load_tables(authorities), ZoneInfo(timezone))
+    tables = load_tables(authorities)
+    return Processor(router, archive, tables, ZoneInfo(timezone), honor_no_ack)
 
 
 async def start_listener(
     repository: Repository, router: FhirRouter, options: BridgeOptions
 ) -> MllpListener:
     """A started listener (`.port` holds the bound port)."""
-    processor = await build_processor(repository, router, options.timezone, options.authorities)
+    processor = await build_processor(
+        repository, router, options.timezone, options.authorities, options.honor_no_ack
+    )
     linker = ReportLinker(router)  # reports that arrived before their study
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "hl7.link-reports")
     tls = tls_context(options.tls) if options.tls is not None else None

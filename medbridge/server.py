@@ -119,7 +119,7 @@ def _bridge_options(settings: Settings) -> BridgeOptions:
     )
     return BridgeOptions(
         settings.host, settings.mllp_port, limits, tls, settings.hl7_timezone,
-        settings.hl7_authorities,
+        settings.hl7_authorities, settings.hl7_honor_no_ack,
     )  # fmt: skip
 
 

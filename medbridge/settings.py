@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     mllp_tls_client_ca: Path | None = Field(None, description="require client certs from this CA")
     hl7_timezone: str = Field("UTC", description="zone of HL7 times sent without an offset")
     hl7_authorities: Path | None = Field(None, description="YAML: assigning authority -> system")
+    hl7_honor_no_ack: bool = Field(False, description="MSH-15/16 NE: send no ACK at all")
 
     dicom_ae_title: str = Field("MEDBRIDGE", min_length=1, max_length=16, description="our AE")
     dicom_peers_file: Path | None = Field(

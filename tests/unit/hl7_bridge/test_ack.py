@@ -79,6 +79,13 @@ def test_enhanced_mode(accept: str, application: str, failed: bool, expected: st
     assert ack_code_wanted(original, error) == expected
 
 
+def test_never_is_answered_unless_honored() -> None:
+    original = original_of("MSH|^~\\&|A|B|C|D|2026||ADT^A08|1|P|2.5|||NE|NE\r")
+    assert ack_code_wanted(original, None, honor_never=True) is None
+    assert ack_code_wanted(original, None, honor_never=False) == "AA"
+    assert ack_code_wanted(original, Hl7Error("AR", "200", "x"), honor_never=False) == "AR"
+
+
 def test_reject_in_enhanced_mode_is_cr() -> None:
     original = original_of("MSH|^~\\&|A|B|C|D|2026||ADT^A08|1|P|2.5|||AL|NE\r")
     assert ack_code_wanted(original, Hl7Error("AR", "203", "x")) == "CR"
