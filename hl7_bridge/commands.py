@@ -93,7 +93,13 @@ async def send(args: argparse.Namespace) -> int:
     return worst
 
 
-async def replay(args: argparse.Namespace, uri: str, database: str) -> int:
+async def replay(
+    args: argparse.Namespace,
+    uri: str,
+    database: str,
+    timezone: str = "UTC",
+    authorities: Path | None = None,
+) -> int:
     from pymongo import AsyncMongoClient
 
     from fhir_server.repository import Repository
@@ -105,7 +111,7 @@ async def replay(args: argparse.Namespace, uri: str, database: str) -> int:
     try:
         repository = Repository(client, database)
         router = FhirRouter(FhirServices(repository))
-        processor = await build_processor(repository, router, "UTC", None)
+        processor = await build_processor(repository, router, timezone, authorities)
         ids = await processor.archive.failed_ids() if args.failed else [args.id]
         if not ids or ids == [None]:
             print("nothing to replay", file=sys.stderr)
@@ -131,7 +137,12 @@ class Store(Protocol):
 
 
 def run(
-    args: argparse.Namespace, uri: str | None, database: str, embedded: Callable[[], Store]
+    args: argparse.Namespace,
+    uri: str | None,
+    database: str,
+    embedded: Callable[[], Store],
+    timezone: str = "UTC",
+    authorities: Path | None = None,
 ) -> int:
     """`hl7 send` needs only the network; `hl7 replay` the store (embedded when no URI)."""
     if args.hl7_command == "send":
@@ -140,9 +151,9 @@ def run(
         print("replay needs an archive id or --failed", file=sys.stderr)
         return 2
     if uri is not None:
-        return asyncio.run(replay(args, uri, database))
+        return asyncio.run(replay(args, uri, database, timezone, authorities))
     store = embedded()  # the server must be stopped: the embedded store has one owner
     try:
-        return asyncio.run(replay(args, store.start(), database))
+        return asyncio.run(replay(args, store.start(), database, timezone, authorities))
     finally:
         store.stop()

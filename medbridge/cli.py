@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from medbridge.embedded_mongo import EmbeddedMongo
 
         return run(args, settings.mongodb_uri, settings.database,
-                   lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"))  # fmt: skip
+                   lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"),
+                   settings.hl7_timezone, settings.hl7_authorities)  # fmt: skip
     if args.command == "dicom":
         from imaging.commands import Target
         from imaging.commands import run as run_dicom
