@@ -28,10 +28,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, DeleteMany, InsertOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ClientBulkWriteException, DuplicateKeyError
 
 from fhir_server.errors import FhirError
 from fhir_server.registry import SERVED_TYPES
@@ -43,6 +43,7 @@ from fhir_server.search.parameters import parameters_for
 Document = dict[str, Any]
 HISTORY = "history"
 CLAIMS = "conditional_claims"
+CLIENT_BULK_WIRE_VERSION = 25  # MongoDB 8.0: client-level bulkWrite
 
 
 class ClaimTaken(Exception):
@@ -96,6 +97,7 @@ class Repository:
         self.client = client
         self.db: AsyncDatabase[Document] = client[database]
         self._gate = asyncio.Lock() if serialize_writes else None
+        self._client_bulk = False  # set by ensure_indexes() from the server's wire version
 
     @contextlib.asynccontextmanager
     async def write_gate(self) -> AsyncIterator[None]:
@@ -135,6 +137,8 @@ class Repository:
         return Engine(self.db, self.session)
 
     async def ensure_indexes(self) -> None:
+        hello = await self.client.admin.command("hello")
+        self._client_bulk = int(hello.get("maxWireVersion", 0)) >= CLIENT_BULK_WIRE_VERSION
         history = self.db[HISTORY]
         await history.create_index([("t", ASCENDING), ("r", ASCENDING), ("v", DESCENDING)])
         await history.create_index([("t", ASCENDING), ("lu", DESCENDING)])
@@ -256,88 +260,153 @@ class Repository:
         order: Document,
         claim: str | None = None,
     ) -> None:
+        writes = _version_writes(stored, previous, rows, order)
+        if claim is not None:
+            # a unique _id per (type, criteria): of two conditional creates racing on the
+            # same criteria, the second one's transaction fails here and it re-resolves
+            owner = f"{stored.resource_type}/{stored.id}"
+            writes.insert(0, _insert(CLAIMS, {"_id": claim, "r": owner}))
         try:
             ambient = self.session
             if ambient is not None:
-                await self._claim(ambient, stored, claim)
-                await self._apply(ambient, stored, previous, rows, order)
+                await self._apply(ambient, writes)
                 return
             async with self.transaction() as session:
-                await self._claim(session, stored, claim)
-                await self._apply(session, stored, previous, rows, order)
+                # client bulkWrite runs against `admin`: the embedded store accepts it
+                # only as the sole operation of its transaction, so not in a bundle's
+                if self._client_bulk:
+                    await self._bulk_apply(session, writes)
+                else:
+                    await self._apply(session, writes)
         except DuplicateKeyError as error:
+            if claim is not None and error.details and error.details.get("idx") == 0:
+                raise ClaimTaken(claim) from error
             raise FhirError(
                 "MB-1011",
                 f"{stored.resource_type}/{stored.id} was changed by another request; "
                 f"read it again and retry",
             ) from error
 
-    async def _claim(self, session: AsyncClientSession, stored: Stored, claim: str | None) -> None:
-        # a unique _id per (type, criteria): of two conditional creates racing on the
-        # same criteria, the second one's transaction fails here and it re-resolves
-        if claim is None:
-            return
-        try:
-            await self.db[CLAIMS].insert_one(
-                {"_id": claim, "r": f"{stored.resource_type}/{stored.id}"}, session=session
-            )
-        except DuplicateKeyError as error:
-            raise ClaimTaken(claim) from error
+    async def _apply(self, session: AsyncClientSession, writes: list[Write]) -> None:
+        """The writes in order (a bundle's transaction, or a server without bulkWrite);
+        consecutive inserts into one collection go as one insert_many."""
+        index = 0
+        while index < len(writes):
+            write = writes[index]
+            target = self.db[write.collection]
+            try:
+                if write.kind == "insert":
+                    batch = [write.document]
+                    while (
+                        index + len(batch) < len(writes)
+                        and writes[index + len(batch)].kind == "insert"
+                        and writes[index + len(batch)].collection == write.collection
+                    ):
+                        batch.append(writes[index + len(batch)].document)
+                    if len(batch) == 1:
+                        await target.insert_one(write.document, session=session)
+                    else:
+                        await target.insert_many(batch, session=session)
+                    index += len(batch)
+                    continue
+                if write.kind == "update":
+                    result = await target.update_one(write.filter, write.document, session=session)
+                    if result.matched_count != 1:
+                        raise DuplicateKeyError("current version moved", 11000, {"idx": index})
+                else:
+                    await target.delete_many(write.filter, session=session)
+            except DuplicateKeyError as error:
+                raise DuplicateKeyError(str(error), 11000, {"idx": index}) from error
+            index += 1
 
-    async def _apply(
-        self,
-        session: AsyncClientSession,
-        stored: Stored,
-        previous: Stored | None,
-        rows: list[Document],
-        order: Document,
-    ) -> None:
-        resource_type, resource_id = stored.resource_type, stored.id
-        await self.db[HISTORY].insert_one(
-            {
-                "_id": f"{resource_type}/{resource_id}/{stored.version}",
-                "t": resource_type,
-                "r": resource_id,
-                "v": stored.version,
-                "lu": stored.last_updated_ms,
-                "m": stored.method,
-                "raw": stored.raw,
-            },
-            session=session,
-        )
-        current: Document = {
-            "vid": stored.version,
-            "lu": stored.last_updated_ms,
-            "raw": stored.raw,
-            "o": order,
-            "nr": len(rows),
-        }
-        collection = self.db[resource_type]
-        if previous is None:
-            await collection.insert_one({"_id": resource_id, **current}, session=session)
-        else:
-            # $set, not replace_one: nx-27017 cannot serialize binary values in a replace
-            result = await collection.update_one(
-                {"_id": resource_id, "vid": previous.version}, {"$set": current}, session=session
+    async def _bulk_apply(self, session: AsyncClientSession, writes: list[Write]) -> None:
+        # MongoDB 8.0's client-level bulkWrite, which the embedded store speaks too:
+        # each operation there costs a round trip through a Python server (~1 ms)
+        models = [write.model(self.db.name) for write in writes]
+        try:
+            result = await self.client.bulk_write(
+                models, session=session, ordered=True, verbose_results=True
             )
-            if result.matched_count != 1:
-                raise DuplicateKeyError("current version moved")
-        index = self.db[f"{resource_type}_idx"]
-        # rows have ids `<id>#<n>`: the embedded store deletes by primary key in well
-        # under a millisecond, but takes ~20 ms to delete by an indexed field
-        if previous is not None and previous.index_rows is None:
-            await index.delete_many({"r": resource_id}, session=session)
-        elif previous is not None and previous.index_rows:
-            old_ids = [f"{resource_id}#{n}" for n in range(previous.index_rows)]
-            await index.delete_many({"_id": {"$in": old_ids}}, session=session)
-        if rows:
-            await index.insert_many(
-                [
-                    {**row, "_id": f"{resource_id}#{n}", "r": resource_id}
-                    for n, row in enumerate(rows)
-                ],
-                session=session,
-            )
+        except ClientBulkWriteException as error:
+            # pymongo types these as WriteError; at run time they are the server's dicts
+            failed = [e for e in error.write_errors or [] if _field(e, "code") == 11000]
+            if failed:
+                index = _field(failed[0], "idx")
+                raise DuplicateKeyError("already written", 11000, {"idx": index}) from error
+            raise
+        for index, write in enumerate(writes):
+            if write.kind == "update" and result.update_results[index].matched_count != 1:
+                raise DuplicateKeyError("current version moved", 11000, {"idx": index})
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One write of a version, runnable alone or as part of a client-level bulkWrite."""
+
+    collection: str
+    kind: str  # insert | update | delete
+    document: Document  # the document to insert, or the update
+    filter: Document
+
+    def model(self, database: str) -> InsertOne[Document] | UpdateOne | DeleteMany:
+        namespace = f"{database}.{self.collection}"
+        if self.kind == "insert":
+            return InsertOne(self.document, namespace=namespace)
+        if self.kind == "update":
+            return UpdateOne(self.filter, self.document, namespace=namespace)
+        return DeleteMany(self.filter, namespace=namespace)
+
+
+def _insert(collection: str, document: Document) -> Write:
+    return Write(collection, "insert", document, {})
+
+
+def _version_writes(
+    stored: Stored, previous: Stored | None, rows: list[Document], order: Document
+) -> list[Write]:
+    resource_type, resource_id = stored.resource_type, stored.id
+    history = {
+        "_id": f"{resource_type}/{resource_id}/{stored.version}",
+        "t": resource_type,
+        "r": resource_id,
+        "v": stored.version,
+        "lu": stored.last_updated_ms,
+        "m": stored.method,
+        "raw": stored.raw,
+    }
+    writes = [_insert(HISTORY, history)]
+    current: Document = {
+        "vid": stored.version,
+        "lu": stored.last_updated_ms,
+        "raw": stored.raw,
+        "o": order,
+        "nr": len(rows),
+    }
+    if previous is None:
+        writes.append(_insert(resource_type, {"_id": resource_id, **current}))
+    else:
+        # $set, not a replacement: nx-27017 cannot serialize binary values in a replace
+        selected = {"_id": resource_id, "vid": previous.version}
+        writes.append(Write(resource_type, "update", {"$set": current}, selected))
+    index = f"{resource_type}_idx"
+    # rows have ids `<id>#<n>`: the embedded store deletes by primary key in well
+    # under a millisecond, but takes ~20 ms to delete by an indexed field
+    if previous is not None and previous.index_rows is None:
+        writes.append(Write(index, "delete", {}, {"r": resource_id}))
+    elif previous is not None and previous.index_rows:
+        old_ids = [f"{resource_id}#{n}" for n in range(previous.index_rows)]
+        writes.append(Write(index, "delete", {}, {"_id": {"$in": old_ids}}))
+    writes.extend(
+        _insert(index, {**row, "_id": f"{resource_id}#{n}", "r": resource_id})
+        for n, row in enumerate(rows)
+    )
+    return writes
+
+
+def _field(write_error: object, name: str) -> object:
+    if isinstance(write_error, dict):
+        return write_error.get(name)
+    return getattr(write_error, name, None)
 
 
 def _from_history(doc: Document) -> Stored:
