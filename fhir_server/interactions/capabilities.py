@@ -16,6 +16,7 @@ from profiles.models import FHIR_VERSION
 from profiles.validator import profiles_for
 
 SEARCH_PARAMETER_BASE = "http://hl7.org/fhir/SearchParameter/"
+PATIENT_EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 
 
 async def capabilities(exchange: Exchange, services: FhirServices) -> FhirResponse:
@@ -71,7 +72,30 @@ def _resource(resource_type: str) -> dict[str, Any]:
             for parameter in sorted(parameters_for(resource_type).values(), key=lambda p: p.code)
         ],
     }
+    entry["searchInclude"] = search_includes(resource_type)
+    entry["searchRevInclude"] = search_rev_includes(resource_type)
+    if resource_type == "Patient":
+        entry["operation"] = [{"name": "everything", "definition": PATIENT_EVERYTHING}]
     profiles = profiles_for(resource_type)
     if profiles:
         entry["supportedProfile"] = profiles
     return entry
+
+
+def search_includes(resource_type: str) -> list[str]:
+    """`_include` values: every reference parameter of the type."""
+    return [
+        f"{resource_type}:{p.code}"
+        for p in sorted(parameters_for(resource_type).values(), key=lambda p: p.code)
+        if p.type == "reference"
+    ]
+
+
+def search_rev_includes(resource_type: str) -> list[str]:
+    """`_revinclude` values: reference parameters of served types that can point here."""
+    return [
+        f"{source}:{p.code}"
+        for source in SERVED_TYPES
+        for p in sorted(parameters_for(source).values(), key=lambda p: p.code)
+        if p.type == "reference" and (not p.target or resource_type in p.target)
+    ]

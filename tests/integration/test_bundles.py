@@ -221,3 +221,17 @@ def test_transaction_with_all_four_methods_and_conditionals(
     assert results[0]["resource"]["total"] == 1
     assert fhir.get(f"/Patient/{patched}").json()["gender"] == "male"
     assert fhir.get(f"/Patient/{doomed}").status_code == 410
+
+
+def test_capabilities_declare_includes_and_everything(fhir: httpx.Client) -> None:
+    rest = fhir.get("/metadata").json()["rest"][0]
+    report = next(r for r in rest["resource"] if r["type"] == "DiagnosticReport")
+    assert "DiagnosticReport:study" in report["searchInclude"]
+    study = next(r for r in rest["resource"] if r["type"] == "ImagingStudy")
+    assert "DiagnosticReport:study" in study["searchRevInclude"]
+    assert (
+        "DiagnosticReport:study"
+        not in next(r for r in rest["resource"] if r["type"] == "Patient")["searchRevInclude"]
+    )
+    patient = next(r for r in rest["resource"] if r["type"] == "Patient")
+    assert patient["operation"][0]["name"] == "everything"
