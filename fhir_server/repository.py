@@ -102,15 +102,22 @@ class Repository:
     @contextlib.asynccontextmanager
     async def write_gate(self) -> AsyncIterator[None]:
         """Hold this while writing outside `transaction()` (see the module docstring)."""
-        if self._gate is None:
-            yield
+        if self._gate is None or _BUNDLE_SESSION.get() is not None:
+            yield  # a transaction bundle of this task already holds the gate
             return
         async with self._gate:
             yield
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncClientSession]:
-        """A session in an open transaction, committed on exit, aborted on an exception."""
+        """A session in an open transaction, committed on exit, aborted on an exception.
+
+        Inside a transaction bundle it is the bundle's session: the work joins it.
+        """
+        ambient = _BUNDLE_SESSION.get()
+        if ambient is not None:
+            yield ambient
+            return
         async with (
             self.write_gate(),
             self.client.start_session() as session,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
+import pytest
 from pymongo import AsyncMongoClient
 
 from fhir_server.context import Door, RequestContext
@@ -112,3 +114,23 @@ async def test_searches_inside_a_transaction_see_its_writes(
     assert response.status == 200, response.body
     results = orjson.loads(response.body or b"")["entry"]
     assert [r["resource"]["total"] for r in results[1:]] == [1, 1]
+
+
+async def test_writers_inside_a_bundle_join_it_instead_of_waiting(
+    mongo: AsyncMongoClient[dict[str, Any]], database_name: str
+) -> None:
+    repository = Repository(mongo, database_name)
+    audit = repository.db["audit_probe"]
+
+    async def nested() -> None:
+        async with repository.bundle_transaction() as outer:
+            async with repository.write_gate():  # e.g. an audit hook writing directly
+                await audit.insert_one({"_id": "gate"}, session=outer)
+            async with repository.transaction() as inner:
+                assert inner is outer
+                await audit.insert_one({"_id": "joined"}, session=inner)
+            raise FhirError("MB-1004", "roll the whole bundle back")
+
+    with pytest.raises(FhirError):
+        await asyncio.wait_for(nested(), timeout=30)
+    assert await audit.find_one({}) is None
