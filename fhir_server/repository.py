@@ -43,7 +43,9 @@ from fhir_server.search.parameters import parameters_for
 Document = dict[str, Any]
 HISTORY = "history"
 CLAIMS = "conditional_claims"
-CLIENT_BULK_WIRE_VERSION = 25  # MongoDB 8.0: client-level bulkWrite
+CLIENT_BULK_WIRE_VERSION = 25
+# what a read needs of a current document: not the sort keys, which are larger than it
+CURRENT_FIELDS = {"vid": 1, "lu": 1, "raw": 1, "nr": 1}  # MongoDB 8.0: client-level bulkWrite
 
 
 class ClaimTaken(Exception):
@@ -161,7 +163,9 @@ class Repository:
 
     async def read(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version (possibly a tombstone), by primary key."""
-        doc = await self.db[resource_type].find_one({"_id": resource_id}, session=self.session)
+        doc = await self.db[resource_type].find_one(
+            {"_id": resource_id}, CURRENT_FIELDS, session=self.session
+        )
         if doc is None:
             return None
         return Stored(

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from fhir_server.errors import FhirError
 from fhir_server.http import FHIR_METHODS, FhirEndpoint, error_response
@@ -33,6 +34,7 @@ def build_app(router: FhirRouter, readiness: Readiness, max_body_bytes: int) -> 
         openapi_url=None,
     )
     endpoint = FhirEndpoint(router, FHIR_BASE, max_body_bytes).handle
+    app.state.fhir_endpoint = endpoint
     app.router.add_route(FHIR_BASE, endpoint, methods=FHIR_METHODS, include_in_schema=False)
     app.router.add_route(
         FHIR_BASE + "/{path:path}", endpoint, methods=FHIR_METHODS, include_in_schema=False
@@ -48,6 +50,32 @@ def build_app(router: FhirRouter, readiness: Readiness, max_body_bytes: int) -> 
     app.router.add_route("/health", health, methods=["GET"], include_in_schema=False)
     _install_error_handlers(app)
     return app
+
+
+class FhirFirst:
+    """ASGI entry: FHIR requests skip FastAPI's routing and middleware stack.
+
+    The FHIR endpoint renders every error itself, so the layers it skips add nothing
+    but time to the hot read path; everything else goes to the FastAPI app.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.endpoint: Callable[[Request], Awaitable[Response]] = app.state.fhir_endpoint
+        self.prefix = FHIR_BASE + "/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not (path == FHIR_BASE or path.startswith(self.prefix)):
+            await self.app(scope, receive, send)
+            return
+        scope["path_params"] = {"path": path[len(self.prefix) :]}
+        try:
+            response = await self.endpoint(Request(scope, receive))
+        except Exception as error:
+            log.error("unhandled %s on a FHIR request", type(error).__name__)
+            response = error_response(FhirError("MB-1000"))
+        await response(scope, receive, send)
 
 
 def mount_dicomweb(app: FastAPI, endpoint: Callable[[Request], Awaitable[Response]]) -> None:

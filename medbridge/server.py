@@ -19,7 +19,7 @@ from imaging.dimse.config import DimseConfig, load_peers
 from imaging.dimse.service import start_dimse
 from imaging.services import build_imaging, object_store
 from medbridge import __version__
-from medbridge.app import DICOMWEB_BASE, FHIR_BASE, build_app, mount_dicomweb
+from medbridge.app import DICOMWEB_BASE, FHIR_BASE, FhirFirst, build_app, mount_dicomweb
 from medbridge.embedded_mongo import EmbeddedMongo
 from medbridge.health import Readiness
 from medbridge.settings import Settings
@@ -83,7 +83,7 @@ async def _serve(settings: Settings, uri: str) -> None:
         stack.push_async_callback(asyncio.to_thread, dimse.stop)
         readiness.ready("dicom")
         config = uvicorn.Config(
-            app,
+            FhirFirst(app),
             host=settings.host,
             port=settings.http_port,
             log_level=settings.log_level,
