@@ -46,6 +46,20 @@ def error_response(error: FhirError) -> Response:
     return to_http(FhirResponse.of(error.status, error.outcome()))
 
 
+def request_of(request: Request, base: str, body: bytes | None = None) -> FhirRequest:
+    """The framework-free request of a Starlette one; `base` is host and base path."""
+    return FhirRequest(
+        method=request.method,
+        path=request.path_params.get("path", ""),
+        query=request.query_params.multi_items(),
+        headers={
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]
+        },
+        body=body,
+        base_url=f"{request.url.scheme}://{base}",
+    )
+
+
 class FhirEndpoint:
     """ASGI endpoint for everything under the FHIR base (`/fhir`)."""
 
@@ -61,18 +75,7 @@ class FhirEndpoint:
             return error_response(
                 FhirError("MB-1009", f"request body over {self.max_body_bytes} bytes")
             )
-        url = request.url
-        fhir_request = FhirRequest(
-            method=request.method,
-            path=request.path_params.get("path", ""),
-            query=request.query_params.multi_items(),
-            headers={
-                k.decode("latin-1").lower(): v.decode("latin-1")
-                for k, v in request.scope["headers"]
-            },
-            body=body or None,
-            base_url=f"{url.scheme}://{url.netloc}{self.base_path}",
-        )
+        fhir_request = request_of(request, f"{request.url.netloc}{self.base_path}", body or None)
         peer = request.client.host if request.client else None
         context = RequestContext(Door.FHIR, peer=peer)
         return to_http(await self.router.handle(fhir_request, context))

@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from fhir_server.context import Door, RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.exchange import FhirRequest, FhirResponse
+from fhir_server.http import request_of
 from fhir_server.pipeline import Exchange, Pipeline
 from imaging.dicomweb import qido, wado
 from imaging.dicomweb.stow import stow
@@ -111,17 +112,7 @@ class DicomwebService:
         self.pipeline = Pipeline(self._prepare, self._act, render_error)
 
     async def handle(self, request: Request) -> Response:
-        url = request.url
-        fhir_request = FhirRequest(
-            method=request.method,
-            path=request.path_params.get("path", ""),
-            query=request.query_params.multi_items(),
-            headers={
-                k.decode("latin-1").lower(): v.decode("latin-1")
-                for k, v in request.scope["headers"]
-            },
-            base_url=f"{url.scheme}://{_netloc(request)}{self.base_path}",
-        )
+        fhir_request = request_of(request, f"{_netloc(request)}{self.base_path}")
         context = RequestContext(
             Door.DICOMWEB, peer=request.client.host if request.client else None
         )
