@@ -8,9 +8,9 @@ timeout; every path ends in a DIMSE status (see `status.attempt`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
@@ -21,6 +21,7 @@ from fhir_server.errors import FhirError
 from imaging.dimse import query, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
+from imaging.dimse.door import DimseDoor
 from imaging.dimse.sop_classes import PATIENT_ROOT, ModalityWorklistFind, Verification
 from imaging.dimse.status import (
     CANCEL,
@@ -39,6 +40,7 @@ from imaging.objectstore import ObjectStore
 log = logging.getLogger(__name__)
 WORKLIST_SCOPES = frozenset({"system/ServiceRequest.rs", "system/Patient.rs"})
 FindYield = tuple[int, Dataset | None]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -50,6 +52,7 @@ class Archive:
     store: ObjectStore
     worklist: worklist.Worklist | None = None
     linker: StudyLinker | None = None
+    door: DimseDoor = field(default_factory=DimseDoor)  # the pipeline every service passes
 
 
 def calling_ae(event: Event) -> str:
@@ -65,6 +68,12 @@ class Handlers:
         self.config = config
         self.bridge = bridge
         self.archive = archive
+
+    def _through(self, service: str, event: Event, work: Callable[[], Awaitable[T]]) -> T:
+        """`work` on the loop, as the act of a pipeline pass for the calling AE title."""
+        address = getattr(event.assoc.requestor, "address", None)
+        peer = str(address) if address else None
+        return self.bridge.run(self.archive.door.run(service, calling_ae(event), work, peer))
 
     def _allowed(self, event: Event, service: str) -> bool:
         if self.config.allows(calling_ae(event), service):
@@ -84,7 +93,8 @@ class Handlers:
             # the Part 10 bytes exactly as received: no decoding, no transcoding
             data = event.encoded_dataset(include_meta=True)
             source = f"dimse:{calling_ae(event)}"
-            outcome = self.bridge.run(self.archive.ingestor.ingest(data, source))
+            ingestor = self.archive.ingestor
+            outcome = self._through("C-STORE", event, lambda: ingestor.ingest(data, source))
             answer.status = outcome.status
             if not outcome.ok:
                 log.info("C-STORE failed: %s", outcome.code)
@@ -109,7 +119,8 @@ class Handlers:
         rows: list[dict[str, Any]] | None = None
         with attempt("C-FIND", UNABLE_TO_PROCESS) as answer:
             parsed = query.parse_identifier(event.identifier, _model(event))
-            rows = self.bridge.run(query.find(self.archive.index, parsed))
+            index = self.archive.index
+            rows = self._through("C-FIND", event, lambda: query.find(index, parsed))
         if rows is None:
             yield answer.status, None
             return
@@ -135,8 +146,12 @@ class Handlers:
 
     def _rows(self, event: Event) -> tuple[list[dict[str, Any]] | None, int]:
         with attempt("retrieve", OUT_OF_RESOURCES_MATCHES) as answer:
-            coroutine = retrieve.instances_for(self.archive.index, event.identifier, _model(event))
-            return self.bridge.run(coroutine), SUCCESS
+            index, identifier, model = self.archive.index, event.identifier, _model(event)
+            service = "C-MOVE" if getattr(event, "move_destination", None) else "C-GET"
+            rows = self._through(
+                service, event, lambda: retrieve.instances_for(index, identifier, model)
+            )
+            return rows, SUCCESS
         return None, answer.status
 
     def _datasets(self, event: Event, rows: list[dict[str, Any]]) -> Iterator[FindYield]:

@@ -1,0 +1,92 @@
+"""Every DIMSE service passes the Door.DIMSE pipeline: hooks see the calling AE title and
+can refuse; audit runs either way. Driven by dcmtk against an in-process listener."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from fhir_server.context import Door
+from fhir_server.errors import FhirError
+from fhir_server.pipeline import Exchange, Stage
+from fhir_server.repository import Repository
+from imaging.dimse.bridge import LoopBridge
+from imaging.dimse.config import DimseConfig
+from imaging.dimse.handlers import Archive
+from imaging.dimse.service import DimseService
+from imaging.index import DicomIndex
+from imaging.ingest import Ingestor, IngestPolicy
+from imaging.objectstore import LocalObjectStore
+from medbridge.embedded_mongo import free_port
+from tests.support.dcmtk import BIN, PROPOSE, successes, transfer_syntax
+
+
+@pytest.fixture
+async def listener(
+    mongo: object, database_name: str, tmp_path: Path
+) -> AsyncIterator[tuple[DimseService, int]]:
+    index = DicomIndex(Repository(mongo, database_name))  # type: ignore[arg-type]
+    await index.ensure_indexes()
+    store = LocalObjectStore(tmp_path)
+    archive = Archive(Ingestor(store, index, IngestPolicy()), index, store)
+    config = DimseConfig()
+    service = DimseService(config, LoopBridge(asyncio.get_running_loop(), 20.0), archive)
+    port = await asyncio.to_thread(service.start, "127.0.0.1", free_port())
+    yield service, port
+    await asyncio.to_thread(service.stop)
+    await mongo.drop_database(database_name)  # type: ignore[attr-defined]
+
+
+async def dcmtk(tool: str, *args: str) -> str:
+    # asynchronously: the listener's handlers need this loop while the tool runs
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / tool), "-v", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    return output.decode(errors="replace")
+
+
+async def test_store_and_find_pass_the_pipeline_as_the_calling_ae(
+    listener: tuple[DimseService, int],
+) -> None:
+    service, port = listener
+    seen: list[tuple[str, str, str, Door]] = []
+
+    async def authorize(exchange: Exchange) -> None:
+        context = exchange.context
+        seen.append(("authorize", exchange.request.path, context.actor.identifier, context.door))
+        if context.actor.identifier == "NOSTORE" and exchange.request.path == "C-STORE":
+            raise FhirError("MB-4001", "this modality may not store")
+
+    async def audit(exchange: Exchange) -> None:
+        status = str(exchange.response.status) if exchange.response else "-"
+        seen.append(("audit", exchange.request.path, status, exchange.context.door))
+
+    pipeline = service.handlers.archive.door.pipeline
+    pipeline.intervene(Stage.AUTHORIZE, authorize)
+    pipeline.notify(Stage.AUDIT, audit)
+    path = Path(str(get_testdata_file("CT_small.dcm")))
+    flag = PROPOSE[transfer_syntax(path)]
+    common = ["-aec", "MEDBRIDGE", "127.0.0.1", str(port)]
+
+    refused = await dcmtk("storescu", "-R", flag, "-nh", "-aet", "NOSTORE", *common, str(path))
+    assert successes(refused) == 0
+    assert "Store Response (Unknown Status: 0x124)" in refused  # PS3.7 C: not authorized
+    stored = await dcmtk("storescu", "-R", flag, "-nh", "-aet", "CT01", *common, str(path))
+    assert successes(stored) == 1
+    found = await dcmtk(
+        "findscu", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
+        "-aet", "VIEWER", *common,
+    )  # fmt: skip
+    assert "Find Response: 1 (Pending)" in found
+
+    assert seen == [
+        ("authorize", "C-STORE", "NOSTORE", Door.DIMSE), ("audit", "C-STORE", "403", Door.DIMSE),
+        ("authorize", "C-STORE", "CT01", Door.DIMSE), ("audit", "C-STORE", "200", Door.DIMSE),
+        ("authorize", "C-FIND", "VIEWER", Door.DIMSE), ("audit", "C-FIND", "200", Door.DIMSE),
+    ]  # fmt: skip
