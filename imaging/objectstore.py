@@ -135,19 +135,7 @@ class LocalObjectStore:
 
     def _put(self, path: Path, key: str, data: bytes, sha256: str | None) -> StoredObject:
         digest = sha256 or hashlib.sha256(data).hexdigest()
-        temporary = self.tmp / f"{uuid.uuid4().hex}.part"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        written = temporary.stat().st_size
-        if written != len(data):
-            temporary.unlink(missing_ok=True)
-            raise ObjectStoreError(f"wrote {written} of {len(data)} bytes")
+        temporary = self._write_temporary(data)
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temporary, path)
         _fsync_dir(path.parent)
