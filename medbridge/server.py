@@ -8,6 +8,7 @@ import sys
 from contextlib import AsyncExitStack
 
 import uvicorn
+import uvloop
 from pymongo import AsyncMongoClient
 
 from fhir_server.repository import Repository
@@ -37,7 +38,8 @@ def serve(settings: Settings) -> int:
         embedded = EmbeddedMongo(settings.mongo_dir, "127.0.0.1")
         uri = embedded.start()
     try:
-        asyncio.run(_serve(settings, uri))
+        # uvloop: uvicorn picks it only when it makes the loop itself, and here we do
+        uvloop.run(_serve(settings, uri))
     except KeyboardInterrupt:
         # uvicorn re-raises the Ctrl-C it handled once it has shut down cleanly
         pass
