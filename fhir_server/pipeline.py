@@ -62,11 +62,22 @@ class _Registered:
 class Pipeline:
     """Runs `prepare` (parse the route), then the stages in order around `act`."""
 
-    def __init__(self, prepare: Prepare, act: Act, render_error: Render) -> None:
+    def __init__(
+        self,
+        prepare: Prepare,
+        act: Act,
+        render_error: Render,
+        share_hooks_with: Pipeline | None = None,
+    ) -> None:
         self._prepare = prepare
         self._act = act
         self._render_error = render_error
-        self._hooks: dict[Stage, list[_Registered]] = {stage: [] for stage in Stage}
+        # the doors (FHIR, DICOMweb, DIMSE) each parse and act in their own way, but share
+        # one set of hooks: an authorization, consent or audit hook is registered once
+        # and then applies to every door, including doors added later
+        self._hooks: dict[Stage, list[_Registered]] = (
+            share_hooks_with._hooks if share_hooks_with is not None else {s: [] for s in Stage}
+        )
 
     def intervene(self, stage: Stage, hook: Hook, name: str | None = None) -> None:
         """Add a hook that may abort the request (raise FhirError) at `stage`."""

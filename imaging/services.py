@@ -94,5 +94,7 @@ def build_imaging(
     linker = StudyLinker(router, index, dicomweb_url)
     # orders that arrive after their study: the FHIR pipeline tells the linker
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")
-    dicomweb = DicomwebService(ingestor, index, store, linker, dicomweb_base_path)
+    dicomweb = DicomwebService(
+        ingestor, index, store, linker, dicomweb_base_path, share_hooks_with=router.pipeline
+    )
     return Imaging(store, index, ingestor, linker, dicomweb)

@@ -103,13 +103,14 @@ class DicomwebService:
         store: ObjectStore,
         linker: StudyLinker | None,
         base_path: str,
+        share_hooks_with: Pipeline | None = None,
     ) -> None:
         self.ingestor = ingestor
         self.index = index
         self.store = store
         self.linker = linker
         self.base_path = base_path
-        self.pipeline = Pipeline(self._prepare, self._act, render_error)
+        self.pipeline = Pipeline(self._prepare, self._act, render_error, share_hooks_with)
 
     async def handle(self, request: Request) -> Response:
         fhir_request = request_of(request, f"{_netloc(request)}{self.base_path}")

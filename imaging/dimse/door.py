@@ -24,8 +24,8 @@ RESULT = "dimse.result"
 
 
 class DimseDoor:
-    def __init__(self) -> None:
-        self.pipeline = Pipeline(self._prepare, self._act, _render_error)
+    def __init__(self, share_hooks_with: Pipeline | None = None) -> None:
+        self.pipeline = Pipeline(self._prepare, self._act, _render_error, share_hooks_with)
 
     async def run(
         self,

@@ -22,6 +22,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from fhir_server.router import FhirRouter
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
+from imaging.dimse.door import DimseDoor
 from imaging.dimse.handlers import Archive, Handlers
 from imaging.dimse.sop_classes import QUERY_RETRIEVE, Verification
 from imaging.dimse.worklist import Worklist
@@ -123,8 +124,9 @@ async def start_dimse(
     """Build the listener on the running loop's imaging parts and start it."""
     bridge = LoopBridge(asyncio.get_running_loop(), config.handler_timeout)
     archive = Archive(
-        imaging.ingestor, imaging.index, imaging.store, Worklist(router), imaging.linker
-    )
+        imaging.ingestor, imaging.index, imaging.store, Worklist(router), imaging.linker,
+        DimseDoor(share_hooks_with=router.pipeline),
+    )  # fmt: skip
     service = DimseService(config, bridge, archive)
     await asyncio.to_thread(service.start, host, port)
     return service

@@ -1,0 +1,66 @@
+"""One hook registered on the FHIR router's pipeline applies to every door: FHIR,
+DICOMweb and DIMSE share the stages' hooks, so no door can be left unguarded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from fhir_server.context import Door, RequestContext
+from fhir_server.errors import FhirError
+from fhir_server.exchange import FhirRequest
+from fhir_server.pipeline import Exchange, Stage
+from fhir_server.repository import Repository
+from fhir_server.router import FhirRouter
+from fhir_server.services import FhirServices
+from imaging.dicomweb.endpoint import DicomwebService
+from imaging.dimse.door import DimseDoor
+from imaging.index import DicomIndex
+from imaging.ingest import Ingestor, IngestPolicy
+from imaging.objectstore import LocalObjectStore
+
+
+async def test_a_hook_on_the_router_guards_every_door(
+    mongo: object, database_name: str, tmp_path: Path
+) -> None:
+    repository = Repository(mongo, database_name)  # type: ignore[arg-type]
+    await repository.ensure_indexes()
+    router = FhirRouter(FhirServices(repository))
+    index = DicomIndex(repository)
+    await index.ensure_indexes()
+    store = LocalObjectStore(tmp_path)
+    dicomweb = DicomwebService(
+        Ingestor(store, index, IngestPolicy()), index, store, None, "/dicomweb",
+        share_hooks_with=router.pipeline,
+    )  # fmt: skip
+    dimse = DimseDoor(share_hooks_with=router.pipeline)
+    doors: list[Door] = []
+
+    async def authorize(exchange: Exchange) -> None:
+        doors.append(exchange.context.door)
+        if exchange.context.actor.identifier == "INTRUDER":
+            raise FhirError("MB-4001", "not this one")
+
+    router.pipeline.intervene(Stage.AUTHORIZE, authorize)
+
+    fhir = await router.handle(FhirRequest("GET", "metadata"), RequestContext(Door.FHIR))
+    app = Starlette(routes=[Route("/dicomweb/{path:path}", dicomweb.handle, methods=["GET"])])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        qido = await http.get("/dicomweb/studies")
+
+    async def work() -> str:
+        return "found"
+
+    allowed = await dimse.run("C-FIND", "VIEWER", work)
+    with pytest.raises(FhirError) as refused:
+        await dimse.run("C-FIND", "INTRUDER", work)
+
+    assert (fhir.status, qido.status_code, allowed) == (200, 200, "found")
+    assert refused.value.entry.dimse == 0x0124
+    assert doors == [Door.FHIR, Door.DICOMWEB, Door.DIMSE, Door.DIMSE]
+    await mongo.drop_database(database_name)  # type: ignore[attr-defined]
