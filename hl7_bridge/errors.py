@@ -15,6 +15,7 @@ from importlib import resources
 import yaml
 
 from fhir_server.errors import FhirError
+from fhir_server.failures import log_failure
 from mappings.hl7v2.errors import MappingError
 
 log = logging.getLogger(__name__)
@@ -74,5 +75,5 @@ def attempt(outcome: Outcome, what: str) -> Iterator[None]:
         outcome.error = Hl7Error.from_fhir(error)
         log.info("%s answered %s (%s)", what, outcome.error.ack_code, error.code)
     except Exception:
-        log.exception("%s failed unexpectedly", what)
+        log_failure(log, "%s failed unexpectedly", what)
         outcome.error = Hl7Error("AR", "207", "internal error; the message was kept for replay")

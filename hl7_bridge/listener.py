@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fhir_server.failures import log_failure
 from hl7_bridge.framing import FrameAborted, FrameReader, FrameTooLarge, frame
 from hl7_bridge.processor import Processor
 
@@ -110,7 +111,7 @@ class MllpListener:
         except (ConnectionError, OSError, ssl.SSLError):
             pass  # the peer went away; whatever it sent completely was answered
         except Exception:
-            log.exception("MLLP connection failed unexpectedly")
+            log_failure(log, "MLLP connection failed unexpectedly")
         finally:
             self._connections.discard(connection)
             self._tasks.discard(task)

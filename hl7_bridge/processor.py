@@ -16,6 +16,7 @@ from typing import Any
 import hl7apy
 
 from fhir_server.context import Actor, Door, RequestContext
+from fhir_server.failures import log_failure
 from fhir_server.router import FhirRouter
 from hl7_bridge import archive as states
 from hl7_bridge.ack import Original, ack_code_wanted, build_ack, original_of
@@ -65,7 +66,7 @@ class Processor:
         try:
             return await self._handle(raw, peer)
         except Exception:
-            log.exception("handling a message failed unexpectedly")
+            log_failure(log, "handling a message failed unexpectedly")
             error = Hl7Error("AR", "207", "internal error; send the message again")
             return self._answer(original_of(decode(raw).text), error, "utf-8", None)
 
@@ -90,7 +91,7 @@ class Processor:
         try:
             receipt = await self.archive.receive(raw, peer, key, **fields)
         except Exception:
-            log.exception("archiving a message failed; answering AR so the sender retries")
+            log_failure(log, "archiving a message failed; answering AR so the sender retries")
             error = Hl7Error("AR", "207", "message could not be stored; send it again")
             return self._answer(original, error, decoded.codec, None)
         if not receipt.first and receipt.original is not None:
@@ -113,7 +114,7 @@ class Processor:
             reason = f"AR 207 {error.text}"
             await self.archive.finish(receipt.id, states.REJECTED, result.ack, [], reason, "207")
         except Exception:
-            log.exception("archiving an oversized message failed")
+            log_failure(log, "archiving an oversized message failed")
         return result
 
     async def replay(self, receipt_id: str) -> Result:
@@ -158,7 +159,7 @@ class Processor:
                 receipt_id, status, result.ack, references, reason, error.code if error else None
             )
         except Exception:
-            log.exception("recording the outcome of message %s failed", receipt_id)
+            log_failure(log, "recording the outcome of message %s failed", receipt_id)
             if error is None:
                 # Applied but not recorded: AR makes the sender resend; the resend is
                 # then applied again idempotently and recorded.

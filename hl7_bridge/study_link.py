@@ -18,6 +18,7 @@ import orjson
 
 from fhir_server.context import SYSTEM, Door, RequestContext
 from fhir_server.exchange import FhirRequest
+from fhir_server.failures import log_failure
 from fhir_server.pipeline import Exchange
 from fhir_server.router import FhirRouter
 
@@ -65,7 +66,7 @@ class ReportLinker:
                 for report in reports:
                     await self._link_one(report, study, accession, context)
         except Exception:
-            log.exception("linking reports to %s failed", study)
+            log_failure(log, "linking reports to %s failed", study)
 
     async def drain(self) -> None:
         """Wait for the links in flight (tests, clean shutdown)."""

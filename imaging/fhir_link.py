@@ -21,6 +21,7 @@ import orjson
 
 from fhir_server.context import SYSTEM, Door, RequestContext
 from fhir_server.exchange import FhirRequest
+from fhir_server.failures import log_failure
 from fhir_server.pipeline import Exchange
 from fhir_server.router import FhirRouter
 from imaging.index import DicomIndex
@@ -102,7 +103,7 @@ class StudyLinker:
                 log.warning("ImagingStudy upkeep refused (%s); the study stays marked", error)
                 return None
             except Exception:
-                log.exception("ImagingStudy upkeep failed; the study stays marked for retry")
+                log_failure(log, "ImagingStudy upkeep failed; the study stays marked for retry")
                 return None
             finally:
                 if len(self._locks) > 10_000:  # bounded: a stale lock only costs a retry
@@ -246,7 +247,7 @@ class StudyLinker:
                 for study in sorted(pending | set(await self.index.dirty_studies())):
                     await self.sync(study)
             except Exception:
-                log.exception("ImagingStudy background upkeep failed")
+                log_failure(log, "ImagingStudy background upkeep failed")
             if not self._wake.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), interval)

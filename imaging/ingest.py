@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from fhir_server.errors import FhirError
+from fhir_server.failures import log_failure
 from imaging.index import Added, DicomIndex, InstanceRow
 from imaging.objectstore import ObjectStore, ObjectStoreError, instance_key, quarantine_key
 from imaging.parse import Limits, ParsedInstance, parse
@@ -77,7 +78,7 @@ class Ingestor:
         try:
             return await self._ingest_many(items, source, expected_study)
         except Exception as error:
-            log.exception("ingest failed unexpectedly")
+            log_failure(log, "ingest failed unexpectedly")
             failure = FhirError("MB-1000", f"internal error: {type(error).__name__}")
             outcomes = []
             for data in items:
@@ -164,7 +165,7 @@ class Ingestor:
             await self.store.put(key.removesuffix(".bin") + ".json", orjson.dumps(note))
             await self.index.add_quarantine(sha256, key, code, reason, source)
         except Exception:
-            log.exception("quarantine write failed")
+            log_failure(log, "quarantine write failed")
 
 
 async def _digests(items: list[bytes]) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fhir_server.failures import log_failure
 from fhir_server.pipeline import Stage
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
@@ -54,7 +55,7 @@ class Imaging:
                         row["_id"], await asyncio.to_thread(metadata_of, data)
                     )
             except Exception:
-                log.exception("DICOM JSON background fill failed")
+                log_failure(log, "DICOM JSON background fill failed")
 
     async def stop(self) -> None:
         for task in self.tasks:

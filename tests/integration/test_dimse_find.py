@@ -128,21 +128,26 @@ def test_no_match_is_success_without_responses(archive: Archive, tmp_path: Path)
     assert "Received Final Find Response (Success)" in output
 
 
+# enough matches that the peer's C-CANCEL, sent after the first response, arrives while
+# responses are still being sent even on a busy machine
+MANY = 400
+
+
 def test_cancel_is_honoured(server: RunningServer, tmp_path: Path) -> None:
     study, series = generate_uid(), generate_uid()
     paths = []
-    for n in range(120):
+    for n in range(MANY):
         path = tmp_path / f"{n}.dcm"
         path.write_bytes(renamed("CT_small.dcm", study=study, series=series, patient_id="CANCEL"))
         paths.append(path)
-    assert successes(storescu(server.dicom_port, paths)) == 120
+    assert successes(storescu(server.dicom_port, paths)) == MANY
     output, found = findscu(
         server.dicom_port, "-S", ["QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={study}",
         f"SeriesInstanceUID={series}", "SOPInstanceUID"], tmp_path / "out", "FINDSCU",
         "--cancel", "1",
     )  # fmt: skip
     assert "Received Final Find Response (Cancel" in output, output[-2000:]
-    assert 1 <= len(found) < 120
+    assert 1 <= len(found) < MANY
 
 
 def test_level_not_in_the_model_is_a900(archive: Archive) -> None:
