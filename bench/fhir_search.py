@@ -8,7 +8,7 @@ measures typical searches over HTTP at 1 and 16 clients, and 10-entry transactio
 bundles posted to the base.
 
     ./run bench fhir_search [--resources 100000] [--requests 500] [--clients 1,16]
-    ./run bench fhir_search --reuse /tmp/medbridge-bench-search-XXXX   # skip the load
+    ./run bench fhir_search --reuse <store directory printed by the first run>   # skip the load
 """
 
 from __future__ import annotations
