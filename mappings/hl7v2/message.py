@@ -1,8 +1,11 @@
 """A read-only view of an HL7 v2 message: segments, fields, repetitions, components.
 
-Splitting and unescaping come from python-hl7 (fast and tolerant); this view only
-evens out its shapes, so every field reads as repetitions of components of
-subcomponents, with escape sequences (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\X..\\) resolved.
+The separators (MSH-1, MSH-2 and their defaults) and the escape sequences
+(\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\X..\\) come from python-hl7. Segments are split into
+fields up front, but a field is split into repetitions of components of subcomponents
+only when it is read: a translation reads a few dozen of a message's hundreds of
+fields, and python-hl7's full container tree cost more than the whole translation.
+The shapes are the ones `hl7.parse` gives, evened out.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from mappings.hl7v2.errors import MappingError
 
 Repetition = list[list[str]]  # components of subcomponents
 SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
+HEADER_SEGMENTS = ("MSH", "BHS", "FHS")  # segments whose fields 1 and 2 are separators
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,30 +47,27 @@ class Header:
 class Segment:
     """One segment; `field(n)` uses HL7 numbering (MSH-1 is the field separator)."""
 
-    def __init__(self, message: V2Message, raw: hl7.Segment, index: int) -> None:
+    def __init__(self, message: V2Message, fields: list[str], index: int) -> None:
         self._message = message
-        self._raw = raw
-        self.name = str(raw[0])
+        self._fields = fields  # raw text of each field; [0] is the segment name
+        self.name = fields[0]
         self.index = index  # 1-based position in the message, for ERR-2
 
     def field(self, number: int) -> list[Repetition]:
         """Repetitions of field `number`, unescaped; [] when empty or absent."""
-        if number >= len(self._raw) or (self.name == "MSH" and number <= 2):
-            if self.name == "MSH" and number in (1, 2) and number < len(self._raw):
-                return [[[str(self._raw[number])]]]
+        fields = self._fields
+        if number >= len(fields) or (number == 0 and self.name == "MSH"):
             return []
-        raw_field = self._raw[number]
-        if isinstance(raw_field, str):
-            return [[[self._unescape(raw_field)]]] if raw_field else []
-        repetitions = (
-            list(raw_field)
-            if raw_field and isinstance(raw_field[0], hl7.Repetition)
-            else [raw_field]
-        )
+        if number in (1, 2) and self.name in HEADER_SEGMENTS:
+            return [[[fields[number]]]]  # MSH-1 and MSH-2 are the separators, as sent
+        message = self._message
         result: list[Repetition] = []
-        for repetition in repetitions:
-            shaped = self._components(repetition)
-            if any(any(sub for sub in component) for component in shaped):
+        for repetition in fields[number].split(message.repetition_separator):
+            shaped = [
+                [message.unescape(sub) for sub in component.split(message.subcomponent_separator)]
+                for component in repetition.split(message.component_separator)
+            ]
+            if any(any(component) for component in shaped):
                 result.append(shaped)
         return result
 
@@ -74,29 +75,6 @@ class Segment:
         """Text of FIELD.COMPONENT.SUBCOMPONENT in the first repetition, '' when absent."""
         repetitions = self.field(number)
         return component_of(repetitions[0], component, subcomponent) if repetitions else ""
-
-    def _components(self, repetition: object) -> Repetition:
-        if isinstance(repetition, str):
-            return [[self._unescape(repetition)]]
-        assert isinstance(repetition, list)
-        if repetition and all(isinstance(part, str) for part in repetition):
-            return (
-                [[self._unescape(part)] for part in repetition]
-                if len(repetition) > 1
-                else [[self._unescape(repetition[0])]]
-            )
-        shaped: Repetition = []
-        for component in repetition:
-            if isinstance(component, str):
-                shaped.append([self._unescape(component)])
-            else:
-                shaped.append([self._unescape(str(sub)) for sub in component])
-        return shaped
-
-    def _unescape(self, text: str) -> str:
-        if "\\" not in text:
-            return text
-        return str(self._message.raw.unescape(text))
 
 
 def component_of(repetition: Repetition, component: int, subcomponent: int = 1) -> str:
@@ -113,17 +91,32 @@ class V2Message:
     def __init__(self, text: str) -> None:
         normalized = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
         check_msh(normalized)
+        stripped = normalized.strip()  # as hl7.parse does: trailing blanks are no data
         try:
-            self.raw = hl7.parse(normalized)
-        except Exception as error:  # python-hl7 raises bare errors on odd input
+            plan = hl7.parser.create_parse_plan(stripped)
+            # python-hl7's unescape reads the separators and escape character from this
+            self._escapes = hl7.Message(separators=plan.separators, esc=plan.esc)
+            self.repetition_separator = plan.separators[2]
+            self.component_separator = plan.separators[3]
+            self.subcomponent_separator = plan.separators[4]
+            self.segments = [
+                Segment(self, _fields(raw, plan.separators[1:]), i + 1)
+                for i, raw in enumerate(stripped.split("\r"))
+            ]
+        except Exception as error:  # a short MSH-like segment, odd separators
             raise MappingError("100", "message could not be split into segments", "MSH") from error
-        self.segments = [Segment(self, raw, i + 1) for i, raw in enumerate(self.raw)]
         for segment in self.segments:
             if not SEGMENT_NAME.fullmatch(segment.name):
                 raise MappingError(
                     "100", f"segment {segment.index} has no valid name", segment_location(segment)
                 )
         self.header = _header(self.segments[0])
+
+    def unescape(self, text: str) -> str:
+        """`text` with its escape sequences resolved (python-hl7's table)."""
+        if "\\" not in text:
+            return text
+        return str(self._escapes.unescape(text))
 
     def all(self, name: str) -> list[Segment]:
         return [segment for segment in self.segments if segment.name == name]
@@ -146,6 +139,22 @@ class V2Message:
                 group.append(segment)
         if group:
             yield group
+
+
+def _fields(segment: str, separators: str) -> list[str]:
+    """The raw fields of one segment, split as `hl7.parse` splits them.
+
+    `separators` are the field, repetition, component and subcomponent separators.
+    """
+    field_separator = separators[0]
+    if segment[:3] not in HEADER_SEGMENTS or not any(s in segment for s in separators):
+        return segment.split(field_separator)
+    # a header's own field separator and encoding characters are not split
+    own_separator = segment[3]
+    end = segment.find(own_separator, 4)
+    rest = segment[end + 1 :]
+    fields = rest.split(field_separator) if rest else []
+    return [segment[:3], own_separator, segment[4:end], *fields]
 
 
 def check_msh(text: str) -> None:

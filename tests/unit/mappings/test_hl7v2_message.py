@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import hl7
 import pytest
 
+from hl7_bridge.charset import decode
 from mappings.hl7v2.errors import MappingError
 from mappings.hl7v2.message import V2Message
 
@@ -85,3 +90,38 @@ def test_header_fields() -> None:
     assert header.accept_ack_type == "AL"
     assert header.application_ack_type == "NE"
     assert header.character_set == "8859/4"
+
+
+SAMPLES = sorted((Path(__file__).parents[2] / "data" / "hl7").glob("*.hl7"))
+
+
+def _as_python_hl7_reads(message: hl7.Message, segment: hl7.Segment, number: int) -> Any:
+    """Field `number` shaped from python-hl7's full container tree (the reference)."""
+    if number >= len(segment):
+        return []
+    if str(segment[0]) == "MSH" and number in (1, 2):
+        return [[[str(segment[number])]]]
+    field = segment[number]
+    repetitions = field if isinstance(field[0], hl7.Repetition) else [field]
+    shaped = []
+    for repetition in repetitions:
+        components = [
+            [message.unescape(str(sub)) for sub in component]
+            if isinstance(component, hl7.Component)
+            else [message.unescape(str(component))]
+            for component in repetition
+        ]
+        if any(any(component) for component in components):
+            shaped.append(components)
+    return shaped
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_fields_read_as_python_hl7_parses_them(path: Path) -> None:
+    text = decode(path.read_bytes()).text
+    message = V2Message(text)
+    reference = hl7.parse(text.replace("\r\n", "\r").replace("\n", "\r").strip("\r"))
+    assert [s.name for s in message.segments] == [str(s[0]) for s in reference]
+    for segment, raw in zip(message.segments, reference, strict=True):
+        for number in range(1, len(raw) + 2):
+            assert segment.field(number) == _as_python_hl7_reads(reference, raw, number)
