@@ -1,9 +1,11 @@
 """The study / series / instance index in MongoDB: one scalar document per entity.
 
 nx-27017 answers `find()` wrongly on indexed array fields, so every indexed field here
-is a scalar; ModalitiesInStudy is computed from the series documents. One instance is
-added in one transaction: the instance row (its unique `_id` makes concurrent stores
-of one SOP Instance UID agree), its series and study rows, and their counters.
+is a scalar; ModalitiesInStudy is computed from the series documents. Instances are
+added in one transaction per group (the instances of concurrent callers, see
+imaging.coalesce): the instance rows (a unique `_id` makes concurrent stores of one
+SOP Instance UID agree), their series and study rows, and their counters, written as
+one client bulkWrite.
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
-from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import (
+    BulkWriteError,
+    ClientBulkWriteException,
+    DuplicateKeyError,
+    OperationFailure,
+)
 
 from fhir_server.errors import FhirError
 from fhir_server.repository import Repository
+from imaging.coalesce import Coalescer
 from imaging.parse import ParsedInstance, fold
 
 Document = dict[str, Any]
@@ -31,6 +38,9 @@ STUDIES, SERIES, INSTANCES, QUARANTINE = (
     "dicom_instances",
     "dicom_quarantine",
 )
+INSTANCE_FIELDS = {"sha256": 1, "st": 1, "se": 1, "key": 1}
+CACHE_LIMIT = 100_000  # studies' owners and known series remembered by the index
+CLIENT_BULK_WIRE_VERSION = 25  # MongoDB 8.0: client-level bulkWrite
 
 
 class Added(StrEnum):
@@ -46,6 +56,10 @@ class InstanceRow:
     sha256: str
 
 
+# (instance, stored object, replace different bytes?, found indexed before the object write?)
+Pending = tuple[ParsedInstance, "InstanceRow", bool, bool]
+
+
 class DicomIndex:
     def __init__(self, repository: Repository) -> None:
         # the repository's write gate and transactions: the embedded store needs every
@@ -56,8 +70,15 @@ class DicomIndex:
         self.series: AsyncCollection[Document] = self.db[SERIES]
         self.instances: AsyncCollection[Document] = self.db[INSTANCES]
         self.quarantine: AsyncCollection[Document] = self.db[QUARANTINE]
+        self._client_bulk = False  # set by ensure_indexes() from the server's wire version
+        self._study_owners: dict[str, str] = {}  # study -> patient key, fixed once stored
+        self._known_series: set[str] = set()  # series rows that exist (never removed)
+        self._reader: Coalescer[str, Document | None] = Coalescer(self._read_instances)
+        self._writer: Coalescer[Pending, Added | FhirError] = Coalescer(self._write_group)
 
     async def ensure_indexes(self) -> None:
+        hello = await self.db.client.admin.command("hello")
+        self._client_bulk = int(hello.get("maxWireVersion", 0)) >= CLIENT_BULK_WIRE_VERSION
         for field in ("PatientID", "StudyDate", "AccessionNumber", "_pn", "lu", "pk", "dirty"):
             await self.studies.create_index([(field, ASCENDING)])
         for field in ("st", "Modality", "SeriesNumber"):
@@ -71,10 +92,19 @@ class DicomIndex:
 
     async def instance_digests(self, sops: list[str]) -> dict[str, str]:
         """SOP Instance UID -> SHA-256 of what is stored, for those already indexed."""
-        if not sops:
-            return {}
-        cursor = self.instances.find({"_id": {"$in": sops}}, {"sha256": 1})
-        return {row["_id"]: row["sha256"] async for row in cursor}
+        rows = await self.stored_instances(sops)
+        return {sop: row["sha256"] for sop, row in rows.items()}
+
+    async def stored_instances(self, sops: list[str]) -> dict[str, Document]:
+        """SOP Instance UID -> its row (digest, study, series, key), for those indexed;
+        concurrent callers share one read."""
+        rows = await self._reader.submit(sops)
+        return {sop: row for sop, row in zip(sops, rows, strict=True) if row is not None}
+
+    async def _read_instances(self, sops: list[str]) -> list[Document | None]:
+        cursor = self.instances.find({"_id": {"$in": sorted(set(sops))}}, INSTANCE_FIELDS)
+        found = {row["_id"]: row async for row in cursor}
+        return [found.get(sop) for sop in sops]
 
     async def add(
         self, parsed: ParsedInstance, row: InstanceRow, replace: bool = False
@@ -86,13 +116,22 @@ class DicomIndex:
         return result, None
 
     async def add_many(
-        self, items: list[tuple[ParsedInstance, InstanceRow]], replace: bool = False
+        self,
+        items: list[tuple[ParsedInstance, InstanceRow]],
+        replace: bool = False,
+        seen: set[str] | None = None,
     ) -> list[Added | FhirError]:
-        """Index stored instances in one transaction; per item what happened or why not."""
+        """Index stored instances; per item what happened or why not. Instances of
+        concurrent callers go in one transaction. `seen`: the SOP Instance UIDs the
+        caller found indexed (None: unknown, read them all)."""
+        return await self._writer.submit(
+            [(parsed, row, replace, seen is None or parsed.sop in seen) for parsed, row in items]
+        )
+
+    async def _write_group(self, items: list[Pending]) -> list[Added | FhirError]:
         for attempt in range(5):
             try:
-                async with self.repository.transaction() as session:
-                    return await _Batch(self, session, replace).apply(items)
+                return await _Batch(self, fresh=attempt > 0).apply(items)
             except DuplicateKeyError:
                 # another process indexed one of these meanwhile: read again and redo
                 if attempt == 4:
@@ -101,6 +140,30 @@ class DicomIndex:
                 if attempt == 4 or not error.has_error_label("TransientTransactionError"):
                     raise
         raise AssertionError("unreachable")
+
+    async def _commit(self, writes: list[Write]) -> None:
+        """The writes in one transaction: one client bulkWrite where the server has it
+        (it must be the transaction's only operation there), else one per collection."""
+        async with self.repository.transaction() as session:
+            if self._client_bulk:
+                models = [write.model(f"{self.db.name}.{write.collection}") for write in writes]
+                try:
+                    await self.repository.client.bulk_write(models, session=session, ordered=True)
+                except ClientBulkWriteException as error:
+                    if any(_code(e) == 11000 for e in error.write_errors or []):
+                        raise DuplicateKeyError("already indexed", 11000) from error
+                    raise
+                return
+            by_collection: dict[str, list[Any]] = {}
+            for write in writes:
+                by_collection.setdefault(write.collection, []).append(write.model(None))
+            for name, models in by_collection.items():
+                try:
+                    await self.db[name].bulk_write(models, ordered=True, session=session)
+                except BulkWriteError as error:
+                    if any(e.get("code") == 11000 for e in error.details.get("writeErrors", [])):
+                        raise DuplicateKeyError("already indexed", 11000) from error
+                    raise
 
     async def set_metadata(self, sop: str, metadata: bytes) -> None:
         async with self.repository.write_gate():
@@ -159,55 +222,97 @@ def _study_fields(attrs: dict[str, Any]) -> Document:
     return fields
 
 
-class _Batch:
-    """One transaction's worth of instances: read what exists once, write in bulk."""
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One write of a group, runnable in a client bulkWrite or a collection's."""
 
-    def __init__(self, index: DicomIndex, session: AsyncClientSession, replace: bool) -> None:
+    collection: str
+    document: Document  # the document to insert, or the update
+    filter: Document | None = None  # None: an insert
+
+    def model(self, namespace: str | None) -> InsertOne[Document] | UpdateOne:
+        if self.filter is None:
+            return InsertOne(self.document, namespace=namespace)
+        return UpdateOne(self.filter, self.document, namespace=namespace)
+
+
+def _code(error: Any) -> Any:
+    return error.get("code") if isinstance(error, dict) else getattr(error, "code", None)
+
+
+class _Batch:
+    """One transaction's worth of instances: read only what the caches do not know,
+    then write everything in one bulk."""
+
+    def __init__(self, index: DicomIndex, fresh: bool) -> None:
         self.index = index
-        self.session = session
-        self.replace = replace
+        self.fresh = fresh  # after a conflict: trust no cache, read everything again
         self.now = time.time_ns() // 1_000_000
 
     async def _rows(
         self, collection: AsyncCollection[Document], ids: set[str]
     ) -> dict[str, Document]:
-        cursor = collection.find({"_id": {"$in": sorted(ids)}}, {"meta": 0}, session=self.session)
+        if not ids:
+            return {}
+        cursor = collection.find({"_id": {"$in": sorted(ids)}}, {"meta": 0})
         return {row["_id"]: row async for row in cursor}
 
-    async def apply(
-        self, items: list[tuple[ParsedInstance, InstanceRow]]
-    ) -> list[Added | FhirError]:
-        index, session = self.index, self.session
-        studies = await self._rows(index.studies, {p.study for p, _ in items})
-        existing = await self._rows(index.instances, {p.sop for p, _ in items})
-        known_series = set(await self._rows(index.series, {p.series for p, _ in items}))
+    async def apply(self, items: list[Pending]) -> list[Added | FhirError]:
+        # no other index writer runs meanwhile in this process (the index's Coalescer runs
+        # one group at a time), and another process's insert makes the bulk fail on a
+        # unique _id, which redoes the group fresh
+        index, fresh = self.index, self.fresh
+        owners = index._study_owners
+        known_series = index._known_series
+        new_series_uids = {p.series for p, *_ in items if fresh or p.series not in known_series}
+        found_series = set(await self._rows(index.series, new_series_uids))
+        series_exist = {uid for uid in new_series_uids if uid in found_series} | (
+            {p.series for p, *_ in items} - new_series_uids
+        )
+        # a study row is read when its owner is unknown or a series joins it (its
+        # ModalitiesInStudy is rewritten)
+        read_studies = {
+            p.study
+            for p, *_ in items
+            if fresh or p.study not in owners or p.series not in series_exist
+        }
+        studies = await self._rows(index.studies, read_studies)
+        existing = await self._rows(
+            index.instances, {p.sop for p, _, _, seen in items if seen or fresh}
+        )
         results: list[Added | FhirError] = []
+        writes: list[Write] = []
         new_instances: dict[str, Document] = {}
         new_series: dict[str, Document] = {}
         series_inc: Counter[str] = Counter()
         study_series: Counter[str] = Counter()
         study_instances: Counter[str] = Counter()
         touched: set[str] = set()
-        for parsed, row in items:
-            study = studies.get(parsed.study)
-            if study is not None and study.get("pk") != parsed.patient_key:
+        new_studies: dict[str, Document] = {}
+        for parsed, row, replace, _ in items:
+            study = studies.get(parsed.study) or new_studies.get(parsed.study)
+            if study is not None:
+                owner = study.get("pk")
+            else:  # read and not there: a new study, whatever the cache remembers
+                owner = None if parsed.study in read_studies else owners.get(parsed.study)
+            if owner is not None and owner != parsed.patient_key:
                 results.append(
                     FhirError("MB-3006", "StudyInstanceUID is already used for another patient")
                 )
                 continue
-            if study is None:
-                studies[parsed.study] = study = {
-                    "_id": parsed.study, "pk": parsed.patient_key, "new": True,
+            if study is None and owner is None:
+                new_studies[parsed.study] = study = {
+                    "_id": parsed.study, "pk": parsed.patient_key,
                     **_study_fields(parsed.study_attrs),
                 }  # fmt: skip
             previous = existing.get(parsed.sop) or new_instances.get(parsed.sop)
             document = _instance_document(parsed, row, self.now)
             if previous is not None:
-                results.append(await self._again(parsed, row, previous, document))
+                results.append(self._again(parsed, row, previous, document, replace, writes))
                 touched.add(parsed.study)
                 continue
             new_instances[parsed.sop] = {"_id": parsed.sop, **document}
-            if parsed.series in known_series:
+            if parsed.series in series_exist:
                 series_inc[parsed.series] += 1
             elif parsed.series in new_series:
                 new_series[parsed.series]["n"] += 1
@@ -220,48 +325,62 @@ class _Batch:
                 }
                 study_series[parsed.study] += 1
                 modality = parsed.series_attrs.get("Modality")
+                assert study is not None  # read above: a series joins it
                 if modality:
                     study["mods"] = _add_modality(study.get("mods", ""), str(modality))
             study_instances[parsed.study] += 1
             touched.add(parsed.study)
             results.append(Added.STORED)
-        if new_instances:
-            await index.instances.insert_many(list(new_instances.values()), session=session)
-        if new_series:
-            await index.series.insert_many(list(new_series.values()), session=session)
-        for series_uid, count in series_inc.items():
-            await index.series.update_one(
-                {"_id": series_uid}, {"$inc": {"n": count}}, session=session
-            )
+        writes += [Write(INSTANCES, doc) for doc in new_instances.values()]
+        writes += [Write(SERIES, doc) for doc in new_series.values()]
+        writes += [
+            Write(SERIES, {"$inc": {"n": count}}, {"_id": uid}) for uid, count in series_inc.items()
+        ]
         for uid in sorted(touched):
-            study = studies[uid]
             counts = {"ns": study_series[uid], "ni": study_instances[uid]}
-            if study.pop("new", False):
-                await index.studies.insert_one(
-                    {**study, **counts, "lu": self.now, "dirty": True}, session=session
-                )
-            else:
-                changes = {"lu": self.now, "dirty": True, "mods": study.get("mods", "")}
-                await index.studies.update_one(
-                    {"_id": uid}, {"$inc": counts, "$set": changes}, session=session
-                )
+            if uid in new_studies:
+                document = {**new_studies[uid], **counts, "lu": self.now, "dirty": True}
+                writes.append(Write(STUDIES, document))
+                continue
+            changes: Document = {"lu": self.now, "dirty": True}
+            if uid in studies:
+                changes["mods"] = studies[uid].get("mods", "")
+            writes.append(Write(STUDIES, {"$inc": counts, "$set": changes}, {"_id": uid}))
+        if writes:
+            await index._commit(writes)
+        # what is written stays: a study's patient and a series' existence never change
+        if len(owners) > CACHE_LIMIT or len(known_series) > CACHE_LIMIT:
+            owners.clear()
+            known_series.clear()
+        for parsed, *_ in items:
+            study = studies.get(parsed.study) or new_studies.get(parsed.study)
+            if study is not None and parsed.study not in owners:
+                owners[parsed.study] = str(study.get("pk"))
+        known_series.update(series_exist, new_series)
         return results
 
-    async def _again(
-        self, parsed: ParsedInstance, row: InstanceRow, previous: Document, document: Document
+    def _again(
+        self,
+        parsed: ParsedInstance,
+        row: InstanceRow,
+        previous: Document,
+        document: Document,
+        replace: bool,
+        writes: list[Write],
     ) -> Added | FhirError:
         """A SOP Instance UID seen before: same bytes, refused, or replaced (old kept)."""
         if previous["sha256"] == row.sha256:
             return Added.DUPLICATE
         if previous["st"] != parsed.study or previous["se"] != parsed.series:
             return FhirError("MB-3005", "SOP Instance UID already stored in another series")
-        if not self.replace:
+        if not replace:
             return FhirError("MB-3005")
         document["previous_key"] = previous["key"]
         # $set, not replace_one: nx-27017 cannot serialize binary values in a replace
-        await self.index.instances.update_one(
-            {"_id": parsed.sop}, {"$set": document, "$unset": {"meta": ""}}, session=self.session
+        writes.append(
+            Write(INSTANCES, {"$set": document, "$unset": {"meta": ""}}, {"_id": parsed.sop})
         )
+        previous.update(document)  # a later item of this group sees this version
         return Added.REPLACED
 
 

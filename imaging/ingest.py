@@ -106,7 +106,8 @@ class Ingestor:
                     await self._quarantine(data, sha256, error.code, error.diagnostics, source)
                 outcomes[position] = _failed(parsed, error, sha256)
         # same bytes already stored: success without a second copy, nothing written
-        known = await self.index.instance_digests([parsed.sop for _, parsed, _ in accepted])
+        stored = await self.index.stored_instances([parsed.sop for _, parsed, _ in accepted])
+        known = {sop: row["sha256"] for sop, row in stored.items()}
         to_write = []
         for position, parsed, sha256 in accepted:
             if known.get(parsed.sop) == sha256:
@@ -126,7 +127,9 @@ class Ingestor:
                 indexable.append((position, parsed, sha256, row))
         if indexable:
             results = await self.index.add_many(
-                [(parsed, row) for _, parsed, _, row in indexable], self.policy.replace_different
+                [(parsed, row) for _, parsed, _, row in indexable],
+                self.policy.replace_different,
+                seen=set(known),
             )
             for (position, parsed, sha256, _), result in zip(indexable, results, strict=True):
                 if isinstance(result, FhirError):

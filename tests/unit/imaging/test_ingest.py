@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydicom.uid import generate_uid
 from pymongo import AsyncMongoClient
 
 from fhir_server.repository import Repository
@@ -99,3 +100,64 @@ async def test_refused_bytes_are_quarantined_with_the_reason(
     assert row is not None
     assert row["code"] == "MB-3004"
     assert _files(tmp_path) == []
+
+
+async def test_concurrent_ingests_share_groups_and_keep_counts(
+    index: DicomIndex, tmp_path: Path
+) -> None:
+    """Instances of concurrent callers are indexed in shared transactions; the counters,
+    the series rows, the duplicates and the patient check come out as if one by one."""
+    import asyncio
+
+    ingestor = Ingestor(LocalObjectStore(tmp_path), index, IngestPolicy())
+    study, series_a, series_b = (str(generate_uid()) for _ in range(3))
+    first = [renamed("CT_small.dcm", study, series_a, patient_id="P") for _ in range(6)]
+    second = [renamed("MR_small.dcm", study, series_b, patient_id="P") for _ in range(4)]
+    intruder = renamed("CT_small.dcm", study, patient_id="OTHER")
+    calls = [ingestor.ingest(data, "test") for data in first + second]
+    calls += [ingestor.ingest(first[0], "test"), ingestor.ingest(intruder, "test")]
+    outcomes = await asyncio.gather(*calls)
+    assert [o.added for o in outcomes[:10]] == [Added.STORED] * 10
+    assert outcomes[10].added is Added.DUPLICATE
+    assert (outcomes[11].ok, outcomes[11].code) == (False, "MB-3006")
+    study_row = await index.studies.find_one({"_id": study})
+    assert study_row is not None
+    assert (study_row["ns"], study_row["ni"], study_row["mods"]) == (2, 10, "CT\\MR")
+    series_rows = {row["_id"]: row["n"] async for row in index.series.find({"st": study})}
+    assert series_rows == {series_a: 6, series_b: 4}
+    stored_sops = {path.parent.name for path in _files(tmp_path)}
+    assert {o.sop_instance for o in outcomes[:10]} <= stored_sops
+    duplicate_folder = next(
+        p.parent for p in _files(tmp_path) if p.parent.name == outcomes[0].sop_instance
+    )
+    assert len(list(duplicate_folder.iterdir())) == 1  # the duplicate made no second copy
+    # a later group for the same study and series: counters go on from the stored ones
+    more = await ingestor.ingest(renamed("CT_small.dcm", study, series_a, patient_id="P"), "t")
+    assert more.added is Added.STORED
+    study_row = await index.studies.find_one({"_id": study})
+    assert study_row is not None
+    assert (study_row["ns"], study_row["ni"]) == (2, 11)
+    series_row = await index.series.find_one({"_id": series_a})
+    assert series_row is not None
+    assert series_row["n"] == 7
+
+
+async def test_a_new_index_on_the_same_rows_agrees(index: DicomIndex, tmp_path: Path) -> None:
+    """The caches of one DicomIndex are not needed for correctness: another index (another
+    process) sees the same owners and series."""
+    ingestor = Ingestor(LocalObjectStore(tmp_path), index, IngestPolicy())
+    first = await ingestor.ingest(renamed("CT_small.dcm", patient_id="A"), "test")
+    assert first.ok
+    assert first.study
+    other = DicomIndex(index.repository)
+    await other.ensure_indexes()
+    again = Ingestor(LocalObjectStore(tmp_path), other, IngestPolicy())
+    refused = await again.ingest(renamed("CT_small.dcm", first.study, patient_id="B"), "t")
+    assert refused.code == "MB-3006"
+    joined = await again.ingest(
+        renamed("CT_small.dcm", first.study, first.series, patient_id="A"), "t"
+    )
+    assert joined.added is Added.STORED
+    study = await index.studies.find_one({"_id": first.study})
+    assert study is not None
+    assert (study["ns"], study["ni"]) == (1, 2)
