@@ -14,6 +14,12 @@ write unit in this process takes `write_gate()` first. Code outside this module 
 writes to MongoDB must do the same (`async with repository.write_gate(): ...`), and
 several writes that must be atomic use `async with repository.transaction() as session`.
 A real MongoDB replica set isolates transactions itself: serialize_writes=False there.
+
+Group commit (embedded store): a version's writes, a transaction bundle's writes and
+other write units (`apply_writes`) go to `group_commit.GroupCommit`, which applies
+the units of concurrent requests as one bulkWrite in one transaction. A transaction
+bundle without reads that depend on its own writes is deferred: its entries read the
+store plus the bundle's own staged versions, and all its writes are one unit at the end.
 """
 
 from __future__ import annotations
@@ -22,19 +28,21 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, DeleteMany, InsertOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ClientBulkWriteException, DuplicateKeyError
 
 from fhir_server.errors import FhirError
+from fhir_server.group_commit import GroupCommit, Write
+from fhir_server.group_commit import insert as _insert
 from fhir_server.registry import SERVED_TYPES
 from fhir_server.search.criteria import only_criteria
 from fhir_server.search.engine import Engine
@@ -60,6 +68,24 @@ class ClaimTaken(Exception):
 # The session of a transaction bundle being processed: every read and write of this
 # task joins it, so all entries commit or roll back together.
 _BUNDLE_SESSION: ContextVar[AsyncClientSession | None] = ContextVar("bundle", default=None)
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """A deferred transaction bundle: its staged writes and the versions they make."""
+
+    writes: list[Write] = field(default_factory=list)
+    current: dict[tuple[str, str], Stored] = field(default_factory=dict)
+    versions: dict[str, Stored] = field(default_factory=dict)  # "Type/id/version"
+
+
+_DEFERRED: ContextVar[_Deferred | None] = ContextVar("deferred", default=None)
+# Reads by id remembered for one unit of work (an HL7 message planned, then written):
+# its writes re-read what its plan read. A stale entry cannot do harm, because every
+# write is guarded by the version it replaces: it fails and the unit plans again.
+_READ_MEMO: ContextVar[dict[tuple[str, str], Stored | None] | None] = ContextVar(
+    "read_memo", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +126,23 @@ class Repository:
         self.client = client
         self.db: AsyncDatabase[Document] = client[database]
         self._gate = asyncio.Lock() if serialize_writes else None
+        self._gate_owner: asyncio.Task[Any] | None = None  # nested gated calls pass through
         self._client_bulk = False  # set by ensure_indexes() from the server's wire version
+        self.group: GroupCommit | None = None  # likewise: embedded store with bulkWrite
 
     @contextlib.asynccontextmanager
     async def write_gate(self) -> AsyncIterator[None]:
         """Hold this while writing outside `transaction()` (see the module docstring)."""
-        if self._gate is None or _BUNDLE_SESSION.get() is not None:
-            yield  # a transaction bundle of this task already holds the gate
+        task = asyncio.current_task()
+        if self._gate is None or _BUNDLE_SESSION.get() is not None or task is self._gate_owner:
+            yield  # this task (or its transaction bundle) already holds the gate
             return
         async with self._gate:
-            yield
+            self._gate_owner = task
+            try:
+                yield
+            finally:
+                self._gate_owner = None
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncClientSession]:
@@ -129,19 +162,64 @@ class Repository:
             yield session
 
     @contextlib.asynccontextmanager
-    async def bundle_transaction(self) -> AsyncIterator[AsyncClientSession]:
-        """Run every repository call of this task in one transaction (transaction bundles)."""
-        async with self.transaction() as session:
-            token = _BUNDLE_SESSION.set(session)
+    async def bundle_transaction(self, deferred: bool = False) -> AsyncIterator[None]:
+        """Run every repository call of this task as one atomic unit (transaction bundles).
+
+        `deferred`: the bundle's reads need not see its own writes through searches, so
+        the writes are staged and committed together at the end (one bulkWrite);
+        reads by id still see the staged versions. Otherwise the calls join one open
+        transaction, which holds the write gate throughout.
+        """
+        if deferred and self.group is not None:
+            staged = _Deferred()
+            token = _DEFERRED.set(staged)
             try:
-                yield session
+                yield
             finally:
-                _BUNDLE_SESSION.reset(token)
+                _DEFERRED.reset(token)
+            try:
+                await self.group.submit(staged.writes)
+            except DuplicateKeyError as error:
+                raise FhirError(
+                    "MB-1011",
+                    "a resource of this transaction was changed by another request; "
+                    "nothing was applied, send it again",
+                ) from error
+            return
+        async with self.transaction() as session:
+            token_ = _BUNDLE_SESSION.set(session)
+            try:
+                yield
+            finally:
+                _BUNDLE_SESSION.reset(token_)
+
+    @contextlib.contextmanager
+    def remembering_reads(self) -> Iterator[None]:
+        """Within: a read by id of something read before answers from memory."""
+        token = _READ_MEMO.set({})
+        try:
+            yield
+        finally:
+            _READ_MEMO.reset(token)
+
+    @property
+    def in_bundle(self) -> bool:
+        """Whether this task is inside a transaction bundle."""
+        return _BUNDLE_SESSION.get() is not None or _DEFERRED.get() is not None
 
     @property
     def session(self) -> AsyncClientSession | None:
         """The transaction this task is in, if any (reads join it to see its writes)."""
         return _BUNDLE_SESSION.get()
+
+    async def apply_writes(self, writes: list[Write]) -> None:
+        """Apply `writes` atomically: grouped with concurrent units where the store
+        allows; DuplicateKeyError (`details["idx"]`) when one collides."""
+        if self.group is not None and self.session is None:
+            await self.group.submit(writes)
+            return
+        async with self.transaction() as session:
+            await self._apply(session, writes)
 
     def search_engine(self) -> Engine:
         return Engine(self.db, self.session)
@@ -149,32 +227,51 @@ class Repository:
     async def ensure_indexes(self) -> None:
         hello = await self.client.admin.command("hello")
         self._client_bulk = int(hello.get("maxWireVersion", 0)) >= CLIENT_BULK_WIRE_VERSION
+        if self._client_bulk and self._gate is not None:
+            self.group = GroupCommit(self.client, self.db.name, self.write_gate)
         history = self.db[HISTORY]
+        # every collection a write unit touches exists up front: the embedded store
+        # forgets a table created inside a transaction that is then aborted
+        await self.db[CLAIMS].create_index([("r", ASCENDING)])
         await history.create_index([("t", ASCENDING), ("r", ASCENDING), ("v", DESCENDING)])
         await history.create_index([("t", ASCENDING), ("lu", DESCENDING)])
         await history.create_index([("lu", DESCENDING)])
         for resource_type in SERVED_TYPES:
             rows = self.db[f"{resource_type}_idx"]
             # single-field indexes only: the embedded store uses nothing else (search/keys.py)
-            for field in ("r", "k", "c", "h"):
-                await rows.create_index([(field, ASCENDING)])
+            for name in ("r", "k", "c", "h"):
+                await rows.create_index([(name, ASCENDING)])
             await self.db[resource_type].create_index([("lu", DESCENDING)])
 
     # reads --------------------------------------------------------------------------
 
     async def read(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version (possibly a tombstone), by primary key."""
+        staged = _DEFERRED.get()
+        if staged is not None and (resource_type, resource_id) in staged.current:
+            return staged.current[(resource_type, resource_id)]
+        memo = _READ_MEMO.get()
+        if memo is not None and (resource_type, resource_id) in memo:
+            return memo[(resource_type, resource_id)]
         doc = await self.db[resource_type].find_one(
             {"_id": resource_id}, CURRENT_FIELDS, session=self.session
         )
-        if doc is None:
-            return None
-        return Stored(
-            resource_type, resource_id, doc["vid"], doc["lu"], doc.get("raw"),
-            index_keys=tuple(doc["rk"]) if "rk" in doc else None,
-        )  # fmt: skip
+        stored = None
+        if doc is not None:
+            stored = Stored(
+                resource_type, resource_id, doc["vid"], doc["lu"], doc.get("raw"),
+                index_keys=tuple(doc["rk"]) if "rk" in doc else None,
+            )  # fmt: skip
+        if memo is not None:
+            memo[(resource_type, resource_id)] = stored
+        return stored
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Stored | None:
+        staged = _DEFERRED.get()
+        if staged is not None:
+            found = staged.versions.get(f"{resource_type}/{resource_id}/{version}")
+            if found is not None:
+                return found
         doc = await self.db[HISTORY].find_one(
             {"_id": f"{resource_type}/{resource_id}/{version}"}, session=self.session
         )
@@ -232,6 +329,10 @@ class Repository:
 
     async def release_claim(self, key: str) -> None:
         """Drop a claim whose resource no longer matches its criteria (deleted or changed)."""
+        staged = _DEFERRED.get()
+        if staged is not None:
+            staged.writes.append(Write(CLAIMS, "delete", {}, {"_id": key}))
+            return
         async with self.write_gate():
             await self.db[CLAIMS].delete_one({"_id": key}, session=self.session)
 
@@ -274,16 +375,29 @@ class Repository:
         order: Document,
         claim: str | None = None,
     ) -> None:
-        writes = _version_writes(stored, previous, rows, order)
+        writes, keys = _version_writes(stored, previous, rows, order)
         if claim is not None:
             # a unique _id per (type, criteria): of two conditional creates racing on the
             # same criteria, the second one's transaction fails here and it re-resolves
             owner = f"{stored.resource_type}/{stored.id}"
             writes.insert(0, _insert(CLAIMS, {"_id": claim, "r": owner}))
+        memo = _READ_MEMO.get()
+        if memo is not None:
+            memo.pop((stored.resource_type, stored.id), None)
+        staged = _DEFERRED.get()
+        if staged is not None:
+            staged.writes.extend(writes)
+            version = replace(stored, index_keys=tuple(keys))
+            staged.current[(stored.resource_type, stored.id)] = version
+            staged.versions[f"{stored.resource_type}/{stored.id}/{stored.version}"] = version
+            return
         try:
             ambient = self.session
             if ambient is not None:
                 await self._apply(ambient, writes)
+                return
+            if self.group is not None:
+                await self.group.submit(writes)
                 return
             async with self.transaction() as session:
                 # client bulkWrite runs against `admin`: the embedded store accepts it
@@ -353,31 +467,10 @@ class Repository:
                 raise DuplicateKeyError("current version moved", 11000, {"idx": index})
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
-    """One write of a version, runnable alone or as part of a client-level bulkWrite."""
-
-    collection: str
-    kind: str  # insert | update | delete
-    document: Document  # the document to insert, or the update
-    filter: Document
-
-    def model(self, database: str) -> InsertOne[Document] | UpdateOne | DeleteMany:
-        namespace = f"{database}.{self.collection}"
-        if self.kind == "insert":
-            return InsertOne(self.document, namespace=namespace)
-        if self.kind == "update":
-            return UpdateOne(self.filter, self.document, namespace=namespace)
-        return DeleteMany(self.filter, namespace=namespace)
-
-
-def _insert(collection: str, document: Document) -> Write:
-    return Write(collection, "insert", document, {})
-
-
 def _version_writes(
     stored: Stored, previous: Stored | None, rows: list[Document], order: Document
-) -> list[Write]:
+) -> tuple[list[Write], list[str]]:
+    """The writes of one version, and the ids of its index rows."""
     resource_type, resource_id = stored.resource_type, stored.id
     history = {
         "_id": f"{resource_type}/{resource_id}/{stored.version}",
@@ -421,7 +514,7 @@ def _version_writes(
         for key, row in keyed.items()
         if key not in kept
     )
-    return writes
+    return writes, list(keyed)
 
 
 def _digest(row: Document) -> str:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from fhir_server.group_commit import Write, insert
+from fhir_server.repository import Repository
 
 COLLECTION = "hl7_messages"
 RECEIVED = "received"  # archived, being processed (or the process died meanwhile)
@@ -42,19 +42,14 @@ def message_key(sending_application: str, sending_facility: str, control_id: str
     return f"{sending_application}|{sending_facility}|{control_id}"
 
 
-Gate = Callable[[], AbstractAsyncContextManager[None]]
-
-
-def _no_gate() -> AbstractAsyncContextManager[None]:
-    return nullcontext()
-
-
 class Archive:
-    """`gate` is the repository's write gate: the embedded store needs writes serialized."""
+    """Receipts are written as repository write units: on the embedded store they are
+    grouped with the concurrent writes of other messages (one commit for many)."""
 
-    def __init__(self, db: AsyncDatabase[Document], gate: Gate = _no_gate) -> None:
-        self.collection = db[COLLECTION]
-        self.gate = gate
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+        self.collection = repository.db[COLLECTION]
+        self.gate = repository.write_gate
 
     async def ensure_indexes(self) -> None:
         async with self.gate():
@@ -77,20 +72,18 @@ class Archive:
             "status": RECEIVED,
             **fields,
         }
+        apply = self.repository.apply_writes
         if key is not None:
             try:
-                async with self.gate():
-                    await self.collection.insert_one({**document, "key": key})
+                await apply([insert(COLLECTION, {**document, "key": key})])
                 return Receipt(receipt_id, key, True, None)
             except DuplicateKeyError:
                 original = await self.collection.find_one({"key": key})
                 copy_key = f"copy:{receipt_id}"
-                async with self.gate():
-                    await self.collection.insert_one({**document, "key": copy_key, "copy_of": key})
+                await apply([insert(COLLECTION, {**document, "key": copy_key, "copy_of": key})])
                 return Receipt(receipt_id, copy_key, False, original)
         unkeyed = f"unkeyed:{receipt_id}"
-        async with self.gate():
-            await self.collection.insert_one({**document, "key": unkeyed})
+        await apply([insert(COLLECTION, {**document, "key": unkeyed})])
         return Receipt(receipt_id, unkeyed, True, None)
 
     async def finish(
@@ -102,31 +95,19 @@ class Archive:
         reason: str | None = None,
         code: str | None = None,
     ) -> None:
-        async with self.gate():
-            await self._set(receipt_id, status, ack, references, reason, code)
-
-    async def _set(
-        self,
-        receipt_id: str,
-        status: str,
-        ack: bytes | None,
-        references: list[str] | None,
-        reason: str | None,
-        code: str | None,
-    ) -> None:
-        await self.collection.update_one(
-            {"_id": receipt_id},
-            {
-                "$set": {
-                    "status": status,
-                    "ack": ack,
-                    "references": references or [],
-                    "reason": reason,
-                    "err3": code,
-                    "finished": datetime.now(UTC),
-                },
-                "$inc": {"attempts": 1},
+        update = {
+            "$set": {
+                "status": status,
+                "ack": ack,
+                "references": references or [],
+                "reason": reason,
+                "err3": code,
+                "finished": datetime.now(UTC),
             },
+            "$inc": {"attempts": 1},
+        }
+        await self.repository.apply_writes(
+            [Write(COLLECTION, "update", update, {"_id": receipt_id})]
         )
 
     async def claim(self, receipt_id: str) -> Document | None:

@@ -34,7 +34,7 @@ async def build_processor(
     authorities: Path | None,
     honor_no_ack: bool = False,
 ) -> Processor:
-    archive = Archive(repository.db, repository.write_gate)
+    archive = Archive(repository)
     await archive.ensure_indexes()
     tables = load_tables(authorities)
     return Processor(router, archive, tables, ZoneInfo(timezone), honor_no_ack)

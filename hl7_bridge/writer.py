@@ -55,15 +55,17 @@ class Writer:
     async def apply(self, translation: Translation) -> list[str]:
         """Write the translation; the references (`Type/id/_history/n`) of what it touched."""
         for _ in range(RETRIES):
-            plan = _Plan(found=await self._prefetch(translation))
-            for action in translation.actions:
-                if isinstance(action, Upsert):
-                    await self._plan_upsert(plan, action)
-                else:
-                    await self._plan_merge(plan, action)
-            if not plan.resources:
-                return plan.unchanged
-            response = await self._commit(plan)
+            # the transaction's PUTs re-read what the plan read: remembered, not re-fetched
+            with self.router.services.repository.remembering_reads():
+                plan = _Plan(found=await self._prefetch(translation))
+                for action in translation.actions:
+                    if isinstance(action, Upsert):
+                        await self._plan_upsert(plan, action)
+                    else:
+                        await self._plan_merge(plan, action)
+                if not plan.resources:
+                    return plan.unchanged
+                response = await self._commit(plan)
             if response.status == 200:
                 return plan.unchanged + _locations(response)
             if response.status not in CONFLICTS:

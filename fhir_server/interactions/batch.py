@@ -2,10 +2,12 @@
 
 Every entry becomes a `FhirRequest` that goes back through the router, so it passes
 the same pipeline (authorization, consent, audit) as a request of its own. A
-transaction runs its entries in the spec's order (DELETE, POST, PUT/PATCH, GET) inside
-one repository transaction, with `urn:uuid:` and conditional references resolved
-across entries; any failing entry rolls everything back. A batch answers each entry
-on its own, failures as OperationOutcomes.
+transaction runs its entries in the spec's order (DELETE, POST, PUT/PATCH, GET) as one
+atomic repository unit, with `urn:uuid:` and conditional references resolved across
+entries; any failing entry rolls everything back. A transaction of plain writes is
+deferred (its writes staged, then committed as one bulkWrite); one with reads,
+searches or conditions joins an open transaction, so it sees its own writes. A batch
+answers each entry on its own, failures as OperationOutcomes.
 """
 
 from __future__ import annotations
@@ -49,13 +51,14 @@ def bundle_handler(dispatch: Dispatch) -> Handler:
             raise FhirError(
                 "MB-1004", "Bundle.type must be batch or transaction", expression="Bundle.type"
             )
-        if services.repository.session is not None:
+        if services.repository.in_bundle:
             raise FhirError("MB-1004", "a Bundle entry cannot itself be a batch or transaction")
         processor = _Processor(exchange, services, dispatch, entries)
         if kind == "batch":
             responses = await processor.batch()
         else:
-            async with services.repository.bundle_transaction():
+            deferred = all(_writes_blind(entry) for entry in entries)
+            async with services.repository.bundle_transaction(deferred):
                 responses = await processor.transaction()
         return FhirResponse(200, bundle(f"{kind}-response", responses, []))
 
@@ -202,6 +205,32 @@ class _Processor:
             )
         self.resolved[reference] = f"{resource_type}/{ids[0]}"
         return self.resolved[reference]
+
+
+def _writes_blind(entry: Any) -> bool:
+    """Whether the entry is a write that needs no search over the bundle's own writes:
+    no read or search entry, no conditional URL or ifNoneExist, no conditional reference.
+    Such a transaction can stage its writes and commit them at once (one bulkWrite)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
+        return True  # answered as invalid before anything is written
+    request = entry["request"]
+    method = str(request.get("method", "")).upper()
+    if method not in ("POST", "PUT", "PATCH", "DELETE") or request.get("ifNoneExist"):
+        return False
+    if "?" in str(request.get("url", "")):
+        return False
+    return not _conditional_reference(entry.get("resource"))
+
+
+def _conditional_reference(value: Any) -> bool:
+    if isinstance(value, dict):
+        reference = value.get("reference")
+        if isinstance(reference, str) and _CONDITIONAL.match(reference):
+            return True
+        return any(_conditional_reference(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_conditional_reference(v) for v in value)
+    return False
 
 
 def _binary_data(resource: dict[str, Any]) -> bytes:

@@ -123,7 +123,9 @@ async def test_writers_inside_a_bundle_join_it_instead_of_waiting(
     audit = repository.db["audit_probe"]
 
     async def nested() -> None:
-        async with repository.bundle_transaction() as outer:
+        async with repository.bundle_transaction():
+            outer = repository.session
+            assert outer is not None
             async with repository.write_gate():  # e.g. an audit hook writing directly
                 await audit.insert_one({"_id": "gate"}, session=outer)
             async with repository.transaction() as inner:
