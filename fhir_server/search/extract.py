@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from fhir_server.search.dates import date_range
-from fhir_server.search.fhirpath import Node, evaluate
+from fhir_server.search.fhirpath import Node, Path, compile_path
 from fhir_server.search.keys import (
     OPEN_END,
     SEP,
@@ -45,18 +46,26 @@ def index_rows(resource: dict[str, Any]) -> list[Row]:
 def index_entries(resource: dict[str, Any]) -> Index:
     """Rows and sort keys of `resource`."""
     index = Index()
-    for parameter in parameters_for(resource["resourceType"]).values():
+    for parameter, paths, own in _extractors(resource["resourceType"]):
         rows: list[Row] = []
-        for branch in parameter.branches:
-            for node in evaluate(branch, resource):
+        for path in paths:
+            for node in path(resource):
                 rows.extend(_rows_for(parameter, node))
-        own = parameter.code + SEP
         for row in rows:
             order = row.pop("o", None)
             if parameter.code not in index.order and row["k"].startswith(own):
                 index.order[parameter.code] = order or row["k"][len(own) :]
         index.rows.extend(rows)
     return index
+
+
+@cache
+def _extractors(resource_type: str) -> list[tuple[SearchParameter, list[Path], str]]:
+    """Per parameter of the type: its compiled branches and its own key prefix."""
+    return [
+        (parameter, [compile_path(branch) for branch in parameter.branches], parameter.code + SEP)
+        for parameter in parameters_for(resource_type).values()
+    ]
 
 
 def _rows_for(parameter: SearchParameter, node: Node) -> Iterator[Row]:

@@ -10,7 +10,7 @@ expression this subset cannot read indexes nothing rather than something wrong.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -31,22 +31,49 @@ class Node:
     type: str | None = None
 
 
+Path = Callable[[dict[str, Any]], list[Node]]
+Step = Callable[[list[Node]], list[Node]]
+
+
 def evaluate(expression: str, resource: dict[str, Any]) -> list[Node]:
     """The values `expression` (one union branch) selects in `resource`."""
+    return compile_path(expression)(resource)
+
+
+@cache
+def compile_path(expression: str) -> Path:
+    """`expression` (one union branch) as a function of the resource.
+
+    Every write evaluates each of a type's ~30 search expressions, so the text is
+    read once per expression and the regular expressions stay off the write path.
+    """
     expression = expression.strip()
     present = _PRESENT_NOT_FALSE.fullmatch(expression)
     if present:
-        values = [n.value for n in _run(_steps(present["path"])[1:], [Node(resource)])]
-        return [Node(bool(values) and values != [False], "boolean")]
+        steps = _compile_steps(_steps(present["path"])[1:])
+
+        def present_not_false(resource: dict[str, Any]) -> list[Node]:
+            values = [n.value for n in _run(steps, [Node(resource)])]
+            return [Node(bool(values) and values != [False], "boolean")]
+
+        return present_not_false
     if " and " in expression or " or " in expression:
-        return []
+        return _nothing
     cast = _AS.fullmatch(expression)
     if cast:
-        nodes = _run(_steps(cast["path"])[1:], [Node(resource)])
-        nodes = _of_type(nodes, cast["type"])
         rest = cast["rest"].lstrip(".")
-        return _run(_steps(rest), nodes) if rest else nodes
-    return _run(_steps(expression)[1:], [Node(resource)])
+        steps = (
+            _compile_steps(_steps(cast["path"])[1:])
+            + [_of_type_step(cast["type"])]
+            + (_compile_steps(_steps(rest)) if rest else [])
+        )
+    else:
+        steps = _compile_steps(_steps(expression)[1:])
+    return lambda resource: _run(steps, [Node(resource)])
+
+
+def _nothing(resource: dict[str, Any]) -> list[Node]:
+    return []
 
 
 @cache
@@ -66,43 +93,62 @@ def _steps(path: str) -> list[str]:
     return [step.strip() for step in steps if step.strip()]
 
 
-def _run(steps: list[str], nodes: list[Node]) -> list[Node]:
+def _compile_steps(steps: list[str]) -> list[Step]:
+    compiled: list[Step] = []
     for step in steps:
         call = _CALL.fullmatch(step)
         if call is None:
-            nodes = [child for node in nodes for child in _member(node, step)]
+            compiled.append(_member_step(step))
             continue
         name, argument = call["name"], call["argument"].strip()
         if name in ("as", "ofType"):
-            nodes = _of_type(nodes, argument)
+            compiled.append(_of_type_step(argument))
         elif name == "where":
-            nodes = _where(nodes, argument)
+            compiled.append(_where_step(argument))
         elif name == "exists":
-            nodes = [Node(bool(nodes), "boolean")]
+            compiled.append(lambda nodes: [Node(bool(nodes), "boolean")])
         else:
-            return []
+            return [lambda nodes: []]  # a function outside the subset: no values at all
+    return compiled
+
+
+def _run(steps: list[Step], nodes: list[Node]) -> list[Node]:
+    for step in steps:
+        nodes = step(nodes)
     return nodes
 
 
-def _member(node: Node, name: str) -> Iterator[Node]:
-    value = node.value
-    if not isinstance(value, dict):
-        return
+def _member_step(name: str) -> Step:
+    def member(nodes: list[Node]) -> list[Node]:
+        children: list[Node] = []
+        for node in nodes:
+            if isinstance(node.value, dict):
+                _member(node.value, name, children)
+        return children
+
+    return member
+
+
+def _of_type_step(type_name: str) -> Step:
+    return lambda nodes: _of_type(nodes, type_name)
+
+
+def _member(value: dict[str, Any], name: str, children: list[Node]) -> None:
     if name in value:
-        yield from _flatten(value[name], None)
+        _flatten(value[name], None, children)
         return
     # a choice element: `value` is stored as valueQuantity, valueString ...
+    size = len(name)
     for key, child in value.items():
-        if key.startswith(name) and len(key) > len(name) and key[len(name)].isupper():
-            yield from _flatten(child, key[len(name) :])
+        if key.startswith(name) and len(key) > size and key[size].isupper():
+            _flatten(child, key[size:], children)
 
 
-def _flatten(value: Any, type_name: str | None) -> Iterator[Node]:
+def _flatten(value: Any, type_name: str | None, children: list[Node]) -> None:
     if isinstance(value, list):
-        for item in value:
-            yield Node(item, type_name)
+        children.extend(Node(item, type_name) for item in value)
     elif value is not None:
-        yield Node(value, type_name)
+        children.append(Node(value, type_name))
 
 
 def _of_type(nodes: list[Node], type_name: str) -> list[Node]:
@@ -110,16 +156,18 @@ def _of_type(nodes: list[Node], type_name: str) -> list[Node]:
     return [node for node in nodes if node.type is None or node.type == wanted]
 
 
-def _where(nodes: list[Node], argument: str) -> list[Node]:
+def _where_step(argument: str) -> Step:
     resolve = _RESOLVE_IS.fullmatch(argument)
     if resolve:
         wanted = resolve.group(1)
-        return [node for node in nodes if _reference_type(node.value) == wanted]
+        return lambda nodes: [node for node in nodes if _reference_type(node.value) == wanted]
     field = _FIELD_IS.fullmatch(argument)
     if field:
         key, literal = field.groups()
-        return [n for n in nodes if isinstance(n.value, dict) and n.value.get(key) == literal]
-    return []
+        return lambda nodes: [
+            n for n in nodes if isinstance(n.value, dict) and n.value.get(key) == literal
+        ]
+    return lambda nodes: []
 
 
 def _reference_type(value: Any) -> str | None:

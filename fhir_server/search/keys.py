@@ -52,5 +52,7 @@ def decimal(value: object) -> Decimal | None:
 
 def fold(text: str) -> str:
     """Lower case without accents: 'Šimkus' -> 'simkus', 'Ёлкин' -> 'елкин'."""
+    if text.isascii():
+        return text.lower()  # what casefold + NFKD + dropping combining marks give ASCII
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return "".join(c for c in decomposed if not unicodedata.combining(c))

@@ -27,7 +27,12 @@ class SearchParameter:
 
     @property
     def branches(self) -> tuple[str, ...]:
-        return tuple(split_union(self.expression))
+        return _branches(self.expression)
+
+
+@cache
+def _branches(expression: str) -> tuple[str, ...]:
+    return tuple(split_union(expression))
 
 
 def split_union(expression: str) -> list[str]:

@@ -34,6 +34,24 @@ def test_fhirpath_subset() -> None:
     assert [n.value["value"] for n in email] == ["a@b"]
 
 
+def test_fhirpath_outside_the_subset_selects_nothing() -> None:
+    patient = {"resourceType": "Patient", "name": [{"family": "Doe"}], "active": True}
+    assert evaluate("Patient.name.first()", patient) == []
+    assert evaluate("Patient.name.first().exists()", patient) == []
+    assert evaluate("Patient.active and Patient.name.exists()", patient) == []
+    # a `where` this subset cannot read matches no element, so `exists()` is false
+    assert [n.value for n in evaluate("Patient.name.where(given.empty()).exists()", patient)] == [
+        False
+    ]
+    assert [n.value for n in evaluate("Patient.name.exists()", patient)] == [True]
+
+
+def test_string_keys_fold_case_and_accents() -> None:
+    for family, folded in (("DOE", "doe"), ("Šimkus", "simkus"), ("Straße", "strasse")):
+        patient = {"resourceType": "Patient", "name": [{"family": family}]}
+        assert keys(patient, "family") == [folded]
+
+
 def test_rows_per_value_and_sort_keys() -> None:
     patient = {
         "resourceType": "Patient",
