@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -80,9 +80,21 @@ class _Deferred:
 
 
 _DEFERRED: ContextVar[_Deferred | None] = ContextVar("deferred", default=None)
+
+
 # Reads by id remembered for one unit of work (an HL7 message planned, then written):
 # its writes re-read what its plan read. A stale entry cannot do harm, because every
 # write is guarded by the version it replaces: it fails and the unit plans again.
+# Writes that commit with the next deferred transaction bundle of this task, made from
+# the references (`Type/id/_history/n`) it wrote: the HL7 bridge records a message as
+# processed in the same unit that applies it.
+@dataclass(slots=True)
+class Rider:
+    make: Callable[[list[str]], list[Write]]
+    used: bool = False  # it rode with a committed bundle
+
+
+_RIDER: ContextVar[Rider | None] = ContextVar("rider", default=None)
 _READ_MEMO: ContextVar[dict[tuple[str, str], Stored | None] | None] = ContextVar(
     "read_memo", default=None
 )
@@ -177,8 +189,14 @@ class Repository:
                 yield
             finally:
                 _DEFERRED.reset(token)
+            rider = _RIDER.get()
+            if rider is not None and not rider.used:
+                written = [_history_reference(key) for key in staged.versions]
+                staged.writes.extend(rider.make(written))
             try:
                 await self.group.submit(staged.writes)
+                if rider is not None:
+                    rider.used = True
             except DuplicateKeyError as error:
                 raise FhirError(
                     "MB-1011",
@@ -201,6 +219,17 @@ class Repository:
             yield
         finally:
             _READ_MEMO.reset(token)
+
+    @contextlib.contextmanager
+    def riding_along(self, make: Callable[[list[str]], list[Write]]) -> Iterator[Rider]:
+        """Within: the next deferred transaction bundle also commits `make(references)`;
+        `.used` tells whether it did (else the caller writes them itself)."""
+        rider = Rider(make)
+        token = _RIDER.set(rider)
+        try:
+            yield rider
+        finally:
+            _RIDER.reset(token)
 
     @property
     def in_bundle(self) -> bool:
@@ -527,6 +556,12 @@ def _field(write_error: object, name: str) -> object:
     if isinstance(write_error, dict):
         return write_error.get(name)
     return getattr(write_error, name, None)
+
+
+def _history_reference(key: str) -> str:
+    """`Type/id/3` -> `Type/id/_history/3`."""
+    path, _, version = key.rpartition("/")
+    return f"{path}/_history/{version}"
 
 
 def _from_history(doc: Document) -> Stored:

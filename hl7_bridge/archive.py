@@ -59,9 +59,11 @@ class Archive:
         await self.collection.create_index([("key", ASCENDING)], unique=True)
         await self.collection.create_index([("status", ASCENDING), ("received", ASCENDING)])
 
-    async def receive(self, raw: bytes, peer: str, key: str | None, **fields: Any) -> Receipt:
+    async def receive(
+        self, raw: bytes, peer: str, key: str | None, receipt_id: str | None = None, **fields: Any
+    ) -> Receipt:
         """Archive one receipt; claims `key` unless another receipt already owns it."""
-        receipt_id = uuid.uuid4().hex
+        receipt_id = receipt_id or uuid.uuid4().hex
         document: Document = {
             "_id": receipt_id,
             "raw": raw,
@@ -95,6 +97,20 @@ class Archive:
         reason: str | None = None,
         code: str | None = None,
     ) -> None:
+        await self.repository.apply_writes(
+            self.finish_writes(receipt_id, status, ack, references, reason, code)
+        )
+
+    def finish_writes(
+        self,
+        receipt_id: str,
+        status: str,
+        ack: bytes | None,
+        references: list[str] | None = None,
+        reason: str | None = None,
+        code: str | None = None,
+    ) -> list[Write]:
+        """The write recording a receipt's outcome, to apply alone or with other writes."""
         update = {
             "$set": {
                 "status": status,
@@ -106,9 +122,7 @@ class Archive:
             },
             "$inc": {"attempts": 1},
         }
-        await self.repository.apply_writes(
-            [Write(COLLECTION, "update", update, {"_id": receipt_id})]
-        )
+        return [Write(COLLECTION, "update", update, {"_id": receipt_id})]
 
     async def claim(self, receipt_id: str) -> Document | None:
         """Mark a receipt as being (re)processed; returns it."""

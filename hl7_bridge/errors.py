@@ -53,6 +53,11 @@ class Hl7Error(Exception):
         return cls(ack, code, f"{error.code}: {error.diagnostics}"[:400], location)
 
 
+class Interrupted(Exception):
+    """Stop processing without an answer of its own: the caller knows what to do next
+    (the message turned out to be a resend, or could not be archived)."""
+
+
 @dataclass(slots=True)
 class Outcome:
     """What happened to one message; `error` is None when it was applied."""
@@ -65,6 +70,8 @@ def attempt(outcome: Outcome, what: str) -> Iterator[None]:
     """Run a step; any exception becomes `outcome.error` (AE/AR), logged, never raised."""
     try:
         yield
+    except Interrupted:
+        raise
     except Hl7Error as error:
         outcome.error = error
         log.info("%s answered %s %s", what, error.ack_code, error.code)

@@ -7,8 +7,10 @@ same ACK. `AA` is sent only after the FHIR writes have returned.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
@@ -17,12 +19,13 @@ import hl7apy
 
 from fhir_server.context import Actor, Door, RequestContext
 from fhir_server.failures import log_failure
+from fhir_server.group_commit import Write
 from fhir_server.router import FhirRouter
 from hl7_bridge import archive as states
 from hl7_bridge.ack import Original, ack_code_wanted, build_ack, original_of
-from hl7_bridge.archive import Archive, message_key
+from hl7_bridge.archive import Archive, Receipt, message_key
 from hl7_bridge.charset import decode
-from hl7_bridge.errors import Hl7Error, Outcome, attempt
+from hl7_bridge.errors import Hl7Error, Interrupted, Outcome, attempt
 from hl7_bridge.writer import Writer
 from mappings.hl7v2.errors import MappingError
 from mappings.hl7v2.message import V2Message
@@ -88,17 +91,27 @@ class Processor:
             "declared_charset": decoded.declared,
             "charset_mismatch": decoded.mismatch,
         }
+        # archived while the message is translated and planned; nothing is written
+        # before the archive record is stored (Writer.apply's before_commit)
+        receipt_id = uuid.uuid4().hex
+        receiving = asyncio.ensure_future(
+            self.archive.receive(raw, peer, key, receipt_id, **fields)
+        )
         try:
-            receipt = await self.archive.receive(raw, peer, key, **fields)
+            return await self._process(
+                receipt_id, message, outcome, original, decoded.codec, peer, receiving
+            )
+        except Interrupted:
+            pass
+        try:
+            receipt = await receiving
         except Exception:
             log_failure(log, "archiving a message failed; answering AR so the sender retries")
             error = Hl7Error("AR", "207", "message could not be stored; send it again")
             return self._answer(original, error, decoded.codec, None)
-        if not receipt.first and receipt.original is not None:
-            return await self._copy(
-                raw, peer, receipt.id, receipt.original, original, decoded.codec
-            )
-        return await self._process(receipt.id, message, outcome, original, decoded.codec, peer)
+        if receipt.original is None:  # the first copy vanished meanwhile: apply this one
+            return await self._process(receipt.id, message, outcome, original, decoded.codec, peer)
+        return await self._copy(raw, peer, receipt.id, receipt.original, original, decoded.codec)
 
     async def oversize(self, head: bytes, size: int, limit: int, peer: str) -> Result:
         """AR for a frame over the size cap; its first bytes are archived with the reason."""
@@ -140,16 +153,44 @@ class Processor:
         original: Original,
         codec: str,
         peer: str,
+        receiving: asyncio.Future[Receipt] | None = None,
     ) -> Result:
+        """Apply a message under its archive record; Interrupted when `receiving` shows
+        a resend or failed (the caller answers), before anything is written."""
+
+        async def archived() -> None:
+            if receiving is None:
+                return
+            try:
+                receipt = await receiving
+            except Exception as error:
+                raise Interrupted from error
+            if not receipt.first and receipt.original is not None:
+                raise Interrupted
+
         references: list[str] = []
+        recorded = False
         if message is not None and outcome.error is None:
             header = message.header
             actor = Actor("hl7-peer", f"{original.get(3)}^{original.get(4)}")
             context = RequestContext(Door.HL7V2, actor=actor, scopes=PEER_SCOPES, peer=peer)
+            accepted = self._answer(original, None, codec, receipt_id)
+
+            def processed(written: list[str]) -> list[Write]:
+                # recorded as processed, with its AA, in the unit that applies it
+                return self.archive.finish_writes(
+                    receipt_id, states.PROCESSED, accepted.ack, written
+                )
+
             with attempt(outcome, f"{header.message_type}^{header.trigger_event}"):
                 translation = translate(message, self.tables, self.timezone)
                 writer = Writer(self.router, context)
-                references = await writer.apply(translation)
+                references = await writer.apply(translation, processed, archived)
+                recorded = writer.recorded
+        await archived()
+        if recorded and outcome.error is None:
+            log.info("HL7 %s %s from %s: %s", original.get(9)[:20], receipt_id, peer, "AA")
+            return accepted
         result = self._answer(original, outcome.error, codec, receipt_id)
         error = outcome.error
         status = states.PROCESSED if error is None else states.DEAD_LETTER

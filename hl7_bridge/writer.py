@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +23,13 @@ import orjson
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.exchange import FhirRequest, FhirResponse
+from fhir_server.group_commit import Write
 from fhir_server.router import FhirRouter
 from hl7_bridge.errors import Hl7Error
 from mappings.hl7v2.translate import Merge, Translation, Upsert
 
 Resource = dict[str, Any]
+Recorder = Callable[[list[str]], list[Write]]
 ID_NAMESPACE = uuid.UUID("6f1e2a8c-3c1e-4b7e-9a57-0d3c2b1a4e5f")
 RETRIES = 6
 CONFLICTS = (409, 412)
@@ -51,12 +54,25 @@ class Writer:
     def __init__(self, router: FhirRouter, context: RequestContext) -> None:
         self.router = router
         self.context = context
+        self.recorded = False  # the caller's writes went with the translation's
 
-    async def apply(self, translation: Translation) -> list[str]:
-        """Write the translation; the references (`Type/id/_history/n`) of what it touched."""
+    async def apply(
+        self,
+        translation: Translation,
+        with_writes: Recorder | None = None,
+        before_commit: Callable[[], Awaitable[None]] | None = None,
+    ) -> list[str]:
+        """Write the translation; the references (`Type/id/_history/n`) of what it touched.
+
+        `with_writes(references)`: writes to commit in the same unit as the translation's
+        (the message's archive record); `self.recorded` tells whether they were.
+        `before_commit()`: awaited before anything is written (the archive record of the
+        message, stored meanwhile), so planning overlaps it.
+        """
+        repository = self.router.services.repository
         for _ in range(RETRIES):
             # the transaction's PUTs re-read what the plan read: remembered, not re-fetched
-            with self.router.services.repository.remembering_reads():
+            with repository.remembering_reads():
                 plan = _Plan(found=await self._prefetch(translation))
                 for action in translation.actions:
                     if isinstance(action, Upsert):
@@ -65,7 +81,15 @@ class Writer:
                         await self._plan_merge(plan, action)
                 if not plan.resources:
                     return plan.unchanged
-                response = await self._commit(plan)
+                if before_commit is not None:
+                    await before_commit()
+                if with_writes is None:
+                    response = await self._commit(plan)
+                else:
+                    make = _with_unchanged(with_writes, plan.unchanged)
+                    with repository.riding_along(make) as rider:
+                        response = await self._commit(plan)
+                    self.recorded = rider.used
             if response.status == 200:
                 return plan.unchanged + _locations(response)
             if response.status not in CONFLICTS:
@@ -239,6 +263,15 @@ class Writer:
             body=orjson.dumps(bundle),
         )
         return await self.router.handle(request_, self.context)
+
+
+def _with_unchanged(record: Recorder, unchanged: list[str]) -> Recorder:
+    """References of what the message left as it was come first, as in `apply`'s result."""
+
+    def make(written: list[str]) -> list[Write]:
+        return record(unchanged + written)
+
+    return make
 
 
 def _locations(response: FhirResponse) -> list[str]:
