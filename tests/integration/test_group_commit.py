@@ -1,0 +1,129 @@
+"""Group commit on the embedded store: concurrent write units share commits, fail alone."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import orjson
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
+
+from fhir_server.context import Door, RequestContext
+from fhir_server.exchange import FhirRequest
+from fhir_server.group_commit import Write, insert
+from fhir_server.repository import Repository
+from fhir_server.router import FhirRouter
+from fhir_server.services import FhirServices
+
+Client = AsyncMongoClient[dict[str, Any]]
+JSON = {"content-type": "application/fhir+json"}
+
+
+async def repository_on(mongo: Client, database_name: str) -> Repository:
+    repository = Repository(mongo, database_name)
+    await repository.ensure_indexes()
+    assert repository.group is not None, "the embedded store speaks client bulkWrite"
+    await repository.db["probe"].create_index("n")
+    return repository
+
+
+async def test_concurrent_units_share_commits(mongo: Client, database_name: str) -> None:
+    repository = await repository_on(mongo, database_name)
+    assert repository.group is not None
+
+    async def unit(n: int) -> None:
+        await repository.apply_writes(
+            [insert("probe", {"_id": f"a{n}", "n": n}), insert("probe", {"_id": f"b{n}", "n": n})]
+        )
+
+    await asyncio.gather(*(unit(n) for n in range(40)))
+    assert await repository.db["probe"].count_documents({}) == 80
+    assert repository.group.units == 40
+    assert repository.group.batches < 40  # units that arrived together committed together
+
+
+async def test_a_failing_unit_fails_alone_and_after_the_others_commit(
+    mongo: Client, database_name: str
+) -> None:
+    repository = await repository_on(mongo, database_name)
+    probe = repository.db["probe"]
+    await repository.apply_writes([insert("probe", {"_id": "taken", "n": 0})])
+    seen_by_loser: list[int] = []
+
+    async def loser() -> int:
+        try:
+            await repository.apply_writes(
+                [insert("probe", {"_id": "loser-first", "n": 1}), insert("probe", {"_id": "taken"})]
+            )
+        except DuplicateKeyError as error:
+            # told only once the winners are durable: it can look for them at once
+            seen_by_loser.append(await probe.count_documents({"_id": {"$regex": "^w"}}))
+            return int((error.details or {}).get("idx", -1))
+        return -1
+
+    winners = [
+        repository.apply_writes([insert("probe", {"_id": f"w{n}", "n": n})]) for n in range(5)
+    ]
+    results = await asyncio.gather(loser(), *winners, return_exceptions=True)
+    assert results[0] == 1  # the unit's second write collided
+    assert results[1:] == [None] * 5
+    assert seen_by_loser == [5]
+    # the loser's unit is all or nothing: its first write is not there either
+    assert await probe.find_one({"_id": "loser-first"}) is None
+
+
+async def test_an_update_whose_guard_moved_fails_its_unit(
+    mongo: Client, database_name: str
+) -> None:
+    repository = await repository_on(mongo, database_name)
+    await repository.apply_writes([insert("probe", {"_id": "doc", "n": 1})])
+    moved = Write("probe", "update", {"$set": {"n": 3}}, {"_id": "doc", "n": 2})
+    with pytest.raises(DuplicateKeyError):
+        await repository.apply_writes([insert("probe", {"_id": "other", "n": 9}), moved])
+    assert await repository.db["probe"].find_one({"_id": "other"}) is None
+    assert (await repository.db["probe"].find_one({"_id": "doc"}) or {})["n"] == 1
+
+
+async def test_a_plain_transaction_is_staged_and_reads_its_own_writes(
+    mongo: Client, database_name: str
+) -> None:
+    repository = await repository_on(mongo, database_name)
+    router = FhirRouter(FhirServices(repository, 1_000_000))
+    context = RequestContext(Door.FHIR)
+    created = await router.handle(
+        FhirRequest("POST", "Patient", [], JSON, orjson.dumps({"resourceType": "Patient"})),
+        context,
+    )
+    patient_id = orjson.loads(created.body or b"{}")["id"]
+    # the second PUT's If-Match can only hold if it reads the first PUT's staged version
+    entries = [
+        {
+            "request": {"method": "PUT", "url": f"Patient/{patient_id}", "ifMatch": 'W/"1"'},
+            "resource": {"resourceType": "Patient", "id": patient_id, "gender": "female"},
+        },
+        {
+            "request": {"method": "PATCH", "url": f"Patient/{patient_id}", "ifMatch": 'W/"2"'},
+            "resource": {
+                "resourceType": "Binary",
+                "contentType": "application/json-patch+json",
+                "data": base64.b64encode(
+                    orjson.dumps([{"op": "replace", "path": "/gender", "value": "male"}])
+                ).decode(),
+            },
+        },
+    ]
+    document = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    response = await router.handle(
+        FhirRequest("POST", "", [], JSON, orjson.dumps(document)), context
+    )
+    assert response.status == 200, response.body
+    current = await repository.read("Patient", patient_id)
+    assert current is not None
+    assert current.raw is not None
+    assert current.version == 3
+    assert orjson.loads(current.raw)["gender"] == "male"
+    _, total = await repository.history("Patient", patient_id, None, 10)
+    assert total == 3
