@@ -5,7 +5,9 @@ messages with realistic content (patient with national id, visit, placer/filler 
 accession, CPT procedure, ordering doctor, priority) at 1 and 8 connections, each
 message waiting for its ACK, and counts only AA. In the same run a bare MLLP echo server
 (the same framing code, a fixed ACK, no parsing or store: a separate process) measures
-what the machine and the client can do at all; the ratio is the figure to watch.
+what the machine and the client can do at all; the ratio is the figure to watch. And
+the "store ceiling" row runs only an order's MongoDB work (bench/store_ceiling.py)
+against the same embedded store: what any server on this store could reach.
 Target on the embedded store: >= 300 orders/s at 8 connections.
 
     ./run bench hl7_ingest [--messages 2000] [--connections 1,8]
@@ -24,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Measurement, measure, print_table, write_results
+from bench.store_ceiling import order_ceiling
 from hl7_bridge.client import MllpClient
 from hl7_bridge.framing import FrameReader, frame
 from medbridge.embedded_mongo import EmbeddedMongo, free_port
@@ -119,6 +122,7 @@ async def run(count: int, levels: list[int]) -> None:
             rows.append(
                 await run_level("ORM^O01 -> FHIR", server.mllp_port, connections, messages, b"|AA|")
             )
+            rows.append(await order_ceiling(store.uri, count, connections))
     finally:
         echo.terminate()
         echo.wait(10)
@@ -126,18 +130,30 @@ async def run(count: int, levels: list[int]) -> None:
         store.stop()
     print_table(rows)
     ratios = {}
+    store_ratios = {}
     for connections in levels:
         real = next(r for r in rows if r.name.startswith("ORM") and r.clients == connections)
         ceiling = next(r for r in rows if r.name == "echo ceiling" and r.clients == connections)
+        floor = next(r for r in rows if r.name == "store ceiling" and r.clients == connections)
         ratios[str(connections)] = round(real.per_second / ceiling.per_second, 4)
+        store_ratios[str(connections)] = round(real.per_second / floor.per_second, 4)
         ratio = ratios[str(connections)]
         print(
             f"\nORM ingest / echo ceiling at {connections} connections: "
             f"{real.per_second:.1f} / {ceiling.per_second:.1f} msg/s = {ratio:.3f}"
         )
+        print(
+            f"ORM ingest / store ceiling (an order's MongoDB work alone) at {connections} "
+            f"connections: {real.per_second:.1f} / {floor.per_second:.1f} = "
+            f"{store_ratios[str(connections)]:.3f}"
+        )
     best = max(r.per_second for r in rows if r.name.startswith("ORM"))
     print(f"best ORM ingest: {best:.1f} orders/s (target >= 300 at 8 connections)")
-    extra = {"ingest_to_echo_ratio": ratios, "messages_per_level": count}
+    extra = {
+        "ingest_to_echo_ratio": ratios,
+        "ingest_to_store_ceiling_ratio": store_ratios,
+        "messages_per_level": count,
+    }
     print(f"\nwrote {write_results('hl7_ingest', rows, extra)}")
 
 
