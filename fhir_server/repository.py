@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -55,6 +56,7 @@ CLAIMS = "conditional_claims"
 CLIENT_BULK_WIRE_VERSION = 25  # MongoDB 8.0: client-level bulkWrite
 # what a read needs of a current document: not the sort keys, which are larger than it
 CURRENT_FIELDS = {"vid": 1, "lu": 1, "raw": 1, "rk": 1}
+RECENT = 20_000  # versions this process wrote or read lately, for planning reads
 
 
 class ClaimTaken(Exception):
@@ -141,6 +143,10 @@ class Repository:
         self._gate_owner: asyncio.Task[Any] | None = None  # nested gated calls pass through
         self._client_bulk = False  # set by ensure_indexes() from the server's wire version
         self.group: GroupCommit | None = None  # likewise: embedded store with bulkWrite
+        # Current versions this process committed or read, answering reads made while
+        # planning a write (`remembering_reads`), never a client's read: a stale one
+        # only makes the planned write conflict, which empties this and plans again.
+        self._recent: OrderedDict[tuple[str, str], Stored] = OrderedDict()
 
     @contextlib.asynccontextmanager
     async def write_gate(self) -> AsyncIterator[None]:
@@ -197,7 +203,10 @@ class Repository:
                 await self.group.submit(staged.writes)
                 if rider is not None:
                     rider.used = True
+                for version in staged.current.values():
+                    self._remember(version)
             except DuplicateKeyError as error:
+                self._recent.clear()
                 raise FhirError(
                     "MB-1011",
                     "a resource of this transaction was changed by another request; "
@@ -282,6 +291,10 @@ class Repository:
         memo = _READ_MEMO.get()
         if memo is not None and (resource_type, resource_id) in memo:
             return memo[(resource_type, resource_id)]
+        if memo is not None and (resource_type, resource_id) in self._recent:
+            known = self._recent[(resource_type, resource_id)]
+            memo[(resource_type, resource_id)] = known
+            return known
         doc = await self.db[resource_type].find_one(
             {"_id": resource_id}, CURRENT_FIELDS, session=self.session
         )
@@ -293,7 +306,16 @@ class Repository:
             )  # fmt: skip
         if memo is not None:
             memo[(resource_type, resource_id)] = stored
+        if stored is not None and self.session is None:  # never an uncommitted version
+            self._remember(stored)
         return stored
+
+    def _remember(self, stored: Stored) -> None:
+        key = (stored.resource_type, stored.id)
+        self._recent[key] = stored
+        self._recent.move_to_end(key)
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
 
     async def vread(self, resource_type: str, resource_id: str, version: int) -> Stored | None:
         staged = _DEFERRED.get()
@@ -413,6 +435,7 @@ class Repository:
         memo = _READ_MEMO.get()
         if memo is not None:
             memo.pop((stored.resource_type, stored.id), None)
+        self._recent.pop((stored.resource_type, stored.id), None)
         staged = _DEFERRED.get()
         if staged is not None:
             staged.writes.extend(writes)
@@ -427,15 +450,17 @@ class Repository:
                 return
             if self.group is not None:
                 await self.group.submit(writes)
-                return
-            async with self.transaction() as session:
-                # client bulkWrite runs against `admin`: the embedded store accepts it
-                # only as the sole operation of its transaction, so not in a bundle's
-                if self._client_bulk:
-                    await self._bulk_apply(session, writes)
-                else:
-                    await self._apply(session, writes)
+            else:
+                async with self.transaction() as session:
+                    # client bulkWrite runs against `admin`: the embedded store accepts
+                    # it only as the sole operation of its transaction
+                    if self._client_bulk:
+                        await self._bulk_apply(session, writes)
+                    else:
+                        await self._apply(session, writes)
+            self._remember(replace(stored, index_keys=tuple(keys)))
         except DuplicateKeyError as error:
+            self._recent.clear()
             if claim is not None and error.details and error.details.get("idx") == 0:
                 raise ClaimTaken(claim) from error
             raise FhirError(
