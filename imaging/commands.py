@@ -158,7 +158,10 @@ async def _in_process(args: argparse.Namespace, uri: str, target: Target) -> Tal
             studies.update(o.study for o in outcomes if o.ok and o.study)
             return outcomes
 
-        tally = await _import(args.paths, target.max_bytes, ingest, args.quiet)
+        try:
+            tally = await _import(args.paths, target.max_bytes, ingest, args.quiet)
+        finally:
+            imaging.ingestor.parser.stop()
         for study in sorted(studies):
             await imaging.linker.sync(study)
         return tally

@@ -24,7 +24,8 @@ from fhir_server.errors import FhirError
 from fhir_server.failures import log_failure
 from imaging.index import Added, DicomIndex, InstanceRow
 from imaging.objectstore import ObjectStore, ObjectStoreError, instance_key, quarantine_key
-from imaging.parse import Limits, ParsedInstance, parse
+from imaging.parse import Limits, ParsedInstance
+from imaging.parse_pool import Parser
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,19 @@ class IngestPolicy:
 
 
 class Ingestor:
-    def __init__(self, store: ObjectStore, index: DicomIndex, policy: IngestPolicy) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        index: DicomIndex,
+        policy: IngestPolicy,
+        parser: Parser | None = None,
+    ) -> None:
         self.store = store
         self.index = index
         self.policy = policy
+        self.parser = parser or Parser()  # inline unless given worker processes
         self.last_ingest = 0.0  # monotonic time of the last ingest: background work waits
+        self._active = 0  # ingest calls under way
 
     async def ingest(
         self, data: bytes, source: str, expected_study: str | None = None
@@ -75,6 +84,7 @@ class Ingestor:
     ) -> list[IngestOutcome]:
         """Store several instances (one STOW request): objects in parallel, one index write."""
         self.last_ingest = time.monotonic()
+        self._active += 1
         try:
             return await self._ingest_many(items, source, expected_study)
         except Exception as error:
@@ -86,18 +96,26 @@ class Ingestor:
                 await self._quarantine(data, sha256, failure.code, failure.diagnostics, source)
                 outcomes.append(_failed(None, failure, sha256))
             return outcomes
+        finally:
+            self._active -= 1
 
     async def _ingest_many(
         self, items: list[bytes], source: str, expected_study: str | None
     ) -> list[IngestOutcome]:
         outcomes: list[IngestOutcome | None] = [None] * len(items)
         accepted: list[tuple[int, ParsedInstance, str]] = []
-        digests = await _digests(items)
+        digests, answers = await asyncio.gather(
+            _digests(items),
+            self.parser.parse_many(items, self.policy.limits, concurrent=self._active > 1),
+        )
         for position, data in enumerate(items):
             sha256 = digests[position]
-            parsed: ParsedInstance | None = None
+            answer = answers[position]
+            parsed = answer if isinstance(answer, ParsedInstance) else None
             try:
-                parsed = parse(data, self.policy.limits)
+                if isinstance(answer, FhirError):
+                    raise answer
+                assert parsed is not None
                 if expected_study is not None and parsed.study != expected_study:
                     raise FhirError("MB-3007", "StudyInstanceUID differs from the study in the URL")
                 accepted.append((position, parsed, sha256))

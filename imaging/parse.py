@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -207,8 +208,9 @@ def _check_structure(dataset: Dataset, max_depth: int, depth: int = 0) -> None:
     if depth > max_depth:
         raise FhirError("MB-3004", f"sequence nesting deeper than {max_depth}")
     try:
-        for tag in list(dataset.keys()):
-            raw = dataset.get_item(tag)
+        # the elements as read (raw): only sequences and UN of undefined length are
+        # converted, to look inside them
+        for tag, raw in list(dataset._dict.items()):
             if isinstance(raw, RawDataElement):
                 declared, value = raw.length, raw.value
                 if declared != UNDEFINED_LENGTH and value is not None and len(value) != declared:
@@ -248,12 +250,20 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
+@cache
+def _tags(keywords: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    return tuple((k, tag) for k in keywords if (tag := tag_for_keyword(k)) is not None)
+
+
 def _scalars(dataset: Dataset, keywords: list[str]) -> dict[str, Any]:
     """Keyword -> one scalar (first value; PN as its text); arrays never reach an index."""
     out: dict[str, Any] = {}
-    for keyword in keywords:
-        element = dataset.get(keyword)
-        if element is None or element == "" or keyword == "IssuerOfAccessionNumberSequence":
+    present = dataset._dict
+    for keyword, tag in _tags(tuple(keywords)):
+        if tag not in present or keyword == "IssuerOfAccessionNumberSequence":
+            continue
+        element = dataset[tag].value
+        if element is None or element == "":
             continue
         value = element[0] if isinstance(element, pydicom.multival.MultiValue) else element
         if isinstance(value, int | float) and not isinstance(value, bool):

@@ -24,6 +24,7 @@ from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestPolicy
 from imaging.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 from imaging.parse import Limits, metadata_of
+from imaging.parse_pool import Parser, default_workers
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Imaging:
 
     async def start(self) -> None:
         await self.index.ensure_indexes()
+        self.ingestor.parser.start()
         self.tasks.append(asyncio.create_task(self.linker.run()))
         self.tasks.append(asyncio.create_task(self.fill_metadata()))
 
@@ -62,6 +64,7 @@ class Imaging:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.ingestor.parser.stop()
 
 
 def object_store(
@@ -85,13 +88,15 @@ def build_imaging(
     dicomweb_url: Callable[[], str],
     replace_different: bool = False,
     max_instance_bytes: int = 512 * 1024 * 1024,
+    parse_workers: int | None = None,
 ) -> Imaging:
     store = LocalObjectStore(objects) if isinstance(objects, Path) else objects
     if isinstance(store, LocalObjectStore):
         store.clean_temporary()  # a crash mid-write leaves only invisible temporaries
     index = DicomIndex(repository)
     limits = Limits(max_instance_bytes=max_instance_bytes, max_inflated_bytes=max_instance_bytes)
-    ingestor = Ingestor(store, index, IngestPolicy(limits, replace_different))
+    workers = default_workers() if parse_workers is None else parse_workers
+    ingestor = Ingestor(store, index, IngestPolicy(limits, replace_different), Parser(workers))
     linker = StudyLinker(router, index, dicomweb_url)
     # orders that arrive after their study: the FHIR pipeline tells the linker
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")

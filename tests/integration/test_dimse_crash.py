@@ -32,6 +32,28 @@ def acknowledged(output: str) -> list[str]:
     return done
 
 
+def children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (the server's DICOM parse workers)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a parent that does not reap."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_kill_during_c_store_keeps_every_acknowledged_instance(
     tmp_path: Path, store: EmbeddedMongo
 ) -> None:
@@ -53,6 +75,7 @@ def test_kill_during_c_store_keeps_every_acknowledged_instance(
             deadline = time.monotonic() + 60
             while len(acknowledged(log.read_text())) < 20 and time.monotonic() < deadline:
                 time.sleep(0.01)
+            workers = children(server.process.pid)
             server.kill()
         finally:
             sender.wait(60)
@@ -74,5 +97,11 @@ def test_kill_during_c_store_keeps_every_acknowledged_instance(
         for path in files:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             assert path.name == f"{digest[:20]}.dcm"
+        # the killed server's parse workers did not outlive it
+        assert workers
+        deadline = time.monotonic() + 30
+        while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(running(pid) for pid in workers)
     finally:
         restarted.stop()

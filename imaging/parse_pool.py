@@ -1,0 +1,153 @@
+"""`imaging.parse.parse` on worker processes, so parsing uses the other cores.
+
+pydicom is pure Python: on a thread it holds the GIL, and the event loop, the DIMSE
+threads and the parse of every instance would take turns on one core. Small instances
+go to a process pool in one task per worker (the bytes cross a pipe, which costs far
+less than parsing them); large ones, whose header is a small part of the bytes, are
+parsed inline. A broken pool (a worker killed) falls back to inline parsing and is
+made again on the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from fhir_server.errors import FhirError
+from imaging.parse import Limits, ParsedInstance, parse
+
+log = logging.getLogger(__name__)
+
+POOLED_BYTES = 1024 * 1024  # larger instances: parsing the header costs less than the pipe
+Parsed = ParsedInstance | FhirError
+# what crosses the pipe back: an instance, or a refusal as (code, diagnostics, expression)
+_Answer = ParsedInstance | tuple[str, str, str | None]
+
+
+def default_workers() -> int:
+    """One worker per core, at most 4 (the event loop keeps a core busy too)."""
+    return min(4, os.cpu_count() or 1)
+
+
+class Parser:
+    """Parses instances; with `workers` > 0 small ones on a process pool."""
+
+    def __init__(self, workers: int = 0) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._in_flight = 0  # calls waiting on the workers
+
+    def start(self) -> None:
+        """Start the workers now (they import pydicom: a second or so), not on first use."""
+        if self.workers > 0 and self._pool is None:
+            # spawn: never fork a process that runs threads (DIMSE, object store)
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_watch_parent, initargs=(os.getpid(),)
+            )
+            for _ in range(self.workers):
+                self._pool.submit(_warm)
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def parse_many(
+        self, items: list[bytes], limits: Limits, concurrent: bool = False
+    ) -> list[Parsed]:
+        """One answer per item: the parsed instance, or the FhirError refusing it.
+        `concurrent`: other ingests are under way (parsing here would hold them up)."""
+        pooled = [n for n, data in enumerate(items) if len(data) <= POOLED_BYTES]
+        # a lone instance while nothing else goes on (one DIMSE association): inline is
+        # quicker than two trips through the pipe
+        alone = len(pooled) == 1 and not concurrent and self._in_flight == 0
+        if self.workers <= 0 or not pooled or alone:
+            return [_parse_inline(data, limits) for data in items]
+        self.start()
+        self._in_flight += 1
+        try:
+            return await self._pooled(items, pooled, limits)
+        finally:
+            self._in_flight -= 1
+
+    async def _pooled(self, items: list[bytes], pooled: list[int], limits: Limits) -> list[Parsed]:
+        answers: list[Parsed | None] = [None] * len(items)
+        try:
+            pool = self._pool
+            assert pool is not None
+            loop = asyncio.get_running_loop()
+            chunks = [pooled[k :: self.workers] for k in range(self.workers)]
+            futures = [
+                loop.run_in_executor(pool, _parse_chunk, [items[n] for n in chunk], limits)
+                for chunk in chunks
+                if chunk
+            ]
+            # the large ones inline meanwhile
+            for n, data in enumerate(items):
+                if len(data) > POOLED_BYTES:
+                    answers[n] = _parse_inline(data, limits)
+            for chunk, result in zip(
+                [c for c in chunks if c], await asyncio.gather(*futures), strict=True
+            ):
+                for n, answer in zip(chunk, result, strict=True):
+                    answers[n] = _outcome(answer)
+        except (BrokenProcessPool, OSError, RuntimeError) as error:
+            log.warning(
+                "DICOM parse workers unavailable (%s): parsing inline", type(error).__name__
+            )
+            self.stop()
+            return [_parse_inline(data, limits) for data in items]
+        return [
+            a if a is not None else _parse_inline(items[n], limits) for n, a in enumerate(answers)
+        ]
+
+
+def _watch_parent(parent: int) -> None:
+    """In a worker: leave when the server is gone (a `kill -9` closes no pipe the worker
+    would notice: it holds both ends of its task queue)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _warm() -> None:
+    """Nothing: importing this module in the worker is the work."""
+
+
+def _parse_inline(data: bytes, limits: Limits) -> Parsed:
+    try:
+        return parse(data, limits)
+    except FhirError as error:
+        return error
+
+
+def _parse_chunk(items: list[bytes], limits: Limits) -> list[_Answer]:
+    """In a worker: a refusal travels as plain values (an exception's pickling loses
+    its keyword arguments)."""
+    answers: list[_Answer] = []
+    for data in items:
+        try:
+            answers.append(parse(data, limits))
+        except FhirError as error:
+            answers.append((error.code, error.diagnostics, error.expression))
+        except Exception as error:  # never a broken pool over one odd instance
+            answers.append(("MB-1000", f"internal error: {type(error).__name__}", None))
+    return answers
+
+
+def _outcome(answer: _Answer) -> Parsed:
+    if isinstance(answer, ParsedInstance):
+        return answer
+    code, diagnostics, expression = answer
+    return FhirError(code, diagnostics, expression=expression)

@@ -1,0 +1,37 @@
+"""imaging.parse_pool: worker processes answer exactly what inline parsing answers."""
+
+from __future__ import annotations
+
+from fhir_server.errors import FhirError
+from imaging.parse import Limits, ParsedInstance, parse
+from imaging.parse_pool import Parser
+from tests.support.dicom import nested_sequences, renamed, sample_bytes
+
+
+async def test_workers_parse_and_refuse_like_inline() -> None:
+    good = [renamed("CT_small.dcm"), renamed("MR_small.dcm")]
+    bad = [nested_sequences(300), sample_bytes("CT_small.dcm")[:3000], b"plain text" * 40]
+    parser = Parser(workers=1)
+    try:
+        answers = await parser.parse_many(good + bad, Limits(), concurrent=True)
+    finally:
+        parser.stop()
+    for data, answer in zip(good, answers[:2], strict=True):
+        assert isinstance(answer, ParsedInstance)
+        inline = parse(data, Limits())
+        assert (answer.sop, answer.study, answer.study_attrs, answer.instance_attrs) == (
+            inline.sop, inline.study, inline.study_attrs, inline.instance_attrs,
+        )  # fmt: skip
+    assert [a.code if isinstance(a, FhirError) else a for a in answers[2:]] == [
+        "MB-3004",
+        "MB-3001",
+        "MB-3001",
+    ]
+
+
+async def test_without_workers_everything_is_inline() -> None:
+    parser = Parser(workers=0)
+    answers = await parser.parse_many([renamed("CT_small.dcm"), b"x" * 200], Limits())
+    assert isinstance(answers[0], ParsedInstance)
+    assert isinstance(answers[1], FhirError)
+    assert answers[1].code == "MB-3001"
