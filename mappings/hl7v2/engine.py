@@ -36,6 +36,7 @@ class Row:
     coding: str | None  # wrap a table code as CodeableConcept with this system
     identifier_type: str | None  # v2-0203 code put on an Identifier (PLAC, FILL, ACSN)
     wrap: str | None  # put the value under this key: referenceRange [{text: ...}]
+    system: str | None  # make the value an Identifier of this system (an AE title)
     prefix: str
     repeat: bool
     required: bool
@@ -61,6 +62,7 @@ def table(name: str) -> tuple[Row, ...]:
             coding=row.get("coding"),
             identifier_type=row.get("identifier_type"),
             wrap=row.get("wrap"),
+            system=row.get("system"),
             prefix=row.get("prefix", ""),
             repeat=bool(row.get("repeat", False)),
             required=bool(row.get("required", False)),
@@ -121,6 +123,8 @@ def _convert(row: Row, rep: Repetition, context: Context) -> Any:
         return None
     if row.prefix and isinstance(value, str):
         value = row.prefix + value
+    if row.system and isinstance(value, str):
+        value = {"system": row.system, "value": value}
     if row.identifier_type and isinstance(value, dict):
         value["type"] = {"coding": [{"system": V2_0203, "code": row.identifier_type}]}
     if row.wrap:

@@ -255,6 +255,33 @@ def test_omi_accession_from_ipc() -> None:
     assert {"system": "urn:dicom:uid", "value": "urn:oid:1.2.3.4.5"} in resource["identifier"]
 
 
+def test_modality_and_station_from_ipc_and_obr_24() -> None:
+    omi = (
+        msh("OMI^O23^OMI_O23", "2.5.1")
+        + "PID|1||123^^^LTPK||Doe^Jane\r"
+        + "ORC|NW|PL-8^RIS|||||||||||\r"
+        + "OBR|1|PL-8^RIS||MR-HEAD^MR head^L\r"
+        + "IPC|ACC-78^RIS|RP-2|1.2.3.4.6|SPS-2|MR^Magnetic resonance^DCM||||MRI01\r"
+    )
+    resource = upserts(run(omi), "ServiceRequest")[0].resource
+    assert resource["category"] == [
+        {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "MR"}]}
+    ]
+    assert resource["performer"] == [{"identifier": {"system": "urn:dicom:ae", "value": "MRI01"}}]
+    # ORM^O01 carries the modality in OBR-24; table 0074's NMR is magnetic resonance (MR)
+    orm = (
+        msh("ORM^O01", "2.3.1")
+        + "PID|1||123^^^LTPK||Doe^Jane\r"
+        + "ORC|NW|PL-9^RIS\r"
+        + segment("OBR", {1: "1", 2: "PL-9^RIS", 4: "70553^MRI Brain^C4", 24: "NMR"})
+    )
+    resource = upserts(run(orm), "ServiceRequest")[0].resource
+    assert resource["category"][0]["coding"][0]["code"] == "MR"
+    assert "performer" not in resource
+    unknown = orm.replace("|NMR", "|XYZ")
+    assert "category" not in upserts(run(unknown), "ServiceRequest")[0].resource
+
+
 ORU = (
     msh("ORU^R01^ORU_R01")
     + "PID|1||123^^^LTPK||Šimkus^Jonas\r"
