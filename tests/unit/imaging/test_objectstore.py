@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,21 @@ async def test_put_many_is_durable_and_checked(tmp_path: Path) -> None:
     for key, data, _ in items:
         assert await store.get(key) == data
     assert list(store.tmp.iterdir()) == []
+
+
+async def test_stream_reads_ahead_and_closes_when_left_early(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    key = instance_key("1.2.3", "1.2.3.4", "1.2.3.4.5", "c" * 64)
+    data = os.urandom(10_000)
+    await store.put(key, data)
+    await store.prefetch(key)
+    for size in (1, 999, 2_500, 10_000, 20_000):  # chunk sizes around and past the size
+        assert b"".join([c async for c in store.stream(key, size)]) == data
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        chunks = store.stream(key, 1_000)
+        assert await anext(chunks) == data[:1_000]
+        await chunks.aclose()  # a client that goes away mid-instance
+    assert len(os.listdir("/proc/self/fd")) <= before
+    with pytest.raises(ObjectStoreError):
+        await anext(store.stream(instance_key("1.2.3", "1.2.3.4", "1.2.9", "d" * 64)))
