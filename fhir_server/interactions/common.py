@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -75,11 +77,17 @@ def version_headers(request: FhirRequest, stored: Stored) -> dict[str, str]:
 
 
 def http_date(epoch_ms: int) -> str:
-    from datetime import UTC, datetime
-
-    return format_datetime(datetime.fromtimestamp(epoch_ms // 1000, UTC), usegmt=True)
+    return _http_date_of_second(epoch_ms // 1000)
 
 
+# Formatting and parsing HTTP dates goes through `email.utils` (~3 us each), and one
+# write's date is formatted and parsed again several times on its way out: remember a few.
+@lru_cache(maxsize=256)
+def _http_date_of_second(epoch_s: int) -> str:
+    return format_datetime(datetime.fromtimestamp(epoch_s, UTC), usegmt=True)
+
+
+@lru_cache(maxsize=256)
 def parse_http_date(value: str) -> int | None:
     """Epoch milliseconds of an HTTP-date, or None when unparseable."""
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import jsonpatch
@@ -54,7 +53,8 @@ async def patch(exchange: Exchange, services: FhirServices) -> FhirResponse:
 
 def _apply(resource: dict[str, Any], operations: list[Any]) -> dict[str, Any]:
     try:
-        patched = jsonpatch.apply_patch(copy.deepcopy(resource), operations)
+        # apply_patch works on a deep copy of its own (in_place=False)
+        patched = jsonpatch.apply_patch(resource, operations)
     except (
         jsonpatch.JsonPatchException,
         jsonpointer.JsonPointerException,
