@@ -60,13 +60,16 @@ class Segment:
             return []
         if number in (1, 2) and self.name in HEADER_SEGMENTS:
             return [[[fields[number]]]]  # MSH-1 and MSH-2 are the separators, as sent
-        message = self._message
+        message, text = self._message, fields[number]
+        escaped = "\\" in text  # most fields have no escape sequence at all
         result: list[Repetition] = []
-        for repetition in fields[number].split(message.repetition_separator):
+        for repetition in text.split(message.repetition_separator):
             shaped = [
-                [message.unescape(sub) for sub in component.split(message.subcomponent_separator)]
+                component.split(message.subcomponent_separator)
                 for component in repetition.split(message.component_separator)
             ]
+            if escaped:
+                shaped = [[message.unescape(sub) for sub in component] for component in shaped]
             if any(any(component) for component in shaped):
                 result.append(shaped)
         return result

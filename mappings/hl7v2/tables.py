@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ class Tables:
         return self.unassigned_system.format(sender=_uri_part(sender), kind=_uri_part(kind or "id"))
 
 
+@lru_cache(maxsize=1024)  # a few senders and authorities, met in every message
 def _uri_part(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-._" else "-" for c in text) or "unknown"
 
