@@ -20,6 +20,7 @@ from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from fhir_server.router import FhirRouter
+from imaging.dimse import quiet
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
 from imaging.dimse.door import DimseDoor
@@ -97,6 +98,8 @@ class DimseService:
         """Listen on (host, port) in pynetdicom's threads; the port actually bound."""
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, _low_latency),
+            (evt.EVT_CONN_OPEN, quiet.quiet),
+            (evt.EVT_CONN_CLOSE, quiet.closed),
             (evt.EVT_C_ECHO, self.handlers.on_echo),
             (evt.EVT_C_STORE, self.handlers.on_store),
             (evt.EVT_C_FIND, self.handlers.on_find),

@@ -1,0 +1,130 @@
+"""Association threads that wait instead of polling.
+
+pynetdicom runs two threads per association, and both poll every millisecond: the DUL
+thread sleeps 1 ms between socket checks, the association thread 1 ms between message
+checks. With a few associations that is thousands of wake-ups a second, each taking
+the GIL from the event loop that does the archive work. Here, per accepted association
+(before its threads start), the DUL thread instead blocks in `select()` on the socket
+and on a wake-up socket that every outgoing primitive pokes, and the association
+thread blocks on its message queue: both still look at their timers and at release
+and abort at least every `IDLE` seconds, as pynetdicom's own loops do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import select
+import socket
+import time
+import types
+from typing import Any
+
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+
+IDLE = 0.02  # seconds a quiet thread waits before it looks at its timers again
+
+
+def quiet(event: Event) -> None:
+    """EVT_CONN_OPEN: make this association's two threads wait, not poll."""
+    assoc: Association = event.assoc
+    dul = assoc.dul
+    transport = dul.socket
+    raw = getattr(transport, "socket", None)
+    if (
+        type(raw) is not socket.socket  # TLS sockets buffer data select() does not see
+        or not hasattr(dul, "_is_transport_event")
+        or not hasattr(assoc, "_run_reactor")
+    ):
+        return
+    wake_read, wake_write = socket.socketpair()
+    wake_read.setblocking(False)
+    wake_write.setblocking(False)
+    outgoing: queue.Queue[Any] = dul.to_provider_queue
+    put = outgoing.put
+
+    def put_and_wake(item: Any, block: bool = True, timeout: float | None = None) -> None:
+        put(item, block, timeout)
+        with contextlib.suppress(OSError):
+            wake_write.send(b"\0")
+
+    checked = dul._is_transport_event
+
+    def transport_event() -> bool:
+        if checked():
+            return True
+        if not dul.event_queue.empty() or not outgoing.empty() or dul._kill_thread:
+            return False
+        try:
+            ready, _, _ = select.select([raw, wake_read], [], [], IDLE)
+        except (OSError, ValueError):  # closed under us: pynetdicom's pace again
+            time.sleep(0.001)
+            return False
+        if wake_read in ready:
+            with contextlib.suppress(OSError):
+                wake_read.recv(4096)
+        return checked() if raw in ready else False
+
+    outgoing.put = put_and_wake  # type: ignore[method-assign]
+    dul._is_transport_event = transport_event  # type: ignore[method-assign]
+    dul._run_loop_delay = 0  # the wait is in transport_event now
+    assoc._run_reactor = types.MethodType(_waiting_reactor, assoc)  # type: ignore[method-assign]
+    assoc._quiet_wake = (wake_read, wake_write)  # type: ignore[attr-defined]
+
+
+def closed(event: Event) -> None:
+    """EVT_CONN_CLOSE: let go of the wake-up sockets."""
+    for end in getattr(event.assoc, "_quiet_wake", ()):
+        with contextlib.suppress(OSError):
+            end.close()
+
+
+def _waiting_reactor(self: Association) -> None:
+    """pynetdicom's acceptor loop (Association._run_reactor), waiting on the message
+    queue instead of sleeping 1 ms per turn."""
+    self._is_paused = False
+    messages = self.dimse.msg_queue
+    while not self._kill:
+        self._is_paused = True
+        self._reactor_checkpoint.wait()
+        self._is_paused = False
+        try:
+            context_id, msg = messages.get(timeout=IDLE)
+        except queue.Empty:
+            context_id, msg = None, None
+        if msg and context_id is not None:
+            self._serve_request(msg, context_id)
+        if self.is_established and self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            self.is_released = True
+            self.is_established = False
+            _trigger(self, "EVT_RELEASED")
+            self.kill()
+            return
+        if self.acse.is_aborted():
+            self.dul.receive_pdu(wait=False)
+            self.is_aborted = True
+            self.is_established = False
+            _trigger(self, "EVT_ABORTED")
+            self.kill()
+            return
+        if not self.dul.is_alive():
+            self.kill()
+            return
+        if self.dul.idle_timer_expired():
+            if self.network_timeout_response == "A-RELEASE":
+                self._is_paused = True
+                self._reactor_checkpoint.wait()
+                self.release()
+                self._is_paused = False
+            else:
+                self.abort()
+            self.kill()
+            return
+
+
+def _trigger(assoc: Association, name: str) -> None:
+    from pynetdicom import evt
+
+    evt.trigger(assoc, getattr(evt, name), {})
