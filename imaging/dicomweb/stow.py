@@ -7,6 +7,7 @@ the PS3.18 store response (ReferencedSOPSequence / FailedSOPSequence with reason
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable
 from typing import Any
 
@@ -21,8 +22,8 @@ from imaging.ingest import Ingestor, IngestOutcome
 
 DICOM_JSON = "application/dicom+json"
 ACCEPTED_PART_TYPES = ("application/dicom", "application/octet-stream", "")
-# parts are indexed in batches (one transaction) while the rest of the body streams in
-BATCH_INSTANCES, BATCH_BYTES = 32, 64 * 1024 * 1024
+# parts are ingested in batches while the rest of the body streams in
+BATCH_INSTANCES, BATCH_BYTES, IN_FLIGHT = 32, 2 * 1024 * 1024, 4
 
 
 async def stow(
@@ -48,20 +49,35 @@ async def stow(
         limits.max_inflated_bytes,
         limits.max_inflate_ratio,
     )
-    outcomes: list[IngestOutcome] = []
+    # batches are ingested while the rest of the body is read (at most IN_FLIGHT at
+    # once): parsing, hashing and writing overlap with receiving
+    slots: list[IngestOutcome | asyncio.Task[list[IngestOutcome]]] = []
+    running: list[asyncio.Task[list[IngestOutcome]]] = []
     batch: list[bytes] = []
     batch_bytes = 0
+
+    async def start(items: list[bytes]) -> None:
+        while len(running) >= IN_FLIGHT:
+            await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            running[:] = [task for task in running if not task.done()]
+        task = asyncio.create_task(ingestor.ingest_many(items, source, study))
+        running.append(task)
+        slots.append(task)
+
     async for part in read_parts(chunks, boundary, limits.max_instance_bytes):
         if part.content_type not in ACCEPTED_PART_TYPES:
-            outcomes.append(IngestOutcome(0xC000, code="MB-3013", reason="part is not DICOM"))
+            slots.append(IngestOutcome(0xC000, code="MB-3013", reason="part is not DICOM"))
             continue
         batch.append(bytes(part.body))
         batch_bytes += len(part.body)
         if len(batch) >= BATCH_INSTANCES or batch_bytes >= BATCH_BYTES:
-            outcomes += await ingestor.ingest_many(batch, source, study)
+            await start(batch)
             batch, batch_bytes = [], 0
     if batch:
-        outcomes += await ingestor.ingest_many(batch, source, study)
+        await start(batch)
+    outcomes: list[IngestOutcome] = []
+    for slot in slots:
+        outcomes += [slot] if isinstance(slot, IngestOutcome) else await slot
     if not outcomes:
         raise FhirError("MB-1019", "STOW-RS request without any part")
     studies = {o.study for o in outcomes if o.ok and o.study}
