@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 from fhir_server.search.dates import date_range
-from fhir_server.search.fhirpath import Node, Path, compile_path
+from fhir_server.search.fhirpath import Node, Path, compile_path, element_names, top_element
 from fhir_server.search.keys import (
     OPEN_END,
     SEP,
@@ -46,9 +46,13 @@ def index_rows(resource: dict[str, Any]) -> list[Row]:
 def index_entries(resource: dict[str, Any]) -> Index:
     """Rows and sort keys of `resource`."""
     index = Index()
-    for parameter, paths, own in _extractors(resource["resourceType"]):
+    # about half the expressions of a type start from an element the resource lacks
+    present = element_names(resource)
+    for parameter, branches, own in _extractors(resource["resourceType"]):
         rows: list[Row] = []
-        for path in paths:
+        for path, element in branches:
+            if element is not None and element not in present:
+                continue
             for node in path(resource):
                 rows.extend(_rows_for(parameter, node))
         for row in rows:
@@ -59,11 +63,18 @@ def index_entries(resource: dict[str, Any]) -> Index:
     return index
 
 
+Branch = tuple[Path, str | None]  # compiled expression, the element it starts from
+
+
 @cache
-def _extractors(resource_type: str) -> list[tuple[SearchParameter, list[Path], str]]:
+def _extractors(resource_type: str) -> list[tuple[SearchParameter, list[Branch], str]]:
     """Per parameter of the type: its compiled branches and its own key prefix."""
     return [
-        (parameter, [compile_path(branch) for branch in parameter.branches], parameter.code + SEP)
+        (
+            parameter,
+            [(compile_path(branch), top_element(branch)) for branch in parameter.branches],
+            parameter.code + SEP,
+        )
         for parameter in parameters_for(resource_type).values()
     ]
 

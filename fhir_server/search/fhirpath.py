@@ -72,6 +72,30 @@ def compile_path(expression: str) -> Path:
     return lambda resource: _run(steps, [Node(resource)])
 
 
+@cache
+def top_element(expression: str) -> str | None:
+    """The element of the resource `expression` starts from, when its absence means the
+    expression selects nothing; None when that cannot be told (`exists()` is false
+    rather than empty, a path that starts with a function)."""
+    expression = expression.strip()
+    if "exists()" in expression:
+        return None
+    cast = _AS.fullmatch(expression)
+    steps = _steps(cast["path"] if cast else expression)
+    if len(steps) < 2 or _CALL.fullmatch(steps[1]):
+        return None
+    return steps[1]
+
+
+def element_names(resource: dict[str, Any]) -> set[str]:
+    """Every name a member step finds at the top of `resource`: its element names and
+    the choice-element names inside them (`valueQuantity` -> `value`)."""
+    names = set(resource)
+    for key in resource:
+        names.update(key[:index] for index in range(1, len(key)) if key[index].isupper())
+    return names
+
+
 def _nothing(resource: dict[str, Any]) -> list[Node]:
     return []
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from fhir_server.search.extract import index_entries
-from fhir_server.search.fhirpath import evaluate
-from fhir_server.search.keys import SEP
+from fhir_server.search.fhirpath import element_names, evaluate, top_element
+from fhir_server.search.keys import SEP, number_key
 
 
 def keys(resource: dict[str, object], code: str) -> list[str]:
@@ -44,6 +46,18 @@ def test_fhirpath_outside_the_subset_selects_nothing() -> None:
         False
     ]
     assert [n.value for n in evaluate("Patient.name.exists()", patient)] == [True]
+
+
+def test_expressions_skipped_only_when_their_element_is_absent() -> None:
+    assert top_element("Patient.name.family") == "name"
+    assert top_element("(Observation.value as Quantity)") == "value"
+    assert top_element("Patient.deceased.exists() and Patient.deceased != false") is None
+    assert top_element("Patient.name.exists()") is None  # absent is `false`, not nothing
+    names = element_names({"resourceType": "Observation", "valueCodeableConcept": {}})
+    assert {"value", "valueCodeable", "valueCodeableConcept", "resourceType"} <= names
+    assert "val" not in names
+    observation = {"resourceType": "Observation", "valueQuantity": {"value": 5}}
+    assert keys(observation, "value-quantity") == [number_key(Decimal(5))]
 
 
 def test_string_keys_fold_case_and_accents() -> None:
