@@ -40,7 +40,16 @@ PROCEDURES = [
     "70553^MRI Brain with and without contrast^C4",
     "76700^US Abdomen complete^C4",
 ]
+MODALITIES = ["DX", "CT", "MR", "US"]  # OBR-24, as IHE RAD-4 sends it
 ECHO_ACK = b"MSH|^~\\&|MB|MB|RIS|HOSP|20261122101500||ACK^O01^ACK|1|P|2.3.1\rMSA|AA|1\r"
+
+
+def obr(fields: dict[int, str]) -> str:
+    """OBR with the given fields (HL7 numbering) set: OBR-18 accession, OBR-24 modality."""
+    values = [""] * max(fields)
+    for number, value in fields.items():
+        values[number - 1] = value
+    return "|".join(["OBR", *values])
 
 
 def order(run: str, n: int, patients: int) -> bytes:
@@ -56,8 +65,18 @@ def order(run: str, n: int, patients: int) -> bytes:
         f"PV1|1|O|RAD^1^1||||D{p % 20}^Petraitis^Jonas^^^Dr.^^^HOSP||||||||||||V{run}{n}^^^HOSP^VN",
         f"ORC|NW|{run}-PL{n}^RIS|{run}-FL{n}^PACS||SC||^^^20261123080000^^R|"
         f"|20261122101000|||D{p % 20}^Petraitis^Jonas^^^Dr.^^^HOSP",
-        f"OBR|1|{run}-PL{n}^RIS|{run}-FL{n}^PACS|{PROCEDURES[n % 4]}|||||||||||||"
-        f"{run}-ACC{n}|||||||||||^^^20261123080000^^R|||^Suspected pneumonia",
+        obr(
+            {
+                1: "1",
+                2: f"{run}-PL{n}^RIS",
+                3: f"{run}-FL{n}^PACS",
+                4: PROCEDURES[n % 4],
+                18: f"{run}-ACC{n}",
+                24: MODALITIES[n % 4],
+                27: "^^^20261123080000^^R",
+                31: "^Suspected pneumonia",
+            }
+        ),
         f"ZDS|1.2.826.0.1.3680043.2.1125.{int(time.time())}.{n}^MB^Application^DICOM",
     ]
     return ("\r".join(segments) + "\r").encode("utf-8")

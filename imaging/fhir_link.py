@@ -226,10 +226,10 @@ class StudyLinker:
             return
         raw = response.body or exchange.request.body
         resource = orjson.loads(raw) if raw else {}
-        for identifier in resource.get("identifier", []) if isinstance(resource, dict) else []:
-            value = identifier.get("value")
-            if isinstance(value, str) and value:
-                self._pending.update(await self.index.studies_by_accession(value))
+        # only what can be an accession number: a placer or filler number, or the
+        # study UID, never names a study by accession (one index read per identifier)
+        for value in _accessions(resource) if isinstance(resource, dict) else []:
+            self._pending.update(await self.index.studies_by_accession(value))
         if self._pending:
             # not inline: the order may sit in an HL7 message's transaction not yet committed
             self.schedule()
@@ -271,11 +271,20 @@ def _same(current: Any, wanted: dict[str, Any]) -> bool:
 
 
 def _has_accession(order: dict[str, Any], accession: str) -> bool:
+    return accession in _accessions(order)
+
+
+def _accessions(order: dict[str, Any]) -> list[str]:
+    """Identifier values typed ACSN, or untyped (other than a DICOM UID)."""
+    found = []
     for identifier in order.get("identifier", []):
+        if not isinstance(identifier, dict) or identifier.get("system") == "urn:dicom:uid":
+            continue
         codes = [c.get("code") for c in identifier.get("type", {}).get("coding", [])]
-        if identifier.get("value") == accession and ("ACSN" in codes or not codes):
-            return True
-    return False
+        value = identifier.get("value")
+        if isinstance(value, str) and value and ("ACSN" in codes or not codes):
+            found.append(value)
+    return found
 
 
 def _diagnostics(answer: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from contextlib import AsyncExitStack
@@ -84,6 +85,9 @@ async def _serve(settings: Settings, uri: str) -> None:
         )
         stack.push_async_callback(asyncio.to_thread, dimse.stop)
         readiness.ready("dicom")
+        # everything built so far lives as long as the server: out of the collector's
+        # way, a full collection no longer walks it (~44 ms every few hundred requests)
+        gc.freeze()
         config = uvicorn.Config(
             FhirFirst(app),
             host=settings.host,
