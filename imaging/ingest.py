@@ -123,57 +123,71 @@ class Ingestor:
                 if error.code != "MB-3007":
                     await self._quarantine(data, sha256, error.code, error.diagnostics, source)
                 outcomes[position] = _failed(parsed, error, sha256)
-        # same bytes already stored: success without a second copy, nothing written
-        stored = await self.index.stored_instances([parsed.sop for _, parsed, _ in accepted])
+        # the duplicate check's read and the object writes go at once: a key names its
+        # content, so an object already there is left as it is (same bytes: no second
+        # copy), and an object this call created for an instance then refused goes again
+        stored, written = await asyncio.gather(
+            self.index.stored_instances([parsed.sop for _, parsed, _ in accepted]),
+            self._put_many(
+                [(items[position], parsed, sha256) for position, parsed, sha256 in accepted]
+            ),
+        )
         known = {sop: row["sha256"] for sop, row in stored.items()}
-        to_write = []
-        for position, parsed, sha256 in accepted:
+        indexable = []
+        for (position, parsed, sha256), result in zip(accepted, written, strict=True):
             if known.get(parsed.sop) == sha256:
                 outcomes[position] = _success(parsed, Added.DUPLICATE, sha256)
             elif parsed.sop in known and not self.policy.replace_different:
                 outcomes[position] = _failed(parsed, FhirError("MB-3005"), sha256)
+                await self._discard(result)
+            elif isinstance(result, FhirError):
+                outcomes[position] = _failed(parsed, result, sha256)
             else:
-                to_write.append((position, parsed, sha256))
-        rows = await self._put_many(
-            [(items[position], parsed, sha256) for position, parsed, sha256 in to_write]
-        )
-        indexable = []
-        for (position, parsed, sha256), row in zip(to_write, rows, strict=True):
-            if isinstance(row, FhirError):
-                outcomes[position] = _failed(parsed, row, sha256)
-            else:
-                indexable.append((position, parsed, sha256, row))
+                indexable.append((position, parsed, sha256, result))
         if indexable:
             results = await self.index.add_many(
-                [(parsed, row) for _, parsed, _, row in indexable],
+                [(parsed, row) for _, parsed, _, (row, _) in indexable],
                 self.policy.replace_different,
                 seen=set(known),
             )
-            for (position, parsed, sha256, _), result in zip(indexable, results, strict=True):
-                if isinstance(result, FhirError):
-                    log.info("instance refused: %s", result.code)
-                    outcomes[position] = _failed(parsed, result, sha256)
+            for (position, parsed, sha256, put), added in zip(indexable, results, strict=True):
+                if isinstance(added, FhirError):
+                    log.info("instance refused: %s", added.code)
+                    outcomes[position] = _failed(parsed, added, sha256)
+                    await self._discard(put)
                 else:
-                    outcomes[position] = _success(parsed, result, sha256)
+                    outcomes[position] = _success(parsed, added, sha256)
         return [outcome for outcome in outcomes if outcome is not None]
 
     async def _put_many(
         self, items: list[tuple[bytes, ParsedInstance, str]]
-    ) -> list[InstanceRow | FhirError]:
+    ) -> list[tuple[InstanceRow, bool] | FhirError]:
+        """Each instance's object (kept when already there): its row and whether this
+        call created it, or MB-3008."""
         if not items:
             return []
-        keys = [instance_key(p.study, p.series, p.sop, sha256) for _, p, sha256 in items]
         try:
-            await self.store.put_many(
-                [(key, data, sha256) for key, (data, _, sha256) in zip(keys, items, strict=True)]
+            keys = [instance_key(p.study, p.series, p.sop, sha256) for _, p, sha256 in items]
+            done = await self.store.put_many(
+                [(key, data, sha256) for key, (data, _, sha256) in zip(keys, items, strict=True)],
+                keep_existing=True,
             )
         except (ObjectStoreError, OSError) as error:
             log.error("object store write failed: %s", type(error).__name__)
             return [FhirError("MB-3008") for _ in items]
         return [
-            InstanceRow(key, len(data), sha256)
-            for key, (data, _, sha256) in zip(keys, items, strict=True)
+            (InstanceRow(key, len(data), sha256), put.created)
+            for key, (data, _, sha256), put in zip(keys, items, done, strict=True)
         ]
+
+    async def _discard(self, written: tuple[InstanceRow, bool] | FhirError) -> None:
+        """Remove an object this call created for an instance that was then refused."""
+        if isinstance(written, FhirError) or not written[1]:
+            return
+        try:
+            await self.store.delete(written[0].key)
+        except Exception:
+            log_failure(log, "removing a refused instance's object failed")
 
     async def _quarantine(
         self, data: bytes, sha256: str, code: str, reason: str, source: str

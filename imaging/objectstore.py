@@ -37,6 +37,7 @@ class StoredObject:
     key: str
     size: int
     sha256: str
+    created: bool = True  # False: the key was already there (`keep_existing`)
 
 
 def instance_key(study: str, series: str, sop: str, sha256: str) -> str:
@@ -69,8 +70,11 @@ class ObjectStore(Protocol):
         """Store `data` under `key` atomically; checks size and digest before returning."""
         ...
 
-    async def put_many(self, items: list[tuple[str, bytes, str]]) -> list[StoredObject]:
-        """Several puts (key, data, sha256) at once; all durable when it returns."""
+    async def put_many(
+        self, items: list[tuple[str, bytes, str]], keep_existing: bool = False
+    ) -> list[StoredObject]:
+        """Several puts (key, data, sha256) at once; all durable when it returns.
+        `keep_existing`: a key already stored is left as it is (keys name their content)."""
         ...
 
     async def get(self, key: str) -> bytes: ...
@@ -96,24 +100,33 @@ class LocalObjectStore:
         # fsync latency, not bandwidth, bounds small writes: overlap many of them
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="objectstore")
 
-    async def put_many(self, items: list[tuple[str, bytes, str]]) -> list[StoredObject]:
+    async def put_many(
+        self, items: list[tuple[str, bytes, str]], keep_existing: bool = False
+    ) -> list[StoredObject]:
         loop = asyncio.get_running_loop()
         paths = [self.path(key) for key, _, _ in items]
         # one trip to a thread per object: fsync latency, not bandwidth, bounds small ones
-        await asyncio.gather(
+        created = await asyncio.gather(
             *(
-                loop.run_in_executor(self._pool, self._store, data, path)
+                loop.run_in_executor(self._pool, self._store, data, path, keep_existing)
                 for (_, data, _), path in zip(items, paths, strict=True)
             )
         )
-        return [StoredObject(key, len(data), sha) for key, data, sha in items]
+        return [
+            StoredObject(key, len(data), sha, new)
+            for (key, data, sha), new in zip(items, created, strict=True)
+        ]
 
-    def _store(self, data: bytes, path: Path) -> None:
-        """Temporary file, fsync, rename into place, fsync of the folder."""
+    def _store(self, data: bytes, path: Path, keep_existing: bool = False) -> bool:
+        """Temporary file, fsync, rename into place, fsync of the folder; False when
+        `keep_existing` and the object is already there (renamed in whole, so complete)."""
+        if keep_existing and path.is_file():
+            return False
         temporary = self._write_temporary(data)
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temporary, path)
         _fsync_dir(path.parent)
+        return True
 
     def _write_temporary(self, data: bytes) -> Path:
         temporary = self.tmp / f"{uuid.uuid4().hex}.part"
@@ -273,8 +286,15 @@ class S3ObjectStore:
         if head["ContentLength"] != len(data):
             raise ObjectStoreError("stored size differs from the size sent")
 
-    async def put_many(self, items: list[tuple[str, bytes, str]]) -> list[StoredObject]:
-        return list(await asyncio.gather(*(self.put(key, data, sha) for key, data, sha in items)))
+    async def put_many(
+        self, items: list[tuple[str, bytes, str]], keep_existing: bool = False
+    ) -> list[StoredObject]:
+        async def one(key: str, data: bytes, sha: str) -> StoredObject:
+            if keep_existing and await self.exists(key):
+                return StoredObject(key, len(data), sha, created=False)
+            return await self.put(key, data, sha)
+
+        return list(await asyncio.gather(*(one(key, data, sha) for key, data, sha in items)))
 
     async def get(self, key: str) -> bytes:
         name = self._key(key)

@@ -95,3 +95,14 @@ async def test_stream_reads_ahead_and_closes_when_left_early(tmp_path: Path) -> 
     assert len(os.listdir("/proc/self/fd")) <= before
     with pytest.raises(ObjectStoreError):
         await anext(store.stream(instance_key("1.2.3", "1.2.3.4", "1.2.9", "d" * 64)))
+
+
+async def test_put_many_keeps_what_is_there_when_asked(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    key = instance_key("1.2.3", "1.2.3.4", "1.2.3.4.6", "e" * 64)
+    first = await store.put_many([(key, b"one", "e" * 64)], keep_existing=True)
+    again = await store.put_many([(key, b"one", "e" * 64)], keep_existing=True)
+    assert (first[0].created, again[0].created) == (True, False)
+    assert await store.get(key) == b"one"
+    forced = await store.put_many([(key, b"one", "e" * 64)])
+    assert forced[0].created
