@@ -209,9 +209,15 @@ def _patients(studies: list[Document]) -> list[Document]:
 async def _with_modalities(
     index: DicomIndex, studies: list[Document], wanted: bool
 ) -> list[Document]:
-    ids = [study["_id"] for study in studies]
-    modalities: dict[str, set[str]] = {}
-    if ids and wanted:  # one more query only when the peer asked for the key
+    # the study row keeps ModalitiesInStudy (`mods`, kept up to date by the ingest); the
+    # series are read only for rows without it, and only when the peer asked for the key
+    ids = [study["_id"] for study in studies if "mods" not in study]
+    modalities: dict[str, set[str]] = {
+        study["_id"]: {m for m in str(study["mods"]).split("\\") if m}
+        for study in studies
+        if "mods" in study
+    }
+    if ids and wanted:
         found = await split_in(index.series, {"st": {"$in": ids}}, "st", {"st": 1, "Modality": 1})
         for series in found:
             if series.get("Modality"):

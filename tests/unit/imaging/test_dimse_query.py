@@ -83,3 +83,16 @@ async def test_split_in_agrees_with_in(index: DicomIndex) -> None:
     long = await split_in(index.series, {"st": {"$in": ids}}, "st", None)  # over the split cap
     assert [row["st"] for row in short] == sorted(ids[:10])
     assert sorted(row["st"] for row in long) == sorted(ids)
+
+
+async def test_modalities_from_the_study_row_or_else_its_series(index: DicomIndex) -> None:
+    # the fixture's rows have no `mods`: ModalitiesInStudy comes from the series rows
+    query = parse_identifier(
+        identifier("STUDY", StudyInstanceUID="1.2.3.1", ModalitiesInStudy=""), "study"
+    )
+    assert [row["ModalitiesInStudy"] for row in await find(index, query)] == [["MR"]]
+    # a row the ingest keeps (`mods`, backslash-joined) answers without the series
+    await index.studies.update_one({"_id": "1.2.3.1"}, {"$set": {"mods": "CT\\MR"}})
+    rows = await find(index, query)
+    assert [row["ModalitiesInStudy"] for row in rows] == [["CT", "MR"]]
+    assert list(response(rows[0], query, "ME").ModalitiesInStudy) == ["CT", "MR"]
