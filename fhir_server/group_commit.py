@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pymongo import AsyncMongoClient, DeleteMany, InsertOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import ClientBulkWriteException, DuplicateKeyError, WriteError
 
+log = logging.getLogger(__name__)
 Document = dict[str, Any]
 Gate = Callable[[], AbstractAsyncContextManager[None]]
 # Bounds one transaction: the embedded store holds its lock for the whole commit.
@@ -171,6 +173,8 @@ class GroupCommit:
             code = _number(_field(errors[0], "code"))
             message = str(_field(errors[0], "errmsg") or "write failed")
             kind = DuplicateKeyError if code == DUPLICATE_KEY else WriteError
+            if kind is WriteError:  # the store's own words, which may quote a value
+                log.debug("bulkWrite refused a write (code %s): %s", code, message)
             raise UnitFailed(unit, kind(message, code, {"idx": index})) from error
         for position, (unit, index) in enumerate(owners):
             write = units[unit][index]
