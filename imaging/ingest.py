@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
 THREADED_DIGEST = 256 * 1024
+# a study sent again (a modality retrying, a PACS re-pushing) turns the duplicate
+# check's read back on after one repeat, and it stays on for ~20 new instances after
+REPEATS_DECAY = 0.9
+REPEATS_FOR_READ = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,7 @@ class Ingestor:
         self.parser = parser or Parser()  # inline unless given worker processes
         self.last_ingest = 0.0  # monotonic time of the last ingest: background work waits
         self._active = 0  # ingest calls under way
+        self._repeats = 0.0  # recent share of instances already stored (see `optimistic`)
 
     async def ingest(
         self, data: bytes, source: str, expected_study: str | None = None
@@ -126,12 +131,18 @@ class Ingestor:
         # the duplicate check's read and the object writes go at once: a key names its
         # content, so an object already there is left as it is (same bytes: no second
         # copy), and an object this call created for an instance then refused goes again
-        stored, written = await asyncio.gather(
-            self.index.stored_instances([parsed.sop for _, parsed, _ in accepted]),
-            self._put_many(
-                [(items[position], parsed, sha256) for position, parsed, sha256 in accepted]
-            ),
+        writing = self._put_many(
+            [(items[position], parsed, sha256) for position, parsed, sha256 in accepted]
         )
+        if self.optimistic:
+            # while instances are new, the read is skipped: the index's unique _id
+            # catches one already stored, and its group is then redone from a fresh read
+            stored, written = {}, await writing
+        else:
+            stored, written = await asyncio.gather(
+                self.index.stored_instances([parsed.sop for _, parsed, _ in accepted]),
+                writing,
+            )
         known = {sop: row["sha256"] for sop, row in stored.items()}
         indexable = []
         for (position, parsed, sha256), result in zip(accepted, written, strict=True):
@@ -157,7 +168,21 @@ class Ingestor:
                     await self._discard(put)
                 else:
                     outcomes[position] = _success(parsed, added, sha256)
+        if accepted:
+            self._remember_repeats(
+                len(accepted), sum(1 for position, _, _ in accepted if _repeat(outcomes[position]))
+            )
         return [outcome for outcome in outcomes if outcome is not None]
+
+    @property
+    def optimistic(self) -> bool:
+        """Skip the duplicate check's read: instances sent again have been rare lately."""
+        return self._repeats < REPEATS_FOR_READ
+
+    def _remember_repeats(self, count: int, repeats: int) -> None:
+        """The recent share of instances that were already stored (decays per instance)."""
+        kept = REPEATS_DECAY**count
+        self._repeats = self._repeats * kept + (1 - kept) * repeats / count
 
     async def _put_many(
         self, items: list[tuple[bytes, ParsedInstance, str]]
@@ -213,6 +238,13 @@ async def _digests(items: list[bytes]) -> list[str]:
         return await loop.run_in_executor(None, lambda: hashlib.sha256(data).hexdigest())
 
     return list(await asyncio.gather(*(one(data) for data in items)))
+
+
+def _repeat(outcome: IngestOutcome | None) -> bool:
+    """The instance was stored before (same bytes, refused other bytes, or replaced)."""
+    if outcome is None:
+        return False
+    return outcome.added in (Added.DUPLICATE, Added.REPLACED) or outcome.code == "MB-3005"
 
 
 def _success(parsed: ParsedInstance, added: Added, sha256: str) -> IngestOutcome:

@@ -163,3 +163,24 @@ async def test_a_new_index_on_the_same_rows_agrees(index: DicomIndex, tmp_path: 
     study = await index.studies.find_one({"_id": first.study})
     assert study is not None
     assert (study["ns"], study["ni"]) == (1, 2)
+
+
+async def test_a_study_sent_again_turns_the_duplicate_read_back_on(
+    index: DicomIndex, tmp_path: Path
+) -> None:
+    ingestor = Ingestor(LocalObjectStore(tmp_path), index, IngestPolicy())
+    study_uid, series_uid = generate_uid(), generate_uid()
+    sent = [renamed("CT_small.dcm", study=study_uid, series=series_uid) for _ in range(3)]
+    assert ingestor.optimistic  # nothing sent twice yet: the index's unique _id checks
+    assert [o.added for o in await ingestor.ingest_many(sent, "test")] == [Added.STORED] * 3
+    again = await ingestor.ingest_many(sent, "test")  # found by the index, redone fresh
+    assert [(o.ok, o.added) for o in again] == [(True, Added.DUPLICATE)] * 3
+    assert not ingestor.optimistic  # repeats seen: the read goes first again
+    assert [o.added for o in await ingestor.ingest_many(sent, "test")] == [Added.DUPLICATE] * 3
+    for _ in range(40):  # new instances only: back to skipping the read
+        assert (await ingestor.ingest(renamed("CT_small.dcm"), "test")).added is Added.STORED
+    assert ingestor.optimistic
+    study = await index.studies.find_one({"_id": study_uid})
+    assert study is not None
+    assert (study["ns"], study["ni"]) == (1, 3)  # the repeats counted nothing twice
+    assert len(_files(tmp_path)) == 43
