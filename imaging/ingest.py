@@ -22,7 +22,7 @@ import orjson
 
 from fhir_server.errors import FhirError
 from fhir_server.failures import log_failure
-from imaging.index import Added, DicomIndex, InstanceRow
+from imaging.index import Added, DicomIndex, Document, InstanceRow
 from imaging.objectstore import ObjectStore, ObjectStoreError, instance_key, quarantine_key
 from imaging.parse import Limits, ParsedInstance
 from imaging.parse_pool import Parser
@@ -134,6 +134,7 @@ class Ingestor:
         writing = self._put_many(
             [(items[position], parsed, sha256) for position, parsed, sha256 in accepted]
         )
+        stored: dict[str, Document]
         if self.optimistic:
             # while instances are new, the read is skipped: the index's unique _id
             # catches one already stored, and its group is then redone from a fresh read
