@@ -17,18 +17,20 @@ import zlib
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pydicom
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from fhir_server.errors import FhirError
+from imaging.scan import CHARSET, SLOW, Scan, plain_value, scan
 from imaging.uids import is_uid
 from mappings.dicom.dose import dose_values
 
@@ -36,6 +38,10 @@ PIXEL_DATA = "7FE00010"
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 BULK_THRESHOLD = 64 * 1024
 UNDEFINED_LENGTH = 0xFFFFFFFF
+ROWS, BITS_ALLOCATED, PIXEL_REPRESENTATION = 0x00280010, 0x00280100, 0x00280103
+PATIENT_ID, ISSUER_OF_PATIENT_ID = 0x00100020, 0x00100021
+PROCEDURE_CODE_SEQUENCE, CONTENT_SEQUENCE = 0x00081032, 0x0040A730
+_REQUIRED_TAGS = (0x0020000D, 0x0020000E, 0x00080018, 0x00080016)  # as REQUIRED_UIDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +94,125 @@ def metadata_of(data: bytes) -> bytes:
 
 
 def _parse(data: bytes, limits: Limits, with_metadata: bool) -> ParsedInstance:
+    if len(data) > limits.max_instance_bytes:
+        raise FhirError("MB-3003", f"instance of {len(data)} bytes over the limit")
+    if not with_metadata:
+        try:
+            parsed = _parse_scanned(data, limits)
+        except Exception:  # anything odd on the lean path: pydicom's answer is the answer
+            parsed = None
+        if parsed is not None:
+            return parsed
+    return _parse_reference(data, limits, with_metadata)
+
+
+def _parse_scanned(data: bytes, limits: Limits) -> ParsedInstance | None:
+    """The lean path (imaging.scan): a result equal to pydicom's, or None to ask pydicom.
+
+    It only ever accepts: every refusal, and every instance it cannot frame exactly, goes
+    to `_parse_reference`, so error codes are pydicom's by construction.
+    """
+    found = scan(data)
+    if found is None or CONTENT_SEQUENCE in found.elements:
+        return None  # a dose report's content tree is walked on the pydicom path
+    values = _Values(data, found)
+    if found.pixel_offset is not None:
+        _check_pixel_tail(data, found.pixel_offset, found.transfer_syntax)
+    elif ROWS in found.elements and BITS_ALLOCATED in found.elements:
+        return None  # an image without pixel data: truncated, refused by the reference
+    if values.sequences:
+        _check_structure(values.dataset(), limits.max_depth)
+    uids = [values.get(tag) for tag in _REQUIRED_TAGS]
+    if not all(value is not None and is_uid(str(value)) for value in uids):
+        return None
+    study, series, sop, sop_class = (str(value) for value in uids)
+    if found.pixel_offset is None and "Image Storage" in UID(sop_class).name:
+        return None
+    attrs = qido_attributes()
+    parsed = ParsedInstance(
+        study=study,
+        series=series,
+        sop=sop,
+        sop_class=sop_class,
+        transfer_syntax=found.transfer_syntax,
+        patient_key=f"{_text(values.get(ISSUER_OF_PATIENT_ID, True))}"
+        f"|{_text(values.get(PATIENT_ID, True))}",
+        study_attrs=values.scalars(attrs["study"]),
+        series_attrs=values.scalars(attrs["series"]),
+        instance_attrs=values.scalars(attrs["instance"]),
+    )
+    if PROCEDURE_CODE_SEQUENCE in found.elements:
+        procedure = _first_code(values.dataset(), "ProcedureCodeSequence")
+        if procedure:
+            parsed.study_attrs["ProcedureCode"] = procedure
+    return parsed
+
+
+class _Values:
+    """Element values of a scanned instance: converted directly when plain, else by
+    pydicom on a small Dataset of the raw elements it needs (with the character set,
+    pixel representation and private creators that conversion consults)."""
+
+    def __init__(self, data: bytes, found: Scan) -> None:
+        self.data, self.found = data, found
+        self.sequences = [tag for tag, element in found.elements.items() if element[0] == "SQ"]
+        self._dataset: Dataset | None = None
+
+    def _raw(self, tag: int) -> RawDataElement | DataElement:
+        if tag in self.found.sequences:
+            return self.found.sequences[tag]
+        vr, length, start = self.found.elements[tag]
+        if length:
+            return RawDataElement(
+                BaseTag(tag), vr, length, self.data[start : start + length], start, False, True
+            )
+        empty = cast(bytes | None, empty_value_for_VR(vr, raw=True))  # as pydicom reads it
+        return RawDataElement(BaseTag(tag), vr, length, empty, start, False, True)
+
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            present = self.found.elements
+            tags = [t for t in (CHARSET, PIXEL_REPRESENTATION) if t in present]
+            for tag in self.sequences:
+                creator = (tag & 0xFFFF0000) | ((tag >> 8) & 0xFF)
+                if tag >> 16 & 1 and creator in present:
+                    tags.append(creator)
+                tags.append(tag)
+            raws: dict[BaseTag, DataElement | RawDataElement] = {
+                BaseTag(tag): self._raw(tag) for tag in sorted(set(tags))
+            }
+            dataset = Dataset(raws)
+            dataset.set_original_encoding(False, True, dataset._character_set)
+            self._dataset = dataset
+        return self._dataset
+
+    def get(self, tag: int, text: bool = False) -> Any:
+        """The element's value, None when absent; `text`: only a str is taken directly."""
+        element = self.found.elements.get(tag)
+        if element is None:
+            return None
+        converted = plain_value(self.data, element, self.found.codec)
+        if converted is SLOW or (text and not isinstance(converted, str)):
+            dataset = self.dataset()
+            if tag not in dataset._dict:
+                dataset[BaseTag(tag)] = self._raw(tag)
+            return dataset[tag].value
+        return converted
+
+    def scalars(self, keywords: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        present = self.found.elements
+        for keyword, tag in _tags(tuple(keywords)):
+            if tag not in present or keyword == "IssuerOfAccessionNumberSequence":
+                continue
+            scalar = _scalar(self.get(tag))
+            if scalar is not None:
+                out[keyword] = scalar
+        return out
+
+
+def _parse_reference(data: bytes, limits: Limits, with_metadata: bool) -> ParsedInstance:
+    """pydicom's full read (dcmread), the path of every instance the lean path declines."""
     if len(data) > limits.max_instance_bytes:
         raise FhirError("MB-3003", f"instance of {len(data)} bytes over the limit")
     if len(data) < 132 or data[128:132] != b"DICM":
@@ -262,17 +387,20 @@ def _scalars(dataset: Dataset, keywords: list[str]) -> dict[str, Any]:
     for keyword, tag in _tags(tuple(keywords)):
         if tag not in present or keyword == "IssuerOfAccessionNumberSequence":
             continue
-        element = dataset[tag].value
-        if element is None or element == "":
-            continue
-        value = element[0] if isinstance(element, pydicom.multival.MultiValue) else element
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[keyword] = int(value) if float(value).is_integer() else float(value)
-        else:
-            text = str(value).strip()
-            if text:
-                out[keyword] = text
+        scalar = _scalar(dataset[tag].value)
+        if scalar is not None:
+            out[keyword] = scalar
     return out
+
+
+def _scalar(element: Any) -> int | float | str | None:
+    if element is None or element == "":
+        return None
+    value = element[0] if isinstance(element, pydicom.multival.MultiValue) else element
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value) if float(value).is_integer() else float(value)
+    text = str(value).strip()
+    return text or None
 
 
 def fold(text: str) -> str:
