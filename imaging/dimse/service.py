@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import socket
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
 from fhir_server.router import FhirRouter
@@ -85,6 +87,24 @@ def _low_latency(event: Event) -> None:
     association_socket.recv = recv  # type: ignore[method-assign]
 
 
+class QuickCopyContexts(list[PresentationContext]):
+    """The acceptor's contexts, copied per association without `copy.deepcopy`.
+
+    pynetdicom deep-copies the server's contexts for every association it accepts: with
+    every storage SOP class times every transfer syntax that took ~50 ms per association
+    (a modality often opens one per series). A context's only mutable part is its
+    transfer syntax list, so copying each context and that list is the same copy.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[PresentationContext]:
+        copies = []
+        for context in self:
+            duplicate = copy.copy(context)
+            duplicate._transfer_syntax = list(context._transfer_syntax)
+            copies.append(duplicate)
+        return copies
+
+
 class DimseService:
     """Start and stop the DICOM listener around the server's asyncio loop."""
 
@@ -109,6 +129,7 @@ class DimseService:
         ]
         server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
         assert server is not None  # block=False returns the running server
+        server.contexts = QuickCopyContexts(server.contexts)
         self.server = server
         bound = int(server.server_address[1])
         log.info("DICOM listener up as %s on port %d", self.config.ae_title, bound)

@@ -207,3 +207,19 @@ def test_worklist_matching_on_step_keys() -> None:
     assert record_matches(record, parse_worklist(identifier))
     step.Modality = "CT"
     assert not record_matches(record, parse_worklist(identifier))
+
+
+def test_each_association_gets_its_own_copy_of_the_contexts() -> None:
+    from copy import deepcopy
+
+    from imaging.dimse.service import QuickCopyContexts, build_ae
+
+    contexts = QuickCopyContexts(build_ae(DimseConfig()).supported_contexts)
+    copied = deepcopy(contexts)
+    assert [(c.abstract_syntax, c.transfer_syntax, c.scu_role, c.scp_role) for c in copied] == [
+        (c.abstract_syntax, c.transfer_syntax, c.scu_role, c.scp_role) for c in contexts
+    ]
+    copied[0].transfer_syntax.append("1.2.3.4")  # negotiation on one association ...
+    copied[0].context_id = 7
+    assert "1.2.3.4" not in contexts[0].transfer_syntax  # ... never reaches the next one
+    assert contexts[0].context_id is None
