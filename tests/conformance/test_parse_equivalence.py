@@ -31,7 +31,13 @@ LIMITS = Limits()
 Outcome = tuple[str, object]
 
 # lean-path files: explicit VR little endian, native and encapsulated, private sequences
-MUTATED = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm"]
+MUTATED = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "JPEG2000.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "waveform_ecg.dcm",  # no pixel data: a cut one is refused by the length check
+]
 MUST_BE_LEAN = [
     *MUTATED,
     "MR_small_RLE.dcm",
@@ -119,7 +125,7 @@ def test_byte_flipped_headers_get_the_reference_answer(
     name: str, flips: list[tuple[int, int]]
 ) -> None:
     data = bytearray(sample(name))
-    header = _pixel_offset(bytes(data))
+    header = _pixel_offset(name)
     for position, mask in flips:
         data[132 + position % (header - 132)] ^= mask  # inside meta and data set headers
     assert_same_answer(bytes(data))
@@ -139,6 +145,43 @@ def test_odd_values_get_the_reference_answer(tag: int, vr: bytes, value: bytes) 
     assert_same_answer(_with_element(sample("CT_small.dcm"), tag, vr, value))
 
 
+@pytest.mark.parametrize(
+    "splice",
+    [
+        lambda head, tail: head + _short(0x00100020, b"LO", b"AGAIN") + tail,  # out of order
+        lambda head, tail: head + _short(0x00100020, b"XX", b"ODDVR") + tail,  # unknown VR
+        lambda head, tail: head + _short(0x00100020, b"lo", b"LOWER") + tail,  # implicit?
+        lambda head, tail: head + _long(0x7FDF0010, b"UN", b"UNKNOWN ") + tail,  # UN
+        lambda head, tail: head + struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + tail,  # item end
+        lambda head, tail: head + _long(0x7FDF0010, b"OB", b"", 0xFFFFFFFF) + tail,
+        lambda head, tail: _command_group(head) + tail,
+    ],
+    ids=["out-of-order", "unknown-vr", "lower-case-vr", "un", "item-delimiter",
+         "undefined-ob", "command-group"],
+)  # fmt: skip
+def test_unusual_framing_gets_the_reference_answer(
+    splice: Callable[[bytes, bytes], bytes],
+) -> None:
+    data = sample("CT_small.dcm")
+    pixels = _pixel_offset("CT_small.dcm")
+    assert not assert_same_answer(splice(data[:pixels], data[pixels:]))
+
+
+def _command_group(head: bytes) -> bytes:
+    """A (0000,0000) implicit VR element between the file meta and the data set."""
+    meta_end = 144 + struct.unpack_from("<I", head, 140)[0]  # after the group length
+    return head[:meta_end] + struct.pack("<HHII", 0, 0, 4, 0) + head[meta_end:]
+
+
+def _short(tag: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def _long(tag: int, vr: bytes, value: bytes, length: int | None = None) -> bytes:
+    size = len(value) if length is None else length
+    return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr, 0, size) + value
+
+
 def _with_element(data: bytes, tag: int, vr: bytes, value: bytes) -> bytes:
     """`data` with the top-level element `tag` (short VR) replaced, bytes as given."""
     start = data.index(struct.pack("<HH", tag >> 16, tag & 0xFFFF), 132)  # first: top level
@@ -148,9 +191,10 @@ def _with_element(data: bytes, tag: int, vr: bytes, value: bytes) -> bytes:
     return data[:start] + header + value + data[end:]
 
 
-def _pixel_offset(data: bytes) -> int:
+@cache
+def _pixel_offset(name: str) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        stream = io.BytesIO(data)
+        stream = io.BytesIO(sample(name))
         pydicom.dcmread(stream, stop_before_pixels=True)
     return stream.tell()
