@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import orjson
+import pydicom
 import pytest
+from pydicom.datadict import tag_for_keyword
 
 from fhir_server.errors import FhirError
-from imaging.parse import Limits, fold, metadata_of, parse
+from imaging.parse import (
+    Limits,
+    ParsedInstance,
+    _parse_reference,
+    _parse_scanned,
+    fold,
+    metadata_of,
+    parse,
+)
+from imaging.scan import SLOW, plain_value, scan
 from tests.support.dicom import (
     SAMPLES,
     deflate_bomb,
@@ -101,3 +115,68 @@ def test_procedure_code_is_kept_for_the_imaging_study() -> None:
     assert parsed.study_attrs["ProcedureCode"] == {
         "value": "CT-CHEST", "scheme": "LN", "meaning": "CT chest",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MR_small_bigendian.dcm", "image_dfl.dcm", "MR_small_implicit.dcm", "rtdose_rle.dcm"],
+    ids=["big-endian", "deflate", "implicit-vr", "un-elements"],
+)
+def test_framing_the_walker_does_not_handle_takes_the_pydicom_path(name: str) -> None:
+    data = sample_bytes(name)
+    assert scan(data) is None
+    assert _parse_scanned(data, Limits()) is None
+    assert parse(data, Limits()) == reference(data)
+
+
+def test_undefined_length_sequences_are_read_by_pydicom_within_the_walk() -> None:
+    data = sample_bytes("JPEG2000.dcm")  # (0008,2112) SourceImageSequence, undefined length
+    found = scan(data)
+    assert found is not None
+    sequence = found.sequences[0x00082112]
+    assert sequence.is_undefined_length
+    read = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    assert sequence.value == read.SourceImageSequence
+    assert sequence.value[0].ReferencedSOPInstanceUID.startswith("1.3.6.1.4.1.5962.")
+    assert 0x00100010 in found.elements  # the walk went on after the sequence
+    assert _parse_scanned(data, Limits()) == reference(data)
+
+
+def reference(data: bytes) -> ParsedInstance:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as parse does: odd values are stored as received
+        return _parse_reference(data, Limits(), False)
+
+
+def test_sequence_nesting_beyond_the_walk_is_refused_by_the_pydicom_path() -> None:
+    data = nested_sequences(300)
+    with pytest.raises(RecursionError):
+        _parse_scanned(data, Limits())  # declined: parse answers with the reference path
+    with pytest.raises(FhirError) as caught:
+        parse(data, Limits())
+    assert caught.value.code == "MB-3004"
+
+
+def test_a_dose_report_is_summarised_on_the_pydicom_path() -> None:
+    data = sample_bytes("test-SR.dcm")  # a content tree: ContentSequence at the top level
+    assert scan(data) is not None
+    assert _parse_scanned(data, Limits()) is None
+
+
+def test_plain_values_are_converted_without_pydicom_and_others_are_left_to_it() -> None:
+    data = renamed("CT_small.dcm", PatientName="Doe^Jane=Dough^J", StudyDescription="a\\b")
+    found = scan(data)
+    assert found is not None
+    assert found.codec == "latin_1"
+
+    def plain(keyword: str) -> object:
+        return plain_value(data, found.elements[tag_for_keyword(keyword)], found.codec)
+
+    assert plain("Rows") == 128
+    assert plain("InstanceNumber") == 1
+    assert plain("Modality") == "CT"
+    assert plain("PatientName") is SLOW  # component groups: pydicom's PersonName decides
+    assert plain("StudyDescription") is SLOW  # several values
+    parsed = parse(data, Limits())
+    assert parsed.study_attrs["PatientName"] == "Doe^Jane=Dough^J"
+    assert parsed.study_attrs["StudyDescription"] == "a"
