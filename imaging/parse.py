@@ -30,7 +30,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from fhir_server.errors import FhirError
-from imaging.scan import CHARSET, SLOW, Scan, plain_value, scan
+from imaging.scan import SLOW, Scan, converts_plainly, plain_value, scan
 from imaging.uids import is_uid
 from mappings.dicom.dose import dose_values
 
@@ -41,6 +41,9 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 ROWS, BITS_ALLOCATED, PIXEL_REPRESENTATION = 0x00280010, 0x00280100, 0x00280103
 PATIENT_ID, ISSUER_OF_PATIENT_ID = 0x00100020, 0x00100021
 PROCEDURE_CODE_SEQUENCE, CONTENT_SEQUENCE = 0x00081032, 0x0040A730
+# what converting an element may consult: character set, and for ambiguous VRs (US or
+# SS, OB or OW, US or OW) pixel representation, waveform bits and the LUT descriptor
+_CONTEXT = (0x00080005, PIXEL_REPRESENTATION, 0x54001004, 0x00283002)
 _REQUIRED_TAGS = (0x0020000D, 0x0020000E, 0x00080018, 0x00080016)  # as REQUIRED_UIDS
 
 
@@ -115,12 +118,14 @@ def _parse_scanned(data: bytes, limits: Limits) -> ParsedInstance | None:
     found = scan(data)
     if found is None or CONTENT_SEQUENCE in found.elements:
         return None  # a dose report's content tree is walked on the pydicom path
+    if found.implicit and found.codec is None:
+        return None  # text in other character sets: pydicom converts all of it
     values = _Values(data, found)
     if found.pixel_offset is not None:
         _check_pixel_tail(data, found.pixel_offset, found.transfer_syntax)
     elif ROWS in found.elements and BITS_ALLOCATED in found.elements:
         return None  # an image without pixel data: truncated, refused by the reference
-    if values.sequences:
+    if values.converted:
         _check_structure(values.dataset(), limits.max_depth)
     uids = [values.get(tag) for tag in _REQUIRED_TAGS]
     if not all(value is not None and is_uid(str(value)) for value in uids):
@@ -151,29 +156,37 @@ def _parse_scanned(data: bytes, limits: Limits) -> ParsedInstance | None:
 class _Values:
     """Element values of a scanned instance: converted directly when plain, else by
     pydicom on a small Dataset of the raw elements it needs (with the character set,
-    pixel representation and private creators that conversion consults)."""
+    pixel representation and private creators that conversion consults).
+
+    `converted`: the elements the reference's structure check converts and that can
+    fail: sequences; for implicit VR every element that does not convert plainly.
+    """
 
     def __init__(self, data: bytes, found: Scan) -> None:
         self.data, self.found = data, found
-        self.sequences = [tag for tag, element in found.elements.items() if element[0] == "SQ"]
+        elements = found.elements.items()
+        if found.implicit:
+            self.converted = [t for t, e in elements if not converts_plainly(data, e)]
+        else:
+            self.converted = [t for t, e in elements if e[0] == "SQ"]
         self._dataset: Dataset | None = None
 
     def _raw(self, tag: int) -> RawDataElement | DataElement:
         if tag in self.found.sequences:
             return self.found.sequences[tag]
         vr, length, start = self.found.elements[tag]
-        if length:
-            return RawDataElement(
-                BaseTag(tag), vr, length, self.data[start : start + length], start, False, True
-            )
-        empty = cast(bytes | None, empty_value_for_VR(vr, raw=True))  # as pydicom reads it
-        return RawDataElement(BaseTag(tag), vr, length, empty, start, False, True)
+        implicit = self.found.implicit
+        read_vr = None if implicit else vr
+        value: bytes | None = self.data[start : start + length]
+        if not length:
+            value = cast(bytes | None, empty_value_for_VR(read_vr, raw=True))  # as pydicom
+        return RawDataElement(BaseTag(tag), read_vr, length, value, start, implicit, True)
 
     def dataset(self) -> Dataset:
         if self._dataset is None:
             present = self.found.elements
-            tags = [t for t in (CHARSET, PIXEL_REPRESENTATION) if t in present]
-            for tag in self.sequences:
+            tags = [t for t in _CONTEXT if t in present]
+            for tag in self.converted:
                 creator = (tag & 0xFFFF0000) | ((tag >> 8) & 0xFF)
                 if tag >> 16 & 1 and creator in present:
                     tags.append(creator)

@@ -15,15 +15,21 @@ UN, unknown VRs, command groups, tags out of order, truncation, escapes and NULs
 from __future__ import annotations
 
 import io
+import math
 import re
 import struct
 from collections.abc import MutableSequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Final
 
+from pydicom import config
+from pydicom._dicom_dict import DicomDictionary
 from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.filereader import ENCODED_VR, read_sequence
+from pydicom.hooks import hooks, raw_element_value, raw_element_vr
 from pydicom.tag import BaseTag
 from pydicom.uid import PrivateTransferSyntaxes
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
@@ -36,26 +42,32 @@ CHARSET: Final = 0x00080005
 SLOW: Final = object()  # "convert this one with pydicom"
 
 _HEADER = struct.Struct("<HH2sH").unpack_from
+_IMPLICIT_HEADER = struct.Struct("<HHL").unpack_from
 _LENGTH32 = struct.Struct("<L").unpack_from
 _VRS: Final = {vr: vr.decode("ascii") for vr in ENCODED_VR if len(vr) == 2}
 _LONG: Final = frozenset(vr.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
 # syntaxes whose data set pydicom does not read as explicit VR little endian
+IMPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2"
 _NOT_EXPLICIT_LE: Final = frozenset(
-    ("1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
+    (IMPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
 )
 _DEFAULT_ONLY: Final = frozenset(("AE", "AS", "CS", "DA", "DT", "TM"))  # decoded as latin-1
 _TEXT: Final = frozenset(("SH", "LO", "UC", "ST", "LT", "UT"))  # decoded in the charset
 _INTS: Final = {"US": (2, False), "SS": (2, True), "UL": (4, False), "SL": (4, True)}
 _IS = re.compile(r"[+-]?[0-9]+")
-_DS = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_DS = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
+_STRINGS: Final = _DEFAULT_ONLY | _TEXT | {"UI", "PN", "UR"}
+_BYTES: Final = frozenset(("OB", "OW", "OD", "OF", "OL", "OV"))
+_WIDTHS: Final = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8, "AT": 4}
 _CODECS: Final = {b"ISO_IR 100": "latin_1", b"ISO_IR 192": "utf_8"}
 
 
 @dataclass(slots=True)
 class Scan:
-    """The top level of one explicit VR little endian instance, as framed in its bytes."""
+    """The top level of one little endian instance, as framed in its bytes."""
 
     transfer_syntax: str
+    implicit: bool
     elements: dict[int, Element]  # tag -> element, file order, data set only
     sequences: dict[int, DataElement]  # undefined-length sequences, read by pydicom
     pixel_offset: int | None  # where the pixel data element starts; None if absent
@@ -65,7 +77,7 @@ class Scan:
 def scan(data: bytes) -> Scan | None:
     """Frame the file meta and the data set up to the pixel data; None to use pydicom."""
     size = len(data)
-    if size < 140 or data[128:132] != b"DICM":
+    if size < 140 or data[128:132] != b"DICM" or not _default_config():
         return None
     meta: dict[int, Element] = {}
     pos, previous = 132, -1
@@ -85,51 +97,121 @@ def scan(data: bytes) -> Scan | None:
         return None
     start, length = syntax[2], syntax[1]
     transfer_syntax = data[start : start + length].decode("latin_1").rstrip("\0 ")
+    implicit = transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
     if (
         "\\" in transfer_syntax
-        or transfer_syntax in _NOT_EXPLICIT_LE
+        or (transfer_syntax in _NOT_EXPLICIT_LE and not implicit)
         or transfer_syntax in PrivateTransferSyntaxes
     ):
         return None
-    elements: dict[int, Element] = {}
-    sequences: dict[int, DataElement] = {}
-    stream: io.BytesIO | None = None
-    pixel_offset = None
+    found = Scan(transfer_syntax, implicit, {}, {}, None, None)
+    walk = _walk_implicit if implicit else _walk_explicit
+    if not walk(data, pos, previous, found) or not found.elements:
+        return None
+    found.codec = _codec(data, found.elements.get(CHARSET))
+    return found
+
+
+def _walk_explicit(data: bytes, pos: int, previous: int, found: Scan) -> bool:
+    """Top-level elements of an explicit VR little endian data set; False to decline."""
+    size, elements = len(data), found.elements
     vrs, long, header, length32 = _VRS, _LONG, _HEADER, _LENGTH32  # locals: the hot loop
     while pos < size:
         if pos + 8 > size:
-            return None
+            return False
         group, number, vr, length = header(data, pos)
         tag = group << 16 | number
         name = vrs.get(vr)
         if name is None or tag <= previous or group == 0xFFFE:
-            return None
+            return False
         start = pos + 8
         if vr in long:
             if pos + 12 > size:
-                return None
+                return False
             length, start = length32(data, start)[0], pos + 12
         if tag in PIXEL_TAGS:
-            pixel_offset = pos
-            break
+            found.pixel_offset = pos
+            return True
         if length == 0xFFFFFFFF and name == "SQ":
-            # read as pydicom's reader does (undefined lengths nest: framing is items)
-            stream = stream or io.BytesIO(data)
-            stream.seek(start)
-            encoding = _encoding(data, elements.get(CHARSET))
-            items = read_sequence(stream, False, True, length, encoding)
-            sequences[tag] = DataElement(BaseTag(tag), name, items, start, True)
-            elements[tag] = (name, length, start)
-            previous, pos = tag, stream.tell()
-            continue
-        if length == 0xFFFFFFFF or start + length > size or name == "UN":
-            return None
-        elements[tag] = (name, length, start)
-        previous, pos = tag, start + length
-    if not elements:
-        return None
-    codec = _codec(data, elements.get(CHARSET))
-    return Scan(transfer_syntax, elements, sequences, pixel_offset, codec)
+            pos = _read_sequence(data, tag, start, found)
+        elif length == 0xFFFFFFFF or start + length > size or name == "UN":
+            return False
+        else:
+            pos = start + length
+        elements[tag], previous = (name, length, start), tag
+    return True
+
+
+def _walk_implicit(data: bytes, pos: int, previous: int, found: Scan) -> bool:
+    """Top-level elements of an implicit VR little endian data set; False to decline.
+
+    The VR kept is the dictionary's when pydicom's lookup would give it plainly, else "".
+    """
+    size, elements = len(data), found.elements
+    if pos + 6 <= size and 0x40 < data[pos + 4] < 0x5B and 0x40 < data[pos + 5] < 0x5B:
+        return False  # looks explicit: pydicom would switch encodings
+    header, vrs = _IMPLICIT_HEADER, _dictionary_vrs()
+    while pos < size:
+        if pos + 8 > size:
+            return False
+        group, number, length = header(data, pos)
+        tag = group << 16 | number
+        if tag <= previous or group == 0xFFFE:
+            return False
+        start = pos + 8
+        if tag in PIXEL_TAGS:
+            found.pixel_offset = pos
+            return True
+        name = "" if group & 1 else vrs.get(tag, "")
+        if length == 0xFFFFFFFF:
+            if not (name == "SQ" or (not name and _items_follow(data, tag, start))):
+                return False
+            name, pos = "SQ", _read_sequence(data, tag, start, found)
+        elif start + length > size:
+            return False
+        else:
+            pos = start + length
+        elements[tag], previous = (name, length, start), tag
+    return True
+
+
+def _items_follow(data: bytes, tag: int, start: int) -> bool:
+    """pydicom's look-ahead for an undefined length it cannot find in the dictionary."""
+    try:
+        dictionary_VR(tag)
+    except KeyError:
+        return data[start : start + 4] == b"\xfe\xff\x00\xe0"
+    return False
+
+
+def _read_sequence(data: bytes, tag: int, start: int, found: Scan) -> int:
+    """An undefined-length sequence read as pydicom's reader does; where it ends."""
+    stream = io.BytesIO(data)
+    stream.seek(start)
+    encoding = _encoding(data, found.elements.get(CHARSET))
+    items = read_sequence(stream, found.implicit, True, 0xFFFFFFFF, encoding)
+    found.sequences[tag] = DataElement(BaseTag(tag), "SQ", items, start, True)
+    return stream.tell()
+
+
+@cache
+def _dictionary_vrs() -> dict[int, str]:
+    """Public tag -> VR, where the VR is one (no "US or SS"): pydicom's lookup, flattened."""
+    return {tag: entry[0] for tag, entry in DicomDictionary.items() if " " not in entry[0]}
+
+
+def _default_config() -> bool:
+    """The conversions mirrored here are those of pydicom's default settings."""
+    return (
+        config.settings.reading_validation_mode == config.WARN
+        and not config.datetime_conversion
+        and not (config.use_DS_numpy or config.use_IS_numpy or config.use_DS_decimal)
+        and config.data_element_callback is None
+        and not config.convert_wrong_length_to_UN
+        and not hooks.raw_element_kwargs
+        and hooks.raw_element_vr is raw_element_vr
+        and hooks.raw_element_value is raw_element_value
+    )
 
 
 def _encoding(data: bytes, charset: Element | None) -> str | MutableSequence[str]:
@@ -187,7 +269,8 @@ def plain_value(data: bytes, element: Element, codec: str | None) -> object:
         text = raw.decode("latin_1").strip()
         if vr == "IS":
             return int(text) if _IS.fullmatch(text) else SLOW
-        return float(text) if _DS.fullmatch(text) else SLOW
+        number = float(text) if _DS.fullmatch(text) else math.inf
+        return number if math.isfinite(number) else SLOW
     if codec is None or (vr not in _TEXT and vr != "PN"):
         return SLOW
     try:
@@ -197,3 +280,25 @@ def plain_value(data: bytes, element: Element, codec: str | None) -> object:
     if vr == "PN" and "=" in text:
         return SLOW  # pydicom drops empty trailing component groups
     return text
+
+
+def converts_plainly(data: bytes, element: Element) -> bool:
+    """True when pydicom converts this implicit VR element without fail or context.
+
+    The reference's structure check converts every implicit VR element; only the others
+    (sequences, private, ambiguous or unknown VRs, odd lengths, odd numbers) need it.
+    """
+    vr, length, start = element
+    if vr in _STRINGS or vr in _BYTES:
+        return True
+    width = _WIDTHS.get(vr)
+    if width is not None:
+        return length % width == 0
+    if vr == "IS" or vr == "DS":
+        pattern = _IS if vr == "IS" else _DS
+        text = data[start : start + length].decode("latin_1").rstrip(" \0")
+        return all(
+            pattern.fullmatch(part := piece.strip()) and math.isfinite(float(part))
+            for piece in text.split("\\")
+        )
+    return False

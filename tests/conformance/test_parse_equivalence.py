@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_files
+from pydicom.uid import ImplicitVRLittleEndian
 
 from fhir_server.errors import FhirError
 from imaging.parse import Limits, ParsedInstance, _parse_reference, _parse_scanned, parse
@@ -30,13 +31,15 @@ FILES = sorted(Path(p) for p in get_testdata_files() if Path(p).is_file())
 LIMITS = Limits()
 Outcome = tuple[str, object]
 
-# lean-path files: explicit VR little endian, native and encapsulated, private sequences
+# lean-path files: explicit and implicit VR little endian, native and encapsulated
 MUTATED = [
     "CT_small.dcm",
     "MR_small.dcm",
     "JPEG2000.dcm",
     "SC_rgb_jpeg_dcmtk.dcm",
     "waveform_ecg.dcm",  # no pixel data: a cut one is refused by the length check
+    "MR_small_implicit.dcm",
+    "rtplan.dcm",  # implicit VR, nested sequences, no pixel data
 ]
 MUST_BE_LEAN = [
     *MUTATED,
@@ -139,10 +142,28 @@ def test_byte_flipped_headers_get_the_reference_answer(
 @pytest.mark.parametrize(
     ("tag", "vr"),
     [(0x00200013, b"IS"), (0x00200011, b"DS"), (0x00081030, b"LO"), (0x00100010, b"PN"),
-     (0x00100020, b"LO"), (0x00080020, b"DA"), (0x00280010, b"US"), (0x00080005, b"CS")],
+     (0x00100020, b"LO"), (0x00080020, b"DA"), (0x00280010, b"US"), (0x00080005, b"CS"),
+     (0x00180050, b"DS"), (0x00280030, b"DS"), (0x00280120, b"US"), (0x00200032, b"DS"),
+     (0x00091001, b"LO"), (0x00280101, b"US")],
 )  # fmt: skip
-def test_odd_values_get_the_reference_answer(tag: int, vr: bytes, value: bytes) -> None:
-    assert_same_answer(_with_element(sample("CT_small.dcm"), tag, vr, value))
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_odd_values_get_the_reference_answer(
+    tag: int, vr: bytes, value: bytes, implicit: bool
+) -> None:
+    source = implicit_ct() if implicit else sample("CT_small.dcm")
+    data = _with_element(source, tag, vr, value, implicit)
+    assert_same_answer(data)
+
+
+@cache
+def implicit_ct() -> bytes:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(io.BytesIO(sample("CT_small.dcm")))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    return out.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -182,12 +203,17 @@ def _long(tag: int, vr: bytes, value: bytes, length: int | None = None) -> bytes
     return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr, 0, size) + value
 
 
-def _with_element(data: bytes, tag: int, vr: bytes, value: bytes) -> bytes:
-    """`data` with the top-level element `tag` (short VR) replaced, bytes as given."""
-    start = data.index(struct.pack("<HH", tag >> 16, tag & 0xFFFF), 132)  # first: top level
-    end = start + 8 + struct.unpack_from("<H", data, start + 6)[0]
-    value += b" " * (len(value) % 2)
-    header = struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value))
+def _with_element(data: bytes, tag: int, vr: bytes, value: bytes, implicit: bool = False) -> bytes:
+    """`data` with its first element `tag` (short VR if explicit) replaced by `value`."""
+    start = data.index(struct.pack("<HH", tag >> 16, tag & 0xFFFF), 300)  # past the meta
+    if vr != b"US":
+        value += b" " * (len(value) % 2)  # binary values stay odd: a length US cannot have
+    if implicit:
+        end = start + 8 + struct.unpack_from("<I", data, start + 4)[0]
+        header = struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value))
+    else:
+        end = start + 8 + struct.unpack_from("<H", data, start + 6)[0]
+        header = struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value))
     return data[:start] + header + value + data[end:]
 
 
