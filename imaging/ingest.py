@@ -75,7 +75,6 @@ class Ingestor:
         self.policy = policy
         self.parser = parser or Parser()  # inline unless given worker processes
         self.last_ingest = 0.0  # monotonic time of the last ingest: background work waits
-        self._active = 0  # ingest calls under way
         self._repeats = 0.0  # recent share of instances already stored (see `optimistic`)
 
     async def ingest(
@@ -89,7 +88,6 @@ class Ingestor:
     ) -> list[IngestOutcome]:
         """Store several instances (one STOW request): objects in parallel, one index write."""
         self.last_ingest = time.monotonic()
-        self._active += 1
         try:
             return await self._ingest_many(items, source, expected_study)
         except Exception as error:
@@ -101,8 +99,6 @@ class Ingestor:
                 await self._quarantine(data, sha256, failure.code, failure.diagnostics, source)
                 outcomes.append(_failed(None, failure, sha256))
             return outcomes
-        finally:
-            self._active -= 1
 
     async def _ingest_many(
         self, items: list[bytes], source: str, expected_study: str | None
@@ -111,7 +107,7 @@ class Ingestor:
         accepted: list[tuple[int, ParsedInstance, str]] = []
         digests, answers = await asyncio.gather(
             _digests(items),
-            self.parser.parse_many(items, self.policy.limits, concurrent=self._active > 1),
+            self.parser.parse_many(items, self.policy.limits),
         )
         for position, data in enumerate(items):
             sha256 = digests[position]

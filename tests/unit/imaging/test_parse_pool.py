@@ -13,7 +13,7 @@ async def test_workers_parse_and_refuse_like_inline() -> None:
     bad = [nested_sequences(300), sample_bytes("CT_small.dcm")[:3000], b"plain text" * 40]
     parser = Parser(workers=1)
     try:
-        answers = await parser.parse_many(good + bad, Limits(), concurrent=True)
+        answers = await parser.parse_many(good + bad, Limits())
     finally:
         parser.stop()
     for data, answer in zip(good, answers[:2], strict=True):
@@ -35,3 +35,16 @@ async def test_without_workers_everything_is_inline() -> None:
     assert isinstance(answers[0], ParsedInstance)
     assert isinstance(answers[1], FhirError)
     assert answers[1].code == "MB-3001"
+
+
+async def test_one_instance_is_parsed_inline_and_several_on_the_workers() -> None:
+    parser = Parser(workers=1)
+    try:
+        single = await parser.parse_many([renamed("CT_small.dcm")], Limits())
+        assert isinstance(single[0], ParsedInstance)
+        assert parser._pool is None  # a C-STORE's instance never waits on the pipe
+        several = await parser.parse_many([renamed("CT_small.dcm") for _ in range(3)], Limits())
+        assert all(isinstance(answer, ParsedInstance) for answer in several)
+        assert parser._pool is not None
+    finally:
+        parser.stop()
