@@ -30,7 +30,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from fhir_server.errors import FhirError
-from imaging.scan import SLOW, Scan, converts_plainly, plain_value, scan
+from imaging.scan import SLOW, Scan, converts_plainly, plain_value, read_undefined_sequence, scan
 from imaging.uids import is_uid
 from mappings.dicom.dose import dose_values
 
@@ -115,7 +115,7 @@ def _parse_scanned(data: bytes, limits: Limits) -> ParsedInstance | None:
     It only ever accepts: every refusal, and every instance it cannot frame exactly, goes
     to `_parse_reference`, so error codes are pydicom's by construction.
     """
-    found = scan(data)
+    found = scan(data, limits.max_depth)
     if found is None or CONTENT_SEQUENCE in found.elements:
         return None  # a dose report's content tree is walked on the pydicom path
     if found.implicit and found.codec is None:
@@ -147,7 +147,7 @@ def _parse_scanned(data: bytes, limits: Limits) -> ParsedInstance | None:
         instance_attrs=values.scalars(attrs["instance"]),
     )
     if PROCEDURE_CODE_SEQUENCE in found.elements:
-        procedure = _first_code(values.dataset(), "ProcedureCodeSequence")
+        procedure = _first_code(values.holding(PROCEDURE_CODE_SEQUENCE), "ProcedureCodeSequence")
         if procedure:
             parsed.study_attrs["ProcedureCode"] = procedure
     return parsed
@@ -159,7 +159,8 @@ class _Values:
     pixel representation and private creators that conversion consults).
 
     `converted`: the elements the reference's structure check converts and that can
-    fail: sequences; for implicit VR every element that does not convert plainly.
+    fail: for implicit VR sequences and every element that does not convert plainly
+    (explicit VR sequences were framed and checked by the walk).
     """
 
     def __init__(self, data: bytes, found: Scan) -> None:
@@ -168,13 +169,13 @@ class _Values:
         if found.implicit:
             self.converted = [t for t, e in elements if not converts_plainly(data, e)]
         else:
-            self.converted = [t for t, e in elements if e[0] == "SQ"]
+            self.converted = []
         self._dataset: Dataset | None = None
 
     def _raw(self, tag: int) -> RawDataElement | DataElement:
-        if tag in self.found.sequences:
-            return self.found.sequences[tag]
         vr, length, start = self.found.elements[tag]
+        if vr == "SQ" and length == UNDEFINED_LENGTH:
+            return read_undefined_sequence(self.data, tag, self.found)
         implicit = self.found.implicit
         read_vr = None if implicit else vr
         value: bytes | None = self.data[start : start + length]
@@ -206,11 +207,15 @@ class _Values:
             return None
         converted = plain_value(self.data, element, self.found.codec)
         if converted is SLOW or (text and not isinstance(converted, str)):
-            dataset = self.dataset()
-            if tag not in dataset._dict:
-                dataset[BaseTag(tag)] = self._raw(tag)
-            return dataset[tag].value
+            return self.holding(tag)[tag].value
         return converted
+
+    def holding(self, tag: int) -> Dataset:
+        """The small Dataset, with element `tag` in it for pydicom to convert."""
+        dataset = self.dataset()
+        if tag not in dataset._dict:
+            dataset[BaseTag(tag)] = self._raw(tag)
+        return dataset
 
     def scalars(self, keywords: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -69,13 +69,16 @@ class Scan:
     transfer_syntax: str
     implicit: bool
     elements: dict[int, Element]  # tag -> element, file order, data set only
-    sequences: dict[int, DataElement]  # undefined-length sequences, read by pydicom
+    sequences: dict[int, DataElement]  # undefined-length sequences as pydicom reads them
     pixel_offset: int | None  # where the pixel data element starts; None if absent
     codec: str | None  # Python codec of the text VRs; None when pydicom must decode
 
 
-def scan(data: bytes) -> Scan | None:
-    """Frame the file meta and the data set up to the pixel data; None to use pydicom."""
+def scan(data: bytes, max_depth: int = 16) -> Scan | None:
+    """Frame the file meta and the data set up to the pixel data; None to use pydicom.
+
+    Explicit VR sequences are framed here too, item by item down to `max_depth` levels.
+    """
     size = len(data)
     if size < 140 or data[128:132] != b"DICM" or not _default_config():
         return None
@@ -105,14 +108,17 @@ def scan(data: bytes) -> Scan | None:
     ):
         return None
     found = Scan(transfer_syntax, implicit, {}, {}, None, None)
-    walk = _walk_implicit if implicit else _walk_explicit
-    if not walk(data, pos, previous, found) or not found.elements:
+    if implicit:
+        walked = _walk_implicit(data, pos, previous, found)
+    else:
+        walked = _walk_explicit(data, pos, previous, found, max_depth)
+    if not walked or not found.elements:
         return None
     found.codec = _codec(data, found.elements.get(CHARSET))
     return found
 
 
-def _walk_explicit(data: bytes, pos: int, previous: int, found: Scan) -> bool:
+def _walk_explicit(data: bytes, pos: int, previous: int, found: Scan, max_depth: int) -> bool:
     """Top-level elements of an explicit VR little endian data set; False to decline."""
     size, elements = len(data), found.elements
     vrs, long, header, length32 = _VRS, _LONG, _HEADER, _LENGTH32  # locals: the hot loop
@@ -132,14 +138,91 @@ def _walk_explicit(data: bytes, pos: int, previous: int, found: Scan) -> bool:
         if tag in PIXEL_TAGS:
             found.pixel_offset = pos
             return True
-        if length == 0xFFFFFFFF and name == "SQ":
-            pos = _read_sequence(data, tag, start, found)
+        if name == "SQ":
+            end = _sequence_end(data, start, length, 1, max_depth)
+            if end is None:
+                return False
+            pos = end
         elif length == 0xFFFFFFFF or start + length > size or name == "UN":
             return False
         else:
             pos = start + length
         elements[tag], previous = (name, length, start), tag
     return True
+
+
+def _sequence_end(data: bytes, start: int, length: int, depth: int, max_depth: int) -> int | None:
+    """Where an explicit VR sequence's value ends, its items framed strictly; None to decline.
+
+    Strict (items tagged as items, delimiters where they belong, elements filling their
+    item exactly, known VRs, no UN, no character set, depth within `max_depth`) so that
+    pydicom reads the same elements and the reference's structure check, which converts
+    every sequence, passes: what is not strict here goes to the pydicom path.
+    """
+    undefined = length == 0xFFFFFFFF
+    limit = len(data) if undefined else start + length
+    if depth > max_depth or limit > len(data):
+        return None
+    pos = start
+    while undefined or pos < limit:
+        if pos + 8 > limit:
+            return None
+        group, number, item_length = _IMPLICIT_HEADER(data, pos)
+        tag = group << 16 | number
+        if tag == 0xFFFEE0DD and undefined and item_length == 0:
+            return pos + 8
+        if tag != 0xFFFEE000:
+            return None
+        pos += 8
+        if item_length == 0xFFFFFFFF:
+            end = _item_end(data, pos, None, depth, max_depth)
+        elif pos + item_length <= limit:
+            end = _item_end(data, pos, pos + item_length, depth, max_depth)
+        else:
+            return None
+        if end is None:
+            return None
+        pos = end
+    return pos if pos == limit else None
+
+
+def _item_end(data: bytes, pos: int, end: int | None, depth: int, max_depth: int) -> int | None:
+    """Where one item ends: at `end` (defined length) or after its delimiter."""
+    limit = len(data) if end is None else end
+    previous = -1
+    while pos != end:
+        if pos + 8 > limit:
+            return None
+        group, number, vr, length = _HEADER(data, pos)
+        tag = group << 16 | number
+        if tag == 0xFFFEE00D and end is None and length == 0:
+            return pos + 8
+        name = _VRS.get(vr)
+        if name is None or tag <= previous or group == 0xFFFE or name == "UN" or tag == CHARSET:
+            return None
+        start = pos + 8
+        if vr in _LONG:
+            if pos + 12 > limit:
+                return None
+            length, start = _LENGTH32(data, start)[0], pos + 12
+        if name == "SQ":
+            after = _sequence_end(data, start, length, depth + 1, max_depth)
+            if after is None or after > limit:
+                return None
+            pos = after
+        elif length == 0xFFFFFFFF or start + length > limit:
+            return None
+        else:
+            pos = start + length
+        previous = tag
+    return pos
+
+
+def read_undefined_sequence(data: bytes, tag: int, found: Scan) -> DataElement:
+    """A top-level undefined-length sequence as pydicom's reader makes it, when needed."""
+    if tag not in found.sequences:
+        _read_sequence(data, tag, found.elements[tag][2], found)
+    return found.sequences[tag]
 
 
 def _walk_implicit(data: bytes, pos: int, previous: int, found: Scan) -> bool:
@@ -188,7 +271,8 @@ def _read_sequence(data: bytes, tag: int, start: int, found: Scan) -> int:
     """An undefined-length sequence read as pydicom's reader does; where it ends."""
     stream = io.BytesIO(data)
     stream.seek(start)
-    encoding = _encoding(data, found.elements.get(CHARSET))
+    charset = found.elements.get(CHARSET) if tag > CHARSET else None  # read before it
+    encoding = _encoding(data, charset)
     items = read_sequence(stream, found.implicit, True, 0xFFFFFFFF, encoding)
     found.sequences[tag] = DataElement(BaseTag(tag), "SQ", items, start, True)
     return stream.tell()

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_files
+from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
 
 from fhir_server.errors import FhirError
@@ -40,6 +41,9 @@ MUTATED = [
     "waveform_ecg.dcm",  # no pixel data: a cut one is refused by the length check
     "MR_small_implicit.dcm",
     "rtplan.dcm",  # implicit VR, nested sequences, no pixel data
+    "CT_small+procedure",  # a code sequence whose first item becomes ProcedureCode
+    "CT_small+procedure+undefined",
+    "CT_small+procedure+implicit+undefined",
 ]
 MUST_BE_LEAN = [
     *MUTATED,
@@ -90,6 +94,12 @@ def test_every_pydicom_sample_gets_the_reference_answer(path: Path) -> None:
         assert lean, f"{path.name} should be read on the lean path"
 
 
+@pytest.mark.parametrize("name", [n for n in MUTATED if n.startswith("CT_small+")])
+def test_the_procedure_code_is_the_reference_one(name: str) -> None:
+    assert assert_same_answer(sample(name))
+    assert parse(sample(name), LIMITS).study_attrs["ProcedureCode"]["value"] == "CT-CHEST"
+
+
 def test_the_lean_path_takes_most_accepted_samples() -> None:
     taken = sum(assert_same_answer(p.read_bytes()) for p in FILES if p.suffix == ".dcm")
     assert taken >= 40  # fallback is for the unusual, not the rule
@@ -97,7 +107,26 @@ def test_the_lean_path_takes_most_accepted_samples() -> None:
 
 @cache
 def sample(name: str) -> bytes:
+    if name.startswith("CT_small+"):
+        return _ct_with_procedure(implicit="implicit" in name, undefined="undefined" in name)
     return sample_bytes(name)
+
+
+def _ct_with_procedure(implicit: bool, undefined: bool) -> bytes:
+    """CT_small with a ProcedureCodeSequence, in either encoding and either length form."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(io.BytesIO(sample_bytes("CT_small.dcm")))
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "CT-CHEST", "LN", "CT chest"
+    ds.ProcedureCodeSequence = [code]
+    ds["ProcedureCodeSequence"].is_undefined_length = undefined
+    code.is_undefined_length_sequence_item = undefined
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
+    return out.getvalue()
 
 
 @settings(
@@ -188,12 +217,6 @@ def test_unusual_framing_gets_the_reference_answer(
     assert not assert_same_answer(splice(data[:pixels], data[pixels:]))
 
 
-def _command_group(head: bytes) -> bytes:
-    """A (0000,0000) implicit VR element between the file meta and the data set."""
-    meta_end = 144 + struct.unpack_from("<I", head, 140)[0]  # after the group length
-    return head[:meta_end] + struct.pack("<HHII", 0, 0, 4, 0) + head[meta_end:]
-
-
 def _short(tag: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
 
@@ -201,6 +224,74 @@ def _short(tag: int, vr: bytes, value: bytes) -> bytes:
 def _long(tag: int, vr: bytes, value: bytes, length: int | None = None) -> bytes:
     size = len(value) if length is None else length
     return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr, 0, size) + value
+
+
+ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+UNDEFINED = 0xFFFFFFFF
+
+
+def _item(content: bytes, undefined: bool = False) -> bytes:
+    if undefined:
+        return _tagged(ITEM, UNDEFINED) + content + _tagged(ITEM_END, 0)
+    return _tagged(ITEM, len(content)) + content
+
+
+def _tagged(tag: int, length: int) -> bytes:
+    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, length)
+
+
+def _sequence(items: bytes, undefined: bool = False, tag: int = 0x7FDF1010) -> bytes:
+    if undefined:
+        return _long(tag, b"SQ", items + _tagged(SEQUENCE_END, 0), UNDEFINED)
+    return _long(tag, b"SQ", items)
+
+
+def _nested(depth: int) -> bytes:
+    inner = _short(0x00080100, b"SH", b"LEAF")
+    for _ in range(depth):
+        inner = _sequence(_item(inner), undefined=True, tag=0x00400555)
+    return inner
+
+
+CODE = _short(0x00080100, b"SH", b"CODE01") + _short(0x00080102, b"SH", b"DCM ")
+
+
+@pytest.mark.parametrize(
+    ("sequence", "lean"),
+    [
+        (_sequence(_item(CODE)), True),
+        (_sequence(_item(CODE, undefined=True), undefined=True), True),
+        (_sequence(_item(CODE) + _item(CODE, undefined=True)), True),
+        (_sequence(b""), True),
+        (_sequence(_item(b"", undefined=True), undefined=True), True),
+        (_sequence(_item(_nested(15))), True),  # items 16 levels deep: the limit
+        (_sequence(_item(_nested(16))), False),  # 17: refused (MB-3004)
+        (_sequence(_item(_long(0x00280010, b"UN", b"\x01\x00\x02"))), False),  # odd US
+        (_sequence(_item(_short(0x00080005, b"CS", b"ISO_IR 192"))), False),
+        (_sequence(_tagged(0x00080100, len(CODE)) + CODE), False),  # not an item tag
+        (_sequence(_tagged(ITEM, 10) + CODE), False),  # elements overrun their item
+        (_sequence(_item(CODE) + b"\0" * 4), False),  # sequence length past its items
+        (_sequence(_item(CODE, undefined=True)), True),
+        (_long(0x7FDF1010, b"SQ", _item(CODE), UNDEFINED), False),  # no sequence delimiter
+        (_sequence(_item(CODE)[:-4], undefined=True), False),  # cut inside an item
+        (_sequence(_item(CODE[14:] + CODE[:14])), False),  # tags out of order in the item
+        (_sequence(_item(_long(0x00091010, b"OB", b"", UNDEFINED))), False),
+    ],
+    ids=["defined", "undefined", "mixed-items", "empty", "empty-item", "depth-16",
+         "depth-17", "un-in-item", "charset-in-item", "not-an-item", "item-overrun",
+         "sequence-overrun", "undefined-item", "no-delimiter", "cut-item", "item-order",
+         "undefined-ob"],
+)  # fmt: skip
+def test_sequences_framed_by_the_walk_get_the_reference_answer(sequence: bytes, lean: bool) -> None:
+    data = sample("CT_small.dcm")
+    pixels = _pixel_offset("CT_small.dcm")
+    assert assert_same_answer(data[:pixels] + sequence + data[pixels:]) is lean
+
+
+def _command_group(head: bytes) -> bytes:
+    """A (0000,0000) implicit VR element between the file meta and the data set."""
+    meta_end = 144 + struct.unpack_from("<I", head, 140)[0]  # after the group length
+    return head[:meta_end] + struct.pack("<HHII", 0, 0, 4, 0) + head[meta_end:]
 
 
 def _with_element(data: bytes, tag: int, vr: bytes, value: bytes, implicit: bool = False) -> bytes:

@@ -20,7 +20,7 @@ from imaging.parse import (
     metadata_of,
     parse,
 )
-from imaging.scan import SLOW, plain_value, scan
+from imaging.scan import SLOW, plain_value, read_undefined_sequence, scan
 from tests.support.dicom import (
     SAMPLES,
     deflate_bomb,
@@ -129,17 +129,32 @@ def test_framing_the_walker_does_not_handle_takes_the_pydicom_path(name: str) ->
     assert parse(data, Limits()) == reference(data)
 
 
-def test_undefined_length_sequences_are_read_by_pydicom_within_the_walk() -> None:
+def test_undefined_length_sequences_are_framed_by_the_walk_and_read_by_pydicom() -> None:
     data = sample_bytes("JPEG2000.dcm")  # (0008,2112) SourceImageSequence, undefined length
     found = scan(data)
     assert found is not None
-    sequence = found.sequences[0x00082112]
-    assert sequence.is_undefined_length
-    read = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    assert sequence.value == read.SourceImageSequence
-    assert sequence.value[0].ReferencedSOPInstanceUID.startswith("1.3.6.1.4.1.5962.")
+    assert found.elements[0x00082112][:2] == ("SQ", 0xFFFFFFFF)
     assert 0x00100010 in found.elements  # the walk went on after the sequence
+    assert found.sequences == {}  # read only when a value inside is needed
+    sequence = read_undefined_sequence(data, 0x00082112, found)
+    read = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    assert sequence.is_undefined_length
+    assert sequence.value == read.SourceImageSequence
     assert _parse_scanned(data, Limits()) == reference(data)
+
+
+@pytest.mark.parametrize(("depth", "lean"), [(16, True), (17, False)])
+def test_sequences_nested_past_the_depth_limit_are_left_to_the_pydicom_path(
+    depth: int, lean: bool
+) -> None:
+    data = nested_sequences(depth)
+    assert (scan(data, max_depth=16) is not None) is lean
+    if lean:
+        assert parse(data, Limits()) == reference(data)
+    else:
+        with pytest.raises(FhirError) as caught:
+            parse(data, Limits())
+        assert caught.value.code == "MB-3004"
 
 
 def reference(data: bytes) -> ParsedInstance:
@@ -150,8 +165,7 @@ def reference(data: bytes) -> ParsedInstance:
 
 def test_sequence_nesting_beyond_the_walk_is_refused_by_the_pydicom_path() -> None:
     data = nested_sequences(300)
-    with pytest.raises(RecursionError):
-        _parse_scanned(data, Limits())  # declined: parse answers with the reference path
+    assert _parse_scanned(data, Limits()) is None  # the walk stops at the depth limit
     with pytest.raises(FhirError) as caught:
         parse(data, Limits())
     assert caught.value.code == "MB-3004"
