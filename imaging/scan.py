@@ -352,7 +352,7 @@ def plain_value(data: bytes, element: Element, codec: str | None) -> object:
     if vr == "UI" or vr in _DEFAULT_ONLY:
         return raw.decode("latin_1")
     if vr == "IS" or vr == "DS":
-        text = raw.decode("latin_1").strip()
+        text = raw.decode("latin_1").strip(" ")  # only spaces: int() and str.strip() know more
         if vr == "IS":
             return int(text) if _IS.fullmatch(text) else SLOW
         number = float(text) if _DS.fullmatch(text) else math.inf
@@ -384,7 +384,7 @@ def converts_plainly(data: bytes, element: Element) -> bool:
         pattern = _IS if vr == "IS" else _DS
         text = data[start : start + length].decode("latin_1").rstrip(" \0")
         return all(
-            pattern.fullmatch(part := piece.strip()) and math.isfinite(float(part))
+            pattern.fullmatch(part := piece.strip(" ")) and math.isfinite(float(part))
             for piece in text.split("\\")
         )
     return False

@@ -166,7 +166,8 @@ def test_byte_flipped_headers_get_the_reference_answer(
 @pytest.mark.parametrize(
     "value",
     [b"", b"  ", b"12", b"1\\2", b"+7", b"1.0", b"abc", b"1e3", b" 3.25 ", b"nan", b"00012",
-     b"12\0", b"\0", b"\xe9t\xe9", b"\xc3\xa9", b"a=b", b"a=", b"\x1b$B"],
+     b"12\0", b"\0", b"\xe9t\xe9", b"\xc3\xa9", b"a=b", b"a=", b"\x1b$B",
+     b"1\x1d", b"\t7", b"2\xa0", b"1e999", b"1\\x"],
 )  # fmt: skip
 @pytest.mark.parametrize(
     ("tag", "vr"),
