@@ -101,10 +101,12 @@ def scan(data: bytes, max_depth: int = 16) -> Scan | None:
     if syntax is None or syntax[0] != "UI":
         return None
     start, length = syntax[2], syntax[1]
-    transfer_syntax = data[start : start + length].decode("latin_1").rstrip("\0 ")
+    # as pydicom's UID: trailing NULs and spaces, then any whitespace around
+    transfer_syntax = data[start : start + length].decode("latin_1").rstrip("\0 ").strip()
     implicit = transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
     if (
         "\\" in transfer_syntax
+        or "\0" in transfer_syntax
         or (transfer_syntax in _NOT_EXPLICIT_LE and not implicit)
         or transfer_syntax in PrivateTransferSyntaxes
     ):
@@ -349,7 +351,9 @@ def plain_value(data: bytes, element: Element, codec: str | None) -> object:
         raw = raw.rstrip(b"\0 ")
     if b"\\" in raw or b"\0" in raw or b"\x1b" in raw:
         return SLOW
-    if vr == "UI" or vr in _DEFAULT_ONLY:
+    if vr == "UI":
+        return raw.decode("latin_1").strip()  # pydicom's UID strips whitespace
+    if vr in _DEFAULT_ONLY:
         return raw.decode("latin_1")
     if vr == "IS" or vr == "DS":
         text = raw.decode("latin_1").strip(" ")  # only spaces: int() and str.strip() know more

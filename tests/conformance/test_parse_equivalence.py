@@ -167,14 +167,14 @@ def test_byte_flipped_headers_get_the_reference_answer(
     "value",
     [b"", b"  ", b"12", b"1\\2", b"+7", b"1.0", b"abc", b"1e3", b" 3.25 ", b"nan", b"00012",
      b"12\0", b"\0", b"\xe9t\xe9", b"\xc3\xa9", b"a=b", b"a=", b"\x1b$B",
-     b"1\x1d", b"\t7", b"2\xa0", b"1e999", b"1\\x"],
+     b"1\x1d", b"\t7", b"2\xa0", b"1e999", b"1\\x", b"1.2.3\n", b" 1.2.3\0", b"1.2\x00.3"],
 )  # fmt: skip
 @pytest.mark.parametrize(
     ("tag", "vr"),
     [(0x00200013, b"IS"), (0x00200011, b"DS"), (0x00081030, b"LO"), (0x00100010, b"PN"),
      (0x00100020, b"LO"), (0x00080020, b"DA"), (0x00280010, b"US"), (0x00080005, b"CS"),
      (0x00180050, b"DS"), (0x00280030, b"DS"), (0x00280120, b"US"), (0x00200032, b"DS"),
-     (0x00091001, b"LO"), (0x00280101, b"US")],
+     (0x00091001, b"LO"), (0x00280101, b"US"), (0x00080018, b"UI"), (0x0020000D, b"UI")],
 )  # fmt: skip
 @pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
 def test_odd_values_get_the_reference_answer(
