@@ -159,8 +159,8 @@ class _Values:
     pixel representation and private creators that conversion consults).
 
     `converted`: the elements the reference's structure check converts and that can
-    fail: for implicit VR sequences and every element that does not convert plainly
-    (explicit VR sequences were framed and checked by the walk).
+    fail: UN elements; for implicit VR sequences and every element that does not
+    convert plainly (explicit VR sequences were framed and checked by the walk).
     """
 
     def __init__(self, data: bytes, found: Scan) -> None:
@@ -169,7 +169,7 @@ class _Values:
         if found.implicit:
             self.converted = [t for t, e in elements if not converts_plainly(data, e)]
         else:
-            self.converted = []
+            self.converted = [t for t, e in elements if e[0] == "UN"]
         self._dataset: Dataset | None = None
 
     def _raw(self, tag: int) -> RawDataElement | DataElement:

@@ -9,9 +9,10 @@ offset) per element with struct.unpack_from over the bytes; explicit VR sequence
 framed strictly, item by item. Plain values (UI, CS, DA, TM, IS, DS, US... in the
 default, ISO_IR 100 or ISO_IR 192 character sets) are converted directly. Anything else
 returns None or SLOW, and the caller hands that instance or that value to pydicom: big
-endian, deflate, UN, unknown VRs, undefined lengths other than sequences, command
-groups, tags out of order, odd item framing, truncation, escapes and NULs; pydicom also
-reads the sequences of implicit VR files and any sequence whose content is needed.
+endian, deflate, unknown VRs, undefined lengths other than sequences, UN in items,
+command groups, tags out of order, odd item framing, truncation, escapes and NULs;
+pydicom also reads the sequences of implicit VR files, top-level UN elements, and any
+sequence whose content is needed.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def _walk_explicit(data: bytes, pos: int, previous: int, found: Scan, max_depth:
             if end is None:
                 return False
             pos = end
-        elif length == 0xFFFFFFFF or start + length > size or name == "UN":
+        elif length == 0xFFFFFFFF or start + length > size:
             return False
         else:
             pos = start + length

@@ -41,6 +41,7 @@ MUTATED = [
     "waveform_ecg.dcm",  # no pixel data: a cut one is refused by the length check
     "MR_small_implicit.dcm",
     "rtplan.dcm",  # implicit VR, nested sequences, no pixel data
+    "rtdose_rle.dcm",  # UN elements (public ones too), converted by pydicom
     "CT_small+procedure",  # a code sequence whose first item becomes ProcedureCode
     "CT_small+procedure+undefined",
     "CT_small+procedure+implicit+undefined",
@@ -202,12 +203,12 @@ def implicit_ct() -> bytes:
         lambda head, tail: head + _short(0x00100020, b"LO", b"AGAIN") + tail,  # out of order
         lambda head, tail: head + _short(0x00100020, b"XX", b"ODDVR") + tail,  # unknown VR
         lambda head, tail: head + _short(0x00100020, b"lo", b"LOWER") + tail,  # implicit?
-        lambda head, tail: head + _long(0x7FDF0010, b"UN", b"UNKNOWN ") + tail,  # UN
+        lambda head, tail: head + _long(0x00280120, b"UN", b"\x01\x00\x02") + tail,  # odd US
         lambda head, tail: head + struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + tail,  # item end
         lambda head, tail: head + _long(0x7FDF0010, b"OB", b"", 0xFFFFFFFF) + tail,
         lambda head, tail: _command_group(head) + tail,
     ],
-    ids=["out-of-order", "unknown-vr", "lower-case-vr", "un", "item-delimiter",
+    ids=["out-of-order", "unknown-vr", "lower-case-vr", "un-odd-us", "item-delimiter",
          "undefined-ob", "command-group"],
 )  # fmt: skip
 def test_unusual_framing_gets_the_reference_answer(
@@ -225,6 +226,17 @@ def _short(tag: int, vr: bytes, value: bytes) -> bytes:
 def _long(tag: int, vr: bytes, value: bytes, length: int | None = None) -> bytes:
     size = len(value) if length is None else length
     return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr, 0, size) + value
+
+
+@pytest.mark.parametrize(
+    "element",
+    [_long(0x7FDF0010, b"UN", b"CREATOR "), _long(0x7FDF1010, b"UN", b"\x01\x00")],
+    ids=["private-creator", "private-unknown"],
+)
+def test_un_elements_are_converted_by_pydicom_as_the_reference_does(element: bytes) -> None:
+    data = sample("CT_small.dcm")
+    pixels = _pixel_offset("CT_small.dcm")
+    assert assert_same_answer(data[:pixels] + element + data[pixels:])
 
 
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
