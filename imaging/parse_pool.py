@@ -25,10 +25,9 @@ import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 from fhir_server.errors import FhirError
@@ -182,7 +181,7 @@ def _parse_chunk(
     """In a worker: parse, and with a `root` place each accepted instance's object. A
     refusal travels as plain values (an exception's pickling loses its keyword
     arguments)."""
-    answers: list[_Answer] = []
+    answers: list[tuple[_Answer, Placed | None]] = []
     for data in items:
         answer: _Answer
         try:
@@ -191,25 +190,11 @@ def _parse_chunk(
             answer = (error.code, error.diagnostics, error.expression)
         except Exception as error:  # never a broken pool over one odd instance
             answer = ("MB-1000", f"internal error: {type(error).__name__}", None)
-        answers.append(answer)
-    if root is None:
-        return [(answer, None) for answer in answers]
-    # fsync latency, not CPU, bounds small writes: this worker's threads overlap them
-    places = _writers().map(
-        lambda pair: _place(Path(root), pair[0], _accepted(pair[1])),
-        zip(items, answers, strict=True),
-    )
-    return list(zip(answers, places, strict=True))
-
-
-@cache
-def _writers() -> ThreadPoolExecutor:
-    """A worker's own threads for object writes (they take turns on its GIL only)."""
-    return ThreadPoolExecutor(8, thread_name_prefix="place")
-
-
-def _accepted(answer: _Answer) -> ParsedInstance | None:
-    return answer if isinstance(answer, ParsedInstance) else None
+        place = None
+        if root is not None:
+            place = _place(Path(root), data, answer if isinstance(answer, ParsedInstance) else None)
+        answers.append((answer, place))
+    return answers
 
 
 def _place(root: Path, data: bytes, parsed: ParsedInstance | None) -> Placed:
