@@ -25,7 +25,7 @@ from fhir_server.failures import log_failure
 from imaging.index import Added, DicomIndex, Document, InstanceRow
 from imaging.objectstore import ObjectStore, ObjectStoreError, instance_key, quarantine_key
 from imaging.parse import Limits, ParsedInstance
-from imaging.parse_pool import Parsed, Parser, Placed
+from imaging.parse_pool import Parser
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,10 @@ class Ingestor:
     ) -> list[IngestOutcome]:
         outcomes: list[IngestOutcome | None] = [None] * len(items)
         accepted: list[tuple[int, ParsedInstance, str]] = []
-        digests, answers, placed = await self._parse(items)
+        digests, answers = await asyncio.gather(
+            _digests(items),
+            self.parser.parse_many(items, self.policy.limits),
+        )
         for position, data in enumerate(items):
             sha256 = digests[position]
             answer = answers[position]
@@ -120,13 +123,13 @@ class Ingestor:
             except FhirError as error:
                 if error.code != "MB-3007":
                     await self._quarantine(data, sha256, error.code, error.diagnostics, source)
-                else:
-                    await self._discard(_written(placed[position], len(data)))
                 outcomes[position] = _failed(parsed, error, sha256)
         # the duplicate check's read and the object writes go at once: a key names its
         # content, so an object already there is left as it is (same bytes: no second
         # copy), and an object this call created for an instance then refused goes again
-        writing = self._put_placed(items, accepted, placed)
+        writing = self._put_many(
+            [(items[position], parsed, sha256) for position, parsed, sha256 in accepted]
+        )
         stored: dict[str, Document]
         if self.optimistic:
             # while instances are new, the read is skipped: the index's unique _id
@@ -178,38 +181,6 @@ class Ingestor:
         kept = REPEATS_DECAY**count
         self._repeats = self._repeats * kept + (1 - kept) * repeats / count
 
-    async def _parse(
-        self, items: list[bytes]
-    ) -> tuple[list[str], list[Parsed], list[Placed | None]]:
-        """Digests, parse answers, and the objects the parse workers already stored."""
-        limits = self.policy.limits
-        if not self.parser.places(items):
-            digests, answers = await asyncio.gather(
-                _digests(items), self.parser.parse_many(items, limits)
-            )
-            return digests, answers, [None] * len(items)
-        pairs = await self.parser.parse_and_place(items, limits)
-        unplaced = [n for n, (_, place) in enumerate(pairs) if place is None]
-        missing = iter(await _digests([items[n] for n in unplaced]))
-        digests = [place.sha256 if place else next(missing) for _, place in pairs]
-        return digests, [answer for answer, _ in pairs], [place for _, place in pairs]
-
-    async def _put_placed(
-        self,
-        items: list[bytes],
-        accepted: list[tuple[int, ParsedInstance, str]],
-        placed: list[Placed | None],
-    ) -> list[tuple[InstanceRow, bool] | FhirError]:
-        """Each accepted instance's object: as a parse worker stored it, else put here."""
-        written = [_written(placed[position], len(items[position])) for position, _, _ in accepted]
-        to_put = [n for n, done in enumerate(written) if done is None]
-        put = iter(
-            await self._put_many(
-                [(items[accepted[n][0]], accepted[n][1], accepted[n][2]) for n in to_put]
-            )
-        )
-        return [done if done is not None else next(put) for done in written]
-
     async def _put_many(
         self, items: list[tuple[bytes, ParsedInstance, str]]
     ) -> list[tuple[InstanceRow, bool] | FhirError]:
@@ -231,9 +202,9 @@ class Ingestor:
             for key, (data, _, sha256), put in zip(keys, items, done, strict=True)
         ]
 
-    async def _discard(self, written: tuple[InstanceRow, bool] | FhirError | None) -> None:
+    async def _discard(self, written: tuple[InstanceRow, bool] | FhirError) -> None:
         """Remove an object this call created for an instance that was then refused."""
-        if written is None or isinstance(written, FhirError) or not written[1]:
+        if isinstance(written, FhirError) or not written[1]:
             return
         try:
             await self.store.delete(written[0].key)
@@ -264,13 +235,6 @@ async def _digests(items: list[bytes]) -> list[str]:
         return await loop.run_in_executor(None, lambda: hashlib.sha256(data).hexdigest())
 
     return list(await asyncio.gather(*(one(data) for data in items)))
-
-
-def _written(place: Placed | None, size: int) -> tuple[InstanceRow, bool] | None:
-    """The row of an object a parse worker stored, and whether it created it."""
-    if place is None or place.key is None:
-        return None
-    return InstanceRow(place.key, size, place.sha256), place.created
 
 
 def _repeat(outcome: IngestOutcome | None) -> bool:

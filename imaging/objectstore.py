@@ -118,10 +118,36 @@ class LocalObjectStore:
         ]
 
     def _store(self, data: bytes, path: Path, keep_existing: bool = False) -> bool:
-        return write_file(self.root, data, path, keep_existing)
+        """Temporary file, fsync, rename into place, fsync of the folder; False when
+        `keep_existing` and the object is already there (renamed in whole, so complete)."""
+        if keep_existing and path.is_file():
+            return False
+        temporary = self._write_temporary(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temporary, path)
+        _fsync_dir(path.parent)
+        return True
+
+    def _write_temporary(self, data: bytes) -> Path:
+        temporary = self.tmp / f"{uuid.uuid4().hex}.part"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if temporary.stat().st_size != len(data):
+            temporary.unlink(missing_ok=True)
+            raise ObjectStoreError("short write")
+        return temporary
 
     def path(self, key: str) -> Path:
-        return object_path(self.root, key)
+        path = self.root.joinpath(*check_key(key))
+        if self.root not in path.parents:
+            raise ObjectStoreError("key escapes the store root")
+        return path
 
     async def put(self, key: str, data: bytes, sha256: str | None = None) -> StoredObject:
         path = self.path(key)
@@ -204,43 +230,6 @@ def _will_need(path: Path) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
     finally:
         os.close(fd)
-
-
-def object_path(root: Path, key: str) -> Path:
-    """Where a key's object lives under a local store's (resolved) root."""
-    path = root.joinpath(*check_key(key))
-    if root not in path.parents:
-        raise ObjectStoreError("key escapes the store root")
-    return path
-
-
-def write_file(root: Path, data: bytes, path: Path, keep_existing: bool = False) -> bool:
-    """Temporary file, fsync, rename into place, fsync of the folder; False when
-    `keep_existing` and the object is already there (renamed in whole, so complete).
-    A plain function: the parse workers place objects with it too (imaging.parse_pool)."""
-    if keep_existing and path.is_file():
-        return False
-    temporary = _write_temporary(root / ".tmp", data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(temporary, path)
-    _fsync_dir(path.parent)
-    return True
-
-
-def _write_temporary(folder: Path, data: bytes) -> Path:
-    temporary = folder / f"{uuid.uuid4().hex}.part"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if temporary.stat().st_size != len(data):
-        temporary.unlink(missing_ok=True)
-        raise ObjectStoreError("short write")
-    return temporary
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -9,17 +9,11 @@ lean header path (imaging.scan) a CT slice parses in ~0.3 ms, less than the trip
 the pipe and the pool's threads, which under load waited on the GIL for several ms.
 A broken pool (a worker killed) falls back to inline parsing and is made again on the
 next call.
-
-With a local object store (`files`), the workers also place what they parsed: digest,
-temporary file, fsync, rename, fsync of the folder (`objectstore.write_file`). In the
-server process those writes ran on threads that took the GIL back after every system
-call, in turn with the event loop: a STOW request's ten objects took ~20 ms there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -27,11 +21,8 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
-from pathlib import Path
 
 from fhir_server.errors import FhirError
-from imaging.objectstore import ObjectStoreError, instance_key, object_path, write_file
 from imaging.parse import Limits, ParsedInstance, parse
 
 log = logging.getLogger(__name__)
@@ -42,16 +33,6 @@ Parsed = ParsedInstance | FhirError
 _Answer = ParsedInstance | tuple[str, str, str | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Placed:
-    """What a worker did with an instance's bytes: their digest, and the object it
-    stored (`key` None: not stored, the caller puts it; `created` False: already there)."""
-
-    sha256: str
-    key: str | None = None
-    created: bool = False
-
-
 def default_workers() -> int:
     """One worker per core, at most 4 (the event loop keeps a core busy too)."""
     return min(4, os.cpu_count() or 1)
@@ -60,9 +41,8 @@ def default_workers() -> int:
 class Parser:
     """Parses instances; with `workers` > 0 small ones on a process pool."""
 
-    def __init__(self, workers: int = 0, files: Path | None = None) -> None:
+    def __init__(self, workers: int = 0) -> None:
         self.workers = workers
-        self.files = files  # a local object store's root: the workers place objects there
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
@@ -89,42 +69,15 @@ class Parser:
         self.start()
         return await self._pooled(items, pooled, limits)
 
-    def places(self, items: list[bytes]) -> bool:
-        """Whether `parse_and_place` would have the workers store these instances."""
-        return self.files is not None and self.workers > 0 and len(self._small(items)) >= 2
-
-    async def parse_and_place(
-        self, items: list[bytes], limits: Limits
-    ) -> list[tuple[Parsed, Placed | None]]:
-        """Like `parse_many`, and the workers store each accepted small instance's object
-        under `files` (kept when already there); None where nothing was placed."""
-        if not self.places(items):
-            return [(answer, None) for answer in await self.parse_many(items, limits)]
-        self.start()
-        placed: list[Placed | None] = [None] * len(items)
-        answers = await self._pooled(items, self._small(items), limits, placed)
-        return list(zip(answers, placed, strict=True))
-
-    @staticmethod
-    def _small(items: list[bytes]) -> list[int]:
-        return [n for n, data in enumerate(items) if len(data) <= POOLED_BYTES]
-
-    async def _pooled(
-        self,
-        items: list[bytes],
-        pooled: list[int],
-        limits: Limits,
-        placed: list[Placed | None] | None = None,
-    ) -> list[Parsed]:
+    async def _pooled(self, items: list[bytes], pooled: list[int], limits: Limits) -> list[Parsed]:
         answers: list[Parsed | None] = [None] * len(items)
         try:
             pool = self._pool
             assert pool is not None
             loop = asyncio.get_running_loop()
             chunks = [pooled[k :: self.workers] for k in range(self.workers)]
-            root = str(self.files) if placed is not None and self.files is not None else None
             futures = [
-                loop.run_in_executor(pool, _parse_chunk, [items[n] for n in chunk], limits, root)
+                loop.run_in_executor(pool, _parse_chunk, [items[n] for n in chunk], limits)
                 for chunk in chunks
                 if chunk
             ]
@@ -135,17 +88,13 @@ class Parser:
             for chunk, result in zip(
                 [c for c in chunks if c], await asyncio.gather(*futures), strict=True
             ):
-                for n, (answer, place) in zip(chunk, result, strict=True):
+                for n, answer in zip(chunk, result, strict=True):
                     answers[n] = _outcome(answer)
-                    if placed is not None:
-                        placed[n] = place
         except (BrokenProcessPool, OSError, RuntimeError) as error:
             log.warning(
                 "DICOM parse workers unavailable (%s): parsing inline", type(error).__name__
             )
             self.stop()
-            if placed is not None:  # a worker may have stored some: the caller puts again
-                placed[:] = [None] * len(items)
             return [_parse_inline(data, limits) for data in items]
         return [
             a if a is not None else _parse_inline(items[n], limits) for n, a in enumerate(answers)
@@ -175,41 +124,18 @@ def _parse_inline(data: bytes, limits: Limits) -> Parsed:
         return error
 
 
-def _parse_chunk(
-    items: list[bytes], limits: Limits, root: str | None = None
-) -> list[tuple[_Answer, Placed | None]]:
-    """In a worker: parse, and with a `root` place each accepted instance's object. A
-    refusal travels as plain values (an exception's pickling loses its keyword
-    arguments)."""
-    answers: list[tuple[_Answer, Placed | None]] = []
+def _parse_chunk(items: list[bytes], limits: Limits) -> list[_Answer]:
+    """In a worker: a refusal travels as plain values (an exception's pickling loses
+    its keyword arguments)."""
+    answers: list[_Answer] = []
     for data in items:
-        answer: _Answer
         try:
-            answer = parse(data, limits)
+            answers.append(parse(data, limits))
         except FhirError as error:
-            answer = (error.code, error.diagnostics, error.expression)
+            answers.append((error.code, error.diagnostics, error.expression))
         except Exception as error:  # never a broken pool over one odd instance
-            answer = ("MB-1000", f"internal error: {type(error).__name__}", None)
-        place = None
-        if root is not None:
-            place = _place(Path(root), data, answer if isinstance(answer, ParsedInstance) else None)
-        answers.append((answer, place))
+            answers.append(("MB-1000", f"internal error: {type(error).__name__}", None))
     return answers
-
-
-def _place(root: Path, data: bytes, parsed: ParsedInstance | None) -> Placed:
-    """The digest, and the object written under its key when the instance was accepted
-    (a failed write leaves the object to the caller, which answers MB-3008 if it fails
-    there too)."""
-    sha256 = hashlib.sha256(data).hexdigest()
-    if parsed is None:
-        return Placed(sha256)
-    try:
-        key = instance_key(parsed.study, parsed.series, parsed.sop, sha256)
-        created = write_file(root, data, object_path(root, key), keep_existing=True)
-    except (ObjectStoreError, OSError):
-        return Placed(sha256)
-    return Placed(sha256, key, created)
 
 
 def _outcome(answer: _Answer) -> Parsed:

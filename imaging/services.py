@@ -96,10 +96,7 @@ def build_imaging(
     index = DicomIndex(repository)
     limits = Limits(max_instance_bytes=max_instance_bytes, max_inflated_bytes=max_instance_bytes)
     workers = default_workers() if parse_workers is None else parse_workers
-    # with files under a local root, the parse workers store the objects they parsed
-    files = store.root if isinstance(store, LocalObjectStore) else None
-    parser = Parser(workers, files)
-    ingestor = Ingestor(store, index, IngestPolicy(limits, replace_different), parser)
+    ingestor = Ingestor(store, index, IngestPolicy(limits, replace_different), Parser(workers))
     linker = StudyLinker(router, index, dicomweb_url)
     # orders that arrive after their study: the FHIR pipeline tells the linker
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")

@@ -184,39 +184,3 @@ async def test_a_study_sent_again_turns_the_duplicate_read_back_on(
     assert study is not None
     assert (study["ns"], study["ni"]) == (1, 3)  # the repeats counted nothing twice
     assert len(_files(tmp_path)) == 43
-
-
-async def test_objects_placed_by_the_parse_workers_follow_the_same_rules(
-    index: DicomIndex, tmp_path: Path
-) -> None:
-    """A STOW request's instances are parsed and stored by the workers: refused ones
-    leave nothing behind, repeats make no second copy, the index sees every object."""
-    from imaging.parse_pool import Parser
-
-    store = LocalObjectStore(tmp_path)
-    parser = Parser(workers=1, files=store.root)
-    ingestor = Ingestor(store, index, IngestPolicy(), parser)
-    study, series = str(generate_uid()), str(generate_uid())
-    request = [renamed("CT_small.dcm", study, series, patient_id="P") for _ in range(3)]
-    try:
-        outcomes = await ingestor.ingest_many([*request, nested_sequences(300)], "test")
-        assert [o.added for o in outcomes[:3]] == [Added.STORED] * 3
-        assert (outcomes[3].ok, outcomes[3].code) == (False, "MB-3004")  # quarantined
-        other_study = [renamed("CT_small.dcm", patient_id="P") for _ in range(2)]
-        wrong = await ingestor.ingest_many(other_study, "test", expected_study=study)
-        assert [o.code for o in wrong] == ["MB-3007", "MB-3007"]
-        intruders = [renamed("CT_small.dcm", study, patient_id="OTHER") for _ in range(2)]
-        refused = await ingestor.ingest_many(intruders, "test")
-        assert [o.code for o in refused] == ["MB-3006", "MB-3006"]
-        again = await ingestor.ingest_many(request, "test")
-        assert [o.added for o in again] == [Added.DUPLICATE] * 3
-    finally:
-        parser.stop()
-    # only the three accepted instances' objects: nothing of the refused ones stays
-    assert {path.parent.name for path in _files(tmp_path)} == {o.sop_instance for o in outcomes[:3]}
-    assert len(_files(tmp_path)) == 3
-    for outcome in outcomes[:3]:
-        row = await index.find_instance(str(outcome.sop_instance))
-        assert row is not None
-        assert (tmp_path / row["key"]).is_file()
-    assert (tmp_path / "quarantine").is_dir()

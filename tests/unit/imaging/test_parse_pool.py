@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fhir_server.errors import FhirError
 from imaging.parse import Limits, ParsedInstance, parse
 from imaging.parse_pool import Parser
@@ -50,32 +48,3 @@ async def test_one_instance_is_parsed_inline_and_several_on_the_workers() -> Non
         assert parser._pool is not None
     finally:
         parser.stop()
-
-
-async def test_workers_place_the_objects_they_parsed(tmp_path: Path) -> None:
-    import hashlib
-
-    from imaging.objectstore import LocalObjectStore, instance_key
-
-    store = LocalObjectStore(tmp_path)
-    good = [renamed("CT_small.dcm"), renamed("MR_small.dcm")]
-    parser = Parser(workers=1, files=store.root)
-    try:
-        assert not parser.places(good[:1])  # one instance: inline, the caller stores it
-        first = await parser.parse_and_place([*good, b"plain text" * 40], Limits())
-        again = await parser.parse_and_place(good, Limits())
-    finally:
-        parser.stop()
-    for data, (answer, place) in zip(good, first, strict=False):
-        assert isinstance(answer, ParsedInstance)
-        assert place is not None
-        assert place.sha256 == hashlib.sha256(data).hexdigest()
-        assert place.key == instance_key(answer.study, answer.series, answer.sop, place.sha256)
-        assert place.created
-        assert await store.get(place.key) == data
-    refused, place = first[2]
-    assert isinstance(refused, FhirError)
-    assert place is not None
-    assert (place.key, place.created) == (None, False)  # refused bytes are not stored
-    assert [p.created for _, p in again if p is not None] == [False, False]  # no second copy
-    assert list(store.tmp.iterdir()) == []
