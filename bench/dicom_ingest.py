@@ -136,6 +136,29 @@ def disk_ceiling(directory: Path, megabytes: int = 512) -> float:
     return round(megabytes * 1.048576 / seconds, 1)
 
 
+def object_write_ceiling(directory: Path, blobs: list[bytes], threads: int = 16) -> float:
+    """Instances/s of the object writes alone (temporary file, fsync, rename, fsync of
+    the folder: the object store's own code on 16 threads), without HTTP, parse or index:
+    what durable storage of each instance costs on this disk before anything else."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imaging.objectstore import LocalObjectStore
+
+    store = LocalObjectStore(directory / "ceiling-objects")
+    # the archive's own layout: a folder per study, series and instance
+    keys = [f"dicom/1.2/1.2.{n // 100}/1.2.{n // 100}.{n}/{n:020x}.dcm" for n in range(len(blobs))]
+
+    def write(n: int) -> bool:
+        return store._store(blobs[n], store.path(keys[n]))
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(write, range(len(blobs))))
+    seconds = time.perf_counter() - started
+    shutil.rmtree(directory / "ceiling-objects", ignore_errors=True)
+    return round(len(blobs) / seconds, 1)
+
+
 def start_orthanc(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     port, dicom_port = free_port(), free_port()
     config = {
@@ -292,6 +315,7 @@ async def run(args: argparse.Namespace) -> None:
     store = EmbeddedMongo(root / "store")
     try:
         results["disk_fsync_write_mb_s"] = disk_ceiling(root)
+        results["object_writes_alone_per_s"] = object_write_ceiling(root, small)
         uri = store.start()
         server = start_server(root / "medbridge", uri, database="bench")
         base = f"{server.base_url}/dicomweb"
@@ -351,6 +375,10 @@ def report(results: dict[str, Any]) -> None:
     for key in ("ratio_small", "ratio_large"):
         if key in results:
             print(f"{key:<24}{results[key]:>10}x (MedBridge / Orthanc instances per second)")
+    if "object_writes_alone_per_s" in results:
+        print(f"{'object writes alone':<24}{'':>18}{results['object_writes_alone_per_s']:>10}"
+              "   (the small instances written with fsync by the object store's code, "
+              "16 threads, no HTTP, parse or index)")  # fmt: skip
     ceiling = max(results["disk_fsync_write_mb_s"], results["disk_fsync_write_mb_s_after"])
     large_share = results["medbridge_large"]["mb_per_s"] / ceiling
     print(f"\nload average at the end {results['load_average']} on {os.cpu_count()} CPUs")
