@@ -87,6 +87,33 @@ def c_store(port: int, called: str, paths: list[Path], parallel: int) -> dict[st
     }
 
 
+def stack_alone(paths: list[Path], parallel: int) -> dict[str, Any]:
+    """The DICOM stack alone: pynetdicom with MedBridge's association settings (waiting
+    threads, quick ACKs, our contexts) answering every C-STORE with success without
+    storing it, fed by the same storescu. No archive can answer faster on this stack."""
+    from pynetdicom import evt
+
+    from imaging.dimse import quiet
+    from imaging.dimse.config import DimseConfig
+    from imaging.dimse.service import QuickCopyContexts, _low_latency, build_ae
+
+    ae = build_ae(DimseConfig())
+    handlers = [
+        (evt.EVT_CONN_OPEN, _low_latency),
+        (evt.EVT_CONN_OPEN, quiet.quiet),
+        (evt.EVT_CONN_CLOSE, quiet.closed),
+        (evt.EVT_C_STORE, lambda event: 0x0000),
+    ]
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    assert server is not None
+    server.contexts = QuickCopyContexts(server.contexts)
+    try:
+        return c_store(port, "MEDBRIDGE", paths, parallel)
+    finally:
+        server.shutdown()
+
+
 def start_orthanc(root: Path) -> tuple[subprocess.Popen[bytes], int]:
     http_port, dicom_port = free_port(), free_port()
     config = {
@@ -167,6 +194,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 port = server.dicom_port
                 results["medbridge_1"] = c_store(port, "MEDBRIDGE", sets["single"], 1)
                 results["medbridge_n"] = c_store(port, "MEDBRIDGE", sets["parallel"], args.parallel)
+            if not args.find_only:
+                results["stack_alone_n"] = stack_alone(sets["parallel"], args.parallel)
             asyncio.run(seed_studies(uri, "bench", args.studies))
             results["find_studies_indexed"] = args.studies + 2 * args.instances // 100
             results["find_p50_ms"], results["find_matches"] = find_latency(
@@ -205,6 +234,11 @@ def report(results: dict[str, Any]) -> None:
             print(f"{system:<16}{r['associations']:>8}{r['instances']:>10}"
                   f"{r['instances_per_s']:>10}{r['mb_per_s']:>8}{r['failures']:>8}"
                   f"{(str(ratio) + 'x') if ratio else '':>12}")  # fmt: skip
+    alone = results.get("stack_alone_n")
+    if alone:
+        print(f"{'stack alone':<16}{alone['associations']:>8}{alone['instances']:>10}"
+              f"{alone['instances_per_s']:>10}{alone['mb_per_s']:>8}{alone['failures']:>8}"
+              "   (pynetdicom + storescu, success without storing)")  # fmt: skip
     print(f"\nC-FIND study level, p50 with {results['find_studies_indexed']} studies indexed:")
     for name, value in results["find_p50_ms"].items():
         print(f"  {name:<26}{value:>8} ms  ({results['find_matches'][name]} matches)")
