@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -102,3 +104,33 @@ def write_results(name: str, rows: list[Measurement], extra: dict[str, Any]) -> 
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a live process and of its live descendants (a server's
+    worker processes), from /proc; 0.0 where /proc is missing."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, of in parents.items() if of == parent and child not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(member, 0.0) for member in tree)
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished (waited-for) children, such as storescu."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

@@ -30,7 +30,7 @@ from pynetdicom import AE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, percentile
+from bench.common import RESULTS, children_cpu_seconds, cpu_seconds, percentile
 from bench.dicom_ingest import ORTHANC, seed_studies, small_instances
 from imaging.dimse.sop_classes import StudyRootFind
 from medbridge.embedded_mongo import EmbeddedMongo, free_port
@@ -48,9 +48,19 @@ def write_set(root: Path, name: str, count: int) -> list[Path]:
     return paths
 
 
-def c_store(port: int, called: str, paths: list[Path], parallel: int) -> dict[str, Any]:
-    """storescu over `parallel` associations at once; instances/s and failures."""
+def c_store(
+    port: int,
+    called: str,
+    paths: list[Path],
+    parallel: int,
+    watched: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """storescu over `parallel` associations at once; instances/s and failures, and the
+    CPU each of `watched` (name -> pid, with its workers) and storescu spent per
+    instance: on a 2-core machine, CPU per instance is what bounds the rate."""
     chunks = [paths[i::parallel] for i in range(parallel)]
+    cpu_before = {name: cpu_seconds(pid) for name, pid in (watched or {}).items()}
+    peer_before = children_cpu_seconds()
     started = time.perf_counter()
     processes = [
         subprocess.Popen(
@@ -76,7 +86,10 @@ def c_store(port: int, called: str, paths: list[Path], parallel: int) -> dict[st
     seconds = time.perf_counter() - started
     stored = sum(output.count("Received Store Response (Success)") for output in outputs)
     megabytes = sum(path.stat().st_size for path in paths) / 1e6
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in (watched or {}).items()}
+    cpu["storescu"] = children_cpu_seconds() - peer_before
     return {
+        "cpu_ms_per_instance": {name: round(s * 1000 / len(paths), 2) for name, s in cpu.items()},
         "associations": parallel,
         "instances": len(paths),
         "stored": stored,
@@ -109,7 +122,7 @@ def stack_alone(paths: list[Path], parallel: int) -> dict[str, Any]:
     assert server is not None
     server.contexts = QuickCopyContexts(server.contexts)
     try:
-        return c_store(port, "MEDBRIDGE", paths, parallel)
+        return c_store(port, "MEDBRIDGE", paths, parallel, {"stack": os.getpid()})
     finally:
         server.shutdown()
 
@@ -192,8 +205,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             if not args.find_only:
                 port = server.dicom_port
-                results["medbridge_1"] = c_store(port, "MEDBRIDGE", sets["single"], 1)
-                results["medbridge_n"] = c_store(port, "MEDBRIDGE", sets["parallel"], args.parallel)
+                pids = {"medbridge": server.process.pid, "store": store.process.pid}
+                results["medbridge_1"] = c_store(port, "MEDBRIDGE", sets["single"], 1, pids)
+                results["medbridge_n"] = c_store(
+                    port, "MEDBRIDGE", sets["parallel"], args.parallel, pids
+                )
             if not args.find_only:
                 results["stack_alone_n"] = stack_alone(sets["parallel"], args.parallel)
             asyncio.run(seed_studies(uri, "bench", args.studies))
@@ -207,8 +223,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if shutil.which(ORTHANC) and not args.no_orthanc and not args.find_only:
             orthanc, port = start_orthanc(root / "orthanc")
             try:
-                results["orthanc_1"] = c_store(port, "ORTHANC", sets["single"], 1)
-                results["orthanc_n"] = c_store(port, "ORTHANC", sets["parallel"], args.parallel)
+                pids = {"orthanc": orthanc.pid}
+                results["orthanc_1"] = c_store(port, "ORTHANC", sets["single"], 1, pids)
+                results["orthanc_n"] = c_store(
+                    port, "ORTHANC", sets["parallel"], args.parallel, pids
+                )
             finally:
                 orthanc.terminate()
                 orthanc.wait(30)
@@ -239,6 +258,11 @@ def report(results: dict[str, Any]) -> None:
         print(f"{'stack alone':<16}{alone['associations']:>8}{alone['instances']:>10}"
               f"{alone['instances_per_s']:>10}{alone['mb_per_s']:>8}{alone['failures']:>8}"
               "   (pynetdicom + storescu, success without storing)")  # fmt: skip
+    print("\nCPU per instance (ms), all processes on this machine's cores:")
+    for key in ("medbridge_1", "medbridge_n", "orthanc_1", "orthanc_n", "stack_alone_n"):
+        if key in results:
+            figures = ", ".join(f"{k} {v}" for k, v in results[key]["cpu_ms_per_instance"].items())
+            print(f"  {key:<16}{figures}")
     print(f"\nC-FIND study level, p50 with {results['find_studies_indexed']} studies indexed:")
     for name, value in results["find_p50_ms"].items():
         print(f"  {name:<26}{value:>8} ms  ({results['find_matches'][name]} matches)")
