@@ -32,7 +32,7 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, median, percentile
+from bench.common import RESULTS, cpu_seconds, median, percentile
 from medbridge.embedded_mongo import EmbeddedMongo, free_port
 from tests.support.dicom import sample_path
 from tests.support.servers import start_server
@@ -274,23 +274,37 @@ def raw_read(folder: Path) -> float:
 
 
 async def interleaved(
-    targets: dict[str, str], instances: list[bytes], rounds: int, clients: int, per_request: int
+    targets: dict[str, str],
+    instances: list[bytes],
+    rounds: int,
+    clients: int,
+    per_request: int,
+    watched: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """STOW the same set to every target in alternating rounds, so a busy machine (other
-    processes come and go) weighs on both sides alike; totals per target."""
+    processes come and go) weighs on both sides alike; totals per target, with the CPU
+    per instance of each target's processes (`watched`: target -> name -> pid) and of
+    this benchmark's client."""
     size = max(1, len(instances) // rounds)
     chunks = [instances[i : i + size] for i in range(0, len(instances), size)]
     totals: dict[str, dict[str, Any]] = {}
     for chunk in chunks:
         for name, url in targets.items():
+            pids = (watched or {}).get(name, {})
+            before = {process: cpu_seconds(pid) for process, pid in pids.items()}
+            client_before = time.process_time()  # this process alone (servers are children)
             one = await stow_all(url, chunk, clients, per_request)
             total = totals.setdefault(
-                name, {"instances": 0, "bytes": 0, "seconds": 0.0, "failures": 0}
+                name, {"instances": 0, "bytes": 0, "seconds": 0.0, "failures": 0, "cpu": {}}
             )
             total["instances"] += one["instances"]
             total["bytes"] += sum(map(len, chunk))
             total["seconds"] += one["seconds"]
             total["failures"] += one["failures"]
+            spent = {process: cpu_seconds(pid) - before[process] for process, pid in pids.items()}
+            spent["client"] = time.process_time() - client_before
+            for process, seconds in spent.items():
+                total["cpu"][process] = total["cpu"].get(process, 0.0) + seconds
     return {
         name: {
             "instances": t["instances"],
@@ -299,6 +313,10 @@ async def interleaved(
             "instances_per_s": round(t["instances"] / t["seconds"], 1),
             "mb_per_s": round(t["bytes"] / 1e6 / t["seconds"], 1),
             "failures": t["failures"],
+            "cpu_ms_per_instance": {
+                process: round(seconds * 1000 / t["instances"], 2)
+                for process, seconds in t["cpu"].items()
+            },
         }
         for name, t in totals.items()
     }
@@ -320,16 +338,18 @@ async def run(args: argparse.Namespace) -> None:
         server = start_server(root / "medbridge", uri, database="bench")
         base = f"{server.base_url}/dicomweb"
         targets = {"medbridge": f"{base}/studies"}
+        watched = {"medbridge": {"medbridge": server.process.pid, "store": store.process.pid}}
         if shutil.which(ORTHANC) and not args.no_orthanc:
             orthanc, orthanc_base = start_orthanc(root / "orthanc")
             targets["orthanc"] = f"{orthanc_base}/dicom-web/studies"
+            watched["orthanc"] = {"orthanc": orthanc.pid}
         try:
             for kind, instances, per_request in (
                 ("small", small, args.per_request),
                 ("large", large, 2),
             ):
                 measured = await interleaved(
-                    targets, instances, args.rounds, args.clients, per_request
+                    targets, instances, args.rounds, args.clients, per_request, watched
                 )
                 for name, figures in measured.items():
                     results[f"{name}_{kind}"] = figures
@@ -372,6 +392,11 @@ def report(results: dict[str, Any]) -> None:
             r = results[key]
             print(f"{key:<24}{r['instances']:>10}{r['megabytes']:>8}{r['instances_per_s']:>10}"
                   f"{r['mb_per_s']:>8}{r['failures']:>8}")  # fmt: skip
+    print("CPU per instance (ms), all processes on this machine's cores:")
+    for key in ("medbridge_small", "orthanc_small", "medbridge_large", "orthanc_large"):
+        if key in results:
+            cpu = results[key]["cpu_ms_per_instance"]
+            print(f"  {key:<22}" + ", ".join(f"{k} {v}" for k, v in cpu.items()))
     for key in ("ratio_small", "ratio_large"):
         if key in results:
             print(f"{key:<24}{results[key]:>10}x (MedBridge / Orthanc instances per second)")
