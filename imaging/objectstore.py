@@ -25,7 +25,7 @@ from imaging.uids import is_uid
 
 CHUNK = 4 * 1024 * 1024
 T = TypeVar("T")
-_SEGMENT = re.compile(r"^[0-9a-z][0-9a-z._-]{0,79}$")
+_SEGMENT = re.compile(r"[0-9a-z][0-9a-z._-]{0,79}")  # whole segments: fullmatch
 
 
 class ObjectStoreError(Exception):
@@ -59,7 +59,7 @@ def check_key(key: str) -> list[str]:
     """The key's segments; refuses anything that is not one of our own keys."""
     segments = key.split("/")
     if not 2 <= len(segments) <= 8 or any(
-        not _SEGMENT.match(s) or s.startswith("..") or ".." in s for s in segments
+        not _SEGMENT.fullmatch(s) or s.startswith("..") or ".." in s for s in segments
     ):
         raise ObjectStoreError("not a valid object key")
     return segments

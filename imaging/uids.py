@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 
 # PS3.5 9.1: digits and dots, components without leading zeros, at most 64 characters
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
 MAX_UID_LENGTH = 64
 
 
 def is_uid(value: object) -> bool:
-    """True for a syntactically valid DICOM UID (so it is safe as a path segment)."""
-    return isinstance(value, str) and 0 < len(value) <= MAX_UID_LENGTH and bool(_UID.match(value))
+    """True for a syntactically valid DICOM UID (so it is safe as a path segment);
+    fullmatch, because `$` also matches before a trailing newline."""
+    return (
+        isinstance(value, str) and 0 < len(value) <= MAX_UID_LENGTH and bool(_UID.fullmatch(value))
+    )
 
 
 def uid_list(value: str) -> list[str]:

@@ -36,7 +36,8 @@ async def test_put_get_stream_exists_delete(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("study", "series", "sop"),
     [("..", "1.2", "1.3"), ("1.2", "../../etc", "1.3"), ("1.2", "1.3", "/etc/passwd"),
-     ("1.2", "1.3", "1.4\0"), ("1." + "2" * 70, "1.3", "1.4"), ("1.02", "1.3", "1.4")],
+     ("1.2", "1.3", "1.4\0"), ("1." + "2" * 70, "1.3", "1.4"), ("1.02", "1.3", "1.4"),
+     ("1.2\n", "1.3", "1.4"), ("1.2", "1.3", "1.4\n")],
 )  # fmt: skip
 def test_instance_keys_need_valid_uids(study: str, series: str, sop: str) -> None:
     with pytest.raises(ObjectStoreError):
@@ -44,7 +45,18 @@ def test_instance_keys_need_valid_uids(study: str, series: str, sop: str) -> Non
 
 
 @pytest.mark.parametrize(
-    "key", ["../x/y", "dicom/../../x", "/etc/passwd", "dicom//x", "dicom/x\0/y", "a", "dicom/X"]
+    "key",
+    [
+        "../x/y",
+        "dicom/../../x",
+        "/etc/passwd",
+        "dicom//x",
+        "dicom/x\0/y",
+        "a",
+        "dicom/X",
+        "dicom/x\n/y",
+        "dicom/x/y\n",
+    ],
 )
 def test_foreign_keys_are_refused(key: str, tmp_path: Path) -> None:
     with pytest.raises(ObjectStoreError):
