@@ -23,7 +23,10 @@ from typing import Any, Protocol, TypeVar
 
 from imaging.uids import is_uid
 
-CHUNK = 4 * 1024 * 1024
+# 1 MiB: a 4 MiB chunk outgrew the socket's send buffer, so the event loop copied the
+# rest aside and paused the stream; WADO-RS from the page cache went from ~680 to
+# ~1,000-1,130 MB/s and from the disk from ~54-72 % to ~86-95 % of a raw read
+CHUNK = 1024 * 1024
 T = TypeVar("T")
 _SEGMENT = re.compile(r"[0-9a-z][0-9a-z._-]{0,79}")  # whole segments: fullmatch
 
