@@ -41,6 +41,7 @@ BOUNDARY = "bench-boundary"
 CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 ORTHANC = "/usr/sbin/Orthanc"
 ORTHANC_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+LARGE_ROUND = 50  # large instances per alternation at least
 COLD_ROUNDS = 3  # from-disk reads of the study by WADO-RS and raw, alternating
 
 
@@ -345,12 +346,16 @@ async def run(args: argparse.Namespace) -> None:
             targets["orthanc"] = f"{orthanc_base}/dicom-web/studies"
             watched["orthanc"] = {"orthanc": orthanc.pid}
         try:
-            for kind, instances, per_request in (
-                ("small", small, args.per_request),
-                ("large", large, 2),
+            # large rounds hold at least LARGE_ROUND instances: 100 large ones in 5 rounds
+            # were 10 requests a round, and each round's start and tail (fewer clients
+            # busy) weighed on both servers more than the storing did
+            large_rounds = max(1, min(args.rounds, len(large) // LARGE_ROUND))
+            for kind, instances, per_request, rounds in (
+                ("small", small, args.per_request, args.rounds),
+                ("large", large, 2, large_rounds),
             ):
                 measured = await interleaved(
-                    targets, instances, args.rounds, args.clients, per_request, watched
+                    targets, instances, rounds, args.clients, per_request, watched
                 )
                 for name, figures in measured.items():
                     results[f"{name}_{kind}"] = figures
