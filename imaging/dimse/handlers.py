@@ -22,6 +22,7 @@ from imaging.dimse import query, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
 from imaging.dimse.door import DimseDoor
+from imaging.dimse.part10 import part10
 from imaging.dimse.sop_classes import PATIENT_ROOT, ModalityWorklistFind, Verification
 from imaging.dimse.status import (
     CANCEL,
@@ -91,7 +92,7 @@ class Handlers:
             return NOT_AUTHORIZED
         with attempt("C-STORE") as answer:
             # the Part 10 bytes exactly as received: no decoding, no transcoding
-            data = event.encoded_dataset(include_meta=True)
+            data = part10(event)
             source = f"dimse:{calling_ae(event)}"
             ingestor = self.archive.ingestor
             outcome = self._through("C-STORE", event, lambda: ingestor.ingest(data, source))

@@ -223,3 +223,29 @@ def test_each_association_gets_its_own_copy_of_the_contexts() -> None:
     copied[0].context_id = 7
     assert "1.2.3.4" not in contexts[0].transfer_syntax  # ... never reaches the next one
     assert contexts[0].context_id is None
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "sop_instance", "transfer_syntax"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1"),  # even, even, odd
+        ("1.2.840.10008.5.1.4.1.1.4", "1.2.3.45", "1.2.840.10008.1.2"),  # odd lengths
+        ("1.2.840.10008.5.1.4.1.1.7", "1." + "2" * 62, "1.2.840.10008.1.2.4.50"),  # 64 chars
+    ],
+)
+def test_file_meta_is_the_bytes_pynetdicom_writes(
+    sop_class: str, sop_instance: str, transfer_syntax: str
+) -> None:
+    from pydicom.uid import UID
+    from pynetdicom.dsutils import create_file_meta, encode_file_meta
+
+    from imaging.dimse.part10 import file_meta
+
+    theirs = encode_file_meta(
+        create_file_meta(
+            sop_class_uid=UID(sop_class),
+            sop_instance_uid=UID(sop_instance),
+            transfer_syntax=UID(transfer_syntax),
+        )
+    )
+    assert file_meta(sop_class, sop_instance, transfer_syntax) == theirs
