@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from access.budget import Budget
 from fhir_server.pipeline import Stage
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
@@ -25,6 +26,7 @@ class BridgeOptions:
     timezone: str = "UTC"
     authorities: Path | None = None
     honor_no_ack: bool = False
+    budget: Budget = field(default_factory=Budget)
 
 
 async def build_processor(

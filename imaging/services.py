@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from access.budget import Budget
 from fhir_server.failures import log_failure
 from fhir_server.pipeline import Stage
 from fhir_server.repository import Repository
@@ -89,7 +90,9 @@ def build_imaging(
     replace_different: bool = False,
     max_instance_bytes: int = 512 * 1024 * 1024,
     parse_workers: int | None = None,
+    budget: Budget | None = None,
 ) -> Imaging:
+    budget = budget or Budget()
     store = LocalObjectStore(objects) if isinstance(objects, Path) else objects
     if isinstance(store, LocalObjectStore):
         store.clean_temporary()  # a crash mid-write leaves only invisible temporaries

@@ -58,7 +58,12 @@ async def _serve(settings: Settings, uri: str) -> None:
         repository = Repository(client, settings.database, settings.serialize_writes)
         await repository.ensure_indexes()
         router = FhirRouter(
-            FhirServices(repository, settings.max_body_bytes, software_version=__version__)
+            FhirServices(
+                repository,
+                settings.max_body_bytes,
+                software_version=__version__,
+                budget=settings.budget(),
+            )
         )
         readiness = Readiness()
         readiness.expect("http")
@@ -75,6 +80,7 @@ async def _serve(settings: Settings, uri: str) -> None:
             DICOMWEB_BASE,
             lambda: public_base[0] + DICOMWEB_BASE,
             settings.dicom_replace_different, settings.dicom_max_instance_bytes,
+            budget=settings.budget(),
         )  # fmt: skip
         await imaging.start()
         stack.push_async_callback(imaging.stop)
@@ -125,7 +131,7 @@ def _bridge_options(settings: Settings) -> BridgeOptions:
     )
     return BridgeOptions(
         settings.host, settings.mllp_port, limits, tls, settings.hl7_timezone,
-        settings.hl7_authorities, settings.hl7_honor_no_ack,
+        settings.hl7_authorities, settings.hl7_honor_no_ack, settings.budget(),
     )  # fmt: skip
 
 

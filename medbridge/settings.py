@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from access.budget import Budget
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDBRIDGE_", extra="ignore")
@@ -65,6 +67,42 @@ class Settings(BaseSettings):
     dicom_acse_timeout: float = Field(30.0, gt=0)
     dicom_dimse_timeout: float = Field(60.0, gt=0)
     dicom_network_timeout: float = Field(60.0, gt=0)
+
+    # The work budget of one request (access/budget.py, docs/limits.md)
+    limit_string_bytes: int = Field(1024 * 1024, gt=0, description="one FHIR string (R4: 1 MB)")
+    limit_resource_bytes: int = Field(12 * 1024 * 1024, gt=0, description="one FHIR resource")
+    limit_json_depth: int = Field(64, gt=0, description="nesting of a JSON body")
+    limit_bundle_entries: int = Field(2_000, gt=0, description="entries of a batch/transaction")
+    limit_patch_operations: int = Field(1_000, gt=0, description="operations of a JSON Patch")
+    limit_search_values: int = Field(1_000, gt=0, description="comma-separated values")
+    limit_search_value_chars: int = Field(1_024, gt=0, description="one search value")
+    limit_wildcard_chars: int = Field(256, gt=0, description="one DICOM wildcard value")
+    limit_frames_per_request: int = Field(1_000, gt=0, description="frames named by one WADO")
+    limit_multipart_parts: int = Field(10_000, gt=0, description="parts of a STOW body")
+    limit_response_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="largest response built in memory"
+    )
+    limit_header_bytes: int = Field(64 * 1024, gt=0, description="HTTP request head")
+    http_header_timeout: float = Field(10.0, gt=0, description="seconds to send a request head")
+    http_keepalive_timeout: float = Field(15.0, gt=0, description="idle keep-alive seconds")
+
+    def budget(self) -> Budget:
+        return Budget(
+            max_string_bytes=self.limit_string_bytes,
+            max_resource_bytes=self.limit_resource_bytes,
+            max_json_depth=self.limit_json_depth,
+            max_bundle_entries=self.limit_bundle_entries,
+            max_patch_operations=self.limit_patch_operations,
+            max_search_values=self.limit_search_values,
+            max_search_value_chars=self.limit_search_value_chars,
+            max_wildcard_chars=self.limit_wildcard_chars,
+            max_frames_per_request=self.limit_frames_per_request,
+            max_multipart_parts=self.limit_multipart_parts,
+            max_response_bytes=self.limit_response_bytes,
+            max_header_bytes=self.limit_header_bytes,
+            http_header_timeout=self.http_header_timeout,
+            http_keepalive_timeout=self.http_keepalive_timeout,
+        )
 
     @property
     def objects_dir(self) -> Path:
