@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import sys
 from contextlib import AsyncExitStack
+from typing import Any
 
 import uvicorn
 import uvloop
@@ -21,9 +23,18 @@ from imaging.dimse.config import DimseConfig, load_peers
 from imaging.dimse.service import start_dimse
 from imaging.services import build_imaging, object_store
 from medbridge import __version__
-from medbridge.app import DICOMWEB_BASE, FHIR_BASE, FhirFirst, build_app, mount_dicomweb
+from medbridge.admin import AdminApi
+from medbridge.app import (
+    DICOMWEB_BASE,
+    FHIR_BASE,
+    FhirFirst,
+    build_app,
+    mount_admin,
+    mount_dicomweb,
+)
 from medbridge.embedded_mongo import EmbeddedMongo
 from medbridge.health import Readiness
+from medbridge.running import announce, withdraw
 from medbridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,6 +96,9 @@ async def _serve(settings: Settings, uri: str) -> None:
         await imaging.start()
         stack.push_async_callback(imaging.stop)
         mount_dicomweb(app, imaging.dicomweb.handle)
+        admin = AdminApi()
+        admin.add("status", _status)
+        mount_admin(app, admin)
         readiness.expect("dicom")
         dimse = await start_dimse(
             _dimse_config(settings), imaging, router, settings.host, settings.dicom_port
@@ -113,9 +127,25 @@ async def _serve(settings: Settings, uri: str) -> None:
             port = server.servers[0].sockets[0].getsockname()[1]
             base = settings.public_base_url or f"http://{settings.host}:{port}"
             public_base[0] = base
+            running = announce(settings.data_dir, f"http://{_loopback(settings.host)}:{port}")
+            admin.token = running.admin_token
+            stack.callback(withdraw, settings.data_dir, running)
             print(f"MedBridge {__version__} ready: FHIR base {base}{FHIR_BASE}", flush=True)
             sys.stdout.flush()
         await task
+
+
+async def _status(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"version": __version__, "pid": os.getpid()}
+
+
+def _loopback(host: str) -> str:
+    """The address an admin command on this machine uses to reach a listener on host."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def _bridge_options(settings: Settings) -> BridgeOptions:
