@@ -114,7 +114,11 @@ class ReplayTarget:
 
 
 def replay_payload(args: argparse.Namespace) -> dict[str, Any]:
-    return {"failed": True} if args.failed else {"ids": [args.id]}
+    """The admin call's body; `database` only when named: the server refuses another."""
+    payload: dict[str, Any] = {"failed": True} if args.failed else {"ids": [args.id]}
+    if args.database is not None:
+        payload["database"] = args.database
+    return payload
 
 
 def report(args: argparse.Namespace, results: list[dict[str, str]]) -> int:

@@ -32,9 +32,14 @@ async def replay(processor: Processor, ids: list[str] | None) -> list[dict[str, 
 
 
 def admin_replay(processor: Processor) -> AdminHandler:
-    """The `hl7/replay` admin operation: `{"ids": [...]}` or `{"failed": true}`."""
+    """The `hl7/replay` admin operation: `{"ids": [...]}` or `{"failed": true}`, and the
+    `database` the command meant (refused when the server serves another)."""
 
     async def handle(payload: dict[str, Any]) -> dict[str, Any]:
+        serving = processor.archive.collection.database.name
+        database = payload.get("database", serving)
+        if database != serving:  # the command named another database than this server's
+            raise ValueError(f"this server serves database {serving!r}, not {database!r}")
         ids = payload.get("ids")
         if payload.get("failed") is True:
             ids = None

@@ -270,5 +270,8 @@ def test_replay_failed_goes_through_the_running_server(
         unknown = replay_command("no-such-id", "--data-dir", str(data_dir))
         assert unknown.returncode == 1
         assert b"no-such-id: no such archived message" in unknown.stderr
+        elsewhere = replay_command("--failed", "--data-dir", str(data_dir), "--database", "other")
+        assert elsewhere.returncode == 1  # the server serves another database: refused
+        assert b"not 'other'" in elsewhere.stderr
     finally:
         server.stop()
