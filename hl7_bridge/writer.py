@@ -114,10 +114,10 @@ class Writer:
                 "AE", "204", f"no {resource_type} matches the message's key", action.location
             )
         if current is None:
-            merged = {**resource, "id": _derived_id(conditional)}
+            merged = {**_without_nulls(resource), "id": _derived_id(conditional)}
             version = None
         else:
-            merged = _merge_into(current, resource, action.only)
+            merged = _merge_into(current, resource, action.only, fill=action.mode == "fill")
             version = current.get("meta", {}).get("versionId")
         key = f"{resource_type}/{merged['id']}"
         plan.resolved[conditional] = key
@@ -291,12 +291,21 @@ def _derived_id(conditional: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, conditional))
 
 
-def _merge_into(current: Resource, update: Resource, only: tuple[str, ...]) -> Resource:
+def _merge_into(
+    current: Resource, update: Resource, only: tuple[str, ...], fill: bool = False
+) -> Resource:
+    """`update` over `current`: None removes an element (HL7 `""`); with `fill`, only
+    elements `current` lacks are set (identifiers and links are still joined)."""
     merged = {k: v for k, v in current.items() if k != "meta"}
     for key, value in update.items():
         if key in ("id", "meta", "resourceType") or (only and key not in only):
             continue
-        if key in UNION_ELEMENTS and isinstance(value, list):
+        if fill and key in merged and key not in UNION_ELEMENTS:
+            continue
+        if value is None:
+            if not fill:
+                merged.pop(key, None)
+        elif key in UNION_ELEMENTS and isinstance(value, list):
             existing = list(merged.get(key, []))
             seen = {_identity(item) for item in existing}
             existing.extend(item for item in value if _identity(item) not in seen)
@@ -304,6 +313,10 @@ def _merge_into(current: Resource, update: Resource, only: tuple[str, ...]) -> R
         else:
             merged[key] = value
     return merged
+
+
+def _without_nulls(resource: Resource) -> Resource:
+    return {k: v for k, v in resource.items() if v is not None}
 
 
 def _identity(item: Any) -> str:

@@ -18,6 +18,7 @@ from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from fhir_server.services import FhirServices
 from hl7_bridge.listener import Limits, TlsFiles
+from hl7_bridge.replay import admin_replay
 from hl7_bridge.service import BridgeOptions, start_listener
 from imaging.dimse.config import DimseConfig, load_peers
 from imaging.dimse.service import start_dimse
@@ -68,18 +69,11 @@ async def _serve(settings: Settings, uri: str) -> None:
         stack.push_async_callback(client.close)
         repository = Repository(client, settings.database, settings.serialize_writes)
         await repository.ensure_indexes()
-        router = FhirRouter(
-            FhirServices(
-                repository,
-                settings.max_body_bytes,
-                software_version=__version__,
-                budget=settings.budget(),
-            )
-        )
+        router = build_router(repository, settings)
         readiness = Readiness()
         readiness.expect("http")
         readiness.expect("mllp")
-        mllp = await start_listener(repository, router, _bridge_options(settings))
+        mllp = await start_listener(repository, router, bridge_options(settings))
         stack.push_async_callback(mllp.stop)
         readiness.ready("mllp")
         app = build_app(router, readiness, settings.max_body_bytes)
@@ -98,6 +92,7 @@ async def _serve(settings: Settings, uri: str) -> None:
         mount_dicomweb(app, imaging.dicomweb.handle)
         admin = AdminApi()
         admin.add("status", _status)
+        admin.add("hl7/replay", admin_replay(mllp.processor))
         mount_admin(app, admin)
         readiness.expect("dicom")
         dimse = await start_dimse(
@@ -135,6 +130,14 @@ async def _serve(settings: Settings, uri: str) -> None:
         await task
 
 
+def build_router(repository: Repository, settings: Settings) -> FhirRouter:
+    """The FHIR router of the server (`hl7 replay` without a server builds the same)."""
+    services = FhirServices(
+        repository, settings.max_body_bytes, software_version=__version__, budget=settings.budget()
+    )
+    return FhirRouter(services)
+
+
 async def _status(payload: dict[str, Any]) -> dict[str, Any]:
     return {"version": __version__, "pid": os.getpid()}
 
@@ -148,7 +151,7 @@ def _loopback(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _bridge_options(settings: Settings) -> BridgeOptions:
+def bridge_options(settings: Settings) -> BridgeOptions:
     tls = None
     if settings.mllp_tls_cert is not None and settings.mllp_tls_key is not None:
         tls = TlsFiles(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca)
@@ -162,6 +165,7 @@ def _bridge_options(settings: Settings) -> BridgeOptions:
     return BridgeOptions(
         settings.host, settings.mllp_port, limits, tls, settings.hl7_timezone,
         settings.hl7_authorities, settings.hl7_honor_no_ack, settings.budget(),
+        settings.hl7_adt_demographics,
     )  # fmt: skip
 
 

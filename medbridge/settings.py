@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     mllp_tls_key: Path | None = Field(None, description="PEM private key of mllp_tls_cert")
     mllp_tls_client_ca: Path | None = Field(None, description="require client certs from this CA")
     hl7_timezone: str = Field("UTC", description="zone of HL7 times sent without an offset")
+    hl7_adt_demographics: bool = Field(
+        True, description="only ADT changes a Patient's values; other PIDs fill what is missing"
+    )
     hl7_authorities: Path | None = Field(None, description="YAML: assigning authority -> system")
     hl7_honor_no_ack: bool = Field(False, description="MSH-15/16 NE: send no ACK at all")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Literal
 
-from mappings.hl7v2.datatypes import CONVERTERS, V2_0203, Context, Element, cwe
+from mappings.hl7v2.datatypes import CONVERTERS, V2_0203, Context, Element, cwe, offset_of
 from mappings.hl7v2.engine import build
 from mappings.hl7v2.errors import MappingError
 from mappings.hl7v2.message import Segment, V2Message, component_of, segment_location
@@ -33,13 +33,15 @@ class Upsert:
     """Create or merge into the resource matching `criteria`.
 
     mode "existing": the resource must exist (cancel, status change); only the
-    elements in `only` are changed.
+    elements in `only` are changed. mode "fill": create, or set only the elements the
+    stored resource lacks (an order's PID where ADT is the source of demographics).
+    An element whose value is None is removed (HL7 `""`).
     """
 
     resource: Element
     criteria: str
     location: str
-    mode: Literal["upsert", "existing"] = "upsert"
+    mode: Literal["upsert", "existing", "fill"] = "upsert"
     only: tuple[str, ...] = ()
 
 
@@ -59,15 +61,26 @@ Action = Upsert | Merge
 class Translation:
     event: str  # ADT^A01
     actions: list[Action] = field(default_factory=list)
+    # data-type errors in fields that identify nothing, dropped: answered AA + ERR (W)
+    warnings: list[MappingError] = field(default_factory=list)
 
 
 def translate(
-    message: V2Message, tables: Tables | None = None, timezone: tzinfo = UTC
+    message: V2Message,
+    tables: Tables | None = None,
+    timezone: tzinfo = UTC,
+    adt_demographics: bool = True,
 ) -> Translation:
-    """The write actions for `message`; MappingError (AE/AR) for what cannot be applied."""
+    """The write actions for `message`; MappingError (AE/AR) for what cannot be applied.
+
+    `adt_demographics`: only ADT messages change a stored Patient's values; the PID of
+    other messages (orders, results) creates the Patient or fills what it lacks.
+    """
     header = message.header
     sender = "-".join(p for p in (header.sending_application, header.sending_facility) if p)
     context = Context(tables or default_tables(), sender or "unknown", timezone)
+    msh = message.segments[0]
+    context.offset = offset_of(msh.value(7))
     handlers = SUPPORTED.get(header.message_type)
     if handlers is None:
         raise MappingError(
@@ -83,6 +96,11 @@ def translate(
         )
     translation = Translation(f"{header.message_type}^{header.trigger_event}")
     handler(message, context, translation)
+    translation.warnings = context.warnings
+    if adt_demographics and header.message_type != "ADT":
+        for action in translation.actions:
+            if isinstance(action, Upsert) and action.resource["resourceType"] == "Patient":
+                action.mode = "fill"
     return translation
 
 

@@ -136,10 +136,13 @@ def test_missing_patient_identifier_is_101() -> None:
     )  # fmt: skip
 
 
-def test_unparseable_date_is_102() -> None:
-    with pytest.raises(MappingError) as raised:
-        run(msh("ADT^A08") + "PID|1||1^^^LTPK||Doe^John||19871345\r")
-    assert (raised.value.code, raised.value.location) == ("102", "PID^2^7")
+def test_unparseable_birth_date_is_a_102_warning_and_dropped() -> None:
+    translation = run(msh("ADT^A08") + "PID|1||1^^^LTPK||Doe^John||19871345\r")
+    [warning] = translation.warnings
+    assert (warning.code, warning.location) == ("102", "PID^2^7")
+    [patient] = upserts(translation, "Patient")
+    assert "birthDate" not in patient.resource
+    assert patient.resource["name"] == [{"family": "Doe", "given": ["John"]}]
 
 
 @pytest.mark.parametrize(
