@@ -27,6 +27,7 @@ class BridgeOptions:
     authorities: Path | None = None
     honor_no_ack: bool = False
     budget: Budget = field(default_factory=Budget)
+    order_domains: str = ""  # MEDBRIDGE_HL7_ORDER_DOMAINS
 
 
 async def build_processor(
@@ -35,10 +36,11 @@ async def build_processor(
     timezone: str,
     authorities: Path | None,
     honor_no_ack: bool = False,
+    order_domains: str = "",
 ) -> Processor:
     archive = Archive(repository)
     await archive.ensure_indexes()
-    tables = load_tables(authorities)
+    tables = load_tables(authorities, order_domains)
     return Processor(router, archive, tables, ZoneInfo(timezone), honor_no_ack)
 
 
@@ -47,8 +49,9 @@ async def start_listener(
 ) -> MllpListener:
     """A started listener (`.port` holds the bound port)."""
     processor = await build_processor(
-        repository, router, options.timezone, options.authorities, options.honor_no_ack
-    )
+        repository, router, options.timezone, options.authorities, options.honor_no_ack,
+        options.order_domains,
+    )  # fmt: skip
     linker = ReportLinker(router)  # reports that arrived before their study
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "hl7.link-reports")
     tls = tls_context(options.tls) if options.tls is not None else None

@@ -132,6 +132,7 @@ def _bridge_options(settings: Settings) -> BridgeOptions:
     return BridgeOptions(
         settings.host, settings.mllp_port, limits, tls, settings.hl7_timezone,
         settings.hl7_authorities, settings.hl7_honor_no_ack, settings.budget(),
+        settings.hl7_order_domains,
     )  # fmt: skip
 
 
