@@ -267,3 +267,50 @@ def test_lab_report_accession_field_makes_no_imaging_study(
     assert all(i.get("value") != f"LAB{unique}" for i in report["identifier"])
     [result] = report["result"]
     assert read(fhir, result["reference"])["valueQuantity"]["value"] == 5.4
+
+
+def test_orders_and_reports_stored_before_domains_are_still_found(
+    server: RunningServer, fhir: httpx.Client, unique: str
+) -> None:
+    """Numbers stored sender-scoped (before order domains) keep matching their sender."""
+    his = "https://medbridge.example.org/hl7v2/sender/HIS-HOSP/id"
+    ris = "https://medbridge.example.org/hl7v2/sender/RIS-HOSP/id"
+    placer = {"system": his, "value": f"PL{unique}",
+              "type": {"coding": [{"system": V2_0203, "code": "PLAC"}]}}  # fmt: skip
+    legacy_order = fhir.post(
+        "ServiceRequest",
+        json={"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+              "subject": {"display": "before"}, "identifier": [placer]},
+    )  # fmt: skip
+    assert legacy_order.status_code == 201, legacy_order.text
+    update = (
+        msh("HIS", "HOSP", "ORM^O01", f"XO-{unique}")
+        + pid(unique)
+        + segment("ORC", {1: "XO", 2: f"PL{unique}"})
+        + segment("OBR", {1: "1", 2: f"PL{unique}", 4: "71020^Chest X-ray^C4"})
+    )
+    assert msa(asyncio.run(send(server, update))[0])[1] == "AA"
+    request = one(fhir, "ServiceRequest", identifier=f"PL{unique}")
+    assert request["id"] == legacy_order.json()["id"]
+    assert {(i["system"], i["value"]) for i in request["identifier"]} == {
+        (his, f"PL{unique}"),
+        (f"{DOMAIN}/facility-HOSP", f"PL{unique}"),
+    }
+    filler = {"system": ris, "value": f"F{unique}",
+              "type": {"coding": [{"system": V2_0203, "code": "FILL"}]}}  # fmt: skip
+    text = base64.b64encode(b"Before.").decode()
+    legacy_report = fhir.post(
+        "DiagnosticReport",
+        json={"resourceType": "DiagnosticReport", "status": "final", "identifier": [filler],
+              "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt",
+                                   "code": "71020"}]},
+              "presentedForm": [{"contentType": "text/plain; charset=utf-8", "data": text}]},
+    )  # fmt: skip
+    assert legacy_report.status_code == 201, legacy_report.text
+    corrected = oru(unique, "C1", "C", ["After."])
+    assert msa(asyncio.run(send(server, corrected))[0])[1] == "AA"
+    [report] = reports(fhir, unique)
+    assert report["id"] == legacy_report.json()["id"]
+    assert report["meta"]["versionId"] == "2"
+    assert text_of(report) == "After."
+    assert report["basedOn"][0]["reference"] == f"ServiceRequest/{request['id']}"
