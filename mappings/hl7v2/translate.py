@@ -396,7 +396,7 @@ def _report(
     for kind in ("series", "instance"):
         report["identifier"].extend(_uid_key(uid)[0] for uid in parts.uids.get(kind, []))
     actions: list[Upsert] = []
-    observations = _observations(group, parts, base, context, subject)
+    observations = _observations(group, parts, base, context, subject, numbers)
     if observations:
         report["result"] = [{"reference": f"Observation?{u.criteria}"} for u in observations]
     forms = _forms(parts, base, context, actions)
@@ -440,7 +440,12 @@ def _optional(resource_type: str, identifier: Element, criteria: str) -> Element
 
 
 def _observations(
-    group: list[Segment], parts: _Parts, base: Element, context: Context, subject: Element
+    group: list[Segment],
+    parts: _Parts,
+    base: Element,
+    context: Context,
+    subject: Element,
+    numbers: OrderNumbers,
 ) -> list[Upsert]:
     upserts = []
     for position, obx in parts.values:
@@ -452,7 +457,7 @@ def _observations(
         identifier = {"system": base["system"], "value": f"{REPORT_KEY}-obx{position}"}
         observation["identifier"] = [identifier]
         observation["subject"] = subject
-        criteria = identifier_criteria([identifier])
+        criteria = numbers.criteria(identifier)  # also those stored before order domains
         upserts.append(Upsert(observation, criteria, segment_location(group[0], 3)))
     return upserts
 
