@@ -11,13 +11,16 @@ import base64
 import hashlib
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.integration.test_mllp import MLLP_SEND, msa, one, read, segment, send
-from tests.support.servers import RunningServer
+from medbridge.embedded_mongo import EmbeddedMongo
+from tests.integration.test_mllp import MLLP_SEND, err, msa, one, read, segment, send
+from tests.support.servers import RunningServer, start_server
 
 DATA = Path(__file__).parent.parent / "data" / "hl7"
 DOMAIN = "https://medbridge.example.org/hl7v2/order-domain"
@@ -314,3 +317,49 @@ def test_orders_and_reports_stored_before_domains_are_still_found(
     assert report["meta"]["versionId"] == "2"
     assert text_of(report) == "After."
     assert report["basedOn"][0]["reference"] == f"ServiceRequest/{request['id']}"
+
+
+@pytest.fixture(scope="module")
+def domain_server(
+    tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo
+) -> Iterator[RunningServer]:
+    """A server whose HIS (facility EAST) and RIS (facility WEST) share one domain."""
+    env = {"MEDBRIDGE_HL7_ORDER_DOMAINS": "radiology=HIS^EAST,RIS^WEST"}
+    running = start_server(tmp_path_factory.mktemp("domains"), store.uri, env=env)
+    yield running
+    running.stop()
+
+
+def test_configured_domain_links_senders_of_two_facilities(
+    domain_server: RunningServer, unique: str
+) -> None:
+    order = (
+        msh("HIS", "EAST", "ORM^O01", f"ORM-{unique}")
+        + pid(unique)
+        + segment("ORC", {1: "NW", 2: f"PL{unique}"})
+        + segment("OBR", {1: "1", 2: f"PL{unique}", 4: "71020^Chest X-ray^C4"})
+    )
+    report = oru(unique, "ORU", "F", ["Clear."], sender=("RIS", "WEST"))
+    acks = asyncio.run(send(domain_server, order, report))
+    assert [msa(a)[1] for a in acks] == ["AA", "AA"]
+    with httpx.Client(base_url=domain_server.fhir_base, timeout=30.0) as fhir:
+        request = one(fhir, "ServiceRequest", identifier=f"{DOMAIN}/radiology|PL{unique}")
+        [stored] = reports(fhir, unique)
+    assert stored["basedOn"][0]["reference"] == f"ServiceRequest/{request['id']}"
+    assert stored["identifier"][0]["system"] == f"{DOMAIN}/radiology"
+
+
+def test_bad_base64_document_is_ae_102(
+    server: RunningServer, fhir: httpx.Client, unique: str
+) -> None:
+    message = (
+        msh("RIS", "HOSP", "ORU^R01^ORU_R01", f"B64-{unique}")
+        + pid(unique)
+        + segment("OBR", {1: "1", 3: f"F{unique}", 4: "71020^Chest X-ray^C4", 25: "F"})
+        + segment("OBX", {1: "1", 2: "ED", 3: "PDF^Report^L", 5: "^AP^PDF^Base64^%%%", 11: "F"})
+    )  # fmt: skip
+    [ack] = asyncio.run(send(server, message))
+    assert msa(ack)[1] == "AE"
+    assert err(ack)[2] == "OBX^4^5"
+    assert err(ack)[3].startswith("102^")
+    assert reports(fhir, unique) == []
