@@ -399,7 +399,7 @@ def _report(
     observations = _observations(group, parts, base, context, subject, numbers)
     if observations:
         report["result"] = [{"reference": f"Observation?{u.criteria}"} for u in observations]
-    forms = _forms(parts, base, context, actions)
+    forms = _forms(parts, actions)
     if parts.text:
         data = base64.b64encode("\n".join(parts.text).encode()).decode()
         forms.insert(0, {"contentType": "text/plain; charset=utf-8", "data": data})
@@ -462,7 +462,7 @@ def _observations(
     return upserts
 
 
-def _forms(parts: _Parts, base: Element, context: Context, actions: list[Upsert]) -> list[Element]:
+def _forms(parts: _Parts, actions: list[Upsert]) -> list[Element]:
     """Each ED document becomes a Binary (its id is its content's hash: a resend or an
     unchanged correction adds no copy) and a presentedForm attachment pointing at it."""
     forms = []
