@@ -363,3 +363,31 @@ def test_bad_base64_document_is_ae_102(
     assert err(ack)[2] == "OBX^4^5"
     assert err(ack)[3].startswith("102^")
     assert reports(fhir, unique) == []
+
+
+def test_preliminary_then_final_is_one_report_other_code_is_another(
+    server: RunningServer, fhir: httpx.Client, unique: str
+) -> None:
+    preliminary = oru(unique, "P1", "P", ["Probable effusion."])
+    final = oru(unique, "F1", "F", ["Small effusion."])
+    acks = asyncio.run(send(server, preliminary, final))
+    assert [msa(a)[1] for a in acks] == ["AA", "AA"]
+    [report] = reports(fhir, unique)
+    assert (report["status"], report["meta"]["versionId"]) == ("final", "2")
+    assert text_of(report) == "Small effusion."
+    # one message, two OBRs on the same order: a chest and an abdomen report
+    both = oru(unique, "M1", "F", ["Chest normal."]).replace(
+        "71020^Chest X-ray^C4", "71045^Chest X-ray 1 view^C4"
+    ) + segment("OBR", {1: "2", 2: f"PL{unique}", 3: f"F{unique}", 4: "74018^Abdomen^C4",
+                        25: "F"}) + segment(
+        "OBX", {1: "1", 2: "TX", 3: "74018^Report^C4", 5: "Abdomen normal.", 11: "F"}
+    )  # fmt: skip
+    assert msa(asyncio.run(send(server, both))[0])[1] == "AA"
+    stored = reports(fhir, unique)
+    assert sorted(text_of(r) for r in stored) == [
+        "Abdomen normal.",
+        "Chest normal.",
+        "Small effusion.",
+    ]
+    codes = sorted(r["code"]["coding"][0]["code"] for r in stored)
+    assert codes == ["71020", "71045", "74018"]
