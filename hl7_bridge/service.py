@@ -28,6 +28,7 @@ class BridgeOptions:
     honor_no_ack: bool = False
     budget: Budget = field(default_factory=Budget)
     adt_demographics: bool = True  # only ADT messages change a stored Patient's values
+    order_domains: str = ""  # MEDBRIDGE_HL7_ORDER_DOMAINS
 
 
 async def build_processor(
@@ -37,7 +38,7 @@ async def build_processor(
     `hl7 replay` without a server builds the very same, so a replay is no bare write."""
     archive = Archive(repository)
     await archive.ensure_indexes()
-    tables = load_tables(options.authorities)
+    tables = load_tables(options.authorities, options.order_domains)
     linker = ReportLinker(router)  # reports that arrived before their study
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "hl7.link-reports")
     return Processor(

@@ -166,6 +166,7 @@ def bridge_options(settings: Settings) -> BridgeOptions:
         settings.host, settings.mllp_port, limits, tls, settings.hl7_timezone,
         settings.hl7_authorities, settings.hl7_honor_no_ack, settings.budget(),
         settings.hl7_adt_demographics,
+        settings.hl7_order_domains,
     )  # fmt: skip
 
 

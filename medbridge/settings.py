@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from access.budget import Budget
+from mappings.hl7v2.tables import parse_order_domains
 
 
 class Settings(BaseSettings):
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
     )
     hl7_authorities: Path | None = Field(None, description="YAML: assigning authority -> system")
     hl7_honor_no_ack: bool = Field(False, description="MSH-15/16 NE: send no ACK at all")
+    hl7_order_domains: str = Field(
+        "", description="NAME=SENDER,SENDER;... senders sharing placer/filler numbers"
+    )
 
     dicom_ae_title: str = Field("MEDBRIDGE", min_length=1, max_length=16, description="our AE")
     dicom_peers_file: Path | None = Field(
@@ -106,6 +110,12 @@ class Settings(BaseSettings):
             http_header_timeout=self.http_header_timeout,
             http_keepalive_timeout=self.http_keepalive_timeout,
         )
+
+    @field_validator("hl7_order_domains")
+    @classmethod
+    def _order_domains(cls, value: str) -> str:
+        parse_order_domains(value)  # a malformed list stops the start with its reason
+        return value
 
     @property
     def objects_dir(self) -> Path:

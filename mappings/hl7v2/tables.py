@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
@@ -20,6 +20,8 @@ class Tables:
     authorities: dict[str, str]  # assigning authority namespace id -> identifier system
     default_system: str  # pattern for unknown authorities: {authority}
     unassigned_system: str  # pattern without authority: {sender} {kind}
+    # senders ("MSH-3" or "MSH-3^MSH-4") -> order-number domain (reports.py)
+    order_domains: dict[str, str] = field(default_factory=dict)
 
     def code(self, table: str, value: str) -> str | None:
         return self.codes.get(table, {}).get(value.upper()) if value else None
@@ -54,8 +56,9 @@ def default_tables() -> Tables:
     return load_tables(None)
 
 
-def load_tables(authorities_file: Path | None) -> Tables:
-    """The shipped tables; `authorities_file` (YAML) adds or overrides assigning authorities."""
+def load_tables(authorities_file: Path | None, order_domains: str = "") -> Tables:
+    """The shipped tables; `authorities_file` (YAML) adds or overrides assigning authorities,
+    `order_domains` (`NAME=SENDER,SENDER;...`) names senders sharing order numbers."""
     codes: dict[str, Any] = _read("codes.yaml")
     identifiers: dict[str, Any] = _read("identifier_systems.yaml")
     authorities = dict(identifiers["authorities"])
@@ -72,7 +75,26 @@ def load_tables(authorities_file: Path | None) -> Tables:
         authorities={str(k): str(v) for k, v in authorities.items()},
         default_system=identifiers["default"],
         unassigned_system=identifiers["unassigned"],
+        order_domains=parse_order_domains(order_domains),
     )
+
+
+def parse_order_domains(text: str) -> dict[str, str]:
+    """`radiology=HIS,RIS;lab=LIS^LAB1` -> {"HIS": "radiology", "RIS": ..., "LIS^LAB1": "lab"}.
+
+    ValueError names the part that is not `NAME=SENDER[,SENDER...]`.
+    """
+    domains: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        name, equals, senders = part.partition("=")
+        members = [s.strip() for s in senders.split(",") if s.strip()]
+        if not equals or not name.strip() or not members:
+            raise ValueError(f"order domain {part[:60]!r} is not NAME=SENDER[,SENDER...]")
+        for member in members:
+            domains[member.upper()] = name.strip()
+    return domains
 
 
 def _read(name: str) -> dict[str, Any]:

@@ -35,6 +35,7 @@ EXPECTED = {
     "oru-r01_v2.4_fhirconv-hl7-standard-glucose.hl7": "AA",
     "oru-r01_v2.5.1_v2tofhir-lri-basic.hl7": "AA",
     "oru-r01_v2.5_fhirconv-lab-multi-obr-spm.hl7": "AA",
+    "oru-r01_v2.5.1_dcm4che-pdf.hl7": "AA",
     "siu-s12_v2.3_v2tofhir-new-appointment-cr-only.hl7": "AR",  # scheduling: not accepted
     "siu-s12_v2.3_v2tofhir-redox.hl7": "AR",
 }

@@ -9,7 +9,7 @@ import pytest
 
 from mappings.hl7v2.errors import MappingError
 from mappings.hl7v2.message import V2Message
-from mappings.hl7v2.translate import Merge, Translation, Upsert, translate
+from mappings.hl7v2.translate import Merge, Report, Translation, Upsert, translate
 
 LTPK = "https://www.esveikata.lt/fhir/sid/asmens-kodas"
 
@@ -33,11 +33,19 @@ def run(text: str) -> Translation:
     return translate(V2Message(text), timezone=ZoneInfo("Europe/Vilnius"))
 
 
+def flat(translation: Translation) -> list[Upsert]:
+    """Upserts in order, a Report's own (with their report key placeholder) in place."""
+    out: list[Upsert] = []
+    for action in translation.actions:
+        if isinstance(action, Report):
+            out.extend(action.actions)
+        elif isinstance(action, Upsert):
+            out.append(action)
+    return out
+
+
 def upserts(translation: Translation, resource_type: str) -> list[Upsert]:
-    return [
-        a for a in translation.actions
-        if isinstance(a, Upsert) and a.resource["resourceType"] == resource_type
-    ]  # fmt: skip
+    return [a for a in flat(translation) if a.resource["resourceType"] == resource_type]
 
 
 ADT_A01 = (
@@ -318,10 +326,11 @@ def test_oru_report_and_observations() -> None:
     assert report["conclusion"] == "No pneumonia."
     text = base64.b64decode(report["presentedForm"][0]["data"]).decode()
     assert text == "Lungs are clear.\nNo pneumonia."
+    # the order by filler number first, then placer number, then accession number
     assert report["basedOn"][0]["reference"] == (
-        "ServiceRequest?identifier=https://medbridge.example.org/hl7v2/authority/RIS|PL-1"
+        "ServiceRequest?identifier=https://medbridge.example.org/hl7v2/authority/PACS|FL-1"
     )
-    assert report["basedOn"][0]["identifier"]["value"] == "PL-1"
+    assert report["basedOn"][0]["identifier"]["value"] == "FL-1"
     assert report["imagingStudy"][0] == {
         "reference": "ImagingStudy?identifier=ACC-42",
         "type": "ImagingStudy",
@@ -341,7 +350,7 @@ def test_oru_report_and_observations() -> None:
     assert observations[2]["valueQuantity"]["comparator"] == "<"
     assert observations[2]["valueQuantity"]["value"] == 5.5
     assert len(report["result"]) == 3
-    kinds = [a.resource["resourceType"] for a in translation.actions if isinstance(a, Upsert)]
+    kinds = [a.resource["resourceType"] for a in flat(translation)]
     assert kinds.index("Observation") < kinds.index("DiagnosticReport")
 
 
