@@ -80,7 +80,7 @@ async def _serve(settings: Settings, uri: str) -> None:
             DICOMWEB_BASE,
             lambda: public_base[0] + DICOMWEB_BASE,
             settings.dicom_replace_different, settings.dicom_max_instance_bytes,
-            budget=settings.budget(),
+            budget=settings.budget(), default_issuer=settings.dicom_default_issuer,
         )  # fmt: skip
         await imaging.start()
         stack.push_async_callback(imaging.stop)
@@ -144,4 +144,5 @@ def _dimse_config(settings: Settings) -> DimseConfig:
         acse_timeout=settings.dicom_acse_timeout,
         dimse_timeout=settings.dicom_dimse_timeout,
         network_timeout=settings.dicom_network_timeout,
+        default_issuer=settings.dicom_default_issuer,
     )

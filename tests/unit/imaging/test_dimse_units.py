@@ -179,7 +179,8 @@ def test_worklist_record_from_order_and_patient() -> None:
     record = build_record(ORDER, PATIENT)
     assert record["AccessionNumber"] == "ACC1"
     assert record["StudyInstanceUID"] == "1.2.840.99"
-    assert record["RequestedProcedureID"] == ORDER["id"]  # no FILL identifier: the id
+    # no IPC-2 nor FILL identifier: the id, within SH's 16 characters
+    assert record["RequestedProcedureID"] == ORDER["id"][:16]
     assert record["RequestedProcedureDescription"] == "MR head"
     assert record["RequestedProcedurePriority"] == "STAT"
     assert (record["PatientName"], record["PatientID"], record["PatientSex"]) == (

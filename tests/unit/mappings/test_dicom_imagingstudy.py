@@ -64,7 +64,7 @@ def test_imaging_study_carries_uid_subject_series_and_counts() -> None:
     assert study["numberOfSeries"] == 2
     assert study["numberOfInstances"] == 2
     assert [m["code"] for m in study["modality"]] == ["SR", "CT"]
-    assert study["referrer"] == {"display": "House Gregory"}
+    assert study["referrer"] == {"display": "Gregory House"}  # PN read as a name
     assert study["procedureCode"] == [
         {
             "coding": [
