@@ -22,7 +22,6 @@ from pydicom.uid import generate_uid
 
 from fhir_server.errors import FhirError
 from imaging.parse import Limits, parse
-from mappings.dicom.imagingstudy import RECONCILIATION
 from medbridge.embedded_mongo import EmbeddedMongo
 from profiles.validator import validate
 from tests.integration.test_dicomweb_fhir_link import eventually, stow
@@ -33,6 +32,7 @@ from tests.support.servers import RunningServer, start_server
 
 HOSP = "https://medbridge.example.org/hl7v2/authority/HOSP"
 CLINIC = "https://medbridge.example.org/hl7v2/authority/CLINIC"
+RECONCILIATION = "https://medbridge.example.org/fhir/CodeSystem/imaging-reconciliation"
 ANONYMOUS = "https://medbridge.example.org/dicom/anonymous-study-patient"
 STEP = "ScheduledProcedureStepSequence[0]"
 CHARSETS = Path(pydicom.data.__file__).parent / "charset_files"
