@@ -32,6 +32,10 @@ class IssuerNotes:
         self.default_issuer = default_issuer or None
         self.notes: AsyncCollection[dict[str, Any]] = repository.db[ISSUERS]
         self._noted: set[str] = set()
+        # whether any study may have a note: unknown until read once, then kept up to date
+        # by note() (the DIMSE door writing notes runs in this process), so a site without
+        # per-AE issuers pays no read per study
+        self._any_notes: bool | None = None
 
     def study_to_note(self, data: bytes, issuer: str | None) -> str | None:
         """The StudyInstanceUID of a Part 10 instance from an AE whose issuer is `issuer`,
@@ -53,15 +57,19 @@ class IssuerNotes:
         if len(self._noted) > CACHE_LIMIT:
             self._noted.clear()
         self._noted.add(study)
+        self._any_notes = True
 
     async def issuer(self, study: dict[str, Any]) -> str | None:
         """The issuer of a study row's PatientID: header, else noted, else the default."""
         header = str(study.get("IssuerOfPatientID") or "").strip()
         if header:
             return header
-        noted = await self.notes.find_one({"_id": study["_id"]})
-        if noted and noted.get("issuer"):
-            return str(noted["issuer"])
+        if self._any_notes is None:
+            self._any_notes = await self.notes.find_one({}, {"_id": 1}) is not None
+        if self._any_notes:
+            noted = await self.notes.find_one({"_id": study["_id"]})
+            if noted and noted.get("issuer"):
+                return str(noted["issuer"])
         return self.default_issuer
 
 
