@@ -20,6 +20,7 @@ from hl7_bridge.service import BridgeOptions, start_listener
 from imaging.dimse.config import DimseConfig, load_peers
 from imaging.dimse.service import start_dimse
 from imaging.services import build_imaging, object_store
+from mappings.dicom.imagingstudy import use_site_authorities
 from medbridge import __version__
 from medbridge.app import DICOMWEB_BASE, FHIR_BASE, FhirFirst, build_app, mount_dicomweb
 from medbridge.embedded_mongo import EmbeddedMongo
@@ -73,6 +74,7 @@ async def _serve(settings: Settings, uri: str) -> None:
         readiness.ready("mllp")
         app = build_app(router, readiness, settings.max_body_bytes)
         public_base = [settings.public_base_url or f"http://{settings.host}:{settings.http_port}"]
+        use_site_authorities(settings.hl7_authorities)  # one issuer -> system table
         imaging = build_imaging(
             repository, router,
             object_store(settings.objects_dir, settings.s3_bucket, settings.s3_endpoint_url,

@@ -10,9 +10,12 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mappings.hl7v2.tables import load_tables
 
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 ACCESSION_TYPE = {
@@ -45,15 +48,24 @@ def _table(name: str) -> dict[str, Any]:
     return loaded
 
 
+_SITE_AUTHORITIES: list[Path] = []  # the site's MEDBRIDGE_HL7_AUTHORITIES file, if any
+
+
+def use_site_authorities(path: Path | None) -> None:
+    """Read the site's assigning-authority file too (the composition root calls this), so
+    an issuer the HL7 side maps to a site system (an OID) names that system here too."""
+    _SITE_AUTHORITIES[:] = [path] if path is not None else []
+    _issuers.cache_clear()
+
+
 @cache
 def _issuers() -> dict[str, Any]:
-    """This package's issuer table over the HL7 bridge's assigning-authority table."""
+    """This package's issuer table over the HL7 bridge's assigning-authority table
+    (shipped, plus the site's file)."""
     merged: dict[str, Any] = dict(_table("patient_identifiers.yaml"))
-    hl7 = resources.files("mappings") / "hl7v2" / "tables" / "identifier_systems.yaml"
-    if hl7.is_file():
-        shared = yaml.safe_load(hl7.read_text(encoding="utf-8")) or {}
-        merged["authorities"] = {**shared.get("authorities", {}), **merged["authorities"]}
-        merged["default"] = shared.get("default", merged["default"])
+    hl7 = load_tables(_SITE_AUTHORITIES[0] if _SITE_AUTHORITIES else None)
+    merged["authorities"] = {**hl7.authorities, **merged["authorities"]}
+    merged["default"] = hl7.default_system
     return merged
 
 

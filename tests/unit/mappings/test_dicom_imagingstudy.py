@@ -19,6 +19,7 @@ from mappings.dicom.imagingstudy import (
     issuer_of,
     patient_from_header,
     patient_identifier,
+    use_site_authorities,
 )
 from profiles.validator import validate
 
@@ -182,3 +183,16 @@ def test_reconciliation_tags_on_the_study() -> None:
         "display": "PatientID of the header is not an identifier of the order's patient",
     }]  # fmt: skip
     assert validate(study) == []
+
+
+def test_site_authorities_name_the_same_system_on_both_sides(tmp_path: Path) -> None:
+    site = tmp_path / "authorities.yaml"
+    site.write_text('authorities:\n  HOSP: "urn:oid:1.2.826.0.1.3680043.9.7777"\n')
+    try:
+        use_site_authorities(site)
+        identifier = patient_identifier("MRN5005", "HOSP")
+        assert identifier == {"system": "urn:oid:1.2.826.0.1.3680043.9.7777", "value": "MRN5005"}
+        assert issuer_of(identifier["system"]) == "HOSP"  # the worklist answers HOSP
+    finally:
+        use_site_authorities(None)
+    assert patient_identifier("MRN5005", "HOSP")["system"].endswith("/authority/HOSP")
