@@ -40,14 +40,19 @@ CHARSETS = Path(pydicom.data.__file__).parent / "charset_files"
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo) -> Iterator[RunningServer]:
-    """A server with the modality's issuer in the peers table and a default issuer."""
+    """A server with the modality's issuer in the peers table, a default issuer, and the
+    HIS's bare MRNs under the authority HOSP."""
     data_dir = tmp_path_factory.mktemp("identity")
     peers = data_dir / "peers.yaml"
     peers.write_text("peers:\n  - {ae_title: MODALITY, issuer: HOSP}\n", encoding="utf-8")
-    running = start_server(
-        data_dir, store.uri,
-        env={"MEDBRIDGE_DICOM_PEERS_FILE": str(peers), "MEDBRIDGE_DICOM_DEFAULT_ISSUER": "CLINIC"},
-    )  # fmt: skip
+    authorities = data_dir / "authorities.yaml"
+    authorities.write_text("senders:\n  HIS-HOSP: HOSP\n", encoding="utf-8")
+    env = {
+        "MEDBRIDGE_DICOM_PEERS_FILE": str(peers),
+        "MEDBRIDGE_DICOM_DEFAULT_ISSUER": "CLINIC",
+        "MEDBRIDGE_HL7_AUTHORITIES": str(authorities),
+    }
+    running = start_server(data_dir, store.uri, env=env)
     yield running
     running.stop()
 
@@ -268,3 +273,22 @@ def test_every_decodable_character_set_sample_gets_an_imaging_study(
         assert validate(patient) == [], name
         assert patient["identifier"] == [{"system": CLINIC, "value": str(header.PatientID)}]
         assert patient["name"][0]["text"], name
+
+
+def test_bare_mrn_of_a_sender_with_a_default_authority_is_the_same_patient(
+    site: RunningServer, client: httpx.Client, unique: str
+) -> None:
+    """The HIS sends PID-3 without CX-4, the RIS with `^^^HOSP`: one Patient."""
+    mrn = f"MRN{unique[:8]}"
+    adt = (
+        f"MSH|^~\\&|HIS|HOSP|MEDBRIDGE|MB|20261206070000||ADT^A04^ADT_A01|A{unique[:12]}|P|2.5.1\r"
+        f"EVN|A04|20261206070000\rPID|1||{mrn}||Doe^John||19700101|M\r"
+    )
+    [ack] = asyncio.run(send(site, adt))
+    assert msa(ack)[1] == "AA"
+    [registered] = patients_with(client, mrn)
+    assert registered["identifier"] == [{"system": HOSP, "value": mrn}]
+    [ack] = asyncio.run(send(site, omi(unique, mrn)))
+    assert msa(ack)[1] == "AA"
+    assert [p["id"] for p in patients_with(client, mrn)] == [registered["id"]]
+    assert order_for(client, unique)["subject"]["reference"] == f"Patient/{registered['id']}"
