@@ -36,9 +36,9 @@ def _has_identifier(patient: dict[str, Any], value: str, issuer: str | None) -> 
 
 
 def _same_person(person_name: str, patient: dict[str, Any]) -> bool:
-    """A header without a name agrees with anyone; otherwise family and first given name
-    (case- and accent-tolerant only in case) must agree with one of the patient's names,
-    in any of the PN's groups (alphabetic, ideographic, phonetic)."""
+    """A header without a name agrees with anyone; otherwise the family and first given
+    names of one of the PN's groups (alphabetic, ideographic, phonetic) must agree, case
+    aside, with one of the patient's names (modalities often send upper case)."""
     groups = [human_name(group) for group in person_name.split("=")]
     named = [g for g in groups if g]
     if not named:
