@@ -1,7 +1,10 @@
 """Keep one ImagingStudy per stored study in step, written through the FHIR router.
 
-The patient is matched by PatientID + IssuerOfPatientID (created from the header when
-unknown); orders are matched by accession number whichever arrives first: a study
+A study whose accession number matches an order belongs to the order's patient (what
+the header says otherwise is a meta.tag, see mappings.dicom.reconcile); any other study's
+patient is matched by PatientID + issuer (the header's IssuerOfPatientID, else the
+calling AE title's or the default issuer, see imaging.issuers), created from the header
+when unknown. Orders are matched by accession number whichever arrives first: a study
 arriving for an existing ServiceRequest gets `basedOn` and completes the order, and a
 ServiceRequest written later re-links its waiting studies through `on_fhir_write`, a
 notification hook on the FHIR pipeline's audit stage.
@@ -25,13 +28,18 @@ from fhir_server.failures import log_failure
 from fhir_server.pipeline import Exchange
 from fhir_server.router import FhirRouter
 from imaging.index import DicomIndex
+from imaging.issuers import IssuerNotes
 from mappings.dicom.dose import dose_observation
 from mappings.dicom.imagingstudy import (
+    RECONCILIATION,
     StudyLinks,
+    anonymous_identifier,
     imaging_study,
     patient_from_header,
     patient_identifier,
 )
+from mappings.dicom.reconcile import mismatches
+from mappings.dicom.worklist_identifiers import WORKLIST_SYSTEMS
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +49,26 @@ OWN_DOORS = (Door.DICOMWEB, Door.DIMSE)
 QUIET, MAX_DELAY = 0.3, 5.0  # seconds: settle time after the last news, and its bound
 
 
+# untyped order identifiers that are never an accession number: the study UID and the
+# worklist's RequestedProcedureID / ScheduledProcedureStepID (mappings/hl7v2 segments.yaml)
+NOT_ACCESSIONS = frozenset({"urn:dicom:uid", *WORKLIST_SYSTEMS})
+
+
 class LinkError(Exception):
     """The FHIR side refused a write the link needed."""
 
 
 class StudyLinker:
     def __init__(
-        self, router: FhirRouter, index: DicomIndex, dicomweb_base: Callable[[], str]
+        self,
+        router: FhirRouter,
+        index: DicomIndex,
+        dicomweb_base: Callable[[], str],
+        issuers: IssuerNotes | None = None,
     ) -> None:
         self.router = router
         self.index = index
+        self.issuers = issuers or IssuerNotes(index.repository)
         self.dicomweb_base = dicomweb_base
         self._locks: dict[str, asyncio.Lock] = {}
         self._endpoint: str | None = None
@@ -113,12 +131,13 @@ class StudyLinker:
         study_doc, series = await self.index.study_tree(study)
         if study_doc is None:
             return None
-        patient = await self._patient(study_doc)
         orders = await self._orders(str(study_doc.get("AccessionNumber", "")))
+        patient, tags = await self._subject(study_doc, orders)
         links = StudyLinks(
             patient=patient,
             endpoint=await self._endpoint_reference(),
             based_on=[f"ServiceRequest/{order['id']}" for order in orders],
+            tags=tags,
         )
         resource = imaging_study(study_doc, series, links)
         resource["id"] = study  # a UID is a valid FHIR id: one ImagingStudy per study, race-free
@@ -154,14 +173,32 @@ class StudyLinker:
         if status not in (200, 201):
             raise LinkError(f"dose Observation write answered {status}: {_diagnostics(answer)}")
 
-    async def _patient(self, study: dict[str, Any]) -> str:
-        patient_id = str(study.get("PatientID", "")) or f"study-{study['_id']}"
-        identifier = patient_identifier(patient_id, study.get("IssuerOfPatientID"))
+    async def _subject(
+        self, study: dict[str, Any], orders: list[dict[str, Any]]
+    ) -> tuple[str, list[str]]:
+        """The study's Patient reference and its RECONCILIATION tags: the order's patient
+        when an order names one, else the header's (found or created)."""
+        issuer = await self.issuers.issuer(study)
+        for order in orders:
+            reference = str(order.get("subject", {}).get("reference", ""))
+            if not reference.startswith("Patient/"):
+                continue
+            status, patient = await self._fhir("GET", reference)
+            if status == 200 and isinstance(patient, dict):
+                return reference, mismatches(study, issuer, patient)
+        return await self._patient(study, issuer), []
+
+    async def _patient(self, study: dict[str, Any], issuer: str | None) -> str:
+        patient_id = str(study.get("PatientID") or "").strip()
+        if patient_id:
+            identifier = patient_identifier(patient_id, issuer)
+        else:  # the header names nobody: a Patient of this study (docs/dicom.md)
+            identifier = anonymous_identifier(str(study["_id"]))
         criteria = f"{identifier['system']}|{identifier['value']}"
         found = await self._search("Patient", [("identifier", criteria)])
         if found:
             return f"Patient/{found[0]['id']}"
-        body = patient_from_header({**study, "PatientID": patient_id})
+        body = patient_from_header(study, identifier)
         headers = {"if-none-exist": f"identifier={criteria}"}
         status, created = await self._fhir("POST", "Patient", body=body, headers=headers)
         if status not in (200, 201) or not isinstance(created, dict) or "id" not in created:
@@ -267,7 +304,18 @@ class StudyLinker:
 def _same(current: Any, wanted: dict[str, Any]) -> bool:
     if not isinstance(current, dict):
         return False
-    return {k: v for k, v in current.items() if k != "meta"} == wanted
+    if _tags(current) != _tags(wanted):
+        return False
+    return {k: v for k, v in current.items() if k != "meta"} == {
+        k: v for k, v in wanted.items() if k != "meta"
+    }
+
+
+def _tags(resource: dict[str, Any]) -> list[Any]:
+    """The RECONCILIATION tags: a study whose header came to agree with its order (or
+    stopped agreeing) is rewritten for them alone."""
+    tags = resource.get("meta", {}).get("tag", [])
+    return [t for t in tags if isinstance(t, dict) and t.get("system") == RECONCILIATION]
 
 
 def _has_accession(order: dict[str, Any], accession: str) -> bool:
@@ -278,7 +326,7 @@ def _accessions(order: dict[str, Any]) -> list[str]:
     """Identifier values typed ACSN, or untyped (other than a DICOM UID)."""
     found = []
     for identifier in order.get("identifier", []):
-        if not isinstance(identifier, dict) or identifier.get("system") == "urn:dicom:uid":
+        if not isinstance(identifier, dict) or identifier.get("system") in NOT_ACCESSIONS:
             continue
         codes = [c.get("code") for c in identifier.get("type", {}).get("coding", [])]
         value = identifier.get("value")

@@ -23,6 +23,7 @@ from imaging.dicomweb.endpoint import DicomwebService
 from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestPolicy
+from imaging.issuers import IssuerNotes
 from imaging.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 from imaging.parse import Limits, metadata_of
 from imaging.parse_pool import Parser, default_workers
@@ -91,6 +92,7 @@ def build_imaging(
     max_instance_bytes: int = 512 * 1024 * 1024,
     parse_workers: int | None = None,
     budget: Budget | None = None,
+    default_issuer: str | None = None,
 ) -> Imaging:
     budget = budget or Budget()
     store = LocalObjectStore(objects) if isinstance(objects, Path) else objects
@@ -100,7 +102,7 @@ def build_imaging(
     limits = Limits(max_instance_bytes=max_instance_bytes, max_inflated_bytes=max_instance_bytes)
     workers = default_workers() if parse_workers is None else parse_workers
     ingestor = Ingestor(store, index, IngestPolicy(limits, replace_different), Parser(workers))
-    linker = StudyLinker(router, index, dicomweb_url)
+    linker = StudyLinker(router, index, dicomweb_url, IssuerNotes(repository, default_issuer))
     # orders that arrive after their study: the FHIR pipeline tells the linker
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")
     dicomweb = DicomwebService(

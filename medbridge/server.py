@@ -23,6 +23,7 @@ from hl7_bridge.service import BridgeOptions, start_listener
 from imaging.dimse.config import DimseConfig, load_peers
 from imaging.dimse.service import start_dimse
 from imaging.services import build_imaging, object_store
+from mappings.dicom.imagingstudy import use_site_authorities
 from medbridge import __version__
 from medbridge.admin import AdminApi
 from medbridge.app import (
@@ -78,6 +79,7 @@ async def _serve(settings: Settings, uri: str) -> None:
         readiness.ready("mllp")
         app = build_app(router, readiness, settings.max_body_bytes)
         public_base = [settings.public_base_url or f"http://{settings.host}:{settings.http_port}"]
+        use_site_authorities(settings.hl7_authorities)  # one issuer -> system table
         imaging = build_imaging(
             repository, router,
             object_store(settings.objects_dir, settings.s3_bucket, settings.s3_endpoint_url,
@@ -85,7 +87,7 @@ async def _serve(settings: Settings, uri: str) -> None:
             DICOMWEB_BASE,
             lambda: public_base[0] + DICOMWEB_BASE,
             settings.dicom_replace_different, settings.dicom_max_instance_bytes,
-            budget=settings.budget(),
+            budget=settings.budget(), default_issuer=settings.dicom_default_issuer,
         )  # fmt: skip
         await imaging.start()
         stack.push_async_callback(imaging.stop)
@@ -179,4 +181,5 @@ def _dimse_config(settings: Settings) -> DimseConfig:
         acse_timeout=settings.dicom_acse_timeout,
         dimse_timeout=settings.dicom_dimse_timeout,
         network_timeout=settings.dicom_network_timeout,
+        default_issuer=settings.dicom_default_issuer,
     )

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     dicom_acse_timeout: float = Field(30.0, gt=0)
     dicom_dimse_timeout: float = Field(60.0, gt=0)
     dicom_network_timeout: float = Field(60.0, gt=0)
+    dicom_default_issuer: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="IssuerOfPatientID assumed for instances without one (STOW-RS, imports, "
+        "C-STORE from AE titles without an `issuer` in the peers table)",
+    )
 
     # The work budget of one request (access/budget.py, docs/limits.md)
     limit_string_bytes: int = Field(1024 * 1024, gt=0, description="one FHIR string (R4: 1 MB)")

@@ -35,7 +35,7 @@ from imaging.dimse.status import (
 )
 from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
-from imaging.ingest import Ingestor
+from imaging.ingest import Ingestor, IngestOutcome
 from imaging.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -94,13 +94,33 @@ class Handlers:
             # the Part 10 bytes exactly as received: no decoding, no transcoding
             data = part10(event)
             source = f"dimse:{calling_ae(event)}"
-            ingestor = self.archive.ingestor
-            outcome = self._through("C-STORE", event, lambda: ingestor.ingest(data, source))
+            issuer, study = self._issuer_to_note(event, data)
+            outcome = self._through(
+                "C-STORE", event, lambda: self._store(data, source, study, issuer)
+            )
             answer.status = outcome.status
             if not outcome.ok:
                 log.info("C-STORE failed: %s", outcome.code)
                 return _status(outcome.status, outcome.reason)
         return answer.status
+
+    def _issuer_to_note(self, event: Event, data: bytes) -> tuple[str | None, str | None]:
+        """The calling AE's issuer and the study it must be noted for (imaging.issuers);
+        the header is read here, on the association's thread, and only for such AEs."""
+        issuer = self.config.issuer(calling_ae(event))
+        linker = self.archive.linker
+        if linker is None or issuer is None:
+            return None, None
+        return issuer, linker.issuers.study_to_note(data, issuer)
+
+    async def _store(
+        self, data: bytes, source: str, study: str | None, issuer: str | None
+    ) -> IngestOutcome:
+        """Note the issuer first, so the ImagingStudy upkeep never meets the study
+        without it; then the one ingest path."""
+        if study and issuer and self.archive.linker is not None:
+            await self.archive.linker.issuers.note(study, issuer)
+        return await self.archive.ingestor.ingest(data, source)
 
     def on_released(self, event: Event) -> None:
         """After an association: let the ImagingStudy upkeep catch up on what arrived."""

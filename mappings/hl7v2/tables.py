@@ -22,6 +22,17 @@ class Tables:
     unassigned_system: str  # pattern without authority: {sender} {kind}
     # senders ("MSH-3" or "MSH-3^MSH-4") -> order-number domain (reports.py)
     order_domains: dict[str, str] = field(default_factory=dict)
+    # sender (MSH-3-MSH-4, MSH-4 or MSH-3) -> assigning authority of its PID-3 / MRG-1
+    # identifiers that name none (the HL7 side of the default IssuerOfPatientID)
+    sender_issuers: dict[str, str] = field(default_factory=dict)
+
+    def sender_issuer(self, application: str, facility: str) -> str | None:
+        """The default assigning authority of a sender's patient identifiers, if any."""
+        joined = "-".join(p for p in (application, facility) if p)
+        for key in (joined, facility, application):
+            if key and key in self.sender_issuers:
+                return self.sender_issuers[key]
+        return None
 
     def code(self, table: str, value: str) -> str | None:
         return self.codes.get(table, {}).get(value.upper()) if value else None
@@ -57,14 +68,20 @@ def default_tables() -> Tables:
 
 
 def load_tables(authorities_file: Path | None, order_domains: str = "") -> Tables:
-    """The shipped tables; `authorities_file` (YAML) adds or overrides assigning authorities,
+    """The shipped tables; `authorities_file` (YAML) adds or overrides assigning authorities
+    (`authorities:`, or the mapping itself) and senders' default authorities (`senders:`);
     `order_domains` (`NAME=SENDER,SENDER;...`) names senders sharing order numbers."""
     codes: dict[str, Any] = _read("codes.yaml")
     identifiers: dict[str, Any] = _read("identifier_systems.yaml")
     authorities = dict(identifiers["authorities"])
+    senders = dict(identifiers.get("senders") or {})
     if authorities_file is not None:
         extra: dict[str, Any] = yaml.safe_load(authorities_file.read_text("utf-8")) or {}
-        authorities.update(extra.get("authorities") or extra)
+        senders.update(extra.get("senders") or {})
+        if "authorities" in extra or "senders" in extra:
+            authorities.update(extra.get("authorities") or {})
+        else:
+            authorities.update(extra)
     return Tables(
         codes={
             name: {str(k).upper(): str(v) for k, v in t.items()}
@@ -76,6 +93,7 @@ def load_tables(authorities_file: Path | None, order_domains: str = "") -> Table
         default_system=identifiers["default"],
         unassigned_system=identifiers["unassigned"],
         order_domains=parse_order_domains(order_domains),
+        sender_issuers={str(k): str(v) for k, v in senders.items()},
     )
 
 

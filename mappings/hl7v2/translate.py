@@ -19,7 +19,13 @@ from typing import Literal
 from mappings.hl7v2.datatypes import CONVERTERS, V2_0203, Context, Element, cwe, offset_of
 from mappings.hl7v2.engine import build
 from mappings.hl7v2.errors import MappingError
-from mappings.hl7v2.message import Segment, V2Message, component_of, segment_location
+from mappings.hl7v2.message import (
+    Repetition,
+    Segment,
+    V2Message,
+    component_of,
+    segment_location,
+)
 from mappings.hl7v2.reports import (
     DICOM_UID,
     Document,
@@ -161,6 +167,7 @@ def _patient(message: V2Message, context: Context, translation: Translation) -> 
     if pd1 is not None:
         segments["PD1"] = pd1
     patient = build("Patient", segments, context)
+    patient["identifier"] = _sender_issued(pid.field(3), message, context) or patient["identifier"]
     criteria = identifier_criteria(patient["identifier"])
     _side(context, translation)
     translation.actions.append(Upsert(patient, criteria, segment_location(pid, 3)))
@@ -198,6 +205,26 @@ def _encounter(
     return {"reference": f"Encounter?{criteria}"}
 
 
+def _sender_issued(
+    repetitions: list[Repetition], message: V2Message, context: Context
+) -> list[Element]:
+    """Patient identifiers (CX) with the sender's default assigning authority where CX-4
+    names none (tables `senders`); empty when the sender has no default authority."""
+    header = message.header
+    issuer = context.tables.sender_issuer(header.sending_application, header.sending_facility)
+    if issuer is None:
+        return []
+    identifiers = []
+    for rep in repetitions:
+        identifier = CONVERTERS["CX"](rep, context)
+        if identifier is None:
+            continue
+        if not (len(rep) > 3 and any(rep[3])):
+            identifier["system"] = context.tables.system_for(issuer, "", "", context.sender, "")
+        identifiers.append(identifier)
+    return identifiers
+
+
 def _patient_reference(translation: Translation) -> Element:
     for action in translation.actions:
         if isinstance(action, Upsert) and action.resource["resourceType"] == "Patient":
@@ -233,7 +260,9 @@ def adt_merge(message: V2Message, context: Context, translation: Translation) ->
     if mrg is None:
         raise MappingError("100", "ADT^A40 needs an MRG segment", "MRG")
     converter = CONVERTERS["CX"]
-    merged = [i for i in (converter(rep, context) for rep in mrg.field(1)) if i is not None]
+    merged = _sender_issued(mrg.field(1), message, context) or [
+        i for i in (converter(rep, context) for rep in mrg.field(1)) if i is not None
+    ]
     if not merged:
         raise MappingError("101", "MRG-1 prior patient identifier is required", "MRG^1^1")
     translation.actions.append(
