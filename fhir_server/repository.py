@@ -41,6 +41,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ClientBulkWriteException, DuplicateKeyError
 
+from fhir_server.body import dumps
 from fhir_server.errors import FhirError
 from fhir_server.group_commit import GroupCommit, Write
 from fhir_server.group_commit import insert as _insert
@@ -408,7 +409,7 @@ class Repository:
         meta["versionId"] = str(version)
         meta["lastUpdated"] = instant(last_updated_ms)
         resource["meta"] = meta
-        raw = orjson.dumps(resource)
+        raw = dumps(resource)  # decimals as sent (fhir_server/body.py)
         stored = Stored(
             resource["resourceType"], resource_id, version, last_updated_ms, raw, method
         )

@@ -21,11 +21,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from fhir_server.body import dumps
 from fhir_server.bundle import bundle
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.exchange import FhirRequest, FhirResponse
-from fhir_server.interactions.common import parse_body, parse_http_date
+from fhir_server.interactions.common import off_loop, parse_body, parse_http_date
 from fhir_server.pipeline import Exchange
 from fhir_server.registry import is_served
 from fhir_server.repository import instant
@@ -42,7 +43,8 @@ def bundle_handler(dispatch: Dispatch) -> Handler:
     """The BATCH/TRANSACTION handler, re-entering the router through `dispatch`."""
 
     async def handle(exchange: Exchange, services: FhirServices) -> FhirResponse:
-        document = parse_body(exchange.request)
+        request, budget = exchange.request, services.budget
+        document = await off_loop(lambda: parse_body(request, budget), len(request.body or b""))
         if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
             raise FhirError("MB-1004", "POST to the base takes a batch or transaction Bundle")
         kind = document.get("type")
@@ -53,6 +55,7 @@ def bundle_handler(dispatch: Dispatch) -> Handler:
             )
         if services.repository.in_bundle:
             raise FhirError("MB-1004", "a Bundle entry cannot itself be a batch or transaction")
+        check_distinct(entries, kind == "transaction")
         processor = _Processor(exchange, services, dispatch, entries)
         if kind == "batch":
             responses = await processor.batch()
@@ -167,7 +170,7 @@ class _Processor:
                 # a pre-assigned id: the POST becomes a create-on-update at that id
                 method, path = "PUT", self.resolved[full_url]
                 resource["id"] = path.split("/", 1)[1]
-            body = orjson.dumps(resource)
+            body = dumps(resource)
         prefer = self.exchange.request.header("prefer")
         if prefer:
             headers["prefer"] = prefer
@@ -205,6 +208,46 @@ class _Processor:
             )
         self.resolved[reference] = f"{resource_type}/{ids[0]}"
         return self.resolved[reference]
+
+
+def check_distinct(entries: list[Any], transaction: bool) -> None:
+    """Refuse two entries with one fullUrl (bdl-7) and, in a transaction, two writes of
+    one target (R4: overlapping identities in DELETE, POST, PUT make it fail)."""
+    full_urls: dict[str, int] = {}
+    targets: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        full_url = entry.get("fullUrl")
+        if isinstance(full_url, str) and full_url:
+            _distinct(full_urls, full_url, index, "have the fullUrl")
+        request = entry.get("request")
+        if not transaction or not isinstance(request, dict):
+            continue
+        method = str(request.get("method", "")).upper()
+        url = str(request.get("url", ""))
+        if method in ("PUT", "PATCH", "DELETE") and url:
+            _distinct(targets, _target_key(url), index, f"{method} the same target")
+
+
+def _distinct(seen: dict[str, int], key: str, index: int, what: str) -> None:
+    first = seen.setdefault(key, index)
+    if first != index:
+        raise FhirError(
+            "MB-1110",
+            f"Bundle.entry[{first}] and Bundle.entry[{index}] {what} {key[:200]}",
+            expression=f"Bundle.entry[{index}]",
+        )
+
+
+def _target_key(url: str) -> str:
+    """`/Patient/x`, `Patient/x/`, `http://base/Patient/x` -> `Patient/x`; a conditional
+    URL stays itself (its resolved identity is known only when it runs)."""
+    split = urlsplit(url)
+    if split.query:
+        return f"{split.path.strip('/')}?{split.query}"
+    parts = [p for p in split.path.split("/") if p]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else "/".join(parts)
 
 
 def _writes_blind(entry: Any) -> bool:
