@@ -318,7 +318,10 @@ def test_overlapping_transaction_entries_are_refused(client: httpx.Client, shape
     before = versions_stored(client)
     unique = uuid.uuid4().hex
     target = f"Patient/{unique[:20]}"
-    put = {"request": {"method": "PUT", "url": target}, "resource": {**patient(unique), "id": unique[:20]}}
+    put = {
+        "request": {"method": "PUT", "url": target},
+        "resource": {**patient(unique), "id": unique[:20]},
+    }
     entries = {
         "two PUTs": [put, put],
         "DELETE and PUT": [put, {"request": {"method": "DELETE", "url": f"/{target}"}}],
