@@ -62,6 +62,7 @@ def rss_mb(server: RunningServer) -> float:
 
 def assert_memory_returned(server: RunningServer, baseline: float) -> None:
     now = rss_mb(server)
+    print(f"server RSS {now:.0f} MB ({baseline:.0f} MB at start)")  # shown with -s
     assert now < baseline + RSS_HEADROOM_MB, f"RSS {now:.0f} MB, {baseline:.0f} MB at start"
 
 
