@@ -110,10 +110,12 @@ def test_transaction_targets_and_full_urls_must_be_distinct() -> None:
     put = {"request": {"method": "PUT", "url": "Patient/a"}}
     check_distinct([put, {"request": {"method": "PUT", "url": "Patient/b"}}], transaction=True)
     check_distinct([put, put], transaction=False)  # a batch may write one target twice
+    patch = {"request": {"method": "PATCH", "url": "Patient/a"}}
+    check_distinct([put, patch], transaction=True)  # R4 names DELETE, POST, PUT only
     for second in (
         put,
         {"request": {"method": "DELETE", "url": "/Patient/a/"}},
-        {"request": {"method": "PATCH", "url": "http://example.org/fhir/Patient/a"}},
+        {"request": {"method": "PUT", "url": "http://example.org/fhir/Patient/a"}},
     ):
         with pytest.raises(FhirError) as caught:
             check_distinct([put, second], transaction=True)
