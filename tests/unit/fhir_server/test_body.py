@@ -9,6 +9,7 @@ import pytest
 from access.budget import Budget
 from fhir_server.body import dumps, loads, loads_stored
 from fhir_server.errors import FhirError
+from medbridge.settings import Settings
 
 SMALL = Budget(max_string_bytes=16, max_json_depth=4, max_list_items=3, max_bundle_entries=2)
 
@@ -93,3 +94,8 @@ def test_lists_nesting_and_bundle_entries_are_capped() -> None:
 @pytest.mark.parametrize("body", [b"[NaN]", b"[Infinity]", b"{", b"\xff", b'{"a":1}x'])
 def test_what_is_not_json_is_a_400(body: bytes) -> None:
     assert refusal(body).code == "MB-1005"
+
+
+def test_the_list_cap_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDBRIDGE_LIMIT_LIST_ITEMS", "7")
+    assert Settings().budget().max_list_items == 7
