@@ -26,7 +26,7 @@ def refusal(body: bytes, budget: Budget = SMALL) -> FhirError:
 def test_numbers_are_written_back_as_sent(text: str) -> None:
     body = f'{{"value":{text}}}'.encode()
     parsed = loads(body, Budget())
-    assert dumps(parsed).decode().lower() == body.decode().lower().replace("e+2", "e+2")
+    assert dumps(parsed).decode().lower() == body.decode().lower()  # 1e-7 is written 1E-7
 
 
 def test_integers_beyond_64_bits_are_kept_as_their_digits() -> None:
