@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     limit_string_bytes: int = Field(1024 * 1024, gt=0, description="one FHIR string (R4: 1 MB)")
     limit_resource_bytes: int = Field(12 * 1024 * 1024, gt=0, description="one FHIR resource")
     limit_json_depth: int = Field(64, gt=0, description="nesting of a JSON body")
+    limit_list_items: int = Field(10_000, gt=0, description="items of one JSON array in a body")
     limit_bundle_entries: int = Field(2_000, gt=0, description="entries of a batch/transaction")
     limit_patch_operations: int = Field(1_000, gt=0, description="operations of a JSON Patch")
     limit_search_values: int = Field(1_000, gt=0, description="comma-separated values")
@@ -105,6 +106,7 @@ class Settings(BaseSettings):
             max_string_bytes=self.limit_string_bytes,
             max_resource_bytes=self.limit_resource_bytes,
             max_json_depth=self.limit_json_depth,
+            max_list_items=self.limit_list_items,
             max_bundle_entries=self.limit_bundle_entries,
             max_patch_operations=self.limit_patch_operations,
             max_search_values=self.limit_search_values,
