@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 from pynetdicom.presentation import build_context
 
+from access.budget import Budget
 from fhir_server.context import Actor, Door, RequestContext
 from fhir_server.errors import FhirError
 from imaging.dimse import query, retrieve, worklist
@@ -54,6 +55,7 @@ class Archive:
     worklist: worklist.Worklist | None = None
     linker: StudyLinker | None = None
     door: DimseDoor = field(default_factory=DimseDoor)  # the pipeline every service passes
+    budget: Budget = field(default_factory=Budget)  # wildcard lengths and other caps
 
 
 def calling_ae(event: Event) -> str:
@@ -119,7 +121,9 @@ class Handlers:
             return
         rows: list[dict[str, Any]] | None = None
         with attempt("C-FIND", UNABLE_TO_PROCESS) as answer:
-            parsed = query.parse_identifier(event.identifier, _model(event))
+            parsed = query.parse_identifier(
+                event.identifier, _model(event), self.archive.budget.max_wildcard_chars
+            )
             index = self.archive.index
             rows = self._through("C-FIND", event, lambda: query.find(index, parsed))
         if rows is None:

@@ -149,7 +149,7 @@ async def start_dimse(
     bridge = LoopBridge(asyncio.get_running_loop(), config.handler_timeout)
     archive = Archive(
         imaging.ingestor, imaging.index, imaging.store, Worklist(router), imaging.linker,
-        DimseDoor(share_hooks_with=router.pipeline),
+        DimseDoor(share_hooks_with=router.pipeline), imaging.budget,
     )  # fmt: skip
     service = DimseService(config, bridge, archive)
     await asyncio.to_thread(service.start, host, port)
