@@ -23,6 +23,7 @@ from imaging.dimse import query, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
 from imaging.dimse.door import DimseDoor
+from imaging.dimse.matching import check_wildcards
 from imaging.dimse.part10 import part10
 from imaging.dimse.sop_classes import PATIENT_ROOT, ModalityWorklistFind, Verification
 from imaging.dimse.status import (
@@ -139,6 +140,7 @@ class Handlers:
             return
         records: list[worklist.Record] | None = None
         with attempt("MWL C-FIND", UNABLE_TO_PROCESS) as answer:
+            check_wildcards(event.identifier, self.archive.budget.max_wildcard_chars)
             parsed = worklist.parse_worklist(event.identifier)
             context = worklist_context(calling_ae(event))
             records = self.bridge.run(self.archive.worklist.records(parsed, context))

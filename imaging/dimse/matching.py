@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydicom.dataset import Dataset
+
 from access.budget import Budget
 from imaging.wildcard import Wildcard, compile_wildcard, has_wildcards
 
@@ -38,6 +40,17 @@ def matches(
     if "\\" in wanted:
         return value in wanted.split("\\")
     return value == wanted
+
+
+def check_wildcards(identifier: Dataset, max_wildcard_chars: int = MAX_WILDCARD_CHARS) -> None:
+    """Refuse (MB-3041) an identifier holding an over-long wildcard value, sequence
+    items included, before any record is fetched to match it against."""
+    for element in identifier:
+        if element.VR == "SQ":
+            for item in element.value or ():
+                check_wildcards(item, max_wildcard_chars)
+        elif isinstance(element.value, str) and has_wildcards(element.value):
+            _compiled(element.value.strip().upper(), max_wildcard_chars)
 
 
 @lru_cache(maxsize=256)
