@@ -15,6 +15,7 @@ from imaging.wildcard import Wildcard, compile_wildcard, has_wildcards
 
 MAX_WILDCARD_CHARS = Budget().max_wildcard_chars
 RANGE_VRS = frozenset({"DA", "TM", "DT"})
+TEXT_VRS = frozenset({"AE", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT"})
 
 
 def matches(
@@ -49,8 +50,10 @@ def check_wildcards(identifier: Dataset, max_wildcard_chars: int = MAX_WILDCARD_
         if element.VR == "SQ":
             for item in element.value or ():
                 check_wildcards(item, max_wildcard_chars)
-        elif isinstance(element.value, str) and has_wildcards(element.value):
-            _compiled(element.value.strip().upper(), max_wildcard_chars)
+        elif element.VR in TEXT_VRS and element.value is not None:
+            text = str(element.value)  # PN values are PersonName objects
+            if has_wildcards(text):
+                _compiled(text.strip().upper(), max_wildcard_chars)
 
 
 @lru_cache(maxsize=256)

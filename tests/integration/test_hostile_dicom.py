@@ -14,6 +14,7 @@ import contextlib
 import io
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +199,9 @@ def described(site: Site) -> Dataset:
     return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
 
 
-@pytest.mark.parametrize("value", [C2_VALUE, "*?" * 40 + "#", K11_VALUE, "*A" * 60 + "*#"])
+@pytest.mark.parametrize(
+    "value", [C2_VALUE, "*?" * 40 + "#", K11_VALUE, "*" + "*".join("ABCDEFGHIJK" * 5) + "*#"]
+)
 def test_c2_qido_wildcards_answer_and_compile_without_backtracking(
     site: Site, described: Dataset, value: str
 ) -> None:
@@ -241,14 +244,15 @@ def test_c2_an_over_long_wildcard_is_refused_in_each_door(site: Site) -> None:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = ""
-    identifier.PatientName = value
     worklist = Dataset()
-    worklist.PatientName = value
     worklist.ScheduledProcedureStepSequence = [Dataset()]
     for sop_class, query in ((StudyRootFind, identifier), (ModalityWorklistFind, worklist)):
         assoc = associate("MODALITY", site, sop_class)
         try:
-            answers = list(assoc.send_c_find(query, sop_class))
+            with warnings.catch_warnings():  # pydicom: "PN component over 64": the point
+                warnings.simplefilter("ignore")
+                query.PatientName = value
+                answers = list(assoc.send_c_find(query, sop_class))
         finally:
             assoc.release()
         statuses = [int(status.Status) for status, _ in answers if status]
