@@ -77,6 +77,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo) -> Iter
     try:
         with httpx.Client(base_url=f"{server.base_url}/dicomweb", timeout=120.0) as http:
             yield Site(server, http, rss_kib(server.process.pid))
+        assert "Traceback" not in server.log()  # every refusal answered, none crashed
     finally:
         server.stop()
 
