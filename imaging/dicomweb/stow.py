@@ -80,9 +80,13 @@ async def stow(
     async for part in read_parts(chunks, boundary, limits.max_instance_bytes):
         parts += 1
         if parts > budget.max_multipart_parts:
+            # the rest of the body is not read; batches already handed over finish
+            # first, so the answer is not sent while they still write
+            await asyncio.gather(*running, return_exceptions=True)
             raise FhirError(
                 "MB-3040",
-                f"at most {budget.max_multipart_parts} parts per STOW-RS request ({PARTS_LIMIT})",
+                f"at most {budget.max_multipart_parts} parts per STOW-RS request "
+                f"({PARTS_LIMIT}); batches already being stored were kept",
             )
         if part.content_type not in ACCEPTED_PART_TYPES:
             slots.append(IngestOutcome(0xC000, code="MB-3013", reason="part is not DICOM"))

@@ -82,7 +82,9 @@ class AssociationGuard:
         primitive = assoc.requestor.primitive
         calling = str(primitive.calling_ae_title).strip() if primitive is not None else ""
         known = calling in self.config.peers
-        limit = self.config.max_associations - (0 if known else self.config.reserved_associations)
+        # with no peers table nobody could use reserved slots: then none are kept
+        reserved = self.config.reserved_associations if self.config.peers else 0
+        limit = self.config.max_associations - (0 if known else reserved)
         with self.lock:
             taken = sum(1 for other in self._acceptors() if getattr(other, ADMITTED, False))
             admitted = taken < limit
@@ -94,7 +96,7 @@ class AssociationGuard:
         log.info(
             "DIMSE association refused: %d of %d slots taken (%s)",
             taken, self.config.max_associations,
-            "peers table" if known else f"{self.config.reserved_associations} kept for peers",
+            "peers table" if known else f"{reserved} kept for peers",
         )  # fmt: skip
         assoc.acse.send_reject(*LIMIT_REJECT)
         evt.trigger(assoc, evt.EVT_REJECTED, {})

@@ -310,6 +310,7 @@ def test_l8_empty_parts_are_refused_each_without_parsing_and_too_many_parts_at_a
     many = stow(site.http, [part10(ds)] + [b""] * 10_000)
     assert many.status_code == 413
     assert "MEDBRIDGE_LIMIT_MULTIPART_PARTS" in diagnostics(many)
+    assert stored_count(site.http, ds.StudyInstanceUID) == 0  # its batch never started
     assert_memory_kept(site)
 
 
