@@ -84,18 +84,31 @@ class Wildcard:
         head = self.segments[0]
         return head[: head.index("?")] if "?" in head else head
 
-    def regex(self, anchored: bool = True) -> str:
-        """A Python/PCRE pattern without backtracking between segments; `anchored`
-        False leaves the start to the caller (fuzzy name matching)."""
+    def regex(self) -> str:
+        """A Python/PCRE pattern for the whole value, without backtracking between
+        segments."""
         head, *rest = self.segments
-        text = ("^" if anchored else "") + _segment_regex(head)
+        return "(?s)^" + _segment_regex(head) + self._after_head(rest)
+
+    def component_regex(self, separators: str) -> str:
+        """The value matched from the start of any component (the start, or after one of
+        `separators`), its end open: fuzzy person-name matching. The first segment is
+        also taken at its leftmost place, atomically, so a stored value with many
+        component starts is still walked once."""
+        head, *rest = self.segments
+        start = f"(?<![^{re.escape(separators)}])"
+        open_end = rest if rest and not rest[-1] else [*rest, ""]
+        return f"(?s)^(?>.*?{start}{_segment_regex(head)})" + self._after_head(open_end)
+
+    @staticmethod
+    def _after_head(rest: list[str]) -> str:
         if not rest:
-            return "(?s)" + text + r"\Z"
+            return r"\Z"
         *middle, last = rest
-        text += "".join(f"(?>.*?{_segment_regex(segment)})" for segment in middle)
+        text = "".join(f"(?>.*?{_segment_regex(segment)})" for segment in middle)
         if last:
             text += ".*" + _segment_regex(last) + r"\Z"
-        return "(?s)" + text
+        return text
 
     def matches(self, value: str) -> bool:
         """The same answer as `regex()`, by a left-to-right walk with `str.find`."""

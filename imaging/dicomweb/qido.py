@@ -144,9 +144,9 @@ def condition(
         return keyword, int(value)
     if vr == "PN" and fuzzy and keyword in FOLDED:
         # fuzzy: case- and accent-insensitive, matching the start of any name component
-        stem = fold(value).strip("*") + "*"  # a start of a component, any end
-        pattern = compile_wildcard(stem, max_wildcard_chars).regex(anchored=False)
-        return FOLDED[keyword], {"$regex": r"(?s)(^|[\^ =])" + pattern.removeprefix("(?s)")}
+        stem = fold(value).strip("*")  # from the start of a component, any end
+        pattern = compile_wildcard(stem, max_wildcard_chars).component_regex("^ =")
+        return FOLDED[keyword], {"$regex": pattern}
     if has_wildcards(value):
         return keyword, {"$regex": compile_wildcard(value, max_wildcard_chars).regex()}
     return keyword, value

@@ -2,7 +2,7 @@
 
 The pattern is parsed with Python's own regex parser; an unbounded repeat (`*`, `+`,
 `{n,}`) may neither hold another repeat (nested) nor follow another one with no
-literal character between them (adjacent: `.*.*`, `.*?.*`), the two shapes that give
+character matched between them (adjacent: `.*.*`, `.*?.*`), the two shapes that give
 the engine exponentially many ways to try. And at most one unbounded repeat may give
 characters back: `^.*A.*B.*C` has literals between its repeats, yet on a miss tries
 every place of A times every place of B ... (polynomial of the wildcards' count);
@@ -17,6 +17,8 @@ from typing import Any
 
 REPEATS = {constants.MAX_REPEAT, constants.MIN_REPEAT, constants.POSSESSIVE_REPEAT}
 GROUPS = {constants.SUBPATTERN, constants.ATOMIC_GROUP}
+# items that take exactly one character: between two repeats they keep them apart
+CONSUMING = {constants.LITERAL, constants.NOT_LITERAL, constants.ANY, constants.IN}
 
 
 def _flat(items: Any, atomic: bool = False) -> list[tuple[Any, Any, bool]]:
@@ -61,7 +63,7 @@ def problems(pattern: str) -> list[str]:
                 found.append("adjacent unbounded repeats")
             since_literal = True
             giving_back += not atomic and op != constants.POSSESSIVE_REPEAT
-        elif op == constants.LITERAL:
+        elif op in CONSUMING:
             since_literal = False
     if giving_back > 1:
         found.append(f"{giving_back} unbounded repeats that give characters back")

@@ -44,7 +44,7 @@ def test_matching_rules(keyword: str, value: str, expected: tuple[str, object]) 
 def test_fuzzy_person_names_fold_case_and_accents() -> None:
     field, cond = condition(Match("PatientName", "ŠIMK*"), fuzzy=True)
     assert field == "_pn"
-    assert cond == {"$regex": "(?s)(^|[\\^ =])simk"}
+    assert cond == {"$regex": "(?s)^(?>.*?(?<![^\\^\\ =])simk)"}
 
 
 @pytest.mark.parametrize(

@@ -30,13 +30,24 @@ def reference(wanted: str, value: str) -> bool:
     return re.fullmatch(text, value, re.DOTALL) is not None
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(patterns, values)
 def test_compiled_forms_agree_with_the_reference(wanted: str, value: str) -> None:
     compiled = compile_wildcard(wanted, 256)
     expected = reference(wanted, value)
     assert compiled.matches(value) is expected
     assert (re.search(compiled.regex(), value) is not None) is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(patterns, values)
+def test_component_matching_agrees_with_the_plain_form(wanted: str, value: str) -> None:
+    """Fuzzy names: from the start of any component (after `^`, space or `=`), any end."""
+    stem = wanted.strip("*")
+    text = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in stem)
+    expected = re.search(r"(^|[\^ =])" + text, value, re.DOTALL) is not None
+    compiled = compile_wildcard(stem, 256).component_regex("^ =")
+    assert (re.search(compiled, value) is not None) is expected
 
 
 @settings(max_examples=300, deadline=None)
