@@ -72,6 +72,8 @@ class AssociationGuard:
     def on_open(self, event: Event) -> None:
         """A new connection: a short wait for its A-ASSOCIATE-RQ."""
         assoc = event.assoc
+        if not assoc.is_acceptor:  # our own requests (C-MOVE sub-associations) keep theirs
+            return
         setattr(assoc, OPENED, time.monotonic())
         assoc.acse_timeout = self.config.request_timeout
 
