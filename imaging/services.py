@@ -38,6 +38,7 @@ class Imaging:
     ingestor: Ingestor
     linker: StudyLinker
     dicomweb: DicomwebService
+    budget: Budget = field(default_factory=Budget)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -106,6 +107,7 @@ def build_imaging(
     # orders that arrive after their study: the FHIR pipeline tells the linker
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")
     dicomweb = DicomwebService(
-        ingestor, index, store, linker, dicomweb_base_path, share_hooks_with=router.pipeline
-    )
-    return Imaging(store, index, ingestor, linker, dicomweb)
+        ingestor, index, store, linker, dicomweb_base_path, share_hooks_with=router.pipeline,
+        budget=budget,
+    )  # fmt: skip
+    return Imaging(store, index, ingestor, linker, dicomweb, budget)

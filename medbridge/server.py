@@ -178,6 +178,11 @@ def _dimse_config(settings: Settings) -> DimseConfig:
         peers=load_peers(settings.dicom_peers_file),
         open=settings.dicom_open,
         max_associations=settings.dicom_max_associations,
+        reserved_associations=min(
+            settings.dicom_reserved_associations, settings.dicom_max_associations - 1
+        ),
+        idle_timeout=settings.dicom_idle_timeout,
+        request_timeout=settings.dicom_request_timeout,
         acse_timeout=settings.dicom_acse_timeout,
         dimse_timeout=settings.dicom_dimse_timeout,
         network_timeout=settings.dicom_network_timeout,

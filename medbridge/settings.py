@@ -71,6 +71,15 @@ class Settings(BaseSettings):
         "set false in production so only listed peers may associate",
     )
     dicom_max_associations: int = Field(16, ge=1, le=1000)
+    dicom_reserved_associations: int = Field(
+        4, ge=0, le=1000, description="association slots only AE titles in the peers table get"
+    )
+    dicom_idle_timeout: float = Field(
+        300.0, gt=0, description="seconds without a request other than C-ECHO: A-ABORT"
+    )
+    dicom_request_timeout: float = Field(
+        5.0, gt=0, description="seconds a new connection has to send its A-ASSOCIATE-RQ"
+    )
     dicom_acse_timeout: float = Field(30.0, gt=0)
     dicom_dimse_timeout: float = Field(60.0, gt=0)
     dicom_network_timeout: float = Field(60.0, gt=0)

@@ -38,6 +38,9 @@ class DimseConfig:
     open: bool = True  # accept calling AE titles that are not in the peers table
     open_services: frozenset[str] = OPEN_SERVICES
     max_associations: int = 16
+    reserved_associations: int = 4  # slots only calling AE titles in the peers table get
+    idle_timeout: float = 300.0  # no request but C-ECHO this long: A-ABORT
+    request_timeout: float = 5.0  # a new connection's wait for its A-ASSOCIATE-RQ
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0

@@ -16,12 +16,14 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 from pynetdicom.presentation import build_context
 
+from access.budget import Budget
 from fhir_server.context import Actor, Door, RequestContext
 from fhir_server.errors import FhirError
 from imaging.dimse import query, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
 from imaging.dimse.door import DimseDoor
+from imaging.dimse.matching import check_wildcards
 from imaging.dimse.part10 import part10
 from imaging.dimse.sop_classes import PATIENT_ROOT, ModalityWorklistFind, Verification
 from imaging.dimse.status import (
@@ -54,6 +56,7 @@ class Archive:
     worklist: worklist.Worklist | None = None
     linker: StudyLinker | None = None
     door: DimseDoor = field(default_factory=DimseDoor)  # the pipeline every service passes
+    budget: Budget = field(default_factory=Budget)  # wildcard lengths and other caps
 
 
 def calling_ae(event: Event) -> str:
@@ -139,7 +142,9 @@ class Handlers:
             return
         rows: list[dict[str, Any]] | None = None
         with attempt("C-FIND", UNABLE_TO_PROCESS) as answer:
-            parsed = query.parse_identifier(event.identifier, _model(event))
+            parsed = query.parse_identifier(
+                event.identifier, _model(event), self.archive.budget.max_wildcard_chars
+            )
             index = self.archive.index
             rows = self._through("C-FIND", event, lambda: query.find(index, parsed))
         if rows is None:
@@ -155,6 +160,7 @@ class Handlers:
             return
         records: list[worklist.Record] | None = None
         with attempt("MWL C-FIND", UNABLE_TO_PROCESS) as answer:
+            check_wildcards(event.identifier, self.archive.budget.max_wildcard_chars)
             parsed = worklist.parse_worklist(event.identifier)
             context = worklist_context(calling_ae(event))
             records = self.bridge.run(self.archive.worklist.records(parsed, context))
