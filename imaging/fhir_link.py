@@ -25,6 +25,7 @@ from fhir_server.failures import log_failure
 from fhir_server.pipeline import Exchange
 from fhir_server.router import FhirRouter
 from imaging.index import DicomIndex
+from imaging.upkeep import RetryPolicy
 from mappings.dicom.dose import dose_observation
 from mappings.dicom.imagingstudy import (
     StudyLinks,
@@ -47,9 +48,14 @@ class LinkError(Exception):
 
 class StudyLinker:
     def __init__(
-        self, router: FhirRouter, index: DicomIndex, dicomweb_base: Callable[[], str]
+        self,
+        router: FhirRouter,
+        index: DicomIndex,
+        dicomweb_base: Callable[[], str],
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.router = router
+        self.retry = retry or RetryPolicy()
         self.index = index
         self.dicomweb_base = dicomweb_base
         self._locks: dict[str, asyncio.Lock] = {}
@@ -100,14 +106,31 @@ class StudyLinker:
                             raise
                 return None
             except LinkError as error:
-                log.warning("ImagingStudy upkeep refused (%s); the study stays marked", error)
+                await self._failed(study, str(error))
                 return None
-            except Exception:
-                log_failure(log, "ImagingStudy upkeep failed; the study stays marked for retry")
+            except Exception as error:
+                log_failure(log, "ImagingStudy upkeep failed")
+                await self._failed(study, f"internal error: {type(error).__name__}")
                 return None
             finally:
                 if len(self._locks) > 10_000:  # bounded: a stale lock only costs a retry
                     self._locks.pop(study, None)
+
+    async def _failed(self, study: str, reason: str) -> None:
+        """Count the failure: retried later with a growing delay, then parked (one warning)."""
+        try:
+            attempts, parked = await self.index.mark_failed(study, reason, self.retry.delay)
+        except Exception:
+            log_failure(log, "recording an ImagingStudy upkeep failure failed")
+            return
+        if parked:
+            log.warning(
+                "ImagingStudy upkeep parked after %d attempts (%s); "
+                "see `medbridge dicom pending`", attempts, reason,
+            )  # fmt: skip
+        else:
+            log.info("ImagingStudy upkeep refused (%s); attempt %d, tried again later",
+                     reason, attempts)  # fmt: skip
 
     async def _sync(self, study: str) -> str | None:
         study_doc, series = await self.index.study_tree(study)

@@ -26,6 +26,7 @@ from imaging.ingest import Ingestor, IngestPolicy
 from imaging.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 from imaging.parse import Limits, metadata_of
 from imaging.parse_pool import Parser, default_workers
+from imaging.upkeep import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def build_imaging(
     max_instance_bytes: int = 512 * 1024 * 1024,
     parse_workers: int | None = None,
     budget: Budget | None = None,
+    upkeep_retry: RetryPolicy | None = None,
 ) -> Imaging:
     budget = budget or Budget()
     store = LocalObjectStore(objects) if isinstance(objects, Path) else objects
@@ -100,7 +102,7 @@ def build_imaging(
     limits = Limits(max_instance_bytes=max_instance_bytes, max_inflated_bytes=max_instance_bytes)
     workers = default_workers() if parse_workers is None else parse_workers
     ingestor = Ingestor(store, index, IngestPolicy(limits, replace_different), Parser(workers))
-    linker = StudyLinker(router, index, dicomweb_url)
+    linker = StudyLinker(router, index, dicomweb_url, upkeep_retry)
     # orders that arrive after their study: the FHIR pipeline tells the linker
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")
     dicomweb = DicomwebService(

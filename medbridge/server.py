@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import uvicorn
@@ -19,6 +20,7 @@ from fhir_server.router import FhirRouter
 from fhir_server.services import FhirServices
 from hl7_bridge.listener import Limits, TlsFiles
 from hl7_bridge.service import BridgeOptions, start_listener
+from imaging import upkeep
 from imaging.dimse.config import DimseConfig, load_peers
 from imaging.dimse.service import start_dimse
 from imaging.services import build_imaging, object_store
@@ -91,13 +93,15 @@ async def _serve(settings: Settings, uri: str) -> None:
             DICOMWEB_BASE,
             lambda: public_base[0] + DICOMWEB_BASE,
             settings.dicom_replace_different, settings.dicom_max_instance_bytes,
-            budget=settings.budget(),
+            budget=settings.budget(), upkeep_retry=settings.upkeep_retry(),
         )  # fmt: skip
         await imaging.start()
         stack.push_async_callback(imaging.stop)
         mount_dicomweb(app, imaging.dicomweb.handle)
         admin = AdminApi()
         admin.add("status", _status)
+        admin.add("dicom/pending", partial(upkeep.pending, imaging.linker))
+        admin.add("dicom/retry", partial(upkeep.retry, imaging.linker))
         mount_admin(app, admin)
         readiness.expect("dicom")
         dimse = await start_dimse(
