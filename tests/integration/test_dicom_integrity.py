@@ -18,7 +18,6 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import generate_uid
 
 from imaging.same_instance import data_set_offset
 from medbridge.embedded_mongo import EmbeddedMongo
@@ -118,7 +117,8 @@ def test_stow_then_c_store_of_the_same_data_set_is_one_instance(
     assert (status, failed) == (200, [])
     output = dcmtk.storescu(archive.dicom_port, [path])
     assert dcmtk.successes(output) == 1, output
-    assert "0x0111" not in output and "Duplicate" not in output
+    assert "0x0111" not in output
+    assert "Duplicate" not in output
     assert instance_count(archive, dataset) == 1
     kept = [p for p in stored_objects(archive, dataset) if p.is_file()]
     assert len(kept) == 1, kept  # no second copy: the STOW copy stays as it was
@@ -229,18 +229,24 @@ def test_failing_upkeep_is_retried_then_parked_and_listed(archive: RunningServer
     row = wait_parked(archive, study)
     assert row["attempts"] == 3
     assert "ImagingStudy write answered 422" in row["reason"]
-    assert row["next_try"] is None and row["last_failure"]
+    assert row["next_try"] is None
+    assert row["last_failure"]
     warnings = archive.log().count("ImagingStudy upkeep parked")
     time.sleep(3)  # parked: no more attempts, no more warnings
     again = row_of(pending_command(archive), study)
-    assert again is not None and again["attempts"] == 3 and again["parked"]
+    assert again is not None
+    assert again["attempts"] == 3
+    assert again["parked"]
     assert archive.log().count("ImagingStudy upkeep parked") == warnings
     assert httpx.get(f"{archive.fhir_base}/ImagingStudy/{study}").status_code == 404
     # --retry runs it once more at once: the attempts start again and it waits for the next
     retried = pending_command(archive, "--retry", "--study", study)
-    assert retried["retried"] == [study] and retried["linked"] == []
+    assert retried["retried"] == [study]
+    assert retried["linked"] == []
     after = row_of(retried, study)
-    assert after is not None and after["attempts"] == 1 and not after["parked"]
+    assert after is not None
+    assert after["attempts"] == 1
+    assert not after["parked"]
     assert after["next_try"] is not None
     assert wait_parked(archive, study)["attempts"] == 3
 

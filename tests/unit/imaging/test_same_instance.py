@@ -29,7 +29,8 @@ def test_other_meta_same_data_set() -> None:
     out = io.BytesIO()
     dataset.save_as(out, enforce_file_format=True)
     other = out.getvalue()
-    assert other != data and same_data_set(data, other)
+    assert other != data
+    assert same_data_set(data, other)
     changed = bytearray(other)
     changed[-1] ^= 0xFF
     assert not same_data_set(data, bytes(changed))
