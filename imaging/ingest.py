@@ -61,6 +61,9 @@ class IngestOutcome:
 class IngestPolicy:
     limits: Limits = field(default_factory=Limits)
     replace_different: bool = False  # same SOP Instance UID, other bytes: replace or refuse
+    # an instance over the size cap is kept in quarantine only up to this many bytes: the
+    # header says what it was, and a 600 MB refusal must not cost 600 MB of disk
+    quarantine_prefix_bytes: int = 1024 * 1024
 
 
 class Ingestor:
@@ -244,10 +247,14 @@ class Ingestor:
         self, data: bytes, sha256: str, code: str, reason: str, source: str
     ) -> None:
         """Keep refused bytes with the reason, so nothing that was sent is lost."""
+        size = len(data)
+        if size > self.policy.limits.max_instance_bytes:
+            data = data[: self.policy.quarantine_prefix_bytes]
         try:
-            key = quarantine_key(sha256)
-            await self.store.put(key, data, sha256)
-            note = {"code": code, "reason": reason, "source": source, "size": len(data)}
+            key = quarantine_key(sha256)  # the digest of everything sent, not of the prefix
+            await self.store.put(key, data)
+            note = {"code": code, "reason": reason, "source": source, "size": size,
+                    "kept_bytes": len(data)}  # fmt: skip
             await self.store.put(key.removesuffix(".bin") + ".json", orjson.dumps(note))
             await self.index.add_quarantine(sha256, key, code, reason, source)
         except Exception:

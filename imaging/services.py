@@ -93,6 +93,7 @@ def build_imaging(
     parse_workers: int | None = None,
     budget: Budget | None = None,
     upkeep_retry: RetryPolicy | None = None,
+    quarantine_prefix_bytes: int = 1024 * 1024,
 ) -> Imaging:
     budget = budget or Budget()
     store = LocalObjectStore(objects) if isinstance(objects, Path) else objects
@@ -101,7 +102,8 @@ def build_imaging(
     index = DicomIndex(repository)
     limits = Limits(max_instance_bytes=max_instance_bytes, max_inflated_bytes=max_instance_bytes)
     workers = default_workers() if parse_workers is None else parse_workers
-    ingestor = Ingestor(store, index, IngestPolicy(limits, replace_different), Parser(workers))
+    policy = IngestPolicy(limits, replace_different, quarantine_prefix_bytes)
+    ingestor = Ingestor(store, index, policy, Parser(workers))
     linker = StudyLinker(router, index, dicomweb_url, upkeep_retry)
     # orders that arrive after their study: the FHIR pipeline tells the linker
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")

@@ -94,6 +94,7 @@ async def _serve(settings: Settings, uri: str) -> None:
             lambda: public_base[0] + DICOMWEB_BASE,
             settings.dicom_replace_different, settings.dicom_max_instance_bytes,
             budget=settings.budget(), upkeep_retry=settings.upkeep_retry(),
+            quarantine_prefix_bytes=settings.dicom_quarantine_prefix_bytes,
         )  # fmt: skip
         await imaging.start()
         stack.push_async_callback(imaging.stop)
