@@ -26,6 +26,7 @@ from fhir_server.pipeline import Exchange
 from fhir_server.router import FhirRouter
 from imaging.index import DicomIndex
 from imaging.upkeep import RetryPolicy
+from mappings.dicom.document import DOCUMENT_KINDS, document_reference
 from mappings.dicom.dose import dose_observation
 from mappings.dicom.imagingstudy import (
     StudyLinks,
@@ -162,7 +163,23 @@ class StudyLinker:
             for instance in row.get("instances", []):
                 if instance.get("dose"):
                     await self._dose(instance, f"ImagingStudy/{study}", patient)
+                if instance.get("SOPClassUID") in DOCUMENT_KINDS:
+                    await self._document(instance, study, row["_id"], patient)
         return study
+
+    async def _document(
+        self, instance: dict[str, Any], study: str, series: str, subject: str
+    ) -> None:
+        """The DocumentReference of an Encapsulated PDF, kept in step like the ImagingStudy."""
+        wanted = document_reference(instance, study, series, subject, self.dicomweb_base())
+        path = f"DocumentReference/{wanted['id']}"
+        status, current = await self._fhir("GET", path)
+        if status == 200 and _same(current, wanted):
+            return
+        headers = {"if-match": f'W/"{current["meta"]["versionId"]}"'} if status == 200 else {}
+        status, answer = await self._fhir("PUT", path, body=wanted, headers=headers)
+        if status not in (200, 201):
+            raise LinkError(f"DocumentReference write answered {status}: {_diagnostics(answer)}")
 
     async def _dose(self, instance: dict[str, Any], study_reference: str, subject: str) -> None:
         """The Observation of a Radiation Dose SR's total DLP / CTDIvol, linked to the study."""

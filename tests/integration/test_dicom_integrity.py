@@ -18,6 +18,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import FileMetaDataset
+from pydicom.uid import generate_uid
 
 from imaging.same_instance import data_set_offset
 from medbridge.embedded_mongo import EmbeddedMongo
@@ -263,3 +264,78 @@ def test_linked_study_is_not_pending_and_retry_links_it(archive: RunningServer) 
     retried = pending_command(archive, "--retry", "--study", study)
     assert retried["linked"] == [study]
     assert row_of(retried, study) is None
+
+
+# Encapsulated PDF -> DocumentReference -------------------------------------------------
+
+PDF = (
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+    b"2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+    b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj\n"
+    b"trailer<</Root 1 0 R>>\n%%EOF\n"
+)
+
+
+def encapsulated_pdf(patient_id: str) -> bytes:
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID, ds.PatientName = patient_id, "Document^Patient"
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "DOC", 1, 1
+    ds.DocumentTitle = "Radiology report"
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.BurnedInAnnotation = "YES"
+    ds.EncapsulatedDocument = PDF
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_encapsulated_pdf_gets_a_document_reference(archive: RunningServer, tmp_path: Path) -> None:
+    data = encapsulated_pdf("PDF-" + generate_uid()[-12:])
+    header = uids(data)
+    path = tmp_path / "report.dcm"
+    path.write_bytes(data)
+    assert dcmtk.successes(dcmtk.storescu(archive.dicom_port, [path])) == 1
+    study = str(header.StudyInstanceUID)
+    fhir = httpx.Client(base_url=archive.fhir_base, timeout=30.0)
+    deadline = time.monotonic() + 30
+    while True:
+        found = fhir.get(
+            "/DocumentReference", params={"identifier": f"urn:oid:{header.SOPInstanceUID}"}
+        )
+        entries = found.json().get("entry", [])
+        if entries:
+            break
+        assert time.monotonic() < deadline, found.text
+        time.sleep(0.3)
+    assert len(entries) == 1
+    document = entries[0]["resource"]
+    imaging_study = fhir.get(f"/ImagingStudy/{study}").json()
+    assert document["status"] == "current"
+    assert document["subject"] == imaging_study["subject"]
+    assert document["context"]["related"] == [{"reference": f"ImagingStudy/{study}"}]
+    assert document["identifier"] == [
+        {"system": "urn:dicom:uid", "value": f"urn:oid:{header.SOPInstanceUID}"}
+    ]
+    (content,) = document["content"]
+    attachment = content["attachment"]
+    assert attachment["contentType"] == "application/pdf"
+    assert attachment["url"] == (
+        f"{archive.base_url}/dicomweb/studies/{study}/series/{header.SeriesInstanceUID}"
+        f"/instances/{header.SOPInstanceUID}/bulkdata/00420011"
+    )
+    # the URL serves the PDF's bytes (one octet-stream part; OB padded to an even length)
+    response = httpx.get(attachment["url"], timeout=30.0)
+    assert response.status_code == 200
+    boundary = response.headers["content-type"].split("boundary=")[1].strip('"')
+    part = response.content.split(f"--{boundary}".encode())[1]
+    body = part.split(b"\r\n\r\n", 1)[1].removesuffix(b"\r\n")
+    assert body.rstrip(b"\0") == PDF.rstrip(b"\0")
+    patient = fhir.get(f"/{document['subject']['reference']}").json()
+    assert patient["identifier"][0]["value"] == header.PatientID
+    fhir.close()
