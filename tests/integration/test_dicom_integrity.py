@@ -339,3 +339,28 @@ def test_encapsulated_pdf_gets_a_document_reference(archive: RunningServer, tmp_
     patient = fhir.get(f"/{document['subject']['reference']}").json()
     assert patient["identifier"][0]["value"] == header.PatientID
     fhir.close()
+
+
+def test_pending_without_a_running_server_reads_the_store(
+    tmp_path: Path, store: EmbeddedMongo
+) -> None:
+    server = start_server(tmp_path / "stopped", store.uri, env=RETRY_ENV)
+    try:
+        data = renamed("CT_small.dcm", Modality="C  T")
+        study = str(uids(data).StudyInstanceUID)
+        assert stow_status(stow(server, [data])) == (200, [])
+        wait_parked(server, study)
+    finally:
+        server.stop()
+    assert not (server.data_dir / "server.json").exists()
+    store_args = ("--mongodb-uri", store.uri, "--database", server.database)
+    row = row_of(pending_command(server, *store_args), study)
+    assert row is not None
+    assert row["parked"]
+    assert row["attempts"] == 3
+    retried = pending_command(server, "--retry", *store_args)
+    assert retried["retried"] == [study]
+    assert retried["linked"] == []
+    after = row_of(retried, study)
+    assert after is not None
+    assert after["attempts"] == 1
