@@ -216,7 +216,11 @@ def _pending(
     name = "dicom/retry" if args.retry else "dicom/pending"
     payload: Payload = {"studies": args.study} if args.study else {}
     if admin is not None:  # through the running server, never beside it
-        answer = admin(name, payload)
+        try:
+            answer = admin(name, payload)
+        except (RuntimeError, httpx.HTTPError) as error:
+            print(f"the running server refused: {error}", file=sys.stderr)
+            return 1
     elif target.mongodb_uri is not None:
         answer = asyncio.run(_upkeep_in_process(target.mongodb_uri, target, name, payload))
     else:
