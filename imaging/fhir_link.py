@@ -148,7 +148,7 @@ class StudyLinker:
         resource["id"] = study  # a UID is a valid FHIR id: one ImagingStudy per study, race-free
         status, current = await self._fhir("GET", f"ImagingStudy/{study}")
         if status == 200 and _same(current, resource):
-            await self.index.mark_linked(study, study_doc["lu"], study)
+            await self.index.mark_linked(study, study_doc["lu"], study, "tries" in study_doc)
         else:
             headers = {"if-match": f'W/"{current["meta"]["versionId"]}"'} if status == 200 else {}
             status, answer = await self._fhir(
@@ -156,7 +156,7 @@ class StudyLinker:
             )
             if status not in (200, 201):
                 raise LinkError(f"ImagingStudy write answered {status}: {_diagnostics(answer)}")
-            await self.index.mark_linked(study, study_doc["lu"], study)
+            await self.index.mark_linked(study, study_doc["lu"], study, "tries" in study_doc)
         for order in orders:
             await self._complete(order)
         for row in series:

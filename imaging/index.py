@@ -176,16 +176,17 @@ class DicomIndex:
         cursor = self.instances.find({"meta": None}, {"key": 1}).limit(limit)
         return [row async for row in cursor]
 
-    async def mark_linked(self, study: str, lu: int, fhir_id: str) -> None:
+    async def mark_linked(
+        self, study: str, lu: int, fhir_id: str, had_failed: bool = False
+    ) -> None:
         """Clear the dirty flag unless another instance arrived since `lu`; forget the
         failed attempts of the upkeep either way (it has just succeeded)."""
         async with self.repository.write_gate():
             await self.studies.update_one(
                 {"_id": study, "lu": lu}, {"$set": {"dirty": False, "fhir": fhir_id}}
             )
-            await self.studies.update_one(
-                {"_id": study, "tries": {"$exists": True}}, {"$unset": UPKEEP_UNSET}
-            )
+            if had_failed:
+                await self.studies.update_one({"_id": study}, {"$unset": UPKEEP_UNSET})
 
     async def mark_failed(
         self, study: str, reason: str, delay: Callable[[int], float | None]
