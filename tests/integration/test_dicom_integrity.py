@@ -165,7 +165,13 @@ def test_other_data_set_under_the_same_uid_is_still_refused(
 # rendering ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", SAMPLES)
+# one pydicom sample per transfer syntax /frames serves (tests/unit/imaging/test_render.py
+# holds every sample): JPEG extended, lossless SV1, JPEG-LS, JPEG 2000 beside SAMPLES
+RENDERED = [*SAMPLES, "JPGExtended.dcm", "SC_rgb_jpeg_gdcm.dcm",
+            "MR_small_jpeg_ls_lossless.dcm", "693_J2KI.dcm"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", RENDERED)
 def test_rendered_and_thumbnail_for_every_served_transfer_syntax(
     archive: RunningServer, name: str
 ) -> None:
