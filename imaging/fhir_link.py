@@ -29,6 +29,8 @@ from fhir_server.pipeline import Exchange
 from fhir_server.router import FhirRouter
 from imaging.index import DicomIndex
 from imaging.issuers import IssuerNotes
+from imaging.upkeep import RetryPolicy
+from mappings.dicom.document import DOCUMENT_KINDS, document_reference
 from mappings.dicom.dose import dose_observation
 from mappings.dicom.imagingstudy import (
     RECONCILIATION,
@@ -65,8 +67,10 @@ class StudyLinker:
         index: DicomIndex,
         dicomweb_base: Callable[[], str],
         issuers: IssuerNotes | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.router = router
+        self.retry = retry or RetryPolicy()
         self.index = index
         self.issuers = issuers or IssuerNotes(index.repository)
         self.dicomweb_base = dicomweb_base
@@ -118,14 +122,31 @@ class StudyLinker:
                             raise
                 return None
             except LinkError as error:
-                log.warning("ImagingStudy upkeep refused (%s); the study stays marked", error)
+                await self._failed(study, str(error))
                 return None
-            except Exception:
-                log_failure(log, "ImagingStudy upkeep failed; the study stays marked for retry")
+            except Exception as error:
+                log_failure(log, "ImagingStudy upkeep failed")
+                await self._failed(study, f"internal error: {type(error).__name__}")
                 return None
             finally:
                 if len(self._locks) > 10_000:  # bounded: a stale lock only costs a retry
                     self._locks.pop(study, None)
+
+    async def _failed(self, study: str, reason: str) -> None:
+        """Count the failure: retried later with a growing delay, then parked (one warning)."""
+        try:
+            attempts, parked = await self.index.mark_failed(study, reason, self.retry.delay)
+        except Exception:
+            log_failure(log, "recording an ImagingStudy upkeep failure failed")
+            return
+        if parked:
+            log.warning(
+                "ImagingStudy upkeep parked after %d attempts (%s); "
+                "see `medbridge dicom pending`", attempts, reason,
+            )  # fmt: skip
+        else:
+            log.info("ImagingStudy upkeep refused (%s); attempt %d, tried again later",
+                     reason, attempts)  # fmt: skip
 
     async def _sync(self, study: str) -> str | None:
         study_doc, series = await self.index.study_tree(study)
@@ -143,7 +164,7 @@ class StudyLinker:
         resource["id"] = study  # a UID is a valid FHIR id: one ImagingStudy per study, race-free
         status, current = await self._fhir("GET", f"ImagingStudy/{study}")
         if status == 200 and _same(current, resource):
-            await self.index.mark_linked(study, study_doc["lu"], study)
+            await self.index.mark_linked(study, study_doc["lu"], study, "tries" in study_doc)
         else:
             headers = {"if-match": f'W/"{current["meta"]["versionId"]}"'} if status == 200 else {}
             status, answer = await self._fhir(
@@ -151,14 +172,30 @@ class StudyLinker:
             )
             if status not in (200, 201):
                 raise LinkError(f"ImagingStudy write answered {status}: {_diagnostics(answer)}")
-            await self.index.mark_linked(study, study_doc["lu"], study)
+            await self.index.mark_linked(study, study_doc["lu"], study, "tries" in study_doc)
         for order in orders:
             await self._complete(order)
         for row in series:
             for instance in row.get("instances", []):
                 if instance.get("dose"):
                     await self._dose(instance, f"ImagingStudy/{study}", patient)
+                if instance.get("SOPClassUID") in DOCUMENT_KINDS:
+                    await self._document(instance, study, row["_id"], patient)
         return study
+
+    async def _document(
+        self, instance: dict[str, Any], study: str, series: str, subject: str
+    ) -> None:
+        """The DocumentReference of an Encapsulated PDF, kept in step like the ImagingStudy."""
+        wanted = document_reference(instance, study, series, subject, self.dicomweb_base())
+        path = f"DocumentReference/{wanted['id']}"
+        status, current = await self._fhir("GET", path)
+        if status == 200 and _same(current, wanted):
+            return
+        headers = {"if-match": f'W/"{current["meta"]["versionId"]}"'} if status == 200 else {}
+        status, answer = await self._fhir("PUT", path, body=wanted, headers=headers)
+        if status not in (200, 201):
+            raise LinkError(f"DocumentReference write answered {status}: {_diagnostics(answer)}")
 
     async def _dose(self, instance: dict[str, Any], study_reference: str, subject: str) -> None:
         """The Observation of a Radiation Dose SR's total DLP / CTDIvol, linked to the study."""

@@ -27,6 +27,7 @@ from imaging.issuers import IssuerNotes
 from imaging.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 from imaging.parse import Limits, metadata_of
 from imaging.parse_pool import Parser, default_workers
+from imaging.upkeep import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def build_imaging(
     parse_workers: int | None = None,
     budget: Budget | None = None,
     default_issuer: str | None = None,
+    upkeep_retry: RetryPolicy | None = None,
+    quarantine_prefix_bytes: int = 1024 * 1024,
 ) -> Imaging:
     budget = budget or Budget()
     store = LocalObjectStore(objects) if isinstance(objects, Path) else objects
@@ -102,8 +105,11 @@ def build_imaging(
     index = DicomIndex(repository)
     limits = Limits(max_instance_bytes=max_instance_bytes, max_inflated_bytes=max_instance_bytes)
     workers = default_workers() if parse_workers is None else parse_workers
-    ingestor = Ingestor(store, index, IngestPolicy(limits, replace_different), Parser(workers))
-    linker = StudyLinker(router, index, dicomweb_url, IssuerNotes(repository, default_issuer))
+    policy = IngestPolicy(limits, replace_different, quarantine_prefix_bytes)
+    ingestor = Ingestor(store, index, policy, Parser(workers))
+    linker = StudyLinker(
+        router, index, dicomweb_url, IssuerNotes(repository, default_issuer), upkeep_retry
+    )
     # orders that arrive after their study: the FHIR pipeline tells the linker
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")
     dicomweb = DicomwebService(

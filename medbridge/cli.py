@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.objects_dir, settings.dicom_max_instance_bytes, settings.database,
             settings.mongodb_uri, settings.public_base_url or f"http://{settings.host}:{settings.http_port}",
         )  # fmt: skip
-        return run_dicom(args, target, lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"))
+        from medbridge.running import call_admin, find_running
+
+        running = find_running(settings.data_dir)
+        admin = None if running is None else partial(call_admin, running)
+        return run_dicom(
+            args, target, lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"), admin
+        )
     return 2
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import uvicorn
@@ -20,6 +21,7 @@ from fhir_server.services import FhirServices
 from hl7_bridge.listener import Limits, TlsFiles
 from hl7_bridge.replay import admin_replay
 from hl7_bridge.service import BridgeOptions, start_listener
+from imaging import upkeep
 from imaging.dimse.config import DimseConfig, load_peers
 from imaging.dimse.service import start_dimse
 from imaging.services import build_imaging, object_store
@@ -88,6 +90,8 @@ async def _serve(settings: Settings, uri: str) -> None:
             lambda: public_base[0] + DICOMWEB_BASE,
             settings.dicom_replace_different, settings.dicom_max_instance_bytes,
             budget=settings.budget(), default_issuer=settings.dicom_default_issuer,
+            upkeep_retry=settings.upkeep_retry(),
+            quarantine_prefix_bytes=settings.dicom_quarantine_prefix_bytes,
         )  # fmt: skip
         await imaging.start()
         stack.push_async_callback(imaging.stop)
@@ -95,6 +99,8 @@ async def _serve(settings: Settings, uri: str) -> None:
         admin = AdminApi()
         admin.add("status", _status)
         admin.add("hl7/replay", admin_replay(mllp.processor))
+        admin.add("dicom/pending", partial(upkeep.pending, imaging.linker))
+        admin.add("dicom/retry", partial(upkeep.retry, imaging.linker))
         mount_admin(app, admin)
         readiness.expect("dicom")
         dimse = await start_dimse(

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from access.budget import Budget
+from imaging.upkeep import RetryPolicy
 from mappings.hl7v2.tables import parse_order_domains
 
 
@@ -38,6 +39,25 @@ class Settings(BaseSettings):
     dicom_max_instance_bytes: int = Field(
         512 * 1024 * 1024, gt=0, description="largest DICOM instance (and inflated size) accepted"
     )
+    # DICOM archive integrity (docs/dicom.md "Upkeep", "Header checks"; docs/limits.md)
+    dicom_upkeep_retry_seconds: float = Field(
+        2.0, gt=0, description="delay before retrying a failed ImagingStudy upkeep (doubles)"
+    )
+    dicom_upkeep_retry_max_seconds: float = Field(300.0, gt=0, description="longest retry delay")
+    dicom_upkeep_max_attempts: int = Field(
+        8, ge=1, description="failed upkeep attempts before a study is parked"
+    )
+    dicom_quarantine_prefix_bytes: int = Field(
+        1024 * 1024, ge=0, description="bytes of an over-size instance kept in quarantine"
+    )
+
+    def upkeep_retry(self) -> RetryPolicy:
+        return RetryPolicy(
+            self.dicom_upkeep_retry_seconds,
+            self.dicom_upkeep_retry_max_seconds,
+            self.dicom_upkeep_max_attempts,
+        )
+
     s3_bucket: str | None = Field(None, description="S3-compatible bucket for DICOM objects")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, Ceph, ...)")
     s3_prefix: str = Field("", description="key prefix inside the bucket")

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import parse_fragments
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import pixel_array
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from fhir_server.errors import FhirError
 
@@ -114,7 +115,7 @@ def rendered(data: bytes, media: str, frame: int = 1, thumbnail: bool = False) -
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            array = pixel_array(io.BytesIO(data), index=frame - 1)
+            array = pixel_array(_source(ds, data), index=frame - 1)
             image = _to_image(ds, array)
     except FhirError:
         raise
@@ -125,6 +126,14 @@ def rendered(data: bytes, media: str, frame: int = 1, thumbnail: bool = False) -
     out = io.BytesIO()
     image.save(out, format="PNG" if media == "image/png" else "JPEG", quality=90)
     return out.getvalue()
+
+
+def _source(ds: Dataset, data: bytes) -> Dataset | io.BytesIO:
+    """What pydicom decodes from: the file itself (it reads only the frame asked for),
+    or, for a deflated data set whose pixels exist only once inflated, the dataset read."""
+    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return ds
+    return io.BytesIO(data)
 
 
 def _to_image(ds: Dataset, array: NDArray[np.generic]) -> Image.Image:
