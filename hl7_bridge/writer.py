@@ -26,7 +26,7 @@ from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.group_commit import Write
 from fhir_server.router import FhirRouter
 from hl7_bridge.errors import Hl7Error
-from mappings.hl7v2.translate import REPORT_KEY, Merge, Report, Translation, Upsert
+from mappings.hl7v2.actions import REPORT_KEY, Merge, Report, Translation, Upsert
 
 Resource = dict[str, Any]
 Recorder = Callable[[list[str]], list[Write]]
