@@ -1,0 +1,134 @@
+"""Issue 11 acceptance gaps: what the other radiology-loop tests left unproven.
+
+- The HIS orders and the RIS reports, both as python-hl7 `mllp_send` peers; the RIS
+  knows neither number of the order, only its accession number (OBR-18): the last of
+  the three links (filler, placer, accession).
+- `$everything` names each resource once (a set would hide a duplicate Patient).
+- `medbridge hl7 replay` with no server running builds its processor from the same
+  settings as `serve`: order domains and senders' assigning authorities reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from medbridge.embedded_mongo import EmbeddedMongo
+from tests.integration.test_mllp import MLLP_SEND, msa, one, segment, send
+from tests.integration.test_radiology_reports import DOMAIN, msh
+from tests.support.servers import RunningServer, start_server
+
+HOSP = "https://medbridge.example.org/hl7v2/authority/HOSP"
+
+
+def mllp_send(server: RunningServer, message: str, path: Path) -> str:
+    """python-hl7's `mllp_send` as the peer; its printed ACK."""
+    path.write_bytes(message.replace("\r", "\r\n").encode())
+    completed = subprocess.run(
+        [str(MLLP_SEND), "--loose", "--file", str(path), "--port", str(server.mllp_port),
+         "127.0.0.1"],
+        capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    return completed.stdout.decode()
+
+
+def his_order(unique: str, facility: str = "HOSP", control: str = "NW", mrn: str = "") -> str:
+    """The HIS's order; PID-3 `mrn` (default: a bare MRN, issued by no authority)."""
+    return (
+        msh("HIS", facility, "ORM^O01", f"ORM-{control}-{unique}")
+        + segment("PID", {1: "1", 3: mrn or f"M{unique[:10]}", 5: "Doe^Jane"})
+        + segment("ORC", {1: control, 2: f"PL{unique}"})
+        + segment("OBR", {1: "1", 2: f"PL{unique}", 4: "71020^Chest X-ray^C4",
+                          18: f"ACC{unique}"})
+    )  # fmt: skip
+
+
+def test_ris_report_finds_his_order_by_accession_number(
+    server: RunningServer, fhir: httpx.Client, unique: str, tmp_path: Path
+) -> None:
+    order = his_order(unique, mrn=f"M{unique[:10]}^^^HOSP")
+    output = mllp_send(server, order, tmp_path / "orm.hl7")
+    assert f"MSA|AA|ORM-NW-{unique}" in output
+    request = one(fhir, "ServiceRequest", identifier=f"PL{unique}")
+    report = (
+        msh("RIS", "HOSP", "ORU^R01^ORU_R01", f"ORU-{unique}")
+        + segment("PID", {1: "1", 3: f"M{unique[:10]}^^^HOSP", 5: "Doe^Jane"})
+        + segment("OBR", {1: "1", 2: f"RISPL{unique}", 3: f"RISF{unique}",
+                          4: "71020^Chest X-ray^C4", 18: f"ACC{unique}", 24: "RAD", 25: "F"})
+        + segment("OBX", {1: "1", 2: "TX", 3: "71020^Findings^C4", 5: "Lungs clear.",
+                          11: "F"})
+    )  # fmt: skip
+    output = mllp_send(server, report, tmp_path / "oru.hl7")
+    assert f"MSA|AA|ORU-{unique}" in output
+    stored = one(fhir, "DiagnosticReport", identifier=f"RISF{unique}")
+    [based_on] = stored["basedOn"]
+    assert based_on["reference"] == f"ServiceRequest/{request['id']}"
+    assert based_on["identifier"]["system"] == f"{DOMAIN}/facility-HOSP"
+    assert stored["subject"] == request["subject"]
+    assert stored["status"] == "final"
+
+
+def test_everything_names_each_resource_once(
+    server: RunningServer, fhir: httpx.Client, unique: str
+) -> None:
+    [ack] = asyncio.run(send(server, his_order(unique)))
+    assert msa(ack)[1] == "AA"
+    request = one(fhir, "ServiceRequest", identifier=f"PL{unique}")
+    patient = request["subject"]["reference"]
+    everything = fhir.get(f"/{patient}/$everything")
+    assert everything.status_code == 200, everything.text
+    listed = Counter(
+        f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in everything.json()["entry"]
+    )
+    assert listed[patient] == 1
+    assert listed[f"ServiceRequest/{request['id']}"] == 1
+    assert max(listed.values()) == 1, listed
+
+
+def test_offline_replay_uses_order_domains_and_sender_authorities(
+    tmp_path: Path, store: EmbeddedMongo, unique: str
+) -> None:
+    """RIS^WEST cancels an order HIS^EAST placed, before it arrived: AE. With the server
+    stopped, `hl7 replay --failed` applies it only if the configured domain joins the two
+    facilities, and adds no Patient only if RIS^WEST's bare MRNs are HOSP's."""
+    authorities = tmp_path / "authorities.yaml"
+    authorities.write_text("senders:\n  HIS-EAST: HOSP\n  RIS-WEST: HOSP\n", encoding="utf-8")
+    env = {
+        "MEDBRIDGE_HL7_ORDER_DOMAINS": "radiology=HIS^EAST,RIS^WEST",
+        "MEDBRIDGE_HL7_AUTHORITIES": str(authorities),
+    }
+    data_dir = tmp_path / "data"
+    server = start_server(data_dir, store.uri, env=env)
+    try:
+        cancel = his_order(unique, "WEST", "CA").replace("|HIS|WEST|", "|RIS|WEST|")
+        [refused] = asyncio.run(send(server, cancel))
+        assert msa(refused)[1] == "AE"  # the order is not known yet
+        [placed] = asyncio.run(send(server, his_order(unique, "EAST")))
+        assert msa(placed)[1] == "AA"
+    finally:
+        server.stop()
+    completed = subprocess.run(
+        [sys.executable, "-m", "medbridge", "hl7", "replay", "--failed",
+         "--data-dir", str(data_dir), "--mongodb-uri", store.uri,
+         "--database", server.database],
+        capture_output=True, timeout=120, check=False, env={**os.environ, **env},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr.decode()[-2000:]
+    assert completed.stdout.decode().strip().endswith(": AA")
+    server = start_server(data_dir, store.uri, server.database, env=env)
+    try:
+        with httpx.Client(base_url=server.fhir_base, timeout=30.0) as fhir:
+            request = one(fhir, "ServiceRequest", identifier=f"{DOMAIN}/radiology|PL{unique}")
+            assert request["status"] == "revoked"
+            patients = fhir.get("Patient", params={"identifier": f"M{unique[:10]}"}).json()
+            [patient] = [e["resource"] for e in patients["entry"]]
+            assert patient["identifier"] == [{"system": HOSP, "value": f"M{unique[:10]}"}]
+            assert request["subject"]["reference"] == f"Patient/{patient['id']}"
+    finally:
+        server.stop()
