@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -132,3 +133,48 @@ def test_offline_replay_uses_order_domains_and_sender_authorities(
             assert request["subject"]["reference"] == f"Patient/{patient['id']}"
     finally:
         server.stop()
+
+
+def test_resend_with_only_numeric_results_changed_updates_the_same_report(
+    server: RunningServer, fhir: httpx.Client, unique: str
+) -> None:
+    """docs/hl7.md "One order, several reports": same status, text and conclusion -> the
+    same report; its Observations take the new values, the DiagnosticReport stays."""
+
+    pdf = base64.b64encode(b"%PDF-1.4\n%%EOF\n").decode()
+
+    def dose_report(control: str, value: str, status: str = "F", text: str = "Clear.") -> str:
+        return (
+            msh("RIS", "HOSP", "ORU^R01^ORU_R01", f"{control}-{unique}")
+            + segment("PID", {1: "1", 3: f"M{unique[:10]}^^^HOSP", 5: "Doe^Jane"})
+            + segment("OBR", {1: "1", 2: f"PL{unique}", 3: f"F{unique}",
+                              4: "71020^Chest X-ray^C4", 24: "RAD", 25: status})
+            + segment("OBX", {1: "1", 2: "TX", 3: "71020^Findings^C4", 5: text, 11: status})
+            + segment("OBX", {1: "2", 2: "NM", 3: "113722^Dose Area Product^DCM", 5: value,
+                              6: "Gy.m2^Gy.m2^UCUM", 11: status})
+            + segment("OBX", {1: "3", 2: "ED", 3: "18748-4^Diagnostic Imaging Report^LN",
+                              5: f"^AP^PDF^Base64^{pdf}", 11: status})
+        )  # fmt: skip
+
+    acks = asyncio.run(send(server, dose_report("N1", "0.12"), dose_report("N2", "0.15")))
+    assert [msa(a)[1] for a in acks] == ["AA", "AA"], acks[1][-700:]
+    report = one(fhir, "DiagnosticReport", identifier=f"F{unique}")
+    assert report["meta"]["versionId"] == "1"
+    [result] = report["result"]
+    observation = fhir.get(result["reference"]).json()
+    assert observation["valueQuantity"]["value"] == 0.15
+    assert observation["meta"]["versionId"] == "2"
+    # a correction of a report with results: a version of the report and of its results
+    [ack] = asyncio.run(send(server, dose_report("N3", "0.2", "C", "Clear, corrected.")))
+    assert msa(ack)[1] == "AA", ack[-700:]
+    corrected = one(fhir, "DiagnosticReport", identifier=f"F{unique}")
+    assert (corrected["id"], corrected["status"]) == (report["id"], "corrected")
+    assert corrected["meta"]["versionId"] == "2"
+    assert corrected["result"] == report["result"]
+    observation = fhir.get(result["reference"]).json()
+    assert (observation["valueQuantity"]["value"], observation["status"]) == (0.2, "corrected")
+    document = one(fhir, "DocumentReference", subject=report["subject"]["reference"])
+    assert document["docStatus"] == "amended"
+    assert document["meta"]["versionId"] == "2"  # the first report's, never a second one
+    related = [r.get("reference") for r in document["context"]["related"]]
+    assert f"DiagnosticReport/{report['id']}" in related
