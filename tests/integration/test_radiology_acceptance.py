@@ -15,17 +15,23 @@ import base64
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
+import pydicom
 
 from medbridge.embedded_mongo import EmbeddedMongo
+from tests.integration.test_dicomweb_fhir_link import eventually
 from tests.integration.test_mllp import MLLP_SEND, msa, one, segment, send
 from tests.integration.test_radiology_reports import DOMAIN, msh
+from tests.support.dcmtk import storescu, successes
+from tests.support.dicom import renamed
 from tests.support.servers import RunningServer, start_server
 
 HOSP = "https://medbridge.example.org/hl7v2/authority/HOSP"
+UNASSIGNED = "https://medbridge.example.org/dicom/patient-id"
 
 
 def mllp_send(server: RunningServer, message: str, path: Path) -> str:
@@ -178,3 +184,41 @@ def test_resend_with_only_numeric_results_changed_updates_the_same_report(
     assert document["meta"]["versionId"] == "2"  # the first report's, never a second one
     related = [r.get("reference") for r in document["context"]["related"]]
     assert f"DiagnosticReport/{report['id']}" in related
+
+
+def test_study_moving_to_its_order_leaves_no_header_patient_behind(
+    server: RunningServer, fhir: httpx.Client, unique: str, tmp_path: Path
+) -> None:
+    """The study comes first, without issuer (a Patient `dicom/patient-id|...` from its
+    header); the order with its accession number arrives later: the study moves to the
+    order's patient and the header's Patient, now naming nobody, is deleted."""
+    header_id = f"H{unique[:10]}"
+    path = tmp_path / "early.dcm"
+    path.write_bytes(
+        renamed("MR_small.dcm", patient_id=header_id, AccessionNumber=f"ACC{unique[:12]}")
+    )
+    assert successes(storescu(server.dicom_port, [path])) == 1
+    uid = str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+    early = eventually(fhir, f"/ImagingStudy/{uid}", lambda _: True)
+    made = fhir.get(f"/{early['subject']['reference']}").json()
+    assert made["identifier"] == [{"system": UNASSIGNED, "value": header_id}]
+    order = his_order(unique, mrn=f"M{unique[:10]}^^^HOSP").replace(
+        f"ACC{unique}", f"ACC{unique[:12]}"
+    )
+    [ack] = asyncio.run(send(server, order))
+    assert msa(ack)[1] == "AA"
+    request = one(fhir, "ServiceRequest", identifier=f"PL{unique}")
+    moved = eventually(fhir, f"/ImagingStudy/{uid}", lambda body: "basedOn" in body)
+    assert moved["subject"] == request["subject"]
+    assert moved["basedOn"] == [{"reference": f"ServiceRequest/{request['id']}"}]
+    gone = eventually_status(fhir, f"/{early['subject']['reference']}", 410)
+    assert gone == 410
+    assert fhir.get("/Patient", params={"identifier": header_id}).json().get("entry", []) == []
+
+
+def eventually_status(fhir: httpx.Client, path: str, wanted: int) -> int:
+    """The status of GET `path` once it is `wanted` (the upkeep runs in the background)."""
+    deadline = time.monotonic() + 30
+    while (status := fhir.get(path).status_code) != wanted and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return status
