@@ -222,3 +222,28 @@ def eventually_status(fhir: httpx.Client, path: str, wanted: int) -> int:
     while (status := fhir.get(path).status_code) != wanted and time.monotonic() < deadline:
         time.sleep(0.2)
     return status
+
+
+def test_rp_pointer_is_an_attachment_only_when_resolvable(
+    server: RunningServer, fhir: httpx.Client, unique: str
+) -> None:
+    url = f"https://pacs.example.org/reports/{unique}.pdf"
+    message = (
+        msh("RIS", "HOSP", "ORU^R01^ORU_R01", f"RP-{unique}")
+        + segment("PID", {1: "1", 3: f"M{unique[:10]}^^^HOSP", 5: "Doe^Jane"})
+        + segment("OBR", {1: "1", 3: f"F{unique}", 4: "71020^Chest X-ray^C4", 24: "RAD",
+                          25: "F"})
+        + segment("OBX", {1: "1", 2: "RP", 3: "18748-4^Diagnostic Imaging Report^LN",
+                          5: f"{url}^PACS^AP^PDF", 11: "F"})
+        + segment("OBX", {1: "2", 2: "RP", 3: "18748-4^Diagnostic Imaging Report^LN",
+                          5: "file:///etc/passwd^PACS^AP^PDF", 11: "F"})
+    )  # fmt: skip
+    [ack] = asyncio.run(send(server, message))
+    assert msa(ack)[1] == "AA"
+    report = one(fhir, "DiagnosticReport", identifier=f"F{unique}")
+    assert report["presentedForm"] == [
+        {"contentType": "application/pdf", "url": url, "title": "Diagnostic Imaging Report"}
+    ]  # the file: pointer is skipped, never fetched
+    document = one(fhir, "DocumentReference", subject=report["subject"]["reference"])
+    assert document["content"] == [{"attachment": report["presentedForm"][0]}]
+    assert document["docStatus"] == "final"
