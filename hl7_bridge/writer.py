@@ -13,6 +13,7 @@ leaves unchanged are not rewritten.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.group_commit import Write
 from fhir_server.router import FhirRouter
 from hl7_bridge.errors import Hl7Error
-from mappings.hl7v2.translate import REPORT_KEY, Merge, Report, Translation, Upsert
+from mappings.hl7v2.actions import REPORT_KEY, Merge, Report, Translation, Upsert
 
 Resource = dict[str, Any]
 Recorder = Callable[[list[str]], list[Write]]
@@ -340,11 +341,13 @@ def _locations(response: FhirResponse) -> list[str]:
 
 def _with_key(report: Report, key: str, report_id: str | None) -> list[Upsert]:
     """The Report's upserts with REPORT_KEY replaced; `report_id`: update that report."""
-    own = f"identifier={report.base['system']}|{REPORT_KEY}"
+    # the report's own criteria, whole: `...|{{report}}-obx2` (its Observations) starts
+    # with the same text and must keep its identifier
+    own = re.compile(re.escape(f"identifier={report.base['system']}|{REPORT_KEY}") + '(?=$|")')
 
     def fill(text: str, value: str) -> str:
         if report_id is not None:
-            text = text.replace(own, f"_id={report_id}")
+            text = own.sub(lambda _: f"_id={report_id}", text)
         return text.replace(REPORT_KEY, value)
 
     quoted = orjson.dumps(key).decode()[1:-1]  # inside a JSON string

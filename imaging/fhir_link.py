@@ -40,7 +40,7 @@ from mappings.dicom.imagingstudy import (
     patient_from_header,
     patient_identifier,
 )
-from mappings.dicom.reconcile import mismatches
+from mappings.dicom.reconcile import header_made, mismatches
 from mappings.dicom.worklist_identifiers import WORKLIST_SYSTEMS
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,7 @@ class StudyLinker:
         resource = imaging_study(study_doc, series, links)
         resource["id"] = study  # a UID is a valid FHIR id: one ImagingStudy per study, race-free
         status, current = await self._fhir("GET", f"ImagingStudy/{study}")
+        before = current.get("subject", {}).get("reference") if status == 200 else None
         if status == 200 and _same(current, resource):
             await self.index.mark_linked(study, study_doc["lu"], study, "tries" in study_doc)
         else:
@@ -181,6 +182,8 @@ class StudyLinker:
                     await self._dose(instance, f"ImagingStudy/{study}", patient)
                 if instance.get("SOPClassUID") in DOCUMENT_KINDS:
                     await self._document(instance, study, row["_id"], patient)
+        if orders and before and before != patient:  # moved to the order's patient
+            await self._retire(str(before))
         return study
 
     async def _document(
@@ -241,6 +244,21 @@ class StudyLinker:
         if status not in (200, 201) or not isinstance(created, dict) or "id" not in created:
             raise LinkError(f"Patient create answered {status}: {_diagnostics(created)}")
         return f"Patient/{created['id']}"
+
+    async def _retire(self, reference: str) -> None:
+        """The header-made Patient a study left for its order's patient: deleted when
+        nothing else refers to it (docs/dicom.md "Patient identity"), kept otherwise."""
+        status, patient = await self._fhir("GET", reference)
+        if status != 200 or not isinstance(patient, dict) or not header_made(patient):
+            return
+        status, everything = await self._fhir("GET", f"{reference}/$everything")
+        if status != 200 or not isinstance(everything, dict):
+            return
+        if len(everything.get("entry", [])) != 1:  # another study or resource names it
+            return
+        status, _answer = await self._fhir("DELETE", reference)
+        if status not in (200, 204):
+            log.warning("header Patient delete answered %s; it stays", status)
 
     async def _orders(self, accession: str) -> list[dict[str, Any]]:
         if not accession:

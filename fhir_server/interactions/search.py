@@ -63,9 +63,8 @@ async def everything(exchange: Exchange, services: FhirServices) -> FhirResponse
         raise FhirError("MB-1002", f"Patient/{patient_id} is not known")
     engine = services.repository.search_engine()
     entries: list[dict[str, Any]] = []
-    for resource_type in ("Patient", *sorted(patient_compartment())):
-        if resource_type != "Patient" and resource_type not in patient_compartment():
-            continue
+    # the compartment table lists Patient itself (by `link`): read it once, first
+    for resource_type in ("Patient", *sorted(patient_compartment().keys() - {"Patient"})):
         clause = compartment_clause(resource_type, patient_id)
         page = await run_page(
             engine, SearchRequest(resource_type, count=MAX_COUNT, total="none"), [clause]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mappings.dicom.imagingstudy import human_name, patient_identifier
+from mappings.dicom.imagingstudy import anonymous_identifier, human_name, patient_identifier
 
 
 def mismatches(study: dict[str, Any], issuer: str | None, patient: dict[str, Any]) -> list[str]:
@@ -62,3 +62,13 @@ def _agree(header: dict[str, Any], name: dict[str, Any]) -> bool:
 
 def _fold(value: Any) -> str:
     return str(value or "").strip().casefold()
+
+
+def header_made(patient: dict[str, Any]) -> bool:
+    """Whether `patient` can only have come from a DICOM header that named no issuer
+    (every identifier of the issuer-unknown or the anonymous-study system): no other
+    door creates such a Patient, so once its study belongs to an order's patient it
+    stands for nobody."""
+    systems = {patient_identifier("-", None)["system"], anonymous_identifier("-")["system"]}
+    identifiers = [i for i in patient.get("identifier", []) if isinstance(i, dict)]
+    return bool(identifiers) and all(i.get("system") in systems for i in identifiers)

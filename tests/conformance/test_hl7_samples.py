@@ -16,6 +16,7 @@ from hl7_bridge.client import MllpClient
 from mappings.dicom.worklist_identifiers import REQUESTED_PROCEDURE_ID, SCHEDULED_PROCEDURE_STEP_ID
 from mappings.hl7v2.message import V2Message
 from mappings.hl7v2.translate import Upsert, translate
+from tests.support.dcmtk import findscu
 from tests.support.servers import RunningServer
 
 DATA = Path(__file__).parent.parent / "data" / "hl7"
@@ -107,7 +108,9 @@ def test_cr_only_sample_fields(server: RunningServer, fhir: httpx.Client) -> Non
     assert patient["address"][0]["city"] == "Raleigh"
 
 
-def test_ihe_radiology_order_fields(server: RunningServer, fhir: httpx.Client) -> None:
+def test_ihe_radiology_order_fields(
+    server: RunningServer, fhir: httpx.Client, tmp_path: Path
+) -> None:
     raw = (DATA / "orm-o01_v2.3.1_v2tofhir-ihe-rad4-zds.hl7").read_bytes()
     send(server, raw)
     system = "https://medbridge.example.org/hl7v2/authority/MESA_ORDPLC"
@@ -121,6 +124,16 @@ def test_ihe_radiology_order_fields(server: RunningServer, fhir: httpx.Client) -
     # IHE RAD-4 in v2.3.1: OBR-19 Requested Procedure ID, OBR-20 Scheduled Procedure Step ID
     assert systems[REQUESTED_PROCEDURE_ID] == "Radiology"
     assert systems[SCHEDULED_PROCEDURE_STEP_ID] == "FOISCVEP1"
+    # and a modality reading the worklist (dcmtk findscu -W) gets them as sent
+    step = "ScheduledProcedureStepSequence[0]"
+    keys = [
+        "RequestedProcedureID",
+        "AccessionNumber=ACCISCVEP1",
+        f"{step}.ScheduledProcedureStepID",
+    ]
+    _, answers = findscu(server.dicom_port, "-W", keys, tmp_path / "mwl")
+    assert [a.RequestedProcedureID for a in answers] == ["Radiology"]
+    assert answers[0].ScheduledProcedureStepSequence[0].ScheduledProcedureStepID == "FOISCVEP1"
     assert request["status"] == "active"
     assert request["requester"]["display"] == "DR JAIME ESTRADA"
     subject = fhir.get(request["subject"]["reference"]).json()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mappings.dicom.reconcile import mismatches
+from mappings.dicom.reconcile import header_made, mismatches
 
 HOSP = "https://medbridge.example.org/hl7v2/authority/HOSP"
 PATIENT: dict[str, Any] = {
@@ -46,3 +46,31 @@ def test_mismatches(header: dict[str, Any], issuer: str | None, expected: list[s
 
 def test_an_unnamed_patient_disagrees_with_no_name() -> None:
     assert mismatches({"PatientName": "Doe^John"}, None, {"resourceType": "Patient"}) == []
+
+
+@pytest.mark.parametrize(
+    ("identifiers", "expected"),
+    [
+        ([{"system": "https://medbridge.example.org/dicom/patient-id", "value": "X1"}], True),
+        (
+            [
+                {
+                    "system": "https://medbridge.example.org/dicom/anonymous-study-patient",
+                    "value": "1.2.3",
+                }
+            ],
+            True,
+        ),
+        ([{"system": HOSP, "value": "MRN5005"}], False),  # an issuer: HL7 may know it too
+        (
+            [
+                {"system": "https://medbridge.example.org/dicom/patient-id", "value": "X1"},
+                {"system": HOSP, "value": "MRN5005"},
+            ],
+            False,
+        ),
+        ([], False),
+    ],
+)
+def test_header_made(identifiers: list[dict[str, str]], expected: bool) -> None:
+    assert header_made({"resourceType": "Patient", "identifier": identifiers}) is expected
