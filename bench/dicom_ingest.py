@@ -415,18 +415,18 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def report(results: dict[str, Any]) -> None:
-    print(f"\n{'STOW-RS':<24}{'instances':>10}{'MB':>8}{'inst/s':>10}{'MB/s':>8}{'failed':>8}")
+    print(f"\n{'STOW-RS':<34}{'instances':>10}{'MB':>8}{'inst/s':>10}{'MB/s':>8}{'failed':>8}")
     measured = [key for key in results if key.endswith(("_small", "_large"))]
     for key in measured:
         if isinstance(results[key], dict):
             r = results[key]
-            print(f"{key:<24}{r['instances']:>10}{r['megabytes']:>8}{r['instances_per_s']:>10}"
+            print(f"{key:<34}{r['instances']:>10}{r['megabytes']:>8}{r['instances_per_s']:>10}"
                   f"{r['mb_per_s']:>8}{r['failures']:>8}")  # fmt: skip
     print("CPU per instance (ms), all processes on this machine's cores:")
     for key in measured:
         if isinstance(results[key], dict):
             cpu = results[key]["cpu_ms_per_instance"]
-            print(f"  {key:<22}" + ", ".join(f"{k} {v}" for k, v in cpu.items()))
+            print(f"  {key:<32} " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
     for key in ("ratio_small", "ratio_large"):
         if key in results:
             print(f"{key:<24}{results[key]:>10}x (MedBridge / Orthanc instances per second)")
