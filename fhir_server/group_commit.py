@@ -153,11 +153,7 @@ class GroupCommit:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncClientSession]:
-        async with (
-            self.gate(),
-            self.client.start_session() as session,
-            await session.start_transaction(),
-        ):
+        async with store_errors.transaction(self.client, self.gate) as session:
             yield session
 
     async def _bulk(self, session: AsyncClientSession, units: list[list[Write]]) -> None:

@@ -185,16 +185,8 @@ class Repository:
         if ambient is not None:
             yield ambient
             return
-        async with self.write_gate(), self.client.start_session() as session:
-            await session.start_transaction()
-            try:
-                yield session
-            except BaseException:
-                if session.in_transaction:
-                    with contextlib.suppress(PyMongoError):  # the store may have aborted it
-                        await session.abort_transaction()
-                raise
-            await store_errors.commit(session)
+        async with store_errors.transaction(self.client, self.write_gate) as session:
+            yield session
 
     async def run_bundle(self, deferred: bool, body: Callable[[], Awaitable[T]]) -> T:
         """`body()` in `bundle_transaction(deferred)`, run again (bounded, with backoff)

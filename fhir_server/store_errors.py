@@ -22,11 +22,14 @@ Anything else is the store failing and is raised as it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
 
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import (
     BulkWriteError,
@@ -86,6 +89,25 @@ def bulk_failure(error: ClientBulkWriteException | BulkWriteError) -> PyMongoErr
     # the store's own words may quote a value: DEBUG only
     log.debug("bulk write refused write %d (code %s): %s", position, code, message)
     return WriteError(message, code, {"idx": position})
+
+
+@contextlib.asynccontextmanager
+async def transaction(
+    client: AsyncMongoClient[Any], gate: Callable[[], AbstractAsyncContextManager[None]]
+) -> AsyncIterator[AsyncClientSession]:
+    """A fresh session in an open transaction under `gate`: committed on exit (again
+    while the outcome is unknown), aborted on an exception. A fresh session's first
+    transaction carries no `readConcern`, which SecantusDB refuses on a bulkWrite."""
+    async with gate(), client.start_session() as session:
+        await session.start_transaction()
+        try:
+            yield session
+        except BaseException:
+            if session.in_transaction:
+                with contextlib.suppress(PyMongoError):  # the store may have aborted it
+                    await session.abort_transaction()
+            raise
+        await commit(session)
 
 
 async def commit(session: AsyncClientSession) -> None:
