@@ -73,7 +73,11 @@ class FhirEndpoint:
             body = await read_body(request, self.max_body_bytes)
         except BodyTooLarge:
             return error_response(
-                FhirError("MB-1009", f"request body over {self.max_body_bytes} bytes")
+                FhirError(
+                    "MB-1009",
+                    f"request body over {self.max_body_bytes} bytes (max_body_bytes, "
+                    "MEDBRIDGE_MAX_BODY_BYTES)",
+                )
             )
         fhir_request = request_of(request, f"{request.url.netloc}{self.base_path}", body or None)
         peer = request.client.host if request.client else None

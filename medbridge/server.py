@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import uvicorn
@@ -18,10 +19,13 @@ from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from fhir_server.services import FhirServices
 from hl7_bridge.listener import Limits, TlsFiles
+from hl7_bridge.replay import admin_replay
 from hl7_bridge.service import BridgeOptions, start_listener
+from imaging import upkeep
 from imaging.dimse.config import DimseConfig, load_peers
 from imaging.dimse.service import start_dimse
 from imaging.services import build_imaging, object_store
+from mappings.dicom.imagingstudy import use_site_authorities
 from medbridge import __version__
 from medbridge.admin import AdminApi
 from medbridge.app import (
@@ -68,22 +72,16 @@ async def _serve(settings: Settings, uri: str) -> None:
         stack.push_async_callback(client.close)
         repository = Repository(client, settings.database, settings.serialize_writes)
         await repository.ensure_indexes()
-        router = FhirRouter(
-            FhirServices(
-                repository,
-                settings.max_body_bytes,
-                software_version=__version__,
-                budget=settings.budget(),
-            )
-        )
+        router = build_router(repository, settings)
         readiness = Readiness()
         readiness.expect("http")
         readiness.expect("mllp")
-        mllp = await start_listener(repository, router, _bridge_options(settings))
+        mllp = await start_listener(repository, router, bridge_options(settings))
         stack.push_async_callback(mllp.stop)
         readiness.ready("mllp")
         app = build_app(router, readiness, settings.max_body_bytes)
         public_base = [settings.public_base_url or f"http://{settings.host}:{settings.http_port}"]
+        use_site_authorities(settings.hl7_authorities)  # one issuer -> system table
         imaging = build_imaging(
             repository, router,
             object_store(settings.objects_dir, settings.s3_bucket, settings.s3_endpoint_url,
@@ -91,13 +89,18 @@ async def _serve(settings: Settings, uri: str) -> None:
             DICOMWEB_BASE,
             lambda: public_base[0] + DICOMWEB_BASE,
             settings.dicom_replace_different, settings.dicom_max_instance_bytes,
-            budget=settings.budget(),
+            budget=settings.budget(), default_issuer=settings.dicom_default_issuer,
+            upkeep_retry=settings.upkeep_retry(),
+            quarantine_prefix_bytes=settings.dicom_quarantine_prefix_bytes,
         )  # fmt: skip
         await imaging.start()
         stack.push_async_callback(imaging.stop)
         mount_dicomweb(app, imaging.dicomweb.handle)
         admin = AdminApi()
         admin.add("status", _status)
+        admin.add("hl7/replay", admin_replay(mllp.processor))
+        admin.add("dicom/pending", partial(upkeep.pending, imaging.linker))
+        admin.add("dicom/retry", partial(upkeep.retry, imaging.linker))
         mount_admin(app, admin)
         readiness.expect("dicom")
         dimse = await start_dimse(
@@ -135,6 +138,14 @@ async def _serve(settings: Settings, uri: str) -> None:
         await task
 
 
+def build_router(repository: Repository, settings: Settings) -> FhirRouter:
+    """The FHIR router of the server (`hl7 replay` without a server builds the same)."""
+    services = FhirServices(
+        repository, settings.max_body_bytes, software_version=__version__, budget=settings.budget()
+    )
+    return FhirRouter(services)
+
+
 async def _status(payload: dict[str, Any]) -> dict[str, Any]:
     return {"version": __version__, "pid": os.getpid()}
 
@@ -148,7 +159,7 @@ def _loopback(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _bridge_options(settings: Settings) -> BridgeOptions:
+def bridge_options(settings: Settings) -> BridgeOptions:
     tls = None
     if settings.mllp_tls_cert is not None and settings.mllp_tls_key is not None:
         tls = TlsFiles(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca)
@@ -162,6 +173,8 @@ def _bridge_options(settings: Settings) -> BridgeOptions:
     return BridgeOptions(
         settings.host, settings.mllp_port, limits, tls, settings.hl7_timezone,
         settings.hl7_authorities, settings.hl7_honor_no_ack, settings.budget(),
+        settings.hl7_adt_demographics,
+        settings.hl7_order_domains,
     )  # fmt: skip
 
 
@@ -171,7 +184,13 @@ def _dimse_config(settings: Settings) -> DimseConfig:
         peers=load_peers(settings.dicom_peers_file),
         open=settings.dicom_open,
         max_associations=settings.dicom_max_associations,
+        reserved_associations=min(
+            settings.dicom_reserved_associations, settings.dicom_max_associations - 1
+        ),
+        idle_timeout=settings.dicom_idle_timeout,
+        request_timeout=settings.dicom_request_timeout,
         acse_timeout=settings.dicom_acse_timeout,
         dimse_timeout=settings.dicom_dimse_timeout,
         network_timeout=settings.dicom_network_timeout,
+        default_issuer=settings.dicom_default_issuer,
     )
