@@ -31,7 +31,11 @@ async def search(exchange: Exchange, services: FhirServices) -> FhirResponse:
     resource_type = route.resource_type
     patient = _compartment_patient(request.path, resource_type)
     search_request = parse_search(
-        resource_type, _params(request), strict=_strict(request), base_url=request.base_url
+        resource_type,
+        _params(request),
+        strict=_strict(request),
+        base_url=request.base_url,
+        budget=services.budget,
     )
     clauses = [
         compile_criterion(resource_type, name, value, request.base_url)
@@ -63,9 +67,10 @@ async def everything(exchange: Exchange, services: FhirServices) -> FhirResponse
         raise FhirError("MB-1002", f"Patient/{patient_id} is not known")
     engine = services.repository.search_engine()
     entries: list[dict[str, Any]] = []
-    for resource_type in ("Patient", *sorted(patient_compartment())):
-        if resource_type != "Patient" and resource_type not in patient_compartment():
-            continue
+    # the compartment definition lists Patient too (Patient.link); its clause is the
+    # patient's own id, which the first round already answered
+    others = sorted(t for t in patient_compartment() if t != "Patient")
+    for resource_type in ("Patient", *others):
         clause = compartment_clause(resource_type, patient_id)
         page = await run_page(
             engine, SearchRequest(resource_type, count=MAX_COUNT, total="none"), [clause]
