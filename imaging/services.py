@@ -104,6 +104,7 @@ def build_imaging(
     # orders that arrive after their study: the FHIR pipeline tells the linker
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")
     dicomweb = DicomwebService(
-        ingestor, index, store, linker, dicomweb_base_path, share_hooks_with=router.pipeline
-    )
+        ingestor, index, store, linker, dicomweb_base_path, share_hooks_with=router.pipeline,
+        public_url=dicomweb_url,
+    )  # fmt: skip
     return Imaging(store, index, ingestor, linker, dicomweb)

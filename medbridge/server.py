@@ -24,6 +24,8 @@ from medbridge import __version__
 from medbridge.app import DICOMWEB_BASE, FHIR_BASE, FhirFirst, build_app, mount_dicomweb
 from medbridge.embedded_mongo import EmbeddedMongo
 from medbridge.health import Readiness
+from medbridge.http_guard import HttpGuard
+from medbridge.http_protocol import bounded_protocol
 from medbridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,8 +73,8 @@ async def _serve(settings: Settings, uri: str) -> None:
         mllp = await start_listener(repository, router, _bridge_options(settings))
         stack.push_async_callback(mllp.stop)
         readiness.ready("mllp")
-        app = build_app(router, readiness, settings.max_body_bytes)
-        public_base = [settings.public_base_url or f"http://{settings.host}:{settings.http_port}"]
+        public_base = [_public_base(settings, settings.http_port)]
+        app = build_app(router, readiness, settings.max_body_bytes, lambda: public_base[0])
         imaging = build_imaging(
             repository, router,
             object_store(settings.objects_dir, settings.s3_bucket, settings.s3_endpoint_url,
@@ -94,8 +96,11 @@ async def _serve(settings: Settings, uri: str) -> None:
         # everything built so far lives as long as the server: out of the collector's
         # way, a full collection no longer walks it (~44 ms every few hundred requests)
         gc.freeze()
+        budget = settings.budget()
         config = uvicorn.Config(
-            FhirFirst(app),
+            HttpGuard(FhirFirst(app), settings.cors_origin_list()),
+            http=bounded_protocol(budget),
+            timeout_keep_alive=max(1, round(budget.http_keepalive_timeout)),
             host=settings.host,
             port=settings.http_port,
             log_level=settings.log_level,
@@ -111,11 +116,19 @@ async def _serve(settings: Settings, uri: str) -> None:
         if server.started:
             readiness.ready("http")
             port = server.servers[0].sockets[0].getsockname()[1]
-            base = settings.public_base_url or f"http://{settings.host}:{port}"
+            base = _public_base(settings, port)
             public_base[0] = base
             print(f"MedBridge {__version__} ready: FHIR base {base}{FHIR_BASE}", flush=True)
             sys.stdout.flush()
         await task
+
+
+def _public_base(settings: Settings, port: int) -> str:
+    """The configured public base URL, else this listener's address (never a Host header)."""
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{port}"
 
 
 def _bridge_options(settings: Settings) -> BridgeOptions:

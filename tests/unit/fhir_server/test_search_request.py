@@ -73,7 +73,9 @@ def test_value_budget_is_checked_in_both_modes() -> None:
             parse_search("Patient", [("family:contains", "abcdef")], strict=strict, budget=budget)
         assert caught.value.code == "MB-1060"
         assert "max_search_value_chars" in caught.value.diagnostics
-    assert parse_search("Patient", [("_id", "a,b,c")], budget=budget).criteria == (("_id", "a,b,c"),)
+    assert parse_search("Patient", [("_id", "a,b,c")], budget=budget).criteria == (
+        ("_id", "a,b,c"),
+    )
     with pytest.raises(FhirError) as caught:
         parse_search("Patient", [("name", "a\x1fb")])
     assert caught.value.expression == "name"
