@@ -297,13 +297,7 @@ def cases(world: World) -> list[Case]:
             "C3",
             "FHIR",
             f"PATCH {s.c3_copies} x copy /name -> /name/-",
-            lambda w: fhir(
-                w,
-                "PATCH",
-                f"/Patient/{w.patient}",
-                content=json.dumps(patch),
-                headers={"Content-Type": "application/json-patch+json"},
-            ),
+            lambda w: _c3(w, json.dumps(patch)),
         ),
         Case(
             "H1",
@@ -555,6 +549,18 @@ async def _c1(
     await dicomweb(
         world, "GET", f"/studies/{study}/series/{series}/instances/{sop}/bulkdata/7FE00010"
     )
+
+
+async def _c3(world: World, patch: str) -> None:
+    """Each round patches a fresh one-name Patient: a patched one would double again."""
+    created = await world.http.post(
+        f"{world.server.fhir_base}/Patient",
+        content='{"resourceType":"Patient","name":[{"family":"Copy"}]}',
+        headers=FHIR_JSON,
+    )
+    target = created.json().get("id")
+    headers = {"Content-Type": "application/json-patch+json"}
+    await fhir(world, "PATCH", f"/Patient/{target}", content=patch, headers=headers)
 
 
 def _cfind(port: int, name: str) -> None:
