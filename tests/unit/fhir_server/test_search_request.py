@@ -60,6 +60,8 @@ def test_lenient_refuses_malformed_values_of_known_parameters(name: str, value: 
         parse_search("Patient", [(name, value)])
     assert caught.value.code == "MB-1016"
     assert caught.value.expression == name
+    if value == "\\":
+        assert "lone" in caught.value.diagnostics
 
 
 def test_value_budget_is_checked_in_both_modes() -> None:
