@@ -48,6 +48,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refusing is not None:
+            return  # answered and closing: the rest of a refused head is not parsed
         if self._head_open:
             self._head_bytes += len(data)
             self._arm_head_timer()
