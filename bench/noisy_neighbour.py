@@ -167,12 +167,26 @@ def uids(data: bytes) -> tuple[str, str, str]:
 # ---- noise helpers -----------------------------------------------------------------------
 
 
+_BUILT: dict[tuple[Any, ...], httpx.Request] = {}
+
+
+async def send(world: World, method: str, url: str, **kwargs: Any) -> None:
+    """Send a request built once: encoding a 20,000-value URL or a 32 MiB body again for
+    every round would be the noisy client's CPU, not the server's work."""
+    content = kwargs.get("content")
+    key = (method, url, repr(kwargs.get("params")), repr(kwargs.get("headers")), hash(content))
+    request = _BUILT.get(key)
+    if request is None:
+        request = _BUILT[key] = world.http.build_request(method, url, **kwargs)
+    await world.http.send(request)
+
+
 async def fhir(world: World, method: str, path: str, **kwargs: Any) -> None:
-    await world.http.request(method, f"{world.server.fhir_base}{path}", **kwargs)
+    await send(world, method, f"{world.server.fhir_base}{path}", **kwargs)
 
 
 async def dicomweb(world: World, method: str, path: str, **kwargs: Any) -> None:
-    await world.http.request(method, f"{world.server.base_url}/dicomweb{path}", **kwargs)
+    await send(world, method, f"{world.server.base_url}/dicomweb{path}", **kwargs)
 
 
 async def mllp_raw(world: World, data: bytes) -> None:
