@@ -19,6 +19,7 @@ class Budget:
     max_string_bytes: int = MiB
     max_resource_bytes: int = 12 * MiB
     max_json_depth: int = 64
+    max_list_items: int = 10_000
     max_bundle_entries: int = 2_000
     max_patch_operations: int = 1_000
     # searches and lists named in a URL

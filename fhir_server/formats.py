@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from fhir_server.body import fragment, loads_stored
 from fhir_server.errors import FhirError
 from fhir_server.exchange import FhirRequest
 
@@ -42,4 +43,5 @@ def wants_pretty(request: FhirRequest) -> bool:
 
 
 def pretty(body: bytes) -> bytes:
-    return orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
+    # decimals as stored (`1.50` stays `1.50`), see fhir_server/body.py
+    return orjson.dumps(loads_stored(body), default=fragment, option=orjson.OPT_INDENT_2)

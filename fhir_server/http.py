@@ -96,7 +96,11 @@ class FhirEndpoint:
             body = await read_body(request, self.max_body_bytes)
         except BodyTooLarge:
             return error_response(
-                FhirError("MB-1009", f"request body over {self.max_body_bytes} bytes")
+                FhirError(
+                    "MB-1009",
+                    f"request body over {self.max_body_bytes} bytes (max_body_bytes, "
+                    "MEDBRIDGE_MAX_BODY_BYTES)",
+                )
             )
         base = self.public_base() if self.public_base else socket_base(request)
         fhir_request = request_of(request, base + self.base_path, body or None)

@@ -41,6 +41,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ClientBulkWriteException, DuplicateKeyError
 
+from fhir_server.body import dumps
 from fhir_server.errors import FhirError
 from fhir_server.group_commit import GroupCommit, Write
 from fhir_server.group_commit import insert as _insert
@@ -56,6 +57,10 @@ CLAIMS = "conditional_claims"
 CLIENT_BULK_WIRE_VERSION = 25  # MongoDB 8.0: client-level bulkWrite
 # what a read needs of a current document: not the sort keys, which are larger than it
 CURRENT_FIELDS = {"vid": 1, "lu": 1, "raw": 1, "rk": 1}
+# above these a write's index rows are made in a worker thread: a thread hop costs more
+# than a small resource's rows, a 10 MB one's take seconds that reads would wait
+OFF_LOOP_BYTES = 64 * 1024
+OFF_LOOP_ROWS = 512
 RECENT = 20_000  # versions this process wrote or read lately, for planning reads
 
 
@@ -408,11 +413,15 @@ class Repository:
         meta["versionId"] = str(version)
         meta["lastUpdated"] = instant(last_updated_ms)
         resource["meta"] = meta
-        raw = orjson.dumps(resource)
+        raw = dumps(resource)  # decimals as sent (fhir_server/body.py)
         stored = Stored(
             resource["resourceType"], resource_id, version, last_updated_ms, raw, method
         )
-        index = index_entries(resource)
+        # a large resource's index (thousands of values) is extracted off the event loop
+        if len(raw) > OFF_LOOP_BYTES:
+            index = await asyncio.to_thread(index_entries, resource)
+        else:
+            index = index_entries(resource)
         # every sort key present ("" when absent) so keyset paging compares like with like
         order = dict.fromkeys(parameters_for(stored.resource_type), "") | index.order
         await self._commit(stored, previous, rows=index.rows, order=order, claim=claim)
@@ -426,7 +435,10 @@ class Repository:
         order: Document,
         claim: str | None = None,
     ) -> None:
-        writes, keys = _version_writes(stored, previous, rows, order)
+        if len(rows) > OFF_LOOP_ROWS:
+            writes, keys = await asyncio.to_thread(_version_writes, stored, previous, rows, order)
+        else:
+            writes, keys = _version_writes(stored, previous, rows, order)
         if claim is not None:
             # a unique _id per (type, criteria): of two conditional creates racing on the
             # same criteria, the second one's transaction fails here and it re-resolves

@@ -9,10 +9,11 @@ application acknowledgment (MSH-16) takes precedence over the accept one (MSH-15
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hl7_bridge.errors import TABLE_0357, Hl7Error
+from hl7_bridge.errors import TABLE_0357, Hl7Error, Hl7Warning
 
 DEFAULT_SEPARATORS = "|", "^~\\&"
 ERR_SEGMENT_FROM = (2, 5)  # ERR-2..ERR-8 exist from v2.5 on; earlier versions use ERR-1
@@ -88,9 +89,13 @@ def _wanted(condition: str, error: Hl7Error | None) -> bool:
 
 
 def build_ack(
-    original: Original, code: str, error: Hl7Error | None, now: datetime | None = None
+    original: Original,
+    code: str,
+    error: Hl7Error | None,
+    now: datetime | None = None,
+    warnings: Sequence[Hl7Warning] = (),
 ) -> str:
-    """The ACK text (segments separated by CR)."""
+    """The ACK text (segments separated by CR); one ERR per error (E) and warning (W)."""
     sep, enc = original.field_separator, original.encoding
     component = enc[0]
     version = original.get(12).split(component)[0] or "2.5"
@@ -120,11 +125,12 @@ def build_ack(
         msa.append(_escape(error.text[:80], sep, enc))
     segments.append(sep.join(msa))
     if error is not None:
-        segments.append(_err(error, version, sep, enc))
+        segments.append(_err(error, "E", version, sep, enc))
+    segments.extend(_err(warning, "W", version, sep, enc) for warning in warnings)
     return "\r".join(segments) + "\r"
 
 
-def _err(error: Hl7Error, version: str, sep: str, enc: str) -> str:
+def _err(error: Hl7Error | Hl7Warning, severity: str, version: str, sep: str, enc: str) -> str:
     component, subcomponent = enc[0], enc[3] if len(enc) > 3 else "&"
     location = error.location.replace("^", component)
     description = TABLE_0357[error.code]
@@ -135,7 +141,6 @@ def _err(error: Hl7Error, version: str, sep: str, enc: str) -> str:
         code = subcomponent.join((error.code, description, "HL70357"))
         return sep.join(["ERR", component.join([*parts, code])])
     code = component.join((error.code, description, "HL70357"))
-    severity = "E"
     return sep.join(["ERR", "", location, code, severity, "", "", "", text])
 
 

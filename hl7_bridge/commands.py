@@ -8,11 +8,17 @@ import re
 import ssl
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hl7_bridge.ack import original_of
 from hl7_bridge.client import MllpClient, as_message
+
+if TYPE_CHECKING:  # the CLI imports this module for every command: the store stays lazy
+    from fhir_server.repository import Repository
+    from fhir_server.router import FhirRouter
+    from hl7_bridge.service import BridgeOptions
 
 MESSAGE_START = re.compile(rb"\r(?=MSH)")
 NO_ACK_WAIT = 5.0  # seconds to wait for an ACK the message asked not to get
@@ -93,40 +99,61 @@ async def send(args: argparse.Namespace) -> int:
     return worst
 
 
-async def replay(
-    args: argparse.Namespace,
-    uri: str,
-    database: str,
-    timezone: str = "UTC",
-    authorities: Path | None = None,
-) -> int:
+@dataclass(frozen=True, slots=True)
+class ReplayTarget:
+    """Where `hl7 replay` runs: through the running server when there is one (`remote`,
+    its `hl7/replay` admin call), else on the store, with a router and processor built
+    as the server builds them."""
+
+    remote: Callable[[dict[str, Any]], dict[str, Any]] | None
+    uri: str | None
+    database: str
+    embedded: Callable[[], Store]
+    router: Callable[[Repository], FhirRouter]
+    options: BridgeOptions
+
+
+def replay_payload(args: argparse.Namespace) -> dict[str, Any]:
+    """The admin call's body; `database` only when named: the server refuses another."""
+    payload: dict[str, Any] = {"failed": True} if args.failed else {"ids": [args.id]}
+    if args.database is not None:
+        payload["database"] = args.database
+    return payload
+
+
+def report(args: argparse.Namespace, results: list[dict[str, str]]) -> int:
+    """Print one line per message; 1 when any was not applied, 2 when nothing was named."""
+    if not results and not args.failed:
+        print("nothing to replay", file=sys.stderr)
+        return 2
+    if not results:
+        print("nothing to replay", file=sys.stderr)
+        return 0
+    failures = 0
+    for result in results:
+        if "error" in result:
+            print(f"{result['id']}: {result['error']}", file=sys.stderr)
+            failures += 1
+            continue
+        print(f"{result['id']}: {result['code'] or 'no ACK requested'}", flush=True)
+        failures += result["code"] not in ("AA", "CA", "")
+    return 1 if failures else 0
+
+
+async def replay_on_store(
+    args: argparse.Namespace, target: ReplayTarget, uri: str
+) -> list[dict[str, str]]:
     from pymongo import AsyncMongoClient
 
     from fhir_server.repository import Repository
-    from fhir_server.router import FhirRouter
-    from fhir_server.services import FhirServices
+    from hl7_bridge.replay import replay
     from hl7_bridge.service import build_processor
 
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
     try:
-        repository = Repository(client, database)
-        router = FhirRouter(FhirServices(repository))
-        processor = await build_processor(repository, router, timezone, authorities)
-        ids = await processor.archive.failed_ids() if args.failed else [args.id]
-        if not ids or ids == [None]:
-            print("nothing to replay", file=sys.stderr)
-            return 0 if args.failed else 2
-        failures = 0
-        for receipt_id in ids:
-            try:
-                result = await processor.replay(receipt_id)
-            except KeyError:
-                print(f"{receipt_id}: no such archived message", file=sys.stderr)
-                failures += 1
-                continue
-            print(f"{receipt_id}: {result.code or 'no ACK requested'}", flush=True)
-            failures += result.code not in ("AA", "CA", "")
-        return 1 if failures else 0
+        repository = Repository(client, target.database)
+        processor = await build_processor(repository, target.router(repository), target.options)
+        return await replay(processor, None if args.failed else [args.id])
     finally:
         await client.close()
 
@@ -136,24 +163,26 @@ class Store(Protocol):
     def stop(self) -> None: ...
 
 
-def run(
-    args: argparse.Namespace,
-    uri: str | None,
-    database: str,
-    embedded: Callable[[], Store],
-    timezone: str = "UTC",
-    authorities: Path | None = None,
-) -> int:
-    """`hl7 send` needs only the network; `hl7 replay` the store (embedded when no URI)."""
+def run(args: argparse.Namespace, target: ReplayTarget | None = None) -> int:
+    """`hl7 send` needs only the network; `hl7 replay` the running server, else the store
+    (embedded when no URI)."""
     if args.hl7_command == "send":
         return asyncio.run(send(args))
+    assert target is not None
     if args.id is None and not args.failed:
         print("replay needs an archive id or --failed", file=sys.stderr)
         return 2
-    if uri is not None:
-        return asyncio.run(replay(args, uri, database, timezone, authorities))
-    store = embedded()  # the server must be stopped: the embedded store has one owner
+    if target.remote is not None:
+        try:
+            answer = target.remote(replay_payload(args))
+        except Exception as error:  # refused (RuntimeError) or unreachable (httpx)
+            print(f"replay through the running server failed: {error}", file=sys.stderr)
+            return 1
+        return report(args, list(answer.get("results", [])))
+    if target.uri is not None:
+        return report(args, asyncio.run(replay_on_store(args, target, target.uri)))
+    store = target.embedded()  # no server runs: the embedded store is ours for a moment
     try:
-        return asyncio.run(replay(args, store.start(), database, timezone, authorities))
+        return report(args, asyncio.run(replay_on_store(args, target, store.start())))
     finally:
         store.stop()

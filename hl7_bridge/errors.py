@@ -53,6 +53,19 @@ class Hl7Error(Exception):
         return cls(ack, code, f"{error.code}: {error.diagnostics}"[:400], location)
 
 
+@dataclass(frozen=True, slots=True)
+class Hl7Warning:
+    """A problem the message was applied despite: ERR with severity W (ERR-4) on an AA."""
+
+    code: str  # ERR-3, HL7 table 0357
+    text: str  # ERR-8
+    location: str  # ERR-2
+
+    @classmethod
+    def from_mapping(cls, error: MappingError) -> Hl7Warning:
+        return cls(error.code, f"{error.text}; the field was not applied", error.location)
+
+
 class Interrupted(Exception):
     """Stop processing without an answer of its own: the caller knows what to do next
     (the message turned out to be a resend, or could not be archived)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fhir_server.failures import log_failure
-from hl7_bridge.framing import FrameAborted, FrameReader, FrameTooLarge, frame
+from hl7_bridge.framing import FrameAborted, FrameMalformed, FrameReader, FrameTooLarge, frame
 from hl7_bridge.processor import Processor
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,13 @@ class MllpListener:
                 payload = await frames.next()
             except FrameTooLarge as error:
                 await self._too_large(error, writer, peer)
+                continue
+            except FrameMalformed as error:
+                log.warning("MLLP frame from %s malformed (%s): AR", peer, error.reason)
+                result = await self.processor.malformed(error.payload, error.reason, peer)
+                if result.ack is not None:
+                    writer.write(frame(result.ack))
+                    await writer.drain()
                 continue
             except FrameAborted as error:
                 log.info("MLLP connection from %s dropped: %s", peer, error)

@@ -25,7 +25,7 @@ from hl7_bridge import archive as states
 from hl7_bridge.ack import Original, ack_code_wanted, build_ack, original_of
 from hl7_bridge.archive import Archive, Receipt, message_key
 from hl7_bridge.charset import decode
-from hl7_bridge.errors import Hl7Error, Interrupted, Outcome, attempt
+from hl7_bridge.errors import Hl7Error, Hl7Warning, Interrupted, Outcome, attempt
 from hl7_bridge.writer import Writer
 from mappings.hl7v2.errors import MappingError
 from mappings.hl7v2.message import V2Message
@@ -57,8 +57,10 @@ class Processor:
         tables: Tables,
         timezone: tzinfo,
         honor_no_ack: bool = False,
+        adt_demographics: bool = True,
     ) -> None:
         self.honor_no_ack = honor_no_ack  # MSH-15/16 NE: send nothing (else answer anyway)
+        self.adt_demographics = adt_demographics  # only ADT changes a Patient's values
         self.router = router
         self.archive = archive
         self.tables = tables
@@ -115,19 +117,27 @@ class Processor:
 
     async def oversize(self, head: bytes, size: int, limit: int, peer: str) -> Result:
         """AR for a frame over the size cap; its first bytes are archived with the reason."""
-        decoded = decode(head)
+        text = f"message of {size} bytes is over the {limit} byte limit"
+        return await self._refuse_frame(head, text, peer, size=size, truncated=True)
+
+    async def malformed(self, payload: bytes, reason: str, peer: str) -> Result:
+        """AR for a frame whose MLLP end is broken; kept whole in the archive, not applied."""
+        return await self._refuse_frame(payload, reason, peer, framing=reason)
+
+    async def _refuse_frame(self, raw: bytes, text: str, peer: str, **fields: Any) -> Result:
+        decoded = decode(raw)
         original = original_of(decoded.text)
-        error = Hl7Error("AR", "207", f"message of {size} bytes is over the {limit} byte limit")
+        error = Hl7Error("AR", "207", text)
         result = self._answer(original, error, decoded.codec, None)
         try:
             receipt = await self.archive.receive(
-                head, peer, None, size=size, truncated=True,
-                control_id=original.get(10)[:200], event=original.get(9)[:40],
+                raw, peer, None, control_id=original.get(10)[:200],
+                event=original.get(9)[:40], **fields,
             )  # fmt: skip
             reason = f"AR 207 {error.text}"
             await self.archive.finish(receipt.id, states.REJECTED, result.ack, [], reason, "207")
         except Exception:
-            log_failure(log, "archiving an oversized message failed")
+            log_failure(log, "archiving a refused frame failed")
         return result
 
     async def replay(self, receipt_id: str) -> Result:
@@ -170,20 +180,23 @@ class Processor:
 
         references: list[str] = []
         recorded = False
+        warnings: list[Hl7Warning] = []
+        accepted = Result(None, "", receipt_id)
         if message is not None and outcome.error is None:
             header = message.header
             actor = Actor("hl7-peer", f"{original.get(3)}^{original.get(4)}")
             context = RequestContext(Door.HL7V2, actor=actor, scopes=PEER_SCOPES, peer=peer)
-            accepted = self._answer(original, None, codec, receipt_id)
 
             def processed(written: list[str]) -> list[Write]:
                 # recorded as processed, with its AA, in the unit that applies it
                 return self.archive.finish_writes(
-                    receipt_id, states.PROCESSED, accepted.ack, written
+                    receipt_id, states.PROCESSED, accepted.ack, written, _noted(warnings)
                 )
 
             with attempt(outcome, f"{header.message_type}^{header.trigger_event}"):
-                translation = translate(message, self.tables, self.timezone)
+                translation = translate(message, self.tables, self.timezone, self.adt_demographics)
+                warnings = [Hl7Warning.from_mapping(w) for w in translation.warnings]
+                accepted = self._answer(original, None, codec, receipt_id, warnings)
                 writer = Writer(self.router, context)
                 references = await writer.apply(translation, processed, archived)
                 recorded = writer.recorded
@@ -191,10 +204,10 @@ class Processor:
         if recorded and outcome.error is None:
             log.info("HL7 %s %s from %s: %s", original.get(9)[:20], receipt_id, peer, "AA")
             return accepted
-        result = self._answer(original, outcome.error, codec, receipt_id)
         error = outcome.error
+        result = self._answer(original, error, codec, receipt_id, warnings if not error else [])
         status = states.PROCESSED if error is None else states.DEAD_LETTER
-        reason = None if error is None else f"{error.ack_code} {error.code} {error.text}"
+        reason = f"{error.ack_code} {error.code} {error.text}" if error else _noted(warnings)
         try:
             await self.archive.finish(
                 receipt_id, status, result.ack, references, reason, error.code if error else None
@@ -228,23 +241,32 @@ class Processor:
             reason = f"AE 205 {error.text}"
             await self.archive.finish(receipt_id, states.REJECTED, result.ack, [], reason, "205")
             return result
-        if owner.get("status") in (states.PROCESSED, states.DEAD_LETTER) and "ack" in owner:
+        if owner.get("status") == states.PROCESSED and "ack" in owner:
+            # applied: the resend gets the very same answer, and nothing is written again
             await self.archive.finish(
                 receipt_id, states.DUPLICATE, owner["ack"], owner.get("references"), None, None
             )
             ack = owner["ack"]
             return Result(ack, _msa_code(ack) if ack else "", receipt_id)
-        # The first copy never finished (the process died): apply it now, under its record.
-        await self.archive.finish(receipt_id, states.DUPLICATE, None, [], "resent unfinished", None)
+        # Answered AE/AR (its cause may be fixed by now, as HL7 engines assume) or never
+        # finished (the process died): process it again, under the first record.
+        failed = owner.get("status") == states.DEAD_LETTER
+        why = "resent after AE/AR" if failed else "resent unfinished"
+        await self.archive.finish(receipt_id, states.DUPLICATE, None, [], why, None)
         return await self.replay(str(owner["_id"]))
 
     def _answer(
-        self, original: Original, error: Hl7Error | None, codec: str, receipt_id: str | None
+        self,
+        original: Original,
+        error: Hl7Error | None,
+        codec: str,
+        receipt_id: str | None,
+        warnings: list[Hl7Warning] | None = None,
     ) -> Result:
         code = ack_code_wanted(original, error, self.honor_no_ack)
         if code is None:
             return Result(None, "", receipt_id)
-        text = build_ack(original, code, error)
+        text = build_ack(original, code, error, warnings=warnings or ())
         return Result(text.encode(codec, "replace"), code, receipt_id)
 
 
@@ -269,6 +291,13 @@ def parse(text: str) -> V2Message:
     if header.processing_id.upper() not in PROCESSING_IDS:
         raise Hl7Error("AR", "202", "MSH-11 processing id is not P, D or T", "MSH^1^11")
     return message
+
+
+def _noted(warnings: list[Hl7Warning]) -> str | None:
+    """The archive's reason for a message applied with warnings (field ids only)."""
+    if not warnings:
+        return None
+    return "applied with warnings: " + ", ".join(f"W {w.code} {w.location}" for w in warnings)
 
 
 def _msa_code(ack: bytes) -> str:

@@ -27,30 +27,31 @@ class BridgeOptions:
     authorities: Path | None = None
     honor_no_ack: bool = False
     budget: Budget = field(default_factory=Budget)
+    adt_demographics: bool = True  # only ADT messages change a stored Patient's values
+    order_domains: str = ""  # MEDBRIDGE_HL7_ORDER_DOMAINS
 
 
 async def build_processor(
-    repository: Repository,
-    router: FhirRouter,
-    timezone: str,
-    authorities: Path | None,
-    honor_no_ack: bool = False,
+    repository: Repository, router: FhirRouter, options: BridgeOptions
 ) -> Processor:
+    """The processor and the hooks it adds to the router's pipeline, as `serve` runs it:
+    `hl7 replay` without a server builds the very same, so a replay is no bare write."""
     archive = Archive(repository)
     await archive.ensure_indexes()
-    tables = load_tables(authorities)
-    return Processor(router, archive, tables, ZoneInfo(timezone), honor_no_ack)
+    tables = load_tables(options.authorities, options.order_domains)
+    linker = ReportLinker(router)  # reports that arrived before their study
+    router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "hl7.link-reports")
+    return Processor(
+        router, archive, tables, ZoneInfo(options.timezone), options.honor_no_ack,
+        options.adt_demographics,
+    )  # fmt: skip
 
 
 async def start_listener(
     repository: Repository, router: FhirRouter, options: BridgeOptions
 ) -> MllpListener:
-    """A started listener (`.port` holds the bound port)."""
-    processor = await build_processor(
-        repository, router, options.timezone, options.authorities, options.honor_no_ack
-    )
-    linker = ReportLinker(router)  # reports that arrived before their study
-    router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "hl7.link-reports")
+    """A started listener (`.port` holds the bound port, `.processor` the processor)."""
+    processor = await build_processor(repository, router, options)
     tls = tls_context(options.tls) if options.tls is not None else None
     listener = MllpListener(processor, options.host, options.port, options.limits, tls)
     await listener.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -52,19 +53,25 @@ class ReportLinker:
             for identifier in study.get("identifier", [])
             if _type_code(identifier) == ACSN and identifier.get("value")
         ]
+        # a report that named the study by its UID (an OBX 113014) waits on that value
+        uids = [
+            str(identifier["value"])
+            for identifier in study.get("identifier", [])
+            if identifier.get("system") == "urn:dicom:uid" and identifier.get("value")
+        ]
         if study_id and accessions:
-            task = asyncio.create_task(self.link(f"ImagingStudy/{study_id}", accessions))
+            task = asyncio.create_task(self.link(f"ImagingStudy/{study_id}", accessions, uids))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def link(self, study: str, accessions: list[str]) -> None:
-        """Point every report waiting on one of `accessions` at `study`."""
+    async def link(self, study: str, accessions: list[str], uids: Sequence[str] = ()) -> None:
+        """Point every report waiting on one of `accessions` (or the study's UIDs) at `study`."""
         context = RequestContext(Door.INTERNAL, actor=SYSTEM, scopes=SCOPES)
         try:
             for accession in accessions:
                 reports = await self._reports(accession, context)
                 for report in reports:
-                    await self._link_one(report, study, accession, context)
+                    await self._link_one(report, study, [accession, *uids], context)
         except Exception:
             log_failure(log, "linking reports to %s failed", study)
 
@@ -82,10 +89,10 @@ class ReportLinker:
         return [entry["resource"] for entry in bundle.get("entry", [])]
 
     async def _link_one(
-        self, report: dict[str, Any], study: str, accession: str, context: RequestContext
+        self, report: dict[str, Any], study: str, values: list[str], context: RequestContext
     ) -> None:
         for _ in range(RETRIES):
-            linked = _with_study(report, study, accession)
+            linked = _with_study(report, study, values)
             if linked is None:
                 return
             headers = {
@@ -109,13 +116,13 @@ class ReportLinker:
             report = orjson.loads(current.body or b"{}")
 
 
-def _with_study(report: dict[str, Any], study: str, accession: str) -> dict[str, Any] | None:
-    """The report with its logical reference for `accession` resolved; None if nothing to do."""
+def _with_study(report: dict[str, Any], study: str, values: list[str]) -> dict[str, Any] | None:
+    """The report with its logical references to `values` resolved; None if nothing to do."""
     changed = False
     entries = []
     for entry in report.get("imagingStudy", []):
         identifier = entry.get("identifier", {})
-        if "reference" not in entry and identifier.get("value") == accession:
+        if "reference" not in entry and identifier.get("value") in values:
             entry = {**entry, "reference": study}
             changed = True
         entries.append(entry)

@@ -26,7 +26,7 @@ from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.group_commit import Write
 from fhir_server.router import FhirRouter
 from hl7_bridge.errors import Hl7Error
-from mappings.hl7v2.translate import Merge, Translation, Upsert
+from mappings.hl7v2.translate import REPORT_KEY, Merge, Report, Translation, Upsert
 
 Resource = dict[str, Any]
 Recorder = Callable[[list[str]], list[Write]]
@@ -37,6 +37,9 @@ UNION_ELEMENTS = ("identifier", "link")
 # Types whose `subject` follows a merged patient (ADT^A40).
 REPOINT = ("Encounter", "ServiceRequest", "ImagingStudy", "DiagnosticReport", "Observation")
 PAGE = "1000"  # references repointed per type and merge (docs/hl7.md)
+REPORTS_PER_ORDER = "100"  # stored reports an ORU's OBR is compared with
+# report statuses that a later report on the same order and code still revises
+OPEN_REPORT = frozenset({"registered", "partial", "preliminary", "unknown"})
 
 
 @dataclass(slots=True)
@@ -48,6 +51,7 @@ class _Plan:
     versions: dict[str, str | None] = field(default_factory=dict)  # "Type/id" -> version read
     unchanged: list[str] = field(default_factory=list)  # "Type/id/_history/n" kept as is
     found: dict[str, Resource | None] = field(default_factory=dict)  # looked up up front
+    fallbacks: dict[str, list[str]] = field(default_factory=dict)  # reference -> next tries
 
 
 class Writer:
@@ -73,8 +77,9 @@ class Writer:
         for _ in range(RETRIES):
             # the transaction's PUTs re-read what the plan read: remembered, not re-fetched
             with repository.remembering_reads():
-                plan = _Plan(found=await self._prefetch(translation))
-                for action in translation.actions:
+                actions, fallbacks = await self._expand(translation)
+                plan = _Plan(found=await self._prefetch(actions), fallbacks=fallbacks)
+                for action in actions:
                     if isinstance(action, Upsert):
                         await self._plan_upsert(plan, action)
                     else:
@@ -96,6 +101,44 @@ class Writer:
                 raise _failure(response, "")
         raise Hl7Error("AE", "206", "the records kept changing under this message; send it again")
 
+    # reports ----------------------------------------------------------------------
+
+    async def _expand(
+        self, translation: Translation
+    ) -> tuple[list[Upsert | Merge], dict[str, list[str]]]:
+        """The translation with each Report's key decided against the reports stored."""
+        actions: list[Upsert | Merge] = []
+        fallbacks: dict[str, list[str]] = {}
+        taken: set[tuple[str, str]] = set()  # (order, code) met earlier in this message
+        for action in translation.actions:
+            if not isinstance(action, Report):
+                actions.append(action)
+                continue
+            fallbacks.update(action.fallbacks)
+            key, report_id = await self._report_key(action, (action.order, action.code) in taken)
+            taken.add((action.order, action.code))
+            actions.extend(_with_key(action, key, report_id))
+        return actions, fallbacks
+
+    async def _report_key(self, report: Report, again: bool) -> tuple[str, str | None]:
+        """(key, id of the stored report it updates or None): docs/hl7.md, "Reports"."""
+        name, _, value = report.order.partition("=")
+        stored = await self._search(
+            "DiagnosticReport", [(name, value), ("_count", REPORTS_PER_ORDER)]
+        )
+        same = [r for r in stored if report.code in _codes(r)]
+        if same and not again:
+            newest = max(same, key=lambda r: str(r.get("meta", {}).get("lastUpdated", "")))
+            if (
+                report.correction
+                or newest.get("status") in OPEN_REPORT
+                or _same_content(newest, report)
+            ):
+                return _key_of(newest, report.base), str(newest["id"])
+        if not stored and not again:
+            return str(report.base["value"]), None  # the order's first report
+        return report.fresh, None
+
     # planning ---------------------------------------------------------------------
 
     async def _plan_upsert(self, plan: _Plan, action: Upsert) -> str:
@@ -114,10 +157,11 @@ class Writer:
                 "AE", "204", f"no {resource_type} matches the message's key", action.location
             )
         if current is None:
-            merged = {**resource, "id": _derived_id(conditional)}
+            given = action.criteria[4:] if action.criteria.startswith("_id=") else None
+            merged = {**_without_nulls(resource), "id": given or _derived_id(conditional)}
             version = None
         else:
-            merged = _merge_into(current, resource, action.only)
+            merged = _merge_into(current, resource, action.only, fill=action.mode == "fill")
             version = current.get("meta", {}).get("versionId")
         key = f"{resource_type}/{merged['id']}"
         plan.resolved[conditional] = key
@@ -168,16 +212,23 @@ class Writer:
             return plan.resources[key]
         return await self._find(resource_type, criteria, location)
 
-    async def _prefetch(self, translation: Translation) -> dict[str, Resource | None]:
+    async def _prefetch(self, actions: list[Upsert | Merge]) -> dict[str, Resource | None]:
         """Every upsert's current resource, looked up concurrently (lookups are reads)."""
-        actions: dict[str, Upsert] = {}
-        for action in translation.actions:
+        upserts: dict[str, Upsert] = {}
+        for action in actions:
             if isinstance(action, Upsert):
-                actions.setdefault(f"{action.resource['resourceType']}?{action.criteria}", action)
-        found = await asyncio.gather(*(self._lookup(c, a) for c, a in actions.items()))
-        return dict(zip(actions, found, strict=True))
+                upserts.setdefault(f"{action.resource['resourceType']}?{action.criteria}", action)
+        found = await asyncio.gather(*(self._lookup(c, a) for c, a in upserts.items()))
+        return dict(zip(upserts, found, strict=True))
 
     async def _lookup(self, conditional: str, action: Upsert) -> Resource | None:
+        if action.criteria.startswith("_id="):  # a Binary by its content, a chosen report
+            path = f"{action.resource['resourceType']}/{action.criteria[4:]}"
+            response = await self.router.handle(FhirRequest("GET", path), self.context)
+            if response.status != 200:
+                return None
+            read: Resource = orjson.loads(response.body or b"{}")
+            return read
         current = await self._read_derived(conditional, action.criteria)
         if current is None:
             resource_type = action.resource["resourceType"]
@@ -229,13 +280,17 @@ class Writer:
         reference = out.get("reference")
         if isinstance(reference, str) and "?" in reference:
             target = plan.resolved.get(reference)
-            if target is None:
-                resource_type, _, criteria = reference.partition("?")
+            # an ORU's order: by filler number, then placer number, then accession number
+            for attempt in (
+                [reference, *plan.fallbacks.get(reference, [])] if target is None else []
+            ):
+                resource_type, _, criteria = attempt.partition("?")
                 name, _, value = criteria.partition("=")
                 found = await self._search(resource_type, [(name, value), ("_count", "2")])
                 if len(found) == 1:
                     target = f"{resource_type}/{found[0]['id']}"
                     plan.resolved[reference] = target
+                    break
             if target is not None:
                 out["reference"] = target
             elif "identifier" in out:
@@ -283,6 +338,58 @@ def _locations(response: FhirResponse) -> list[str]:
     return locations
 
 
+def _with_key(report: Report, key: str, report_id: str | None) -> list[Upsert]:
+    """The Report's upserts with REPORT_KEY replaced; `report_id`: update that report."""
+    own = f"identifier={report.base['system']}|{REPORT_KEY}"
+
+    def fill(text: str, value: str) -> str:
+        if report_id is not None:
+            text = text.replace(own, f"_id={report_id}")
+        return text.replace(REPORT_KEY, value)
+
+    quoted = orjson.dumps(key).decode()[1:-1]  # inside a JSON string
+    upserts = []
+    for action in report.actions:
+        resource = orjson.loads(fill(orjson.dumps(action.resource).decode(), quoted))
+        if "identifier" in resource:  # the order's first report: its key is the order's
+            resource["identifier"] = _distinct(resource["identifier"])
+        criteria = fill(action.criteria, key)
+        upserts.append(Upsert(resource, criteria, action.location, action.mode, action.only))
+    return upserts
+
+
+def _distinct(identifiers: list[Resource]) -> list[Resource]:
+    seen: set[str] = set()
+    kept = []
+    for identifier in identifiers:
+        if _identity(identifier) not in seen:
+            seen.add(_identity(identifier))
+            kept.append(identifier)
+    return kept
+
+
+def _codes(report: Resource) -> set[str]:
+    code = report.get("code", {})
+    return {str(c.get("code", "")) for c in code.get("coding", [])} | {str(code.get("text", ""))}
+
+
+def _key_of(report: Resource, base: Resource) -> str:
+    """A stored report's key: `order^…` for an order's later reports, else the order's."""
+    prefix = f"{base['value']}^"
+    for identifier in report.get("identifier", []):
+        value = str(identifier.get("value", ""))
+        if value.startswith(prefix):
+            return value
+    return str(base["value"])
+
+
+def _same_content(stored: Resource, report: Report) -> bool:
+    incoming = next(
+        a.resource for a in report.actions if a.resource["resourceType"] == "DiagnosticReport"
+    )
+    return all(stored.get(k) == incoming.get(k) for k in ("status", "presentedForm", "conclusion"))
+
+
 def _link(reference: str, kind: str) -> Resource:
     return {"other": {"reference": reference}, "type": kind}
 
@@ -291,12 +398,21 @@ def _derived_id(conditional: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, conditional))
 
 
-def _merge_into(current: Resource, update: Resource, only: tuple[str, ...]) -> Resource:
+def _merge_into(
+    current: Resource, update: Resource, only: tuple[str, ...], fill: bool = False
+) -> Resource:
+    """`update` over `current`: None removes an element (HL7 `""`); with `fill`, only
+    elements `current` lacks are set (identifiers and links are still joined)."""
     merged = {k: v for k, v in current.items() if k != "meta"}
     for key, value in update.items():
         if key in ("id", "meta", "resourceType") or (only and key not in only):
             continue
-        if key in UNION_ELEMENTS and isinstance(value, list):
+        if fill and key in merged and key not in UNION_ELEMENTS:
+            continue
+        if value is None:
+            if not fill:
+                merged.pop(key, None)
+        elif key in UNION_ELEMENTS and isinstance(value, list):
             existing = list(merged.get(key, []))
             seen = {_identity(item) for item in existing}
             existing.extend(item for item in value if _identity(item) not in seen)
@@ -304,6 +420,10 @@ def _merge_into(current: Resource, update: Resource, only: tuple[str, ...]) -> R
         else:
             merged[key] = value
     return merged
+
+
+def _without_nulls(resource: Resource) -> Resource:
+    return {k: v for k, v in resource.items() if v is not None}
 
 
 def _identity(item: Any) -> str:

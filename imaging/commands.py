@@ -1,4 +1,5 @@
-"""`medbridge dicom import PATH...`: files, folders, DICOMDIR and zip into the archive.
+"""`medbridge dicom import PATH...`: files, folders, DICOMDIR and zip into the archive;
+`medbridge dicom pending [--retry]`: the ImagingStudy upkeep's waiting and parked studies.
 
 In-process by default (the one ingest path, on the configured store; the server must be
 stopped when the store is the embedded one), or `--url` to STOW-RS into a running server.
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -40,6 +42,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     load.add_argument("--mongodb-uri", help="MongoDB (MEDBRIDGE_MONGODB_URI)")
     load.add_argument("--database", help="MongoDB database name (MEDBRIDGE_DATABASE)")
     load.add_argument("--quiet", action="store_true", help="no progress line")
+    waiting = actions.add_parser(
+        "pending", help="studies whose ImagingStudy upkeep waits or is parked"
+    )
+    waiting.add_argument("--retry", action="store_true", help="run parked (or named) again")
+    waiting.add_argument("--study", action="append", help="only this Study Instance UID")
+    waiting.add_argument("--json", action="store_true", help="the answer as JSON")
+    waiting.add_argument("--data-dir", type=Path, help="data directory (MEDBRIDGE_DATA_DIR)")
+    waiting.add_argument("--mongodb-uri", help="MongoDB (MEDBRIDGE_MONGODB_URI)")
+    waiting.add_argument("--database", help="MongoDB database name (MEDBRIDGE_DATABASE)")
 
 
 @dataclass
@@ -64,6 +75,8 @@ class Tally:
 
 
 Ingest = Callable[[list[Source]], Awaitable[list[IngestOutcome]]]
+Payload = dict[str, Any]
+Admin = Callable[[str, Payload], Payload]
 BATCH = 32
 
 
@@ -169,7 +182,66 @@ async def _in_process(args: argparse.Namespace, uri: str, target: Target) -> Tal
         await client.close()
 
 
-def run(args: argparse.Namespace, target: Target, embedded: Callable[[], Store]) -> int:
+async def _upkeep_in_process(uri: str, target: Target, name: str, payload: Payload) -> Payload:
+    """`dicom pending` with no server running: the same operations on the store."""
+    from pymongo import AsyncMongoClient
+
+    from fhir_server.repository import Repository
+    from fhir_server.router import FhirRouter
+    from fhir_server.services import FhirServices
+    from imaging import upkeep
+    from imaging.services import build_imaging
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
+    try:
+        repository = Repository(client, target.database)
+        await repository.ensure_indexes()
+        router = FhirRouter(FhirServices(repository))
+        dicomweb = target.public_base_url + "/dicomweb"
+        imaging = build_imaging(
+            repository, router, target.objects_dir, "/dicomweb", lambda: dicomweb,
+            parse_workers=0,
+        )  # fmt: skip
+        operation = upkeep.retry if name == "dicom/retry" else upkeep.pending
+        return await operation(imaging.linker, payload)
+    finally:
+        await client.close()
+
+
+def _pending(
+    args: argparse.Namespace, target: Target, embedded: Callable[[], Store], admin: Admin | None
+) -> int:
+    from imaging.upkeep import report
+
+    name = "dicom/retry" if args.retry else "dicom/pending"
+    payload: Payload = {"studies": args.study} if args.study else {}
+    if admin is not None:  # through the running server, never beside it
+        try:
+            answer = admin(name, payload)
+        except (RuntimeError, httpx.HTTPError) as error:
+            print(f"the running server refused: {error}", file=sys.stderr)
+            return 1
+    elif target.mongodb_uri is not None:
+        answer = asyncio.run(_upkeep_in_process(target.mongodb_uri, target, name, payload))
+    else:
+        store = embedded()
+        try:
+            answer = asyncio.run(_upkeep_in_process(store.start(), target, name, payload))
+        finally:
+            store.stop()
+    print(json.dumps(answer, indent=2) if args.json else report(answer))
+    return 0
+
+
+def run(
+    args: argparse.Namespace,
+    target: Target,
+    embedded: Callable[[], Store],
+    admin: Admin | None = None,
+) -> int:
+    """`admin`: calls the running server's admin operations, when one runs."""
+    if args.dicom_command == "pending":
+        return _pending(args, target, embedded, admin)
     if args.url:
         return _summary(asyncio.run(_over_http(args, target.max_bytes)))
     if target.mongodb_uri is not None:

@@ -1,7 +1,10 @@
 """Keep one ImagingStudy per stored study in step, written through the FHIR router.
 
-The patient is matched by PatientID + IssuerOfPatientID (created from the header when
-unknown); orders are matched by accession number whichever arrives first: a study
+A study whose accession number matches an order belongs to the order's patient (what
+the header says otherwise is a meta.tag, see mappings.dicom.reconcile); any other study's
+patient is matched by PatientID + issuer (the header's IssuerOfPatientID, else the
+calling AE title's or the default issuer, see imaging.issuers), created from the header
+when unknown. Orders are matched by accession number whichever arrives first: a study
 arriving for an existing ServiceRequest gets `basedOn` and completes the order, and a
 ServiceRequest written later re-links its waiting studies through `on_fhir_write`, a
 notification hook on the FHIR pipeline's audit stage.
@@ -25,13 +28,20 @@ from fhir_server.failures import log_failure
 from fhir_server.pipeline import Exchange
 from fhir_server.router import FhirRouter
 from imaging.index import DicomIndex
+from imaging.issuers import IssuerNotes
+from imaging.upkeep import RetryPolicy
+from mappings.dicom.document import DOCUMENT_KINDS, document_reference
 from mappings.dicom.dose import dose_observation
 from mappings.dicom.imagingstudy import (
+    RECONCILIATION,
     StudyLinks,
+    anonymous_identifier,
     imaging_study,
     patient_from_header,
     patient_identifier,
 )
+from mappings.dicom.reconcile import mismatches
+from mappings.dicom.worklist_identifiers import WORKLIST_SYSTEMS
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +51,28 @@ OWN_DOORS = (Door.DICOMWEB, Door.DIMSE)
 QUIET, MAX_DELAY = 0.3, 5.0  # seconds: settle time after the last news, and its bound
 
 
+# untyped order identifiers that are never an accession number: the study UID and the
+# worklist's RequestedProcedureID / ScheduledProcedureStepID (mappings/hl7v2 segments.yaml)
+NOT_ACCESSIONS = frozenset({"urn:dicom:uid", *WORKLIST_SYSTEMS})
+
+
 class LinkError(Exception):
     """The FHIR side refused a write the link needed."""
 
 
 class StudyLinker:
     def __init__(
-        self, router: FhirRouter, index: DicomIndex, dicomweb_base: Callable[[], str]
+        self,
+        router: FhirRouter,
+        index: DicomIndex,
+        dicomweb_base: Callable[[], str],
+        issuers: IssuerNotes | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.router = router
+        self.retry = retry or RetryPolicy()
         self.index = index
+        self.issuers = issuers or IssuerNotes(index.repository)
         self.dicomweb_base = dicomweb_base
         self._locks: dict[str, asyncio.Lock] = {}
         self._endpoint: str | None = None
@@ -100,31 +122,49 @@ class StudyLinker:
                             raise
                 return None
             except LinkError as error:
-                log.warning("ImagingStudy upkeep refused (%s); the study stays marked", error)
+                await self._failed(study, str(error))
                 return None
-            except Exception:
-                log_failure(log, "ImagingStudy upkeep failed; the study stays marked for retry")
+            except Exception as error:
+                log_failure(log, "ImagingStudy upkeep failed")
+                await self._failed(study, f"internal error: {type(error).__name__}")
                 return None
             finally:
                 if len(self._locks) > 10_000:  # bounded: a stale lock only costs a retry
                     self._locks.pop(study, None)
 
+    async def _failed(self, study: str, reason: str) -> None:
+        """Count the failure: retried later with a growing delay, then parked (one warning)."""
+        try:
+            attempts, parked = await self.index.mark_failed(study, reason, self.retry.delay)
+        except Exception:
+            log_failure(log, "recording an ImagingStudy upkeep failure failed")
+            return
+        if parked:
+            log.warning(
+                "ImagingStudy upkeep parked after %d attempts (%s); "
+                "see `medbridge dicom pending`", attempts, reason,
+            )  # fmt: skip
+        else:
+            log.info("ImagingStudy upkeep refused (%s); attempt %d, tried again later",
+                     reason, attempts)  # fmt: skip
+
     async def _sync(self, study: str) -> str | None:
         study_doc, series = await self.index.study_tree(study)
         if study_doc is None:
             return None
-        patient = await self._patient(study_doc)
         orders = await self._orders(str(study_doc.get("AccessionNumber", "")))
+        patient, tags = await self._subject(study_doc, orders)
         links = StudyLinks(
             patient=patient,
             endpoint=await self._endpoint_reference(),
             based_on=[f"ServiceRequest/{order['id']}" for order in orders],
+            tags=tags,
         )
         resource = imaging_study(study_doc, series, links)
         resource["id"] = study  # a UID is a valid FHIR id: one ImagingStudy per study, race-free
         status, current = await self._fhir("GET", f"ImagingStudy/{study}")
         if status == 200 and _same(current, resource):
-            await self.index.mark_linked(study, study_doc["lu"], study)
+            await self.index.mark_linked(study, study_doc["lu"], study, "tries" in study_doc)
         else:
             headers = {"if-match": f'W/"{current["meta"]["versionId"]}"'} if status == 200 else {}
             status, answer = await self._fhir(
@@ -132,14 +172,30 @@ class StudyLinker:
             )
             if status not in (200, 201):
                 raise LinkError(f"ImagingStudy write answered {status}: {_diagnostics(answer)}")
-            await self.index.mark_linked(study, study_doc["lu"], study)
+            await self.index.mark_linked(study, study_doc["lu"], study, "tries" in study_doc)
         for order in orders:
             await self._complete(order)
         for row in series:
             for instance in row.get("instances", []):
                 if instance.get("dose"):
                     await self._dose(instance, f"ImagingStudy/{study}", patient)
+                if instance.get("SOPClassUID") in DOCUMENT_KINDS:
+                    await self._document(instance, study, row["_id"], patient)
         return study
+
+    async def _document(
+        self, instance: dict[str, Any], study: str, series: str, subject: str
+    ) -> None:
+        """The DocumentReference of an Encapsulated PDF, kept in step like the ImagingStudy."""
+        wanted = document_reference(instance, study, series, subject, self.dicomweb_base())
+        path = f"DocumentReference/{wanted['id']}"
+        status, current = await self._fhir("GET", path)
+        if status == 200 and _same(current, wanted):
+            return
+        headers = {"if-match": f'W/"{current["meta"]["versionId"]}"'} if status == 200 else {}
+        status, answer = await self._fhir("PUT", path, body=wanted, headers=headers)
+        if status not in (200, 201):
+            raise LinkError(f"DocumentReference write answered {status}: {_diagnostics(answer)}")
 
     async def _dose(self, instance: dict[str, Any], study_reference: str, subject: str) -> None:
         """The Observation of a Radiation Dose SR's total DLP / CTDIvol, linked to the study."""
@@ -154,14 +210,32 @@ class StudyLinker:
         if status not in (200, 201):
             raise LinkError(f"dose Observation write answered {status}: {_diagnostics(answer)}")
 
-    async def _patient(self, study: dict[str, Any]) -> str:
-        patient_id = str(study.get("PatientID", "")) or f"study-{study['_id']}"
-        identifier = patient_identifier(patient_id, study.get("IssuerOfPatientID"))
+    async def _subject(
+        self, study: dict[str, Any], orders: list[dict[str, Any]]
+    ) -> tuple[str, list[str]]:
+        """The study's Patient reference and its RECONCILIATION tags: the order's patient
+        when an order names one, else the header's (found or created)."""
+        issuer = await self.issuers.issuer(study)
+        for order in orders:
+            reference = str(order.get("subject", {}).get("reference", ""))
+            if not reference.startswith("Patient/"):
+                continue
+            status, patient = await self._fhir("GET", reference)
+            if status == 200 and isinstance(patient, dict):
+                return reference, mismatches(study, issuer, patient)
+        return await self._patient(study, issuer), []
+
+    async def _patient(self, study: dict[str, Any], issuer: str | None) -> str:
+        patient_id = str(study.get("PatientID") or "").strip()
+        if patient_id:
+            identifier = patient_identifier(patient_id, issuer)
+        else:  # the header names nobody: a Patient of this study (docs/dicom.md)
+            identifier = anonymous_identifier(str(study["_id"]))
         criteria = f"{identifier['system']}|{identifier['value']}"
         found = await self._search("Patient", [("identifier", criteria)])
         if found:
             return f"Patient/{found[0]['id']}"
-        body = patient_from_header({**study, "PatientID": patient_id})
+        body = patient_from_header(study, identifier)
         headers = {"if-none-exist": f"identifier={criteria}"}
         status, created = await self._fhir("POST", "Patient", body=body, headers=headers)
         if status not in (200, 201) or not isinstance(created, dict) or "id" not in created:
@@ -267,7 +341,18 @@ class StudyLinker:
 def _same(current: Any, wanted: dict[str, Any]) -> bool:
     if not isinstance(current, dict):
         return False
-    return {k: v for k, v in current.items() if k != "meta"} == wanted
+    if _tags(current) != _tags(wanted):
+        return False
+    return {k: v for k, v in current.items() if k != "meta"} == {
+        k: v for k, v in wanted.items() if k != "meta"
+    }
+
+
+def _tags(resource: dict[str, Any]) -> list[Any]:
+    """The RECONCILIATION tags: a study whose header came to agree with its order (or
+    stopped agreeing) is rewritten for them alone."""
+    tags = resource.get("meta", {}).get("tag", [])
+    return [t for t in tags if isinstance(t, dict) and t.get("system") == RECONCILIATION]
 
 
 def _has_accession(order: dict[str, Any], accession: str) -> bool:
@@ -278,7 +363,7 @@ def _accessions(order: dict[str, Any]) -> list[str]:
     """Identifier values typed ACSN, or untyped (other than a DICOM UID)."""
     found = []
     for identifier in order.get("identifier", []):
-        if not isinstance(identifier, dict) or identifier.get("system") == "urn:dicom:uid":
+        if not isinstance(identifier, dict) or identifier.get("system") in NOT_ACCESSIONS:
             continue
         codes = [c.get("code") for c in identifier.get("type", {}).get("coding", [])]
         value = identifier.get("value")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -41,6 +42,8 @@ STUDIES, SERIES, INSTANCES, QUARANTINE = (
 INSTANCE_FIELDS = {"sha256": 1, "st": 1, "se": 1, "key": 1}
 CACHE_LIMIT = 100_000  # studies' owners and known series remembered by the index
 CLIENT_BULK_WIRE_VERSION = 25  # MongoDB 8.0: client-level bulkWrite
+# the upkeep's failure record on a study row (see mark_failed)
+UPKEEP_UNSET = {"tries": "", "reason": "", "next": "", "parked": "", "failed_at": ""}
 
 
 class Added(StrEnum):
@@ -173,19 +176,64 @@ class DicomIndex:
         cursor = self.instances.find({"meta": None}, {"key": 1}).limit(limit)
         return [row async for row in cursor]
 
-    async def mark_linked(self, study: str, lu: int, fhir_id: str) -> None:
-        """Clear the dirty flag unless another instance arrived since `lu`."""
+    async def mark_linked(
+        self, study: str, lu: int, fhir_id: str, had_failed: bool = False
+    ) -> None:
+        """Clear the dirty flag unless another instance arrived since `lu`; forget the
+        failed attempts of the upkeep either way (it has just succeeded)."""
         async with self.repository.write_gate():
             await self.studies.update_one(
                 {"_id": study, "lu": lu}, {"$set": {"dirty": False, "fhir": fhir_id}}
             )
+            if had_failed:
+                await self.studies.update_one({"_id": study}, {"$unset": UPKEEP_UNSET})
+
+    async def mark_failed(
+        self, study: str, reason: str, delay: Callable[[int], float | None]
+    ) -> tuple[int, bool]:
+        """Count a failed upkeep of `study`: its next try after `delay(attempts)` seconds,
+        or parked (None) until an operator retries. (attempts, parked)."""
+        row = await self.studies.find_one({"_id": study}, {"tries": 1})
+        attempts = int((row or {}).get("tries", 0)) + 1
+        wait = delay(attempts)
+        now = time.time_ns() // 1_000_000
+        changes: Document = {"tries": attempts, "reason": reason, "failed_at": now}
+        changes["parked"] = wait is None
+        changes["next"] = now + int((wait or 0) * 1000)
+        async with self.repository.write_gate():
+            await self.studies.update_one({"_id": study}, {"$set": changes})
+        return attempts, wait is None
+
+    async def upkeep_rows(self, limit: int = 1000) -> list[Document]:
+        """Studies waiting for the ImagingStudy upkeep: marked, failed or parked."""
+        fields = {"dirty": 1, "tries": 1, "reason": 1, "next": 1, "parked": 1, "failed_at": 1}
+        cursor = self.studies.find({"$or": [{"dirty": True}, {"parked": True}]}, fields).limit(
+            limit
+        )
+        return [row async for row in cursor]
+
+    async def unpark(self, studies: list[str] | None) -> list[str]:
+        """Make parked (or the named) studies due now, their attempts forgotten."""
+        where: Document = {"parked": True} if studies is None else {"_id": {"$in": studies}}
+        found = [row["_id"] async for row in self.studies.find(where, {"_id": 1})]
+        if found:
+            async with self.repository.write_gate():
+                await self.studies.update_many(
+                    {"_id": {"$in": found}}, {"$set": {"dirty": True}, "$unset": UPKEEP_UNSET}
+                )
+        return found
 
     async def studies_by_accession(self, accession: str) -> list[str]:
         cursor = self.studies.find({"AccessionNumber": accession}, {"_id": 1})
         return [doc["_id"] async for doc in cursor]
 
     async def dirty_studies(self, limit: int = 100) -> list[str]:
-        cursor = self.studies.find({"dirty": True}, {"_id": 1}).limit(limit)
+        """Studies the upkeep should sync now: marked, not parked, their retry due."""
+        now = time.time_ns() // 1_000_000
+        due = {"$or": [{"next": {"$exists": False}}, {"next": {"$lte": now}}]}
+        cursor = self.studies.find(
+            {"dirty": True, "parked": {"$ne": True}, **due}, {"_id": 1}
+        ).limit(limit)
         return [doc["_id"] async for doc in cursor]
 
     async def study_tree(self, study: str) -> tuple[Document | None, list[Document]]:

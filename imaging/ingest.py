@@ -26,6 +26,7 @@ from imaging.index import Added, DicomIndex, Document, InstanceRow
 from imaging.objectstore import ObjectStore, ObjectStoreError, instance_key, quarantine_key
 from imaging.parse import Limits, ParsedInstance
 from imaging.parse_pool import Parser
+from imaging.same_instance import same_data_set
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class IngestOutcome:
 class IngestPolicy:
     limits: Limits = field(default_factory=Limits)
     replace_different: bool = False  # same SOP Instance UID, other bytes: replace or refuse
+    # an instance over the size cap is kept in quarantine only up to this many bytes: the
+    # header says what it was, and a 600 MB refusal must not cost 600 MB of disk
+    quarantine_prefix_bytes: int = 1024 * 1024
 
 
 class Ingestor:
@@ -145,6 +149,12 @@ class Ingestor:
         for (position, parsed, sha256), result in zip(accepted, written, strict=True):
             if known.get(parsed.sop) == sha256:
                 outcomes[position] = _success(parsed, Added.DUPLICATE, sha256)
+            elif parsed.sop in known and await self._same_as_stored(
+                stored[parsed.sop], items[position]
+            ):
+                # the same data set through another door (other File Meta Information)
+                outcomes[position] = _success(parsed, Added.DUPLICATE, sha256)
+                await self._discard(result)
             elif parsed.sop in known and not self.policy.replace_different:
                 outcomes[position] = _failed(parsed, FhirError("MB-3005"), sha256)
                 await self._discard(result)
@@ -159,7 +169,17 @@ class Ingestor:
                 seen=set(known),
             )
             for (position, parsed, sha256, put), added in zip(indexable, results, strict=True):
-                if isinstance(added, FhirError):
+                if (
+                    isinstance(added, FhirError)
+                    and added.code == "MB-3005"
+                    and await self._same_as_stored(
+                        await self.index.find_instance(parsed.sop), items[position]
+                    )
+                ):
+                    # indexed meanwhile (or not read: see `optimistic`) from another door
+                    outcomes[position] = _success(parsed, Added.DUPLICATE, sha256)
+                    await self._discard(put)
+                elif isinstance(added, FhirError):
                     log.info("instance refused: %s", added.code)
                     outcomes[position] = _failed(parsed, added, sha256)
                     await self._discard(put)
@@ -202,6 +222,18 @@ class Ingestor:
             for key, (data, _, sha256), put in zip(keys, items, done, strict=True)
         ]
 
+    async def _same_as_stored(self, row: Document | None, data: bytes) -> bool:
+        """The stored copy has the same data set (imaging.same_instance): read only when
+        the digests of the whole files differ, which a second door's copy always does."""
+        if row is None or "key" not in row:
+            return False
+        try:
+            stored = await self.store.get(row["key"])
+        except (ObjectStoreError, OSError):
+            log.warning("stored copy unreadable for the duplicate check")
+            return False
+        return await asyncio.to_thread(same_data_set, stored, data)
+
     async def _discard(self, written: tuple[InstanceRow, bool] | FhirError) -> None:
         """Remove an object this call created for an instance that was then refused."""
         if isinstance(written, FhirError) or not written[1]:
@@ -215,10 +247,14 @@ class Ingestor:
         self, data: bytes, sha256: str, code: str, reason: str, source: str
     ) -> None:
         """Keep refused bytes with the reason, so nothing that was sent is lost."""
+        size = len(data)
+        if size > self.policy.limits.max_instance_bytes:
+            data = data[: self.policy.quarantine_prefix_bytes]
         try:
-            key = quarantine_key(sha256)
-            await self.store.put(key, data, sha256)
-            note = {"code": code, "reason": reason, "source": source, "size": len(data)}
+            key = quarantine_key(sha256)  # the digest of everything sent, not of the prefix
+            await self.store.put(key, data)
+            note = {"code": code, "reason": reason, "source": source, "size": size,
+                    "kept_bytes": len(data)}  # fmt: skip
             await self.store.put(key.removesuffix(".bin") + ".json", orjson.dumps(note))
             await self.index.add_quarantine(sha256, key, code, reason, source)
         except Exception:

@@ -30,6 +30,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from fhir_server.errors import FhirError
+from imaging.pixel_checks import PixelHeader, check_pixel_data
 from imaging.scan import SLOW, Scan, converts_plainly, plain_value, read_undefined_sequence, scan
 from imaging.uids import is_uid
 from mappings.dicom.dose import dose_values
@@ -44,6 +45,8 @@ PROCEDURE_CODE_SEQUENCE, CONTENT_SEQUENCE = 0x00081032, 0x0040A730
 # what converting an element may consult: character set, and for ambiguous VRs (US or
 # SS, OB or OW, US or OW) pixel representation, waveform bits and the LUT descriptor
 _CONTEXT = (0x00080005, PIXEL_REPRESENTATION, 0x54001004, 0x00283002)
+# Rows, Columns, SamplesPerPixel, BitsAllocated, NumberOfFrames, PhotometricInterpretation
+PIXEL_HEADER_TAGS = (0x00280010, 0x00280011, 0x00280002, 0x00280100, 0x00280008, 0x00280004)
 _REQUIRED_TAGS = (0x0020000D, 0x0020000E, 0x00080018, 0x00080016)  # as REQUIRED_UIDS
 
 
@@ -133,6 +136,11 @@ def _parse_scanned(data: bytes, limits: Limits) -> ParsedInstance | None:
     study, series, sop, sop_class = (str(value) for value in uids)
     if found.pixel_offset is None and "Image Storage" in UID(sop_class).name:
         return None
+    _check_media_storage(_meta_uid(data, found, 0x00020002), _meta_uid(data, found, 0x00020003),
+                         sop_class, sop)  # fmt: skip
+    if found.pixel_offset is not None:
+        check_pixel_data(data, found.pixel_offset, found.transfer_syntax, PixelHeader(
+            *(values.get(tag) for tag in PIXEL_HEADER_TAGS)))  # fmt: skip
     attrs = qido_attributes()
     parsed = ParsedInstance(
         study=study,
@@ -242,6 +250,11 @@ def _parse_reference(data: bytes, limits: Limits, with_metadata: bool) -> Parsed
         if not is_uid(str(value) if value is not None else None):
             raise FhirError("MB-3002", f"{keyword} missing or not a valid UID", expression=keyword)
     study, series, sop = (str(uids[k]) for k in REQUIRED_UIDS[:3])
+    meta = dataset.file_meta
+    _check_media_storage(
+        meta.get("MediaStorageSOPClassUID"), meta.get("MediaStorageSOPInstanceUID"),
+        str(uids["SOPClassUID"]), sop,
+    )  # fmt: skip
     transfer_syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
     attrs = qido_attributes()
     parsed = ParsedInstance(
@@ -293,10 +306,35 @@ def _read(data: bytes, limits: Limits) -> tuple[Dataset, bool]:
     has_pixels = stream.tell() < len(data)
     if has_pixels:
         _check_pixel_tail(data, stream.tell(), syntax)
+        elements = [dataset.get(BaseTag(tag)) for tag in PIXEL_HEADER_TAGS]
+        header = PixelHeader(*(None if e is None else e.value for e in elements))
+        check_pixel_data(data, stream.tell(), syntax, header)
     elif _is_image(dataset):
         # pydicom stops quietly at the end of the bytes: an image without pixels was cut
         raise FhirError("MB-3001", "image without pixel data: the file is truncated")
     return dataset, has_pixels
+
+
+def _check_media_storage(
+    media_class: object, media_instance: object, sop_class: str, sop: str
+) -> None:
+    """PS3.10 7.1: the File Meta Information names the data set's own SOP Class and
+    Instance; a copy whose meta names another instance is refused (absent: not checked)."""
+    for keyword, value, wanted in (
+        ("MediaStorageSOPClassUID", media_class, sop_class),
+        ("MediaStorageSOPInstanceUID", media_instance, sop),
+    ):
+        if value is not None and str(value).strip() not in ("", wanted):
+            raise FhirError("MB-3021", f"{keyword} differs from the data set's UID",
+                            expression=keyword)  # fmt: skip
+
+
+def _meta_uid(data: bytes, found: Scan, tag: int) -> str | None:
+    element = found.meta.get(tag)
+    if element is None:
+        return None
+    _vr, length, start = element
+    return data[start : start + length].decode("latin_1").rstrip("\0 ").strip()
 
 
 def _is_image(dataset: Dataset) -> bool:

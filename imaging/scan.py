@@ -22,7 +22,7 @@ import math
 import re
 import struct
 from collections.abc import MutableSequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Final
 
@@ -75,6 +75,7 @@ class Scan:
     sequences: dict[int, DataElement]  # undefined-length sequences as pydicom reads them
     pixel_offset: int | None  # where the pixel data element starts; None if absent
     codec: str | None  # Python codec of the text VRs; None when pydicom must decode
+    meta: dict[int, Element] = field(default_factory=dict)  # the File Meta Information
 
 
 def scan(data: bytes, max_depth: int = 16) -> Scan | None:
@@ -112,7 +113,7 @@ def scan(data: bytes, max_depth: int = 16) -> Scan | None:
         or transfer_syntax in PrivateTransferSyntaxes
     ):
         return None
-    found = Scan(transfer_syntax, implicit, {}, {}, None, None)
+    found = Scan(transfer_syntax, implicit, {}, {}, None, None, meta)
     if implicit:
         walked = _walk_implicit(data, pos, previous, found)
     else:

@@ -23,9 +23,11 @@ from imaging.dicomweb.endpoint import DicomwebService
 from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestPolicy
+from imaging.issuers import IssuerNotes
 from imaging.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 from imaging.parse import Limits, metadata_of
 from imaging.parse_pool import Parser, default_workers
+from imaging.upkeep import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class Imaging:
     ingestor: Ingestor
     linker: StudyLinker
     dicomweb: DicomwebService
+    budget: Budget = field(default_factory=Budget)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -91,6 +94,9 @@ def build_imaging(
     max_instance_bytes: int = 512 * 1024 * 1024,
     parse_workers: int | None = None,
     budget: Budget | None = None,
+    default_issuer: str | None = None,
+    upkeep_retry: RetryPolicy | None = None,
+    quarantine_prefix_bytes: int = 1024 * 1024,
 ) -> Imaging:
     budget = budget or Budget()
     store = LocalObjectStore(objects) if isinstance(objects, Path) else objects
@@ -99,12 +105,15 @@ def build_imaging(
     index = DicomIndex(repository)
     limits = Limits(max_instance_bytes=max_instance_bytes, max_inflated_bytes=max_instance_bytes)
     workers = default_workers() if parse_workers is None else parse_workers
-    ingestor = Ingestor(store, index, IngestPolicy(limits, replace_different), Parser(workers))
-    linker = StudyLinker(router, index, dicomweb_url)
+    policy = IngestPolicy(limits, replace_different, quarantine_prefix_bytes)
+    ingestor = Ingestor(store, index, policy, Parser(workers))
+    linker = StudyLinker(
+        router, index, dicomweb_url, IssuerNotes(repository, default_issuer), upkeep_retry
+    )
     # orders that arrive after their study: the FHIR pipeline tells the linker
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")
     dicomweb = DicomwebService(
         ingestor, index, store, linker, dicomweb_base_path, share_hooks_with=router.pipeline,
-        public_url=dicomweb_url,
+        budget=budget, public_url=dicomweb_url,
     )  # fmt: skip
-    return Imaging(store, index, ingestor, linker, dicomweb)
+    return Imaging(store, index, ingestor, linker, dicomweb, budget)

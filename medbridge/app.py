@@ -16,6 +16,7 @@ from fhir_server.errors import FhirError
 from fhir_server.http import FHIR_METHODS, FhirEndpoint, error_response
 from fhir_server.router import FhirRouter
 from medbridge import __version__
+from medbridge.admin import AdminApi
 from medbridge.health import Readiness
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 FHIR_BASE = "/fhir"
 DICOMWEB_BASE = "/dicomweb"
 AUTH_BASE = "/auth"
+ADMIN_BASE = "/admin"
 
 
 def build_app(
@@ -82,6 +84,13 @@ class FhirFirst:
             log.error("unhandled %s on a FHIR request", type(error).__name__)
             response = error_response(FhirError("MB-1000"))
         await response(scope, receive, send)
+
+
+def mount_admin(app: FastAPI, admin: AdminApi) -> None:
+    """The admin commands' routes (medbridge/admin.py), token-guarded."""
+    app.router.add_route(
+        ADMIN_BASE + "/{name:path}", admin.handle, methods=["POST"], include_in_schema=False
+    )
 
 
 def mount_dicomweb(app: FastAPI, endpoint: Callable[[Request], Awaitable[Response]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve(settings)
     if args.command == "hl7":
-        from hl7_bridge.commands import run
-        from medbridge.embedded_mongo import EmbeddedMongo
-
-        return run(args, settings.mongodb_uri, settings.database,
-                   lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"),
-                   settings.hl7_timezone, settings.hl7_authorities)  # fmt: skip
+        return _hl7(args, settings)
     if args.command == "dicom":
         from imaging.commands import Target
         from imaging.commands import run as run_dicom
@@ -60,5 +56,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.objects_dir, settings.dicom_max_instance_bytes, settings.database,
             settings.mongodb_uri, settings.public_base_url or f"http://{settings.host}:{settings.http_port}",
         )  # fmt: skip
-        return run_dicom(args, target, lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"))
+        from medbridge.running import call_admin, find_running
+
+        running = find_running(settings.data_dir)
+        admin = None if running is None else partial(call_admin, running)
+        return run_dicom(
+            args, target, lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"), admin
+        )
     return 2
+
+
+def _hl7(args: argparse.Namespace, settings: Settings) -> int:
+    """`hl7 replay` goes through the server running on this data directory, if any."""
+    from hl7_bridge.commands import ReplayTarget, run
+
+    if args.hl7_command == "send":
+        return run(args)
+    from medbridge.embedded_mongo import EmbeddedMongo
+    from medbridge.running import call_admin, find_running
+    from medbridge.server import bridge_options, build_router
+
+    running = find_running(settings.data_dir)
+    target = ReplayTarget(
+        remote=None if running is None else lambda p: call_admin(running, "hl7/replay", p),
+        uri=settings.mongodb_uri,
+        database=settings.database,
+        embedded=lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"),
+        router=lambda repository: build_router(repository, settings),
+        options=bridge_options(settings),
+    )
+    return run(args, target)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import sys
 from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any
 
 import uvicorn
 import uvloop
@@ -16,16 +19,28 @@ from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from fhir_server.services import FhirServices
 from hl7_bridge.listener import Limits, TlsFiles
+from hl7_bridge.replay import admin_replay
 from hl7_bridge.service import BridgeOptions, start_listener
+from imaging import upkeep
 from imaging.dimse.config import DimseConfig, load_peers
 from imaging.dimse.service import start_dimse
 from imaging.services import build_imaging, object_store
+from mappings.dicom.imagingstudy import use_site_authorities
 from medbridge import __version__
-from medbridge.app import DICOMWEB_BASE, FHIR_BASE, FhirFirst, build_app, mount_dicomweb
+from medbridge.admin import AdminApi
+from medbridge.app import (
+    DICOMWEB_BASE,
+    FHIR_BASE,
+    FhirFirst,
+    build_app,
+    mount_admin,
+    mount_dicomweb,
+)
 from medbridge.embedded_mongo import EmbeddedMongo
 from medbridge.health import Readiness
 from medbridge.http_guard import HttpGuard
 from medbridge.http_protocol import bounded_protocol
+from medbridge.running import announce, withdraw
 from medbridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,22 +74,16 @@ async def _serve(settings: Settings, uri: str) -> None:
         stack.push_async_callback(client.close)
         repository = Repository(client, settings.database, settings.serialize_writes)
         await repository.ensure_indexes()
-        router = FhirRouter(
-            FhirServices(
-                repository,
-                settings.max_body_bytes,
-                software_version=__version__,
-                budget=settings.budget(),
-            )
-        )
+        router = build_router(repository, settings)
         readiness = Readiness()
         readiness.expect("http")
         readiness.expect("mllp")
-        mllp = await start_listener(repository, router, _bridge_options(settings))
+        mllp = await start_listener(repository, router, bridge_options(settings))
         stack.push_async_callback(mllp.stop)
         readiness.ready("mllp")
         public_base = [_public_base(settings, settings.http_port)]
         app = build_app(router, readiness, settings.max_body_bytes, lambda: public_base[0])
+        use_site_authorities(settings.hl7_authorities)  # one issuer -> system table
         imaging = build_imaging(
             repository, router,
             object_store(settings.objects_dir, settings.s3_bucket, settings.s3_endpoint_url,
@@ -82,11 +91,19 @@ async def _serve(settings: Settings, uri: str) -> None:
             DICOMWEB_BASE,
             lambda: public_base[0] + DICOMWEB_BASE,
             settings.dicom_replace_different, settings.dicom_max_instance_bytes,
-            budget=settings.budget(),
+            budget=settings.budget(), default_issuer=settings.dicom_default_issuer,
+            upkeep_retry=settings.upkeep_retry(),
+            quarantine_prefix_bytes=settings.dicom_quarantine_prefix_bytes,
         )  # fmt: skip
         await imaging.start()
         stack.push_async_callback(imaging.stop)
         mount_dicomweb(app, imaging.dicomweb.handle)
+        admin = AdminApi()
+        admin.add("status", _status)
+        admin.add("hl7/replay", admin_replay(mllp.processor))
+        admin.add("dicom/pending", partial(upkeep.pending, imaging.linker))
+        admin.add("dicom/retry", partial(upkeep.retry, imaging.linker))
+        mount_admin(app, admin)
         readiness.expect("dicom")
         dimse = await start_dimse(
             _dimse_config(settings), imaging, router, settings.host, settings.dicom_port
@@ -118,6 +135,9 @@ async def _serve(settings: Settings, uri: str) -> None:
             port = server.servers[0].sockets[0].getsockname()[1]
             base = _public_base(settings, port)
             public_base[0] = base
+            running = announce(settings.data_dir, f"http://{_loopback(settings.host)}:{port}")
+            admin.token = running.admin_token
+            stack.callback(withdraw, settings.data_dir, running)
             print(f"MedBridge {__version__} ready: FHIR base {base}{FHIR_BASE}", flush=True)
             sys.stdout.flush()
         await task
@@ -131,7 +151,28 @@ def _public_base(settings: Settings, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def _bridge_options(settings: Settings) -> BridgeOptions:
+def build_router(repository: Repository, settings: Settings) -> FhirRouter:
+    """The FHIR router of the server (`hl7 replay` without a server builds the same)."""
+    services = FhirServices(
+        repository, settings.max_body_bytes, software_version=__version__, budget=settings.budget()
+    )
+    return FhirRouter(services)
+
+
+async def _status(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"version": __version__, "pid": os.getpid()}
+
+
+def _loopback(host: str) -> str:
+    """The address an admin command on this machine uses to reach a listener on host."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def bridge_options(settings: Settings) -> BridgeOptions:
     tls = None
     if settings.mllp_tls_cert is not None and settings.mllp_tls_key is not None:
         tls = TlsFiles(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca)
@@ -145,6 +186,8 @@ def _bridge_options(settings: Settings) -> BridgeOptions:
     return BridgeOptions(
         settings.host, settings.mllp_port, limits, tls, settings.hl7_timezone,
         settings.hl7_authorities, settings.hl7_honor_no_ack, settings.budget(),
+        settings.hl7_adt_demographics,
+        settings.hl7_order_domains,
     )  # fmt: skip
 
 
@@ -154,7 +197,13 @@ def _dimse_config(settings: Settings) -> DimseConfig:
         peers=load_peers(settings.dicom_peers_file),
         open=settings.dicom_open,
         max_associations=settings.dicom_max_associations,
+        reserved_associations=min(
+            settings.dicom_reserved_associations, settings.dicom_max_associations - 1
+        ),
+        idle_timeout=settings.dicom_idle_timeout,
+        request_timeout=settings.dicom_request_timeout,
         acse_timeout=settings.dicom_acse_timeout,
         dimse_timeout=settings.dicom_dimse_timeout,
         network_timeout=settings.dicom_network_timeout,
+        default_issuer=settings.dicom_default_issuer,
     )

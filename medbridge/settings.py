@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from access.budget import Budget
+from imaging.upkeep import RetryPolicy
+from mappings.hl7v2.tables import parse_order_domains
 
 
 class Settings(BaseSettings):
@@ -46,6 +48,25 @@ class Settings(BaseSettings):
     dicom_max_instance_bytes: int = Field(
         512 * 1024 * 1024, gt=0, description="largest DICOM instance (and inflated size) accepted"
     )
+    # DICOM archive integrity (docs/dicom.md "Upkeep", "Header checks"; docs/limits.md)
+    dicom_upkeep_retry_seconds: float = Field(
+        2.0, gt=0, description="delay before retrying a failed ImagingStudy upkeep (doubles)"
+    )
+    dicom_upkeep_retry_max_seconds: float = Field(300.0, gt=0, description="longest retry delay")
+    dicom_upkeep_max_attempts: int = Field(
+        8, ge=1, description="failed upkeep attempts before a study is parked"
+    )
+    dicom_quarantine_prefix_bytes: int = Field(
+        1024 * 1024, ge=0, description="bytes of an over-size instance kept in quarantine"
+    )
+
+    def upkeep_retry(self) -> RetryPolicy:
+        return RetryPolicy(
+            self.dicom_upkeep_retry_seconds,
+            self.dicom_upkeep_retry_max_seconds,
+            self.dicom_upkeep_max_attempts,
+        )
+
     s3_bucket: str | None = Field(None, description="S3-compatible bucket for DICOM objects")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, Ceph, ...)")
     s3_prefix: str = Field("", description="key prefix inside the bucket")
@@ -60,8 +81,14 @@ class Settings(BaseSettings):
     mllp_tls_key: Path | None = Field(None, description="PEM private key of mllp_tls_cert")
     mllp_tls_client_ca: Path | None = Field(None, description="require client certs from this CA")
     hl7_timezone: str = Field("UTC", description="zone of HL7 times sent without an offset")
+    hl7_adt_demographics: bool = Field(
+        True, description="only ADT changes a Patient's values; other PIDs fill what is missing"
+    )
     hl7_authorities: Path | None = Field(None, description="YAML: assigning authority -> system")
     hl7_honor_no_ack: bool = Field(False, description="MSH-15/16 NE: send no ACK at all")
+    hl7_order_domains: str = Field(
+        "", description="NAME=SENDER,SENDER;... senders sharing placer/filler numbers"
+    )
 
     dicom_ae_title: str = Field("MEDBRIDGE", min_length=1, max_length=16, description="our AE")
     dicom_peers_file: Path | None = Field(
@@ -73,14 +100,31 @@ class Settings(BaseSettings):
         "set false in production so only listed peers may associate",
     )
     dicom_max_associations: int = Field(16, ge=1, le=1000)
+    dicom_reserved_associations: int = Field(
+        4, ge=0, le=1000, description="association slots only AE titles in the peers table get"
+    )
+    dicom_idle_timeout: float = Field(
+        300.0, gt=0, description="seconds without a request other than C-ECHO: A-ABORT"
+    )
+    dicom_request_timeout: float = Field(
+        5.0, gt=0, description="seconds a new connection has to send its A-ASSOCIATE-RQ"
+    )
     dicom_acse_timeout: float = Field(30.0, gt=0)
     dicom_dimse_timeout: float = Field(60.0, gt=0)
     dicom_network_timeout: float = Field(60.0, gt=0)
+    dicom_default_issuer: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="IssuerOfPatientID assumed for instances without one (STOW-RS, imports, "
+        "C-STORE from AE titles without an `issuer` in the peers table)",
+    )
 
     # The work budget of one request (access/budget.py, docs/limits.md)
     limit_string_bytes: int = Field(1024 * 1024, gt=0, description="one FHIR string (R4: 1 MB)")
     limit_resource_bytes: int = Field(12 * 1024 * 1024, gt=0, description="one FHIR resource")
     limit_json_depth: int = Field(64, gt=0, description="nesting of a JSON body")
+    limit_list_items: int = Field(10_000, gt=0, description="items of one JSON array in a body")
     limit_bundle_entries: int = Field(2_000, gt=0, description="entries of a batch/transaction")
     limit_patch_operations: int = Field(1_000, gt=0, description="operations of a JSON Patch")
     limit_search_values: int = Field(1_000, gt=0, description="comma-separated values")
@@ -100,6 +144,7 @@ class Settings(BaseSettings):
             max_string_bytes=self.limit_string_bytes,
             max_resource_bytes=self.limit_resource_bytes,
             max_json_depth=self.limit_json_depth,
+            max_list_items=self.limit_list_items,
             max_bundle_entries=self.limit_bundle_entries,
             max_patch_operations=self.limit_patch_operations,
             max_search_values=self.limit_search_values,
@@ -115,6 +160,12 @@ class Settings(BaseSettings):
 
     def cors_origin_list(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    @field_validator("hl7_order_domains")
+    @classmethod
+    def _order_domains(cls, value: str) -> str:
+        parse_order_domains(value)  # a malformed list stops the start with its reason
+        return value
 
     @property
     def objects_dir(self) -> Path:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
-
+from access.budget import Budget
+from fhir_server.body import check_resource_size, loads
 from fhir_server.errors import FhirError, information_outcome
 from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.repository import Stored
 from profiles.validator import validate
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+T = TypeVar("T")
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
 
 
@@ -29,8 +32,13 @@ def check_id(resource_id: str) -> str:
     return resource_id
 
 
-def parse_body(request: FhirRequest) -> Any:
-    """The JSON body; FHIR XML and other content types are refused with 415."""
+# bodies up to this size are parsed and validated on the event loop (a thread hop costs
+# more than the work); larger ones in a worker thread, so reads and ACKs go on meanwhile
+INLINE_BODY_BYTES = 64 * 1024
+
+
+def parse_body(request: FhirRequest, budget: Budget) -> Any:
+    """The JSON body within the budget; FHIR XML and other content types are refused (415)."""
     if not request.body:
         raise FhirError("MB-1019", "this interaction needs a request body")
     content_type = (request.header("content-type") or "application/fhir+json").lower()
@@ -39,15 +47,25 @@ def parse_body(request: FhirRequest) -> Any:
         raise FhirError(
             "MB-1014", f"Content-Type {media!r} is not supported; send application/fhir+json"
         )
-    try:
-        return orjson.loads(request.body)
-    except orjson.JSONDecodeError as error:
-        raise FhirError("MB-1005", f"request body is not valid JSON: {error}") from error
+    return loads(request.body, budget)
 
 
-def resource_body(request: FhirRequest, resource_type: str) -> dict[str, Any]:
+async def off_loop(work: Callable[[], T], size: int) -> T:
+    """`work()`, in a worker thread when it handles a body larger than INLINE_BODY_BYTES."""
+    if size <= INLINE_BODY_BYTES:
+        return work()
+    return await asyncio.to_thread(work)
+
+
+async def resource_body(request: FhirRequest, resource_type: str, budget: Budget) -> dict[str, Any]:
     """The body as a resource of `resource_type`, validated (base FHIR + profiles)."""
-    body = parse_body(request)
+    body = request.body or b""
+    check_resource_size(len(body), budget, "the request body")
+    return await off_loop(lambda: _valid_resource(request, resource_type, budget), len(body))
+
+
+def _valid_resource(request: FhirRequest, resource_type: str, budget: Budget) -> dict[str, Any]:
+    body = parse_body(request, budget)
     if not isinstance(body, dict):
         raise FhirError("MB-1005", "request body must be a JSON object (a FHIR resource)")
     found = body.get("resourceType")

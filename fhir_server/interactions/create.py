@@ -16,7 +16,7 @@ async def create(exchange: Exchange, services: FhirServices) -> FhirResponse:
     route, request = exchange.route, exchange.request
     assert route is not None
     assert route.resource_type
-    resource = resource_body(request, route.resource_type)
+    resource = await resource_body(request, route.resource_type, services.budget)
     if_none_exist = request.header("if-none-exist")
     if not if_none_exist:
         stored = await services.repository.create(resource, str(uuid.uuid4()))

@@ -18,7 +18,7 @@ async def update(exchange: Exchange, services: FhirServices) -> FhirResponse:
     route, request = exchange.route, exchange.request
     assert route is not None
     assert route.resource_type
-    resource = resource_body(request, route.resource_type)
+    resource = await resource_body(request, route.resource_type, services.budget)
     if route.resource_id is None:
         return await _conditional_update(exchange, services, resource)
     body_id = resource.get("id")

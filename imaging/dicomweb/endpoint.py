@@ -15,6 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from access.budget import Budget
 from fhir_server.context import Door, RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.exchange import FhirRequest, FhirResponse
@@ -104,8 +105,10 @@ class DicomwebService:
         linker: StudyLinker | None,
         base_path: str,
         share_hooks_with: Pipeline | None = None,
+        budget: Budget | None = None,
         public_url: Callable[[], str] | None = None,
     ) -> None:
+        self.budget = budget or Budget()
         self.ingestor = ingestor
         self.index = index
         self.store = store
@@ -124,7 +127,9 @@ class DicomwebService:
         response = await self.pipeline.handle(Exchange(fhir_request, context))
         answer = context.notes.get(ANSWER_NOTE)
         if response.status < 300 and isinstance(answer, wado.Answer) and answer.stream is not None:
-            return StreamingResponse(answer.stream, answer.status, media_type=answer.media_type)
+            return StreamingResponse(
+                answer.stream, answer.status, answer.headers, media_type=answer.media_type
+            )
         headers = dict(response.headers)
         return Response(response.body, response.status, headers, media_type=response.content_type)
 
@@ -142,11 +147,13 @@ class DicomwebService:
             source = f"stow:{exchange.context.peer or '-'}"
             return await stow(
                 self.ingestor, self.linker, dict(request.headers), http.stream(),
-                request.base_url, route.study, source,
+                request.base_url, route.study, source, self.budget,
             )  # fmt: skip
         answer = await self._answer(route, request)
         exchange.context.notes[ANSWER_NOTE] = answer
-        return FhirResponse(answer.status, answer.body, content_type=answer.media_type)
+        return FhirResponse(
+            answer.status, answer.body, answer.headers, content_type=answer.media_type
+        )
 
     async def _answer(self, route: DicomwebRoute, request: FhirRequest) -> wado.Answer:
         accept = request.header("accept") or ""
@@ -156,9 +163,13 @@ class DicomwebService:
                 for k, v in (("StudyInstanceUID", route.study), ("SeriesInstanceUID", route.series))
                 if v
             }
-            query = qido.parse_query(route.level, request.query, fixed)
-            body = await qido.search(self.index, query, request.base_url, self._metadata)
-            return wado.Answer(200, "application/dicom+json", body=body)
+            query = qido.parse_query(
+                route.level, request.query, fixed, self.budget.max_wildcard_chars
+            )
+            found = await qido.search(self.index, query, request.base_url, self._metadata)
+            return wado.Answer(
+                200, "application/dicom+json", found.body, headers=found.headers(request.base_url)
+            )
         if route.action == "wado-uri":
             return await self._wado_uri(request)
         assert route.study is not None
@@ -175,7 +186,7 @@ class DicomwebService:
                 self.store, middle, media, thumbnail=route.action == "thumbnail"
             )
         if route.action == "frames":
-            numbers = wado.parse_frames(route.extra[0])
+            numbers = wado.parse_frames(route.extra[0], self.budget.max_frames_per_request)
             if len(route.extra) == 2:
                 media = wado.image_media(accept)
                 thumbnail = route.extra[1] == "thumbnail"

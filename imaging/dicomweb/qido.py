@@ -14,13 +14,21 @@ from typing import Any
 import orjson
 from pydicom.datadict import keyword_for_tag
 
+from access.budget import Budget
 from fhir_server.errors import FhirError
 from imaging.dicomweb.dicom_json import attribute, dataset, tag_hex, vr_of
 from imaging.index import DicomIndex
 from imaging.parse import fold, qido_attributes
 from imaging.uids import uid_list
+from imaging.wildcard import compile_wildcard, has_wildcards
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+MAX_WILDCARD_CHARS = Budget().max_wildcard_chars
+# PS3.18 8.3.4.4.1: the answer is cut at the server's maximum, more can be asked for
+TRUNCATED_WARNING = (
+    '299 {service}: "The number of results exceeded the maximum supported by the server. '
+    'Additional results can be requested."'
+)
 UID_KEYWORDS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"}
 ID_FIELD = {"StudyInstanceUID": "_id", "SeriesInstanceUID": "_id", "SOPInstanceUID": "_id"}
 PARENT_FIELD = {
@@ -46,6 +54,18 @@ class Query:
     fuzzy: bool = False
     limit: int = DEFAULT_LIMIT
     offset: int = 0
+    # the limit was set by the server (none asked, or over MAX_LIMIT), not the client
+    server_limited: bool = True
+    max_wildcard_chars: int = MAX_WILDCARD_CHARS
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    body: bytes
+    truncated: bool  # more matches than the server's maximum: PS3.18 Warning 299
+
+    def headers(self, service: str) -> dict[str, str]:
+        return {"Warning": TRUNCATED_WARNING.format(service=service)} if self.truncated else {}
 
 
 def _level_of(keyword: str) -> str | None:
@@ -64,8 +84,13 @@ def _keyword(name: str) -> str:
     return name
 
 
-def parse_query(level: str, params: list[tuple[str, str]], fixed: dict[str, str]) -> Query:
-    query = Query(level)
+def parse_query(
+    level: str,
+    params: list[tuple[str, str]],
+    fixed: dict[str, str],
+    max_wildcard_chars: int = MAX_WILDCARD_CHARS,
+) -> Query:
+    query = Query(level, max_wildcard_chars=max_wildcard_chars)
     for name, value in params:
         if name == "includefield":
             for item in value.split(","):
@@ -79,7 +104,9 @@ def parse_query(level: str, params: list[tuple[str, str]], fixed: dict[str, str]
             if not value.isdigit():
                 raise FhirError("MB-3011", f"{name} must be a non-negative integer")
             if name == "limit":
-                query.limit = min(int(value), MAX_LIMIT)
+                # 0 or over the maximum: the server's maximum applies (PS3.18 8.3.4.4.1)
+                query.limit = min(int(value), MAX_LIMIT) or MAX_LIMIT
+                query.server_limited = not 0 < int(value) <= MAX_LIMIT
             else:
                 query.offset = int(value)
         else:
@@ -91,8 +118,11 @@ def parse_query(level: str, params: list[tuple[str, str]], fixed: dict[str, str]
     return query
 
 
-def condition(match: Match, fuzzy: bool) -> tuple[str, Any]:
-    """One attribute's MongoDB condition per PS3.4 C.2.2.2 matching rules."""
+def condition(
+    match: Match, fuzzy: bool, max_wildcard_chars: int = MAX_WILDCARD_CHARS
+) -> tuple[str, Any]:
+    """One attribute's MongoDB condition per PS3.4 C.2.2.2 matching rules; wildcards
+    compile to patterns that cannot backtrack (imaging.wildcard)."""
     keyword, value = match.keyword, match.value
     if keyword in UID_KEYWORDS:
         uids = uid_list(value)
@@ -114,15 +144,12 @@ def condition(match: Match, fuzzy: bool) -> tuple[str, Any]:
         return keyword, int(value)
     if vr == "PN" and fuzzy and keyword in FOLDED:
         # fuzzy: case- and accent-insensitive, matching the start of any name component
-        pattern = _wildcards(fold(value).strip("*")) if value else ""
-        return FOLDED[keyword], {"$regex": r"(^|[\^ =])" + pattern}
-    if "*" in value or "?" in value:
-        return keyword, {"$regex": "^" + _wildcards(value) + "$"}
+        stem = fold(value).strip("*")  # from the start of a component, any end
+        pattern = compile_wildcard(stem, max_wildcard_chars).component_regex("^ =")
+        return FOLDED[keyword], {"$regex": pattern}
+    if has_wildcards(value):
+        return keyword, {"$regex": compile_wildcard(value, max_wildcard_chars).regex()}
     return keyword, value
-
-
-def _wildcards(value: str) -> str:
-    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in value)
 
 
 def _filters(query: Query) -> dict[str, Document]:
@@ -133,7 +160,9 @@ def _filters(query: Query) -> dict[str, Document]:
             continue  # universal matching: return the attribute, match everything
         keyword = "Modality" if match.keyword == "ModalitiesInStudy" else match.keyword
         level = _level_of(match.keyword) or "study"
-        field_name, cond = condition(Match(keyword, match.value), query.fuzzy)
+        field_name, cond = condition(
+            Match(keyword, match.value), query.fuzzy, query.max_wildcard_chars
+        )
         if level == query.level:
             field_name = ID_FIELD.get(field_name, field_name)
         elif field_name in PARENT_FIELD.get(query.level, {}):
@@ -150,7 +179,7 @@ MetaLoader = Callable[[Document], Awaitable[bytes]]
 
 async def search(
     index: DicomIndex, query: Query, base_url: str, load_meta: MetaLoader | None = None
-) -> bytes:
+) -> SearchResult:
     filters = _filters(query)
     own = filters[query.level]
     collection = {"study": index.studies, "series": index.series, "instance": index.instances}
@@ -168,8 +197,11 @@ async def search(
             own["se"] = _and_in(own.get("se"), ids)
     projection = None if query.include_all and query.level == "instance" else {"meta": 0}
     cursor = collection[query.level].find(own, projection).sort("_id", 1)
-    rows = [row async for row in cursor.skip(query.offset).limit(query.limit)]
-    return await _render(index, query, rows, base_url, load_meta)
+    # one row past the limit tells whether the server's maximum cut the answer
+    rows = [row async for row in cursor.skip(query.offset).limit(query.limit + 1)]
+    truncated = len(rows) > query.limit and query.server_limited
+    body = await _render(index, query, rows[: query.limit], base_url, load_meta)
+    return SearchResult(body, truncated)
 
 
 async def _values(collection: Any, field_name: str, where: Document) -> list[Any]:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pydicom
 from numpy.typing import NDArray
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.encaps import parse_fragments
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import pixel_array
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from fhir_server.errors import FhirError
 
@@ -29,33 +32,77 @@ def _read(data: bytes) -> Dataset:
         return pydicom.dcmread(io.BytesIO(data))
 
 
+def _declared_frames(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def frame_bytes(ds: Dataset) -> int:
+    """The size of one native frame: Rows x Columns x SamplesPerPixel x BitsAllocated/8."""
+    try:
+        size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
+        return size * int(ds.BitsAllocated) // 8
+    except (AttributeError, TypeError, ValueError):
+        return 0
+
+
 def frame_count(ds: Dataset) -> int:
-    return int(ds.get("NumberOfFrames", 1) or 1)
+    """The frames the pixel data actually holds: the header's NumberOfFrames, never more
+    than the native bytes or the encapsulated fragments can carry (a 1 KB instance may
+    claim 999,999,999 frames; issue 17 C1)."""
+    declared = _declared_frames(ds)
+    if "PixelData" not in ds:
+        return declared
+    raw = ds.PixelData
+    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        return min(declared, _fragments(raw))
+    size = frame_bytes(ds)
+    return min(declared, len(raw) // size) if size > 0 else 0
 
 
-def frames(data: bytes, numbers: list[int]) -> list[bytes]:
-    """Frames (1-based) as uncompressed native pixel bytes."""
+def _fragments(raw: bytes) -> int:
+    """Fragments after the Basic Offset Table (each frame has one or more)."""
+    try:
+        table = int.from_bytes(raw[4:8], "little")
+        number, _ = parse_fragments(raw[8 + table :])
+    except (ValueError, TypeError, IndexError):
+        return 0
+    return int(number)
+
+
+def checked_frames(data: bytes, numbers: Sequence[int]) -> Dataset:
+    """The instance read, once its real frame count covers every number asked."""
     ds = _read(data)
     if "PixelData" not in ds:
         raise FhirError("MB-3014", "instance has no pixel data")
     count = frame_count(ds)
+    if count == 0:
+        raise FhirError("MB-3014", "pixel data holds no whole frame")
     if any(n < 1 or n > count for n in numbers):
         raise FhirError("MB-3010", f"frame numbers must be within 1..{count}")
+    return ds
+
+
+def frame(ds: Dataset, data: bytes, number: int) -> bytes:
+    """One frame (1-based) of a checked instance as uncompressed native pixel bytes."""
     if not ds.file_meta.TransferSyntaxUID.is_compressed:
-        size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
-        size = size * int(ds.BitsAllocated) // 8
-        raw = ds.PixelData
-        return [bytes(raw[(n - 1) * size : n * size]) for n in numbers]
-    out = []
-    for n in numbers:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                array = pixel_array(io.BytesIO(data), index=n - 1, raw=True)
-        except Exception as error:
-            raise FhirError("MB-3014", f"cannot decode frame {n}: {str(error)[:120]}") from error
-        out.append(array.tobytes())
-    return out
+        size = frame_bytes(ds)
+        return bytes(ds.PixelData[(number - 1) * size : number * size])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            array = pixel_array(io.BytesIO(data), index=number - 1, raw=True)
+    except Exception as error:
+        raise FhirError("MB-3014", f"cannot decode frame {number}: {str(error)[:120]}") from error
+    return bytes(array.tobytes())
+
+
+def frames(data: bytes, numbers: list[int]) -> list[bytes]:
+    """Frames (1-based) as uncompressed native pixel bytes."""
+    ds = checked_frames(data, numbers)
+    return [frame(ds, data, n) for n in numbers]
 
 
 def rendered(data: bytes, media: str, frame: int = 1, thumbnail: bool = False) -> bytes:
@@ -64,11 +111,11 @@ def rendered(data: bytes, media: str, frame: int = 1, thumbnail: bool = False) -
     if "PixelData" not in ds:
         raise FhirError("MB-3014", "instance has no pixel data to render")
     if frame < 1 or frame > frame_count(ds):
-        raise FhirError("MB-3010", "frame number out of range")
+        raise FhirError("MB-3010", f"frame number out of range 1..{frame_count(ds)}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            array = pixel_array(io.BytesIO(data), index=frame - 1)
+            array = pixel_array(_source(ds, data), index=frame - 1)
             image = _to_image(ds, array)
     except FhirError:
         raise
@@ -79,6 +126,14 @@ def rendered(data: bytes, media: str, frame: int = 1, thumbnail: bool = False) -
     out = io.BytesIO()
     image.save(out, format="PNG" if media == "image/png" else "JPEG", quality=90)
     return out.getvalue()
+
+
+def _source(ds: Dataset, data: bytes) -> Dataset | io.BytesIO:
+    """What pydicom decodes from: the file itself (it reads only the frame asked for),
+    or, for a deflated data set whose pixels exist only once inflated, the dataset read."""
+    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return ds
+    return io.BytesIO(data)
 
 
 def _to_image(ds: Dataset, array: NDArray[np.generic]) -> Image.Image:

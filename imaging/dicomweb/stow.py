@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
+from access.budget import Budget
 from fhir_server.errors import FhirError
 from fhir_server.exchange import FhirResponse
 from imaging.dicomweb.multipart import inflate, media_parameters, read_parts
@@ -24,6 +25,9 @@ DICOM_JSON = "application/dicom+json"
 ACCEPTED_PART_TYPES = ("application/dicom", "application/octet-stream", "")
 # parts are ingested in batches while the rest of the body streams in
 BATCH_INSTANCES, BATCH_BYTES, IN_FLIGHT = 32, 2 * 1024 * 1024, 4
+# the smallest data set: one element's tag, VR/length and a value (8 bytes of header)
+MIN_INSTANCE_BYTES = 8
+PARTS_LIMIT = "MEDBRIDGE_LIMIT_MULTIPART_PARTS"
 
 
 async def stow(
@@ -34,7 +38,9 @@ async def stow(
     base_url: str,
     study: str | None,
     source: str,
+    budget: Budget | None = None,
 ) -> FhirResponse:
+    budget = budget or Budget()
     media, params = media_parameters(headers.get("content-type", ""))
     part_type = params.get("type", "").lower()
     if media != "multipart/related" or part_type != "application/dicom":
@@ -42,6 +48,12 @@ async def stow(
     boundary = params.get("boundary")
     if not boundary:
         raise FhirError("MB-1004", "multipart/related without a boundary")
+    if len(boundary) > budget.max_multipart_boundary:
+        raise FhirError(
+            "MB-3042",
+            f"the multipart boundary has {len(boundary)} characters; RFC 2046 allows "
+            f"1-{budget.max_multipart_boundary}",
+        )
     limits = ingestor.policy.limits
     chunks = inflate(
         body,
@@ -64,9 +76,24 @@ async def stow(
         running.append(task)
         slots.append(task)
 
+    parts = 0
     async for part in read_parts(chunks, boundary, limits.max_instance_bytes):
+        parts += 1
+        if parts > budget.max_multipart_parts:
+            # the rest of the body is not read; batches already handed over finish
+            # first, so the answer is not sent while they still write
+            await asyncio.gather(*running, return_exceptions=True)
+            raise FhirError(
+                "MB-3040",
+                f"at most {budget.max_multipart_parts} parts per STOW-RS request "
+                f"({PARTS_LIMIT}); batches already being stored were kept",
+            )
         if part.content_type not in ACCEPTED_PART_TYPES:
             slots.append(IngestOutcome(0xC000, code="MB-3013", reason="part is not DICOM"))
+            continue
+        if len(part.body) < MIN_INSTANCE_BYTES:
+            # refused here, without a trip through the parser pool (issue 17, L8)
+            slots.append(IngestOutcome(0xC000, code="MB-3001", reason="part too short for DICOM"))
             continue
         batch.append(bytes(part.body))
         batch_bytes += len(part.body)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import io
 import warnings
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -28,6 +28,7 @@ from imaging.parse import metadata_of
 Document = dict[str, Any]
 BIG_ENDIAN = "1.2.840.10008.1.2.2"
 BULK_MARK = b'"BulkDataURI":"'
+FRAMES_LIMIT = "MEDBRIDGE_LIMIT_FRAMES_PER_REQUEST"
 
 
 @dataclass(slots=True)
@@ -38,6 +39,7 @@ class Answer:
     media_type: str
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 async def instance_rows(
@@ -149,27 +151,46 @@ async def metadata(
 async def bulkdata(store: ObjectStore, row: Document, tag: str) -> Answer:
     data = await store.get(row["key"])
     if tag.upper() == "7FE00010":
-        values = render.frames(data, list(range(1, _frames_of(row) + 1)))
-        value = b"".join(values)
-    else:
-        value = render.element_bytes(data, tag)
-    return _octets([value])
-
-
-def _frames_of(row: Document) -> int:
-    return int(row.get("NumberOfFrames") or 1)
+        # every frame the pixel data really holds, never the header's count alone
+        ds = await asyncio.to_thread(render.checked_frames, data, ())
+        return await _frame_parts(ds, data, range(1, render.frame_count(ds) + 1), one_part=True)
+    value = render.element_bytes(data, tag)
+    writer = MultipartWriter("application/octet-stream")
+    return Answer(200, writer.content_type, body=writer.opening() + value + writer.closing())
 
 
 async def frames(store: ObjectStore, row: Document, numbers: list[int]) -> Answer:
     data = await store.get(row["key"])
-    return _octets(render.frames(data, numbers))
+    ds = await asyncio.to_thread(render.checked_frames, data, numbers)
+    return await _frame_parts(ds, data, numbers, one_part=False)
 
 
-def _octets(values: list[bytes]) -> Answer:
+async def _frame_parts(
+    ds: pydicom.Dataset, data: bytes, numbers: Sequence[int], one_part: bool
+) -> Answer:
+    """Frames streamed one at a time (a part each, or all in one part for bulk data):
+    the response is never built in memory. Compressed frames are decoded off the loop;
+    the first before the answer starts, so an undecodable instance is still a 422."""
     writer = MultipartWriter("application/octet-stream")
-    parts = [writer.opening() if i == 0 else writer.between() for i in range(len(values))]
-    body = b"".join(p + v for p, v in zip(parts, values, strict=True)) + writer.closing()
-    return Answer(200, writer.content_type, body=body)
+    compressed = ds.file_meta.TransferSyntaxUID.is_compressed
+
+    async def one(number: int) -> bytes:
+        if compressed:
+            return await asyncio.to_thread(render.frame, ds, data, number)
+        return render.frame(ds, data, number)
+
+    first = await one(numbers[0]) if numbers else b""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield writer.opening()
+        yield first
+        for number in numbers[1:]:
+            if not one_part:
+                yield writer.between()
+            yield await one(number)
+        yield writer.closing()
+
+    return Answer(200, writer.content_type, stream=chunks())
 
 
 def image_media(accept: str, content_type: str | None = None) -> str:
@@ -186,10 +207,18 @@ async def rendered(
     store: ObjectStore, row: Document, media: str, frame: int = 1, thumbnail: bool = False
 ) -> Answer:
     data = await store.get(row["key"])
-    return Answer(200, media, body=render.rendered(data, media, frame, thumbnail))
+    image = await asyncio.to_thread(render.rendered, data, media, frame, thumbnail)
+    return Answer(200, media, body=image)
 
 
-def parse_frames(text: str) -> list[int]:
+def parse_frames(text: str, max_frames: int) -> list[int]:
+    """A WADO-RS frame list; more than `max_frames` numbers is refused before parsing."""
+    asked = text.count(",") + 1
+    if asked > max_frames:
+        raise FhirError(
+            "MB-3040",
+            f"at most {max_frames} frames per request ({FRAMES_LIMIT}); {asked} were named",
+        )
     try:
         numbers = [int(n) for n in text.split(",") if n.strip()]
     except ValueError as error:

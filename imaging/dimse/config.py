@@ -28,6 +28,7 @@ class Peer:
     host: str | None = None
     port: int | None = None
     services: frozenset[str] = SERVICES
+    issuer: str | None = None  # IssuerOfPatientID of its instances that carry none
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +38,14 @@ class DimseConfig:
     open: bool = True  # accept calling AE titles that are not in the peers table
     open_services: frozenset[str] = OPEN_SERVICES
     max_associations: int = 16
+    reserved_associations: int = 4  # slots only calling AE titles in the peers table get
+    idle_timeout: float = 300.0  # no request but C-ECHO this long: A-ABORT
+    request_timeout: float = 5.0  # a new connection's wait for its A-ASSOCIATE-RQ
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0
     max_pdu: int = 262_144
+    default_issuer: str | None = None  # for calling AE titles without their own issuer
 
     @property
     def handler_timeout(self) -> float:
@@ -56,13 +61,18 @@ class DimseConfig:
             return Peer(calling_ae.strip(), services=self.open_services)
         return None
 
+    def issuer(self, calling_ae: str) -> str | None:
+        """The issuer of PatientIDs this AE title sends without IssuerOfPatientID."""
+        peer = self.peers.get(calling_ae.strip())
+        return (peer.issuer if peer is not None else None) or self.default_issuer
+
     def allows(self, calling_ae: str, service: str) -> bool:
         peer = self.peer(calling_ae)
         return peer is not None and service in peer.services
 
 
 def load_peers(path: Path | None) -> dict[str, Peer]:
-    """Read `peers: [{ae_title, host, port, services}]` from a YAML or JSON file."""
+    """Read `peers: [{ae_title, host, port, services, issuer}]` from a YAML or JSON file."""
     if path is None:
         return {}
     try:
@@ -94,4 +104,13 @@ def _peer(row: Any) -> Peer:
     if port is not None and not (isinstance(port, int) and 0 < port < 65536):
         raise PeersFileError(f"peer {ae_title}: port must be 1-65535")
     host = row.get("host")
-    return Peer(ae_title, str(host) if host is not None else None, port, services)
+    issuer = row.get("issuer")
+    if issuer is not None and not (isinstance(issuer, str) and 0 < len(issuer.strip()) <= 64):
+        raise PeersFileError(f"peer {ae_title}: issuer must be 1-64 characters (LO)")
+    return Peer(
+        ae_title,
+        str(host) if host is not None else None,
+        port,
+        services,
+        issuer.strip() if issuer else None,
+    )

@@ -16,12 +16,14 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 from pynetdicom.presentation import build_context
 
+from access.budget import Budget
 from fhir_server.context import Actor, Door, RequestContext
 from fhir_server.errors import FhirError
 from imaging.dimse import query, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
 from imaging.dimse.door import DimseDoor
+from imaging.dimse.matching import check_wildcards
 from imaging.dimse.part10 import part10
 from imaging.dimse.sop_classes import PATIENT_ROOT, ModalityWorklistFind, Verification
 from imaging.dimse.status import (
@@ -35,7 +37,7 @@ from imaging.dimse.status import (
 )
 from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
-from imaging.ingest import Ingestor
+from imaging.ingest import Ingestor, IngestOutcome
 from imaging.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class Archive:
     worklist: worklist.Worklist | None = None
     linker: StudyLinker | None = None
     door: DimseDoor = field(default_factory=DimseDoor)  # the pipeline every service passes
+    budget: Budget = field(default_factory=Budget)  # wildcard lengths and other caps
 
 
 def calling_ae(event: Event) -> str:
@@ -94,13 +97,33 @@ class Handlers:
             # the Part 10 bytes exactly as received: no decoding, no transcoding
             data = part10(event)
             source = f"dimse:{calling_ae(event)}"
-            ingestor = self.archive.ingestor
-            outcome = self._through("C-STORE", event, lambda: ingestor.ingest(data, source))
+            issuer, study = self._issuer_to_note(event, data)
+            outcome = self._through(
+                "C-STORE", event, lambda: self._store(data, source, study, issuer)
+            )
             answer.status = outcome.status
             if not outcome.ok:
                 log.info("C-STORE failed: %s", outcome.code)
                 return _status(outcome.status, outcome.reason)
         return answer.status
+
+    def _issuer_to_note(self, event: Event, data: bytes) -> tuple[str | None, str | None]:
+        """The calling AE's issuer and the study it must be noted for (imaging.issuers);
+        the header is read here, on the association's thread, and only for such AEs."""
+        issuer = self.config.issuer(calling_ae(event))
+        linker = self.archive.linker
+        if linker is None or issuer is None:
+            return None, None
+        return issuer, linker.issuers.study_to_note(data, issuer)
+
+    async def _store(
+        self, data: bytes, source: str, study: str | None, issuer: str | None
+    ) -> IngestOutcome:
+        """Note the issuer first, so the ImagingStudy upkeep never meets the study
+        without it; then the one ingest path."""
+        if study and issuer and self.archive.linker is not None:
+            await self.archive.linker.issuers.note(study, issuer)
+        return await self.archive.ingestor.ingest(data, source)
 
     def on_released(self, event: Event) -> None:
         """After an association: let the ImagingStudy upkeep catch up on what arrived."""
@@ -119,7 +142,9 @@ class Handlers:
             return
         rows: list[dict[str, Any]] | None = None
         with attempt("C-FIND", UNABLE_TO_PROCESS) as answer:
-            parsed = query.parse_identifier(event.identifier, _model(event))
+            parsed = query.parse_identifier(
+                event.identifier, _model(event), self.archive.budget.max_wildcard_chars
+            )
             index = self.archive.index
             rows = self._through("C-FIND", event, lambda: query.find(index, parsed))
         if rows is None:
@@ -135,6 +160,7 @@ class Handlers:
             return
         records: list[worklist.Record] | None = None
         with attempt("MWL C-FIND", UNABLE_TO_PROCESS) as answer:
+            check_wildcards(event.identifier, self.archive.budget.max_wildcard_chars)
             parsed = worklist.parse_worklist(event.identifier)
             context = worklist_context(calling_ae(event))
             records = self.bridge.run(self.archive.worklist.records(parsed, context))

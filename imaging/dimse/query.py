@@ -18,7 +18,7 @@ from pydicom.multival import MultiValue
 
 from fhir_server.errors import FhirError
 from imaging.dicomweb.dicom_json import vr_of
-from imaging.dicomweb.qido import Match, condition
+from imaging.dicomweb.qido import MAX_WILDCARD_CHARS, Match, condition
 from imaging.index import DicomIndex
 from imaging.parse import qido_attributes
 
@@ -45,6 +45,7 @@ class FindQuery:
     level: str
     matches: dict[str, list[Match]] = field(default_factory=dict)  # by attribute level
     returned: list[DataElement] = field(default_factory=list)
+    max_wildcard_chars: int = MAX_WILDCARD_CHARS
 
     @property
     def wanted(self) -> set[str]:
@@ -74,13 +75,15 @@ def text_of(element: DataElement) -> str:
     return str(value).strip()
 
 
-def parse_identifier(identifier: Dataset, model: str) -> FindQuery:
+def parse_identifier(
+    identifier: Dataset, model: str, max_wildcard_chars: int = MAX_WILDCARD_CHARS
+) -> FindQuery:
     """Read QueryRetrieveLevel and the keys; A900 when the level does not fit the model."""
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     allowed = LEVELS if model == "patient" else LEVELS[1:]
     if level not in allowed:
         raise FhirError("MB-4002", f"QueryRetrieveLevel {level[:16]!r} not valid here")
-    query = FindQuery(level)
+    query = FindQuery(level, max_wildcard_chars=max_wildcard_chars)
     for element in identifier:
         keyword = element.keyword
         if not keyword or keyword in SKIPPED:
@@ -95,7 +98,7 @@ def parse_identifier(identifier: Dataset, model: str) -> FindQuery:
     return query
 
 
-def _conditions(matches: list[Match], level: str) -> Document:
+def _conditions(matches: list[Match], level: str, max_wildcard_chars: int) -> Document:
     out: Document = {}
     for match in matches:
         if match.keyword == "ModalitiesInStudy":
@@ -103,7 +106,10 @@ def _conditions(matches: list[Match], level: str) -> Document:
             out["Modality"] = wanted[0] if len(wanted) == 1 else {"$in": wanted}
             continue
         prefix = _prefix_range(match.value) if vr_of(match.keyword) in TEXT_VRS else None
-        field_name, cond = (match.keyword, prefix) if prefix else condition(match, False)
+        # the wildcard compiler also refuses an over-long value before the range is used
+        field_name, cond = condition(match, False, max_wildcard_chars)
+        if prefix:
+            cond = prefix
         if field_name == OWN_ID.get(level):
             field_name = "_id"
         out[field_name] = cond
@@ -133,9 +139,10 @@ def _restrict(own: Document, field_name: str, ids: list[Any]) -> None:
 async def find(index: DicomIndex, query: FindQuery) -> list[Document]:
     """The matching rows of the query level, each merged with its parents' attributes."""
     study_keys = query.matches.get("PATIENT", []) + query.matches.get("STUDY", [])
-    study_filter = _conditions(study_keys, "STUDY")
-    series_filter = _conditions(query.matches.get("SERIES", []), "SERIES")
-    image_filter = _conditions(query.matches.get("IMAGE", []), "IMAGE")
+    cap = query.max_wildcard_chars
+    study_filter = _conditions(study_keys, "STUDY", cap)
+    series_filter = _conditions(query.matches.get("SERIES", []), "SERIES", cap)
+    image_filter = _conditions(query.matches.get("IMAGE", []), "IMAGE", cap)
     if query.level in ("PATIENT", "STUDY"):
         if series_filter:
             _restrict(study_filter, "_id", await values(index.series, "st", series_filter))

@@ -26,6 +26,7 @@ from imaging.dimse import quiet
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
 from imaging.dimse.door import DimseDoor
+from imaging.dimse.guard import AssociationGuard, pending_limit
 from imaging.dimse.handlers import Archive, Handlers
 from imaging.dimse.sop_classes import QUERY_RETRIEVE, Verification
 from imaging.dimse.worklist import Worklist
@@ -41,7 +42,9 @@ logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 def build_ae(config: DimseConfig) -> AE:
     """Our application entity with its contexts, limits and timeouts."""
     ae = AE(ae_title=config.ae_title)
-    ae.maximum_associations = config.max_associations
+    # pynetdicom counts connections still without an A-ASSOCIATE-RQ too: the slots
+    # themselves are counted by `AssociationGuard`, which sees only real requests
+    ae.maximum_associations = config.max_associations + pending_limit(config)
     ae.acse_timeout = config.acse_timeout
     ae.dimse_timeout = config.dimse_timeout
     ae.network_timeout = config.network_timeout
@@ -112,6 +115,7 @@ class DimseService:
         self.config = config
         self.handlers = Handlers(config, bridge, archive)
         self.ae = build_ae(config)
+        self.guard = AssociationGuard(config, self.ae)
         self.server: ThreadedAssociationServer | None = None
 
     def start(self, host: str, port: int) -> int:
@@ -126,16 +130,20 @@ class DimseService:
             (evt.EVT_C_MOVE, self.handlers.on_move),
             (evt.EVT_C_GET, self.handlers.on_get),
             (evt.EVT_RELEASED, self.handlers.on_released),
+            *self.guard.handlers(),
         ]
         server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
         assert server is not None  # block=False returns the running server
         server.contexts = QuickCopyContexts(server.contexts)
+        server.verify_request = self.guard.verify_request  # type: ignore[method-assign]
         self.server = server
+        self.guard.start()
         bound = int(server.server_address[1])
         log.info("DICOM listener up as %s on port %d", self.config.ae_title, bound)
         return bound
 
     def stop(self) -> None:
+        self.guard.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server = None
@@ -149,7 +157,7 @@ async def start_dimse(
     bridge = LoopBridge(asyncio.get_running_loop(), config.handler_timeout)
     archive = Archive(
         imaging.ingestor, imaging.index, imaging.store, Worklist(router), imaging.linker,
-        DimseDoor(share_hooks_with=router.pipeline),
+        DimseDoor(share_hooks_with=router.pipeline), imaging.budget,
     )  # fmt: skip
     service = DimseService(config, bridge, archive)
     await asyncio.to_thread(service.start, host, port)

@@ -26,6 +26,7 @@ from fhir_server.exchange import FhirRequest
 from fhir_server.router import FhirRouter
 from imaging.dimse.matching import matches
 from imaging.dimse.query import text_of
+from mappings.dicom.imagingstudy import issuer_of
 
 Record = dict[str, Any]  # keyword -> text, plus "step": keyword -> text
 STEP = "ScheduledProcedureStepSequence"
@@ -177,9 +178,10 @@ def build_record(order: dict[str, Any], patient: dict[str, Any]) -> Record:
 
 
 def _resolve(rule: dict[str, Any], sources: dict[str, Any]) -> Any:
-    value = _raw(rule, sources)
-    if value is None and "fallback" in rule:
-        value = _raw(rule["fallback"], sources)
+    value, step = _raw(rule, sources), rule
+    while value is None and "fallback" in step:
+        step = step["fallback"]
+        value = _raw(step, sources)
     if value is None:
         return None
     text = str(value)
@@ -199,10 +201,11 @@ def _raw(rule: dict[str, Any], sources: dict[str, Any]) -> Any:
     if "identifier_system" in rule:
         return _identifier(order, lambda i: i.get("system") == rule["identifier_system"])
     if "patient_identifier" in rule:
-        wanted = rule["patient_identifier"]
-        return _identifier(patient, lambda i: wanted in _type_codes(i)) or _identifier(
-            patient, lambda i: True
-        )
+        chosen = _patient_identifier(patient, rule["patient_identifier"])
+        return chosen["value"] if chosen else None
+    if "patient_issuer" in rule:
+        chosen = _patient_identifier(patient, rule["patient_issuer"])
+        return issuer_of(str(chosen.get("system", ""))) if chosen else None
     if "coding_system" in rule:
         for path in _paths(rule["path"]):
             for coding in _walk(order, f"{path}.coding"):
@@ -227,15 +230,26 @@ def _raw(rule: dict[str, Any], sources: dict[str, Any]) -> Any:
 
 def _convert(kind: str, value: Any) -> str | None:
     if kind == "name":
-        if not isinstance(value, dict):
-            return None
-        given = " ".join(value.get("given", []))
-        return f"{value.get('family', '')}^{given}".rstrip("^") or value.get("text")
+        return _person_name(value) if isinstance(value, dict) else None
     text = str(value)
     if kind == "date":
         return text[:10].replace("-", "") if len(text) >= 10 else None
     clock = text[11:19].replace(":", "") if "T" in text else ""
     return clock or None
+
+
+def _person_name(name: dict[str, Any]) -> str | None:
+    """FHIR HumanName -> DICOM PN family^given^middle^prefix^suffix: the HL7 XPN's
+    second and further given names (given[1:]) are the middle name component."""
+    given = [str(g) for g in name.get("given", [])]
+    components = [
+        str(name.get("family", "")),
+        given[0] if given else "",
+        " ".join(given[1:]),
+        " ".join(str(p) for p in name.get("prefix", [])),
+        " ".join(str(s) for s in name.get("suffix", [])),
+    ]
+    return "^".join(components).rstrip("^") or name.get("text")
 
 
 def _first_of(paths: Any, sources: dict[str, Any]) -> Any:
@@ -272,6 +286,14 @@ def _first(values: list[Any]) -> Any:
 
 def _type_codes(identifier: dict[str, Any]) -> set[str]:
     return {str(c.get("code")) for c in identifier.get("type", {}).get("coding", [])}
+
+
+def _patient_identifier(patient: dict[str, Any], type_code: str) -> dict[str, Any] | None:
+    """The identifier of that v2-0203 type, else the first one with a value."""
+    usable = [i for i in patient.get("identifier", []) if isinstance(i, dict) and i.get("value")]
+    typed = [i for i in usable if type_code in _type_codes(i)]
+    chosen = typed or usable
+    return chosen[0] if chosen else None
 
 
 def _identifier(resource: dict[str, Any], accept: Callable[[dict[str, Any]], bool]) -> Any:

@@ -10,15 +10,25 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mappings.hl7v2.tables import load_tables
 
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 ACCESSION_TYPE = {
     "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]
 }
 Row = dict[str, Any]
+# meta.tag codes on an ImagingStudy whose header disagrees with its order's patient
+# (docs/dicom.md, "Patient identity"): `ImagingStudy?_tag=<system>|` lists them all
+RECONCILIATION = "https://medbridge.example.org/fhir/CodeSystem/imaging-reconciliation"
+RECONCILIATION_DISPLAY = {
+    "patient-id-mismatch": "PatientID of the header is not an identifier of the order's patient",
+    "patient-name-mismatch": "PatientName of the header differs from the order's patient",
+}
 
 
 @dataclass(slots=True)
@@ -28,6 +38,7 @@ class StudyLinks:
     patient: str  # "Patient/<id>"
     endpoint: str | None = None
     based_on: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # RECONCILIATION codes: header vs order
 
 
 @cache
@@ -37,15 +48,24 @@ def _table(name: str) -> dict[str, Any]:
     return loaded
 
 
+_SITE_AUTHORITIES: list[Path] = []  # the site's MEDBRIDGE_HL7_AUTHORITIES file, if any
+
+
+def use_site_authorities(path: Path | None) -> None:
+    """Read the site's assigning-authority file too (the composition root calls this), so
+    an issuer the HL7 side maps to a site system (an OID) names that system here too."""
+    _SITE_AUTHORITIES[:] = [path] if path is not None else []
+    _issuers.cache_clear()
+
+
 @cache
 def _issuers() -> dict[str, Any]:
-    """This package's issuer table over the HL7 bridge's assigning-authority table."""
+    """This package's issuer table over the HL7 bridge's assigning-authority table
+    (shipped, plus the site's file)."""
     merged: dict[str, Any] = dict(_table("patient_identifiers.yaml"))
-    hl7 = resources.files("mappings") / "hl7v2" / "tables" / "identifier_systems.yaml"
-    if hl7.is_file():
-        shared = yaml.safe_load(hl7.read_text(encoding="utf-8")) or {}
-        merged["authorities"] = {**shared.get("authorities", {}), **merged["authorities"]}
-        merged["default"] = shared.get("default", merged["default"])
+    hl7 = load_tables(_SITE_AUTHORITIES[0] if _SITE_AUTHORITIES else None)
+    merged["authorities"] = {**hl7.authorities, **merged["authorities"]}
+    merged["default"] = hl7.default_system
     return merged
 
 
@@ -62,24 +82,64 @@ def patient_identifier(patient_id: str, issuer: str | None) -> dict[str, str]:
     return {"system": system, "value": patient_id}
 
 
-def patient_from_header(study: Row) -> dict[str, Any]:
-    """A Patient created from the DICOM header when the patient is not known yet."""
+def anonymous_identifier(study_uid: str) -> dict[str, str]:
+    """The Patient of a study whose header names nobody (no PatientID): identified by
+    the study, so each such study has its own Patient and a resend finds it again."""
+    return {"system": str(_issuers()["anonymous"]), "value": study_uid}
+
+
+def issuer_of(system: str) -> str | None:
+    """The IssuerOfPatientID (assigning authority) an identifier system stands for; None
+    for systems no authority names (an OID, this server's unassigned systems)."""
+    table = _issuers()
+    for authority, known in table["authorities"].items():
+        if known == system:
+            return str(authority)
+    prefix, _, suffix = str(table["default"]).partition("{authority}")
+    if system.startswith(prefix) and system.endswith(suffix) and len(system) > len(prefix):
+        part = system[len(prefix) : len(system) - len(suffix)]
+        return part if part and "/" not in part else None
+    return None
+
+
+def human_name(person_name: str) -> dict[str, Any] | None:
+    """DICOM PN (family^given^middle^prefix^suffix, up to three `=` groups) -> HumanName;
+    None when every component is empty (`^^^^`). The first group that names someone is
+    used: the alphabetic one, else the ideographic, else the phonetic."""
+    for group in person_name.split("="):
+        parts = [p.strip() for p in group.split("^")] + [""] * 5
+        family, given, middle, prefix, suffix = parts[:5]
+        if not any((family, given, middle, prefix, suffix)):
+            continue
+        human: dict[str, Any] = {}
+        words = [w for w in (prefix, given, middle, family, suffix) if w]
+        human["text"] = " ".join(words)
+        if family:
+            human["family"] = family
+        names = [n for n in (given, *middle.split(" ")) if n]
+        if names:
+            human["given"] = names
+        if prefix:
+            human["prefix"] = [prefix]
+        if suffix:
+            human["suffix"] = [suffix]
+        return human
+    return None
+
+
+def patient_from_header(study: Row, identifier: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Patient created from the DICOM header when the patient is not known yet;
+    `identifier` when the caller resolved it (default issuer, anonymous rule)."""
     patient: dict[str, Any] = {
         "resourceType": "Patient",
         "identifier": [
-            patient_identifier(str(study.get("PatientID", "")), study.get("IssuerOfPatientID"))
+            identifier
+            or patient_identifier(str(study.get("PatientID", "")), study.get("IssuerOfPatientID"))
         ],
     }
-    name = str(study.get("PatientName", ""))
+    name = human_name(str(study.get("PatientName") or ""))
     if name:
-        parts = name.split("=")[0].split("^")
-        human: dict[str, Any] = {"text": " ".join(p for p in parts[1:2] + parts[:1] if p)}
-        if parts[0]:
-            human["family"] = parts[0]
-        given = [p for p in parts[1:3] if p]
-        if given:
-            human["given"] = given
-        patient["name"] = [human]
+        patient["name"] = [name]
     birth = str(study.get("PatientBirthDate", ""))
     if re.fullmatch(r"\d{8}", birth):
         patient["birthDate"] = f"{birth[:4]}-{birth[4:6]}-{birth[6:]}"
@@ -99,6 +159,13 @@ def imaging_study(study: Row, series: list[Row], links: StudyLinks) -> dict[str,
         "status": "available",
         "subject": {"reference": links.patient},
     }
+    if links.tags:
+        resource["meta"] = {
+            "tag": [
+                {"system": RECONCILIATION, "code": code, "display": RECONCILIATION_DISPLAY[code]}
+                for code in links.tags
+            ]
+        }
     accession = study.get("AccessionNumber")
     if accession:
         resource["identifier"].append({"type": ACCESSION_TYPE, "value": str(accession)})
@@ -107,9 +174,9 @@ def imaging_study(study: Row, series: list[Row], links: StudyLinks) -> dict[str,
         resource["started"] = started
     if links.based_on:
         resource["basedOn"] = [{"reference": ref} for ref in links.based_on]
-    referrer = str(study.get("ReferringPhysicianName", ""))
+    referrer = human_name(str(study.get("ReferringPhysicianName") or ""))
     if referrer:
-        resource["referrer"] = {"display": referrer.replace("^", " ").strip()}
+        resource["referrer"] = {"display": referrer["text"]}
     if links.endpoint:
         resource["endpoint"] = [{"reference": links.endpoint}]
     resource.update(_apply(table["study"], study, table["tables"]))
@@ -148,7 +215,8 @@ def _apply(rules: list[dict[str, Any]], row: Row, tables: dict[str, Any]) -> dic
             continue
         kind = rule["type"]
         if kind == "string":
-            out[rule["element"]] = str(value)
+            if str(value).strip():  # FHIR strings cannot be blank
+                out[rule["element"]] = str(value).strip()
         elif kind == "unsignedInt":
             if isinstance(value, int | float) and value >= 0:
                 out[rule["element"]] = int(value)

@@ -33,6 +33,10 @@ class Context:
     timezone: tzinfo
     location: str = ""  # ERR-2 of the field being converted
     side: list[tuple[Element, str]] = field(default_factory=list)  # (resource, criteria)
+    # MSH-7's offset: the sender's zone, for its times sent without one (before `timezone`)
+    offset: timedelta | None = None
+    # data-type errors in fields that identify nothing: dropped, answered AA + ERR (W)
+    warnings: list[MappingError] = field(default_factory=list)
 
 
 def identifier_system(authority: list[str], context: Context, kind: str) -> str:
@@ -162,7 +166,7 @@ def xcn(rep: Repetition, context: Context) -> Element | None:
 
 
 def timestamp(rep: Repetition, context: Context) -> str | None:
-    """TS/DTM -> FHIR dateTime; a time without offset gets the configured zone."""
+    """TS/DTM -> FHIR dateTime; a time without offset gets MSH-7's, else the configured zone."""
     text = component_of(rep, 1).strip()
     if not text:
         return None
@@ -183,10 +187,24 @@ def timestamp(rep: Repetition, context: Context) -> str | None:
     )
     if match["z"]:
         sign = 1 if match["z"][0] == "+" else -1
-        offset = timedelta(hours=int(match["z"][1:3]), minutes=int(match["z"][3:5])) * sign
-        return _iso(moment, offset)
-    offset = context.timezone.utcoffset(moment) or timedelta(0)
-    return _iso(moment, offset)
+        own = timedelta(hours=int(match["z"][1:3]), minutes=int(match["z"][3:5])) * sign
+        return _iso(moment, own)
+    if context.offset is not None:
+        return _iso(moment, context.offset)
+    return _iso(moment, context.timezone.utcoffset(moment) or timedelta(0))
+
+
+def offset_of(text: str) -> timedelta | None:
+    """The UTC offset a TS/DTM carries (MSH-7 `...-0500`), None when it has none."""
+    match = TS.fullmatch(text.strip())
+    if match is None or not match["z"]:
+        return None
+    zone = match["z"]
+    hours, minutes = int(zone[1:3]), int(zone[3:5])
+    if hours > 14 or minutes > 59:
+        return None
+    sign = 1 if zone[0] == "+" else -1
+    return timedelta(hours=hours, minutes=minutes) * sign
 
 
 def date(rep: Repetition, context: Context) -> str | None:

@@ -18,6 +18,10 @@ import yaml
 from mappings.hl7v2.datatypes import CONVERTERS, V2_0203, Context, Element
 from mappings.hl7v2.errors import MappingError
 from mappings.hl7v2.message import Repetition, Segment, component_of
+from mappings.hl7v2.tolerance import tolerated
+
+# elements of cardinality 1..1 in the resources mapped here: HL7 `""` cannot remove them
+FHIR_REQUIRED = frozenset({"status", "code", "intent", "subject", "class"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +76,19 @@ def table(name: str) -> tuple[Row, ...]:
 
 
 def build(resource_type: str, segments: Mapping[str, Segment], context: Context) -> Element:
-    """Apply the table of `resource_type` to the segments of one group (name -> segment)."""
+    """Apply the table of `resource_type` to the segments of one group (name -> segment).
+
+    An element whose field is HL7's explicit null `""` (and that nothing else sets) is
+    None: the writer removes it from the stored resource.
+    """
     resource: Element = {"resourceType": resource_type}
+    cleared: list[str] = []
     for row in table(resource_type):
         values = _values(row, segments, context)
         if not values:
-            if row.required:
+            if _nulled(row, segments) and not row.required:
+                cleared.append(row.element)
+            elif row.required:
                 first = row.sources[0]
                 segment = segments.get(first.segment)
                 index = segment.index if segment else 1
@@ -88,7 +99,22 @@ def build(resource_type: str, segments: Mapping[str, Segment], context: Context)
                 )
             continue
         _put(resource, row.element, values if row.repeat else values[0], row.repeat)
+    for path in cleared:
+        _clear(resource, path)
     return resource
+
+
+def _nulled(row: Row, segments: Mapping[str, Segment]) -> bool:
+    first = next((s for s in row.sources if s.segment in segments), None)
+    if first is None or first.component is not None:
+        return False
+    return segments[first.segment].nulled(first.field)
+
+
+def _clear(resource: Element, path: str) -> None:
+    # a part of an element (class.code) is not cleared alone, nor an element FHIR requires
+    if "." not in path and path not in FHIR_REQUIRED:
+        resource.setdefault(path, None)
 
 
 def _values(row: Row, segments: Mapping[str, Segment], context: Context) -> list[Any]:
@@ -104,10 +130,23 @@ def _values(row: Row, segments: Mapping[str, Segment], context: Context) -> list
                 if len(rep) >= source.component and any(rep[source.component - 1])
             ]
         context.location = f"{segment.name}^{segment.index}^{source.field}"
-        values = [v for v in (_convert(row, rep, context) for rep in repetitions) if v is not None]
+        converted = (_tolerant(row, source, rep, context) for rep in repetitions)
+        values = [v for v in converted if v is not None]
         if values:
             return values if row.repeat else values[:1]
     return []
+
+
+def _tolerant(row: Row, source: Source, rep: Repetition, context: Context) -> Any:
+    """The converted value; a data-type error outside the key fields drops just this value
+    and is kept as a warning (AA with ERR severity W)."""
+    try:
+        return _convert(row, rep, context)
+    except MappingError as error:
+        if error.code != "102" or not tolerated(source.segment, source.field):
+            raise
+        context.warnings.append(error)
+        return None
 
 
 def _convert(row: Row, rep: Repetition, context: Context) -> Any:

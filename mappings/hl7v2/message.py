@@ -10,17 +10,21 @@ The shapes are the ones `hl7.parse` gives, evened out.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import hl7
+import hl7.containers
+import hl7.util
 
 from mappings.hl7v2.errors import MappingError
 
 Repetition = list[list[str]]  # components of subcomponents
 SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
 HEADER_SEGMENTS = ("MSH", "BHS", "FHS")  # segments whose fields 1 and 2 are separators
+NULL = '""'  # HL7's explicit null: "delete the value", never the two quote characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,32 @@ class Header:
     character_set: str  # MSH-18 (first repetition)
 
 
+class _AtDebug(logging.Filter):
+    """python-hl7 logs the whole field text at WARNING/ERROR when an escape sequence is bad
+    (`Kazlauskas\\Zx\\`): patient data. Its records are demoted to DEBUG, traceback dropped."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info, record.exc_text = None, None
+        # handlers usually pass every level: the logger's own level decides, as for DEBUG
+        return self.logger.isEnabledFor(logging.DEBUG)
+
+
+def quiet_python_hl7() -> None:
+    """Demote python-hl7's own log records (its loggers are named after its files)."""
+    for module in (hl7.util, hl7.containers):
+        logger = logging.getLogger(module.__file__)
+        if not any(isinstance(f, _AtDebug) for f in logger.filters):
+            logger.addFilter(_AtDebug(logger))
+
+
+quiet_python_hl7()
+
+
 class Segment:
     """One segment; `field(n)` uses HL7 numbering (MSH-1 is the field separator)."""
 
@@ -53,8 +83,16 @@ class Segment:
         self.name = fields[0]
         self.index = index  # 1-based position in the message, for ERR-2
 
+    def nulled(self, number: int) -> bool:
+        """True when field `number` is HL7's explicit null `""`: the value is to be cleared."""
+        fields = self._fields
+        return 0 < number < len(fields) and fields[number] == NULL
+
     def field(self, number: int) -> list[Repetition]:
-        """Repetitions of field `number`, unescaped; [] when empty or absent."""
+        """Repetitions of field `number`, unescaped; [] when empty, absent or `""`.
+
+        A component or subcomponent `""` reads as empty: it is absent from the new value.
+        """
         fields = self._fields
         if number >= len(fields) or (number == 0 and self.name == "MSH"):
             return []
@@ -70,6 +108,8 @@ class Segment:
             ]
             if escaped:
                 shaped = [[message.unescape(sub) for sub in component] for component in shaped]
+            if NULL in repetition:
+                shaped = [["" if sub == NULL else sub for sub in component] for component in shaped]
             if any(any(component) for component in shaped):
                 result.append(shaped)
         return result

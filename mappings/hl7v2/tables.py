@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
@@ -20,6 +20,19 @@ class Tables:
     authorities: dict[str, str]  # assigning authority namespace id -> identifier system
     default_system: str  # pattern for unknown authorities: {authority}
     unassigned_system: str  # pattern without authority: {sender} {kind}
+    # senders ("MSH-3" or "MSH-3^MSH-4") -> order-number domain (reports.py)
+    order_domains: dict[str, str] = field(default_factory=dict)
+    # sender (MSH-3-MSH-4, MSH-4 or MSH-3) -> assigning authority of its PID-3 / MRG-1
+    # identifiers that name none (the HL7 side of the default IssuerOfPatientID)
+    sender_issuers: dict[str, str] = field(default_factory=dict)
+
+    def sender_issuer(self, application: str, facility: str) -> str | None:
+        """The default assigning authority of a sender's patient identifiers, if any."""
+        joined = "-".join(p for p in (application, facility) if p)
+        for key in (joined, facility, application):
+            if key and key in self.sender_issuers:
+                return self.sender_issuers[key]
+        return None
 
     def code(self, table: str, value: str) -> str | None:
         return self.codes.get(table, {}).get(value.upper()) if value else None
@@ -54,14 +67,21 @@ def default_tables() -> Tables:
     return load_tables(None)
 
 
-def load_tables(authorities_file: Path | None) -> Tables:
-    """The shipped tables; `authorities_file` (YAML) adds or overrides assigning authorities."""
+def load_tables(authorities_file: Path | None, order_domains: str = "") -> Tables:
+    """The shipped tables; `authorities_file` (YAML) adds or overrides assigning authorities
+    (`authorities:`, or the mapping itself) and senders' default authorities (`senders:`);
+    `order_domains` (`NAME=SENDER,SENDER;...`) names senders sharing order numbers."""
     codes: dict[str, Any] = _read("codes.yaml")
     identifiers: dict[str, Any] = _read("identifier_systems.yaml")
     authorities = dict(identifiers["authorities"])
+    senders = dict(identifiers.get("senders") or {})
     if authorities_file is not None:
         extra: dict[str, Any] = yaml.safe_load(authorities_file.read_text("utf-8")) or {}
-        authorities.update(extra.get("authorities") or extra)
+        senders.update(extra.get("senders") or {})
+        if "authorities" in extra or "senders" in extra:
+            authorities.update(extra.get("authorities") or {})
+        else:
+            authorities.update(extra)
     return Tables(
         codes={
             name: {str(k).upper(): str(v) for k, v in t.items()}
@@ -72,7 +92,27 @@ def load_tables(authorities_file: Path | None) -> Tables:
         authorities={str(k): str(v) for k, v in authorities.items()},
         default_system=identifiers["default"],
         unassigned_system=identifiers["unassigned"],
+        order_domains=parse_order_domains(order_domains),
+        sender_issuers={str(k): str(v) for k, v in senders.items()},
     )
+
+
+def parse_order_domains(text: str) -> dict[str, str]:
+    """`radiology=HIS,RIS;lab=LIS^LAB1` -> {"HIS": "radiology", "RIS": ..., "LIS^LAB1": "lab"}.
+
+    ValueError names the part that is not `NAME=SENDER[,SENDER...]`.
+    """
+    domains: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        name, equals, senders = part.partition("=")
+        members = [s.strip() for s in senders.split(",") if s.strip()]
+        if not equals or not name.strip() or not members:
+            raise ValueError(f"order domain {part[:60]!r} is not NAME=SENDER[,SENDER...]")
+        for member in members:
+            domains[member.upper()] = name.strip()
+    return domains
 
 
 def _read(name: str) -> dict[str, Any]:

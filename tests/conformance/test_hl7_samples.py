@@ -13,6 +13,7 @@ import pytest
 
 from hl7_bridge.charset import decode
 from hl7_bridge.client import MllpClient
+from mappings.dicom.worklist_identifiers import REQUESTED_PROCEDURE_ID, SCHEDULED_PROCEDURE_STEP_ID
 from mappings.hl7v2.message import V2Message
 from mappings.hl7v2.translate import Upsert, translate
 from tests.support.servers import RunningServer
@@ -35,6 +36,7 @@ EXPECTED = {
     "oru-r01_v2.4_fhirconv-hl7-standard-glucose.hl7": "AA",
     "oru-r01_v2.5.1_v2tofhir-lri-basic.hl7": "AA",
     "oru-r01_v2.5_fhirconv-lab-multi-obr-spm.hl7": "AA",
+    "oru-r01_v2.5.1_dcm4che-pdf.hl7": "AA",
     "siu-s12_v2.3_v2tofhir-new-appointment-cr-only.hl7": "AR",  # scheduling: not accepted
     "siu-s12_v2.3_v2tofhir-redox.hl7": "AR",
 }
@@ -114,7 +116,11 @@ def test_ihe_radiology_order_fields(server: RunningServer, fhir: httpx.Client) -
     codes = {i.get("type", {}).get("coding", [{}])[0].get("code"): i["value"]
              for i in request["identifier"]}  # fmt: skip
     assert codes["ACSN"] == "ACCISCVEP1"
-    assert codes[None] == "urn:oid:1.2.567.26724.09515.3478.822.0123673"  # ZDS-1 study UID
+    systems = {i.get("system"): i["value"] for i in request["identifier"]}
+    assert systems["urn:dicom:uid"] == "urn:oid:1.2.567.26724.09515.3478.822.0123673"  # ZDS-1
+    # IHE RAD-4 in v2.3.1: OBR-19 Requested Procedure ID, OBR-20 Scheduled Procedure Step ID
+    assert systems[REQUESTED_PROCEDURE_ID] == "Radiology"
+    assert systems[SCHEDULED_PROCEDURE_STEP_ID] == "FOISCVEP1"
     assert request["status"] == "active"
     assert request["requester"]["display"] == "DR JAIME ESTRADA"
     subject = fhir.get(request["subject"]["reference"]).json()

@@ -40,7 +40,9 @@ MUTATED = [
     "SC_rgb_jpeg_dcmtk.dcm",
     "waveform_ecg.dcm",  # no pixel data: a cut one is refused by the length check
     "MR_small_implicit.dcm",
-    "rtplan.dcm",  # implicit VR, nested sequences, no pixel data
+    # implicit VR, nested sequences, no pixel data; the file's MediaStorageSOPInstanceUID
+    # (1.2.999...) made its SOPInstanceUID (1.2.777...): as bundled it is refused, MB-3021
+    "rtplan+meta",
     "rtdose_rle.dcm",  # UN elements (public ones too), converted by pydicom
     "CT_small+procedure",  # a code sequence whose first item becomes ProcedureCode
     "CT_small+procedure+undefined",
@@ -110,6 +112,10 @@ def test_the_lean_path_takes_most_accepted_samples() -> None:
 def sample(name: str) -> bytes:
     if name.startswith("CT_small+"):
         return _ct_with_procedure(implicit="implicit" in name, undefined="undefined" in name)
+    if name == "rtplan+meta":
+        data = sample_bytes("rtplan.dcm")
+        stated, actual = b"1.2.999.999.99.9.9999.9999.20030903150023", b"1.2.777.777.77.7.7777.7777"
+        return data.replace(stated, actual + stated[len(actual) :], 1)
     return sample_bytes(name)
 
 

@@ -76,12 +76,14 @@ def test_transaction_resolves_urn_uuid_and_conditional_references(
 
 def test_failed_transaction_leaves_nothing(fhir: httpx.Client, unique: str) -> None:
     existing = make(fhir, person(unique, "Stays", "Same", f"{unique}-keep"))
+    # a second resource to delete: a PUT and a DELETE of one id overlap, which R4 refuses
+    doomed = make(fhir, person(unique, "Stays", "Too", f"{unique}-doomed"))
     changed = person(unique, "Changed", "Name", f"{unique}-keep")
     changed["id"] = existing
     entries = [
         entry("POST", "Patient", person(unique, "Ghost", "One", f"{unique}-ghost")),
         entry("PUT", f"Patient/{existing}", changed),
-        entry("DELETE", f"Patient/{existing}"),
+        entry("DELETE", f"Patient/{doomed}"),
         entry("POST", "Observation", {"resourceType": "Observation", "status": "bogus"}),
     ]
     response = post_bundle(fhir, "transaction", entries)
@@ -95,6 +97,7 @@ def test_failed_transaction_leaves_nothing(fhir: httpx.Client, unique: str) -> N
     assert current["meta"]["versionId"] == "1"
     history = fhir.get(f"/Patient/{existing}/_history").json()
     assert history["total"] == 1
+    assert fhir.get(f"/Patient/{doomed}").status_code == 200
 
 
 def test_concurrent_transactions_on_one_resource(

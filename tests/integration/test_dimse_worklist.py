@@ -76,7 +76,7 @@ def test_scheduled_order_is_on_the_worklist(
     assert len(found) == 1
     item: Any = found[0]
     assert item.AccessionNumber == accession
-    assert str(item.PatientName) == "Worklist^Lisa Ann"
+    assert str(item.PatientName) == "Worklist^Lisa^Ann"  # given[1:] is the middle name
     assert item.PatientID == f"MRN{unique[:10]}"
     assert (item.PatientBirthDate, item.PatientSex) == ("19700102", "F")
     assert item.RequestedProcedureDescription == "CT chest without contrast"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from tests.integration.test_mllp import adt, msa, send
 from tests.support.servers import RunningServer
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -30,3 +31,17 @@ def test_names_and_identifiers_stay_out_of_the_log(
     assert "ready: FHIR base" in log  # the log is being written
     assert family not in log
     assert identifier not in log
+
+
+async def test_python_hl7_escape_warnings_stay_out_of_the_log(
+    server: RunningServer, unique: str
+) -> None:
+    """Issue 17 M2: python-hl7 logs the whole field at ERROR on an invalid escape."""
+    family = f"Kazlauskas{unique[:8]}"
+    message = adt("A08", f"esc{unique}", f"E{unique}", f"{family}\\Zx\\^Jonas")
+    [ack] = await send(server, message)
+    assert msa(ack)[1] == "AA"
+    log = server.log()
+    assert "ready: FHIR base" in log
+    assert family not in log
+    assert "Error decoding value" not in log

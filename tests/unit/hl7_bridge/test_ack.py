@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from hl7_bridge.ack import ack_code_wanted, build_ack, original_of
-from hl7_bridge.errors import Hl7Error
+from hl7_bridge.errors import Hl7Error, Hl7Warning
 from mappings.hl7v2.message import V2Message
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -96,3 +96,19 @@ def test_unreadable_msh_still_gets_an_ack() -> None:
     ack = build_ack(original, "AR", Hl7Error("AR", "100", "no MSH", "MSH"), NOW)
     assert ack.startswith("MSH|^~\\&|")
     assert "\rMSA|AR||no MSH\r" in ack
+
+
+def test_warnings_are_err_segments_of_severity_w_on_an_aa() -> None:
+    original = original_of("MSH|^~\\&|LAB|HOSP|MB|MBF|20261122||ORU^R01|X-9|P|2.5.1\r")
+    warnings = [
+        Hl7Warning("102", "'01/10/1948' is not an HL7 date/time", "PID^2^7"),
+        Hl7Warning("102", "'x' is not an HL7 date/time", "PID^2^29"),
+    ]
+    ack = build_ack(original, "AA", None, NOW, warnings)
+    segments = ack.rstrip("\r").split("\r")
+    assert segments[1] == "MSA|AA|X-9"
+    first, second = (s.split("|") for s in segments[2:])
+    assert (first[0], first[2], first[3], first[4]) == (
+        "ERR", "PID^2^7", "102^Data type error^HL70357", "W",
+    )  # fmt: skip
+    assert second[2] == "PID^2^29"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from hl7_bridge.framing import FrameAborted, FrameReader, FrameTooLarge, frame
+from hl7_bridge.framing import FrameAborted, FrameMalformed, FrameReader, FrameTooLarge, frame
 
 
 def reader_with(*chunks: bytes, eof: bool = True) -> asyncio.StreamReader:
@@ -84,3 +84,34 @@ async def test_frame_deadline_cuts_slow_senders() -> None:
 async def test_idle_connection_ends_quietly() -> None:
     framed = FrameReader(asyncio.StreamReader(), 1024, 0.05, 5, 5)
     assert await framed.next() is None
+
+
+async def test_frame_ending_in_fs_without_cr_is_malformed_and_not_merged() -> None:
+    framed = frames(reader_with(b"\x0bMSH|first\x1c" + frame(b"MSH|second")))
+    with pytest.raises(FrameMalformed) as raised:
+        await framed.next()
+    assert raised.value.payload == b"MSH|first"
+    assert "0x1C without 0x0D" in raised.value.reason
+    assert await framed.next() == b"MSH|second"  # its own frame, nothing swallowed
+    assert await framed.next() is None
+
+
+async def test_start_block_inside_a_frame_cuts_it() -> None:
+    framed = frames(reader_with(b"\x0bMSH|first" + frame(b"MSH|second")))
+    with pytest.raises(FrameMalformed) as raised:
+        await framed.next()
+    assert raised.value.payload == b"MSH|first"
+    assert await framed.next() == b"MSH|second"
+
+
+async def test_fs_alone_at_the_end_of_what_was_sent_is_malformed() -> None:
+    framed = frames(reader_with(b"\x0bMSH|only\x1c"))
+    with pytest.raises(FrameMalformed) as raised:
+        await framed.next()
+    assert raised.value.payload == b"MSH|only"
+    assert await framed.next() is None
+
+
+async def test_fs_and_cr_in_separate_writes_still_end_a_frame() -> None:
+    framed = frames(reader_with(b"\x0bMSH|a\x1c", b"\r", frame(b"MSH|b")))
+    assert [await framed.next(), await framed.next()] == [b"MSH|a", b"MSH|b"]

@@ -21,6 +21,10 @@ from imaging.dimse.status import (
     attempt,
 )
 from imaging.dimse.worklist import build_record, parse_worklist, record_matches
+from mappings.dicom.worklist_identifiers import (
+    REQUESTED_PROCEDURE_ID,
+    SCHEDULED_PROCEDURE_STEP_ID,
+)
 
 
 def test_peers_from_yaml_and_json(tmp_path: Path) -> None:
@@ -179,7 +183,8 @@ def test_worklist_record_from_order_and_patient() -> None:
     record = build_record(ORDER, PATIENT)
     assert record["AccessionNumber"] == "ACC1"
     assert record["StudyInstanceUID"] == "1.2.840.99"
-    assert record["RequestedProcedureID"] == ORDER["id"]  # no FILL identifier: the id
+    # no IPC-2 nor FILL identifier: the id, within SH's 16 characters
+    assert record["RequestedProcedureID"] == ORDER["id"][:16]
     assert record["RequestedProcedureDescription"] == "MR head"
     assert record["RequestedProcedurePriority"] == "STAT"
     assert (record["PatientName"], record["PatientID"], record["PatientSex"]) == (
@@ -249,3 +254,50 @@ def test_file_meta_is_the_bytes_pynetdicom_writes(
         )
     )
     assert file_meta(sop_class, sop_instance, transfer_syntax) == theirs
+
+
+def test_worklist_identity_and_procedure_ids_from_the_order() -> None:
+    hosp = "https://medbridge.example.org/hl7v2/authority/HOSP"
+    order = {**ORDER, "identifier": [
+        *ORDER["identifier"],
+        {"system": REQUESTED_PROCEDURE_ID, "value": "RP-1"},
+        {"system": SCHEDULED_PROCEDURE_STEP_ID, "value": "SPS-1"},
+    ]}  # fmt: skip
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": hosp, "value": "MRN5005"}],
+        "name": [{"family": "Doe", "given": ["John", "Quincy"], "prefix": ["Dr."],
+                  "suffix": ["Jr.", "MD"]}],
+    }  # fmt: skip
+    record = build_record(order, patient)
+    assert (record["PatientID"], record["IssuerOfPatientID"]) == ("MRN5005", "HOSP")
+    assert record["PatientName"] == "Doe^John^Quincy^Dr.^Jr. MD"
+    assert (record["RequestedProcedureID"], record["step"]["ScheduledProcedureStepID"]) == (
+        "RP-1", "SPS-1",
+    )  # fmt: skip
+    filler = {**ORDER, "identifier": [{"type": {"coding": [{"code": "FILL"}]}, "value": "F-7"}]}
+    assert build_record(filler, PATIENT)["RequestedProcedureID"] == "F-7"
+    # a patient identifier no authority names: PatientID without an issuer
+    assert "IssuerOfPatientID" not in build_record(order, PATIENT)
+    assert build_record(order, {"name": [{"family": "Doe"}]})["PatientName"] == "Doe"
+
+
+def test_worklist_systems_agree_with_the_tables() -> None:
+    root = Path(__file__).resolve().parents[3]
+    segments = (root / "mappings/hl7v2/tables/segments.yaml").read_text(encoding="utf-8")
+    worklist = (root / "imaging/dimse/worklist.yaml").read_text(encoding="utf-8")
+    for system in (REQUESTED_PROCEDURE_ID, SCHEDULED_PROCEDURE_STEP_ID):
+        assert f'"{system}"' in segments
+        assert f'"{system}"' in worklist
+
+
+def test_peer_issuer_and_default_issuer(tmp_path: Path) -> None:
+    path = tmp_path / "peers.yaml"
+    path.write_text("peers:\n  - {ae_title: CT01, issuer: HOSP}\n  - {ae_title: MR01}\n")
+    config = DimseConfig(peers=load_peers(path), default_issuer="CLINIC")
+    assert config.peers["CT01"].issuer == "HOSP"
+    assert [config.issuer(ae) for ae in ("CT01", "MR01", "UNKNOWN")] == ["HOSP", "CLINIC", "CLINIC"]
+    assert DimseConfig(peers=load_peers(path)).issuer("MR01") is None
+    path.write_text("peers:\n  - {ae_title: CT01, issuer: ''}\n")
+    with pytest.raises(PeersFileError):
+        load_peers(path)

@@ -31,10 +31,10 @@ def test_parse_query_reads_keywords_tags_and_controls() -> None:
         ("StudyInstanceUID", "1.2.3,1.2.4", ("StudyInstanceUID", {"$in": ["1.2.3", "1.2.4"]})),
         ("StudyInstanceUID", "1.2.3\\1.2.4", ("StudyInstanceUID", {"$in": ["1.2.3", "1.2.4"]})),
         ("SeriesNumber", "3", ("SeriesNumber", 3)),
-        ("PatientID", "AB*", ("PatientID", {"$regex": "^AB.*$"})),
-        ("PatientID", "A?C", ("PatientID", {"$regex": "^A.C$"})),
+        ("PatientID", "AB*", ("PatientID", {"$regex": "(?s)^AB"})),
+        ("PatientID", "A?C", ("PatientID", {"$regex": "(?s)^A.C\\Z"})),
         ("PatientID", "a.b", ("PatientID", "a.b")),
-        ("PatientID", "a.b*", ("PatientID", {"$regex": "^a\\.b.*$"})),
+        ("PatientID", "a.b*", ("PatientID", {"$regex": "(?s)^a\\.b"})),
     ],
 )
 def test_matching_rules(keyword: str, value: str, expected: tuple[str, object]) -> None:
@@ -44,7 +44,7 @@ def test_matching_rules(keyword: str, value: str, expected: tuple[str, object]) 
 def test_fuzzy_person_names_fold_case_and_accents() -> None:
     field, cond = condition(Match("PatientName", "ŠIMK*"), fuzzy=True)
     assert field == "_pn"
-    assert cond == {"$regex": "(^|[\\^ =])simk"}
+    assert cond == {"$regex": "(?s)^(?>.*?(?<![^\\^\\ =])simk)"}
 
 
 @pytest.mark.parametrize(

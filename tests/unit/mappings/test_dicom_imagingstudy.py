@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pydicom.data
+import pytest
+
+from fhir_server.errors import FhirError
+from imaging.parse import Limits, parse
 from mappings.dicom.imagingstudy import (
+    RECONCILIATION,
     StudyLinks,
+    anonymous_identifier,
+    human_name,
     imaging_study,
+    issuer_of,
     patient_from_header,
     patient_identifier,
+    use_site_authorities,
 )
 from profiles.validator import validate
 
@@ -64,7 +75,7 @@ def test_imaging_study_carries_uid_subject_series_and_counts() -> None:
     assert study["numberOfSeries"] == 2
     assert study["numberOfInstances"] == 2
     assert [m["code"] for m in study["modality"]] == ["SR", "CT"]
-    assert study["referrer"] == {"display": "House Gregory"}
+    assert study["referrer"] == {"display": "Gregory House"}  # PN read as a name
     assert study["procedureCode"] == [
         {
             "coding": [
@@ -97,3 +108,91 @@ def test_patient_from_header_is_a_valid_patient() -> None:
     assert patient["birthDate"] == "1980-01-01"
     assert patient["gender"] == "male"
     assert validate(patient) == []
+
+
+CHARSETS = Path(pydicom.data.__file__).parent / "charset_files"
+
+
+def test_person_name_components_and_blank_names() -> None:
+    assert human_name("Doe^John^Quincy^Dr.^Jr.") == {
+        "text": "Dr. John Quincy Doe Jr.",
+        "family": "Doe",
+        "given": ["John", "Quincy"],
+        "prefix": ["Dr."],
+        "suffix": ["Jr."],
+    }
+    assert human_name("^^^^") is None
+    assert human_name("") is None
+    assert human_name("  ^ ") is None
+    # no alphabetic group: the ideographic one names the patient
+    assert human_name("=山田^太郎=やまだ^たろう") == {
+        "text": "太郎 山田", "family": "山田", "given": ["太郎"],
+    }  # fmt: skip
+
+
+def test_header_naming_nobody_gives_a_valid_patient_and_study() -> None:
+    row = {"_id": "1.2.826.0.1.3680043.8.498.77", "PatientName": "^^^^", "PatientID": ""}
+    row["ReferringPhysicianName"] = "^^^^"
+    row["StudyDescription"] = "   "
+    identifier = anonymous_identifier(row["_id"])
+    assert identifier == {
+        "system": "https://medbridge.example.org/dicom/anonymous-study-patient",
+        "value": "1.2.826.0.1.3680043.8.498.77",
+    }
+    patient = patient_from_header(row, identifier)
+    assert patient == {"resourceType": "Patient", "identifier": [identifier]}
+    assert validate(patient) == []
+    study = imaging_study(row, [], StudyLinks(patient="Patient/p1"))
+    assert "referrer" not in study
+    assert "description" not in study
+    assert validate(study) == []
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in CHARSETS.glob("chr*.dcm")) if CHARSETS.is_dir() else []
+)
+def test_every_character_set_sample_gives_valid_resources(name: str) -> None:
+    try:
+        parsed = parse((CHARSETS / name).read_bytes(), Limits())
+    except FhirError as refused:  # not a storable instance at all (no study UID, ...)
+        print(f"{name}: refused at ingest ({refused.code}), no ImagingStudy to make")
+        return
+    row = {"_id": parsed.study, **parsed.study_attrs}
+    series = [{"_id": parsed.series, **parsed.series_attrs, "instances": [
+        {"_id": parsed.sop, **parsed.instance_attrs}]}]  # fmt: skip
+    identifier = patient_identifier(str(row.get("PatientID") or "x"), None)
+    patient = patient_from_header(row, identifier)
+    assert validate(patient) == []
+    assert patient["name"][0]["text"]  # every sample names its patient
+    assert validate(imaging_study(row, series, StudyLinks(patient="Patient/p1"))) == []
+
+
+def test_issuer_of_reverses_patient_identifier() -> None:
+    for issuer in ("HOSP", "LTPK", "SSN"):
+        assert issuer_of(patient_identifier("1", issuer)["system"]) in (issuer, "USSSA")
+    assert issuer_of(patient_identifier("1", None)["system"]) is None
+    assert issuer_of("urn:oid:1.2.3") is None
+    assert issuer_of("https://medbridge.example.org/hl7v2/sender/RIS-HOSP/MR") is None
+
+
+def test_reconciliation_tags_on_the_study() -> None:
+    study = imaging_study(STUDY, SERIES, StudyLinks(patient="Patient/p1", tags=[
+        "patient-id-mismatch"]))  # fmt: skip
+    assert study["meta"]["tag"] == [{
+        "system": RECONCILIATION, "code": "patient-id-mismatch",
+        "display": "PatientID of the header is not an identifier of the order's patient",
+    }]  # fmt: skip
+    assert validate(study) == []
+
+
+def test_site_authorities_name_the_same_system_on_both_sides(tmp_path: Path) -> None:
+    site = tmp_path / "authorities.yaml"
+    site.write_text('authorities:\n  HOSP: "urn:oid:1.2.826.0.1.3680043.9.7777"\n')
+    try:
+        use_site_authorities(site)
+        identifier = patient_identifier("MRN5005", "HOSP")
+        assert identifier == {"system": "urn:oid:1.2.826.0.1.3680043.9.7777", "value": "MRN5005"}
+        assert issuer_of(identifier["system"]) == "HOSP"  # the worklist answers HOSP
+    finally:
+        use_site_authorities(None)
+    assert patient_identifier("MRN5005", "HOSP")["system"].endswith("/authority/HOSP")

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from mappings.dicom.worklist_identifiers import (
+    REQUESTED_PROCEDURE_ID,
+    SCHEDULED_PROCEDURE_STEP_ID,
+)
 from mappings.hl7v2.errors import MappingError
 from mappings.hl7v2.message import V2Message
-from mappings.hl7v2.translate import Merge, Translation, Upsert, translate
+from mappings.hl7v2.tables import load_tables
+from mappings.hl7v2.translate import Merge, Report, Translation, Upsert, translate
 
 LTPK = "https://www.esveikata.lt/fhir/sid/asmens-kodas"
 
@@ -33,11 +39,19 @@ def run(text: str) -> Translation:
     return translate(V2Message(text), timezone=ZoneInfo("Europe/Vilnius"))
 
 
+def flat(translation: Translation) -> list[Upsert]:
+    """Upserts in order, a Report's own (with their report key placeholder) in place."""
+    out: list[Upsert] = []
+    for action in translation.actions:
+        if isinstance(action, Report):
+            out.extend(action.actions)
+        elif isinstance(action, Upsert):
+            out.append(action)
+    return out
+
+
 def upserts(translation: Translation, resource_type: str) -> list[Upsert]:
-    return [
-        a for a in translation.actions
-        if isinstance(a, Upsert) and a.resource["resourceType"] == resource_type
-    ]  # fmt: skip
+    return [a for a in flat(translation) if a.resource["resourceType"] == resource_type]
 
 
 ADT_A01 = (
@@ -136,10 +150,13 @@ def test_missing_patient_identifier_is_101() -> None:
     )  # fmt: skip
 
 
-def test_unparseable_date_is_102() -> None:
-    with pytest.raises(MappingError) as raised:
-        run(msh("ADT^A08") + "PID|1||1^^^LTPK||Doe^John||19871345\r")
-    assert (raised.value.code, raised.value.location) == ("102", "PID^2^7")
+def test_unparseable_birth_date_is_a_102_warning_and_dropped() -> None:
+    translation = run(msh("ADT^A08") + "PID|1||1^^^LTPK||Doe^John||19871345\r")
+    [warning] = translation.warnings
+    assert (warning.code, warning.location) == ("102", "PID^2^7")
+    [patient] = upserts(translation, "Patient")
+    assert "birthDate" not in patient.resource
+    assert patient.resource["name"] == [{"family": "Doe", "given": ["John"]}]
 
 
 @pytest.mark.parametrize(
@@ -315,10 +332,11 @@ def test_oru_report_and_observations() -> None:
     assert report["conclusion"] == "No pneumonia."
     text = base64.b64decode(report["presentedForm"][0]["data"]).decode()
     assert text == "Lungs are clear.\nNo pneumonia."
+    # the order by filler number first, then placer number, then accession number
     assert report["basedOn"][0]["reference"] == (
-        "ServiceRequest?identifier=https://medbridge.example.org/hl7v2/authority/RIS|PL-1"
+        "ServiceRequest?identifier=https://medbridge.example.org/hl7v2/authority/PACS|FL-1"
     )
-    assert report["basedOn"][0]["identifier"]["value"] == "PL-1"
+    assert report["basedOn"][0]["identifier"]["value"] == "FL-1"
     assert report["imagingStudy"][0] == {
         "reference": "ImagingStudy?identifier=ACC-42",
         "type": "ImagingStudy",
@@ -338,7 +356,7 @@ def test_oru_report_and_observations() -> None:
     assert observations[2]["valueQuantity"]["comparator"] == "<"
     assert observations[2]["valueQuantity"]["value"] == 5.5
     assert len(report["result"]) == 3
-    kinds = [a.resource["resourceType"] for a in translation.actions if isinstance(a, Upsert)]
+    kinds = [a.resource["resourceType"] for a in flat(translation)]
     assert kinds.index("Observation") < kinds.index("DiagnosticReport")
 
 
@@ -359,3 +377,49 @@ def test_a40_merge() -> None:
     with pytest.raises(MappingError) as raised:
         run(msh("ADT^A40") + "PID|1||KEEP-1^^^LTPK\rMRG|\r")
     assert raised.value.code == "101"
+
+
+def test_worklist_procedure_ids_from_ipc_2_and_ipc_4() -> None:
+    text = (
+        msh("OMI^O23^OMI_O23", "2.5.1")
+        + "PID|1||123^^^LTPK||Doe^Jane\r"
+        + "ORC|NW|PL-8^RIS\r"
+        + segment("OBR", {1: "1", 2: "PL-8^RIS", 4: "CT-HEAD^CT head^L", 19: "RP-OBR", 20: "S-OBR"})
+        + "IPC|ACC-78^RIS|RP-8|1.2.3.4.6|SPS-8|CT\r"
+    )
+    identifiers = upserts(run(text), "ServiceRequest")[0].resource["identifier"]
+    assert {"system": REQUESTED_PROCEDURE_ID, "value": "RP-8"} in identifiers
+    assert {"system": SCHEDULED_PROCEDURE_STEP_ID, "value": "SPS-8"} in identifiers
+    assert not [i for i in identifiers if i["value"] in ("RP-OBR", "S-OBR")]  # IPC first
+
+
+def test_worklist_procedure_ids_from_obr_19_and_obr_20() -> None:
+    obr = segment("OBR", {1: "1", 2: "PO-9^RIS", 4: "74177^CT abdomen^C4", 19: "RP-9", 20: "S9"})
+    text = msh("ORM^O01", "2.3.1") + "PID|1||123^^^LTPK||Doe^Jane\rORC|NW|PO-9^RIS\r" + obr
+    identifiers = upserts(run(text), "ServiceRequest")[0].resource["identifier"]
+    assert {"system": REQUESTED_PROCEDURE_ID, "value": "RP-9"} in identifiers
+    assert {"system": SCHEDULED_PROCEDURE_STEP_ID, "value": "S9"} in identifiers
+
+
+def test_sender_default_issuer_for_patient_identifiers(tmp_path: Path) -> None:
+    site = tmp_path / "authorities.yaml"
+    site.write_text("senders:\n  RIS-HOSP: HOSP\nauthorities:\n  LOCAL: urn:local\n")
+    tables = load_tables(site)
+    assert tables.authorities["LOCAL"] == "urn:local"
+    assert "senders" not in tables.authorities
+    text = msh("ADT^A40") + "PID|1||KEEP-2~X-9^^^LTPK||Doe^Jane\rMRG|OLD-2\r"
+    translation = translate(V2Message(text), tables)
+    patient = upserts(translation, "Patient")[0]
+    hosp = "https://medbridge.example.org/hl7v2/authority/HOSP"
+    assert patient.resource["identifier"] == [
+        {"system": hosp, "value": "KEEP-2"},  # no CX-4: the sender's authority
+        {"system": LTPK, "value": "X-9"},  # its own authority wins
+    ]
+    merge = translation.actions[-1]
+    assert isinstance(merge, Merge)
+    assert merge.merged == f"identifier={hosp}|OLD-2"
+    # without a `senders` row the sender-scoped system stays
+    plain = upserts(run(msh("ADT^A08") + "PID|1||KEEP-2||Doe^Jane\r"), "Patient")[0]
+    assert plain.resource["identifier"][0]["system"].startswith(
+        "https://medbridge.example.org/hl7v2/sender/RIS-HOSP/"
+    )

@@ -1,0 +1,109 @@
+"""Run one benchmark against an earlier commit and against this checkout, alternating.
+
+Each round runs `bench/NAME.py ARGS` first in a git worktree of the baseline (its own
+code, its own server), then here; the JSON each run writes is collected, and every
+number the two have in common is printed side by side with the median of the rounds.
+This is how a change shows it costs no more than the noise: same machine, same minutes.
+
+    ./run bench before_after hl7_ingest --baseline HEAD~5 --rounds 2 -- --messages 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import RESULTS
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def numbers(document: Any, prefix: str = "") -> dict[str, float]:
+    """Every number in a result document, keyed by its path (measurements by name)."""
+    found: dict[str, float] = {}
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if key in ("when", "machine"):
+                continue
+            found.update(numbers(value, f"{prefix}{key}."))
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            label = index
+            if isinstance(value, dict) and "name" in value:
+                label = f"{value['name']}@{value.get('clients', '')}"
+            found.update(numbers(value, f"{prefix}{label}."))
+    elif isinstance(document, (int, float)) and not isinstance(document, bool):
+        found[prefix.rstrip(".")] = float(document)
+    return found
+
+
+def run_once(checkout: Path, name: str, args: list[str]) -> dict[str, float]:
+    subprocess.run([sys.executable, f"bench/{name}.py", *args], cwd=checkout, check=True)
+    return numbers(json.loads((checkout / "bench" / "results" / f"{name}.json").read_text()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("name", help="benchmark: bench/NAME.py")
+    parser.add_argument("--baseline", required=True, help="git commit to compare with")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then the benchmark's args")
+    options = parser.parse_args()
+    args = options.args[1:] if options.args[:1] == ["--"] else options.args
+    worktree = Path(tempfile.mkdtemp(prefix="medbridge-baseline-")) / "checkout"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(worktree), options.baseline],
+        cwd=HERE,
+        check=True,
+    )
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    try:
+        for _ in range(options.rounds):
+            runs["before"].append(run_once(worktree, options.name, args))
+            runs["after"].append(run_once(HERE, options.name, args))
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=HERE)
+        shutil.rmtree(worktree.parent, ignore_errors=True)
+    keys = sorted(set.intersection(*(set(r) for r in runs["before"] + runs["after"])))
+    table: dict[str, dict[str, Any]] = {}
+    print(
+        f"\n{options.name}: baseline {options.baseline} vs this checkout, "
+        f"{options.rounds} alternating rounds (medians)"
+    )
+    print(f"{'figure':<60}{'before':>12}{'after':>12}{'after/before':>14}")
+    for key in keys:
+        before = statistics.median(r[key] for r in runs["before"])
+        after = statistics.median(r[key] for r in runs["after"])
+        ratio = after / before if before else float("nan")
+        table[key] = {
+            "before": [r[key] for r in runs["before"]],
+            "after": [r[key] for r in runs["after"]],
+            "ratio": round(ratio, 3),
+        }
+        print(f"{key[:60]:<60}{before:>12.2f}{after:>12.2f}{ratio:>14.3f}")
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{options.name}-before-after.json"
+    document = {
+        "benchmark": options.name,
+        "baseline": options.baseline,
+        "rounds": options.rounds,
+        "args": args,
+        "figures": table,
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
