@@ -5,7 +5,7 @@ code, its own server), then here; the JSON each run writes is collected, and eve
 number the two have in common is printed side by side with the median of the rounds.
 This is how a change shows it costs no more than the noise: same machine, same minutes.
 
-    ./run bench before_after hl7_ingest --baseline HEAD~5 --rounds 2 -- --messages 500
+    ./run bench before_after --baseline HEAD~5 --rounds 2 hl7_ingest -- --messages 500
 """
 
 from __future__ import annotations
