@@ -72,8 +72,8 @@ _DECODER = json.JSONDecoder(
 
 def loads(body: bytes, budget: Budget) -> Any:
     """The JSON value of a request body, refused (FhirError) if it breaks R4 or the budget."""
-    controls_possible = bool(_ESCAPED_CONTROL.search(body))
-    checked = len(body) >= EARLY_CHECK_BYTES and _refuse_early(body, budget, controls_possible)
+    if len(body) >= EARLY_CHECK_BYTES:
+        _refuse_early(body, budget)
     try:
         text = body.decode("utf-8")
         value = _DECODER.decode(text)
@@ -85,26 +85,21 @@ def loads(body: bytes, budget: Budget) -> Any:
         raise _too_deep(budget, "$") from error
     except (UnicodeDecodeError, ValueError) as error:
         raise FhirError("MB-1005", f"request body is not valid JSON: {error}") from error
-    if not checked:
-        check_within(value, budget, controls_possible=controls_possible)
+    check_within(value, budget, controls_possible=bool(_ESCAPED_CONTROL.search(body)))
     return value
 
 
-def _refuse_early(body: bytes, budget: Budget, controls_possible: bool) -> bool:
-    """Check the budget on orjson's view of the body (C, about ten times the strict
-    parser, which calls back into Python for every object), so that a body over it is
-    refused before the strict parse: a 100,000-entry transaction or a million `given`
-    were refused only after it (issue 17, M4, H1). Entries, lists, nesting and strings
-    read the same in both views; only numbers and duplicate keys differ, and those are
-    the strict parse's job. False when orjson cannot read the body (a big integer, deep
-    nesting, a lone surrogate, bad JSON): the strict parse names the problem and the
-    budget is checked after it."""
+def _refuse_early(body: bytes, budget: Budget) -> None:
+    """Refuse a Bundle over the entry cap by orjson's view of it (C, about ten times the
+    strict parser below, which calls back into Python for every object): a 100,000-entry
+    transaction was refused only after the full strict parse (issue 17, M4). A body
+    orjson cannot read (a big integer, deep nesting, bad JSON) goes on to the strict
+    parse, which names the problem."""
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return False
-    check_within(value, budget, controls_possible=controls_possible)
-    return True
+        return
+    _check_entries(value, budget)
 
 
 def _check_entries(value: Any, budget: Budget) -> None:
