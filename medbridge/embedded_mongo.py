@@ -57,7 +57,9 @@ class EmbeddedMongo:
         command = [
             sys.executable,
             "-c",
-            "from nx_27017.nx_27017 import main; main()",
+            # nx-27017 with the lock fix of medbridge/embedded_store.py (a client-level
+            # bulkWrite locks the databases it writes, not `admin`)
+            "from medbridge.embedded_store import main; main()",
             "--data-dir",
             str(self.data_dir),
             "--host",

@@ -50,7 +50,8 @@ async def patch(exchange: Exchange, services: FhirServices) -> FhirResponse:
         request.header("if-match"), previous, {"resourceType": resource_type, "id": resource_id}
     )
     patched = await off_loop(
-        lambda: _patched(raw, operations, budget, resource_type, resource_id), len(raw) + size
+        lambda: _patched(raw, operations, budget, resource_type, resource_id),
+        work_bound(len(raw) + size, operations, budget),
     )
     return await store_version(exchange, services, patched, previous)
 
@@ -67,6 +68,14 @@ def _operations(request: FhirRequest, budget: Budget) -> list[Any]:
             f"MEDBRIDGE_LIMIT_PATCH_OPERATIONS)",
         )
     return operations
+
+
+def work_bound(size: int, operations: list[Any], budget: Budget) -> int:
+    """The most bytes applying `operations` can handle: each `copy` may double the
+    document (up to the resource cap), so a 1 KB patch of a 1 KB resource can mean
+    12 MB of copying; sized by its input alone it ran on the event loop (issue 17, C3)."""
+    copies = sum(1 for op in operations if isinstance(op, dict) and op.get("op") == "copy")
+    return min(size << min(copies, 32), max(size, budget.max_resource_bytes))
 
 
 def _patched(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from fhir_server.search.keys import SEP, fold, key, prefix_range
 from fhir_server.search.nodes import Clause, RowQuery, exact, invalid, ranged
@@ -28,22 +29,28 @@ def _one(code: str, modifier: str, value: str) -> RowQuery:
 
 
 def contains_pattern(code: str, folded: str) -> str:
-    """A regular expression for `folded` anywhere in the value of a row `code␟value`.
+    """A regular expression for `folded` in the value of a row `code␟value`.
 
-    The row's code is matched by the index range, so the pattern is the bare literal,
-    which the store's regex engine finds in time linear in the stored value (a leading
-    `.*` made it backtrack over every position: 4 s for 200,000 characters). Only a
-    literal that also occurs inside the code ("am" in "family") needs to be kept past
-    the separator, and that literal is no longer than the code, so the one repeat in
-    front of it costs at most that many steps per character.
+    Only for a literal that also occurs inside the code ("am" in "family"): it must be
+    found past the separator, and that literal is no longer than the code, so the one
+    repeat in front of it costs at most that many steps per character.
     """
-    literal = re.escape(folded)
-    if folded in code:
-        return f"{re.escape(SEP)}[^{re.escape(SEP)}]*{literal}"
-    return literal
+    return f"{re.escape(SEP)}[^{re.escape(SEP)}]*{re.escape(folded)}"
 
 
 def contains_query(code: str, folded: str) -> RowQuery:
-    """Rows of `code` whose folded value contains `folded` (no index serves a substring)."""
-    bounds = prefix_range(key(code, ""))
-    return RowQuery((("k", {**bounds, "$regex": contains_pattern(code, folded)}),), cost=4)
+    """Rows of `code` whose folded value contains `folded` (no index serves a substring).
+
+    A literal that is not part of the code is found with `$indexOfCP` in an `$expr`,
+    which the embedded store compiles to SQLite's native `instr()`: a search runs
+    inside SQLite without calling back into Python (a `$regex` is a Python function
+    called for every row), and is linear (a memcmp per position) for the 1 MB string
+    cap. The store ignores `$indexOfCP`'s start argument and runs any nested expression
+    row by row in Python, so a literal that also occurs in the code keeps the short
+    `$regex` of `contains_pattern`.
+    """
+    bounds: dict[str, Any] = dict(prefix_range(key(code, "")))
+    if folded in code:
+        return RowQuery((("k", {**bounds, "$regex": contains_pattern(code, folded)}),), cost=4)
+    found = {"$gte": [{"$indexOfCP": ["$k", folded]}, 0]}
+    return RowQuery((("k", bounds), ("$expr", found)), cost=4)

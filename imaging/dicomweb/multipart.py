@@ -7,6 +7,7 @@ refused after at most `max_bytes` of output.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator
@@ -15,6 +16,9 @@ from dataclasses import dataclass, field
 from python_multipart.multipart import MultipartParser
 
 from fhir_server.errors import FhirError
+
+#: bytes the multipart parser reads before the event loop gets a turn
+PARSE_SLICE = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -120,14 +124,19 @@ async def read_parts(
         max_header_count=32,
     )
     async for chunk in chunks:
-        try:
-            parser.write(chunk)
-        except Exception as error:
-            raise FhirError("MB-1004", "malformed multipart/related body") from error
-        if too_large:
-            raise FhirError("MB-3003", f"a part is larger than {max_part_bytes} bytes")
-        while done:
-            yield done.pop(0)
+        for start in range(0, len(chunk), PARSE_SLICE):
+            if start:
+                # the parser is pure Python (a callback per header and part): thousands
+                # of tiny parts in one chunk held the event loop for seconds (issue 17, L8)
+                await asyncio.sleep(0)
+            try:
+                parser.write(chunk[start : start + PARSE_SLICE])
+            except Exception as error:
+                raise FhirError("MB-1004", "malformed multipart/related body") from error
+            if too_large:
+                raise FhirError("MB-3003", f"a part is larger than {max_part_bytes} bytes")
+            while done:
+                yield done.pop(0)
     parser.finalize()
     while done:
         yield done.pop(0)

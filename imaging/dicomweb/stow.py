@@ -8,6 +8,7 @@ the PS3.18 store response (ReferencedSOPSequence / FailedSOPSequence with reason
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterable
 from typing import Any
 
@@ -144,9 +145,18 @@ def _reference(outcome: IngestOutcome) -> dict[str, Any]:
 
 
 def _failed_item(outcome: IngestOutcome) -> dict[str, Any]:
+    if not outcome.sop_class and not outcome.sop_instance:
+        # a part refused before parsing names nothing: one shared item per status, not
+        # 10,000 built for 10,000 empty parts (issue 17, L8)
+        return _anonymous_failure(outcome.status)
     item = _reference(outcome)
     item["00081197"] = {"vr": "US", "Value": [outcome.status]}
     return item
+
+
+@functools.lru_cache(maxsize=16)
+def _anonymous_failure(status: int) -> dict[str, Any]:
+    return {"00081197": {"vr": "US", "Value": [status]}}
 
 
 def _stored_item(outcome: IngestOutcome, base_url: str) -> dict[str, Any]:

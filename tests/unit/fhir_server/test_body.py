@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from access.budget import Budget
-from fhir_server.body import dumps, loads, loads_stored
+from fhir_server.body import EARLY_CHECK_BYTES, dumps, loads, loads_stored
 from fhir_server.errors import FhirError
 from medbridge.settings import Settings
 
@@ -99,3 +99,26 @@ def test_what_is_not_json_is_a_400(body: bytes) -> None:
 def test_the_list_cap_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDBRIDGE_LIMIT_LIST_ITEMS", "7")
     assert Settings().budget().max_list_items == 7
+
+
+def _bundle(entries: int, padding: int = 0) -> bytes:
+    entry = {"resource": {"resourceType": "Patient", "name": [{"family": "x" * padding}]}}
+    return dumps({"resourceType": "Bundle", "type": "transaction", "entry": [entry] * entries})
+
+
+def test_a_large_bundle_over_the_entry_cap_is_refused_before_the_strict_parse() -> None:
+    budget = Budget(max_bundle_entries=10)
+    body = _bundle(11, padding=EARLY_CHECK_BYTES // 10)
+    assert len(body) >= EARLY_CHECK_BYTES
+    error = refusal(body, budget)
+    assert error.code == "MB-1043"
+    assert "max_bundle_entries" in str(error)
+
+
+def test_what_orjson_accepts_the_strict_parse_still_refuses() -> None:
+    # orjson keeps the last of two equal keys; the strict parse refuses them, large or not
+    padding = b" " * EARLY_CHECK_BYTES
+    error = refusal(b'{"resourceType": "Patient", "id": "a", "id": "b"}' + padding)
+    assert error.code == "MB-1040"
+    within = loads(_bundle(3, padding=EARLY_CHECK_BYTES // 3), Budget(max_bundle_entries=10))
+    assert len(within["entry"]) == 3

@@ -14,7 +14,7 @@ from access.budget import Budget
 from fhir_server.body import dumps
 from fhir_server.errors import FhirError
 from fhir_server.interactions.batch import check_distinct
-from fhir_server.interactions.patch import apply_within
+from fhir_server.interactions.patch import apply_within, work_bound
 
 CAP = 4096
 BUDGET = Budget(max_resource_bytes=CAP)
@@ -127,3 +127,16 @@ def test_transaction_targets_and_full_urls_must_be_distinct() -> None:
         assert "Bundle.entry[0] and Bundle.entry[1]" in caught.value.diagnostics
     with pytest.raises(FhirError):
         check_distinct([{"fullUrl": "urn:uuid:1"}, {"fullUrl": "urn:uuid:1"}], transaction=False)
+
+
+def test_the_work_bound_counts_what_copies_can_make() -> None:
+    """A small patch of a small resource is small work unless it copies (issue 17, C3):
+    every copy may double the document, up to the resource cap."""
+    size = len(dumps(PATIENT)) + 300
+    copy_name = {"op": "copy", "from": "/name", "path": "/name/-"}
+    assert work_bound(size, [{"op": "add", "path": "/gender", "value": "male"}], BUDGET) == size
+    assert work_bound(size, [copy_name], BUDGET) == 2 * size
+    assert work_bound(size, [copy_name] * 21, BUDGET) == CAP
+    # the largest result is what apply_within lets through
+    with pytest.raises(FhirError):
+        patched([copy_name] * 21)
