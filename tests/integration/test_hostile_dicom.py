@@ -355,6 +355,9 @@ def test_m1_silent_sockets_lock_nobody_out_and_are_closed(site: Site) -> None:
             sock.close()
 
 
+# pynetdicom's client socket of a rogue that the server aborts can be dropped unclosed on
+# a loaded machine (its reactor thread and our release race); the server side is checked
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 def test_m1_rogue_associations_leave_the_reserved_slot_and_are_evicted_when_idle(
     site: Site,
 ) -> None:
