@@ -165,7 +165,9 @@ class StudyLinker:
         status, current = await self._fhir("GET", f"ImagingStudy/{study}")
         before = current.get("subject", {}).get("reference") if status == 200 else None
         if status == 200 and _same(current, resource):
-            await self.index.mark_linked(study, study_doc["lu"], study, "tries" in study_doc)
+            await self.index.mark_linked(
+                study, study_doc["lu"], study, "tries" in study_doc, patient_id(patient)
+            )
         else:
             headers = {"if-match": f'W/"{current["meta"]["versionId"]}"'} if status == 200 else {}
             status, answer = await self._fhir(
@@ -173,7 +175,9 @@ class StudyLinker:
             )
             if status not in (200, 201):
                 raise LinkError(f"ImagingStudy write answered {status}: {_diagnostics(answer)}")
-            await self.index.mark_linked(study, study_doc["lu"], study, "tries" in study_doc)
+            await self.index.mark_linked(
+                study, study_doc["lu"], study, "tries" in study_doc, patient_id(patient)
+            )
         for order in orders:
             await self._complete(order)
         for row in series:
@@ -399,3 +403,9 @@ def _diagnostics(answer: Any) -> str:
         codes = issue.get("details", {}).get("coding", [{}])
         return str(codes[0].get("code", issue.get("code", "")))
     return ""
+
+
+def patient_id(reference: str) -> str | None:
+    """`Patient/123` -> `123`, the id a patient restriction names; None for anything else."""
+    kind, _, logical = reference.partition("/")
+    return logical if kind == "Patient" and logical and "/" not in logical else None

@@ -82,7 +82,10 @@ class DicomIndex:
     async def ensure_indexes(self) -> None:
         hello = await self.db.client.admin.command("hello")
         self._client_bulk = int(hello.get("maxWireVersion", 0)) >= CLIENT_BULK_WIRE_VERSION
-        for field in ("PatientID", "StudyDate", "AccessionNumber", "_pn", "lu", "pk", "dirty"):
+        # `patient`: the study's FHIR Patient id, which a patient restriction matches on
+        for field in (
+            "PatientID", "StudyDate", "AccessionNumber", "_pn", "lu", "pk", "dirty", "patient",
+        ):  # fmt: skip
             await self.studies.create_index([(field, ASCENDING)])
         for field in ("st", "Modality", "SeriesNumber"):
             await self.series.create_index([(field, ASCENDING)])
@@ -177,14 +180,24 @@ class DicomIndex:
         return [row async for row in cursor]
 
     async def mark_linked(
-        self, study: str, lu: int, fhir_id: str, had_failed: bool = False
+        self,
+        study: str,
+        lu: int,
+        fhir_id: str,
+        had_failed: bool = False,
+        patient: str | None = None,
     ) -> None:
         """Clear the dirty flag unless another instance arrived since `lu`; forget the
-        failed attempts of the upkeep either way (it has just succeeded)."""
+        failed attempts of the upkeep either way (it has just succeeded). `patient`: the
+        FHIR Patient id the ImagingStudy names as subject, recorded whatever arrived
+        since (a patient-restricted access sees the study through it)."""
         async with self.repository.write_gate():
-            await self.studies.update_one(
-                {"_id": study, "lu": lu}, {"$set": {"dirty": False, "fhir": fhir_id}}
-            )
+            changes: Document = {"dirty": False, "fhir": fhir_id}
+            if patient is not None:
+                changes["patient"] = patient
+            found = await self.studies.update_one({"_id": study, "lu": lu}, {"$set": changes})
+            if patient is not None and not found.matched_count:
+                await self.studies.update_one({"_id": study}, {"$set": {"patient": patient}})
             if had_failed:
                 await self.studies.update_one({"_id": study}, {"$unset": UPKEEP_UNSET})
 

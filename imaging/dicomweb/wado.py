@@ -18,10 +18,12 @@ import orjson
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian
 
+from access.restriction import UNRESTRICTED, Restriction
 from fhir_server.errors import FhirError
 from imaging.dicomweb import render
 from imaging.dicomweb.multipart import MultipartWriter, media_parameters
 from imaging.index import DicomIndex
+from imaging.index_query import Condition, IndexQuery, compile_query, find_rows
 from imaging.objectstore import ObjectStore
 from imaging.parse import metadata_of
 
@@ -43,15 +45,23 @@ class Answer:
 
 
 async def instance_rows(
-    index: DicomIndex, study: str, series: str | None, sop: str | None, with_meta: bool = False
+    index: DicomIndex,
+    study: str,
+    series: str | None,
+    sop: str | None,
+    with_meta: bool = False,
+    restriction: Restriction = UNRESTRICTED,
 ) -> list[Document]:
-    query: Document = {"st": study}
+    """The instance rows a WADO path names; MB-3010 (404) when none, or none the access
+    may see (another patient's study is not found, not forbidden)."""
+    own = [Condition("st", study)]
     if series is not None:
-        query["se"] = series
+        own.append(Condition("se", series))
     if sop is not None:
-        query["_id"] = sop
+        own.append(Condition("_id", sop))
     projection = None if with_meta else {"meta": 0}
-    rows = [row async for row in index.instances.find(query, projection).sort("_id", 1)]
+    compiled = compile_query(IndexQuery("instance", instance=tuple(own)), restriction)
+    rows = await find_rows(index, compiled, projection)
     if not rows:
         raise FhirError("MB-3010")
     return rows
