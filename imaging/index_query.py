@@ -118,7 +118,11 @@ def _and(where: Document, field: str, value: Any) -> None:
     if field not in where:
         where[field] = value
     elif _is_uids(where[field]) and _is_uids(value):
-        where[field] = both(where[field], _as_list(value))
+        # a single value stays an equality: the store uses the index for it, not a scan
+        if isinstance(value, str):
+            where[field] = both(value, _as_list(where[field]))
+        else:
+            where[field] = both(where[field], _as_list(value))
     else:
         where.setdefault("$and", []).append({field: value})
 
