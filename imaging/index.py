@@ -201,6 +201,17 @@ class DicomIndex:
             if had_failed:
                 await self.studies.update_one({"_id": study}, {"$unset": UPKEEP_UNSET})
 
+    async def relink_unrecorded(self) -> int:
+        """Mark for the upkeep the studies linked before their patient was recorded on
+        the row (`fhir` set, `patient` not): until it runs, a patient-restricted access
+        does not see them. Once per start; nothing to do after the first."""
+        where: Document = {"fhir": {"$exists": True}, "patient": {"$exists": False}}
+        found = [row["_id"] async for row in self.studies.find(where, {"_id": 1})]
+        if found:
+            async with self.repository.write_gate():
+                await self.studies.update_many({"_id": {"$in": found}}, {"$set": {"dirty": True}})
+        return len(found)
+
     async def mark_failed(
         self, study: str, reason: str, delay: Callable[[int], float | None]
     ) -> tuple[int, bool]:

@@ -44,6 +44,7 @@ class Imaging:
 
     async def start(self) -> None:
         await self.index.ensure_indexes()
+        await self.index.relink_unrecorded()
         self.ingestor.parser.start()
         self.tasks.append(asyncio.create_task(self.linker.run()))
         self.tasks.append(asyncio.create_task(self.fill_metadata()))

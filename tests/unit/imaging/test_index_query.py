@@ -225,3 +225,14 @@ async def test_mark_linked_records_the_patient(index: DicomIndex) -> None:
     assert row is not None
     assert (row["patient"], row["dirty"]) == ("alice", True)
     assert await ids(index, IndexQuery("study"), ALICE) == ["1.1", "1.3"]
+
+
+async def test_studies_linked_before_the_patient_field_are_linked_again(
+    index: DicomIndex,
+) -> None:
+    await index.studies.update_many({}, {"$set": {"fhir": "x", "dirty": False}})
+    assert await index.relink_unrecorded() == 1
+    dirty = [row["_id"] async for row in index.studies.find({"dirty": True})]
+    assert dirty == ["1.3"]
+    await index.mark_linked("1.3", 0, "1.3", patient="alice")
+    assert await index.relink_unrecorded() == 0
