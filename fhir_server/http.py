@@ -5,8 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.context import Door, RequestContext
-from fhir_server.errors import FhirError
+from access.context import Door, RequestContext
+from access.errors import AccessError
+from fhir_server.errors import outcome
 from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.router import FhirRouter
 
@@ -42,8 +43,8 @@ def to_http(response: FhirResponse) -> Response:
     return Response(response.body, response.status, headers, media_type=media)
 
 
-def error_response(error: FhirError) -> Response:
-    return to_http(FhirResponse.of(error.status, error.outcome()))
+def error_response(error: AccessError) -> Response:
+    return to_http(FhirResponse.of(error.status, outcome(error)))
 
 
 def request_of(request: Request, base: str, body: bytes | None = None) -> FhirRequest:
@@ -73,7 +74,7 @@ class FhirEndpoint:
             body = await read_body(request, self.max_body_bytes)
         except BodyTooLarge:
             return error_response(
-                FhirError(
+                AccessError(
                     "MB-1009",
                     f"request body over {self.max_body_bytes} bytes (max_body_bytes, "
                     "MEDBRIDGE_MAX_BODY_BYTES)",

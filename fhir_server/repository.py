@@ -41,8 +41,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ClientBulkWriteException, DuplicateKeyError
 
+from access.errors import AccessError
 from fhir_server.body import dumps
-from fhir_server.errors import FhirError
 from fhir_server.group_commit import GroupCommit, Write
 from fhir_server.group_commit import insert as _insert
 from fhir_server.registry import SERVED_TYPES
@@ -212,7 +212,7 @@ class Repository:
                     self._remember(version)
             except DuplicateKeyError as error:
                 self._recent.clear()
-                raise FhirError(
+                raise AccessError(
                     "MB-1011",
                     "a resource of this transaction was changed by another request; "
                     "nothing was applied, send it again",
@@ -367,7 +367,7 @@ class Repository:
         """Ids of current resources matching every parameter (conditional interactions)."""
         criteria = only_criteria(params)
         if not criteria:
-            raise FhirError("MB-1020", "conditional interaction without search criteria")
+            raise AccessError("MB-1020", "conditional interaction without search criteria")
         return sorted(await self.search_engine().criteria_ids(resource_type, criteria))
 
     # writes -------------------------------------------------------------------------
@@ -475,7 +475,7 @@ class Repository:
             self._recent.clear()
             if claim is not None and error.details and error.details.get("idx") == 0:
                 raise ClaimTaken(claim) from error
-            raise FhirError(
+            raise AccessError(
                 "MB-1011",
                 f"{stored.resource_type}/{stored.id} was changed by another request; "
                 f"read it again and retry",

@@ -17,7 +17,7 @@ from typing import Any
 
 import hl7apy
 
-from fhir_server.context import Actor, Door, RequestContext
+from access.context import Actor, Door, RequestContext
 from fhir_server.failures import log_failure
 from fhir_server.group_commit import Write
 from fhir_server.router import FhirRouter

@@ -7,7 +7,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from access.budget import Budget
-from fhir_server.pipeline import Stage
+from access.pipeline import Stage
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from hl7_bridge.archive import Archive

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from access.budget import Budget
+from access.pipeline import Stage
 from fhir_server.failures import log_failure
-from fhir_server.pipeline import Stage
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from imaging.dicomweb.endpoint import DicomwebService

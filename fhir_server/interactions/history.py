@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from access.errors import AccessError
 from fhir_server.bundle import bundle, history_entry
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirResponse
-from fhir_server.pipeline import Exchange
+from fhir_server.exchange import FhirExchange, FhirResponse
 from fhir_server.repository import now_ms
 from fhir_server.search.dates import date_range
 from fhir_server.services import FhirServices
@@ -16,7 +15,7 @@ DEFAULT_COUNT = 20
 MAX_COUNT = 1000
 
 
-async def history(exchange: Exchange, services: FhirServices) -> FhirResponse:
+async def history(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     route, request = exchange.route, exchange.request
     assert route is not None
     count = _int_param(request.param("_count"), "_count", DEFAULT_COUNT)
@@ -49,7 +48,7 @@ def _int_param(value: str | None, name: str, default: int) -> int:
     if value is None or value == "":
         return default
     if not value.isdigit():
-        raise FhirError("MB-1016", f"{name} must be a non-negative integer", expression=name)
+        raise AccessError("MB-1016", f"{name} must be a non-negative integer", expression=name)
     return int(value)
 
 
@@ -58,5 +57,5 @@ def _instant_param(value: str | None, name: str) -> int | None:
         return None
     bounds = date_range(value.replace(" ", "+"))
     if bounds is None:
-        raise FhirError("MB-1016", f"{name} must be a FHIR instant", expression=name)
+        raise AccessError("MB-1016", f"{name} must be a FHIR instant", expression=name)
     return bounds[0]

@@ -8,10 +8,9 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
+from access.errors import AccessError
 from fhir_server.bundle import bundle
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest, FhirResponse
-from fhir_server.pipeline import Exchange
+from fhir_server.exchange import FhirExchange, FhirRequest, FhirResponse
 from fhir_server.search.compile import compile_criterion
 from fhir_server.search.keys import key
 from fhir_server.search.nodes import Clause, exact
@@ -24,7 +23,7 @@ from fhir_server.services import FhirServices
 FORM = "application/x-www-form-urlencoded"
 
 
-async def search(exchange: Exchange, services: FhirServices) -> FhirResponse:
+async def search(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     route, request = exchange.route, exchange.request
     assert route is not None
     assert route.resource_type
@@ -51,16 +50,16 @@ async def search(exchange: Exchange, services: FhirServices) -> FhirResponse:
     return FhirResponse(200, bundle("searchset", entries, links, page.total))
 
 
-async def everything(exchange: Exchange, services: FhirServices) -> FhirResponse:
+async def everything(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     """Patient/{id}/$everything: the patient and every resource in its compartment."""
     route, request = exchange.route, exchange.request
     assert route is not None
     if route.resource_type != "Patient" or route.resource_id is None:
-        raise FhirError("MB-1013", "$everything is defined on Patient/{id}")
+        raise AccessError("MB-1013", "$everything is defined on Patient/{id}")
     patient_id = route.resource_id
     allowed = exchange.context.patient
     if allowed is not None and allowed != patient_id:
-        raise FhirError("MB-1002", f"Patient/{patient_id} is not known")
+        raise AccessError("MB-1002", f"Patient/{patient_id} is not known")
     engine = services.repository.search_engine()
     entries: list[dict[str, Any]] = []
     # the compartment table lists Patient itself (by `link`): read it once, first
@@ -72,12 +71,12 @@ async def everything(exchange: Exchange, services: FhirServices) -> FhirResponse
         entries.extend(_entries(request.base_url, resource_type, page, None))
         exchange.touched.extend(f"{resource_type}/{doc['_id']}" for doc in page.matches)
     if not entries or not entries[0]["fullUrl"].endswith(f"/Patient/{patient_id}"):
-        raise FhirError("MB-1002", f"Patient/{patient_id} is not known")
+        raise AccessError("MB-1002", f"Patient/{patient_id} is not known")
     links = [("self", f"{request.base_url}/Patient/{patient_id}/$everything")]
     return FhirResponse(200, bundle("searchset", entries, links, len(entries)))
 
 
-def access_clauses(exchange: Exchange, resource_type: str) -> list[Clause]:
+def access_clauses(exchange: FhirExchange, resource_type: str) -> list[Clause]:
     """A patient-context token sees its own compartment: compiled into the query, so
     totals and paging stay right (types outside the compartment are not narrowed)."""
     patient = exchange.context.patient
@@ -94,7 +93,7 @@ def compartment_clause(resource_type: str, patient_id: str) -> Clause:
         return Clause((exact("c", key("_id", patient_id), cost=0),))
     codes = patient_compartment().get(resource_type)
     if not codes:
-        raise FhirError(
+        raise AccessError(
             "MB-1016", f"{resource_type} is not in the Patient compartment", expression="type"
         )
     reference = f"Patient/{patient_id}"
@@ -113,7 +112,7 @@ def _params(request: FhirRequest) -> list[tuple[str, str]]:
     if request.method.upper() == "POST" and request.body:
         content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
         if content_type != FORM:
-            raise FhirError("MB-1014", f"POST _search takes {FORM}")
+            raise AccessError("MB-1014", f"POST _search takes {FORM}")
         params += parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
     return params
 

@@ -17,8 +17,8 @@ from pynetdicom.events import Event
 from pynetdicom.presentation import build_context
 
 from access.budget import Budget
-from fhir_server.context import Actor, Door, RequestContext
-from fhir_server.errors import FhirError
+from access.context import Actor, Door, RequestContext
+from access.errors import AccessError
 from imaging.dimse import query, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
@@ -266,4 +266,4 @@ def worklist_context(ae_title: str) -> RequestContext:
     return RequestContext(Door.DIMSE, actor=Actor("dicom-ae", ae_title), scopes=WORKLIST_SCOPES)
 
 
-__all__ = ["Archive", "FhirError", "Handlers", "worklist_context"]
+__all__ = ["AccessError", "Archive", "Handlers", "worklist_context"]

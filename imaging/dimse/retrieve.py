@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.dimse.query import LEVELS, text_of, values
 from imaging.index import DicomIndex
 from imaging.uids import uid_list
@@ -35,7 +35,7 @@ async def instances_for(index: DicomIndex, identifier: Dataset, model: str) -> l
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     allowed = LEVELS if model == "patient" else LEVELS[1:]
     if level not in allowed:
-        raise FhirError("MB-4002", f"QueryRetrieveLevel {level[:16]!r} not valid here")
+        raise AccessError("MB-4002", f"QueryRetrieveLevel {level[:16]!r} not valid here")
     query: Document = {}
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         element = identifier.get(keyword)
@@ -46,13 +46,13 @@ async def instances_for(index: DicomIndex, identifier: Dataset, model: str) -> l
     patient = text_of(identifier["PatientID"]) if "PatientID" in identifier else ""
     needed = UNIQUE_KEY[level]
     if needed != "PatientID" and ROW_FIELD[needed] not in query:
-        raise FhirError("MB-4002", f"{needed} is required at {level} level")
+        raise AccessError("MB-4002", f"{needed} is required at {level} level")
     if patient:
         studies = await values(index.studies, "_id", {"PatientID": patient})
         current = query.get("st")
         query["st"] = {"$in": [s for s in studies if current is None or _in(s, current)]}
     elif needed == "PatientID":
-        raise FhirError("MB-4002", "PatientID is required at PATIENT level")
+        raise AccessError("MB-4002", "PatientID is required at PATIENT level")
     projection = {"key": 1, "SOPClassUID": 1, "ts": 1, "st": 1, "se": 1}
     return [row async for row in index.instances.find(query, projection).sort("_id", 1)]
 

@@ -9,10 +9,10 @@ import orjson
 import pytest
 from pymongo import AsyncMongoClient
 
-from fhir_server.context import Door, RequestContext
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest
-from fhir_server.pipeline import Exchange, Stage
+from access.context import Door, RequestContext
+from access.errors import AccessError
+from access.pipeline import Stage
+from fhir_server.exchange import FhirExchange, FhirRequest
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from fhir_server.services import FhirServices
@@ -45,11 +45,11 @@ async def test_each_entry_is_authorized_and_a_denial_rolls_back(
     router = FhirRouter(FhirServices(repository))
     seen: list[str] = []
 
-    async def authorize(exchange: Exchange) -> None:
+    async def authorize(exchange: FhirExchange) -> None:
         request = exchange.request
         seen.append(f"{request.method} {request.path}")
         if request.method == "DELETE":
-            raise FhirError("MB-1013", "deletes are not allowed here")
+            raise AccessError("MB-1013", "deletes are not allowed here")
 
     router.pipeline.intervene(Stage.AUTHORIZE, authorize)
     context = RequestContext(Door.FHIR)
@@ -131,8 +131,8 @@ async def test_writers_inside_a_bundle_join_it_instead_of_waiting(
             async with repository.transaction() as inner:
                 assert inner is outer
                 await audit.insert_one({"_id": "joined"}, session=inner)
-            raise FhirError("MB-1004", "roll the whole bundle back")
+            raise AccessError("MB-1004", "roll the whole bundle back")
 
-    with pytest.raises(FhirError):
+    with pytest.raises(AccessError):
         await asyncio.wait_for(nested(), timeout=30)
     assert await audit.find_one({}) is None

@@ -11,7 +11,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
-from fhir_server.context import Door, RequestContext
+from access.context import Door, RequestContext
 from fhir_server.exchange import FhirRequest
 from fhir_server.group_commit import Write, insert
 from fhir_server.repository import Repository

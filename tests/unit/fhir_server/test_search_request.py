@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from fhir_server.search.request import Include, SearchRequest, SortKey, parse_search
 
 
@@ -58,7 +58,7 @@ def test_lenient_drops_what_it_cannot_apply() -> None:
 )
 def test_strict_names_the_parameter(name: str, value: str) -> None:
     resource_type = "ImagingStudy" if name.startswith("subject") else "Patient"
-    with pytest.raises(FhirError) as caught:
+    with pytest.raises(AccessError) as caught:
         parse_search(resource_type, [(name, value)], strict=True)
     assert caught.value.code == "MB-1016"
     assert caught.value.expression == name

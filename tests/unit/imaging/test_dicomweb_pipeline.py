@@ -10,9 +10,10 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from fhir_server.context import Door
-from fhir_server.errors import FhirError
-from fhir_server.pipeline import Exchange, Stage
+from access.context import Door
+from access.errors import AccessError
+from access.pipeline import Stage
+from fhir_server.exchange import FhirExchange
 from fhir_server.repository import Repository
 from imaging.dicomweb.endpoint import ROUTE_NOTE, DicomwebService
 from imaging.index import DicomIndex
@@ -46,13 +47,13 @@ async def test_hooks_see_every_request_and_audit_runs_even_on_refusal(
 ) -> None:
     seen: list[tuple[str, str, Door]] = []
 
-    async def authorize(exchange: Exchange) -> None:
+    async def authorize(exchange: FhirExchange) -> None:
         route = exchange.context.notes[ROUTE_NOTE]
         seen.append(("authorize", route.action, exchange.context.door))
         if route.action == "stow":
-            raise FhirError("MB-4001", "this caller may not store")
+            raise AccessError("MB-4001", "this caller may not store")
 
-    async def audit(exchange: Exchange) -> None:
+    async def audit(exchange: FhirExchange) -> None:
         status = exchange.response.status if exchange.response else 0
         seen.append(("audit", str(status), exchange.context.door))
 

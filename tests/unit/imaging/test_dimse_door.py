@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from fhir_server.context import Door
-from fhir_server.errors import FhirError
-from fhir_server.pipeline import Exchange, Stage
+from access.context import Door
+from access.errors import AccessError
+from access.pipeline import Stage
+from fhir_server.exchange import FhirExchange
 from fhir_server.repository import Repository
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
@@ -57,13 +58,13 @@ async def test_store_and_find_pass_the_pipeline_as_the_calling_ae(
     service, port = listener
     seen: list[tuple[str, str, str, Door]] = []
 
-    async def authorize(exchange: Exchange) -> None:
+    async def authorize(exchange: FhirExchange) -> None:
         context = exchange.context
         seen.append(("authorize", exchange.request.path, context.actor.identifier, context.door))
         if context.actor.identifier == "NOSTORE" and exchange.request.path == "C-STORE":
-            raise FhirError("MB-4001", "this modality may not store")
+            raise AccessError("MB-4001", "this modality may not store")
 
-    async def audit(exchange: Exchange) -> None:
+    async def audit(exchange: FhirExchange) -> None:
         status = str(exchange.response.status) if exchange.response else "-"
         seen.append(("audit", exchange.request.path, status, exchange.context.door))
 

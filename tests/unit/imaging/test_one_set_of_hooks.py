@@ -10,10 +10,10 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from fhir_server.context import Door, RequestContext
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest
-from fhir_server.pipeline import Exchange, Stage
+from access.context import Door, RequestContext
+from access.errors import AccessError
+from access.pipeline import Stage
+from fhir_server.exchange import FhirExchange, FhirRequest
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from fhir_server.services import FhirServices
@@ -40,10 +40,10 @@ async def test_a_hook_on_the_router_guards_every_door(
     dimse = DimseDoor(share_hooks_with=router.pipeline)
     doors: list[Door] = []
 
-    async def authorize(exchange: Exchange) -> None:
+    async def authorize(exchange: FhirExchange) -> None:
         doors.append(exchange.context.door)
         if exchange.context.actor.identifier == "INTRUDER":
-            raise FhirError("MB-4001", "not this one")
+            raise AccessError("MB-4001", "not this one")
 
     router.pipeline.intervene(Stage.AUTHORIZE, authorize)
 
@@ -57,7 +57,7 @@ async def test_a_hook_on_the_router_guards_every_door(
         return "found"
 
     allowed = await dimse.run("C-FIND", "VIEWER", work)
-    with pytest.raises(FhirError) as refused:
+    with pytest.raises(AccessError) as refused:
         await dimse.run("C-FIND", "INTRUDER", work)
 
     assert (fhir.status, qido.status_code, allowed) == (200, 200, "found")

@@ -3,8 +3,11 @@
 authenticate -> authorize -> consent-decide -> act -> consent-show -> audit, and
 on-error when anything fails. Routes never call stages: the dispatcher does, so a new
 route cannot skip authorization, consent or audit. Intervention hooks may abort the
-request by raising `FhirError`; notification hooks (metrics, tracing) are logged and
+request by raising `AccessError`; notification hooks (metrics, tracing) are logged and
 never break a request.
+
+The pipeline knows no protocol: each door brings its own request and response types
+(`Exchange[RequestT, ResponseT]`), its own `prepare` (parse), `act` and error rendering.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
-from fhir_server.context import RequestContext
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest, FhirResponse, Route
+from access.context import RequestContext
+from access.errors import AccessError
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +41,23 @@ BEFORE_ACT = (Stage.AUTHENTICATE, Stage.AUTHORIZE, Stage.CONSENT_DECIDE)
 
 
 @dataclass(slots=True)
-class Exchange:
+class Exchange(Generic[RequestT, ResponseT]):
     """One request on its way through the pipeline."""
 
-    request: FhirRequest
+    request: RequestT
     context: RequestContext
-    route: Route | None = None
-    response: FhirResponse | None = None
-    error: FhirError | None = None
+    # the door's own parse of the request (a FHIR `Route`); hooks read `access` instead
+    route: Any = None
+    response: ResponseT | None = None
+    error: AccessError | None = None
     touched: list[str] = field(default_factory=list)  # "Type/id" read or written, for audit
 
 
-Hook = Callable[[Exchange], Awaitable[None]]
-Act = Callable[[Exchange], Awaitable[FhirResponse]]
-Render = Callable[[Exchange, FhirError], FhirResponse]
-Prepare = Callable[[Exchange], None]
+# hooks are shared by every door, so they see an exchange of any request type
+Hook = Callable[[Exchange[Any, Any]], Awaitable[None]]
+Act = Callable[[Exchange[RequestT, ResponseT]], Awaitable[ResponseT]]
+Render = Callable[[Exchange[RequestT, ResponseT], AccessError], ResponseT]
+Prepare = Callable[[Exchange[RequestT, ResponseT]], None]
 
 
 @dataclass(slots=True)
@@ -59,15 +67,15 @@ class _Registered:
     name: str
 
 
-class Pipeline:
+class Pipeline(Generic[RequestT, ResponseT]):
     """Runs `prepare` (parse the route), then the stages in order around `act`."""
 
     def __init__(
         self,
-        prepare: Prepare,
-        act: Act,
-        render_error: Render,
-        share_hooks_with: Pipeline | None = None,
+        prepare: Prepare[RequestT, ResponseT],
+        act: Act[RequestT, ResponseT],
+        render_error: Render[RequestT, ResponseT],
+        share_hooks_with: Pipeline[Any, Any] | None = None,
     ) -> None:
         self._prepare = prepare
         self._act = act
@@ -80,7 +88,7 @@ class Pipeline:
         )
 
     def intervene(self, stage: Stage, hook: Hook, name: str | None = None) -> None:
-        """Add a hook that may abort the request (raise FhirError) at `stage`."""
+        """Add a hook that may abort the request (raise AccessError) at `stage`."""
         if stage is Stage.ACT:
             raise ValueError("act is the router's; hook the stages around it")
         self._hooks[stage].append(_Registered(hook, True, name or hook.__qualname__))
@@ -92,14 +100,14 @@ class Pipeline:
     def hooks(self, stage: Stage) -> list[str]:
         return [registered.name for registered in self._hooks[stage]]
 
-    async def handle(self, exchange: Exchange) -> FhirResponse:
+    async def handle(self, exchange: Exchange[RequestT, ResponseT]) -> ResponseT:
         try:
             self._prepare(exchange)
             for stage in BEFORE_ACT:
                 await self._run(stage, exchange)
             exchange.response = await self._act(exchange)
             await self._run(Stage.CONSENT_SHOW, exchange)
-        except FhirError as error:
+        except AccessError as error:
             await self._fail(exchange, error)
         except Exception as unexpected:
             # the type at ERROR, the traceback (which may quote patient data) at DEBUG only
@@ -109,7 +117,7 @@ class Pipeline:
                 exchange.context.request_id,
             )
             log.debug("traceback of request %s", exchange.context.request_id, exc_info=True)
-            await self._fail(exchange, FhirError("MB-1000"))
+            await self._fail(exchange, AccessError("MB-1000"))
         try:
             await self._run(Stage.AUDIT, exchange)
         except Exception as failure:
@@ -120,11 +128,11 @@ class Pipeline:
                 exchange.context.request_id,
             )
             log.debug("audit traceback", exc_info=True)
-            exchange.response = self._render_error(exchange, FhirError("MB-1000"))
+            exchange.response = self._render_error(exchange, AccessError("MB-1000"))
         assert exchange.response is not None
         return exchange.response
 
-    async def _fail(self, exchange: Exchange, error: FhirError) -> None:
+    async def _fail(self, exchange: Exchange[RequestT, ResponseT], error: AccessError) -> None:
         exchange.error = error
         exchange.response = self._render_error(exchange, error)
         try:
@@ -136,7 +144,7 @@ class Pipeline:
                 exchange.context.request_id,
             )
 
-    async def _run(self, stage: Stage, exchange: Exchange) -> None:
+    async def _run(self, stage: Stage, exchange: Exchange[Any, Any]) -> None:
         for registered in self._hooks[stage]:
             if registered.intervention:
                 await registered.hook(exchange)

@@ -4,39 +4,40 @@ from __future__ import annotations
 
 import pytest
 
-from fhir_server.context import Door, RequestContext
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest, FhirResponse
-from fhir_server.pipeline import Exchange, Pipeline, Stage
+from access.context import Door, RequestContext
+from access.errors import AccessError
+from access.pipeline import Stage
+from fhir_server.errors import outcome
+from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse
 
 
-def _pipeline(calls: list[str], fail_at: Stage | None = None) -> Pipeline:
-    def prepare(exchange: Exchange) -> None:
+def _pipeline(calls: list[str], fail_at: Stage | None = None) -> FhirPipeline:
+    def prepare(exchange: FhirExchange) -> None:
         calls.append("prepare")
 
-    async def act(exchange: Exchange) -> FhirResponse:
+    async def act(exchange: FhirExchange) -> FhirResponse:
         calls.append("act")
         return FhirResponse(200, b"{}")
 
-    def render(exchange: Exchange, error: FhirError) -> FhirResponse:
-        return FhirResponse.of(error.status, error.outcome())
+    def render(exchange: FhirExchange, error: AccessError) -> FhirResponse:
+        return FhirResponse.of(error.status, outcome(error))
 
-    pipeline = Pipeline(prepare, act, render)
+    pipeline = FhirPipeline(prepare, act, render)
     for stage in Stage:
         if stage is Stage.ACT:
             continue
 
-        async def hook(exchange: Exchange, stage: Stage = stage) -> None:
+        async def hook(exchange: FhirExchange, stage: Stage = stage) -> None:
             calls.append(str(stage))
             if stage is fail_at:
-                raise FhirError("MB-1013", "refused")
+                raise AccessError("MB-1013", "refused")
 
         pipeline.intervene(stage, hook)
     return pipeline
 
 
-def _exchange() -> Exchange:
-    return Exchange(FhirRequest("GET", "Patient/1"), RequestContext(Door.FHIR))
+def _exchange() -> FhirExchange:
+    return FhirExchange(FhirRequest("GET", "Patient/1"), RequestContext(Door.FHIR))
 
 
 async def test_stages_run_in_order() -> None:
@@ -59,13 +60,13 @@ async def test_an_intervention_aborts_and_audit_still_runs() -> None:
 
 
 async def test_an_unexpected_exception_is_a_500_outcome_without_details() -> None:
-    def prepare(exchange: Exchange) -> None:
+    def prepare(exchange: FhirExchange) -> None:
         return None
 
-    async def act(exchange: Exchange) -> FhirResponse:
+    async def act(exchange: FhirExchange) -> FhirResponse:
         raise RuntimeError("secret patient detail")
 
-    pipeline = Pipeline(prepare, act, lambda e, err: FhirResponse.of(err.status, err.outcome()))
+    pipeline = FhirPipeline(prepare, act, lambda e, err: FhirResponse.of(err.status, outcome(err)))
     response = await pipeline.handle(_exchange())
     assert response.status == 500
     assert response.body is not None
@@ -76,7 +77,7 @@ async def test_notification_failures_never_break_a_request() -> None:
     calls: list[str] = []
     pipeline = _pipeline(calls)
 
-    async def broken(exchange: Exchange) -> None:
+    async def broken(exchange: FhirExchange) -> None:
         raise RuntimeError("metrics down")
 
     pipeline.notify(Stage.AUDIT, broken, "metrics")
@@ -95,5 +96,5 @@ def test_act_cannot_be_hooked() -> None:
         _pipeline([]).intervene(Stage.ACT, _noop)
 
 
-async def _noop(exchange: Exchange) -> None:
+async def _noop(exchange: FhirExchange) -> None:
     return None
