@@ -1,7 +1,9 @@
 """The ordered stages every request passes through, whatever door it came in by.
 
-authenticate -> authorize -> consent-decide -> act -> consent-show -> audit, and
-on-error when anything fails. Routes never call stages: the dispatcher does, so a new
+authenticate -> authorize -> consent-decide -> act -> post-commit -> consent-show ->
+audit, and on-error when anything fails. post-commit runs once the act (and with it the
+unit of work) has committed, for notification hooks only: what was written stays
+written, so nothing there may refuse. Routes never call stages: the dispatcher does, so a new
 route cannot skip authorization, consent or audit. Intervention hooks may abort the
 request by raising `AccessError`; notification hooks (metrics, tracing) are logged and
 never break a request.
@@ -32,6 +34,7 @@ class Stage(StrEnum):
     AUTHORIZE = "authorize"
     CONSENT_DECIDE = "consent-decide"
     ACT = "act"
+    POST_COMMIT = "post-commit"
     CONSENT_SHOW = "consent-show"
     AUDIT = "audit"
     ON_ERROR = "on-error"
@@ -65,6 +68,7 @@ class _Registered:
     hook: Hook
     intervention: bool
     name: str
+    order: int
 
 
 class Pipeline(Generic[RequestT, ResponseT]):
@@ -87,17 +91,35 @@ class Pipeline(Generic[RequestT, ResponseT]):
             share_hooks_with._hooks if share_hooks_with is not None else {s: [] for s in Stage}
         )
 
-    def intervene(self, stage: Stage, hook: Hook, name: str | None = None) -> None:
-        """Add a hook that may abort the request (raise AccessError) at `stage`."""
+    def intervene(
+        self, stage: Stage, hook: Hook, name: str | None = None, *, order: int = 0
+    ) -> None:
+        """Add a hook that may abort the request (raise AccessError) at `stage`.
+
+        Hooks of a stage run by ascending `order`, ties in registration order."""
         if stage is Stage.ACT:
             raise ValueError("act is the router's; hook the stages around it")
-        self._hooks[stage].append(_Registered(hook, True, name or hook.__qualname__))
+        if stage is Stage.POST_COMMIT:
+            raise ValueError("post-commit comes after the commit: notify, not intervene")
+        self._add(stage, _Registered(hook, True, name or hook.__qualname__, order))
 
-    def notify(self, stage: Stage, hook: Hook, name: str | None = None) -> None:
+    def notify(self, stage: Stage, hook: Hook, name: str | None = None, *, order: int = 0) -> None:
         """Add a hook that observes `stage`; its failures are logged and ignored."""
-        self._hooks[stage].append(_Registered(hook, False, name or hook.__qualname__))
+        if stage is Stage.ACT:
+            raise ValueError("act is the router's; hook the stages around it")
+        self._add(stage, _Registered(hook, False, name or hook.__qualname__, order))
+
+    def _add(self, stage: Stage, registered: _Registered) -> None:
+        hooks = self._hooks[stage]
+        hooks.append(registered)
+        # stable sort: equal orders keep their registration order
+        hooks.sort(key=lambda r: r.order)
+
+    def has_hooks(self, stage: Stage) -> bool:
+        return bool(self._hooks[stage])
 
     def hooks(self, stage: Stage) -> list[str]:
+        """The names of the hooks of `stage`, in the order they run."""
         return [registered.name for registered in self._hooks[stage]]
 
     async def handle(self, exchange: Exchange[RequestT, ResponseT]) -> ResponseT:
@@ -106,6 +128,7 @@ class Pipeline(Generic[RequestT, ResponseT]):
             for stage in BEFORE_ACT:
                 await self._run(stage, exchange)
             exchange.response = await self._act(exchange)
+            await self._run(Stage.POST_COMMIT, exchange)
             await self._run(Stage.CONSENT_SHOW, exchange)
         except AccessError as error:
             await self._fail(exchange, error)
