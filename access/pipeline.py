@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
+from access.access import Access
 from access.context import RequestContext
 from access.errors import AccessError
 
@@ -52,6 +53,10 @@ class Exchange(Generic[RequestT, ResponseT]):
     # the door's own parse of the request (a FHIR `Route`); hooks read `access` instead
     route: Any = None
     response: ResponseT | None = None
+    # what this access is, filled by the door's prepare step before any stage runs
+    access: Access | None = None
+    # the access this one is part of (the batch of a bundle entry), for prepare to link
+    parent: Access | None = None
     error: AccessError | None = None
     touched: list[str] = field(default_factory=list)  # "Type/id" read or written, for audit
 
@@ -125,6 +130,9 @@ class Pipeline(Generic[RequestT, ResponseT]):
     async def handle(self, exchange: Exchange[RequestT, ResponseT]) -> ResponseT:
         try:
             self._prepare(exchange)
+            if exchange.access is None:
+                # a door that does not describe its accesses would blind every hook
+                raise RuntimeError("the door's prepare step did not describe the access")
             for stage in BEFORE_ACT:
                 await self._run(stage, exchange)
             exchange.response = await self._act(exchange)

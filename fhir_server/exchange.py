@@ -45,6 +45,8 @@ class Route:
     resource_type: str | None = None
     resource_id: str | None = None
     version_id: str | None = None
+    compartment: str | None = None  # the Patient id of /Patient/{id}/{type}
+    operation: str | None = None  # $everything
 
 
 @dataclass(slots=True)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from access.access import Access
 from access.context import RequestContext
 from access.errors import AccessError
+from fhir_server.access import fhir_access
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse, Route
 from fhir_server.formats import check_acceptable, pretty, wants_pretty
@@ -55,8 +57,11 @@ class FhirRouter:
             Interaction.TRANSACTION: bundles,
         }
 
-    async def handle(self, request: FhirRequest, context: RequestContext) -> FhirResponse:
-        response = await self.pipeline.handle(FhirExchange(request, context))
+    async def handle(
+        self, request: FhirRequest, context: RequestContext, parent: Access | None = None
+    ) -> FhirResponse:
+        exchange = FhirExchange(request, context, parent=parent or context.access)
+        response = await self.pipeline.handle(exchange)
         if response.body is not None and wants_pretty(request):
             response.body = pretty(response.body)
         return response
@@ -64,6 +69,9 @@ class FhirRouter:
     def _prepare(self, exchange: FhirExchange) -> None:
         check_acceptable(exchange.request)
         exchange.route = parse_route(exchange.request)
+        exchange.access = fhir_access(
+            exchange.request, exchange.route, exchange.context, exchange.parent
+        )
 
     async def _act(self, exchange: FhirExchange) -> FhirResponse:
         assert exchange.route is not None
@@ -134,9 +142,9 @@ def _typed(method: str, resource_type: str, rest: list[str], request: FhirReques
             raise AccessError("MB-1013", f"{method} on a resource instance is not supported")
         return Route(interaction, resource_type, resource_id)
     if n == 2 and method == "GET" and resource_type == "Patient" and is_served(rest[1]):
-        return Route(Interaction.SEARCH_TYPE, rest[1])  # compartment search
+        return Route(Interaction.SEARCH_TYPE, rest[1], compartment=resource_id)
     if n == 2 and rest[1] == "$everything" and method in ("GET", "POST"):
-        return Route(Interaction.OPERATION, resource_type, resource_id)
+        return Route(Interaction.OPERATION, resource_type, resource_id, operation=rest[1])
     if rest[1] == "_history" and method == "GET":
         if n == 2:
             return Route(Interaction.HISTORY_INSTANCE, resource_type, resource_id)

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from access.access import Access
 from access.context import RequestContext
 from access.errors import AccessError
 from fhir_server.body import dumps
@@ -33,7 +34,7 @@ from fhir_server.registry import is_served
 from fhir_server.repository import instant
 from fhir_server.services import FhirServices
 
-Dispatch = Callable[[FhirRequest, RequestContext], Awaitable[FhirResponse]]
+Dispatch = Callable[[FhirRequest, RequestContext, Access | None], Awaitable[FhirResponse]]
 Handler = Callable[[FhirExchange, FhirServices], Awaitable[FhirResponse]]
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified"}
@@ -84,7 +85,7 @@ class _Processor:
         for index, entry in enumerate(self.entries):
             try:
                 request = await self._request(index, entry)
-                response = await self.dispatch(request, self.exchange.context)
+                response = await self.dispatch(request, self.exchange.context, self.exchange.access)
             except AccessError as error:
                 response = FhirResponse.of(error.status, outcome(error))
             responses.append(_response_entry(response, outcome_on_error=True))
@@ -98,7 +99,7 @@ class _Processor:
         for index in order:
             entry = self.entries[index]
             request = await self._request(index, entry)
-            response = await self.dispatch(request, self.exchange.context)
+            response = await self.dispatch(request, self.exchange.context, self.exchange.access)
             if response.status >= 400:
                 raise _failed(index, entry, response)
             responses[index] = _response_entry(response, outcome_on_error=False)

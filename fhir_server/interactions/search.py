@@ -28,7 +28,7 @@ async def search(exchange: FhirExchange, services: FhirServices) -> FhirResponse
     assert route is not None
     assert route.resource_type
     resource_type = route.resource_type
-    patient = _compartment_patient(request.path, resource_type)
+    patient = route.compartment
     search_request = parse_search(
         resource_type, _params(request), strict=_strict(request), base_url=request.base_url
     )
@@ -98,13 +98,6 @@ def compartment_clause(resource_type: str, patient_id: str) -> Clause:
         )
     reference = f"Patient/{patient_id}"
     return Clause(tuple(exact("k", key(code, reference)) for code in codes))
-
-
-def _compartment_patient(path: str, resource_type: str) -> str | None:
-    parts = [p for p in path.strip("/").split("/") if p]
-    if len(parts) == 3 and parts[0] == "Patient" and parts[2] == resource_type:
-        return parts[1]
-    return None
 
 
 def _params(request: FhirRequest) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from access.access import Access, Action
 from access.budget import Budget
 from access.context import Door, RequestContext
 from access.errors import AccessError
@@ -31,7 +32,10 @@ from imaging.parse import metadata_of
 from imaging.uids import is_uid
 
 DICOMWEB_METHODS = ["GET", "POST"]
-ROUTE_NOTE, HTTP_NOTE, ANSWER_NOTE = "dicomweb.route", "dicomweb.http", "dicomweb.answer"
+HTTP_NOTE, ANSWER_NOTE = "dicomweb.http", "dicomweb.answer"
+PURPOSE_HEADER = "x-purpose-of-use"
+# the DICOM side of an access concerns imaging studies, whatever the level
+IMAGING_TYPES = frozenset({"ImagingStudy"})
 LEVEL_SEGMENTS = ("studies", "series", "instances")
 
 
@@ -132,10 +136,11 @@ class DicomwebService:
 
     def _prepare(self, exchange: FhirExchange) -> None:
         route = parse_route(exchange.request.method.upper(), exchange.request.path)
-        exchange.context.notes[ROUTE_NOTE] = route
+        exchange.route = route
+        exchange.access = dicomweb_access(route, exchange.request, exchange.context)
 
     async def _act(self, exchange: FhirExchange) -> FhirResponse:
-        route: DicomwebRoute = exchange.context.notes[ROUTE_NOTE]
+        route: DicomwebRoute = exchange.route
         request = exchange.request
         if route.study:
             exchange.touched.append(f"ImagingStudy/{route.study}")
@@ -222,6 +227,34 @@ class DicomwebService:
             else 1
         )
         return await wado.rendered(self.store, rows[0], wado.image_media("", content_type), frame)
+
+
+def dicomweb_access(route: DicomwebRoute, request: FhirRequest, context: RequestContext) -> Access:
+    """STOW / QIDO / WADO with the UIDs the path (or WADO-URI query) names; a search
+    that names no study is described by its matching keys."""
+    study, series, sop = route.study, route.series, route.sop
+    if route.action == "wado-uri":
+        study, series, sop = (
+            value if is_uid(value := request.param(n) or "") else None
+            for n in ("studyUID", "seriesUID", "objectUID")
+        )
+    action = {"stow": Action.STOW, "search": Action.QIDO}.get(route.action, Action.WADO)
+    query: tuple[tuple[str, str], ...] = ()
+    if action is Action.QIDO:
+        query = tuple(request.query)
+    return Access(
+        door=context.door,
+        action=action,
+        actor=context.actor,
+        resource_types=IMAGING_TYPES,
+        patient_query=query,
+        studies=frozenset({study} if study else ()),
+        series=frozenset({series} if series else ()),
+        instances=frozenset({sop} if sop else ()),
+        purpose_of_use=context.purpose_of_use or request.header(PURPOSE_HEADER),
+        client_address=context.peer,
+        request_id=context.request_id,
+    )
 
 
 def _netloc(request: Request) -> str:

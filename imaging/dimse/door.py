@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from access.access import Access, Action
 from access.context import Actor, Door, RequestContext
 from access.errors import AccessError
 from fhir_server.errors import outcome
@@ -21,6 +25,10 @@ from fhir_server.registry import Interaction
 T = TypeVar("T")
 WORK = "dimse.work"
 RESULT = "dimse.result"
+IMAGING_TYPES = frozenset({"ImagingStudy"})
+UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+# identifier keys that select patients rather than studies
+PATIENT_KEYS = ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate")
 
 
 class DimseDoor:
@@ -29,15 +37,22 @@ class DimseDoor:
 
     async def run(
         self,
-        service: str,
+        action: Action,
         calling_ae: str,
         work: Callable[[], Awaitable[T]],
         peer: str | None = None,
+        *,
+        identifier: Dataset | None = None,
+        sop_instance: str | None = None,
     ) -> T:
-        """`work()` as the act of one pipeline pass; raises the AccessError of a refusal."""
+        """`work()` as the act of one pipeline pass; raises the AccessError of a refusal.
+
+        `identifier` (C-FIND/C-MOVE/C-GET) and `sop_instance` (C-STORE's Affected SOP
+        Instance UID) say what the access concerns, for the hooks."""
         context = RequestContext(Door.DIMSE, actor=Actor("dicom-ae", calling_ae), peer=peer)
         context.notes[WORK] = work
-        exchange = FhirExchange(FhirRequest("DIMSE", service), context)
+        exchange = FhirExchange(FhirRequest("DIMSE", action.value), context)
+        exchange.access = dimse_access(action, context, identifier, sop_instance)
         await self.pipeline.handle(exchange)
         if exchange.error is not None:
             raise exchange.error
@@ -45,6 +60,7 @@ class DimseDoor:
         return result
 
     def _prepare(self, exchange: FhirExchange) -> None:
+        # the access was described by `run`, from the DIMSE request, before any stage
         exchange.route = Route(Interaction.OPERATION, None, None, None)
 
     async def _act(self, exchange: FhirExchange) -> FhirResponse:
@@ -55,3 +71,36 @@ class DimseDoor:
 
 def _render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:
     return FhirResponse.of(error.status, outcome(error))
+
+
+def dimse_access(
+    action: Action, context: RequestContext, identifier: Dataset | None, sop: str | None
+) -> Access:
+    """The UIDs an identifier names (UID list matching allowed) and its patient keys."""
+    found: dict[str, frozenset[str]] = {}
+    query: list[tuple[str, str]] = []
+    if identifier is not None:
+        for keyword in UID_KEYS:
+            found[keyword] = frozenset(_values(identifier, keyword))
+        query = [(k, v) for k in PATIENT_KEYS for v in _values(identifier, k)]
+    instances = found.get("SOPInstanceUID", frozenset()) | ({sop} if sop else frozenset())
+    return Access(
+        door=context.door,
+        action=action,
+        actor=context.actor,
+        resource_types=IMAGING_TYPES,
+        patient_query=tuple(query),
+        studies=found.get("StudyInstanceUID", frozenset()),
+        series=found.get("SeriesInstanceUID", frozenset()),
+        instances=instances,
+        client_address=context.peer,
+        request_id=context.request_id,
+    )
+
+
+def _values(identifier: Dataset, keyword: str) -> list[str]:
+    value = identifier.get(keyword)
+    if value is None:
+        return []
+    values = list(value) if isinstance(value, MultiValue) else str(value).split("\\")
+    return [str(v).strip() for v in values if str(v).strip()]

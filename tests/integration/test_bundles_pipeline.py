@@ -44,10 +44,13 @@ async def test_each_entry_is_authorized_and_a_denial_rolls_back(
     await repository.ensure_indexes()
     router = FhirRouter(FhirServices(repository))
     seen: list[str] = []
+    accesses: list[tuple[str, str | None]] = []
 
     async def authorize(exchange: FhirExchange) -> None:
-        request = exchange.request
+        request, access = exchange.request, exchange.access
         seen.append(f"{request.method} {request.path}")
+        assert access is not None
+        accesses.append((access.action, access.parent.action if access.parent else None))
         if request.method == "DELETE":
             raise AccessError("MB-1013", "deletes are not allowed here")
 
@@ -60,6 +63,8 @@ async def test_each_entry_is_authorized_and_a_denial_rolls_back(
     assert statuses[0].startswith("201")
     assert statuses[1].startswith("405")
     assert seen == ["POST ", "POST Patient", "DELETE Patient/x"]
+    # each entry is its own access, part of the batch's
+    assert accesses == [("batch", None), ("create", "batch"), ("delete", "batch")]
 
     seen.clear()
     failed = await router.handle(bundle("transaction", *entries), context)

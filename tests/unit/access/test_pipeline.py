@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from access.context import Door, RequestContext
+from access.access import Access, Action
+from access.context import SYSTEM, Door, RequestContext
 from access.errors import AccessError
 from access.pipeline import Exchange, Hook, Pipeline, Stage
 
@@ -31,6 +32,7 @@ def _render(exchange: TestExchange, error: AccessError) -> Answer:
 def _pipeline(calls: list[str], fail_at: Stage | None = None) -> Pipeline[str, Answer]:
     def prepare(exchange: TestExchange) -> None:
         calls.append("prepare")
+        exchange.access = _describe(exchange)
 
     async def act(exchange: TestExchange) -> Answer:
         calls.append("act")
@@ -53,6 +55,10 @@ def _pipeline(calls: list[str], fail_at: Stage | None = None) -> Pipeline[str, A
         else:
             pipeline.intervene(stage, hook, str(stage))
     return pipeline
+
+
+def _describe(exchange: TestExchange) -> Access:
+    return Access(Door.INTERNAL, Action.ADMIN, SYSTEM, request_id=exchange.context.request_id)
 
 
 def _exchange() -> TestExchange:
@@ -118,9 +124,25 @@ async def test_hooks_run_by_order_then_registration() -> None:
     assert calls == ["early", "tie-1", "tie-2", "late"]
 
 
+async def test_a_door_that_does_not_describe_the_access_is_refused() -> None:
+    calls: list[str] = []
+
+    def prepare(exchange: TestExchange) -> None:
+        calls.append("prepare")
+
+    async def act(exchange: TestExchange) -> Answer:
+        calls.append("act")
+        return Answer(200)
+
+    pipeline = Pipeline(prepare, act, _render)
+    response = await pipeline.handle(_exchange())
+    assert response.status == 500
+    assert calls == ["prepare"]
+
+
 async def test_an_unexpected_exception_is_a_500_without_details() -> None:
     def prepare(exchange: TestExchange) -> None:
-        return None
+        exchange.access = _describe(exchange)
 
     async def act(exchange: TestExchange) -> Answer:
         raise RuntimeError("secret patient detail")

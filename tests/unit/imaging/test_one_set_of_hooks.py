@@ -10,6 +10,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from access.access import Action
 from access.context import Door, RequestContext
 from access.errors import AccessError
 from access.pipeline import Stage
@@ -56,9 +57,9 @@ async def test_a_hook_on_the_router_guards_every_door(
     async def work() -> str:
         return "found"
 
-    allowed = await dimse.run("C-FIND", "VIEWER", work)
+    allowed = await dimse.run(Action.C_FIND, "VIEWER", work)
     with pytest.raises(AccessError) as refused:
-        await dimse.run("C-FIND", "INTRUDER", work)
+        await dimse.run(Action.C_FIND, "INTRUDER", work)
 
     assert (fhir.status, qido.status_code, allowed) == (200, 200, "found")
     assert refused.value.entry.dimse == 0x0124
