@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 from access.access import Access
 from access.context import RequestContext
 from access.errors import AccessError
+from access.shown import Shown
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
@@ -57,6 +58,10 @@ class Exchange(Generic[RequestT, ResponseT]):
     access: Access | None = None
     # the access this one is part of (the batch of a bundle entry), for prepare to link
     parent: Access | None = None
+    # set before act: a consent-show hook is registered, so the act describes what it
+    # would show as `items` and the answer is built after consent-show, from what remains
+    showing: bool = False
+    items: Shown[ResponseT] | None = None
     error: AccessError | None = None
     touched: list[str] = field(default_factory=list)  # "Type/id" read or written, for audit
 
@@ -135,9 +140,12 @@ class Pipeline(Generic[RequestT, ResponseT]):
                 raise RuntimeError("the door's prepare step did not describe the access")
             for stage in BEFORE_ACT:
                 await self._run(stage, exchange)
+            exchange.showing = bool(self._hooks[Stage.CONSENT_SHOW])
             exchange.response = await self._act(exchange)
             await self._run(Stage.POST_COMMIT, exchange)
             await self._run(Stage.CONSENT_SHOW, exchange)
+            if exchange.items is not None:
+                exchange.response = exchange.items.build()
         except AccessError as error:
             await self._fail(exchange, error)
         except Exception as unexpected:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from access.errors import AccessError
+from access.shown import Shown
 from fhir_server.bundle import bundle, history_entry
 from fhir_server.exchange import FhirExchange, FhirResponse
 from fhir_server.repository import now_ms
 from fhir_server.search.dates import date_range
 from fhir_server.services import FhirServices
+from fhir_server.shown import item, show
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
@@ -41,6 +43,18 @@ async def history(exchange: FhirExchange, services: FhirServices) -> FhirRespons
         links.append(("previous", f"{base}/{path}?{previous_query}"))
     entries = [history_entry(base, stored) for stored in page]
     exchange.touched.extend(f"{s.resource_type}/{s.id}" for s in page)
+    if exchange.showing:
+        items = [item(s.resource_type, s.id, s.raw, "version") for s in page]
+
+        def build(shown: Shown[FhirResponse]) -> FhirResponse:
+            kept = [e for i, e in enumerate(entries) if shown.visible_at(i)]
+            # offsets count stored versions, so the paging links stay right; a total
+            # counting hidden versions would reveal them: exact only on a single page
+            single = offset == 0 and offset + count >= total
+            shown_total = total if not shown.changed else (len(kept) if single else None)
+            return FhirResponse(200, bundle("history", kept, links, shown_total))
+
+        return show(exchange, items, build)
     return FhirResponse(200, bundle("history", entries, links, total))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from access.errors import AccessError
+from access.shown import Shown
 from fhir_server.exchange import FhirExchange, FhirResponse
 from fhir_server.interactions.common import (
     http_date,
@@ -11,6 +12,7 @@ from fhir_server.interactions.common import (
 )
 from fhir_server.repository import Stored
 from fhir_server.services import FhirServices
+from fhir_server.shown import item, not_shown, show
 
 
 async def read(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
@@ -43,6 +45,19 @@ def _answer(exchange: FhirExchange, stored: Stored | None, reference: str) -> Fh
     if stored.raw is None:
         raise AccessError("MB-1003", f"{reference} was deleted (version {stored.version})")
     exchange.touched.append(f"{stored.resource_type}/{stored.id}")
+    if exchange.showing:
+        shown = [item(stored.resource_type, stored.id, stored.raw)]
+
+        def build(items: Shown[FhirResponse]) -> FhirResponse:
+            if not items.visible:
+                raise not_shown(reference)
+            return _served(exchange, stored, headers)
+
+        return show(exchange, shown, build)
+    return _served(exchange, stored, headers)
+
+
+def _served(exchange: FhirExchange, stored: Stored, headers: dict[str, str]) -> FhirResponse:
     if _not_modified(exchange, stored):
         return FhirResponse(304, None, headers)
     return FhirResponse(200, stored.raw, headers)

@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
 from access.errors import AccessError
+from access.shown import Shown
 from fhir_server.bundle import bundle
 from fhir_server.exchange import FhirExchange, FhirRequest, FhirResponse
 from fhir_server.search.compile import compile_criterion
+from fhir_server.search.engine import Engine
 from fhir_server.search.keys import key
 from fhir_server.search.nodes import Clause, exact
 from fhir_server.search.page import Page, run_page
@@ -19,6 +22,7 @@ from fhir_server.search.parameters import patient_compartment
 from fhir_server.search.request import MAX_COUNT, SearchRequest, parse_search
 from fhir_server.search.shape import shape
 from fhir_server.services import FhirServices
+from fhir_server.shown import item, not_shown, show
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -47,7 +51,52 @@ async def search(exchange: FhirExchange, services: FhirServices) -> FhirResponse
     exchange.touched.extend(f"{resource_type}/{doc['_id']}" for doc in page.matches)
     exchange.touched.extend(f"{t}/{doc['_id']}" for t, doc in page.included)
     links = _links(f"{request.base_url}/{path}", search_request, page)
+    if exchange.showing:
+        matches = page.matches
+        if search_request.summary == "count":
+            # the count must not include what consent-show hides: the hooks see every match
+            matches = await _all_matches(engine, search_request, clauses)
+        items = [item(resource_type, doc["_id"], doc["raw"]) for doc in matches]
+        items += [item(t, doc["_id"], doc["raw"], "include") for t, doc in page.included]
+        counting = search_request.summary == "count"
+        return show(
+            exchange, items, lambda shown: _shown_page(shown, entries, links, page, counting)
+        )
     return FhirResponse(200, bundle("searchset", entries, links, page.total))
+
+
+def _shown_page(
+    shown: Shown[FhirResponse],
+    entries: list[dict[str, Any]],
+    links: list[tuple[str, str]],
+    page: Page,
+    counting: bool,
+) -> FhirResponse:
+    """The page without what consent-show hid. Paging tokens come from the stored order,
+    so next/previous still work; a total is given only when it counts what is shown."""
+    total = page.total
+    if shown.changed:
+        matches = sum(1 for shown_item in shown.visible if shown_item.mode == "match")
+        single_page = not page.next_token and not page.previous_token
+        total = matches if counting or (total is not None and single_page) else None
+    kept = [entry for i, entry in enumerate(entries) if shown.visible_at(i)]
+    return FhirResponse(200, bundle("searchset", kept, links, total))
+
+
+async def _all_matches(
+    engine: Engine, search_request: SearchRequest, clauses: list[Clause]
+) -> list[dict[str, Any]]:
+    request = replace(
+        search_request, count=MAX_COUNT, page=None, total="none", summary=None,
+        elements=(), includes=(),
+    )  # fmt: skip
+    found: list[dict[str, Any]] = []
+    while True:
+        page = await run_page(engine, request, clauses)
+        found.extend(page.matches)
+        if page.next_token is None:
+            return found
+        request = replace(request, page=page.next_token)
 
 
 async def everything(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
@@ -62,6 +111,7 @@ async def everything(exchange: FhirExchange, services: FhirServices) -> FhirResp
         raise AccessError("MB-1002", f"Patient/{patient_id} is not known")
     engine = services.repository.search_engine()
     entries: list[dict[str, Any]] = []
+    found: list[tuple[str, dict[str, Any]]] = []  # beside entries, for consent-show
     # the compartment table lists Patient itself (by `link`): read it once, first
     for resource_type in ("Patient", *sorted(patient_compartment().keys() - {"Patient"})):
         clause = compartment_clause(resource_type, patient_id)
@@ -69,10 +119,21 @@ async def everything(exchange: FhirExchange, services: FhirServices) -> FhirResp
             engine, SearchRequest(resource_type, count=MAX_COUNT, total="none"), [clause]
         )
         entries.extend(_entries(request.base_url, resource_type, page, None))
+        found.extend((resource_type, doc) for doc in page.matches)
         exchange.touched.extend(f"{resource_type}/{doc['_id']}" for doc in page.matches)
     if not entries or not entries[0]["fullUrl"].endswith(f"/Patient/{patient_id}"):
         raise AccessError("MB-1002", f"Patient/{patient_id} is not known")
     links = [("self", f"{request.base_url}/Patient/{patient_id}/$everything")]
+    if exchange.showing:
+        items = [item(t, doc["_id"], doc["raw"]) for t, doc in found]
+
+        def build(shown: Shown[FhirResponse]) -> FhirResponse:
+            if not shown.visible_at(0):  # the Patient itself
+                raise not_shown(f"Patient/{patient_id}")
+            kept = [entry for i, entry in enumerate(entries) if shown.visible_at(i)]
+            return FhirResponse(200, bundle("searchset", kept, links, len(kept)))
+
+        return show(exchange, items, build)
     return FhirResponse(200, bundle("searchset", entries, links, len(entries)))
 
 
