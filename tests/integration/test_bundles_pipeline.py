@@ -14,8 +14,8 @@ from access.errors import AccessError
 from access.pipeline import Stage
 from fhir_server.exchange import FhirExchange, FhirRequest
 from fhir_server.repository import Repository
-from fhir_server.router import FhirRouter
-from fhir_server.services import FhirServices
+from medbridge.compose import compose
+from medbridge.settings import Settings
 
 BASE = "http://test/fhir"
 
@@ -42,7 +42,7 @@ async def test_each_entry_is_authorized_and_a_denial_rolls_back(
 ) -> None:
     repository = Repository(mongo, database_name)
     await repository.ensure_indexes()
-    router = FhirRouter(FhirServices(repository))
+    router = (await compose(Settings(), repository)).router
     seen: list[str] = []
     accesses: list[tuple[str, str | None]] = []
 
@@ -79,7 +79,7 @@ async def test_patient_context_is_compiled_into_searches(
 ) -> None:
     repository = Repository(mongo, database_name)
     await repository.ensure_indexes()
-    router = FhirRouter(FhirServices(repository))
+    router = (await compose(Settings(), repository)).router
     system = RequestContext(Door.FHIR)
     for family in ("Mine", "Other"):
         created = await router.handle(
@@ -108,7 +108,7 @@ async def test_searches_inside_a_transaction_see_its_writes(
 ) -> None:
     repository = Repository(mongo, database_name)
     await repository.ensure_indexes()
-    router = FhirRouter(FhirServices(repository))
+    router = (await compose(Settings(), repository)).router
     request = bundle(
         "transaction",
         ("POST", "Patient", patient("Inside")),

@@ -16,13 +16,13 @@ from access.errors import AccessError
 from access.pipeline import Stage
 from fhir_server.exchange import FhirExchange, FhirRequest
 from fhir_server.repository import Repository
-from fhir_server.router import FhirRouter
-from fhir_server.services import FhirServices
 from imaging.dicomweb.endpoint import DicomwebService
 from imaging.dimse.door import DimseDoor
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestPolicy
 from imaging.objectstore import LocalObjectStore
+from medbridge.compose import compose
+from medbridge.settings import Settings
 
 
 async def test_a_hook_on_the_router_guards_every_door(
@@ -30,7 +30,7 @@ async def test_a_hook_on_the_router_guards_every_door(
 ) -> None:
     repository = Repository(mongo, database_name)  # type: ignore[arg-type]
     await repository.ensure_indexes()
-    router = FhirRouter(FhirServices(repository))
+    router = (await compose(Settings(), repository)).router
     index = DicomIndex(repository)
     await index.ensure_indexes()
     store = LocalObjectStore(tmp_path)
