@@ -15,7 +15,7 @@ from importlib import resources
 import yaml
 
 from access.errors import AccessError
-from fhir_server.failures import log_failure
+from access.failures import log_failure
 from mappings.hl7v2.errors import MappingError
 
 log = logging.getLogger(__name__)

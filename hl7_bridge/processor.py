@@ -19,7 +19,7 @@ import hl7apy
 
 from access.access import Access, Action
 from access.context import Actor, Door, RequestContext
-from fhir_server.failures import log_failure
+from access.failures import log_failure
 from fhir_server.group_commit import Write
 from fhir_server.router import FhirRouter
 from hl7_bridge import archive as states

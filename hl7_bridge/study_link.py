@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 
 from access.context import SYSTEM, Door, RequestContext
+from access.failures import log_failure
 from fhir_server.exchange import FhirExchange, FhirRequest
-from fhir_server.failures import log_failure
 from fhir_server.router import FhirRouter
 
 log = logging.getLogger(__name__)

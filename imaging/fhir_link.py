@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from access.context import SYSTEM, Door, RequestContext
+from access.failures import log_failure
 from fhir_server.exchange import FhirExchange, FhirRequest
-from fhir_server.failures import log_failure
 from fhir_server.router import FhirRouter
 from imaging.index import DicomIndex
 from imaging.issuers import IssuerNotes

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from access.errors import AccessError
-from fhir_server.failures import log_failure
+from access.failures import log_failure
 from imaging.index import Added, DicomIndex, Document, InstanceRow
 from imaging.objectstore import ObjectStore, ObjectStoreError, instance_key, quarantine_key
 from imaging.parse import Limits, ParsedInstance

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from access.budget import Budget
-from fhir_server.failures import log_failure
+from access.failures import log_failure
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from imaging.dicomweb.endpoint import DicomwebService
