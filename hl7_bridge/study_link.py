@@ -35,7 +35,7 @@ class ReportLinker:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def on_fhir_write(self, exchange: FhirExchange) -> None:
-        """Pipeline hook (audit stage): an ImagingStudy was written; link waiting reports."""
+        """Pipeline hook (post-commit): an ImagingStudy was written; link waiting reports."""
         route, response = exchange.route, exchange.response
         if route is None or response is None or route.resource_type != "ImagingStudy":
             return
