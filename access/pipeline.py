@@ -71,6 +71,9 @@ Hook = Callable[[Exchange[Any, Any]], Awaitable[None]]
 Act = Callable[[Exchange[RequestT, ResponseT]], Awaitable[ResponseT]]
 Render = Callable[[Exchange[RequestT, ResponseT], AccessError], ResponseT]
 Prepare = Callable[[Exchange[RequestT, ResponseT]], None]
+# what an unexpected exception means, when a lower layer knows (a store conflict is a
+# 409): the pipeline knows no store, so the door tells it
+Explain = Callable[[Exception], AccessError | None]
 
 
 @dataclass(slots=True)
@@ -90,8 +93,10 @@ class Pipeline(Generic[RequestT, ResponseT]):
         act: Act[RequestT, ResponseT],
         render_error: Render[RequestT, ResponseT],
         share_hooks_with: Pipeline[Any, Any] | None = None,
+        explain: Explain | None = None,
     ) -> None:
         self._prepare = prepare
+        self._explain = explain
         self._act = act
         self._render_error = render_error
         # the doors (FHIR, DICOMweb, DIMSE) each parse and act in their own way, but share
@@ -149,14 +154,18 @@ class Pipeline(Generic[RequestT, ResponseT]):
         except AccessError as error:
             await self._fail(exchange, error)
         except Exception as unexpected:
-            # the type at ERROR, the traceback (which may quote patient data) at DEBUG only
-            log.error(
-                "unexpected %s handling request %s",
-                type(unexpected).__name__,
-                exchange.context.request_id,
-            )
-            log.debug("traceback of request %s", exchange.context.request_id, exc_info=True)
-            await self._fail(exchange, AccessError("MB-1000"))
+            known = self._explain(unexpected) if self._explain is not None else None
+            if known is not None:
+                await self._fail(exchange, known)
+            else:
+                # the type at ERROR, the traceback (which may quote patient data) at DEBUG
+                log.error(
+                    "unexpected %s handling request %s",
+                    type(unexpected).__name__,
+                    exchange.context.request_id,
+                )
+                log.debug("traceback of request %s", exchange.context.request_id, exc_info=True)
+                await self._fail(exchange, AccessError("MB-1000"))
         try:
             await self._run(Stage.AUDIT, exchange)
         except Exception as failure:

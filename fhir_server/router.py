@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from access.access import Access
 from access.context import RequestContext
 from access.errors import AccessError
+from fhir_server import store_errors
 from fhir_server.access import fhir_access
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse, Route
@@ -48,7 +49,9 @@ HANDLERS: dict[Interaction, Handler] = {
 class FhirRouter:
     def __init__(self, services: FhirServices) -> None:
         self.services = services
-        self.pipeline = FhirPipeline(self._prepare, self._act, render_error)
+        self.pipeline = FhirPipeline(
+            self._prepare, self._act, render_error, explain=store_errors.as_access_error
+        )
         # bundle entries re-enter this router (and so the whole pipeline) one by one
         bundles = bundle_handler(self.handle)
         self.handlers = {

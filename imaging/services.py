@@ -113,6 +113,6 @@ def build_imaging(
     # registers linker.on_fhir_write at post-commit, with every other hook
     dicomweb = DicomwebService(
         ingestor, index, store, linker, dicomweb_base_path, share_hooks_with=router.pipeline,
-        budget=budget,
+        budget=budget, public_url=dicomweb_url,
     )  # fmt: skip
     return Imaging(store, index, ingestor, linker, dicomweb, budget)

@@ -8,7 +8,7 @@ answered as HTTP statuses with a JSON OperationOutcome body, never a stack trace
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +19,10 @@ from access.access import Access, Action
 from access.budget import Budget
 from access.context import Door, RequestContext
 from access.errors import AccessError
+from fhir_server import store_errors
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse
-from fhir_server.http import request_of
+from fhir_server.http import request_of, socket_base
 from imaging.dicomweb import qido, wado
 from imaging.dicomweb.stow import stow
 from imaging.fhir_link import StudyLinker
@@ -110,6 +111,7 @@ class DicomwebService:
         base_path: str,
         share_hooks_with: FhirPipeline | None = None,
         budget: Budget | None = None,
+        public_url: Callable[[], str] | None = None,
     ) -> None:
         self.budget = budget or Budget()
         self.ingestor = ingestor
@@ -117,10 +119,15 @@ class DicomwebService:
         self.store = store
         self.linker = linker
         self.base_path = base_path
-        self.pipeline = FhirPipeline(self._prepare, self._act, render_error, share_hooks_with)
+        self.public_url = public_url  # the configured DICOMweb base, never the Host header
+        self.pipeline = FhirPipeline(
+            self._prepare, self._act, render_error, share_hooks_with,
+            explain=store_errors.as_access_error,
+        )  # fmt: skip
 
     async def handle(self, request: Request) -> Response:
-        fhir_request = request_of(request, f"{_netloc(request)}{self.base_path}")
+        base_url = self.public_url() if self.public_url else socket_base(request) + self.base_path
+        fhir_request = request_of(request, base_url)
         context = RequestContext(
             Door.DICOMWEB, peer=request.client.host if request.client else None
         )
@@ -255,15 +262,6 @@ def dicomweb_access(route: DicomwebRoute, request: FhirRequest, context: Request
         client_address=context.peer,
         request_id=context.request_id,
     )
-
-
-def _netloc(request: Request) -> str:
-    """Host for URLs we hand out; dicomweb-client sends Host without the port."""
-    netloc = request.url.netloc
-    server = request.scope.get("server")
-    if ":" not in netloc and server and server[1] not in (80, 443):
-        return f"{netloc}:{server[1]}"
-    return netloc
 
 
 def render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:

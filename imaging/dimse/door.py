@@ -18,6 +18,7 @@ from pydicom.multival import MultiValue
 from access.access import Access, Action
 from access.context import Actor, Door, RequestContext
 from access.errors import AccessError
+from fhir_server import store_errors
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse, Route
 from fhir_server.registry import Interaction
@@ -33,7 +34,10 @@ PATIENT_KEYS = ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDa
 
 class DimseDoor:
     def __init__(self, share_hooks_with: FhirPipeline | None = None) -> None:
-        self.pipeline = FhirPipeline(self._prepare, self._act, _render_error, share_hooks_with)
+        self.pipeline = FhirPipeline(
+            self._prepare, self._act, _render_error, share_hooks_with,
+            explain=store_errors.as_access_error,
+        )  # fmt: skip
 
     async def run(
         self,
