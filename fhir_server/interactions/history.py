@@ -49,9 +49,9 @@ async def history(exchange: FhirExchange, services: FhirServices) -> FhirRespons
         def build(shown: Shown[FhirResponse]) -> FhirResponse:
             kept = [e for i, e in enumerate(entries) if shown.visible_at(i)]
             # offsets count stored versions, so the paging links stay right; a total
-            # counting hidden versions would reveal them: exact only on a single page
+            # could count versions hidden on other pages: given only for a single page
             single = offset == 0 and offset + count >= total
-            shown_total = total if not shown.changed else (len(kept) if single else None)
+            shown_total = len(kept) if single else None
             return FhirResponse(200, bundle("history", kept, links, shown_total))
 
         return show(exchange, items, build)

@@ -56,16 +56,18 @@ async def search(exchange: FhirExchange, services: FhirServices) -> FhirResponse
     exchange.touched.extend(f"{t}/{doc['_id']}" for t, doc in page.included)
     links = _links(f"{request.base_url}/{path}", search_request, page)
     if exchange.showing:
-        matches = page.matches
-        if search_request.summary == "count":
-            # the count must not include what consent-show hides: the hooks see every match
-            matches = await _all_matches(engine, search_request, clauses)
-        items = [item(resource_type, doc["_id"], doc["raw"]) for doc in matches]
+        items = [item(resource_type, doc["_id"], doc["raw"]) for doc in page.matches]
         items += [item(t, doc["_id"], doc["raw"], "include") for t, doc in page.included]
-        counting = search_request.summary == "count"
-        return show(
-            exchange, items, lambda shown: _shown_page(shown, entries, links, page, counting)
-        )
+        if page.total is not None and (page.next_token or page.previous_token or not entries):
+            # a total must not count what consent-show hides on any page: the hooks see
+            # every match (only when a consent-show hook is registered and a total asked)
+            on_page = {doc["_id"] for doc in page.matches}
+            items += [
+                item(resource_type, doc["_id"], doc["raw"], "counted")
+                for doc in await _all_matches(engine, search_request, clauses)
+                if doc["_id"] not in on_page
+            ]
+        return show(exchange, items, lambda shown: _shown_page(shown, entries, links, page))
     return FhirResponse(200, bundle("searchset", entries, links, page.total))
 
 
@@ -74,15 +76,12 @@ def _shown_page(
     entries: list[dict[str, Any]],
     links: list[tuple[str, str]],
     page: Page,
-    counting: bool,
 ) -> FhirResponse:
     """The page without what consent-show hid. Paging tokens come from the stored order,
-    so next/previous still work; a total is given only when it counts what is shown."""
-    total = page.total
-    if shown.changed:
-        matches = sum(1 for shown_item in shown.visible if shown_item.mode == "match")
-        single_page = not page.next_token and not page.previous_token
-        total = matches if counting or (total is not None and single_page) else None
+    so next/previous still work; the total counts the visible matches of every page."""
+    total = None
+    if page.total is not None:
+        total = sum(1 for shown_item in shown.visible if shown_item.mode != "include")
     kept = [entry for i, entry in enumerate(entries) if shown.visible_at(i)]
     return FhirResponse(200, bundle("searchset", kept, links, total))
 
