@@ -40,6 +40,8 @@ from pymongo.errors import (
     WriteError,
 )
 
+from access.errors import AccessError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -153,4 +155,12 @@ def _field(write_error: object, *names: str) -> object:
             value = getattr(write_error, name, None)
         if value is not None:
             return value
+    return None
+
+
+def as_access_error(error: Exception) -> AccessError | None:
+    """The pipeline's explanation of an exception no write path answered: a store
+    conflict is still a conflict (409, MB-1011), never a 500."""
+    if isinstance(error, DuplicateKeyError) or transient(error):
+        return AccessError("MB-1011")
     return None

@@ -22,10 +22,9 @@ from typing import Any
 
 import orjson
 
-from fhir_server.context import SYSTEM, Door, RequestContext
-from fhir_server.exchange import FhirRequest
-from fhir_server.failures import log_failure
-from fhir_server.pipeline import Exchange
+from access.context import SYSTEM, Door, RequestContext
+from access.failures import log_failure
+from fhir_server.exchange import FhirExchange, FhirRequest
 from fhir_server.router import FhirRouter
 from imaging.index import DicomIndex
 from imaging.issuers import IssuerNotes
@@ -311,7 +310,7 @@ class StudyLinker:
 
     # reverse link and background upkeep -------------------------------------------------
 
-    async def on_fhir_write(self, exchange: Exchange) -> None:
+    async def on_fhir_write(self, exchange: FhirExchange) -> None:
         """FHIR pipeline hook: a ServiceRequest written later links its waiting studies."""
         route, response = exchange.route, exchange.response
         if exchange.context.door in OWN_DOORS or route is None or response is None:

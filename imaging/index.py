@@ -27,8 +27,8 @@ from pymongo.errors import (
     OperationFailure,
 )
 
+from access.errors import AccessError
 from fhir_server import store_errors
-from fhir_server.errors import FhirError
 from fhir_server.repository import Repository
 from imaging.coalesce import Coalescer
 from imaging.parse import ParsedInstance, fold
@@ -78,7 +78,7 @@ class DicomIndex:
         self._study_owners: dict[str, str] = {}  # study -> patient key, fixed once stored
         self._known_series: set[str] = set()  # series rows that exist (never removed)
         self._reader: Coalescer[str, Document | None] = Coalescer(self._read_instances)
-        self._writer: Coalescer[Pending, Added | FhirError] = Coalescer(self._write_group)
+        self._writer: Coalescer[Pending, Added | AccessError] = Coalescer(self._write_group)
 
     async def ensure_indexes(self) -> None:
         hello = await self.db.client.admin.command("hello")
@@ -116,9 +116,9 @@ class DicomIndex:
     async def add(
         self, parsed: ParsedInstance, row: InstanceRow, replace: bool = False
     ) -> tuple[Added, Document | None]:
-        """Index one stored instance; raises FhirError (MB-3005/3006) when refused."""
+        """Index one stored instance; raises AccessError (MB-3005/3006) when refused."""
         result = (await self.add_many([(parsed, row)], replace))[0]
-        if isinstance(result, FhirError):
+        if isinstance(result, AccessError):
             raise result
         return result, None
 
@@ -127,7 +127,7 @@ class DicomIndex:
         items: list[tuple[ParsedInstance, InstanceRow]],
         replace: bool = False,
         seen: set[str] | None = None,
-    ) -> list[Added | FhirError]:
+    ) -> list[Added | AccessError]:
         """Index stored instances; per item what happened or why not. Instances of
         concurrent callers go in one transaction. `seen`: the SOP Instance UIDs the
         caller found indexed (None: unknown, read them all)."""
@@ -135,7 +135,7 @@ class DicomIndex:
             [(parsed, row, replace, seen is None or parsed.sop in seen) for parsed, row in items]
         )
 
-    async def _write_group(self, items: list[Pending]) -> list[Added | FhirError]:
+    async def _write_group(self, items: list[Pending]) -> list[Added | AccessError]:
         for attempt in range(5):
             try:
                 return await _Batch(self, fresh=attempt > 0).apply(items)
@@ -323,7 +323,7 @@ class _Batch:
         cursor = collection.find({"_id": {"$in": sorted(ids)}}, {"meta": 0})
         return {row["_id"]: row async for row in cursor}
 
-    async def apply(self, items: list[Pending]) -> list[Added | FhirError]:
+    async def apply(self, items: list[Pending]) -> list[Added | AccessError]:
         # no other index writer runs meanwhile in this process (the index's Coalescer runs
         # one group at a time), and another process's insert makes the bulk fail on a
         # unique _id, which redoes the group fresh
@@ -346,7 +346,7 @@ class _Batch:
         existing = await self._rows(
             index.instances, {p.sop for p, _, _, seen in items if seen or fresh}
         )
-        results: list[Added | FhirError] = []
+        results: list[Added | AccessError] = []
         writes: list[Write] = []
         new_instances: dict[str, Document] = {}
         new_series: dict[str, Document] = {}
@@ -363,7 +363,7 @@ class _Batch:
                 owner = None if parsed.study in read_studies else owners.get(parsed.study)
             if owner is not None and owner != parsed.patient_key:
                 results.append(
-                    FhirError("MB-3006", "StudyInstanceUID is already used for another patient")
+                    AccessError("MB-3006", "StudyInstanceUID is already used for another patient")
                 )
                 continue
             if study is None and owner is None:
@@ -433,14 +433,14 @@ class _Batch:
         document: Document,
         replace: bool,
         writes: list[Write],
-    ) -> Added | FhirError:
+    ) -> Added | AccessError:
         """A SOP Instance UID seen before: same bytes, refused, or replaced (old kept)."""
         if previous["sha256"] == row.sha256:
             return Added.DUPLICATE
         if previous["st"] != parsed.study or previous["se"] != parsed.series:
-            return FhirError("MB-3005", "SOP Instance UID already stored in another series")
+            return AccessError("MB-3005", "SOP Instance UID already stored in another series")
         if not replace:
-            return FhirError("MB-3005")
+            return AccessError("MB-3005")
         document["previous_key"] = previous["key"]
         # $set, not replace_one: nx-27017 cannot serialize binary values in a replace
         writes.append(

@@ -15,8 +15,8 @@ import orjson
 from pydicom.datadict import keyword_for_tag
 
 from access.budget import Budget
+from access.errors import AccessError
 from access.restriction import UNRESTRICTED, Restriction
-from fhir_server.errors import FhirError
 from imaging.dicomweb.dicom_json import attribute, dataset, tag_hex, vr_of
 from imaging.index import DicomIndex
 from imaging.index_query import Condition, IndexQuery, Level, compile_query, find_rows
@@ -104,7 +104,7 @@ def parse_query(
             query.fuzzy = value.lower() == "true"
         elif name in ("limit", "offset"):
             if not value.isdigit():
-                raise FhirError("MB-3011", f"{name} must be a non-negative integer")
+                raise AccessError("MB-3011", f"{name} must be a non-negative integer")
             if name == "limit":
                 # 0 or over the maximum: the server's maximum applies (PS3.18 8.3.4.4.1)
                 query.limit = min(int(value), MAX_LIMIT) or MAX_LIMIT
@@ -114,7 +114,7 @@ def parse_query(
         else:
             keyword = _keyword(name)
             if _level_of(keyword) is None:
-                raise FhirError("MB-3011", f"{name[:64]!r} is not a supported matching key")
+                raise AccessError("MB-3011", f"{name[:64]!r} is not a supported matching key")
             query.matches.append(Match(keyword, value))
     query.matches.extend(Match(k, v) for k, v in fixed.items())
     return query
@@ -129,7 +129,7 @@ def condition(
     if keyword in UID_KEYWORDS:
         uids = uid_list(value)
         if not uids:
-            raise FhirError("MB-3011", f"{keyword} holds no valid UID")
+            raise AccessError("MB-3011", f"{keyword} holds no valid UID")
         return keyword, uids[0] if len(uids) == 1 else {"$in": uids}
     vr = vr_of(keyword)
     if vr in ("DA", "TM", "DT") and "-" in value:
@@ -142,7 +142,7 @@ def condition(
         return keyword, bounds
     if vr in ("IS", "US", "UL", "SS", "SL"):
         if not re.fullmatch(r"-?\d+", value.strip()):
-            raise FhirError("MB-3011", f"{keyword} needs an integer")
+            raise AccessError("MB-3011", f"{keyword} needs an integer")
         return keyword, int(value)
     if vr == "PN" and fuzzy and keyword in FOLDED:
         # fuzzy: case- and accent-insensitive, matching the start of any name component

@@ -15,8 +15,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from access.errors import AccessError
 from access.restriction import UNRESTRICTED, Restriction
-from fhir_server.errors import FhirError
 from imaging.dicomweb.dicom_json import vr_of
 from imaging.dicomweb.qido import MAX_WILDCARD_CHARS, Match, condition
 from imaging.index import DicomIndex
@@ -92,7 +92,7 @@ def parse_identifier(
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     allowed = LEVELS if model == "patient" else LEVELS[1:]
     if level not in allowed:
-        raise FhirError("MB-4002", f"QueryRetrieveLevel {level[:16]!r} not valid here")
+        raise AccessError("MB-4002", f"QueryRetrieveLevel {level[:16]!r} not valid here")
     query = FindQuery(level, max_wildcard_chars=max_wildcard_chars)
     for element in identifier:
         keyword = element.keyword

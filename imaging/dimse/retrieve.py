@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 
+from access.errors import AccessError
 from access.restriction import UNRESTRICTED, Restriction
-from fhir_server.errors import FhirError
 from imaging.dimse.query import LEVELS, text_of
 from imaging.index import DicomIndex
 from imaging.index_query import Condition, IndexQuery, compile_query, find_rows
@@ -44,7 +44,7 @@ async def instances_for(
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     allowed = LEVELS if model == "patient" else LEVELS[1:]
     if level not in allowed:
-        raise FhirError("MB-4002", f"QueryRetrieveLevel {level[:16]!r} not valid here")
+        raise AccessError("MB-4002", f"QueryRetrieveLevel {level[:16]!r} not valid here")
     own: list[Condition] = []
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         element = identifier.get(keyword)
@@ -55,9 +55,9 @@ async def instances_for(
     patient = text_of(identifier["PatientID"]) if "PatientID" in identifier else ""
     needed = UNIQUE_KEY[level]
     if needed != "PatientID" and ROW_FIELD[needed] not in {c.field for c in own}:
-        raise FhirError("MB-4002", f"{needed} is required at {level} level")
+        raise AccessError("MB-4002", f"{needed} is required at {level} level")
     if not patient and needed == "PatientID":
-        raise FhirError("MB-4002", "PatientID is required at PATIENT level")
+        raise AccessError("MB-4002", "PatientID is required at PATIENT level")
     study = (Condition("PatientID", patient),) if patient else ()
     query = IndexQuery("instance", study=study, instance=tuple(own))
     return await find_rows(index, compile_query(query, restriction), PROJECTION)

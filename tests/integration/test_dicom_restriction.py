@@ -20,8 +20,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pymongo import AsyncMongoClient
 
+from access.errors import AccessError
 from access.restriction import UNRESTRICTED, Restriction
-from fhir_server.errors import FhirError
 from fhir_server.repository import Repository
 from imaging.dicomweb import qido, wado
 from imaging.dimse import query, retrieve
@@ -246,7 +246,7 @@ async def test_wado_lookup_is_not_found_for_another_patient(
     )
     assert len(found) == 1
     sop = found[0]["_id"]
-    with pytest.raises(FhirError) as refused:
+    with pytest.raises(AccessError) as refused:
         await wado.instance_rows(index, archive.bob_ct, None, sop, restriction=archive.only_alice)
     assert refused.value.code == "MB-3010"  # 404: not found, not forbidden
     series = await wado.instance_rows(
