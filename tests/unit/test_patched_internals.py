@@ -7,11 +7,13 @@ source, adapt our module, then record the hashes (`python -m tests.support.inter
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import pytest
 
+from mappings.hl7v2 import message
 from tests.support import internals
 
 TABLE = internals.load()
@@ -68,5 +70,18 @@ def test_every_private_import_is_in_the_table() -> None:
 def test_pins_match_the_table() -> None:
     """The libraries with patched internals are pinned, so a lock refresh cannot move them."""
     pyproject = (internals.ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    for pin in ('"pynetdicom==3.0.4"', '"jsonpatch==1.47"', '"pydicom>=3.0,<3.1"'):
+    pins = ('"pynetdicom==3.0.4"', '"jsonpatch==1.47"', '"pydicom>=3.0,<3.1"', '"hl7==0.4.5"')
+    for pin in pins:
         assert pin in pyproject, f"pyproject.toml lost the pin {pin}"
+
+
+def test_python_hl7_loggers_are_the_ones_demoted() -> None:
+    """python-hl7 logs field text (patient data); its module loggers, named after their
+    files, carry the filter that demotes those records to DEBUG."""
+    import hl7.containers
+    import hl7.util
+
+    for module in (hl7.util, hl7.containers):
+        logger = logging.getLogger(module.__file__)
+        assert module.logger is logger, f"{module.__name__} no longer logs as its file"
+        assert any(isinstance(f, message._AtDebug) for f in logger.filters)
