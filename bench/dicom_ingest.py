@@ -5,9 +5,12 @@ new UIDs) and large synthetic 16-bit CT frames, stores the same set by STOW-RS i
 MedBridge and into Orthanc (Debian `orthanc` + `orthanc-dicomweb`, started here with a
 temporary config on loopback), measures the disk's fsync'd sequential write bandwidth
 as the ceiling, QIDO-RS p50 with `--studies` studies indexed, and WADO-RS retrieval
-MB/s against a raw read of the same files.
+MB/s against a raw read of the same files. `--store` names the stores MedBridge runs on
+(bench/stores.py), each one a target of the same interleaved STOW rounds; QIDO and WADO
+are measured on the first.
 
     ./run bench dicom_ingest [--small 2000] [--large 100] [--studies 10000] [--clients 4]
+                             [--store embedded,isolated,isolated-nogate,isolated-2proc]
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import stores
 from bench.common import RESULTS, cpu_seconds, median, percentile
-from medbridge.embedded_mongo import EmbeddedMongo, free_port
+from medbridge.embedded_mongo import free_port
 from tests.support.dicom import sample_path
-from tests.support.servers import start_server
 
 BOUNDARY = "bench-boundary"
 CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
@@ -89,13 +92,16 @@ def multipart(parts: list[bytes]) -> bytes:
 
 
 async def stow_all(
-    url: str, instances: list[bytes], clients: int, per_request: int
+    url: str | list[str], instances: list[bytes], clients: int, per_request: int
 ) -> dict[str, Any]:
+    """STOW `instances` over `clients` workers; with several URLs (processes behind one
+    client pool) worker n sends to URL n % len."""
+    urls = [url] if isinstance(url, str) else url
     batches = [instances[i : i + per_request] for i in range(0, len(instances), per_request)]
     pending = iter(batches)
     failures = 0
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+    async def worker(session: aiohttp.ClientSession, url: str) -> None:
         nonlocal failures
         for batch in pending:
             async with session.post(
@@ -108,7 +114,7 @@ async def stow_all(
     timeout = aiohttp.ClientTimeout(total=3600)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         started = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(clients)))
+        await asyncio.gather(*(worker(session, urls[n % len(urls)]) for n in range(clients)))
         seconds = time.perf_counter() - started
     size = sum(map(len, instances))
     return {
@@ -276,7 +282,7 @@ def raw_read(folder: Path) -> float:
 
 
 async def interleaved(
-    targets: dict[str, str],
+    targets: dict[str, str | list[str]],
     instances: list[bytes],
     rounds: int,
     clients: int,
@@ -332,15 +338,24 @@ async def run(args: argparse.Namespace) -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-dicom-", dir=args.dir))
     results: dict[str, Any] = {"clients": args.clients, "per_request": args.per_request}
     orthanc = None
-    store = EmbeddedMongo(root / "store")
+    stacks: dict[str, stores.Stack] = {}
     try:
         results["disk_fsync_write_mb_s"] = disk_ceiling(root)
         results["object_writes_alone_per_s"] = object_write_ceiling(root, small)
-        uri = store.start()
-        server = start_server(root / "medbridge", uri, database="bench")
+        # every store's MedBridge is a target of the same interleaved rounds
+        targets: dict[str, str | list[str]] = {}
+        watched: dict[str, dict[str, int]] = {}
+        for kind in stores.kinds(args.store):
+            stack = stacks[kind] = stores.start(kind, root / kind)
+            name = "medbridge" if kind == "embedded" else f"medbridge-{kind}"
+            targets[name] = [f"{s.base_url}/dicomweb/studies" for s in stack.servers]
+            assert stack.store.process is not None
+            watched[name] = {f"medbridge{n}": s.process.pid for n, s in enumerate(stack.servers)}
+            watched[name]["store"] = stack.store.process.pid
+        first = next(iter(stacks.values()))
+        server, uri = first.servers[0], first.uri
         base = f"{server.base_url}/dicomweb"
-        targets = {"medbridge": f"{base}/studies"}
-        watched = {"medbridge": {"medbridge": server.process.pid, "store": store.process.pid}}
+        results["first_target"] = next(iter(targets))
         if shutil.which(ORTHANC) and not args.no_orthanc:
             orthanc, orthanc_base = start_orthanc(root / "orthanc")
             targets["orthanc"] = f"{orthanc_base}/dicom-web/studies"
@@ -359,7 +374,7 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 for name, figures in measured.items():
                     results[f"{name}_{kind}"] = figures
-                if "orthanc" in measured:
+                if "orthanc" in measured and "medbridge" in measured:
                     results[f"ratio_{kind}"] = round(
                         measured["medbridge"]["instances_per_s"]
                         / measured["orthanc"]["instances_per_s"],
@@ -367,7 +382,7 @@ async def run(args: argparse.Namespace) -> None:
                     )
             results["disk_fsync_write_mb_s_after"] = disk_ceiling(root)
             study = pydicom.dcmread(io.BytesIO(large[0]), stop_before_pixels=True).StudyInstanceUID
-            folder = root / "medbridge" / "objects" / "dicom" / study
+            folder = server.data_dir / "objects" / "dicom" / study
             # warm: both from the page cache; cold: both from the disk, when the page
             # cache can be dropped (root on Linux), which is what "raw disk read" means
             results["wado_rs_mb_s"], _ = await wado_throughput(base, study)
@@ -388,29 +403,30 @@ async def run(args: argparse.Namespace) -> None:
             results["qido_studies_indexed"] = args.studies + len(small) // 100 + 1
             results["qido_p50_ms"] = await qido_latency(base)
         finally:
-            server.stop()
+            for stack in stacks.values():
+                stack.stop()
     finally:
         if orthanc is not None:
             orthanc.terminate()
             orthanc.wait(30)
-        store.stop()
         shutil.rmtree(root, ignore_errors=True)
     results["load_average"] = os.getloadavg()
     report(results)
 
 
 def report(results: dict[str, Any]) -> None:
-    print(f"\n{'STOW-RS':<24}{'instances':>10}{'MB':>8}{'inst/s':>10}{'MB/s':>8}{'failed':>8}")
-    for key in ("medbridge_small", "orthanc_small", "medbridge_large", "orthanc_large"):
-        if key in results:
+    print(f"\n{'STOW-RS':<34}{'instances':>10}{'MB':>8}{'inst/s':>10}{'MB/s':>8}{'failed':>8}")
+    measured = [key for key in results if key.endswith(("_small", "_large"))]
+    for key in measured:
+        if isinstance(results[key], dict):
             r = results[key]
-            print(f"{key:<24}{r['instances']:>10}{r['megabytes']:>8}{r['instances_per_s']:>10}"
+            print(f"{key:<34}{r['instances']:>10}{r['megabytes']:>8}{r['instances_per_s']:>10}"
                   f"{r['mb_per_s']:>8}{r['failures']:>8}")  # fmt: skip
     print("CPU per instance (ms), all processes on this machine's cores:")
-    for key in ("medbridge_small", "orthanc_small", "medbridge_large", "orthanc_large"):
-        if key in results:
+    for key in measured:
+        if isinstance(results[key], dict):
             cpu = results[key]["cpu_ms_per_instance"]
-            print(f"  {key:<22}" + ", ".join(f"{k} {v}" for k, v in cpu.items()))
+            print(f"  {key:<32} " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
     for key in ("ratio_small", "ratio_large"):
         if key in results:
             print(f"{key:<24}{results[key]:>10}x (MedBridge / Orthanc instances per second)")
@@ -419,7 +435,7 @@ def report(results: dict[str, Any]) -> None:
               "   (the small instances written with fsync by the object store's code, "
               "16 threads, no HTTP, parse or index)")  # fmt: skip
     ceiling = max(results["disk_fsync_write_mb_s"], results["disk_fsync_write_mb_s_after"])
-    large_share = results["medbridge_large"]["mb_per_s"] / ceiling
+    large_share = results[f"{results['first_target']}_large"]["mb_per_s"] / ceiling
     print(f"\nload average at the end {results['load_average']} on {os.cpu_count()} CPUs")
     print(f"disk fsync'd sequential write (best of before/after): {ceiling} MB/s; "
           f"MedBridge large STOW at {large_share:.0%} of it")  # fmt: skip
@@ -457,6 +473,7 @@ def main() -> None:
     parser.add_argument("--dir", help="where the temporary stores live (default: system temp)")
     parser.add_argument("--no-orthanc", action="store_true")
     parser.add_argument("--rounds", type=int, default=5, help="alternations between servers")
+    parser.add_argument("--store", default=stores.ALL, help=f"comma-separated: {stores.ALL}")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -5,8 +5,10 @@ directory, then measures create, read, update and vread at 1, 16 and 64 concurre
 clients over HTTP keep-alive, and `AsyncMongoClient.find_one` by `_id` on the same store
 at the same concurrency. The FHIR read / raw driver ratio is the figure to watch: reads
 serve stored bytes, so the HTTP and pipeline overhead is all that separates them.
+`--store` runs it on each store named (bench/stores.py): the embedded store, SecantusDB
+with the write gate on, off, and two processes behind one client pool.
 
-    ./run bench fhir_rest [--requests 2000] [--clients 1,16,64]
+    ./run bench fhir_rest [--requests 2000] [--clients 1,16,64] [--store embedded,...]
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from pymongo import AsyncMongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import stores
 from bench.common import Measurement, measure, print_table, write_results
-from medbridge.embedded_mongo import EmbeddedMongo
-from tests.support.servers import start_server
 
 HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 FAMILIES = ["Kazlauskas", "Petraitienė", "Ёлкин", "Šimkus"]
@@ -46,23 +47,28 @@ def patient(n: int) -> dict[str, Any]:
 class Operations:
     """The measured operations; `ids` holds what `create` made at this level."""
 
-    def __init__(self, http: aiohttp.ClientSession, raw: Any) -> None:
+    def __init__(self, http: aiohttp.ClientSession, raw: Any, stack: stores.Stack) -> None:
         self.http = http
         self.raw = raw
+        self.stack = stack
         self.ids: list[str] = []
+
+    def url(self, i: int, path: str) -> str:
+        return f"{self.stack.server(i).fhir_base}/{path}"
 
     def pick(self, i: int) -> str:
         return self.ids[i % len(self.ids)]
 
     async def create(self, i: int) -> bool:
-        async with self.http.post("Patient", data=orjson.dumps(patient(i)), headers=HEADERS) as r:
-            body = await r.read()
+        url, body = self.url(i, "Patient"), orjson.dumps(patient(i))
+        async with self.http.post(url, data=body, headers=HEADERS) as r:
+            answer = await r.read()
             if r.status == 201:
-                self.ids.append(orjson.loads(body)["id"])
+                self.ids.append(orjson.loads(answer)["id"])
             return r.status == 201
 
     async def read(self, i: int) -> bool:
-        async with self.http.get(f"Patient/{self.pick(i)}", headers=HEADERS) as r:
+        async with self.http.get(self.url(i, f"Patient/{self.pick(i)}"), headers=HEADERS) as r:
             await r.read()
             return r.status == 200
 
@@ -70,7 +76,8 @@ class Operations:
         return await self.raw.find_one({"_id": self.pick(i)}) is not None
 
     async def vread(self, i: int) -> bool:
-        async with self.http.get(f"Patient/{self.pick(i)}/_history/1", headers=HEADERS) as r:
+        url = self.url(i, f"Patient/{self.pick(i)}/_history/1")
+        async with self.http.get(url, headers=HEADERS) as r:
             await r.read()
             return r.status == 200
 
@@ -79,25 +86,24 @@ class Operations:
         # (correct) version conflicts of writers sharing one resource
         resource_id = self.ids[i]
         body = orjson.dumps({**patient(i), "id": resource_id, "gender": "female"})
-        async with self.http.put(f"Patient/{resource_id}", data=body, headers=HEADERS) as r:
+        url = self.url(i, f"Patient/{resource_id}")
+        async with self.http.put(url, data=body, headers=HEADERS) as r:
             await r.read()
             return r.status == 200
 
 
-async def run(requests: int, levels: list[int]) -> None:
+async def run(requests: int, levels: list[int], kind: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="medbridge-bench-"))
-    store = EmbeddedMongo(workdir / "store")
-    store.start()
-    server = start_server(workdir / "server", store.uri, database="bench")
+    stack = stores.start(kind, workdir)
     rows: list[Measurement] = []
     try:
         connector = aiohttp.TCPConnector(limit=max(levels))
         raw_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            store.uri, maxPoolSize=max(levels)
+            stack.uri, maxPoolSize=max(levels)
         )
-        async with aiohttp.ClientSession(server.fhir_base + "/", connector=connector) as http:
+        async with aiohttp.ClientSession(connector=connector) as http:
             for clients in levels:
-                ops = Operations(http, raw_client["bench"]["Patient"])
+                ops = Operations(http, raw_client["bench"]["Patient"], stack)
                 rows.append(await measure("create", clients, requests, ops.create))
                 rows.append(await measure("read", clients, requests, ops.read))
                 rows.append(await measure("raw find_one", clients, requests, ops.raw_find_one))
@@ -105,8 +111,8 @@ async def run(requests: int, levels: list[int]) -> None:
                 rows.append(await measure("update", clients, len(ops.ids), ops.update))
         await raw_client.close()
     finally:
-        server.stop()
-        store.stop()
+        stack.stop()
+    print(f"\n== store: {kind}")
     print_table(rows)
     ratios = {}
     for clients in levels:
@@ -116,8 +122,9 @@ async def run(requests: int, levels: list[int]) -> None:
     print()
     for clients, ratio in ratios.items():
         print(f"FHIR read / raw find_one at {clients:>2} clients: {ratio:.2f} (target >= 0.5)")
-    extra = {"read_to_raw_ratio": ratios, "requests_per_step": requests}
-    print(f"\nwrote {write_results('fhir_rest', rows, extra)}")
+    extra = {"read_to_raw_ratio": ratios, "requests_per_step": requests, "store": kind}
+    name = "fhir_rest" if kind == "embedded" else f"fhir_rest-{kind}"
+    print(f"\nwrote {write_results(name, rows, extra)}")
 
 
 def main() -> None:
@@ -126,8 +133,10 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=2000, help="requests per step")
     parser.add_argument("--clients", default="1,16,64", help="comma-separated concurrency levels")
+    parser.add_argument("--store", default=stores.ALL, help=f"comma-separated: {stores.ALL}")
     args = parser.parse_args()
-    asyncio.run(run(args.requests, [int(c) for c in args.clients.split(",")]))
+    for kind in stores.kinds(args.store):
+        asyncio.run(run(args.requests, [int(c) for c in args.clients.split(",")], kind))
 
 
 if __name__ == "__main__":

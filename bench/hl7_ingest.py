@@ -8,7 +8,8 @@ message waiting for its ACK, and counts only AA. In the same run a bare MLLP ech
 what the machine and the client can do at all; the ratio is the figure to watch. And
 the "store ceiling" row runs only an order's MongoDB work (bench/store_ceiling.py)
 against the same embedded store: what any server on this store could reach.
-Target on the embedded store: >= 300 orders/s at 8 connections.
+Target on the embedded store: >= 300 orders/s at 8 connections. `--store` runs it on
+each store named (bench/stores.py); the store ceiling then uses that store and gate.
 
     ./run bench hl7_ingest [--messages 2000] [--connections 1,8]
 """
@@ -25,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import stores
 from bench.common import Measurement, measure, print_table, write_results
 from bench.store_ceiling import order_ceiling
 from hl7_bridge.client import MllpClient
 from hl7_bridge.framing import FrameReader, frame
-from medbridge.embedded_mongo import EmbeddedMongo, free_port
-from tests.support.servers import start_server
+from medbridge.embedded_mongo import free_port
 
 FAMILIES = ["Kazlauskas", "Petraitienė", "Иванов", "Šimkus", "Jonaitis", "Žukauskas"]
 GIVEN = ["Jonas", "Rūta", "Пётр", "Ona", "Tomas", "Eglė"]
@@ -83,10 +84,13 @@ def order(run: str, n: int, patients: int) -> bytes:
 
 
 async def run_level(
-    name: str, port: int, connections: int, messages: list[bytes], expect: bytes
+    name: str, ports: list[int], connections: int, messages: list[bytes], expect: bytes
 ) -> Measurement:
+    """`connections` MLLP connections spread over `ports` (one pool in front of them)."""
     pool: asyncio.Queue[MllpClient] = asyncio.Queue()
-    clients = [await MllpClient.connect("127.0.0.1", port) for _ in range(connections)]
+    clients = [
+        await MllpClient.connect("127.0.0.1", ports[n % len(ports)]) for n in range(connections)
+    ]
     for client in clients:
         pool.put_nowait(client)
 
@@ -120,11 +124,10 @@ async def echo_server(port: int) -> None:
     await server.serve_forever()
 
 
-async def run(count: int, levels: list[int]) -> None:
+async def run(count: int, levels: list[int], kind: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="medbridge-bench-hl7-"))
-    store = EmbeddedMongo(workdir / "store")
-    store.start()
-    server = start_server(workdir / "server", store.uri, database="bench")
+    stack = stores.start(kind, workdir)
+    ports = [server.mllp_port for server in stack.servers]
     echo_port = free_port()
     echo = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is measured
         [sys.executable, __file__, "--echo-server", str(echo_port)],
@@ -137,16 +140,15 @@ async def run(count: int, levels: list[int]) -> None:
         for connections in levels:
             tag = f"c{connections}-{time.time_ns() % 10**8}"
             messages = [order(tag, n, max(50, count // 4)) for n in range(count)]
-            rows.append(await run_level("echo ceiling", echo_port, connections, messages, b"|AA|"))
-            rows.append(
-                await run_level("ORM^O01 -> FHIR", server.mllp_port, connections, messages, b"|AA|")
-            )
-            rows.append(await order_ceiling(store.uri, count, connections))
+            echo_ports = [echo_port]
+            rows.append(await run_level("echo ceiling", echo_ports, connections, messages, b"|AA|"))
+            rows.append(await run_level("ORM^O01 -> FHIR", ports, connections, messages, b"|AA|"))
+            rows.append(await order_ceiling(stack.uri, count, connections, stack.serialize_writes))
     finally:
         echo.terminate()
         echo.wait(10)
-        server.stop()
-        store.stop()
+        stack.stop()
+    print(f"\n== store: {kind}")
     print_table(rows)
     ratios = {}
     store_ratios = {}
@@ -172,8 +174,10 @@ async def run(count: int, levels: list[int]) -> None:
         "ingest_to_echo_ratio": ratios,
         "ingest_to_store_ceiling_ratio": store_ratios,
         "messages_per_level": count,
+        "store": kind,
     }
-    print(f"\nwrote {write_results('hl7_ingest', rows, extra)}")
+    name = "hl7_ingest" if kind == "embedded" else f"hl7_ingest-{kind}"
+    print(f"\nwrote {write_results(name, rows, extra)}")
 
 
 def main() -> None:
@@ -182,12 +186,14 @@ def main() -> None:
     )
     parser.add_argument("--messages", type=int, default=2000, help="messages per level")
     parser.add_argument("--connections", default="1,8", help="comma-separated levels")
+    parser.add_argument("--store", default=stores.ALL, help=f"comma-separated: {stores.ALL}")
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         asyncio.run(echo_server(args.echo_server))
         return
-    asyncio.run(run(args.messages, [int(c) for c in args.connections.split(",")]))
+    for kind in stores.kinds(args.store):
+        asyncio.run(run(args.messages, [int(c) for c in args.connections.split(",")], kind))
 
 
 if __name__ == "__main__":

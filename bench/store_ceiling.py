@@ -54,9 +54,13 @@ def order_writes(tag: str) -> tuple[list[Write], list[Write]]:
     return archive, unit
 
 
-async def order_ceiling(uri: str, orders: int, connections: int) -> Measurement:
+async def order_ceiling(
+    uri: str, orders: int, connections: int, serialize_writes: bool = True
+) -> Measurement:
+    """`serialize_writes`: the server's setting on this store (group commit needs it)."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
-    repository = Repository(client, f"ceiling_{os.getpid()}_{time.time_ns() % 10**6}")
+    database = f"ceiling_{os.getpid()}_{time.time_ns() % 10**6}"
+    repository = Repository(client, database, serialize_writes)
     try:
         await repository.ensure_indexes()
         await repository.db["hl7_messages"].create_index("key", unique=True)

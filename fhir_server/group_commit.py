@@ -26,7 +26,14 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, DeleteMany, InsertOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import ClientBulkWriteException, DuplicateKeyError, WriteError
+from pymongo.errors import (
+    ClientBulkWriteException,
+    DuplicateKeyError,
+    OperationFailure,
+    WriteError,
+)
+
+from fhir_server import store_errors
 
 log = logging.getLogger(__name__)
 Document = dict[str, Any]
@@ -146,11 +153,7 @@ class GroupCommit:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncClientSession]:
-        async with (
-            self.gate(),
-            self.client.start_session() as session,
-            await session.start_transaction(),
-        ):
+        async with store_errors.transaction(self.client, self.gate) as session:
             yield session
 
     async def _bulk(self, session: AsyncClientSession, units: list[list[Write]]) -> None:
@@ -165,17 +168,14 @@ class GroupCommit:
                 models, session=session, ordered=True, verbose_results=True
             )
         except ClientBulkWriteException as error:
-            errors = error.write_errors or []
-            if not errors:
-                raise
-            position = _number(_field(errors[0], "idx"))
+            failure = store_errors.bulk_failure(error)
+            if failure is error or store_errors.transient(failure):
+                raise  # the store failed, or the whole batch lost a conflict: all hear it
+            assert isinstance(failure, OperationFailure)
+            position = (failure.details or {}).get("idx", 0)
             unit, index = owners[position]
-            code = _number(_field(errors[0], "code"))
-            message = str(_field(errors[0], "errmsg") or "write failed")
-            kind = DuplicateKeyError if code == DUPLICATE_KEY else WriteError
-            if kind is WriteError:  # the store's own words, which may quote a value
-                log.debug("bulkWrite refused a write (code %s): %s", code, message)
-            raise UnitFailed(unit, kind(message, code, {"idx": index})) from error
+            kind = DuplicateKeyError if isinstance(failure, DuplicateKeyError) else WriteError
+            raise UnitFailed(unit, kind(str(failure), failure.code, {"idx": index})) from error
         for position, (unit, index) in enumerate(owners):
             write = units[unit][index]
             if write.kind == "update" and result.update_results[position].matched_count != 1:
@@ -192,14 +192,3 @@ def _settle(unit: _Unit, error: BaseException | None) -> None:
         unit.done.cancel()
     else:
         unit.done.set_exception(error)
-
-
-def _number(value: object) -> int:
-    return value if isinstance(value, int) else 0
-
-
-def _field(write_error: object, name: str) -> object:
-    # pymongo types these as WriteError; at run time they are the server's dicts
-    if isinstance(write_error, dict):
-        return write_error.get(name)
-    return getattr(write_error, name, None)

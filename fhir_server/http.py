@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -46,8 +48,22 @@ def error_response(error: FhirError) -> Response:
     return to_http(FhirResponse.of(error.status, error.outcome()))
 
 
-def request_of(request: Request, base: str, body: bytes | None = None) -> FhirRequest:
-    """The framework-free request of a Starlette one; `base` is host and base path."""
+def socket_base(request: Request) -> str:
+    """`scheme://address:port` of the socket the request came in on, never its Host header
+    (a client chooses that one: Host-built Location and Bundle links point anywhere)."""
+    server = request.scope.get("server")
+    scheme = request.scope.get("scheme", "http")
+    if not server:
+        return f"{scheme}://localhost"
+    host, port = server[0], server[1]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}" if port is None else f"{scheme}://{host}:{port}"
+
+
+def request_of(request: Request, base_url: str, body: bytes | None = None) -> FhirRequest:
+    """The framework-free request of a Starlette one; `base_url` is the public base of its
+    door (configured, see `PublicBase`), from which every absolute URL we answer is built."""
     return FhirRequest(
         method=request.method,
         path=request.path_params.get("path", ""),
@@ -56,17 +72,24 @@ def request_of(request: Request, base: str, body: bytes | None = None) -> FhirRe
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]
         },
         body=body,
-        base_url=f"{request.url.scheme}://{base}",
+        base_url=base_url,
     )
 
 
 class FhirEndpoint:
     """ASGI endpoint for everything under the FHIR base (`/fhir`)."""
 
-    def __init__(self, router: FhirRouter, base_path: str, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        router: FhirRouter,
+        base_path: str,
+        max_body_bytes: int,
+        public_base: Callable[[], str] | None = None,
+    ) -> None:
         self.router = router
         self.base_path = base_path
         self.max_body_bytes = max_body_bytes
+        self.public_base = public_base
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -79,7 +102,8 @@ class FhirEndpoint:
                     "MEDBRIDGE_MAX_BODY_BYTES)",
                 )
             )
-        fhir_request = request_of(request, f"{request.url.netloc}{self.base_path}", body or None)
+        base = self.public_base() if self.public_base else socket_base(request)
+        fhir_request = request_of(request, base + self.base_path, body or None)
         peer = request.client.host if request.client else None
         context = RequestContext(Door.FHIR, peer=peer)
         return to_http(await self.router.handle(fhir_request, context))

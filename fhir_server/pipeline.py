@@ -14,6 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from pymongo.errors import DuplicateKeyError
+
+from fhir_server import store_errors
 from fhir_server.context import RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.exchange import FhirRequest, FhirResponse, Route
@@ -102,14 +105,18 @@ class Pipeline:
         except FhirError as error:
             await self._fail(exchange, error)
         except Exception as unexpected:
-            # the type at ERROR, the traceback (which may quote patient data) at DEBUG only
-            log.error(
-                "unexpected %s handling request %s",
-                type(unexpected).__name__,
-                exchange.context.request_id,
-            )
-            log.debug("traceback of request %s", exchange.context.request_id, exc_info=True)
-            await self._fail(exchange, FhirError("MB-1000"))
+            if isinstance(unexpected, DuplicateKeyError) or store_errors.transient(unexpected):
+                # a store conflict no write path turned into its answer is still a conflict
+                await self._fail(exchange, FhirError("MB-1011"))
+            else:
+                # the type at ERROR, the traceback (which may quote patient data) at DEBUG only
+                log.error(
+                    "unexpected %s handling request %s",
+                    type(unexpected).__name__,
+                    exchange.context.request_id,
+                )
+                log.debug("traceback of request %s", exchange.context.request_id, exc_info=True)
+                await self._fail(exchange, FhirError("MB-1000"))
         try:
             await self._run(Stage.AUDIT, exchange)
         except Exception as failure:

@@ -29,18 +29,19 @@ import contextlib
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ClientBulkWriteException, DuplicateKeyError
+from pymongo.errors import ClientBulkWriteException, DuplicateKeyError, PyMongoError
 
+from fhir_server import store_errors
 from fhir_server.body import dumps
 from fhir_server.errors import FhirError
 from fhir_server.group_commit import GroupCommit, Write
@@ -52,6 +53,7 @@ from fhir_server.search.extract import index_entries
 from fhir_server.search.parameters import parameters_for
 
 Document = dict[str, Any]
+T = TypeVar("T")
 HISTORY = "history"
 CLAIMS = "conditional_claims"
 CLIENT_BULK_WIRE_VERSION = 25  # MongoDB 8.0: client-level bulkWrite
@@ -87,6 +89,17 @@ class _Deferred:
 
 
 _DEFERRED: ContextVar[_Deferred | None] = ContextVar("deferred", default=None)
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One run of a transaction bundle: whether a write of it lost a write conflict
+    (its entry answered 409 already, the bundle may be run again)."""
+
+    conflicted: bool = False
+
+
+_ATTEMPT: ContextVar[_Attempt | None] = ContextVar("attempt", default=None)
 
 
 # Reads by id remembered for one unit of work (an HL7 message planned, then written):
@@ -177,12 +190,29 @@ class Repository:
         if ambient is not None:
             yield ambient
             return
-        async with (
-            self.write_gate(),
-            self.client.start_session() as session,
-            await session.start_transaction(),
-        ):
+        async with store_errors.transaction(self.client, self.write_gate) as session:
             yield session
+
+    async def run_bundle(self, deferred: bool, body: Callable[[], Awaitable[T]]) -> T:
+        """`body()` in `bundle_transaction(deferred)`, run again (bounded, with backoff)
+        while it loses a write conflict to a concurrent transaction: nothing of it was
+        applied or answered, so a new run is safe (the store's transaction guidance)."""
+        for attempt in range(store_errors.ATTEMPTS):
+            run = _Attempt()
+            token = _ATTEMPT.set(run)
+            try:
+                async with self.bundle_transaction(deferred):
+                    return await body()
+            except (FhirError, PyMongoError) as error:
+                lost = run.conflicted or store_errors.transient(error)
+                if not lost or attempt == store_errors.ATTEMPTS - 1:
+                    if isinstance(error, PyMongoError):
+                        raise _conflict("a resource of this transaction") from error
+                    raise
+            finally:
+                _ATTEMPT.reset(token)
+            await store_errors.pause(attempt)
+        raise AssertionError("unreachable")
 
     @contextlib.asynccontextmanager
     async def bundle_transaction(self, deferred: bool = False) -> AsyncIterator[None]:
@@ -261,8 +291,39 @@ class Repository:
         if self.group is not None and self.session is None:
             await self.group.submit(writes)
             return
-        async with self.transaction() as session:
+        if self.session is not None:
+            await self._in_bundle(self.session, writes)
+            return
+        await self._transact(writes)
+
+    async def _transact(self, writes: list[Write]) -> None:
+        """`writes` in a transaction of their own, run again while it loses a write
+        conflict: every write is guarded by what it read, so a new run either applies
+        or fails with the DuplicateKeyError of the writer that won."""
+
+        async def once() -> None:
+            async with self.transaction() as session:
+                # client bulkWrite runs against `admin`: the embedded store accepts
+                # it only as the sole operation of its transaction
+                if self._client_bulk:
+                    await self._bulk_apply(session, writes)
+                else:
+                    await self._apply(session, writes)
+
+        await store_errors.retrying(once, "write unit")
+
+    async def _in_bundle(self, session: AsyncClientSession, writes: list[Write]) -> None:
+        """Writes joining a transaction bundle's open transaction; a lost write conflict
+        aborted all of it, which `run_bundle` may run again."""
+        try:
             await self._apply(session, writes)
+        except PyMongoError as error:
+            if not store_errors.transient(error):
+                raise
+            attempt = _ATTEMPT.get()
+            if attempt is not None:
+                attempt.conflicted = True
+            raise _conflict("a resource of this transaction") from error
 
     def search_engine(self) -> Engine:
         return Engine(self.db, self.session)
@@ -458,28 +519,21 @@ class Repository:
         try:
             ambient = self.session
             if ambient is not None:
-                await self._apply(ambient, writes)
+                await self._in_bundle(ambient, writes)
                 return
             if self.group is not None:
                 await self.group.submit(writes)
             else:
-                async with self.transaction() as session:
-                    # client bulkWrite runs against `admin`: the embedded store accepts
-                    # it only as the sole operation of its transaction
-                    if self._client_bulk:
-                        await self._bulk_apply(session, writes)
-                    else:
-                        await self._apply(session, writes)
+                await self._transact(writes)
             self._remember(replace(stored, index_keys=tuple(keys)))
-        except DuplicateKeyError as error:
+        except PyMongoError as error:
+            if not isinstance(error, DuplicateKeyError) and not store_errors.transient(error):
+                raise
             self._recent.clear()
-            if claim is not None and error.details and error.details.get("idx") == 0:
+            taken = isinstance(error, DuplicateKeyError) and (error.details or {}).get("idx") == 0
+            if claim is not None and taken:
                 raise ClaimTaken(claim) from error
-            raise FhirError(
-                "MB-1011",
-                f"{stored.resource_type}/{stored.id} was changed by another request; "
-                f"read it again and retry",
-            ) from error
+            raise _conflict(f"{stored.resource_type}/{stored.id}") from error
 
     async def _apply(self, session: AsyncClientSession, writes: list[Write]) -> None:
         """The writes in order (a bundle's transaction, or a server without bulkWrite);
@@ -522,12 +576,7 @@ class Repository:
                 models, session=session, ordered=True, verbose_results=True
             )
         except ClientBulkWriteException as error:
-            # pymongo types these as WriteError; at run time they are the server's dicts
-            failed = [e for e in error.write_errors or [] if _field(e, "code") == 11000]
-            if failed:
-                index = _field(failed[0], "idx")
-                raise DuplicateKeyError("already written", 11000, {"idx": index}) from error
-            raise
+            raise store_errors.bulk_failure(error) from error
         for index, write in enumerate(writes):
             if write.kind == "update" and result.update_results[index].matched_count != 1:
                 raise DuplicateKeyError("current version moved", 11000, {"idx": index})
@@ -589,10 +638,8 @@ def _digest(row: Document) -> str:
     ).hexdigest()
 
 
-def _field(write_error: object, name: str) -> object:
-    if isinstance(write_error, dict):
-        return write_error.get(name)
-    return getattr(write_error, name, None)
+def _conflict(what: str) -> FhirError:
+    return FhirError("MB-1011", f"{what} was changed by another request; read it again and retry")
 
 
 def _history_reference(key: str) -> str:

@@ -27,6 +27,7 @@ from pymongo.errors import (
     OperationFailure,
 )
 
+from fhir_server import store_errors
 from fhir_server.errors import FhirError
 from fhir_server.repository import Repository
 from imaging.coalesce import Coalescer
@@ -140,8 +141,9 @@ class DicomIndex:
                 if attempt == 4:
                     raise
             except OperationFailure as error:  # write conflict of concurrent transactions
-                if attempt == 4 or not error.has_error_label("TransientTransactionError"):
+                if attempt == 4 or not store_errors.transient(error):
                     raise
+                await store_errors.pause(attempt)
         raise AssertionError("unreachable")
 
     async def _commit(self, writes: list[Write]) -> None:
@@ -153,9 +155,7 @@ class DicomIndex:
                 try:
                     await self.repository.client.bulk_write(models, session=session, ordered=True)
                 except ClientBulkWriteException as error:
-                    if any(_code(e) == 11000 for e in error.write_errors or []):
-                        raise DuplicateKeyError("already indexed", 11000) from error
-                    raise
+                    raise store_errors.bulk_failure(error) from error
                 return
             by_collection: dict[str, list[Any]] = {}
             for write in writes:
@@ -164,9 +164,7 @@ class DicomIndex:
                 try:
                     await self.db[name].bulk_write(models, ordered=True, session=session)
                 except BulkWriteError as error:
-                    if any(e.get("code") == 11000 for e in error.details.get("writeErrors", [])):
-                        raise DuplicateKeyError("already indexed", 11000) from error
-                    raise
+                    raise store_errors.bulk_failure(error) from error
 
     async def set_metadata(self, sop: str, metadata: bytes) -> None:
         async with self.repository.write_gate():
@@ -282,10 +280,6 @@ class Write:
         if self.filter is None:
             return InsertOne(self.document, namespace=namespace)
         return UpdateOne(self.filter, self.document, namespace=namespace)
-
-
-def _code(error: Any) -> Any:
-    return error.get("code") if isinstance(error, dict) else getattr(error, "code", None)
 
 
 class _Batch:

@@ -114,6 +114,6 @@ def build_imaging(
     router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")
     dicomweb = DicomwebService(
         ingestor, index, store, linker, dicomweb_base_path, share_hooks_with=router.pipeline,
-        budget=budget,
+        budget=budget, public_url=dicomweb_url,
     )  # fmt: skip
     return Imaging(store, index, ingestor, linker, dicomweb, budget)

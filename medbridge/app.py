@@ -27,7 +27,13 @@ AUTH_BASE = "/auth"
 ADMIN_BASE = "/admin"
 
 
-def build_app(router: FhirRouter, readiness: Readiness, max_body_bytes: int) -> FastAPI:
+def build_app(
+    router: FhirRouter,
+    readiness: Readiness,
+    max_body_bytes: int,
+    public_base: Callable[[], str] | None = None,
+) -> FastAPI:
+    """`public_base()` is the configured `scheme://host:port` absolute URLs are built from."""
     app = FastAPI(
         title="MedBridge",
         version=__version__,
@@ -35,7 +41,7 @@ def build_app(router: FhirRouter, readiness: Readiness, max_body_bytes: int) -> 
         redoc_url=None,
         openapi_url=None,
     )
-    endpoint = FhirEndpoint(router, FHIR_BASE, max_body_bytes).handle
+    endpoint = FhirEndpoint(router, FHIR_BASE, max_body_bytes, public_base).handle
     app.state.fhir_endpoint = endpoint
     app.router.add_route(FHIR_BASE, endpoint, methods=FHIR_METHODS, include_in_schema=False)
     app.router.add_route(

@@ -38,6 +38,8 @@ from medbridge.app import (
 )
 from medbridge.embedded_mongo import EmbeddedMongo
 from medbridge.health import Readiness
+from medbridge.http_guard import HttpGuard
+from medbridge.http_protocol import bounded_protocol
 from medbridge.running import announce, withdraw
 from medbridge.settings import Settings
 
@@ -79,8 +81,8 @@ async def _serve(settings: Settings, uri: str) -> None:
         mllp = await start_listener(repository, router, bridge_options(settings))
         stack.push_async_callback(mllp.stop)
         readiness.ready("mllp")
-        app = build_app(router, readiness, settings.max_body_bytes)
-        public_base = [settings.public_base_url or f"http://{settings.host}:{settings.http_port}"]
+        public_base = [_public_base(settings, settings.http_port)]
+        app = build_app(router, readiness, settings.max_body_bytes, lambda: public_base[0])
         use_site_authorities(settings.hl7_authorities)  # one issuer -> system table
         imaging = build_imaging(
             repository, router,
@@ -111,8 +113,11 @@ async def _serve(settings: Settings, uri: str) -> None:
         # everything built so far lives as long as the server: out of the collector's
         # way, a full collection no longer walks it (~44 ms every few hundred requests)
         gc.freeze()
+        budget = settings.budget()
         config = uvicorn.Config(
-            FhirFirst(app),
+            HttpGuard(FhirFirst(app), settings.cors_origin_list()),
+            http=bounded_protocol(budget),
+            timeout_keep_alive=max(1, round(budget.http_keepalive_timeout)),
             host=settings.host,
             port=settings.http_port,
             log_level=settings.log_level,
@@ -128,7 +133,7 @@ async def _serve(settings: Settings, uri: str) -> None:
         if server.started:
             readiness.ready("http")
             port = server.servers[0].sockets[0].getsockname()[1]
-            base = settings.public_base_url or f"http://{settings.host}:{port}"
+            base = _public_base(settings, port)
             public_base[0] = base
             running = announce(settings.data_dir, f"http://{_loopback(settings.host)}:{port}")
             admin.token = running.admin_token
@@ -136,6 +141,14 @@ async def _serve(settings: Settings, uri: str) -> None:
             print(f"MedBridge {__version__} ready: FHIR base {base}{FHIR_BASE}", flush=True)
             sys.stdout.flush()
         await task
+
+
+def _public_base(settings: Settings, port: int) -> str:
+    """The configured public base URL, else this listener's address (never a Host header)."""
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{port}"
 
 
 def build_router(repository: Repository, settings: Settings) -> FhirRouter:

@@ -25,7 +25,16 @@ class Settings(BaseSettings):
     mongodb_uri: str | None = Field(None, description="external MongoDB; embedded store when unset")
     database: str = Field("medbridge", description="MongoDB database name")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest accepted HTTP body")
-    public_base_url: str | None = Field(None, description="base URL clients see, if behind a proxy")
+    public_base_url: str | None = Field(
+        None,
+        description="scheme://host[:port] every absolute URL is built from (Location, links, "
+        "fullUrl, RetrieveURL); default http://--host:--http-port; never the Host header",
+    )
+    cors_origins: str = Field(
+        "",
+        description="comma-separated origins (https://app.example) allowed cross-origin "
+        "requests; none by default: the viewer and portal are same-origin",
+    )
     log_level: str = Field("info")
     serialize_writes: bool = Field(
         True,
@@ -148,6 +157,9 @@ class Settings(BaseSettings):
             http_header_timeout=self.http_header_timeout,
             http_keepalive_timeout=self.http_keepalive_timeout,
         )
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @field_validator("hl7_order_domains")
     @classmethod

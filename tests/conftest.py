@@ -1,4 +1,8 @@
-"""Shared fixtures: one embedded store and one server per test worker, on free ports.
+"""Shared fixtures: one store and one server per test worker, on free ports.
+
+`--store=embedded` (the default) runs on nx-27017 with the write gate on;
+`--store=isolated` runs on SecantusDB with isolated transactions and the gate off
+(`MEDBRIDGE_SERIALIZE_WRITES=false`), the production path (docs/scale.md).
 
 Tests that share the session server create their own resources with unique
 identifiers, so they never depend on what other tests wrote.
@@ -15,19 +19,49 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from medbridge.embedded_mongo import EmbeddedMongo
-from tests.support.servers import RunningServer, start_server, start_store
+from tests.support.servers import IsolatedStore, RunningServer, start_server, start_store
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        choices=("embedded", "isolated"),
+        default="embedded",
+        help="the MongoDB-wire store under test: embedded nx-27017 (gate on) or "
+        "isolated SecantusDB (real transactions, MEDBRIDGE_SERIALIZE_WRITES=false)",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"store: {config.getoption('--store')}"
 
 
 @pytest.fixture(scope="session")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:
-    """The real embedded MongoDB-wire server (nx-27017) over a loopback socket."""
-    embedded = start_store(tmp_path_factory.mktemp("store"))
-    yield embedded
-    embedded.stop()
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.config.getoption("--store")
+    return kind
+
+
+@pytest.fixture(scope="session")
+def store(
+    tmp_path_factory: pytest.TempPathFactory, store_kind: str
+) -> Iterator[EmbeddedMongo | IsolatedStore]:
+    """The real MongoDB-wire server of this run over a loopback socket."""
+    running = start_store(tmp_path_factory.mktemp("store"), store_kind)
+    yield running
+    running.stop()
+
+
+def skip_on_isolated(request: pytest.FixtureRequest, reason: str) -> None:
+    """Skip (printing why) where SecantusDB differs from MongoDB in a way outside our control."""
+    if request.config.getoption("--store") == "isolated":
+        pytest.skip(f"isolated store (SecantusDB): {reason}")
 
 
 @pytest.fixture
-async def mongo(store: EmbeddedMongo) -> AsyncIterator[AsyncMongoClient[dict[str, object]]]:
+async def mongo(
+    store: EmbeddedMongo | IsolatedStore,
+) -> AsyncIterator[AsyncMongoClient[dict[str, object]]]:
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(store.uri)
     yield client
     await client.close()
@@ -40,7 +74,7 @@ def database_name() -> str:
 
 @pytest.fixture(scope="session")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo
+    tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo | IsolatedStore
 ) -> Iterator[RunningServer]:
     """`medbridge serve` as a child process, sharing the worker's store."""
     running = start_server(tmp_path_factory.mktemp("server"), store.uri)

@@ -57,13 +57,14 @@ def bundle_handler(dispatch: Dispatch) -> Handler:
         if services.repository.in_bundle:
             raise FhirError("MB-1004", "a Bundle entry cannot itself be a batch or transaction")
         check_distinct(entries, kind == "transaction")
-        processor = _Processor(exchange, services, dispatch, entries)
         if kind == "batch":
-            responses = await processor.batch()
+            responses = await _Processor(exchange, services, dispatch, entries).batch()
         else:
             deferred = all(_writes_blind(entry) for entry in entries)
-            async with services.repository.bundle_transaction(deferred):
-                responses = await processor.transaction()
+            # a run that lost a write conflict answered nothing: run_bundle may run it again
+            responses = await services.repository.run_bundle(
+                deferred, lambda: _Processor(exchange, services, dispatch, entries).transaction()
+            )
         return FhirResponse(200, bundle(f"{kind}-response", responses, []))
 
     return handle

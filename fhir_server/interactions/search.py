@@ -31,7 +31,11 @@ async def search(exchange: Exchange, services: FhirServices) -> FhirResponse:
     resource_type = route.resource_type
     patient = _compartment_patient(request.path, resource_type)
     search_request = parse_search(
-        resource_type, _params(request), strict=_strict(request), base_url=request.base_url
+        resource_type,
+        _params(request),
+        strict=_strict(request),
+        base_url=request.base_url,
+        budget=services.budget,
     )
     clauses = [
         compile_criterion(resource_type, name, value, request.base_url)

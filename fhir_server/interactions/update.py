@@ -42,8 +42,15 @@ async def store_version(
 ) -> FhirResponse:
     """Write `resource` as the next version after `previous`, honouring If-Match."""
     request = exchange.request
-    check_if_match(request.header("if-match"), previous, resource)
-    stored = await services.repository.update(resource, previous)
+    if_match = request.header("if-match")
+    check_if_match(if_match, previous, resource)
+    try:
+        stored = await services.repository.update(resource, previous)
+    except FhirError as error:
+        if if_match is None or error.code != "MB-1011":
+            raise
+        # the version If-Match named was replaced by a concurrent writer meanwhile
+        raise FhirError("MB-1010", f"If-Match {if_match}: {error.diagnostics}") from error
     exchange.touched.append(f"{stored.resource_type}/{stored.id}")
     created = previous is None or previous.deleted
     return write_response(

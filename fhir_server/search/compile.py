@@ -31,6 +31,8 @@ def compile_criterion(resource_type: str, name: str, value: str, base_url: str =
         return Clause((presence,), negate=value == "true")
     if chain and parameter.type != "reference":
         raise invalid(name, "only reference parameters can be chained")
+    if (len(value) - len(value.rstrip("\\"))) % 2:
+        raise invalid(name, "ends with a lone '\\' (a literal backslash is written '\\\\')")
     values = split_values(value)
     kind = parameter.type
     if kind == "token":

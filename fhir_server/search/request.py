@@ -1,18 +1,22 @@
 """`parse_search(type, query) -> SearchRequest`: the query string as data, validated.
 
-Unknown or malformed parameters are dropped (lenient, the default) and left out of
-`applied`, which is what the `self` link shows; with `strict` the first one is a 400
-OperationOutcome naming it.
+Unknown parameters are dropped (lenient, the default) and left out of `applied`, which
+is what the `self` link shows; with `strict` the first one is a 400 OperationOutcome
+naming it. A malformed value of a known parameter is a 400 in both modes: dropping it
+would answer every resource to a client that asked for some. Each value is checked
+against the request budget (`search/values.py`) before it is compiled.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from access.budget import Budget
 from fhir_server.errors import FhirError
 from fhir_server.registry import is_served
 from fhir_server.search.compile import compile_criterion
 from fhir_server.search.parameters import parameters_for
+from fhir_server.search.values import check_parameter
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
@@ -51,20 +55,29 @@ class SearchRequest:
     base_url: str = ""
 
 
+_DEFAULT_BUDGET = Budget()
+
+
 def parse_search(
-    resource_type: str, query: list[tuple[str, str]], *, strict: bool = False, base_url: str = ""
+    resource_type: str,
+    query: list[tuple[str, str]],
+    *,
+    strict: bool = False,
+    base_url: str = "",
+    budget: Budget = _DEFAULT_BUDGET,
 ) -> SearchRequest:
     draft = _Draft(resource_type)
     for name, value in query:
         if name in PASSIVE:
             continue
+        check_parameter(name, value, budget)
         try:
             is_control = name.startswith("_") and not name.startswith(_CRITERIA_PREFIXES)
             if not (is_control and draft.control(name, value)):
                 compile_criterion(resource_type, name, value, base_url)
                 draft.criteria.append((name, value))
         except FhirError as error:
-            if not strict:
+            if not strict and is_unknown(resource_type, name):
                 continue
             if error.expression == name:
                 raise
@@ -88,6 +101,17 @@ def parse_search(
 
 
 _CRITERIA_PREFIXES = ("_has:", "_id", "_lastUpdated")
+_CONTROLS = frozenset(
+    {"_count", "_page", "_total", "_summary", "_elements", "_sort", "_include", "_revinclude"}
+)
+
+
+def is_unknown(resource_type: str, name: str) -> bool:
+    """True when `name` is no parameter of `resource_type` (lenient handling ignores it)."""
+    if name.startswith("_has:"):
+        return False
+    code = name.partition(".")[0].partition(":")[0]
+    return code not in _CONTROLS and code not in parameters_for(resource_type)
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ answered as HTTP statuses with a JSON OperationOutcome body, never a stack trace
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from access.budget import Budget
 from fhir_server.context import Door, RequestContext
 from fhir_server.errors import FhirError
 from fhir_server.exchange import FhirRequest, FhirResponse
-from fhir_server.http import request_of
+from fhir_server.http import request_of, socket_base
 from fhir_server.pipeline import Exchange, Pipeline
 from imaging.dicomweb import qido, wado
 from imaging.dicomweb.stow import stow
@@ -106,6 +106,7 @@ class DicomwebService:
         base_path: str,
         share_hooks_with: Pipeline | None = None,
         budget: Budget | None = None,
+        public_url: Callable[[], str] | None = None,
     ) -> None:
         self.budget = budget or Budget()
         self.ingestor = ingestor
@@ -113,10 +114,12 @@ class DicomwebService:
         self.store = store
         self.linker = linker
         self.base_path = base_path
+        self.public_url = public_url  # the configured DICOMweb base, never the Host header
         self.pipeline = Pipeline(self._prepare, self._act, render_error, share_hooks_with)
 
     async def handle(self, request: Request) -> Response:
-        fhir_request = request_of(request, f"{_netloc(request)}{self.base_path}")
+        base_url = self.public_url() if self.public_url else socket_base(request) + self.base_path
+        fhir_request = request_of(request, base_url)
         context = RequestContext(
             Door.DICOMWEB, peer=request.client.host if request.client else None
         )
@@ -222,15 +225,6 @@ class DicomwebService:
             else 1
         )
         return await wado.rendered(self.store, rows[0], wado.image_media("", content_type), frame)
-
-
-def _netloc(request: Request) -> str:
-    """Host for URLs we hand out; dicomweb-client sends Host without the port."""
-    netloc = request.url.netloc
-    server = request.scope.get("server")
-    if ":" not in netloc and server and server[1] not in (80, 443):
-        return f"{netloc}:{server[1]}"
-    return netloc
 
 
 def render_error(exchange: Exchange, error: FhirError) -> FhirResponse:

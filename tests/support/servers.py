@@ -1,4 +1,9 @@
-"""Start the real embedded store and the real `medbridge serve` for tests.
+"""Start the real stores and the real `medbridge serve` for tests.
+
+Two stores: the embedded nx-27017 (the default) and SecantusDB (`--store=isolated`), a
+MongoDB-wire server on WiredTiger with isolated multi-document transactions, run as a
+separate database process (GPL-2.0: never imported by MedBridge). Servers started on the
+isolated store run with `MEDBRIDGE_SERIALIZE_WRITES=false`, the production setting.
 
 Everything binds a free loopback port and lives in a temp directory, so pytest-xdist
 workers never collide.
@@ -6,7 +11,10 @@ workers never collide.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,8 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from medbridge.embedded_mongo import EmbeddedMongo, free_port
+
+PR_SET_PDEATHSIG = 1
+
+# URIs of running isolated stores: a server started on one gets the write gate off
+ISOLATED_URIS: set[str] = set()
 
 
 @dataclass
@@ -83,6 +98,8 @@ def start_server(
     ]  # fmt: skip
     if mongodb_uri:
         args += ["--mongodb-uri", mongodb_uri]
+    if mongodb_uri in ISOLATED_URIS:
+        env = {"MEDBRIDGE_SERIALIZE_WRITES": "false", **(env or {})}
     log_path = data_dir / f"server-{http_port}.log"
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
@@ -115,7 +132,91 @@ def wait_healthy(server: RunningServer, timeout: float) -> None:
     raise RuntimeError(f"medbridge serve not healthy in {timeout}s:\n{server.log()[-4000:]}")
 
 
-def start_store(data_dir: Path) -> EmbeddedMongo:
-    store = EmbeddedMongo(data_dir)
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class IsolatedStore:
+    """A running `secantusd-py` child; the same face as EmbeddedMongo (uri, stop)."""
+
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1") -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+
+    def start(self, timeout: float = 60.0) -> str:
+        executable = shutil.which("secantusd-py", path=str(Path(sys.executable).parent))
+        if executable is None:
+            raise RuntimeError("secantusd-py not installed: `pip install secantusdb` (dev extra)")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port(self.host)
+        command = [
+            executable,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--storage-path", str(self.data_dir / "wiredtiger"),
+            "--log-level", "WARNING",
+        ]  # fmt: skip
+        with (self.data_dir / "secantusd.out").open("ab") as log_file:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.data_dir,  # no secantusd.toml of the checkout is picked up
+                preexec_fn=_die_with_parent,
+            )
+        self._wait_ready(timeout)
+        ISOLATED_URIS.add(self.uri)
+        return self.uri
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"secantusd-py exited with {self.process.returncode}: "
+                    f"{(self.data_dir / 'secantusd.out').read_text(errors='replace')[-2000:]}"
+                )
+            try:
+                client: MongoClient[dict[str, object]]
+                with MongoClient(self.uri, serverSelectionTimeoutMS=500) as client:
+                    client.admin.command("ping")
+                return
+            except PyMongoError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("secantusd-py did not answer in time")
+
+    def stop(self) -> None:
+        ISOLATED_URIS.discard(self.uri)
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def start_store(data_dir: Path, kind: str = "embedded") -> EmbeddedMongo | IsolatedStore:
+    """Start the store a test run asked for: `embedded` (nx-27017) or `isolated`."""
+    store: EmbeddedMongo | IsolatedStore
+    store = IsolatedStore(data_dir) if kind == "isolated" else EmbeddedMongo(data_dir)
+    store.start()
+    return store
+
+
+def start_isolated_store(data_dir: Path) -> IsolatedStore:
+    store = IsolatedStore(data_dir)
     store.start()
     return store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from fhir_server.context import Door, RequestContext
 from fhir_server.errors import FhirError
@@ -97,3 +98,26 @@ def test_act_cannot_be_hooked() -> None:
 
 async def _noop(exchange: Exchange) -> None:
     return None
+
+
+@pytest.mark.parametrize(
+    "conflict",
+    [
+        OperationFailure("WriteConflict", 112, {"errorLabels": ["TransientTransactionError"]}),
+        DuplicateKeyError("E11000 duplicate key", 11000),
+    ],
+    ids=["write-conflict", "duplicate-key"],
+)
+async def test_a_store_conflict_no_path_answered_is_a_409(conflict: Exception) -> None:
+    def prepare(exchange: Exchange) -> None:
+        return None
+
+    async def act(exchange: Exchange) -> FhirResponse:
+        raise conflict
+
+    pipeline = Pipeline(prepare, act, lambda e, err: FhirResponse.of(err.status, err.outcome()))
+    exchange = _exchange()
+    response = await pipeline.handle(exchange)
+    assert response.status == 409
+    assert exchange.error is not None
+    assert exchange.error.code == "MB-1011"

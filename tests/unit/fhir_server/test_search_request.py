@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from access.budget import Budget
 from fhir_server.errors import FhirError
 from fhir_server.search.request import Include, SearchRequest, SortKey, parse_search
 
@@ -36,11 +37,50 @@ def test_parses_result_parameters() -> None:
         request.count = 1  # type: ignore[misc]
 
 
-def test_lenient_drops_what_it_cannot_apply() -> None:
-    request = parse_search(
-        "Patient", [("name", "x"), ("bogus", "1"), ("birthdate", "yesterday"), ("_count", "x")]
-    )
+def test_lenient_drops_unknown_parameters() -> None:
+    request = parse_search("Patient", [("name", "x"), ("bogus", "1"), ("_bogus", "2")])
     assert request == SearchRequest("Patient", criteria=(("name", "x"),), applied=(("name", "x"),))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("name", "\\"),
+        ("identifier", "|"),
+        ("_id", "|"),
+        ("birthdate", "$gt"),
+        ("birthdate", "yesterday"),
+        ("_count", "x"),
+        ("gender:contains", "f"),
+    ],
+)
+def test_lenient_refuses_malformed_values_of_known_parameters(name: str, value: str) -> None:
+    """Dropping them would answer every Patient to a client that asked for one."""
+    with pytest.raises(FhirError) as caught:
+        parse_search("Patient", [(name, value)])
+    assert caught.value.code == "MB-1016"
+    assert caught.value.expression == name
+    if value == "\\":
+        assert "lone" in caught.value.diagnostics
+
+
+def test_value_budget_is_checked_in_both_modes() -> None:
+    budget = Budget(max_search_values=3, max_search_value_chars=5)
+    for strict in (False, True):
+        with pytest.raises(FhirError) as caught:
+            parse_search("Patient", [("_id", "a,b,c,d")], strict=strict, budget=budget)
+        assert caught.value.code == "MB-1061"
+        assert "max_search_values" in caught.value.diagnostics
+        with pytest.raises(FhirError) as caught:
+            parse_search("Patient", [("family:contains", "abcdef")], strict=strict, budget=budget)
+        assert caught.value.code == "MB-1060"
+        assert "max_search_value_chars" in caught.value.diagnostics
+    assert parse_search("Patient", [("_id", "a,b,c")], budget=budget).criteria == (
+        ("_id", "a,b,c"),
+    )
+    with pytest.raises(FhirError) as caught:
+        parse_search("Patient", [("name", "a\x1fb")])
+    assert caught.value.expression == "name"
 
 
 @pytest.mark.parametrize(
