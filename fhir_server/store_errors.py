@@ -158,9 +158,29 @@ def _field(write_error: object, *names: str) -> object:
     return None
 
 
+# MongoDB's codes for a query the store will not run as given: BadValue (2, e.g. a
+# pattern over the store's length cap: SecantusDB caps `$regex` at 1,000 characters, see
+# docs/architecture.md) and FailedToParse (9). Not the store failing: the request asked
+# for something it cannot do, so the client gets a 400, not a 500.
+REFUSED_QUERY_CODES = frozenset({2, 9})
+
+
+def refused_query(error: BaseException) -> bool:
+    """The store refused to run a query as given (never a write failure)."""
+    return (
+        isinstance(error, OperationFailure)
+        and not isinstance(error, (BulkWriteError, WriteError))
+        and error.code in REFUSED_QUERY_CODES
+    )
+
+
 def as_access_error(error: Exception) -> AccessError | None:
     """The pipeline's explanation of an exception no write path answered: a store
     conflict is still a conflict (409, MB-1011), never a 500."""
     if isinstance(error, DuplicateKeyError) or transient(error):
         return AccessError("MB-1011")
+    if refused_query(error):
+        # what the store said may quote the search value: DEBUG only
+        log.debug("the store refused a query as given: %s", error)
+        return AccessError("MB-1066")
     return None
