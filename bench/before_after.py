@@ -58,6 +58,12 @@ def main() -> None:
     parser.add_argument("name", help="benchmark: bench/NAME.py")
     parser.add_argument("--baseline", required=True, help="git commit to compare with")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--after-only",
+        default="",
+        help="extra arguments for this checkout only, as one string (options the baseline "
+        "does not know yet, e.g. '--store embedded')",
+    )
     parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then the benchmark's args")
     options = parser.parse_args()
     args = options.args[1:] if options.args[:1] == ["--"] else options.args
@@ -71,7 +77,7 @@ def main() -> None:
     try:
         for _ in range(options.rounds):
             runs["before"].append(run_once(worktree, options.name, args))
-            runs["after"].append(run_once(HERE, options.name, args))
+            runs["after"].append(run_once(HERE, options.name, args + options.after_only.split()))
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=HERE)
         shutil.rmtree(worktree.parent, ignore_errors=True)

@@ -108,6 +108,11 @@ class Pipeline:
             if isinstance(unexpected, DuplicateKeyError) or store_errors.transient(unexpected):
                 # a store conflict no write path turned into its answer is still a conflict
                 await self._fail(exchange, FhirError("MB-1011"))
+            elif store_errors.refused_query(unexpected):
+                # what the store said may quote the search value: DEBUG only
+                log.debug("store refused the query of %s: %s", exchange.context.request_id,
+                          unexpected)  # fmt: skip
+                await self._fail(exchange, FhirError("MB-1066"))
             else:
                 # the type at ERROR, the traceback (which may quote patient data) at DEBUG only
                 log.error(

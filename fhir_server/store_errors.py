@@ -154,3 +154,19 @@ def _field(write_error: object, *names: str) -> object:
         if value is not None:
             return value
     return None
+
+
+# MongoDB's codes for a query the store will not run as given: BadValue (2, e.g. a
+# pattern over the store's length cap: SecantusDB caps `$regex` at 1,000 characters, see
+# docs/architecture.md) and FailedToParse (9). Not the store failing: the request asked
+# for something it cannot do, so the client gets a 400, not a 500.
+REFUSED_QUERY_CODES = frozenset({2, 9})
+
+
+def refused_query(error: BaseException) -> bool:
+    """The store refused to run a query as given (never a write failure)."""
+    return (
+        isinstance(error, OperationFailure)
+        and not isinstance(error, (BulkWriteError, WriteError))
+        and error.code in REFUSED_QUERY_CODES
+    )
