@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from access.budget import Budget
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 
 # a JSON escape of a C0 control other than TAB (\u0009), LF (\u000a), CR (\u000d); raw
 # controls inside strings are refused by the parser itself
@@ -71,20 +71,20 @@ _DECODER = json.JSONDecoder(
 
 
 def loads(body: bytes, budget: Budget) -> Any:
-    """The JSON value of a request body, refused (FhirError) if it breaks R4 or the budget."""
+    """The JSON value of a request body, refused (AccessError) if it breaks R4 or the budget."""
     if len(body) >= EARLY_CHECK_BYTES:
         _refuse_early(body, budget)
     try:
         text = body.decode("utf-8")
         value = _DECODER.decode(text)
     except _DuplicateKey as error:
-        raise FhirError(
+        raise AccessError(
             "MB-1040", f"the JSON object key {error.key[:100]!r} appears twice"
         ) from error
     except RecursionError as error:
         raise _too_deep(budget, "$") from error
     except (UnicodeDecodeError, ValueError) as error:
-        raise FhirError("MB-1005", f"request body is not valid JSON: {error}") from error
+        raise AccessError("MB-1005", f"request body is not valid JSON: {error}") from error
     check_within(value, budget, controls_possible=bool(_ESCAPED_CONTROL.search(body)))
     return value
 
@@ -106,7 +106,7 @@ def _check_entries(value: Any, budget: Budget) -> None:
     if isinstance(value, dict) and value.get("resourceType") == "Bundle":
         entries = value.get("entry")
         if isinstance(entries, list) and len(entries) > budget.max_bundle_entries:
-            raise FhirError(
+            raise AccessError(
                 "MB-1043",
                 f"Bundle.entry has {len(entries)} entries, over the limit of "
                 f"{budget.max_bundle_entries} (max_bundle_entries, "
@@ -154,7 +154,7 @@ def _strings(value: Any, path: str, depth: int, budget: Budget) -> Iterator[tupl
                 yield from _strings(item, f"{path}.{key}", depth + 1, budget)
         return
     if len(value) > budget.max_list_items:
-        raise FhirError(
+        raise AccessError(
             "MB-1044",
             f"{path} has {len(value)} items, over the limit of {budget.max_list_items} "
             f"(max_list_items, MEDBRIDGE_LIMIT_LIST_ITEMS)",
@@ -170,7 +170,7 @@ def _strings(value: Any, path: str, depth: int, budget: Budget) -> Iterator[tupl
 def _check_string(path: str, text: str, budget: Budget, controls_possible: bool) -> None:
     limit = budget.max_string_bytes
     if len(text) * 4 > limit and (len(text) > limit or len(text.encode()) > limit):
-        raise FhirError(
+        raise AccessError(
             "MB-1042",
             f"{path} is a string of more than {limit} bytes (max_string_bytes, "
             f"MEDBRIDGE_LIMIT_STRING_BYTES; R4: strings SHALL NOT exceed 1 MB)",
@@ -179,7 +179,7 @@ def _check_string(path: str, text: str, budget: Budget, controls_possible: bool)
     if controls_possible:
         found = _CONTROL.search(text)
         if found is not None:
-            raise FhirError(
+            raise AccessError(
                 "MB-1041",
                 f"{path} contains the control character U+{ord(found.group()):04X} "
                 f"(R4 allows only TAB, CR and LF below U+0020)",
@@ -187,8 +187,8 @@ def _check_string(path: str, text: str, budget: Budget, controls_possible: bool)
             )
 
 
-def _too_deep(budget: Budget, path: str) -> FhirError:
-    return FhirError(
+def _too_deep(budget: Budget, path: str) -> AccessError:
+    return AccessError(
         "MB-1045",
         f"the JSON body nests deeper than {budget.max_json_depth} levels at {path[:200]} "
         f"(max_json_depth, MEDBRIDGE_LIMIT_JSON_DEPTH)",
@@ -199,7 +199,7 @@ def _too_deep(budget: Budget, path: str) -> FhirError:
 def check_resource_size(size: int, budget: Budget, what: str = "the resource") -> None:
     """Refuse a resource body over `max_resource_bytes` (BSON ends at 16 MiB) with 413."""
     if size > budget.max_resource_bytes:
-        raise FhirError(
+        raise AccessError(
             "MB-1046",
             f"{what} is {size} bytes, over the limit of {budget.max_resource_bytes} "
             f"(max_resource_bytes, MEDBRIDGE_LIMIT_RESOURCE_BYTES)",

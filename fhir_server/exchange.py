@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from access.pipeline import Exchange, Pipeline
 from fhir_server.registry import Interaction
 
 FHIR_JSON = "application/fhir+json"
@@ -44,6 +45,8 @@ class Route:
     resource_type: str | None = None
     resource_id: str | None = None
     version_id: str | None = None
+    compartment: str | None = None  # the Patient id of /Patient/{id}/{type}
+    operation: str | None = None  # $everything
 
 
 @dataclass(slots=True)
@@ -56,3 +59,8 @@ class FhirResponse:
     @classmethod
     def of(cls, status: int, resource: Any, headers: dict[str, str] | None = None) -> FhirResponse:
         return cls(status, orjson.dumps(resource), headers or {})
+
+
+# the FHIR door's instance of the neutral pipeline
+FhirExchange = Exchange[FhirRequest, FhirResponse]
+FhirPipeline = Pipeline[FhirRequest, FhirResponse]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
+from access.errors import AccessError
 from fhir_server.body import fragment, loads_stored
-from fhir_server.errors import FhirError
 from fhir_server.exchange import FhirRequest
 
 JSON_FORMATS = frozenset(
@@ -20,7 +20,7 @@ def check_acceptable(request: FhirRequest) -> None:
     if requested is not None:
         media = requested.split(";")[0].strip().lower().replace(" ", "+")
         if media not in JSON_FORMATS:
-            raise FhirError(
+            raise AccessError(
                 "MB-1015",
                 f"_format={requested} is not supported: this server speaks FHIR JSON",
                 expression="_format",
@@ -33,7 +33,7 @@ def check_acceptable(request: FhirRequest) -> None:
         media = part.split(";")[0].strip().lower()
         if media in JSON_FORMATS or media in ANY or media.endswith("+json"):
             return
-    raise FhirError(
+    raise AccessError(
         "MB-1015", f"Accept {accept[:100]!r}: this server answers application/fhir+json"
     )
 

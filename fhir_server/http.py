@@ -7,8 +7,9 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.context import Door, RequestContext
-from fhir_server.errors import FhirError
+from access.context import Door, RequestContext
+from access.errors import AccessError
+from fhir_server.errors import outcome
 from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.router import FhirRouter
 
@@ -44,8 +45,8 @@ def to_http(response: FhirResponse) -> Response:
     return Response(response.body, response.status, headers, media_type=media)
 
 
-def error_response(error: FhirError) -> Response:
-    return to_http(FhirResponse.of(error.status, error.outcome()))
+def error_response(error: AccessError) -> Response:
+    return to_http(FhirResponse.of(error.status, outcome(error)))
 
 
 def socket_base(request: Request) -> str:
@@ -96,7 +97,7 @@ class FhirEndpoint:
             body = await read_body(request, self.max_body_bytes)
         except BodyTooLarge:
             return error_response(
-                FhirError(
+                AccessError(
                     "MB-1009",
                     f"request body over {self.max_body_bytes} bytes (max_body_bytes, "
                     "MEDBRIDGE_MAX_BODY_BYTES)",

@@ -41,9 +41,9 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ClientBulkWriteException, DuplicateKeyError, PyMongoError
 
+from access.errors import AccessError
 from fhir_server import store_errors
 from fhir_server.body import dumps
-from fhir_server.errors import FhirError
 from fhir_server.group_commit import GroupCommit, Write
 from fhir_server.group_commit import insert as _insert
 from fhir_server.registry import SERVED_TYPES
@@ -203,7 +203,7 @@ class Repository:
             try:
                 async with self.bundle_transaction(deferred):
                     return await body()
-            except (FhirError, PyMongoError) as error:
+            except (AccessError, PyMongoError) as error:
                 lost = run.conflicted or store_errors.transient(error)
                 if not lost or attempt == store_errors.ATTEMPTS - 1:
                     if isinstance(error, PyMongoError):
@@ -242,7 +242,7 @@ class Repository:
                     self._remember(version)
             except DuplicateKeyError as error:
                 self._recent.clear()
-                raise FhirError(
+                raise AccessError(
                     "MB-1011",
                     "a resource of this transaction was changed by another request; "
                     "nothing was applied, send it again",
@@ -428,7 +428,7 @@ class Repository:
         """Ids of current resources matching every parameter (conditional interactions)."""
         criteria = only_criteria(params)
         if not criteria:
-            raise FhirError("MB-1020", "conditional interaction without search criteria")
+            raise AccessError("MB-1020", "conditional interaction without search criteria")
         return sorted(await self.search_engine().criteria_ids(resource_type, criteria))
 
     # writes -------------------------------------------------------------------------
@@ -638,8 +638,8 @@ def _digest(row: Document) -> str:
     ).hexdigest()
 
 
-def _conflict(what: str) -> FhirError:
-    return FhirError("MB-1011", f"{what} was changed by another request; read it again and retry")
+def _conflict(what: str) -> AccessError:
+    return AccessError("MB-1011", f"{what} was changed by another request; read it again and retry")
 
 
 def _history_reference(key: str) -> str:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fhir_server.context import RequestContext
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest, FhirResponse, Route
+from access.access import Access
+from access.context import RequestContext
+from access.errors import AccessError
+from fhir_server import store_errors
+from fhir_server.access import fhir_access
+from fhir_server.errors import outcome
+from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse, Route
 from fhir_server.formats import check_acceptable, pretty, wants_pretty
 from fhir_server.interactions.batch import bundle_handler
 from fhir_server.interactions.capabilities import capabilities
@@ -21,11 +25,10 @@ from fhir_server.interactions.patch import patch
 from fhir_server.interactions.read import read, vread
 from fhir_server.interactions.search import everything, search
 from fhir_server.interactions.update import update
-from fhir_server.pipeline import Exchange, Pipeline
 from fhir_server.registry import Interaction, is_served
 from fhir_server.services import FhirServices
 
-Handler = Callable[[Exchange, FhirServices], Awaitable[FhirResponse]]
+Handler = Callable[[FhirExchange, FhirServices], Awaitable[FhirResponse]]
 
 HANDLERS: dict[Interaction, Handler] = {
     Interaction.READ: read,
@@ -46,7 +49,9 @@ HANDLERS: dict[Interaction, Handler] = {
 class FhirRouter:
     def __init__(self, services: FhirServices) -> None:
         self.services = services
-        self.pipeline = Pipeline(self._prepare, self._act, render_error)
+        self.pipeline = FhirPipeline(
+            self._prepare, self._act, render_error, explain=store_errors.as_access_error
+        )
         # bundle entries re-enter this router (and so the whole pipeline) one by one
         bundles = bundle_handler(self.handle)
         self.handlers = {
@@ -55,26 +60,32 @@ class FhirRouter:
             Interaction.TRANSACTION: bundles,
         }
 
-    async def handle(self, request: FhirRequest, context: RequestContext) -> FhirResponse:
-        response = await self.pipeline.handle(Exchange(request, context))
+    async def handle(
+        self, request: FhirRequest, context: RequestContext, parent: Access | None = None
+    ) -> FhirResponse:
+        exchange = FhirExchange(request, context, parent=parent or context.access)
+        response = await self.pipeline.handle(exchange)
         if response.body is not None and wants_pretty(request):
             response.body = pretty(response.body)
         return response
 
-    def _prepare(self, exchange: Exchange) -> None:
+    def _prepare(self, exchange: FhirExchange) -> None:
         check_acceptable(exchange.request)
         exchange.route = parse_route(exchange.request)
+        exchange.access = fhir_access(
+            exchange.request, exchange.route, exchange.context, exchange.parent
+        )
 
-    async def _act(self, exchange: Exchange) -> FhirResponse:
+    async def _act(self, exchange: FhirExchange) -> FhirResponse:
         assert exchange.route is not None
         handler = self.handlers.get(exchange.route.interaction)
         if handler is None:
-            raise FhirError("MB-1013", f"{exchange.route.interaction} is not supported yet")
+            raise AccessError("MB-1013", f"{exchange.route.interaction} is not supported yet")
         return await handler(exchange, self.services)
 
 
-def render_error(exchange: Exchange, error: FhirError) -> FhirResponse:
-    return FhirResponse.of(error.status, error.outcome())
+def render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:
+    return FhirResponse.of(error.status, outcome(error))
 
 
 def parse_route(request: FhirRequest) -> Route:
@@ -89,14 +100,14 @@ def parse_route(request: FhirRequest) -> Route:
     if head == "_history" and len(parts) == 1 and method == "GET":
         return Route(Interaction.HISTORY_SYSTEM)
     if not is_served(head):
-        raise FhirError("MB-1001", f"resource type {head[:64]!r} is not served here")
+        raise AccessError("MB-1001", f"resource type {head[:64]!r} is not served here")
     return _typed(method, head, parts[1:], request)
 
 
 def _system(method: str) -> Route:
     if method == "POST":
         return Route(Interaction.BATCH)
-    raise FhirError("MB-1013", f"{method} on the service base is not supported")
+    raise AccessError("MB-1013", f"{method} on the service base is not supported")
 
 
 def _typed(method: str, resource_type: str, rest: list[str], request: FhirRequest) -> Route:
@@ -111,9 +122,11 @@ def _typed(method: str, resource_type: str, rest: list[str], request: FhirReques
         }
         interaction = by_method.get(method)
         if interaction is None:
-            raise FhirError("MB-1013", f"{method} /{resource_type} is not supported")
+            raise AccessError("MB-1013", f"{method} /{resource_type} is not supported")
         if interaction in (Interaction.UPDATE, Interaction.PATCH) and not request.query:
-            raise FhirError("MB-1020", f"{method} /{resource_type} needs an id or search criteria")
+            raise AccessError(
+                "MB-1020", f"{method} /{resource_type} needs an id or search criteria"
+            )
         return Route(interaction, resource_type)
     if n == 1 and rest[0] == "_search" and method == "POST":
         return Route(Interaction.SEARCH_TYPE, resource_type)
@@ -129,15 +142,15 @@ def _typed(method: str, resource_type: str, rest: list[str], request: FhirReques
         }
         interaction = by_method.get(method)
         if interaction is None:
-            raise FhirError("MB-1013", f"{method} on a resource instance is not supported")
+            raise AccessError("MB-1013", f"{method} on a resource instance is not supported")
         return Route(interaction, resource_type, resource_id)
     if n == 2 and method == "GET" and resource_type == "Patient" and is_served(rest[1]):
-        return Route(Interaction.SEARCH_TYPE, rest[1])  # compartment search
+        return Route(Interaction.SEARCH_TYPE, rest[1], compartment=resource_id)
     if n == 2 and rest[1] == "$everything" and method in ("GET", "POST"):
-        return Route(Interaction.OPERATION, resource_type, resource_id)
+        return Route(Interaction.OPERATION, resource_type, resource_id, operation=rest[1])
     if rest[1] == "_history" and method == "GET":
         if n == 2:
             return Route(Interaction.HISTORY_INSTANCE, resource_type, resource_id)
         if n == 3:
             return Route(Interaction.VREAD, resource_type, resource_id, rest[2])
-    raise FhirError("MB-1002", f"no FHIR interaction at {method} /{request.path[:200]}")
+    raise AccessError("MB-1002", f"no FHIR interaction at {method} /{request.path[:200]}")

@@ -40,6 +40,8 @@ from pymongo.errors import (
     WriteError,
 )
 
+from access.errors import AccessError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -170,3 +172,15 @@ def refused_query(error: BaseException) -> bool:
         and not isinstance(error, (BulkWriteError, WriteError))
         and error.code in REFUSED_QUERY_CODES
     )
+
+
+def as_access_error(error: Exception) -> AccessError | None:
+    """The pipeline's explanation of an exception no write path answered: a store
+    conflict is still a conflict (409, MB-1011), never a 500."""
+    if isinstance(error, DuplicateKeyError) or transient(error):
+        return AccessError("MB-1011")
+    if refused_query(error):
+        # what the store said may quote the search value: DEBUG only
+        log.debug("the store refused a query as given: %s", error)
+        return AccessError("MB-1066")
+    return None

@@ -7,7 +7,7 @@ import asyncio
 import re
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,8 +17,7 @@ from hl7_bridge.client import MllpClient, as_message
 
 if TYPE_CHECKING:  # the CLI imports this module for every command: the store stays lazy
     from fhir_server.repository import Repository
-    from fhir_server.router import FhirRouter
-    from hl7_bridge.service import BridgeOptions
+    from hl7_bridge.processor import Processor
 
 MESSAGE_START = re.compile(rb"\r(?=MSH)")
 NO_ACK_WAIT = 5.0  # seconds to wait for an ACK the message asked not to get
@@ -109,8 +108,8 @@ class ReplayTarget:
     uri: str | None
     database: str
     embedded: Callable[[], Store]
-    router: Callable[[Repository], FhirRouter]
-    options: BridgeOptions
+    # the processor on the store, with the router and hooks the server has (composition)
+    processor: Callable[[Repository], Awaitable[Processor]]
 
 
 def replay_payload(args: argparse.Namespace) -> dict[str, Any]:
@@ -147,12 +146,11 @@ async def replay_on_store(
 
     from fhir_server.repository import Repository
     from hl7_bridge.replay import replay
-    from hl7_bridge.service import build_processor
 
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
     try:
         repository = Repository(client, target.database)
-        processor = await build_processor(repository, target.router(repository), target.options)
+        processor = await target.processor(repository)
         return await replay(processor, None if args.failed else [args.id])
     finally:
         await client.close()

@@ -14,8 +14,8 @@ from importlib import resources
 
 import yaml
 
-from fhir_server.errors import FhirError
-from fhir_server.failures import log_failure
+from access.errors import AccessError
+from access.failures import log_failure
 from mappings.hl7v2.errors import MappingError
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Hl7Error(Exception):
         return cls("AR" if error.reject else "AE", error.code, error.text, error.location)
 
     @classmethod
-    def from_fhir(cls, error: FhirError, location: str = "") -> Hl7Error:
+    def from_fhir(cls, error: AccessError, location: str = "") -> Hl7Error:
         # The store failing is no fault of the message: AR asks the sender to retry later.
         ack = "AR" if error.code == "MB-1000" else "AE"
         code = error.entry.hl7 if error.entry.hl7 in TABLE_0357 else "207"
@@ -91,7 +91,7 @@ def attempt(outcome: Outcome, what: str) -> Iterator[None]:
     except MappingError as error:
         outcome.error = Hl7Error.from_mapping(error)
         log.info("%s answered %s %s", what, outcome.error.ack_code, error.code)
-    except FhirError as error:
+    except AccessError as error:
         outcome.error = Hl7Error.from_fhir(error)
         log.info("%s answered %s (%s)", what, outcome.error.ack_code, error.code)
     except Exception:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fhir_server.failures import log_failure
+from access.failures import log_failure
 from hl7_bridge.framing import FrameAborted, FrameMalformed, FrameReader, FrameTooLarge, frame
 from hl7_bridge.processor import Processor
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import hl7apy
 
-from fhir_server.context import Actor, Door, RequestContext
-from fhir_server.failures import log_failure
+from access.access import Access, Action
+from access.context import Actor, Door, RequestContext
+from access.failures import log_failure
 from fhir_server.group_commit import Write
 from fhir_server.router import FhirRouter
 from hl7_bridge import archive as states
@@ -186,6 +187,15 @@ class Processor:
             header = message.header
             actor = Actor("hl7-peer", f"{original.get(3)}^{original.get(4)}")
             context = RequestContext(Door.HL7V2, actor=actor, scopes=PEER_SCOPES, peer=peer)
+            # one access per message; the FHIR writes it makes are its children
+            context.access = Access(
+                Door.HL7V2,
+                Action.HL7_EVENT,
+                actor,
+                event=f"{header.message_type}^{header.trigger_event}",
+                client_address=peer,
+                request_id=context.request_id,
+            )
 
             def processed(written: list[str]) -> list[Write]:
                 # recorded as processed, with its AA, in the unit that applies it

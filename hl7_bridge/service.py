@@ -7,13 +7,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from access.budget import Budget
-from fhir_server.pipeline import Stage
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from hl7_bridge.archive import Archive
 from hl7_bridge.listener import Limits, MllpListener, TlsFiles, tls_context
 from hl7_bridge.processor import Processor
-from hl7_bridge.study_link import ReportLinker
 from mappings.hl7v2.tables import load_tables
 
 
@@ -39,19 +37,16 @@ async def build_processor(
     archive = Archive(repository)
     await archive.ensure_indexes()
     tables = load_tables(options.authorities, options.order_domains)
-    linker = ReportLinker(router)  # reports that arrived before their study
-    router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "hl7.link-reports")
+    # the report linker (reports that arrived before their study) is registered by the
+    # composition (medbridge/compose.py), with every other hook and its order
     return Processor(
         router, archive, tables, ZoneInfo(options.timezone), options.honor_no_ack,
         options.adt_demographics,
     )  # fmt: skip
 
 
-async def start_listener(
-    repository: Repository, router: FhirRouter, options: BridgeOptions
-) -> MllpListener:
+async def start_listener(processor: Processor, options: BridgeOptions) -> MllpListener:
     """A started listener (`.port` holds the bound port, `.processor` the processor)."""
-    processor = await build_processor(repository, router, options)
     tls = tls_context(options.tls) if options.tls is not None else None
     listener = MllpListener(processor, options.host, options.port, options.limits, tls)
     await listener.start()

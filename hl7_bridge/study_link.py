@@ -17,10 +17,9 @@ from typing import Any
 
 import orjson
 
-from fhir_server.context import SYSTEM, Door, RequestContext
-from fhir_server.exchange import FhirRequest
-from fhir_server.failures import log_failure
-from fhir_server.pipeline import Exchange
+from access.context import SYSTEM, Door, RequestContext
+from access.failures import log_failure
+from fhir_server.exchange import FhirExchange, FhirRequest
 from fhir_server.router import FhirRouter
 
 log = logging.getLogger(__name__)
@@ -35,8 +34,8 @@ class ReportLinker:
         self.router = router
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def on_fhir_write(self, exchange: Exchange) -> None:
-        """Pipeline hook (audit stage): an ImagingStudy was written; link waiting reports."""
+    async def on_fhir_write(self, exchange: FhirExchange) -> None:
+        """Pipeline hook (post-commit): an ImagingStudy was written; link waiting reports."""
         route, response = exchange.route, exchange.response
         if route is None or response is None or route.resource_type != "ImagingStudy":
             return

@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from fhir_server.context import RequestContext
-from fhir_server.errors import FhirError
+from access.context import RequestContext
+from access.errors import AccessError
 from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.group_commit import Write
 from fhir_server.router import FhirRouter
@@ -460,7 +460,7 @@ def _failure(response: FhirResponse, location: str) -> Hl7Error:
         outcome = orjson.loads(response.body or b"{}")
         issue = outcome["issue"][0]
         code = issue["details"]["coding"][0]["code"]
-        error = FhirError(code, issue.get("diagnostics"))
+        error = AccessError(code, issue.get("diagnostics"))
     except (KeyError, IndexError, TypeError, ValueError, orjson.JSONDecodeError):
-        error = FhirError("MB-1000", f"FHIR request answered {response.status}")
+        error = AccessError("MB-1000", f"FHIR request answered {response.status}")
     return Hl7Error.from_fhir(error, location)

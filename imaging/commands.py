@@ -17,13 +17,17 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from imaging.index import Added
 from imaging.ingest import IngestOutcome
 from imaging.sources import Source, sources
+
+if TYPE_CHECKING:  # the CLI imports this module for every command: the store stays lazy
+    from fhir_server.repository import Repository
+    from imaging.services import Imaging
 
 
 class Store(Protocol):
@@ -144,25 +148,22 @@ class Target:
     database: str
     mongodb_uri: str | None = None
     public_base_url: str = "http://127.0.0.1:8080"
+    # imaging on the store with the router and hooks the server has (medbridge's
+    # composition): (repository, parse workers or None for the default) -> Imaging
+    compose: Callable[[Repository, int | None], Awaitable[Imaging]] | None = None
 
 
 async def _in_process(args: argparse.Namespace, uri: str, target: Target) -> Tally:
     from pymongo import AsyncMongoClient
 
     from fhir_server.repository import Repository
-    from fhir_server.router import FhirRouter
-    from fhir_server.services import FhirServices
-    from imaging.services import build_imaging
 
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
     try:
         repository = Repository(client, target.database)
         await repository.ensure_indexes()
-        router = FhirRouter(FhirServices(repository))
-        dicomweb = target.public_base_url + "/dicomweb"
-        imaging = build_imaging(
-            repository, router, target.objects_dir, "/dicomweb", lambda: dicomweb
-        )
+        assert target.compose is not None, "the command line gives the composition"
+        imaging = await target.compose(repository, None)
         await imaging.index.ensure_indexes()
         studies: set[str] = set()
 
@@ -187,21 +188,14 @@ async def _upkeep_in_process(uri: str, target: Target, name: str, payload: Paylo
     from pymongo import AsyncMongoClient
 
     from fhir_server.repository import Repository
-    from fhir_server.router import FhirRouter
-    from fhir_server.services import FhirServices
     from imaging import upkeep
-    from imaging.services import build_imaging
 
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
     try:
         repository = Repository(client, target.database)
         await repository.ensure_indexes()
-        router = FhirRouter(FhirServices(repository))
-        dicomweb = target.public_base_url + "/dicomweb"
-        imaging = build_imaging(
-            repository, router, target.objects_dir, "/dicomweb", lambda: dicomweb,
-            parse_workers=0,
-        )  # fmt: skip
+        assert target.compose is not None, "the command line gives the composition"
+        imaging = await target.compose(repository, 0)
         operation = upkeep.retry if name == "dicom/retry" else upkeep.pending
         return await operation(imaging.linker, payload)
     finally:

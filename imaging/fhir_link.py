@@ -22,10 +22,9 @@ from typing import Any
 
 import orjson
 
-from fhir_server.context import SYSTEM, Door, RequestContext
-from fhir_server.exchange import FhirRequest
-from fhir_server.failures import log_failure
-from fhir_server.pipeline import Exchange
+from access.context import SYSTEM, Door, RequestContext
+from access.failures import log_failure
+from fhir_server.exchange import FhirExchange, FhirRequest
 from fhir_server.router import FhirRouter
 from imaging.index import DicomIndex
 from imaging.issuers import IssuerNotes
@@ -165,7 +164,9 @@ class StudyLinker:
         status, current = await self._fhir("GET", f"ImagingStudy/{study}")
         before = current.get("subject", {}).get("reference") if status == 200 else None
         if status == 200 and _same(current, resource):
-            await self.index.mark_linked(study, study_doc["lu"], study, "tries" in study_doc)
+            await self.index.mark_linked(
+                study, study_doc["lu"], study, "tries" in study_doc, patient_id(patient)
+            )
         else:
             headers = {"if-match": f'W/"{current["meta"]["versionId"]}"'} if status == 200 else {}
             status, answer = await self._fhir(
@@ -173,7 +174,9 @@ class StudyLinker:
             )
             if status not in (200, 201):
                 raise LinkError(f"ImagingStudy write answered {status}: {_diagnostics(answer)}")
-            await self.index.mark_linked(study, study_doc["lu"], study, "tries" in study_doc)
+            await self.index.mark_linked(
+                study, study_doc["lu"], study, "tries" in study_doc, patient_id(patient)
+            )
         for order in orders:
             await self._complete(order)
         for row in series:
@@ -307,7 +310,7 @@ class StudyLinker:
 
     # reverse link and background upkeep -------------------------------------------------
 
-    async def on_fhir_write(self, exchange: Exchange) -> None:
+    async def on_fhir_write(self, exchange: FhirExchange) -> None:
         """FHIR pipeline hook: a ServiceRequest written later links its waiting studies."""
         route, response = exchange.route, exchange.response
         if exchange.context.door in OWN_DOORS or route is None or response is None:
@@ -399,3 +402,9 @@ def _diagnostics(answer: Any) -> str:
         codes = issue.get("details", {}).get("coding", [{}])
         return str(codes[0].get("code", issue.get("code", "")))
     return ""
+
+
+def patient_id(reference: str) -> str | None:
+    """`Patient/123` -> `123`, the id a patient restriction names; None for anything else."""
+    kind, _, logical = reference.partition("/")
+    return logical if kind == "Patient" and logical and "/" not in logical else None

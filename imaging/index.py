@@ -27,8 +27,8 @@ from pymongo.errors import (
     OperationFailure,
 )
 
+from access.errors import AccessError
 from fhir_server import store_errors
-from fhir_server.errors import FhirError
 from fhir_server.repository import Repository
 from imaging.coalesce import Coalescer
 from imaging.parse import ParsedInstance, fold
@@ -78,12 +78,15 @@ class DicomIndex:
         self._study_owners: dict[str, str] = {}  # study -> patient key, fixed once stored
         self._known_series: set[str] = set()  # series rows that exist (never removed)
         self._reader: Coalescer[str, Document | None] = Coalescer(self._read_instances)
-        self._writer: Coalescer[Pending, Added | FhirError] = Coalescer(self._write_group)
+        self._writer: Coalescer[Pending, Added | AccessError] = Coalescer(self._write_group)
 
     async def ensure_indexes(self) -> None:
         hello = await self.db.client.admin.command("hello")
         self._client_bulk = int(hello.get("maxWireVersion", 0)) >= CLIENT_BULK_WIRE_VERSION
-        for field in ("PatientID", "StudyDate", "AccessionNumber", "_pn", "lu", "pk", "dirty"):
+        # `patient`: the study's FHIR Patient id, which a patient restriction matches on
+        for field in (
+            "PatientID", "StudyDate", "AccessionNumber", "_pn", "lu", "pk", "dirty", "patient",
+        ):  # fmt: skip
             await self.studies.create_index([(field, ASCENDING)])
         for field in ("st", "Modality", "SeriesNumber"):
             await self.series.create_index([(field, ASCENDING)])
@@ -113,9 +116,9 @@ class DicomIndex:
     async def add(
         self, parsed: ParsedInstance, row: InstanceRow, replace: bool = False
     ) -> tuple[Added, Document | None]:
-        """Index one stored instance; raises FhirError (MB-3005/3006) when refused."""
+        """Index one stored instance; raises AccessError (MB-3005/3006) when refused."""
         result = (await self.add_many([(parsed, row)], replace))[0]
-        if isinstance(result, FhirError):
+        if isinstance(result, AccessError):
             raise result
         return result, None
 
@@ -124,7 +127,7 @@ class DicomIndex:
         items: list[tuple[ParsedInstance, InstanceRow]],
         replace: bool = False,
         seen: set[str] | None = None,
-    ) -> list[Added | FhirError]:
+    ) -> list[Added | AccessError]:
         """Index stored instances; per item what happened or why not. Instances of
         concurrent callers go in one transaction. `seen`: the SOP Instance UIDs the
         caller found indexed (None: unknown, read them all)."""
@@ -132,7 +135,7 @@ class DicomIndex:
             [(parsed, row, replace, seen is None or parsed.sop in seen) for parsed, row in items]
         )
 
-    async def _write_group(self, items: list[Pending]) -> list[Added | FhirError]:
+    async def _write_group(self, items: list[Pending]) -> list[Added | AccessError]:
         for attempt in range(5):
             try:
                 return await _Batch(self, fresh=attempt > 0).apply(items)
@@ -175,16 +178,37 @@ class DicomIndex:
         return [row async for row in cursor]
 
     async def mark_linked(
-        self, study: str, lu: int, fhir_id: str, had_failed: bool = False
+        self,
+        study: str,
+        lu: int,
+        fhir_id: str,
+        had_failed: bool = False,
+        patient: str | None = None,
     ) -> None:
         """Clear the dirty flag unless another instance arrived since `lu`; forget the
-        failed attempts of the upkeep either way (it has just succeeded)."""
+        failed attempts of the upkeep either way (it has just succeeded). `patient`: the
+        FHIR Patient id the ImagingStudy names as subject, recorded whatever arrived
+        since (a patient-restricted access sees the study through it)."""
         async with self.repository.write_gate():
-            await self.studies.update_one(
-                {"_id": study, "lu": lu}, {"$set": {"dirty": False, "fhir": fhir_id}}
-            )
+            changes: Document = {"dirty": False, "fhir": fhir_id}
+            if patient is not None:
+                changes["patient"] = patient
+            found = await self.studies.update_one({"_id": study, "lu": lu}, {"$set": changes})
+            if patient is not None and not found.matched_count:
+                await self.studies.update_one({"_id": study}, {"$set": {"patient": patient}})
             if had_failed:
                 await self.studies.update_one({"_id": study}, {"$unset": UPKEEP_UNSET})
+
+    async def relink_unrecorded(self) -> int:
+        """Mark for the upkeep the studies linked before their patient was recorded on
+        the row (`fhir` set, `patient` not): until it runs, a patient-restricted access
+        does not see them. Once per start; nothing to do after the first."""
+        where: Document = {"fhir": {"$exists": True}, "patient": {"$exists": False}}
+        found = [row["_id"] async for row in self.studies.find(where, {"_id": 1})]
+        if found:
+            async with self.repository.write_gate():
+                await self.studies.update_many({"_id": {"$in": found}}, {"$set": {"dirty": True}})
+        return len(found)
 
     async def mark_failed(
         self, study: str, reason: str, delay: Callable[[int], float | None]
@@ -299,7 +323,7 @@ class _Batch:
         cursor = collection.find({"_id": {"$in": sorted(ids)}}, {"meta": 0})
         return {row["_id"]: row async for row in cursor}
 
-    async def apply(self, items: list[Pending]) -> list[Added | FhirError]:
+    async def apply(self, items: list[Pending]) -> list[Added | AccessError]:
         # no other index writer runs meanwhile in this process (the index's Coalescer runs
         # one group at a time), and another process's insert makes the bulk fail on a
         # unique _id, which redoes the group fresh
@@ -322,7 +346,7 @@ class _Batch:
         existing = await self._rows(
             index.instances, {p.sop for p, _, _, seen in items if seen or fresh}
         )
-        results: list[Added | FhirError] = []
+        results: list[Added | AccessError] = []
         writes: list[Write] = []
         new_instances: dict[str, Document] = {}
         new_series: dict[str, Document] = {}
@@ -339,7 +363,7 @@ class _Batch:
                 owner = None if parsed.study in read_studies else owners.get(parsed.study)
             if owner is not None and owner != parsed.patient_key:
                 results.append(
-                    FhirError("MB-3006", "StudyInstanceUID is already used for another patient")
+                    AccessError("MB-3006", "StudyInstanceUID is already used for another patient")
                 )
                 continue
             if study is None and owner is None:
@@ -409,14 +433,14 @@ class _Batch:
         document: Document,
         replace: bool,
         writes: list[Write],
-    ) -> Added | FhirError:
+    ) -> Added | AccessError:
         """A SOP Instance UID seen before: same bytes, refused, or replaced (old kept)."""
         if previous["sha256"] == row.sha256:
             return Added.DUPLICATE
         if previous["st"] != parsed.study or previous["se"] != parsed.series:
-            return FhirError("MB-3005", "SOP Instance UID already stored in another series")
+            return AccessError("MB-3005", "SOP Instance UID already stored in another series")
         if not replace:
-            return FhirError("MB-3005")
+            return AccessError("MB-3005")
         document["previous_key"] = previous["key"]
         # $set, not replace_one: nx-27017 cannot serialize binary values in a replace
         writes.append(

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from fhir_server.errors import FhirError
-from fhir_server.failures import log_failure
+from access.errors import AccessError
+from access.failures import log_failure
 from imaging.index import Added, DicomIndex, Document, InstanceRow
 from imaging.objectstore import ObjectStore, ObjectStoreError, instance_key, quarantine_key
 from imaging.parse import Limits, ParsedInstance
@@ -96,7 +96,7 @@ class Ingestor:
             return await self._ingest_many(items, source, expected_study)
         except Exception as error:
             log_failure(log, "ingest failed unexpectedly")
-            failure = FhirError("MB-1000", f"internal error: {type(error).__name__}")
+            failure = AccessError("MB-1000", f"internal error: {type(error).__name__}")
             outcomes = []
             for data in items:
                 sha256 = hashlib.sha256(data).hexdigest()
@@ -118,13 +118,15 @@ class Ingestor:
             answer = answers[position]
             parsed = answer if isinstance(answer, ParsedInstance) else None
             try:
-                if isinstance(answer, FhirError):
+                if isinstance(answer, AccessError):
                     raise answer
                 assert parsed is not None
                 if expected_study is not None and parsed.study != expected_study:
-                    raise FhirError("MB-3007", "StudyInstanceUID differs from the study in the URL")
+                    raise AccessError(
+                        "MB-3007", "StudyInstanceUID differs from the study in the URL"
+                    )
                 accepted.append((position, parsed, sha256))
-            except FhirError as error:
+            except AccessError as error:
                 if error.code != "MB-3007":
                     await self._quarantine(data, sha256, error.code, error.diagnostics, source)
                 outcomes[position] = _failed(parsed, error, sha256)
@@ -156,9 +158,9 @@ class Ingestor:
                 outcomes[position] = _success(parsed, Added.DUPLICATE, sha256)
                 await self._discard(result)
             elif parsed.sop in known and not self.policy.replace_different:
-                outcomes[position] = _failed(parsed, FhirError("MB-3005"), sha256)
+                outcomes[position] = _failed(parsed, AccessError("MB-3005"), sha256)
                 await self._discard(result)
-            elif isinstance(result, FhirError):
+            elif isinstance(result, AccessError):
                 outcomes[position] = _failed(parsed, result, sha256)
             else:
                 indexable.append((position, parsed, sha256, result))
@@ -170,7 +172,7 @@ class Ingestor:
             )
             for (position, parsed, sha256, put), added in zip(indexable, results, strict=True):
                 if (
-                    isinstance(added, FhirError)
+                    isinstance(added, AccessError)
                     and added.code == "MB-3005"
                     and await self._same_as_stored(
                         await self.index.find_instance(parsed.sop), items[position]
@@ -179,7 +181,7 @@ class Ingestor:
                     # indexed meanwhile (or not read: see `optimistic`) from another door
                     outcomes[position] = _success(parsed, Added.DUPLICATE, sha256)
                     await self._discard(put)
-                elif isinstance(added, FhirError):
+                elif isinstance(added, AccessError):
                     log.info("instance refused: %s", added.code)
                     outcomes[position] = _failed(parsed, added, sha256)
                     await self._discard(put)
@@ -203,7 +205,7 @@ class Ingestor:
 
     async def _put_many(
         self, items: list[tuple[bytes, ParsedInstance, str]]
-    ) -> list[tuple[InstanceRow, bool] | FhirError]:
+    ) -> list[tuple[InstanceRow, bool] | AccessError]:
         """Each instance's object (kept when already there): its row and whether this
         call created it, or MB-3008."""
         if not items:
@@ -216,7 +218,7 @@ class Ingestor:
             )
         except (ObjectStoreError, OSError) as error:
             log.error("object store write failed: %s", type(error).__name__)
-            return [FhirError("MB-3008") for _ in items]
+            return [AccessError("MB-3008") for _ in items]
         return [
             (InstanceRow(key, len(data), sha256), put.created)
             for key, (data, _, sha256), put in zip(keys, items, done, strict=True)
@@ -234,9 +236,9 @@ class Ingestor:
             return False
         return await asyncio.to_thread(same_data_set, stored, data)
 
-    async def _discard(self, written: tuple[InstanceRow, bool] | FhirError) -> None:
+    async def _discard(self, written: tuple[InstanceRow, bool] | AccessError) -> None:
         """Remove an object this call created for an instance that was then refused."""
-        if isinstance(written, FhirError) or not written[1]:
+        if isinstance(written, AccessError) or not written[1]:
             return
         try:
             await self.store.delete(written[0].key)
@@ -287,7 +289,7 @@ def _success(parsed: ParsedInstance, added: Added, sha256: str) -> IngestOutcome
     )  # fmt: skip
 
 
-def _failed(parsed: ParsedInstance | None, error: FhirError, sha256: str) -> IngestOutcome:
+def _failed(parsed: ParsedInstance | None, error: AccessError, sha256: str) -> IngestOutcome:
     return IngestOutcome(
         status=error.entry.dimse,
         sop_class=parsed.sop_class if parsed else None,

@@ -2,7 +2,7 @@
 
 Everything a header can do to hurt us is bounded here: total size, inflated size and
 ratio of deflated transfer syntaxes, sequence nesting depth, element lengths that run
-past the data, and UIDs that are not UIDs. A failure is a `FhirError` with an MB-3xxx
+past the data, and UIDs that are not UIDs. A failure is a `AccessError` with an MB-3xxx
 code whose DIMSE status becomes the STOW/C-STORE failure reason.
 """
 
@@ -29,7 +29,7 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.pixel_checks import PixelHeader, check_pixel_data
 from imaging.scan import SLOW, Scan, converts_plainly, plain_value, read_undefined_sequence, scan
 from imaging.uids import is_uid
@@ -83,7 +83,7 @@ def qido_attributes() -> dict[str, Any]:
 
 
 def parse(data: bytes, limits: Limits, with_metadata: bool = False) -> ParsedInstance:
-    """Parse and check one Part 10 instance; raises FhirError(MB-3xxx) when unacceptable.
+    """Parse and check one Part 10 instance; raises AccessError(MB-3xxx) when unacceptable.
 
     The full DICOM JSON costs more than the rest of ingest together, so it is made on
     request (`with_metadata`, or `metadata_of` later) and cached in the index.
@@ -101,7 +101,7 @@ def metadata_of(data: bytes) -> bytes:
 
 def _parse(data: bytes, limits: Limits, with_metadata: bool) -> ParsedInstance:
     if len(data) > limits.max_instance_bytes:
-        raise FhirError("MB-3003", f"instance of {len(data)} bytes over the limit")
+        raise AccessError("MB-3003", f"instance of {len(data)} bytes over the limit")
     if not with_metadata:
         try:
             parsed = _parse_scanned(data, limits)
@@ -240,15 +240,17 @@ class _Values:
 def _parse_reference(data: bytes, limits: Limits, with_metadata: bool) -> ParsedInstance:
     """pydicom's full read (dcmread), the path of every instance the lean path declines."""
     if len(data) > limits.max_instance_bytes:
-        raise FhirError("MB-3003", f"instance of {len(data)} bytes over the limit")
+        raise AccessError("MB-3003", f"instance of {len(data)} bytes over the limit")
     if len(data) < 132 or data[128:132] != b"DICM":
-        raise FhirError("MB-3001", "no DICOM Part 10 preamble (DICM at offset 128)")
+        raise AccessError("MB-3001", "no DICOM Part 10 preamble (DICM at offset 128)")
     dataset, has_pixels = _read(data, limits)
     _check_structure(dataset, limits.max_depth)
     uids = {keyword: dataset.get(keyword) for keyword in REQUIRED_UIDS}
     for keyword, value in uids.items():
         if not is_uid(str(value) if value is not None else None):
-            raise FhirError("MB-3002", f"{keyword} missing or not a valid UID", expression=keyword)
+            raise AccessError(
+                "MB-3002", f"{keyword} missing or not a valid UID", expression=keyword
+            )
     study, series, sop = (str(uids[k]) for k in REQUIRED_UIDS[:3])
     meta = dataset.file_meta
     _check_media_storage(
@@ -286,20 +288,20 @@ def _read(data: bytes, limits: Limits) -> tuple[Dataset, bool]:
         read_preamble(stream, False)
         meta = _read_file_meta_info(stream)
     except Exception as error:
-        raise FhirError("MB-3001", f"unreadable file meta information: {error}") from error
+        raise AccessError("MB-3001", f"unreadable file meta information: {error}") from error
     if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
         _check_inflation(data[stream.tell() :], limits)
     stream.seek(0)
     try:
         dataset = pydicom.dcmread(stream, stop_before_pixels=True)
-    except FhirError:
+    except AccessError:
         raise
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as error:
-        raise FhirError("MB-3001", f"DICOM parse failed: {str(error)[:200]}") from error
+        raise AccessError("MB-3001", f"DICOM parse failed: {str(error)[:200]}") from error
     except RecursionError as error:
-        raise FhirError("MB-3004", "sequence nesting too deep") from error
+        raise AccessError("MB-3004", "sequence nesting too deep") from error
     except Exception as error:
-        raise FhirError("MB-3001", f"DICOM parse failed: {type(error).__name__}") from error
+        raise AccessError("MB-3001", f"DICOM parse failed: {type(error).__name__}") from error
     syntax = str(meta.get("TransferSyntaxUID", ""))
     if syntax == DeflatedExplicitVRLittleEndian:
         return dataset, False  # inflated in memory by pydicom: offsets are not the file's
@@ -311,7 +313,7 @@ def _read(data: bytes, limits: Limits) -> tuple[Dataset, bool]:
         check_pixel_data(data, stream.tell(), syntax, header)
     elif _is_image(dataset):
         # pydicom stops quietly at the end of the bytes: an image without pixels was cut
-        raise FhirError("MB-3001", "image without pixel data: the file is truncated")
+        raise AccessError("MB-3001", "image without pixel data: the file is truncated")
     return dataset, has_pixels
 
 
@@ -325,7 +327,7 @@ def _check_media_storage(
         ("MediaStorageSOPInstanceUID", media_instance, sop),
     ):
         if value is not None and str(value).strip() not in ("", wanted):
-            raise FhirError("MB-3021", f"{keyword} differs from the data set's UID",
+            raise AccessError("MB-3021", f"{keyword} differs from the data set's UID",
                             expression=keyword)  # fmt: skip
 
 
@@ -350,21 +352,21 @@ def _check_pixel_tail(data: bytes, offset: int, syntax: str) -> None:
     implicit = syntax == "1.2.840.10008.1.2"
     header = data[offset : offset + 12]
     if len(header) < 8:
-        raise FhirError("MB-3001", "pixel data element cut short: the file is truncated")
+        raise AccessError("MB-3001", "pixel data element cut short: the file is truncated")
     if implicit:
         length, size = struct.unpack(order + "I", header[4:8])[0], 8
     else:
         if len(header) < 12:
-            raise FhirError("MB-3001", "pixel data element cut short: the file is truncated")
+            raise AccessError("MB-3001", "pixel data element cut short: the file is truncated")
         length, size = struct.unpack(order + "I", header[8:12])[0], 12
     if length == UNDEFINED_LENGTH:
         if (
             data.rfind(b"\xfe\xff\xdd\xe0", offset) < 0
             and data.rfind(b"\xff\xfe\xe0\xdd", offset) < 0
         ):
-            raise FhirError("MB-3001", "encapsulated pixel data without its end: truncated")
+            raise AccessError("MB-3001", "encapsulated pixel data without its end: truncated")
     elif offset + size + length > len(data):
-        raise FhirError("MB-3004", "pixel data length runs past the data: truncated")
+        raise AccessError("MB-3004", "pixel data length runs past the data: truncated")
 
 
 def _check_inflation(deflated: bytes, limits: Limits) -> None:
@@ -378,16 +380,16 @@ def _check_inflation(deflated: bytes, limits: Limits) -> None:
             chunk = inflater.decompress(pending, 1024 * 1024)
             total += len(chunk)
             if total > cap:
-                raise FhirError("MB-3003", "deflated data set inflates past the limit")
+                raise AccessError("MB-3003", "deflated data set inflates past the limit")
             pending = inflater.unconsumed_tail
     except zlib.error as error:
-        raise FhirError("MB-3001", "deflated data set is corrupt") from error
+        raise AccessError("MB-3001", "deflated data set is corrupt") from error
 
 
 def _check_structure(dataset: Dataset, max_depth: int, depth: int = 0) -> None:
     """Nesting depth and declared-versus-actual element lengths, without deep recursion."""
     if depth > max_depth:
-        raise FhirError("MB-3004", f"sequence nesting deeper than {max_depth}")
+        raise AccessError("MB-3004", f"sequence nesting deeper than {max_depth}")
     try:
         # the elements as read (raw): only sequences and UN of undefined length are
         # converted, to look inside them
@@ -395,19 +397,19 @@ def _check_structure(dataset: Dataset, max_depth: int, depth: int = 0) -> None:
             if isinstance(raw, RawDataElement):
                 declared, value = raw.length, raw.value
                 if declared != UNDEFINED_LENGTH and value is not None and len(value) != declared:
-                    raise FhirError("MB-3004", f"element {tag} length runs past the data")
+                    raise AccessError("MB-3004", f"element {tag} length runs past the data")
                 if raw.VR not in ("SQ", "UN", None) and raw.length != UNDEFINED_LENGTH:
                     continue
             element = dataset[tag]
             if element.VR == "SQ":
                 for item in element.value:
                     _check_structure(item, max_depth, depth + 1)
-    except FhirError:
+    except AccessError:
         raise
     except RecursionError as error:
-        raise FhirError("MB-3004", "sequence nesting too deep") from error
+        raise AccessError("MB-3004", "sequence nesting too deep") from error
     except Exception as error:
-        raise FhirError("MB-3001", f"DICOM element unreadable: {str(error)[:200]}") from error
+        raise AccessError("MB-3001", f"DICOM element unreadable: {str(error)[:200]}") from error
 
 
 def _first_code(dataset: Dataset, keyword: str) -> dict[str, str] | None:

@@ -22,13 +22,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.parse import Limits, ParsedInstance, parse
 
 log = logging.getLogger(__name__)
 
 POOLED_BYTES = 1024 * 1024  # larger instances: parsing the header costs less than the pipe
-Parsed = ParsedInstance | FhirError
+Parsed = ParsedInstance | AccessError
 # what crosses the pipe back: an instance, or a refusal as (code, diagnostics, expression)
 _Answer = ParsedInstance | tuple[str, str, str | None]
 
@@ -62,7 +62,7 @@ class Parser:
             self._pool = None
 
     async def parse_many(self, items: list[bytes], limits: Limits) -> list[Parsed]:
-        """One answer per item: the parsed instance, or the FhirError refusing it."""
+        """One answer per item: the parsed instance, or the AccessError refusing it."""
         pooled = [n for n, data in enumerate(items) if len(data) <= POOLED_BYTES]
         if self.workers <= 0 or len(pooled) < 2:
             return [_parse_inline(data, limits) for data in items]
@@ -120,7 +120,7 @@ def _warm() -> None:
 def _parse_inline(data: bytes, limits: Limits) -> Parsed:
     try:
         return parse(data, limits)
-    except FhirError as error:
+    except AccessError as error:
         return error
 
 
@@ -131,7 +131,7 @@ def _parse_chunk(items: list[bytes], limits: Limits) -> list[_Answer]:
     for data in items:
         try:
             answers.append(parse(data, limits))
-        except FhirError as error:
+        except AccessError as error:
             answers.append((error.code, error.diagnostics, error.expression))
         except Exception as error:  # never a broken pool over one odd instance
             answers.append(("MB-1000", f"internal error: {type(error).__name__}", None))
@@ -142,4 +142,4 @@ def _outcome(answer: _Answer) -> Parsed:
     if isinstance(answer, ParsedInstance):
         return answer
     code, diagnostics, expression = answer
-    return FhirError(code, diagnostics, expression=expression)
+    return AccessError(code, diagnostics, expression=expression)

@@ -22,7 +22,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 
 ITEM, SEQUENCE_END = b"\xfe\xff\x00\xe0", b"\xfe\xff\xdd\xe0"
 NATIVE = frozenset(("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"))
@@ -44,13 +44,13 @@ class PixelHeader:
 
 
 def check_pixel_data(data: bytes, offset: int, syntax: str, header: PixelHeader) -> None:
-    """Raise FhirError(MB-3020) when the pixel data element at `offset` (Pixel Data only)
+    """Raise AccessError(MB-3020) when the pixel data element at `offset` (Pixel Data only)
     cannot hold what the header says; the element is known to be complete."""
     if data[offset : offset + 4] != _tag_bytes(syntax):
         return  # Float / Double Float Pixel Data: not sized here
     frames = _count(header.number_of_frames, default=1)
     if frames is None:
-        raise FhirError("MB-3020", "NumberOfFrames is not a positive number")
+        raise AccessError("MB-3020", "NumberOfFrames is not a positive number")
     implicit = syntax == "1.2.840.10008.1.2"
     order = ">" if syntax == "1.2.840.10008.1.2.2" else "<"
     if implicit:
@@ -76,7 +76,7 @@ def _check_native(length: int, frames: int, header: PixelHeader) -> None:
     per_pixel_bits = bits * (2 if shared and samples == 3 else samples)
     expected = (rows * columns * per_pixel_bits * frames + 7) // 8
     if length < expected:
-        raise FhirError(
+        raise AccessError(
             "MB-3020",
             f"pixel data holds {length} bytes; Rows x Columns x SamplesPerPixel x "
             f"BitsAllocated x NumberOfFrames needs {expected}",
@@ -94,12 +94,12 @@ def _check_encapsulated(data: bytes, start: int, frames: int) -> None:
         if tag == SEQUENCE_END:
             break
         if tag != ITEM or length == 0xFFFFFFFF:
-            raise FhirError("MB-3020", "encapsulated pixel data item malformed",
+            raise AccessError("MB-3020", "encapsulated pixel data item malformed",
                             expression="PixelData")  # fmt: skip
         if offsets is None:
             offsets = length // 4
             if offsets and offsets != frames:
-                raise FhirError(
+                raise AccessError(
                     "MB-3020",
                     f"Basic Offset Table has {offsets} entries for NumberOfFrames {frames}",
                     expression="NumberOfFrames",
@@ -108,7 +108,7 @@ def _check_encapsulated(data: bytes, start: int, frames: int) -> None:
             fragments += 1  # enough once there is one per frame: the rest is not walked
         position += 8 + length
     if fragments < frames:
-        raise FhirError(
+        raise AccessError(
             "MB-3020",
             f"{fragments} pixel data fragments for NumberOfFrames {frames}",
             expression="NumberOfFrames",

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from access.budget import Budget
-from fhir_server.failures import log_failure
-from fhir_server.pipeline import Stage
+from access.failures import log_failure
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from imaging.dicomweb.endpoint import DicomwebService
@@ -44,6 +43,7 @@ class Imaging:
 
     async def start(self) -> None:
         await self.index.ensure_indexes()
+        await self.index.relink_unrecorded()
         self.ingestor.parser.start()
         self.tasks.append(asyncio.create_task(self.linker.run()))
         self.tasks.append(asyncio.create_task(self.fill_metadata()))
@@ -110,8 +110,8 @@ def build_imaging(
     linker = StudyLinker(
         router, index, dicomweb_url, IssuerNotes(repository, default_issuer), upkeep_retry
     )
-    # orders that arrive after their study: the FHIR pipeline tells the linker
-    router.pipeline.notify(Stage.AUDIT, linker.on_fhir_write, "imaging.link-orders")
+    # orders that arrive after their study: the composition (medbridge/compose.py)
+    # registers linker.on_fhir_write at post-commit, with every other hook
     dicomweb = DicomwebService(
         ingestor, index, store, linker, dicomweb_base_path, share_hooks_with=router.pipeline,
         budget=budget, public_url=dicomweb_url,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 
 WILDCARDS = frozenset("*?")
 LIMIT_NAME = "MEDBRIDGE_LIMIT_WILDCARD_CHARS"
@@ -131,7 +131,7 @@ class Wildcard:
 def compile_wildcard(value: str, max_chars: int) -> Wildcard:
     """`value` (PS3.4 wildcard text) compiled; over `max_chars` is refused (400/A700)."""
     if len(value) > max_chars:
-        raise FhirError(
+        raise AccessError(
             "MB-3041",
             f"a wildcard matching value may hold at most {max_chars} characters "
             f"({LIMIT_NAME}); this one has {len(value)}",

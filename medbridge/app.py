@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from fhir_server.http import FHIR_METHODS, FhirEndpoint, error_response
 from fhir_server.router import FhirRouter
 from medbridge import __version__
@@ -82,7 +82,7 @@ class FhirFirst:
             response = await self.endpoint(Request(scope, receive))
         except Exception as error:
             log.error("unhandled %s on a FHIR request", type(error).__name__)
-            response = error_response(FhirError("MB-1000"))
+            response = error_response(AccessError("MB-1000"))
         await response(scope, receive, send)
 
 
@@ -106,15 +106,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         code = {404: "MB-1002", 405: "MB-1013", 413: "MB-1009"}.get(status, "MB-1004")
-        error = FhirError(code, f"{request.method} {request.url.path}: {status}", status=status)
+        error = AccessError(code, f"{request.method} {request.url.path}: {status}", status=status)
         return error_response(error)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
-        return error_response(FhirError("MB-1004", "malformed request"))
+        return error_response(AccessError("MB-1004", "malformed request"))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-        return error_response(FhirError("MB-1000"))
+        return error_response(AccessError("MB-1000"))
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

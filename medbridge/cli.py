@@ -7,11 +7,16 @@ import logging
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hl7_bridge.commands import add_commands as add_hl7_commands
 from imaging.commands import add_commands as add_dicom_commands
 from medbridge.settings import Settings
+
+if TYPE_CHECKING:
+    from fhir_server.repository import Repository
+    from hl7_bridge.processor import Processor
+    from imaging.services import Imaging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,9 +57,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from imaging.commands import run as run_dicom
         from medbridge.embedded_mongo import EmbeddedMongo
 
+        public_base = settings.public_base_url or f"http://{settings.host}:{settings.http_port}"
+
+        async def imaging(repository: Repository, parse_workers: int | None) -> Imaging:
+            from medbridge.compose import ImagingPlan, compose
+
+            dicomweb = public_base + "/dicomweb"
+            plan = ImagingPlan(settings.objects_dir, lambda: dicomweb, parse_workers)
+            built = (await compose(settings, repository, imaging=plan)).imaging
+            assert built is not None
+            return built
+
         target = Target(
             settings.objects_dir, settings.dicom_max_instance_bytes, settings.database,
-            settings.mongodb_uri, settings.public_base_url or f"http://{settings.host}:{settings.http_port}",
+            settings.mongodb_uri, public_base, imaging,
         )  # fmt: skip
         from medbridge.running import call_admin, find_running
 
@@ -72,9 +88,15 @@ def _hl7(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.hl7_command == "send":
         return run(args)
+    from medbridge.compose import compose
     from medbridge.embedded_mongo import EmbeddedMongo
     from medbridge.running import call_admin, find_running
-    from medbridge.server import bridge_options, build_router
+    from medbridge.server import bridge_options
+
+    async def processor(repository: Repository) -> Processor:
+        composition = await compose(settings, repository, bridge=bridge_options(settings))
+        assert composition.processor is not None
+        return composition.processor
 
     running = find_running(settings.data_dir)
     target = ReplayTarget(
@@ -82,7 +104,6 @@ def _hl7(args: argparse.Namespace, settings: Settings) -> int:
         uri=settings.mongodb_uri,
         database=settings.database,
         embedded=lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"),
-        router=lambda repository: build_router(repository, settings),
-        options=bridge_options(settings),
+        processor=processor,
     )
     return run(args, target)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from fhir_server.http import error_response
 
 CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
@@ -39,7 +39,7 @@ class HttpGuard:
         allowed = origin if origin is not None and origin in self.cors_origins else None
         guarded = _guarded_send(send, allowed, head=scope["method"] == "HEAD")
         if len(headers.getlist("host")) > 1:
-            error = FhirError("MB-1062", "more than one Host header", expression="Host")
+            error = AccessError("MB-1062", "more than one Host header", expression="Host")
             await error_response(error)(scope, receive, guarded)
             return
         preflight = origin is not None and "access-control-request-method" in headers
@@ -54,7 +54,7 @@ class HttpGuard:
         self, headers: Headers, allowed: str | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
         if allowed is None:
-            error = FhirError("MB-1065", "origin not in cors_origins", expression="Origin")
+            error = AccessError("MB-1065", "origin not in cors_origins", expression="Origin")
             await error_response(error)(scope, receive, send)
             return
         answer: list[tuple[bytes, bytes]] = [

@@ -18,7 +18,8 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from access.budget import Budget
-from fhir_server.errors import FhirError
+from access.errors import AccessError
+from fhir_server.errors import outcome
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._refusing is not None or self.transport.is_closing():
             return
         self._refusing = code
-        error = FhirError(code, _DIAGNOSTICS[code])
-        body = orjson.dumps(error.outcome())
+        error = AccessError(code, _DIAGNOSTICS[code])
+        body = orjson.dumps(outcome(error))
         log.info("HTTP request head refused: %s", code)
         head = (
             f"HTTP/1.1 {error.status} {_REASONS[error.status]}\r\n"

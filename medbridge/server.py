@@ -16,15 +16,13 @@ import uvloop
 from pymongo import AsyncMongoClient
 
 from fhir_server.repository import Repository
-from fhir_server.router import FhirRouter
-from fhir_server.services import FhirServices
 from hl7_bridge.listener import Limits, TlsFiles
 from hl7_bridge.replay import admin_replay
 from hl7_bridge.service import BridgeOptions, start_listener
 from imaging import upkeep
 from imaging.dimse.config import DimseConfig, load_peers
 from imaging.dimse.service import start_dimse
-from imaging.services import build_imaging, object_store
+from imaging.services import object_store
 from mappings.dicom.imagingstudy import use_site_authorities
 from medbridge import __version__
 from medbridge.admin import AdminApi
@@ -36,6 +34,7 @@ from medbridge.app import (
     mount_admin,
     mount_dicomweb,
 )
+from medbridge.compose import ImagingPlan, compose
 from medbridge.embedded_mongo import EmbeddedMongo
 from medbridge.health import Readiness
 from medbridge.http_guard import HttpGuard
@@ -74,27 +73,28 @@ async def _serve(settings: Settings, uri: str) -> None:
         stack.push_async_callback(client.close)
         repository = Repository(client, settings.database, settings.serialize_writes)
         await repository.ensure_indexes()
-        router = build_router(repository, settings)
+        public_base = [_public_base(settings, settings.http_port)]
+        use_site_authorities(settings.hl7_authorities)  # one issuer -> system table
+        objects = object_store(
+            settings.objects_dir, settings.s3_bucket, settings.s3_endpoint_url,
+            settings.s3_prefix, settings.s3_region,
+        )  # fmt: skip
+        options = bridge_options(settings)
+        composition = await compose(
+            settings, repository,
+            imaging=ImagingPlan(objects, lambda: public_base[0] + DICOMWEB_BASE),
+            bridge=options,
+        )  # fmt: skip
+        router, imaging, processor = composition.router, composition.imaging, composition.processor
+        assert imaging is not None
+        assert processor is not None
         readiness = Readiness()
         readiness.expect("http")
         readiness.expect("mllp")
-        mllp = await start_listener(repository, router, bridge_options(settings))
+        mllp = await start_listener(processor, options)
         stack.push_async_callback(mllp.stop)
         readiness.ready("mllp")
-        public_base = [_public_base(settings, settings.http_port)]
         app = build_app(router, readiness, settings.max_body_bytes, lambda: public_base[0])
-        use_site_authorities(settings.hl7_authorities)  # one issuer -> system table
-        imaging = build_imaging(
-            repository, router,
-            object_store(settings.objects_dir, settings.s3_bucket, settings.s3_endpoint_url,
-                         settings.s3_prefix, settings.s3_region),
-            DICOMWEB_BASE,
-            lambda: public_base[0] + DICOMWEB_BASE,
-            settings.dicom_replace_different, settings.dicom_max_instance_bytes,
-            budget=settings.budget(), default_issuer=settings.dicom_default_issuer,
-            upkeep_retry=settings.upkeep_retry(),
-            quarantine_prefix_bytes=settings.dicom_quarantine_prefix_bytes,
-        )  # fmt: skip
         await imaging.start()
         stack.push_async_callback(imaging.stop)
         mount_dicomweb(app, imaging.dicomweb.handle)
@@ -149,14 +149,6 @@ def _public_base(settings: Settings, port: int) -> str:
         return settings.public_base_url.rstrip("/")
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return f"http://{host}:{port}"
-
-
-def build_router(repository: Repository, settings: Settings) -> FhirRouter:
-    """The FHIR router of the server (`hl7 replay` without a server builds the same)."""
-    services = FhirServices(
-        repository, settings.max_body_bytes, software_version=__version__, budget=settings.budget()
-    )
-    return FhirRouter(services)
 
 
 async def _status(payload: dict[str, Any]) -> dict[str, Any]:

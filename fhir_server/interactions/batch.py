@@ -22,19 +22,20 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from access.access import Access
+from access.context import RequestContext
+from access.errors import AccessError
 from fhir_server.body import dumps
 from fhir_server.bundle import bundle
-from fhir_server.context import RequestContext
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest, FhirResponse
+from fhir_server.errors import outcome
+from fhir_server.exchange import FhirExchange, FhirRequest, FhirResponse
 from fhir_server.interactions.common import off_loop, parse_body, parse_http_date
-from fhir_server.pipeline import Exchange
 from fhir_server.registry import is_served
 from fhir_server.repository import instant
 from fhir_server.services import FhirServices
 
-Dispatch = Callable[[FhirRequest, RequestContext], Awaitable[FhirResponse]]
-Handler = Callable[[Exchange, FhirServices], Awaitable[FhirResponse]]
+Dispatch = Callable[[FhirRequest, RequestContext, Access | None], Awaitable[FhirResponse]]
+Handler = Callable[[FhirExchange, FhirServices], Awaitable[FhirResponse]]
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified"}
 _CONDITIONAL = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
@@ -43,19 +44,19 @@ _CONDITIONAL = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
 def bundle_handler(dispatch: Dispatch) -> Handler:
     """The BATCH/TRANSACTION handler, re-entering the router through `dispatch`."""
 
-    async def handle(exchange: Exchange, services: FhirServices) -> FhirResponse:
+    async def handle(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
         request, budget = exchange.request, services.budget
         document = await off_loop(lambda: parse_body(request, budget), len(request.body or b""))
         if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
-            raise FhirError("MB-1004", "POST to the base takes a batch or transaction Bundle")
+            raise AccessError("MB-1004", "POST to the base takes a batch or transaction Bundle")
         kind = document.get("type")
         entries = document.get("entry") or []
         if kind not in ("batch", "transaction") or not isinstance(entries, list):
-            raise FhirError(
+            raise AccessError(
                 "MB-1004", "Bundle.type must be batch or transaction", expression="Bundle.type"
             )
         if services.repository.in_bundle:
-            raise FhirError("MB-1004", "a Bundle entry cannot itself be a batch or transaction")
+            raise AccessError("MB-1004", "a Bundle entry cannot itself be a batch or transaction")
         check_distinct(entries, kind == "transaction")
         if kind == "batch":
             responses = await _Processor(exchange, services, dispatch, entries).batch()
@@ -72,7 +73,7 @@ def bundle_handler(dispatch: Dispatch) -> Handler:
 
 class _Processor:
     def __init__(
-        self, exchange: Exchange, services: FhirServices, dispatch: Dispatch, entries: list[Any]
+        self, exchange: FhirExchange, services: FhirServices, dispatch: Dispatch, entries: list[Any]
     ) -> None:
         self.exchange = exchange
         self.services = services
@@ -85,9 +86,9 @@ class _Processor:
         for index, entry in enumerate(self.entries):
             try:
                 request = await self._request(index, entry)
-                response = await self.dispatch(request, self.exchange.context)
-            except FhirError as error:
-                response = FhirResponse.of(error.status, error.outcome())
+                response = await self.dispatch(request, self.exchange.context, self.exchange.access)
+            except AccessError as error:
+                response = FhirResponse.of(error.status, outcome(error))
             responses.append(_response_entry(response, outcome_on_error=True))
             await _let_others_run()
         return responses
@@ -99,7 +100,7 @@ class _Processor:
         for index in order:
             entry = self.entries[index]
             request = await self._request(index, entry)
-            response = await self.dispatch(request, self.exchange.context)
+            response = await self.dispatch(request, self.exchange.context, self.exchange.access)
             if response.status >= 400:
                 raise _failed(index, entry, response)
             responses[index] = _response_entry(response, outcome_on_error=False)
@@ -138,12 +139,12 @@ class _Processor:
     async def _request(self, index: int, entry: Any) -> FhirRequest:
         where = f"Bundle.entry[{index}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
-            raise FhirError("MB-1004", f"{where} has no request", expression=f"{where}.request")
+            raise AccessError("MB-1004", f"{where} has no request", expression=f"{where}.request")
         spec = entry["request"]
         method = str(spec.get("method", "")).upper()
         url = str(spec.get("url", ""))
         if method not in ORDER or not url:
-            raise FhirError(
+            raise AccessError(
                 "MB-1004", f"{where}.request needs method and url", expression=f"{where}.request"
             )
         split = urlsplit(url)
@@ -195,7 +196,7 @@ class _Processor:
         if reference in self.resolved:
             return self.resolved[reference]
         if reference.startswith("urn:uuid:"):
-            raise FhirError(
+            raise AccessError(
                 "MB-1004", f"{where}: {reference} names no entry of this Bundle", expression=where
             )
         match = _CONDITIONAL.match(reference)
@@ -205,7 +206,7 @@ class _Processor:
         criteria = parse_qsl(match.group(2), keep_blank_values=True)
         ids = await self.services.repository.matching_ids(resource_type, criteria)
         if len(ids) != 1:
-            raise FhirError(
+            raise AccessError(
                 "MB-1102",
                 f"{where}: conditional reference {reference[:200]} matches {len(ids)} resources",
                 expression=where,
@@ -240,7 +241,7 @@ def check_distinct(entries: list[Any], transaction: bool) -> None:
 def _distinct(seen: dict[str, int], key: str, index: int, what: str) -> None:
     first = seen.setdefault(key, index)
     if first != index:
-        raise FhirError(
+        raise AccessError(
             "MB-1110",
             f"Bundle.entry[{first}] and Bundle.entry[{index}] {what} {key[:200]}",
             expression=f"Bundle.entry[{index}]",
@@ -324,14 +325,14 @@ def _last_updated(response: FhirResponse) -> str | None:
     return instant(epoch_ms) if epoch_ms is not None else None
 
 
-def _failed(index: int, entry: dict[str, Any], response: FhirResponse) -> FhirError:
+def _failed(index: int, entry: dict[str, Any], response: FhirResponse) -> AccessError:
     request = entry.get("request") or {}
     detail = ""
     if response.body:
         outcome = orjson.loads(response.body)
         issues = outcome.get("issue") or [{}]
         detail = f": {issues[0].get('diagnostics', '')}"
-    return FhirError(
+    return AccessError(
         "MB-1101",
         f"transaction failed at entry {index} ({request.get('method')} {request.get('url')})"
         f"{detail}; nothing was applied",

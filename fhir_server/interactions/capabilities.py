@@ -7,8 +7,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server.exchange import FhirResponse
-from fhir_server.pipeline import Exchange
+from fhir_server.exchange import FhirExchange, FhirResponse
 from fhir_server.registry import SERVED_TYPES, SYSTEM_INTERACTIONS, TYPE_INTERACTIONS
 from fhir_server.search.parameters import parameters_for
 from fhir_server.services import FhirServices
@@ -19,7 +18,7 @@ SEARCH_PARAMETER_BASE = "http://hl7.org/fhir/SearchParameter/"
 PATIENT_EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 
 
-async def capabilities(exchange: Exchange, services: FhirServices) -> FhirResponse:
+async def capabilities(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     body = _statement(exchange.request.base_url, services.software_version)
     return FhirResponse(200, body)
 

@@ -11,8 +11,9 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from access.budget import Budget
+from access.errors import AccessError
 from fhir_server.body import check_resource_size, loads
-from fhir_server.errors import FhirError, information_outcome
+from fhir_server.errors import information_outcome
 from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.repository import Stored
 from profiles.validator import validate
@@ -24,7 +25,7 @@ JSON_TYPES = ("application/fhir+json", "application/json", "application/json-pat
 
 def check_id(resource_id: str) -> str:
     if not ID_PATTERN.fullmatch(resource_id):
-        raise FhirError(
+        raise AccessError(
             "MB-1018",
             f"{resource_id[:80]!r} is not a FHIR id ([A-Za-z0-9-.], 1-64 characters)",
             expression="id",
@@ -40,11 +41,11 @@ INLINE_BODY_BYTES = 64 * 1024
 def parse_body(request: FhirRequest, budget: Budget) -> Any:
     """The JSON body within the budget; FHIR XML and other content types are refused (415)."""
     if not request.body:
-        raise FhirError("MB-1019", "this interaction needs a request body")
+        raise AccessError("MB-1019", "this interaction needs a request body")
     content_type = (request.header("content-type") or "application/fhir+json").lower()
     media = content_type.split(";", 1)[0].strip()
     if media not in JSON_TYPES and media not in ("", "*/*", "text/json"):
-        raise FhirError(
+        raise AccessError(
             "MB-1014", f"Content-Type {media!r} is not supported; send application/fhir+json"
         )
     return loads(request.body, budget)
@@ -67,10 +68,10 @@ async def resource_body(request: FhirRequest, resource_type: str, budget: Budget
 def _valid_resource(request: FhirRequest, resource_type: str, budget: Budget) -> dict[str, Any]:
     body = parse_body(request, budget)
     if not isinstance(body, dict):
-        raise FhirError("MB-1005", "request body must be a JSON object (a FHIR resource)")
+        raise AccessError("MB-1005", "request body must be a JSON object (a FHIR resource)")
     found = body.get("resourceType")
     if found != resource_type:
-        raise FhirError(
+        raise AccessError(
             "MB-1007",
             f"resourceType {found!r} does not match the URL's {resource_type}",
             expression="resourceType",
@@ -82,7 +83,7 @@ def _valid_resource(request: FhirRequest, resource_type: str, budget: Budget) ->
 def check_valid(resource: dict[str, Any]) -> None:
     issues = validate(resource)
     if issues:
-        raise FhirError("MB-1006", issues[0].diagnostics, issues=issues)
+        raise AccessError("MB-1006", issues[0].diagnostics, issues=issues)
 
 
 def version_headers(request: FhirRequest, stored: Stored) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from fhir_server.repository import ClaimTaken, Repository, Stored
 from fhir_server.search.criteria import parse_criteria
 
@@ -24,7 +24,7 @@ async def resolve_one(
     """The single current resource matching the criteria; None for none, 412 for several."""
     ids = await repository.matching_ids(resource_type, params)
     if len(ids) > 1:
-        raise FhirError(
+        raise AccessError(
             "MB-1012",
             f"conditional {interaction} criteria match {len(ids)} {resource_type} resources; "
             "make them more selective",
@@ -65,4 +65,4 @@ async def create_unless_found(
                 return winner, False
             # the claimed resource was deleted or no longer matches: the claim is stale
             await repository.release_claim(key)
-    raise FhirError("MB-1011", f"conditional {interaction} raced another request; retry")
+    raise AccessError("MB-1011", f"conditional {interaction} raced another request; retry")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from fhir_server.exchange import FhirResponse
+from fhir_server.exchange import FhirExchange, FhirResponse
 from fhir_server.interactions.common import resource_body, write_response
 from fhir_server.interactions.conditional import create_unless_found, criteria_params
-from fhir_server.pipeline import Exchange
 from fhir_server.repository import Stored
 from fhir_server.services import FhirServices
 
 
-async def create(exchange: Exchange, services: FhirServices) -> FhirResponse:
+async def create(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     route, request = exchange.route, exchange.request
     assert route is not None
     assert route.resource_type

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from fhir_server.errors import FhirError, information_outcome
-from fhir_server.exchange import FhirResponse
+from access.errors import AccessError
+from fhir_server.errors import information_outcome
+from fhir_server.exchange import FhirExchange, FhirResponse
 from fhir_server.interactions.common import check_id
 from fhir_server.interactions.conditional import resolve_one
-from fhir_server.pipeline import Exchange
 from fhir_server.services import FhirServices
 
 
-async def delete(exchange: Exchange, services: FhirServices) -> FhirResponse:
+async def delete(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     route, request = exchange.route, exchange.request
     assert route is not None
     assert route.resource_type
     repository = services.repository
     if route.resource_id is None:
         if not request.query:
-            raise FhirError("MB-1020", "a conditional delete needs search criteria")
+            raise AccessError("MB-1020", "a conditional delete needs search criteria")
         previous = await resolve_one(repository, route.resource_type, request.query, "delete")
     else:
         check_id(route.resource_id)
@@ -29,7 +29,7 @@ async def delete(exchange: Exchange, services: FhirServices) -> FhirResponse:
     return _answer(exchange, f"deleted {stored.resource_type}/{stored.id}", f'W/"{stored.version}"')
 
 
-def _answer(exchange: Exchange, message: str, etag: str | None) -> FhirResponse:
+def _answer(exchange: FhirExchange, message: str, etag: str | None) -> FhirResponse:
     headers = {"ETag": etag} if etag else {}
     prefer = (exchange.request.header("prefer") or "").lower()
     if "return=operationoutcome" in prefer:

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from access.errors import AccessError
+from access.shown import Shown
 from fhir_server.bundle import bundle, history_entry
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirResponse
-from fhir_server.pipeline import Exchange
+from fhir_server.exchange import FhirExchange, FhirResponse
 from fhir_server.repository import now_ms
 from fhir_server.search.dates import date_range
 from fhir_server.services import FhirServices
+from fhir_server.shown import item, show
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
 
 
-async def history(exchange: Exchange, services: FhirServices) -> FhirResponse:
+async def history(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     route, request = exchange.route, exchange.request
     assert route is not None
     count = _int_param(request.param("_count"), "_count", DEFAULT_COUNT)
@@ -42,6 +43,18 @@ async def history(exchange: Exchange, services: FhirServices) -> FhirResponse:
         links.append(("previous", f"{base}/{path}?{previous_query}"))
     entries = [history_entry(base, stored) for stored in page]
     exchange.touched.extend(f"{s.resource_type}/{s.id}" for s in page)
+    if exchange.showing:
+        items = [item(s.resource_type, s.id, s.raw, "version") for s in page]
+
+        def build(shown: Shown[FhirResponse]) -> FhirResponse:
+            kept = [e for i, e in enumerate(entries) if shown.visible_at(i)]
+            # offsets count stored versions, so the paging links stay right; a total
+            # could count versions hidden on other pages: given only for a single page
+            single = offset == 0 and offset + count >= total
+            shown_total = len(kept) if single else None
+            return FhirResponse(200, bundle("history", kept, links, shown_total))
+
+        return show(exchange, items, build)
     return FhirResponse(200, bundle("history", entries, links, total))
 
 
@@ -49,7 +62,7 @@ def _int_param(value: str | None, name: str, default: int) -> int:
     if value is None or value == "":
         return default
     if not value.isdigit():
-        raise FhirError("MB-1016", f"{name} must be a non-negative integer", expression=name)
+        raise AccessError("MB-1016", f"{name} must be a non-negative integer", expression=name)
     return int(value)
 
 
@@ -58,5 +71,5 @@ def _instant_param(value: str | None, name: str) -> int | None:
         return None
     bounds = date_range(value.replace(" ", "+"))
     if bounds is None:
-        raise FhirError("MB-1016", f"{name} must be a FHIR instant", expression=name)
+        raise AccessError("MB-1016", f"{name} must be a FHIR instant", expression=name)
     return bounds[0]

@@ -9,23 +9,22 @@ import jsonpatch
 import jsonpointer
 
 from access.budget import Budget
+from access.errors import AccessError
 from fhir_server.body import check_resource_size, check_within, dumps, loads_stored
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest, FhirResponse
+from fhir_server.exchange import FhirExchange, FhirRequest, FhirResponse
 from fhir_server.interactions.common import check_valid, off_loop, parse_body
 from fhir_server.interactions.conditional import resolve_one
 from fhir_server.interactions.update import check_if_match, store_version
-from fhir_server.pipeline import Exchange
 from fhir_server.services import FhirServices
 
 
-async def patch(exchange: Exchange, services: FhirServices) -> FhirResponse:
+async def patch(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     route, request = exchange.route, exchange.request
     assert route is not None
     assert route.resource_type
     content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/json-patch+json":
-        raise FhirError(
+        raise AccessError(
             "MB-1014",
             f"PATCH needs Content-Type application/json-patch+json, not {content_type or 'none'!r}",
         )
@@ -42,9 +41,9 @@ async def patch(exchange: Exchange, services: FhirServices) -> FhirResponse:
         previous = await services.repository.read(route.resource_type, route.resource_id)
         reference = f"{route.resource_type}/{route.resource_id}"
     if previous is None:
-        raise FhirError("MB-1002", f"{reference} is not known")
+        raise AccessError("MB-1002", f"{reference} is not known")
     if previous.raw is None:
-        raise FhirError("MB-1003", f"{reference} was deleted")
+        raise AccessError("MB-1003", f"{reference} was deleted")
     raw, resource_type, resource_id = previous.raw, route.resource_type, previous.id
     check_if_match(
         request.header("if-match"), previous, {"resourceType": resource_type, "id": resource_id}
@@ -59,9 +58,9 @@ async def patch(exchange: Exchange, services: FhirServices) -> FhirResponse:
 def _operations(request: FhirRequest, budget: Budget) -> list[Any]:
     operations = parse_body(request, budget)
     if not isinstance(operations, list):
-        raise FhirError("MB-1005", "a JSON Patch document is a JSON array of operations")
+        raise AccessError("MB-1005", "a JSON Patch document is a JSON array of operations")
     if len(operations) > budget.max_patch_operations:
-        raise FhirError(
+        raise AccessError(
             "MB-1047",
             f"the JSON Patch has {len(operations)} operations, over the limit of "
             f"{budget.max_patch_operations} (max_patch_operations, "
@@ -83,7 +82,7 @@ def _patched(
 ) -> dict[str, Any]:
     patched = apply_within(loads_stored(raw), operations, budget, len(raw))
     if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
-        raise FhirError("MB-1017", "a patch may not change resourceType or id", expression="id")
+        raise AccessError("MB-1017", "a patch may not change resourceType or id", expression="id")
     check_within(patched, budget)
     check_valid(patched)
     return patched
@@ -103,7 +102,7 @@ def apply_within(
         if estimate > limit:
             estimate = len(dumps(document)) + _added_bytes(document, operation, index)
             if estimate > limit:
-                raise FhirError(
+                raise AccessError(
                     "MB-1048",
                     f"JSON Patch operation {index} would make the resource about {estimate} "
                     f"bytes, over the limit of {limit} (max_resource_bytes, "
@@ -111,7 +110,7 @@ def apply_within(
                 )
         document = _apply_one(document, operation, index)
     if not isinstance(document, dict):
-        raise FhirError("MB-1017", "the patch did not leave a resource")
+        raise AccessError("MB-1017", "the patch did not leave a resource")
     return document
 
 
@@ -119,7 +118,7 @@ def _added_bytes(document: Any, operation: Any, index: int) -> int:
     """How much one operation can grow the serialized document: what it adds (with the
     key it adds under) less what it removes; an upper bound within a few bytes."""
     if not isinstance(operation, dict):
-        raise FhirError("MB-1017", f"JSON Patch operation {index} is not an object")
+        raise AccessError("MB-1017", f"JSON Patch operation {index} is not an object")
     op, path = operation.get("op"), operation.get("path")
     key_bytes = len(path) + 4 if isinstance(path, str) else 0
     if op == "add" and "value" in operation:
@@ -135,11 +134,11 @@ def _added_bytes(document: Any, operation: Any, index: int) -> int:
 
 def _bytes_at(document: Any, pointer: Any, index: int) -> int:
     if not isinstance(pointer, str):
-        raise FhirError("MB-1017", f"JSON Patch operation {index} needs a JSON Pointer")
+        raise AccessError("MB-1017", f"JSON Patch operation {index} needs a JSON Pointer")
     try:
         return len(dumps(jsonpointer.resolve_pointer(document, pointer)))
     except (jsonpointer.JsonPointerException, TypeError, KeyError, IndexError) as error:
-        raise FhirError("MB-1017", f"JSON Patch operation {index}: {error}") from error
+        raise AccessError("MB-1017", f"JSON Patch operation {index}: {error}") from error
 
 
 class _Add(jsonpatch.AddOperation):
@@ -183,4 +182,4 @@ def _apply_one(document: Any, operation: dict[str, Any], index: int) -> Any:
         ValueError,
         AttributeError,
     ) as error:
-        raise FhirError("MB-1017", f"JSON Patch operation {index} failed: {error}") from error
+        raise AccessError("MB-1017", f"JSON Patch operation {index} failed: {error}") from error

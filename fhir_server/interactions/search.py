@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
+from access.errors import AccessError
+from access.shown import Shown
 from fhir_server.bundle import bundle
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest, FhirResponse
-from fhir_server.pipeline import Exchange
+from fhir_server.exchange import FhirExchange, FhirRequest, FhirResponse
 from fhir_server.search.compile import compile_criterion
+from fhir_server.search.engine import Engine
 from fhir_server.search.keys import key
 from fhir_server.search.nodes import Clause, exact
 from fhir_server.search.page import Page, run_page
@@ -20,16 +22,17 @@ from fhir_server.search.parameters import patient_compartment
 from fhir_server.search.request import MAX_COUNT, SearchRequest, parse_search
 from fhir_server.search.shape import shape
 from fhir_server.services import FhirServices
+from fhir_server.shown import item, not_shown, show
 
 FORM = "application/x-www-form-urlencoded"
 
 
-async def search(exchange: Exchange, services: FhirServices) -> FhirResponse:
+async def search(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     route, request = exchange.route, exchange.request
     assert route is not None
     assert route.resource_type
     resource_type = route.resource_type
-    patient = _compartment_patient(request.path, resource_type)
+    patient = route.compartment
     search_request = parse_search(
         resource_type,
         _params(request),
@@ -52,21 +55,66 @@ async def search(exchange: Exchange, services: FhirServices) -> FhirResponse:
     exchange.touched.extend(f"{resource_type}/{doc['_id']}" for doc in page.matches)
     exchange.touched.extend(f"{t}/{doc['_id']}" for t, doc in page.included)
     links = _links(f"{request.base_url}/{path}", search_request, page)
+    if exchange.showing:
+        items = [item(resource_type, doc["_id"], doc["raw"]) for doc in page.matches]
+        items += [item(t, doc["_id"], doc["raw"], "include") for t, doc in page.included]
+        if page.total is not None and (page.next_token or page.previous_token or not entries):
+            # a total must not count what consent-show hides on any page: the hooks see
+            # every match (only when a consent-show hook is registered and a total asked)
+            on_page = {doc["_id"] for doc in page.matches}
+            items += [
+                item(resource_type, doc["_id"], doc["raw"], "counted")
+                for doc in await _all_matches(engine, search_request, clauses)
+                if doc["_id"] not in on_page
+            ]
+        return show(exchange, items, lambda shown: _shown_page(shown, entries, links, page))
     return FhirResponse(200, bundle("searchset", entries, links, page.total))
 
 
-async def everything(exchange: Exchange, services: FhirServices) -> FhirResponse:
+def _shown_page(
+    shown: Shown[FhirResponse],
+    entries: list[dict[str, Any]],
+    links: list[tuple[str, str]],
+    page: Page,
+) -> FhirResponse:
+    """The page without what consent-show hid. Paging tokens come from the stored order,
+    so next/previous still work; the total counts the visible matches of every page."""
+    total = None
+    if page.total is not None:
+        total = sum(1 for shown_item in shown.visible if shown_item.mode != "include")
+    kept = [entry for i, entry in enumerate(entries) if shown.visible_at(i)]
+    return FhirResponse(200, bundle("searchset", kept, links, total))
+
+
+async def _all_matches(
+    engine: Engine, search_request: SearchRequest, clauses: list[Clause]
+) -> list[dict[str, Any]]:
+    request = replace(
+        search_request, count=MAX_COUNT, page=None, total="none", summary=None,
+        elements=(), includes=(),
+    )  # fmt: skip
+    found: list[dict[str, Any]] = []
+    while True:
+        page = await run_page(engine, request, clauses)
+        found.extend(page.matches)
+        if page.next_token is None:
+            return found
+        request = replace(request, page=page.next_token)
+
+
+async def everything(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     """Patient/{id}/$everything: the patient and every resource in its compartment."""
     route, request = exchange.route, exchange.request
     assert route is not None
     if route.resource_type != "Patient" or route.resource_id is None:
-        raise FhirError("MB-1013", "$everything is defined on Patient/{id}")
+        raise AccessError("MB-1013", "$everything is defined on Patient/{id}")
     patient_id = route.resource_id
     allowed = exchange.context.patient
     if allowed is not None and allowed != patient_id:
-        raise FhirError("MB-1002", f"Patient/{patient_id} is not known")
+        raise AccessError("MB-1002", f"Patient/{patient_id} is not known")
     engine = services.repository.search_engine()
     entries: list[dict[str, Any]] = []
+    found: list[tuple[str, dict[str, Any]]] = []  # beside entries, for consent-show
     # the compartment table lists Patient itself (by `link`): read it once, first
     for resource_type in ("Patient", *sorted(patient_compartment().keys() - {"Patient"})):
         clause = compartment_clause(resource_type, patient_id)
@@ -74,14 +122,25 @@ async def everything(exchange: Exchange, services: FhirServices) -> FhirResponse
             engine, SearchRequest(resource_type, count=MAX_COUNT, total="none"), [clause]
         )
         entries.extend(_entries(request.base_url, resource_type, page, None))
+        found.extend((resource_type, doc) for doc in page.matches)
         exchange.touched.extend(f"{resource_type}/{doc['_id']}" for doc in page.matches)
     if not entries or not entries[0]["fullUrl"].endswith(f"/Patient/{patient_id}"):
-        raise FhirError("MB-1002", f"Patient/{patient_id} is not known")
+        raise AccessError("MB-1002", f"Patient/{patient_id} is not known")
     links = [("self", f"{request.base_url}/Patient/{patient_id}/$everything")]
+    if exchange.showing:
+        items = [item(t, doc["_id"], doc["raw"]) for t, doc in found]
+
+        def build(shown: Shown[FhirResponse]) -> FhirResponse:
+            if not shown.visible_at(0):  # the Patient itself
+                raise not_shown(f"Patient/{patient_id}")
+            kept = [entry for i, entry in enumerate(entries) if shown.visible_at(i)]
+            return FhirResponse(200, bundle("searchset", kept, links, len(kept)))
+
+        return show(exchange, items, build)
     return FhirResponse(200, bundle("searchset", entries, links, len(entries)))
 
 
-def access_clauses(exchange: Exchange, resource_type: str) -> list[Clause]:
+def access_clauses(exchange: FhirExchange, resource_type: str) -> list[Clause]:
     """A patient-context token sees its own compartment: compiled into the query, so
     totals and paging stay right (types outside the compartment are not narrowed)."""
     patient = exchange.context.patient
@@ -98,18 +157,11 @@ def compartment_clause(resource_type: str, patient_id: str) -> Clause:
         return Clause((exact("c", key("_id", patient_id), cost=0),))
     codes = patient_compartment().get(resource_type)
     if not codes:
-        raise FhirError(
+        raise AccessError(
             "MB-1016", f"{resource_type} is not in the Patient compartment", expression="type"
         )
     reference = f"Patient/{patient_id}"
     return Clause(tuple(exact("k", key(code, reference)) for code in codes))
-
-
-def _compartment_patient(path: str, resource_type: str) -> str | None:
-    parts = [p for p in path.strip("/").split("/") if p]
-    if len(parts) == 3 and parts[0] == "Patient" and parts[2] == resource_type:
-        return parts[1]
-    return None
 
 
 def _params(request: FhirRequest) -> list[tuple[str, str]]:
@@ -117,7 +169,7 @@ def _params(request: FhirRequest) -> list[tuple[str, str]]:
     if request.method.upper() == "POST" and request.body:
         content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
         if content_type != FORM:
-            raise FhirError("MB-1014", f"POST _search takes {FORM}")
+            raise AccessError("MB-1014", f"POST _search takes {FORM}")
         params += parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
     return params
 

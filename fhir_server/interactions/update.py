@@ -5,16 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirResponse
+from access.errors import AccessError
+from fhir_server.exchange import FhirExchange, FhirResponse
 from fhir_server.interactions.common import check_id, parse_etag, resource_body, write_response
 from fhir_server.interactions.conditional import create_unless_found
-from fhir_server.pipeline import Exchange
 from fhir_server.repository import Stored
 from fhir_server.services import FhirServices
 
 
-async def update(exchange: Exchange, services: FhirServices) -> FhirResponse:
+async def update(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     route, request = exchange.route, exchange.request
     assert route is not None
     assert route.resource_type
@@ -23,11 +22,11 @@ async def update(exchange: Exchange, services: FhirServices) -> FhirResponse:
         return await _conditional_update(exchange, services, resource)
     body_id = resource.get("id")
     if body_id is None:
-        raise FhirError(
+        raise AccessError(
             "MB-1008", "an update must carry the resource id in the body", expression="id"
         )
     if body_id != route.resource_id:
-        raise FhirError(
+        raise AccessError(
             "MB-1008",
             f"body id {body_id!r} does not match the URL id {route.resource_id!r}",
             expression=f"{route.resource_type}.id",
@@ -38,7 +37,10 @@ async def update(exchange: Exchange, services: FhirServices) -> FhirResponse:
 
 
 async def store_version(
-    exchange: Exchange, services: FhirServices, resource: dict[str, Any], previous: Stored | None
+    exchange: FhirExchange,
+    services: FhirServices,
+    resource: dict[str, Any],
+    previous: Stored | None,
 ) -> FhirResponse:
     """Write `resource` as the next version after `previous`, honouring If-Match."""
     request = exchange.request
@@ -46,11 +48,11 @@ async def store_version(
     check_if_match(if_match, previous, resource)
     try:
         stored = await services.repository.update(resource, previous)
-    except FhirError as error:
+    except AccessError as error:
         if if_match is None or error.code != "MB-1011":
             raise
         # the version If-Match named was replaced by a concurrent writer meanwhile
-        raise FhirError("MB-1010", f"If-Match {if_match}: {error.diagnostics}") from error
+        raise AccessError("MB-1010", f"If-Match {if_match}: {error.diagnostics}") from error
     exchange.touched.append(f"{stored.resource_type}/{stored.id}")
     created = previous is None or previous.deleted
     return write_response(
@@ -65,14 +67,14 @@ def check_if_match(if_match: str | None, previous: Stored | None, resource: dict
     current = previous.version if previous is not None and not previous.deleted else None
     if expected is None or expected != current:
         reference = f"{resource['resourceType']}/{resource.get('id')}"
-        raise FhirError(
+        raise AccessError(
             "MB-1010",
             f"If-Match {if_match} but {reference} is at version {current or 'none'}",
         )
 
 
 async def _conditional_update(
-    exchange: Exchange, services: FhirServices, resource: dict[str, Any]
+    exchange: FhirExchange, services: FhirServices, resource: dict[str, Any]
 ) -> FhirResponse:
     route, request = exchange.route, exchange.request
     assert route is not None
@@ -100,7 +102,7 @@ async def _conditional_update(
         status, message = (201, "created") if created else (200, "updated")
         return write_response(request, stored, status, message)
     if body_id is not None and body_id != stored.id:
-        raise FhirError(
+        raise AccessError(
             "MB-1008",
             f"body id {body_id!r} differs from the matched resource {stored.id!r}",
             expression=f"{route.resource_type}.id",

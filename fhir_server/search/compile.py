@@ -16,7 +16,7 @@ from fhir_server.search.uri import compile_uri
 
 
 def compile_criterion(resource_type: str, name: str, value: str, base_url: str = "") -> Clause:
-    """Compile `name=value` for `resource_type`; FhirError MB-1016 names what is wrong."""
+    """Compile `name=value` for `resource_type`; AccessError MB-1016 names what is wrong."""
     if name.startswith("_has:"):
         return _has(name, value)
     head, _, chain = name.partition(".")

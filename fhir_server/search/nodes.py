@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +60,8 @@ class Clause:
         return max((a.cost if isinstance(a, RowQuery) else 1 for a in self.alternatives), default=0)
 
 
-def invalid(name: str, message: str) -> FhirError:
-    return FhirError("MB-1016", f"{name}: {message}", expression=name)
+def invalid(name: str, message: str) -> AccessError:
+    return AccessError("MB-1016", f"{name}: {message}", expression=name)
 
 
 def exact(field: str, value: str, cost: int = 0) -> RowQuery:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from fhir_server.registry import is_served
 from fhir_server.search.engine import Engine
 from fhir_server.search.keys import key
@@ -128,7 +128,7 @@ def _decode(token: str, width: int) -> tuple[str, list[str]]:
     try:
         decoded = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, orjson.JSONDecodeError) as error:
-        raise FhirError(
+        raise AccessError(
             "MB-1016", "_page is not a page of this search", expression="_page"
         ) from error
     if (
@@ -137,7 +137,7 @@ def _decode(token: str, width: int) -> tuple[str, list[str]]:
         or decoded[0] not in ("n", "p")
         or not all(isinstance(v, str) for v in decoded)
     ):
-        raise FhirError("MB-1016", "_page is not a page of this search", expression="_page")
+        raise AccessError("MB-1016", "_page is not a page of this search", expression="_page")
     return decoded[0], decoded[1:]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from access.budget import Budget
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from fhir_server.registry import is_served
 from fhir_server.search.compile import compile_criterion
 from fhir_server.search.parameters import parameters_for
@@ -76,13 +76,13 @@ def parse_search(
             if not (is_control and draft.control(name, value)):
                 compile_criterion(resource_type, name, value, base_url)
                 draft.criteria.append((name, value))
-        except FhirError as error:
+        except AccessError as error:
             if not strict and is_unknown(resource_type, name):
                 continue
             if error.expression == name:
                 raise
             # name the parameter as the client wrote it, not the part that failed inside it
-            raise FhirError(error.code, error.diagnostics, expression=name) from error
+            raise AccessError(error.code, error.diagnostics, expression=name) from error
         if name != "_page":
             draft.applied.append((name, value))
     return SearchRequest(
@@ -184,5 +184,5 @@ def _include(name: str, value: str, reverse: bool, iterate: bool) -> Include:
     return Include(source, code, target, reverse, iterate)
 
 
-def _bad(name: str, message: str) -> FhirError:
-    return FhirError("MB-1016", f"{name}: {message}", expression=name)
+def _bad(name: str, message: str) -> AccessError:
+    return AccessError("MB-1016", f"{name}: {message}", expression=name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from access.budget import Budget
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from fhir_server.search.nodes import invalid
 
 OPAQUE = frozenset({"_page"})  # our own paging token, not a client's value
@@ -25,7 +25,7 @@ def check_parameter(name: str, value: str, budget: Budget) -> None:
         return
     if value.count(",") >= budget.max_search_values:
         # escaped commas ("\,") are counted too: a list that long is refused either way
-        raise FhirError(
+        raise AccessError(
             "MB-1061",
             f"{name}: more than {budget.max_search_values} comma-separated values "
             "(max_search_values)",
@@ -33,7 +33,7 @@ def check_parameter(name: str, value: str, budget: Budget) -> None:
         )
     longest = max((len(part) for part in value.split(",")), default=0)
     if longest > budget.max_search_value_chars:
-        raise FhirError(
+        raise AccessError(
             "MB-1060",
             f"{name}: a value of {longest} characters is over {budget.max_search_value_chars} "
             "(max_search_value_chars)",

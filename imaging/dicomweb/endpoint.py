@@ -1,4 +1,4 @@
-"""The DICOMweb door: every request runs through its own `Pipeline` (Door.DICOMWEB).
+"""The DICOMweb door: every request runs through its own `FhirPipeline` (Door.DICOMWEB).
 
 Starlette request -> FhirRequest + RequestContext -> pipeline (authenticate, authorize,
 consent, act, consent-show, audit hooks) -> STOW / QIDO / WADO handler. Errors are
@@ -15,12 +15,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from access.access import Access, Action
 from access.budget import Budget
-from fhir_server.context import Door, RequestContext
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest, FhirResponse
+from access.context import Door, RequestContext
+from access.errors import AccessError
+from fhir_server import store_errors
+from fhir_server.errors import outcome
+from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse
 from fhir_server.http import request_of, socket_base
-from fhir_server.pipeline import Exchange, Pipeline
 from imaging.dicomweb import qido, wado
 from imaging.dicomweb.stow import stow
 from imaging.fhir_link import StudyLinker
@@ -31,7 +33,10 @@ from imaging.parse import metadata_of
 from imaging.uids import is_uid
 
 DICOMWEB_METHODS = ["GET", "POST"]
-ROUTE_NOTE, HTTP_NOTE, ANSWER_NOTE = "dicomweb.route", "dicomweb.http", "dicomweb.answer"
+HTTP_NOTE, ANSWER_NOTE = "dicomweb.http", "dicomweb.answer"
+PURPOSE_HEADER = "x-purpose-of-use"
+# the DICOM side of an access concerns imaging studies, whatever the level
+IMAGING_TYPES = frozenset({"ImagingStudy"})
 LEVEL_SEGMENTS = ("studies", "series", "instances")
 
 
@@ -56,13 +61,13 @@ def parse_route(method: str, path: str) -> DicomwebRoute:
             "search", {"studies": "study", "series": "series"}.get(parts[0], "instance")
         )
     if parts[:1] != ["studies"]:
-        raise FhirError("MB-3010", "no DICOMweb resource at this path")
+        raise AccessError("MB-3010", "no DICOMweb resource at this path")
     if method == "POST":
         if len(parts) > 2:
-            raise FhirError("MB-1013", "STOW-RS is POST /studies or /studies/{study}")
+            raise AccessError("MB-1013", "STOW-RS is POST /studies or /studies/{study}")
         return DicomwebRoute("stow", study=_uid(parts[1]) if len(parts) == 2 else None)
     if method != "GET":
-        raise FhirError("MB-1013")
+        raise AccessError("MB-1013")
     route = DicomwebRoute("retrieve")
     rest = parts[1:]
     route.study = _uid(rest[0]) if rest else None
@@ -85,12 +90,12 @@ def parse_route(method: str, path: str) -> DicomwebRoute:
     if route.sop and rest[0] in ("frames", "bulkdata") and len(rest) in (2, 3):
         route.action, route.extra = rest[0], rest[1:]
         return route
-    raise FhirError("MB-3010", "no DICOMweb resource at this path")
+    raise AccessError("MB-3010", "no DICOMweb resource at this path")
 
 
 def _uid(text: str) -> str:
     if not is_uid(text):
-        raise FhirError("MB-3010", "not a valid DICOM UID in the path")
+        raise AccessError("MB-3010", "not a valid DICOM UID in the path")
     return text
 
 
@@ -104,7 +109,7 @@ class DicomwebService:
         store: ObjectStore,
         linker: StudyLinker | None,
         base_path: str,
-        share_hooks_with: Pipeline | None = None,
+        share_hooks_with: FhirPipeline | None = None,
         budget: Budget | None = None,
         public_url: Callable[[], str] | None = None,
     ) -> None:
@@ -115,7 +120,10 @@ class DicomwebService:
         self.linker = linker
         self.base_path = base_path
         self.public_url = public_url  # the configured DICOMweb base, never the Host header
-        self.pipeline = Pipeline(self._prepare, self._act, render_error, share_hooks_with)
+        self.pipeline = FhirPipeline(
+            self._prepare, self._act, render_error, share_hooks_with,
+            explain=store_errors.as_access_error,
+        )  # fmt: skip
 
     async def handle(self, request: Request) -> Response:
         base_url = self.public_url() if self.public_url else socket_base(request) + self.base_path
@@ -124,7 +132,7 @@ class DicomwebService:
             Door.DICOMWEB, peer=request.client.host if request.client else None
         )
         context.notes[HTTP_NOTE] = request
-        response = await self.pipeline.handle(Exchange(fhir_request, context))
+        response = await self.pipeline.handle(FhirExchange(fhir_request, context))
         answer = context.notes.get(ANSWER_NOTE)
         if response.status < 300 and isinstance(answer, wado.Answer) and answer.stream is not None:
             return StreamingResponse(
@@ -133,12 +141,13 @@ class DicomwebService:
         headers = dict(response.headers)
         return Response(response.body, response.status, headers, media_type=response.content_type)
 
-    def _prepare(self, exchange: Exchange) -> None:
+    def _prepare(self, exchange: FhirExchange) -> None:
         route = parse_route(exchange.request.method.upper(), exchange.request.path)
-        exchange.context.notes[ROUTE_NOTE] = route
+        exchange.route = route
+        exchange.access = dicomweb_access(route, exchange.request, exchange.context)
 
-    async def _act(self, exchange: Exchange) -> FhirResponse:
-        route: DicomwebRoute = exchange.context.notes[ROUTE_NOTE]
+    async def _act(self, exchange: FhirExchange) -> FhirResponse:
+        route: DicomwebRoute = exchange.route
         request = exchange.request
         if route.study:
             exchange.touched.append(f"ImagingStudy/{route.study}")
@@ -194,7 +203,7 @@ class DicomwebService:
             return await wado.frames(self.store, rows[0], numbers)
         if route.action == "bulkdata":
             return await wado.bulkdata(self.store, rows[0], route.extra[0])
-        raise FhirError("MB-3010")
+        raise AccessError("MB-3010")
 
     async def _metadata(self, row: dict[str, Any]) -> bytes:
         """An instance's DICOM JSON, made from the object and cached on first use."""
@@ -204,12 +213,12 @@ class DicomwebService:
 
     async def _wado_uri(self, request: FhirRequest) -> wado.Answer:
         if (request.param("requestType") or "").upper() != "WADO":
-            raise FhirError("MB-3011", "WADO-URI needs requestType=WADO")
+            raise AccessError("MB-3011", "WADO-URI needs requestType=WADO")
         study, series, sop = (
             request.param(n) or "" for n in ("studyUID", "seriesUID", "objectUID")
         )
         if not (is_uid(study) and is_uid(series) and is_uid(sop)):
-            raise FhirError("MB-3011", "studyUID, seriesUID and objectUID must be valid UIDs")
+            raise AccessError("MB-3011", "studyUID, seriesUID and objectUID must be valid UIDs")
         rows = await wado.instance_rows(self.index, study, series, sop)
         content_type = (request.param("contentType") or "image/jpeg").lower()
         if content_type == "application/dicom":
@@ -227,9 +236,37 @@ class DicomwebService:
         return await wado.rendered(self.store, rows[0], wado.image_media("", content_type), frame)
 
 
-def render_error(exchange: Exchange, error: FhirError) -> FhirResponse:
+def dicomweb_access(route: DicomwebRoute, request: FhirRequest, context: RequestContext) -> Access:
+    """STOW / QIDO / WADO with the UIDs the path (or WADO-URI query) names; a search
+    that names no study is described by its matching keys."""
+    study, series, sop = route.study, route.series, route.sop
+    if route.action == "wado-uri":
+        study, series, sop = (
+            value if is_uid(value := request.param(n) or "") else None
+            for n in ("studyUID", "seriesUID", "objectUID")
+        )
+    action = {"stow": Action.STOW, "search": Action.QIDO}.get(route.action, Action.WADO)
+    query: tuple[tuple[str, str], ...] = ()
+    if action is Action.QIDO:
+        query = tuple(request.query)
+    return Access(
+        door=context.door,
+        action=action,
+        actor=context.actor,
+        resource_types=IMAGING_TYPES,
+        patient_query=query,
+        studies=frozenset({study} if study else ()),
+        series=frozenset({series} if series else ()),
+        instances=frozenset({sop} if sop else ()),
+        purpose_of_use=context.purpose_of_use or request.header(PURPOSE_HEADER),
+        client_address=context.peer,
+        request_id=context.request_id,
+    )
+
+
+def render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:
     return FhirResponse(
         error.status,
-        FhirResponse.of(error.status, error.outcome()).body,
+        FhirResponse.of(error.status, outcome(error)).body,
         content_type="application/json",
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 
 #: bytes the multipart parser reads before the event loop gets a turn
 PARSE_SLICE = 16 * 1024
@@ -51,7 +51,7 @@ async def inflate(
             yield chunk
         return
     if encoding not in ("gzip", "deflate", "x-gzip"):
-        raise FhirError("MB-1014", f"Content-Encoding {encoding[:20]!r} not supported")
+        raise AccessError("MB-1014", f"Content-Encoding {encoding[:20]!r} not supported")
     inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
     taken = produced = 0
     async for chunk in chunks:
@@ -61,11 +61,11 @@ async def inflate(
             try:
                 out = inflater.decompress(pending, 1024 * 1024)
             except zlib.error as error:
-                raise FhirError("MB-1004", "corrupt compressed request body") from error
+                raise AccessError("MB-1004", "corrupt compressed request body") from error
             pending = inflater.unconsumed_tail
             produced += len(out)
             if produced > max_bytes or produced > max(taken, 4096) * max_ratio:
-                raise FhirError("MB-3003", "compressed request body inflates past the limit")
+                raise AccessError("MB-3003", "compressed request body inflates past the limit")
             if out:
                 yield out
 
@@ -132,9 +132,9 @@ async def read_parts(
             try:
                 parser.write(chunk[start : start + PARSE_SLICE])
             except Exception as error:
-                raise FhirError("MB-1004", "malformed multipart/related body") from error
+                raise AccessError("MB-1004", "malformed multipart/related body") from error
             if too_large:
-                raise FhirError("MB-3003", f"a part is larger than {max_part_bytes} bytes")
+                raise AccessError("MB-3003", f"a part is larger than {max_part_bytes} bytes")
             while done:
                 yield done.pop(0)
     parser.finalize()

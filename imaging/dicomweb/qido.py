@@ -15,9 +15,11 @@ import orjson
 from pydicom.datadict import keyword_for_tag
 
 from access.budget import Budget
-from fhir_server.errors import FhirError
+from access.errors import AccessError
+from access.restriction import UNRESTRICTED, Restriction
 from imaging.dicomweb.dicom_json import attribute, dataset, tag_hex, vr_of
 from imaging.index import DicomIndex
+from imaging.index_query import Condition, IndexQuery, Level, compile_query, find_rows
 from imaging.parse import fold, qido_attributes
 from imaging.uids import uid_list
 from imaging.wildcard import compile_wildcard, has_wildcards
@@ -102,7 +104,7 @@ def parse_query(
             query.fuzzy = value.lower() == "true"
         elif name in ("limit", "offset"):
             if not value.isdigit():
-                raise FhirError("MB-3011", f"{name} must be a non-negative integer")
+                raise AccessError("MB-3011", f"{name} must be a non-negative integer")
             if name == "limit":
                 # 0 or over the maximum: the server's maximum applies (PS3.18 8.3.4.4.1)
                 query.limit = min(int(value), MAX_LIMIT) or MAX_LIMIT
@@ -112,7 +114,7 @@ def parse_query(
         else:
             keyword = _keyword(name)
             if _level_of(keyword) is None:
-                raise FhirError("MB-3011", f"{name[:64]!r} is not a supported matching key")
+                raise AccessError("MB-3011", f"{name[:64]!r} is not a supported matching key")
             query.matches.append(Match(keyword, value))
     query.matches.extend(Match(k, v) for k, v in fixed.items())
     return query
@@ -127,7 +129,7 @@ def condition(
     if keyword in UID_KEYWORDS:
         uids = uid_list(value)
         if not uids:
-            raise FhirError("MB-3011", f"{keyword} holds no valid UID")
+            raise AccessError("MB-3011", f"{keyword} holds no valid UID")
         return keyword, uids[0] if len(uids) == 1 else {"$in": uids}
     vr = vr_of(keyword)
     if vr in ("DA", "TM", "DT") and "-" in value:
@@ -140,7 +142,7 @@ def condition(
         return keyword, bounds
     if vr in ("IS", "US", "UL", "SS", "SL"):
         if not re.fullmatch(r"-?\d+", value.strip()):
-            raise FhirError("MB-3011", f"{keyword} needs an integer")
+            raise AccessError("MB-3011", f"{keyword} needs an integer")
         return keyword, int(value)
     if vr == "PN" and fuzzy and keyword in FOLDED:
         # fuzzy: case- and accent-insensitive, matching the start of any name component
@@ -177,50 +179,47 @@ def _filters(query: Query) -> dict[str, Document]:
 MetaLoader = Callable[[Document], Awaitable[bytes]]
 
 
-async def search(
-    index: DicomIndex, query: Query, base_url: str, load_meta: MetaLoader | None = None
-) -> SearchResult:
+def index_query(query: Query) -> IndexQuery:
+    """The search as the index's query description: each level's conditions; attributes
+    of a level below the returned one select only for studies (ModalitiesInStudy and
+    the other series attributes)."""
     filters = _filters(query)
-    own = filters[query.level]
-    collection = {"study": index.studies, "series": index.series, "instance": index.instances}
-    if query.level == "study" and filters["series"]:
-        own["_id"] = _and_in(own.get("_id"), await _values(index.series, "st", filters["series"]))
-    if query.level == "series" and filters["study"]:
-        ids = await _values(index.studies, "_id", filters["study"])
-        own["st"] = _and_in(own.get("st"), ids)
-    if query.level == "instance":
-        if filters["study"]:
-            ids = await _values(index.studies, "_id", filters["study"])
-            own["st"] = _and_in(own.get("st"), ids)
-        if filters["series"]:
-            ids = await _values(index.series, "_id", filters["series"])
-            own["se"] = _and_in(own.get("se"), ids)
+    kept = ("study", "series", "instance") if query.level == "instance" else ("study", "series")
+    per_level = {
+        level: tuple(Condition(name, cond) for name, cond in filters[level].items())
+        if level in kept
+        else ()
+        for level in ("study", "series", "instance")
+    }
+    return IndexQuery(
+        _LEVEL[query.level],
+        study=per_level["study"],
+        series=per_level["series"],
+        instance=per_level["instance"],
+        offset=query.offset,
+        limit=query.limit,
+    )
+
+
+_LEVEL: dict[str, Level] = {"study": "study", "series": "series", "instance": "instance"}
+
+
+async def search(
+    index: DicomIndex,
+    query: Query,
+    base_url: str,
+    load_meta: MetaLoader | None = None,
+    restriction: Restriction = UNRESTRICTED,
+) -> SearchResult:
+    """The matches the access may see, one page; `truncated` when the server's maximum
+    cut the answer (counted over what the access may see)."""
+    compiled = compile_query(index_query(query), restriction)
     projection = None if query.include_all and query.level == "instance" else {"meta": 0}
-    cursor = collection[query.level].find(own, projection).sort("_id", 1)
     # one row past the limit tells whether the server's maximum cut the answer
-    rows = [row async for row in cursor.skip(query.offset).limit(query.limit + 1)]
+    rows = await find_rows(index, compiled, projection, extra=1)
     truncated = len(rows) > query.limit and query.server_limited
     body = await _render(index, query, rows[: query.limit], base_url, load_meta)
     return SearchResult(body, truncated)
-
-
-async def _values(collection: Any, field_name: str, where: Document) -> list[Any]:
-    """Distinct values of one field (nx-27017 answers `distinct` on `_id` wrongly)."""
-    seen: dict[Any, None] = {}
-    async for row in collection.find(where, {field_name: 1}):
-        if field_name in row:
-            seen[row[field_name]] = None
-    return list(seen)
-
-
-def _and_in(existing: Any, ids: list[Any]) -> Any:
-    if existing is None:
-        return {"$in": ids}
-    if isinstance(existing, str):
-        return existing if existing in ids else {"$in": []}
-    if isinstance(existing, dict) and "$in" in existing:
-        return {"$in": [i for i in existing["$in"] if i in set(ids)]}
-    return {"$in": ids}
 
 
 async def _render(

@@ -21,7 +21,7 @@ from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 
 THUMBNAIL = 128
 
@@ -76,12 +76,12 @@ def checked_frames(data: bytes, numbers: Sequence[int]) -> Dataset:
     """The instance read, once its real frame count covers every number asked."""
     ds = _read(data)
     if "PixelData" not in ds:
-        raise FhirError("MB-3014", "instance has no pixel data")
+        raise AccessError("MB-3014", "instance has no pixel data")
     count = frame_count(ds)
     if count == 0:
-        raise FhirError("MB-3014", "pixel data holds no whole frame")
+        raise AccessError("MB-3014", "pixel data holds no whole frame")
     if any(n < 1 or n > count for n in numbers):
-        raise FhirError("MB-3010", f"frame numbers must be within 1..{count}")
+        raise AccessError("MB-3010", f"frame numbers must be within 1..{count}")
     return ds
 
 
@@ -95,7 +95,7 @@ def frame(ds: Dataset, data: bytes, number: int) -> bytes:
             warnings.simplefilter("ignore")
             array = pixel_array(io.BytesIO(data), index=number - 1, raw=True)
     except Exception as error:
-        raise FhirError("MB-3014", f"cannot decode frame {number}: {str(error)[:120]}") from error
+        raise AccessError("MB-3014", f"cannot decode frame {number}: {str(error)[:120]}") from error
     return bytes(array.tobytes())
 
 
@@ -109,18 +109,18 @@ def rendered(data: bytes, media: str, frame: int = 1, thumbnail: bool = False) -
     """One frame as image/jpeg or image/png for people to look at."""
     ds = _read(data)
     if "PixelData" not in ds:
-        raise FhirError("MB-3014", "instance has no pixel data to render")
+        raise AccessError("MB-3014", "instance has no pixel data to render")
     if frame < 1 or frame > frame_count(ds):
-        raise FhirError("MB-3010", f"frame number out of range 1..{frame_count(ds)}")
+        raise AccessError("MB-3010", f"frame number out of range 1..{frame_count(ds)}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             array = pixel_array(_source(ds, data), index=frame - 1)
             image = _to_image(ds, array)
-    except FhirError:
+    except AccessError:
         raise
     except Exception as error:
-        raise FhirError("MB-3014", f"cannot decode pixel data: {str(error)[:120]}") from error
+        raise AccessError("MB-3014", f"cannot decode pixel data: {str(error)[:120]}") from error
     if thumbnail:
         image.thumbnail((THUMBNAIL, THUMBNAIL))
     out = io.BytesIO()
@@ -160,10 +160,10 @@ def element_bytes(data: bytes, tag: str) -> bytes:
     try:
         element = ds[int(tag, 16)]
     except (KeyError, ValueError) as error:
-        raise FhirError("MB-3010", "no such bulk data element") from error
+        raise AccessError("MB-3010", "no such bulk data element") from error
     value = element.value
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
         return value.encode("utf-8")
-    raise FhirError("MB-3010", "element is not bulk data")
+    raise AccessError("MB-3010", "element is not bulk data")

@@ -16,7 +16,7 @@ import httpx
 import orjson
 
 from access.budget import Budget
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from fhir_server.exchange import FhirResponse
 from imaging.dicomweb.multipart import inflate, media_parameters, read_parts
 from imaging.fhir_link import StudyLinker
@@ -45,12 +45,12 @@ async def stow(
     media, params = media_parameters(headers.get("content-type", ""))
     part_type = params.get("type", "").lower()
     if media != "multipart/related" or part_type != "application/dicom":
-        raise FhirError("MB-3013")
+        raise AccessError("MB-3013")
     boundary = params.get("boundary")
     if not boundary:
-        raise FhirError("MB-1004", "multipart/related without a boundary")
+        raise AccessError("MB-1004", "multipart/related without a boundary")
     if len(boundary) > budget.max_multipart_boundary:
-        raise FhirError(
+        raise AccessError(
             "MB-3042",
             f"the multipart boundary has {len(boundary)} characters; RFC 2046 allows "
             f"1-{budget.max_multipart_boundary}",
@@ -84,7 +84,7 @@ async def stow(
             # the rest of the body is not read; batches already handed over finish
             # first, so the answer is not sent while they still write
             await asyncio.gather(*running, return_exceptions=True)
-            raise FhirError(
+            raise AccessError(
                 "MB-3040",
                 f"at most {budget.max_multipart_parts} parts per STOW-RS request "
                 f"({PARTS_LIMIT}); batches already being stored were kept",
@@ -107,7 +107,7 @@ async def stow(
     for slot in slots:
         outcomes += [slot] if isinstance(slot, IngestOutcome) else await slot
     if not outcomes:
-        raise FhirError("MB-1019", "STOW-RS request without any part")
+        raise AccessError("MB-1019", "STOW-RS request without any part")
     studies = {o.study for o in outcomes if o.ok and o.study}
     if linker is not None and studies:
         # ImagingStudy upkeep follows at once in the background, one write per study

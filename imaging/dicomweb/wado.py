@@ -18,10 +18,12 @@ import orjson
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
+from access.restriction import UNRESTRICTED, Restriction
 from imaging.dicomweb import render
 from imaging.dicomweb.multipart import MultipartWriter, media_parameters
 from imaging.index import DicomIndex
+from imaging.index_query import Condition, IndexQuery, compile_query, find_rows
 from imaging.objectstore import ObjectStore
 from imaging.parse import metadata_of
 
@@ -43,17 +45,25 @@ class Answer:
 
 
 async def instance_rows(
-    index: DicomIndex, study: str, series: str | None, sop: str | None, with_meta: bool = False
+    index: DicomIndex,
+    study: str,
+    series: str | None,
+    sop: str | None,
+    with_meta: bool = False,
+    restriction: Restriction = UNRESTRICTED,
 ) -> list[Document]:
-    query: Document = {"st": study}
+    """The instance rows a WADO path names; MB-3010 (404) when none, or none the access
+    may see (another patient's study is not found, not forbidden)."""
+    own = [Condition("st", study)]
     if series is not None:
-        query["se"] = series
+        own.append(Condition("se", series))
     if sop is not None:
-        query["_id"] = sop
+        own.append(Condition("_id", sop))
     projection = None if with_meta else {"meta": 0}
-    rows = [row async for row in index.instances.find(query, projection).sort("_id", 1)]
+    compiled = compile_query(IndexQuery("instance", instance=tuple(own)), restriction)
+    rows = await find_rows(index, compiled, projection)
     if not rows:
-        raise FhirError("MB-3010")
+        raise AccessError("MB-3010")
     return rows
 
 
@@ -80,7 +90,7 @@ def target_syntax(accept: str, rows: list[Document]) -> str | None:
         return None
     asked = _requested_syntaxes(accept)
     if not asked:
-        raise FhirError(
+        raise AccessError(
             "MB-3012", "WADO-RS instances come as multipart/related; type=application/dicom"
         )
     if any(ts in (None, "*") for ts in asked):
@@ -90,7 +100,7 @@ def target_syntax(accept: str, rows: list[Document]) -> str | None:
         return None
     if ExplicitVRLittleEndian in asked and BIG_ENDIAN not in stored:
         return str(ExplicitVRLittleEndian)
-    raise FhirError("MB-3012", "instances cannot be sent in the transfer syntax asked for")
+    raise AccessError("MB-3012", "instances cannot be sent in the transfer syntax asked for")
 
 
 def instances(store: ObjectStore, rows: list[Document], target: str | None = None) -> Answer:
@@ -129,7 +139,7 @@ def _explicit_little_endian(data: bytes) -> bytes:
             out = io.BytesIO()
             ds.save_as(out, enforce_file_format=True)
     except Exception as error:
-        raise FhirError("MB-3014", "instance could not be transcoded") from error
+        raise AccessError("MB-3014", "instance could not be transcoded") from error
     return out.getvalue()
 
 
@@ -200,7 +210,7 @@ def image_media(accept: str, content_type: str | None = None) -> str:
             return candidate
     if "*/*" in wanted or "image/*" in wanted:
         return "image/jpeg"
-    raise FhirError("MB-3012", "rendered images come as image/jpeg or image/png")
+    raise AccessError("MB-3012", "rendered images come as image/jpeg or image/png")
 
 
 async def rendered(
@@ -215,16 +225,16 @@ def parse_frames(text: str, max_frames: int) -> list[int]:
     """A WADO-RS frame list; more than `max_frames` numbers is refused before parsing."""
     asked = text.count(",") + 1
     if asked > max_frames:
-        raise FhirError(
+        raise AccessError(
             "MB-3040",
             f"at most {max_frames} frames per request ({FRAMES_LIMIT}); {asked} were named",
         )
     try:
         numbers = [int(n) for n in text.split(",") if n.strip()]
     except ValueError as error:
-        raise FhirError("MB-3011", "frame list must be comma-separated integers") from error
+        raise AccessError("MB-3011", "frame list must be comma-separated integers") from error
     if not numbers:
-        raise FhirError("MB-3011", "empty frame list")
+        raise AccessError("MB-3011", "empty frame list")
     return numbers
 
 

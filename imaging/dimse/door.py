@@ -3,7 +3,7 @@ authenticate -> authorize -> consent -> act -> audit as the calling AE title.
 
 Handlers never touch the archive except through `DimseDoor.run`, so an authorization,
 consent or audit hook registered on `DimseDoor.pipeline` applies to every DIMSE service
-as it does to REST and DICOMweb; a hook refuses with a FhirError, which `attempt`
+as it does to REST and DICOMweb; a hook refuses with a AccessError, which `attempt`
 turns into that error's DIMSE status (MB-4001 -> 0x0124).
 """
 
@@ -12,46 +12,99 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from fhir_server.context import Actor, Door, RequestContext
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest, FhirResponse, Route
-from fhir_server.pipeline import Exchange, Pipeline
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from access.access import Access, Action
+from access.context import Actor, Door, RequestContext
+from access.errors import AccessError
+from fhir_server import store_errors
+from fhir_server.errors import outcome
+from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse, Route
 from fhir_server.registry import Interaction
 
 T = TypeVar("T")
 WORK = "dimse.work"
 RESULT = "dimse.result"
+IMAGING_TYPES = frozenset({"ImagingStudy"})
+UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+# identifier keys that select patients rather than studies
+PATIENT_KEYS = ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate")
 
 
 class DimseDoor:
-    def __init__(self, share_hooks_with: Pipeline | None = None) -> None:
-        self.pipeline = Pipeline(self._prepare, self._act, _render_error, share_hooks_with)
+    def __init__(self, share_hooks_with: FhirPipeline | None = None) -> None:
+        self.pipeline = FhirPipeline(
+            self._prepare, self._act, _render_error, share_hooks_with,
+            explain=store_errors.as_access_error,
+        )  # fmt: skip
 
     async def run(
         self,
-        service: str,
+        action: Action,
         calling_ae: str,
         work: Callable[[], Awaitable[T]],
         peer: str | None = None,
+        *,
+        identifier: Dataset | None = None,
+        sop_instance: str | None = None,
     ) -> T:
-        """`work()` as the act of one pipeline pass; raises the FhirError of a refusal."""
+        """`work()` as the act of one pipeline pass; raises the AccessError of a refusal.
+
+        `identifier` (C-FIND/C-MOVE/C-GET) and `sop_instance` (C-STORE's Affected SOP
+        Instance UID) say what the access concerns, for the hooks."""
         context = RequestContext(Door.DIMSE, actor=Actor("dicom-ae", calling_ae), peer=peer)
         context.notes[WORK] = work
-        exchange = Exchange(FhirRequest("DIMSE", service), context)
+        exchange = FhirExchange(FhirRequest("DIMSE", action.value), context)
+        exchange.access = dimse_access(action, context, identifier, sop_instance)
         await self.pipeline.handle(exchange)
         if exchange.error is not None:
             raise exchange.error
         result: T = context.notes[RESULT]
         return result
 
-    def _prepare(self, exchange: Exchange) -> None:
+    def _prepare(self, exchange: FhirExchange) -> None:
+        # the access was described by `run`, from the DIMSE request, before any stage
         exchange.route = Route(Interaction.OPERATION, None, None, None)
 
-    async def _act(self, exchange: Exchange) -> FhirResponse:
+    async def _act(self, exchange: FhirExchange) -> FhirResponse:
         work: Callable[[], Awaitable[Any]] = exchange.context.notes[WORK]
         exchange.context.notes[RESULT] = await work()
         return FhirResponse(200)
 
 
-def _render_error(exchange: Exchange, error: FhirError) -> FhirResponse:
-    return FhirResponse.of(error.status, error.outcome())
+def _render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:
+    return FhirResponse.of(error.status, outcome(error))
+
+
+def dimse_access(
+    action: Action, context: RequestContext, identifier: Dataset | None, sop: str | None
+) -> Access:
+    """The UIDs an identifier names (UID list matching allowed) and its patient keys."""
+    found: dict[str, frozenset[str]] = {}
+    query: list[tuple[str, str]] = []
+    if identifier is not None:
+        for keyword in UID_KEYS:
+            found[keyword] = frozenset(_values(identifier, keyword))
+        query = [(k, v) for k in PATIENT_KEYS for v in _values(identifier, k)]
+    instances = found.get("SOPInstanceUID", frozenset()) | ({sop} if sop else frozenset())
+    return Access(
+        door=context.door,
+        action=action,
+        actor=context.actor,
+        resource_types=IMAGING_TYPES,
+        patient_query=tuple(query),
+        studies=found.get("StudyInstanceUID", frozenset()),
+        series=found.get("SeriesInstanceUID", frozenset()),
+        instances=instances,
+        client_address=context.peer,
+        request_id=context.request_id,
+    )
+
+
+def _values(identifier: Dataset, keyword: str) -> list[str]:
+    value = identifier.get(keyword)
+    if value is None:
+        return []
+    values = list(value) if isinstance(value, MultiValue) else str(value).split("\\")
+    return [str(v).strip() for v in values if str(v).strip()]

@@ -16,9 +16,10 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 from pynetdicom.presentation import build_context
 
+from access.access import Action
 from access.budget import Budget
-from fhir_server.context import Actor, Door, RequestContext
-from fhir_server.errors import FhirError
+from access.context import Actor, Door, RequestContext
+from access.errors import AccessError
 from imaging.dimse import query, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
@@ -73,11 +74,19 @@ class Handlers:
         self.bridge = bridge
         self.archive = archive
 
-    def _through(self, service: str, event: Event, work: Callable[[], Awaitable[T]]) -> T:
+    def _through(self, action: Action, event: Event, work: Callable[[], Awaitable[T]]) -> T:
         """`work` on the loop, as the act of a pipeline pass for the calling AE title."""
         address = getattr(event.assoc.requestor, "address", None)
         peer = str(address) if address else None
-        return self.bridge.run(self.archive.door.run(service, calling_ae(event), work, peer))
+        identifier, sop = None, None
+        if action is Action.C_STORE:
+            sop = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "") or None
+        else:
+            identifier = event.identifier
+        run = self.archive.door.run(
+            action, calling_ae(event), work, peer, identifier=identifier, sop_instance=sop
+        )
+        return self.bridge.run(run)
 
     def _allowed(self, event: Event, service: str) -> bool:
         if self.config.allows(calling_ae(event), service):
@@ -99,7 +108,7 @@ class Handlers:
             source = f"dimse:{calling_ae(event)}"
             issuer, study = self._issuer_to_note(event, data)
             outcome = self._through(
-                "C-STORE", event, lambda: self._store(data, source, study, issuer)
+                Action.C_STORE, event, lambda: self._store(data, source, study, issuer)
             )
             answer.status = outcome.status
             if not outcome.ok:
@@ -146,7 +155,7 @@ class Handlers:
                 event.identifier, _model(event), self.archive.budget.max_wildcard_chars
             )
             index = self.archive.index
-            rows = self._through("C-FIND", event, lambda: query.find(index, parsed))
+            rows = self._through(Action.C_FIND, event, lambda: query.find(index, parsed))
         if rows is None:
             yield answer.status, None
             return
@@ -174,9 +183,9 @@ class Handlers:
     def _rows(self, event: Event) -> tuple[list[dict[str, Any]] | None, int]:
         with attempt("retrieve", OUT_OF_RESOURCES_MATCHES) as answer:
             index, identifier, model = self.archive.index, event.identifier, _model(event)
-            service = "C-MOVE" if getattr(event, "move_destination", None) else "C-GET"
+            action = Action.C_MOVE if getattr(event, "move_destination", None) else Action.C_GET
             rows = self._through(
-                service, event, lambda: retrieve.instances_for(index, identifier, model)
+                action, event, lambda: retrieve.instances_for(index, identifier, model)
             )
             return rows, SUCCESS
         return None, answer.status
@@ -266,4 +275,4 @@ def worklist_context(ae_title: str) -> RequestContext:
     return RequestContext(Door.DIMSE, actor=Actor("dicom-ae", ae_title), scopes=WORKLIST_SCOPES)
 
 
-__all__ = ["Archive", "FhirError", "Handlers", "worklist_context"]
+__all__ = ["AccessError", "Archive", "Handlers", "worklist_context"]

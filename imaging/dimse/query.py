@@ -8,7 +8,6 @@ which carry the patient attributes; counts come from the study and series counte
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +15,19 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
+from access.restriction import UNRESTRICTED, Restriction
 from imaging.dicomweb.dicom_json import vr_of
 from imaging.dicomweb.qido import MAX_WILDCARD_CHARS, Match, condition
 from imaging.index import DicomIndex
+from imaging.index_query import (
+    Condition,
+    IndexQuery,
+    Level,
+    compile_query,
+    find_rows,
+    split_in,
+)
 from imaging.parse import qido_attributes
 
 Document = dict[str, Any]
@@ -34,7 +42,9 @@ COMPUTED = {
 }  # fmt: skip
 SKIPPED = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "TimezoneOffsetFromUTC"}
 MAX_MATCHES = 50_000
-SPLIT_IN_MAX = 64
+ROW_LEVEL: dict[str, Level] = {
+    "PATIENT": "study", "STUDY": "study", "SERIES": "series", "IMAGE": "instance",
+}  # fmt: skip
 TEXT_VRS = frozenset({"AE", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT"})
 
 
@@ -82,7 +92,7 @@ def parse_identifier(
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     allowed = LEVELS if model == "patient" else LEVELS[1:]
     if level not in allowed:
-        raise FhirError("MB-4002", f"QueryRetrieveLevel {level[:16]!r} not valid here")
+        raise AccessError("MB-4002", f"QueryRetrieveLevel {level[:16]!r} not valid here")
     query = FindQuery(level, max_wildcard_chars=max_wildcard_chars)
     for element in identifier:
         keyword = element.keyword
@@ -124,76 +134,40 @@ def _prefix_range(value: str) -> Document | None:
     return {"$gte": stem, "$lt": stem[:-1] + chr(ord(stem[-1]) + 1)}
 
 
-def _restrict(own: Document, field_name: str, ids: list[Any]) -> None:
-    current = own.get(field_name)
-    if current is None:
-        own[field_name] = {"$in": ids}
-    elif isinstance(current, str):
-        own[field_name] = current if current in ids else {"$in": []}
-    else:
-        allowed = set(ids)
-        values = current.get("$in", []) if isinstance(current, dict) else []
-        own[field_name] = {"$in": [v for v in values if v in allowed]}
-
-
-async def find(index: DicomIndex, query: FindQuery) -> list[Document]:
-    """The matching rows of the query level, each merged with its parents' attributes."""
-    study_keys = query.matches.get("PATIENT", []) + query.matches.get("STUDY", [])
-    cap = query.max_wildcard_chars
-    study_filter = _conditions(study_keys, "STUDY", cap)
-    series_filter = _conditions(query.matches.get("SERIES", []), "SERIES", cap)
-    image_filter = _conditions(query.matches.get("IMAGE", []), "IMAGE", cap)
-    if query.level in ("PATIENT", "STUDY"):
-        if series_filter:
-            _restrict(study_filter, "_id", await values(index.series, "st", series_filter))
-        studies = await _rows(index.studies.find(study_filter).sort("_id", 1))
-        if query.level == "PATIENT":
-            return _patients(studies)
-        return await _with_modalities(index, studies, "ModalitiesInStudy" in query.wanted)
-    # series and image levels: parent UIDs match directly on the row's parent fields
-    own = series_filter if query.level == "SERIES" else image_filter
-    if "_id" in study_filter:
-        own["st"] = study_filter.pop("_id")
-    if query.level == "IMAGE" and "_id" in series_filter:
-        own["se"] = series_filter.pop("_id")
-    if study_filter:
-        _restrict(own, "st", await values(index.studies, "_id", study_filter))
-    if query.level == "IMAGE" and series_filter:
-        _restrict(own, "se", await values(index.series, "_id", series_filter))
-    collection = index.series if query.level == "SERIES" else index.instances
-    rows = await split_in(collection, own, "st", {"meta": 0})
+async def find(
+    index: DicomIndex, query: FindQuery, restriction: Restriction = UNRESTRICTED
+) -> list[Document]:
+    """The matching rows of the query level the access may see, each merged with its
+    parents' attributes."""
+    rows = await find_rows(
+        index, compile_query(index_query(query), restriction), {"meta": 0}, split="st"
+    )
+    if query.level == "PATIENT":
+        return _patients(rows)
+    if query.level == "STUDY":
+        return await _with_modalities(index, rows, "ModalitiesInStudy" in query.wanted)
     return await _with_parents(index, rows, query)
 
 
-async def values(collection: Any, field_name: str, where: Document) -> list[Any]:
-    """The distinct values of one field (the embedded store cannot `distinct` on `_id`)."""
-    seen: dict[Any, None] = {}
-    async for row in collection.find(where, {field_name: 1}):
-        if field_name in row:
-            seen[row[field_name]] = None
-    return list(seen)
-
-
-async def split_in(
-    collection: Any, where: Document, field_name: str, projection: Document | None
-) -> list[Document]:
-    """Rows sorted by `_id`; a short `$in` on `field_name` runs as one equality query per
-    value, because the embedded store scans the collection for `$in` on that index."""
-    condition = where.get(field_name)
-    values_in = condition.get("$in") if isinstance(condition, dict) else None
-    if values_in is None or len(values_in) > SPLIT_IN_MAX:
-        return await _rows(collection.find(where, projection).sort("_id", 1))
-    parts = await asyncio.gather(
-        *(_rows(collection.find({**where, field_name: value}, projection)) for value in values_in)
+def index_query(query: FindQuery) -> IndexQuery:
+    """The identifier as the index's query description. PATIENT level is read from the
+    study rows; keys of a level below the returned one select only for studies (the
+    series keys), as the index keeps no instance attributes above their level."""
+    cap = query.max_wildcard_chars
+    study_keys = query.matches.get("PATIENT", []) + query.matches.get("STUDY", [])
+    level = ROW_LEVEL[query.level]
+    study = _conditions(study_keys, "STUDY", cap)
+    series = _conditions(query.matches.get("SERIES", []), "SERIES", cap)
+    image = _conditions(query.matches.get("IMAGE", []), "IMAGE", cap)
+    if level != "instance":
+        image = {}
+    return IndexQuery(
+        level,
+        study=tuple(Condition(k, v) for k, v in study.items()),
+        series=tuple(Condition(k, v) for k, v in series.items()),
+        instance=tuple(Condition(k, v) for k, v in image.items()),
+        limit=MAX_MATCHES,
     )
-    return sorted((row for part in parts for row in part), key=lambda row: str(row["_id"]))
-
-
-async def _rows(cursor: Any) -> list[Document]:
-    rows: list[Document] = []
-    async for row in cursor.limit(MAX_MATCHES):
-        rows.append(row)
-    return rows
 
 
 def _patients(studies: list[Document]) -> list[Document]:

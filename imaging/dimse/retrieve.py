@@ -14,9 +14,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 
-from fhir_server.errors import FhirError
-from imaging.dimse.query import LEVELS, text_of, values
+from access.errors import AccessError
+from access.restriction import UNRESTRICTED, Restriction
+from imaging.dimse.query import LEVELS, text_of
 from imaging.index import DicomIndex
+from imaging.index_query import Condition, IndexQuery, compile_query, find_rows
 from imaging.uids import uid_list
 
 Document = dict[str, Any]
@@ -28,39 +30,37 @@ UNIQUE_KEY = {
 }
 ROW_FIELD = {"StudyInstanceUID": "st", "SeriesInstanceUID": "se", "SOPInstanceUID": "_id"}
 MAX_CONTEXTS = 128
+PROJECTION = {"key": 1, "SOPClassUID": 1, "ts": 1, "st": 1, "se": 1}
 
 
-async def instances_for(index: DicomIndex, identifier: Dataset, model: str) -> list[Document]:
-    """The instance rows (key, class, transfer syntax) the identifier selects."""
+async def instances_for(
+    index: DicomIndex,
+    identifier: Dataset,
+    model: str,
+    restriction: Restriction = UNRESTRICTED,
+) -> list[Document]:
+    """The instance rows (key, class, transfer syntax) the identifier selects, of those
+    the access may see (the sub-operation counts are theirs)."""
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     allowed = LEVELS if model == "patient" else LEVELS[1:]
     if level not in allowed:
-        raise FhirError("MB-4002", f"QueryRetrieveLevel {level[:16]!r} not valid here")
-    query: Document = {}
+        raise AccessError("MB-4002", f"QueryRetrieveLevel {level[:16]!r} not valid here")
+    own: list[Condition] = []
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         element = identifier.get(keyword)
         value = text_of(identifier[keyword]) if element is not None else ""
         if value:
             uids = uid_list(value)
-            query[ROW_FIELD[keyword]] = uids[0] if len(uids) == 1 else {"$in": uids}
+            own.append(Condition(ROW_FIELD[keyword], uids[0] if len(uids) == 1 else {"$in": uids}))
     patient = text_of(identifier["PatientID"]) if "PatientID" in identifier else ""
     needed = UNIQUE_KEY[level]
-    if needed != "PatientID" and ROW_FIELD[needed] not in query:
-        raise FhirError("MB-4002", f"{needed} is required at {level} level")
-    if patient:
-        studies = await values(index.studies, "_id", {"PatientID": patient})
-        current = query.get("st")
-        query["st"] = {"$in": [s for s in studies if current is None or _in(s, current)]}
-    elif needed == "PatientID":
-        raise FhirError("MB-4002", "PatientID is required at PATIENT level")
-    projection = {"key": 1, "SOPClassUID": 1, "ts": 1, "st": 1, "se": 1}
-    return [row async for row in index.instances.find(query, projection).sort("_id", 1)]
-
-
-def _in(value: str, condition: Any) -> bool:
-    if isinstance(condition, str):
-        return value == condition
-    return value in condition.get("$in", [])
+    if needed != "PatientID" and ROW_FIELD[needed] not in {c.field for c in own}:
+        raise AccessError("MB-4002", f"{needed} is required at {level} level")
+    if not patient and needed == "PatientID":
+        raise AccessError("MB-4002", "PatientID is required at PATIENT level")
+    study = (Condition("PatientID", patient),) if patient else ()
+    query = IndexQuery("instance", study=study, instance=tuple(own))
+    return await find_rows(index, compile_query(query, restriction), PROJECTION)
 
 
 def decode(data: bytes) -> Dataset:

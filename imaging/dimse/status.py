@@ -14,7 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Answer:
 
 def status_of(error: BaseException, fallback: int) -> tuple[int, str | None]:
     """The DIMSE status of an exception: catalog status, timeout -> A700, else fallback."""
-    if isinstance(error, FhirError):
+    if isinstance(error, AccessError):
         return error.entry.dimse, error.code
     if isinstance(error, TimeoutError | FutureTimeout):
         return OUT_OF_RESOURCES, None
@@ -57,7 +57,7 @@ def attempt(service: str, fallback: int = CANNOT_UNDERSTAND) -> Iterator[Answer]
         yield answer
     except Exception as error:
         answer.status, answer.code = status_of(error, fallback)
-        if isinstance(error, FhirError):
+        if isinstance(error, AccessError):
             log.info("%s refused: %s", service, error.code)
         else:
             # exception texts may quote header values: the traceback only at DEBUG

@@ -20,8 +20,8 @@ import yaml
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from fhir_server.context import RequestContext
-from fhir_server.errors import FhirError
+from access.context import RequestContext
+from access.errors import AccessError
 from fhir_server.exchange import FhirRequest
 from fhir_server.router import FhirRouter
 from imaging.dimse.matching import matches
@@ -78,7 +78,7 @@ class Worklist:
         if response.status == 404:
             return None
         if response.status != 200 or response.body is None:
-            raise FhirError("MB-4004", f"worklist search answered {response.status}")
+            raise AccessError("MB-4004", f"worklist search answered {response.status}")
         return orjson.loads(response.body)
 
     async def records(self, query: WorklistQuery, context: RequestContext) -> list[Record]:

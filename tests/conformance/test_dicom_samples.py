@@ -14,7 +14,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.parse import Limits, metadata_of, parse
 from tests.support.dicom import sample_path
 
@@ -35,10 +35,10 @@ INCONSISTENT = {
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_each_sample_is_accepted_or_refused_with_a_status(path: Path) -> None:
     data = path.read_bytes()
-    refusal: FhirError | None = None
+    refusal: AccessError | None = None
     try:
         parsed = parse(data, Limits())
-    except FhirError as error:
+    except AccessError as error:
         refusal = error
     if refusal is not None:
         assert refusal.code.startswith("MB-30")
@@ -55,7 +55,7 @@ def test_each_sample_is_accepted_or_refused_with_a_status(path: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(INCONSISTENT))
 def test_inconsistent_samples_are_refused_by_the_header_checks(name: str) -> None:
-    with pytest.raises(FhirError) as refused:
+    with pytest.raises(AccessError) as refused:
         parse(sample_path(name).read_bytes(), Limits())
     assert refused.value.code == INCONSISTENT[name]
     assert refused.value.entry.dimse == 0xA900

@@ -24,7 +24,7 @@ from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.parse import Limits, ParsedInstance, _parse_reference, _parse_scanned, parse
 from tests.support.dicom import sample_bytes
 
@@ -68,7 +68,7 @@ def outcome(function: Callable[[], ParsedInstance | None]) -> Outcome:
         try:
             parsed = function()
             return "accepted", None if parsed is None else repr(parsed)
-        except FhirError as error:
+        except AccessError as error:
             return "refused", error.code
         except Exception as error:  # today's path lets a few conversion errors through
             return "raised", type(error).__name__

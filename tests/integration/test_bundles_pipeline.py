@@ -9,13 +9,13 @@ import orjson
 import pytest
 from pymongo import AsyncMongoClient
 
-from fhir_server.context import Door, RequestContext
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest
-from fhir_server.pipeline import Exchange, Stage
+from access.context import Door, RequestContext
+from access.errors import AccessError
+from access.pipeline import Stage
+from fhir_server.exchange import FhirExchange, FhirRequest
 from fhir_server.repository import Repository
-from fhir_server.router import FhirRouter
-from fhir_server.services import FhirServices
+from medbridge.compose import compose
+from medbridge.settings import Settings
 
 BASE = "http://test/fhir"
 
@@ -42,14 +42,17 @@ async def test_each_entry_is_authorized_and_a_denial_rolls_back(
 ) -> None:
     repository = Repository(mongo, database_name)
     await repository.ensure_indexes()
-    router = FhirRouter(FhirServices(repository))
+    router = (await compose(Settings(), repository)).router
     seen: list[str] = []
+    accesses: list[tuple[str, str | None]] = []
 
-    async def authorize(exchange: Exchange) -> None:
-        request = exchange.request
+    async def authorize(exchange: FhirExchange) -> None:
+        request, access = exchange.request, exchange.access
         seen.append(f"{request.method} {request.path}")
+        assert access is not None
+        accesses.append((access.action, access.parent.action if access.parent else None))
         if request.method == "DELETE":
-            raise FhirError("MB-1013", "deletes are not allowed here")
+            raise AccessError("MB-1013", "deletes are not allowed here")
 
     router.pipeline.intervene(Stage.AUTHORIZE, authorize)
     context = RequestContext(Door.FHIR)
@@ -60,6 +63,8 @@ async def test_each_entry_is_authorized_and_a_denial_rolls_back(
     assert statuses[0].startswith("201")
     assert statuses[1].startswith("405")
     assert seen == ["POST ", "POST Patient", "DELETE Patient/x"]
+    # each entry is its own access, part of the batch's
+    assert accesses == [("batch", None), ("create", "batch"), ("delete", "batch")]
 
     seen.clear()
     failed = await router.handle(bundle("transaction", *entries), context)
@@ -74,7 +79,7 @@ async def test_patient_context_is_compiled_into_searches(
 ) -> None:
     repository = Repository(mongo, database_name)
     await repository.ensure_indexes()
-    router = FhirRouter(FhirServices(repository))
+    router = (await compose(Settings(), repository)).router
     system = RequestContext(Door.FHIR)
     for family in ("Mine", "Other"):
         created = await router.handle(
@@ -103,7 +108,7 @@ async def test_searches_inside_a_transaction_see_its_writes(
 ) -> None:
     repository = Repository(mongo, database_name)
     await repository.ensure_indexes()
-    router = FhirRouter(FhirServices(repository))
+    router = (await compose(Settings(), repository)).router
     request = bundle(
         "transaction",
         ("POST", "Patient", patient("Inside")),
@@ -131,8 +136,8 @@ async def test_writers_inside_a_bundle_join_it_instead_of_waiting(
             async with repository.transaction() as inner:
                 assert inner is outer
                 await audit.insert_one({"_id": "joined"}, session=inner)
-            raise FhirError("MB-1004", "roll the whole bundle back")
+            raise AccessError("MB-1004", "roll the whole bundle back")
 
-    with pytest.raises(FhirError):
+    with pytest.raises(AccessError):
         await asyncio.wait_for(nested(), timeout=30)
     assert await audit.find_one({}) is None

@@ -11,12 +11,12 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
-from fhir_server.context import Door, RequestContext
+from access.context import Door, RequestContext
 from fhir_server.exchange import FhirRequest
 from fhir_server.group_commit import Write, insert
 from fhir_server.repository import Repository
-from fhir_server.router import FhirRouter
-from fhir_server.services import FhirServices
+from medbridge.compose import compose
+from medbridge.settings import Settings
 
 Client = AsyncMongoClient[dict[str, Any]]
 JSON = {"content-type": "application/fhir+json"}
@@ -91,7 +91,7 @@ async def test_a_plain_transaction_is_staged_and_reads_its_own_writes(
     mongo: Client, database_name: str
 ) -> None:
     repository = await repository_on(mongo, database_name)
-    router = FhirRouter(FhirServices(repository, 1_000_000))
+    router = (await compose(Settings(max_body_bytes=1_000_000), repository)).router
     context = RequestContext(Door.FHIR)
     created = await router.handle(
         FhirRequest("POST", "Patient", [], JSON, orjson.dumps({"resourceType": "Patient"})),

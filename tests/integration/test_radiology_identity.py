@@ -20,7 +20,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.parse import Limits, parse
 from medbridge.embedded_mongo import EmbeddedMongo
 from profiles.validator import validate
@@ -258,7 +258,7 @@ def test_every_decodable_character_set_sample_gets_an_imaging_study(
         data = fresh(path)
         try:
             parse(data, Limits())
-        except FhirError as refused:  # the ingest refuses it too: no study to link
+        except AccessError as refused:  # the ingest refuses it too: no study to link
             print(f"{path.name}: not a storable instance ({refused.code}), not sent")
             continue
         storable.append((path.name, data))

@@ -7,15 +7,15 @@ from decimal import Decimal
 import pytest
 
 from access.budget import Budget
+from access.errors import AccessError
 from fhir_server.body import EARLY_CHECK_BYTES, dumps, loads, loads_stored
-from fhir_server.errors import FhirError
 from medbridge.settings import Settings
 
 SMALL = Budget(max_string_bytes=16, max_json_depth=4, max_list_items=3, max_bundle_entries=2)
 
 
-def refusal(body: bytes, budget: Budget = SMALL) -> FhirError:
-    with pytest.raises(FhirError) as caught:
+def refusal(body: bytes, budget: Budget = SMALL) -> AccessError:
+    with pytest.raises(AccessError) as caught:
         loads(body, budget)
     return caught.value
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from access.budget import Budget
+from access.errors import AccessError
 from fhir_server.body import dumps
-from fhir_server.errors import FhirError
 from fhir_server.interactions.batch import check_distinct
 from fhir_server.interactions.patch import apply_within, work_bound
 
@@ -32,7 +32,7 @@ def patched(operations: list[Any], budget: Budget = BUDGET) -> dict[str, Any]:
 
 
 def test_doubling_copies_stop_at_the_cap_before_the_copy() -> None:
-    with pytest.raises(FhirError) as caught:
+    with pytest.raises(AccessError) as caught:
         patched([{"op": "copy", "from": "/name", "path": "/name/-"}] * 21)
     assert (caught.value.code, caught.value.status) == ("MB-1048", 413)
     assert "max_resource_bytes" in caught.value.diagnostics
@@ -66,7 +66,7 @@ def test_copies_are_independent_of_their_source() -> None:
 
 
 def test_a_failing_operation_names_its_index() -> None:
-    with pytest.raises(FhirError) as caught:
+    with pytest.raises(AccessError) as caught:
         patched([{"op": "add", "path": "/active", "value": True}, {"op": "remove", "path": "/x"}])
     assert caught.value.code == "MB-1017"
     assert "operation 1" in caught.value.diagnostics
@@ -102,7 +102,7 @@ OPERATIONS = st.one_of(
 def test_any_patch_is_refused_as_a_4xx_or_stays_under_the_cap(operations: list[Any]) -> None:
     try:
         result = patched(operations)
-    except FhirError as error:
+    except AccessError as error:
         status = error.status
     else:
         assert len(dumps(result)) <= CAP
@@ -121,11 +121,11 @@ def test_transaction_targets_and_full_urls_must_be_distinct() -> None:
         {"request": {"method": "DELETE", "url": "/Patient/a/"}},
         {"request": {"method": "PUT", "url": "http://example.org/fhir/Patient/a"}},
     ):
-        with pytest.raises(FhirError) as caught:
+        with pytest.raises(AccessError) as caught:
             check_distinct([put, second], transaction=True)
         assert (caught.value.code, caught.value.status) == ("MB-1110", 400)
         assert "Bundle.entry[0] and Bundle.entry[1]" in caught.value.diagnostics
-    with pytest.raises(FhirError):
+    with pytest.raises(AccessError):
         check_distinct([{"fullUrl": "urn:uuid:1"}, {"fullUrl": "urn:uuid:1"}], transaction=False)
 
 
@@ -138,5 +138,5 @@ def test_the_work_bound_counts_what_copies_can_make() -> None:
     assert work_bound(size, [copy_name], BUDGET) == 2 * size
     assert work_bound(size, [copy_name] * 21, BUDGET) == CAP
     # the largest result is what apply_within lets through
-    with pytest.raises(FhirError):
+    with pytest.raises(AccessError):
         patched([copy_name] * 21)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from fhir_server.exchange import FhirRequest
 from fhir_server.registry import Interaction
 from fhir_server.router import parse_route
@@ -49,6 +49,6 @@ def test_routes(
     ],
 )
 def test_unroutable_requests(method: str, path: str, code: str) -> None:
-    with pytest.raises(FhirError) as raised:
+    with pytest.raises(AccessError) as raised:
         parse_route(FhirRequest(method, path))
     assert raised.value.code == code

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from fhir_server.search.page import _after, _decode, _encode, sort_fields
 from fhir_server.search.request import parse_search
 
@@ -27,5 +27,5 @@ def test_page_tokens_round_trip_and_reject_others() -> None:
     token = _encode("n", ["2024", "Šimkus", "id-1"])
     assert _decode(token, 3) == ("n", ["2024", "Šimkus", "id-1"])
     for bad in ("not-base64!", _encode("x", ["a"]), token):
-        with pytest.raises(FhirError):
+        with pytest.raises(AccessError):
             _decode(bad, 1)

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from access.budget import Budget
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from fhir_server.search.request import Include, SearchRequest, SortKey, parse_search
 
 
@@ -56,7 +56,7 @@ def test_lenient_drops_unknown_parameters() -> None:
 )
 def test_lenient_refuses_malformed_values_of_known_parameters(name: str, value: str) -> None:
     """Dropping them would answer every Patient to a client that asked for one."""
-    with pytest.raises(FhirError) as caught:
+    with pytest.raises(AccessError) as caught:
         parse_search("Patient", [(name, value)])
     assert caught.value.code == "MB-1016"
     assert caught.value.expression == name
@@ -67,18 +67,18 @@ def test_lenient_refuses_malformed_values_of_known_parameters(name: str, value: 
 def test_value_budget_is_checked_in_both_modes() -> None:
     budget = Budget(max_search_values=3, max_search_value_chars=5)
     for strict in (False, True):
-        with pytest.raises(FhirError) as caught:
+        with pytest.raises(AccessError) as caught:
             parse_search("Patient", [("_id", "a,b,c,d")], strict=strict, budget=budget)
         assert caught.value.code == "MB-1061"
         assert "max_search_values" in caught.value.diagnostics
-        with pytest.raises(FhirError) as caught:
+        with pytest.raises(AccessError) as caught:
             parse_search("Patient", [("family:contains", "abcdef")], strict=strict, budget=budget)
         assert caught.value.code == "MB-1060"
         assert "max_search_value_chars" in caught.value.diagnostics
     assert parse_search("Patient", [("_id", "a,b,c")], budget=budget).criteria == (
         ("_id", "a,b,c"),
     )
-    with pytest.raises(FhirError) as caught:
+    with pytest.raises(AccessError) as caught:
         parse_search("Patient", [("name", "a\x1fb")])
     assert caught.value.expression == "name"
 
@@ -98,7 +98,7 @@ def test_value_budget_is_checked_in_both_modes() -> None:
 )
 def test_strict_names_the_parameter(name: str, value: str) -> None:
     resource_type = "ImagingStudy" if name.startswith("subject") else "Patient"
-    with pytest.raises(FhirError) as caught:
+    with pytest.raises(AccessError) as caught:
         parse_search(resource_type, [(name, value)], strict=True)
     assert caught.value.code == "MB-1016"
     assert caught.value.expression == name

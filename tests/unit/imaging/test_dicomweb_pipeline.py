@@ -10,11 +10,13 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from fhir_server.context import Door
-from fhir_server.errors import FhirError
-from fhir_server.pipeline import Exchange, Stage
+from access.access import Action
+from access.context import Door
+from access.errors import AccessError
+from access.pipeline import Stage
+from fhir_server.exchange import FhirExchange
 from fhir_server.repository import Repository
-from imaging.dicomweb.endpoint import ROUTE_NOTE, DicomwebService
+from imaging.dicomweb.endpoint import DicomwebService
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestPolicy
 from imaging.objectstore import LocalObjectStore
@@ -45,14 +47,16 @@ async def test_hooks_see_every_request_and_audit_runs_even_on_refusal(
     service: DicomwebService,
 ) -> None:
     seen: list[tuple[str, str, Door]] = []
+    studies: list[frozenset[str]] = []
 
-    async def authorize(exchange: Exchange) -> None:
-        route = exchange.context.notes[ROUTE_NOTE]
-        seen.append(("authorize", route.action, exchange.context.door))
-        if route.action == "stow":
-            raise FhirError("MB-4001", "this caller may not store")
+    async def authorize(exchange: FhirExchange) -> None:
+        assert exchange.access is not None
+        seen.append(("authorize", exchange.access.action, exchange.context.door))
+        studies.append(exchange.access.studies)
+        if exchange.access.action is Action.STOW:
+            raise AccessError("MB-4001", "this caller may not store")
 
-    async def audit(exchange: Exchange) -> None:
+    async def audit(exchange: FhirExchange) -> None:
         status = exchange.response.status if exchange.response else 0
         seen.append(("audit", str(status), exchange.context.door))
 
@@ -76,7 +80,8 @@ async def test_hooks_see_every_request_and_audit_runs_even_on_refusal(
     assert searched.json() == []  # the refused STOW stored nothing
     assert missing.status_code == 404
     assert seen == [
-        ("authorize", "stow", Door.DICOMWEB), ("audit", "403", Door.DICOMWEB),
-        ("authorize", "search", Door.DICOMWEB), ("audit", "200", Door.DICOMWEB),
-        ("authorize", "metadata", Door.DICOMWEB), ("audit", "404", Door.DICOMWEB),
+        ("authorize", "stow-rs", Door.DICOMWEB), ("audit", "403", Door.DICOMWEB),
+        ("authorize", "qido-rs", Door.DICOMWEB), ("audit", "200", Door.DICOMWEB),
+        ("authorize", "wado-rs", Door.DICOMWEB), ("audit", "404", Door.DICOMWEB),
     ]  # fmt: skip
+    assert studies == [frozenset(), frozenset(), frozenset({"1.2.3"})]

@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from fhir_server.context import Door
-from fhir_server.errors import FhirError
-from fhir_server.pipeline import Exchange, Stage
+from access.access import Action
+from access.context import Door
+from access.errors import AccessError
+from access.pipeline import Stage
+from fhir_server.exchange import FhirExchange
 from fhir_server.repository import Repository
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
@@ -57,15 +60,20 @@ async def test_store_and_find_pass_the_pipeline_as_the_calling_ae(
     service, port = listener
     seen: list[tuple[str, str, str, Door]] = []
 
-    async def authorize(exchange: Exchange) -> None:
-        context = exchange.context
-        seen.append(("authorize", exchange.request.path, context.actor.identifier, context.door))
-        if context.actor.identifier == "NOSTORE" and exchange.request.path == "C-STORE":
-            raise FhirError("MB-4001", "this modality may not store")
+    instances: list[frozenset[str]] = []
 
-    async def audit(exchange: Exchange) -> None:
+    async def authorize(exchange: FhirExchange) -> None:
+        context, access = exchange.context, exchange.access
+        assert access is not None
+        seen.append(("authorize", access.action, access.actor.identifier, context.door))
+        instances.append(access.instances)
+        if access.actor.identifier == "NOSTORE" and access.action is Action.C_STORE:
+            raise AccessError("MB-4001", "this modality may not store")
+
+    async def audit(exchange: FhirExchange) -> None:
+        assert exchange.access is not None
         status = str(exchange.response.status) if exchange.response else "-"
-        seen.append(("audit", exchange.request.path, status, exchange.context.door))
+        seen.append(("audit", exchange.access.action, status, exchange.context.door))
 
     pipeline = service.handlers.archive.door.pipeline
     pipeline.intervene(Stage.AUTHORIZE, authorize)
@@ -86,7 +94,9 @@ async def test_store_and_find_pass_the_pipeline_as_the_calling_ae(
     assert "Find Response: 1 (Pending)" in found
 
     assert seen == [
-        ("authorize", "C-STORE", "NOSTORE", Door.DIMSE), ("audit", "C-STORE", "403", Door.DIMSE),
-        ("authorize", "C-STORE", "CT01", Door.DIMSE), ("audit", "C-STORE", "200", Door.DIMSE),
-        ("authorize", "C-FIND", "VIEWER", Door.DIMSE), ("audit", "C-FIND", "200", Door.DIMSE),
+        ("authorize", "c-store", "NOSTORE", Door.DIMSE), ("audit", "c-store", "403", Door.DIMSE),
+        ("authorize", "c-store", "CT01", Door.DIMSE), ("audit", "c-store", "200", Door.DIMSE),
+        ("authorize", "c-find", "VIEWER", Door.DIMSE), ("audit", "c-find", "200", Door.DIMSE),
     ]  # fmt: skip
+    sop = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+    assert instances == [frozenset({sop}), frozenset({sop}), frozenset()]

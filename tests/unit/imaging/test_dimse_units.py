@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig, Peer, PeersFileError, load_peers
 from imaging.dimse.matching import matches
@@ -99,7 +99,7 @@ def test_matching_rules(wanted: str, value: str | None, vr: str, expected: bool)
 
 def test_attempt_maps_errors_to_statuses() -> None:
     with attempt("test") as answer:
-        raise FhirError("MB-3002")
+        raise AccessError("MB-3002")
     assert answer.status == 0xA900
     assert answer.code == "MB-3002"
     with attempt("test") as answer:
@@ -149,7 +149,7 @@ def test_identifier_levels_and_keys() -> None:
         "Modality", "SeriesDescription", "StudyInstanceUID",
     ]  # fmt: skip
     identifier.QueryRetrieveLevel = "PATIENT"
-    with pytest.raises(FhirError) as raised:
+    with pytest.raises(AccessError) as raised:
         parse_identifier(identifier, "study")
     assert raised.value.code == "MB-4002"
     assert parse_identifier(identifier, "patient").level == "PATIENT"

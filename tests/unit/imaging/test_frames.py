@@ -9,7 +9,7 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import CTImageStorage, RLELossless
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.dicomweb import render, wado
 from tests.support.dicom import base_dataset, part10
 
@@ -44,17 +44,17 @@ def test_encapsulated_frames_are_bounded_by_the_fragments() -> None:
 def test_frames_outside_the_real_count_are_404_and_empty_pixels_422() -> None:
     data = ct("999999999", bytes(range(128)))
     assert render.frames(data, [1]) == [bytes(range(128))]
-    with pytest.raises(FhirError) as beyond:
+    with pytest.raises(AccessError) as beyond:
         render.frames(data, [2])
     assert (beyond.value.code, beyond.value.entry.http) == ("MB-3010", 404)
-    with pytest.raises(FhirError) as empty:
+    with pytest.raises(AccessError) as empty:
         render.frames(ct("2", bytes(10)), [1])
     assert empty.value.code == "MB-3014"
 
 
 def test_a_frame_list_over_the_cap_is_refused_before_parsing() -> None:
     assert wado.parse_frames("1,2,3", 3) == [1, 2, 3]
-    with pytest.raises(FhirError) as refused:
+    with pytest.raises(AccessError) as refused:
         wado.parse_frames(",".join(["x"] * 4000), 1000)  # not even integers: not parsed
     assert (refused.value.code, refused.value.entry.http) == ("MB-3040", 413)
     assert "MEDBRIDGE_LIMIT_FRAMES_PER_REQUEST" in refused.value.diagnostics

@@ -10,18 +10,19 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from fhir_server.context import Door, RequestContext
-from fhir_server.errors import FhirError
-from fhir_server.exchange import FhirRequest
-from fhir_server.pipeline import Exchange, Stage
+from access.access import Action
+from access.context import Door, RequestContext
+from access.errors import AccessError
+from access.pipeline import Stage
+from fhir_server.exchange import FhirExchange, FhirRequest
 from fhir_server.repository import Repository
-from fhir_server.router import FhirRouter
-from fhir_server.services import FhirServices
 from imaging.dicomweb.endpoint import DicomwebService
 from imaging.dimse.door import DimseDoor
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestPolicy
 from imaging.objectstore import LocalObjectStore
+from medbridge.compose import compose
+from medbridge.settings import Settings
 
 
 async def test_a_hook_on_the_router_guards_every_door(
@@ -29,7 +30,7 @@ async def test_a_hook_on_the_router_guards_every_door(
 ) -> None:
     repository = Repository(mongo, database_name)  # type: ignore[arg-type]
     await repository.ensure_indexes()
-    router = FhirRouter(FhirServices(repository))
+    router = (await compose(Settings(), repository)).router
     index = DicomIndex(repository)
     await index.ensure_indexes()
     store = LocalObjectStore(tmp_path)
@@ -40,10 +41,10 @@ async def test_a_hook_on_the_router_guards_every_door(
     dimse = DimseDoor(share_hooks_with=router.pipeline)
     doors: list[Door] = []
 
-    async def authorize(exchange: Exchange) -> None:
+    async def authorize(exchange: FhirExchange) -> None:
         doors.append(exchange.context.door)
         if exchange.context.actor.identifier == "INTRUDER":
-            raise FhirError("MB-4001", "not this one")
+            raise AccessError("MB-4001", "not this one")
 
     router.pipeline.intervene(Stage.AUTHORIZE, authorize)
 
@@ -56,9 +57,9 @@ async def test_a_hook_on_the_router_guards_every_door(
     async def work() -> str:
         return "found"
 
-    allowed = await dimse.run("C-FIND", "VIEWER", work)
-    with pytest.raises(FhirError) as refused:
-        await dimse.run("C-FIND", "INTRUDER", work)
+    allowed = await dimse.run(Action.C_FIND, "VIEWER", work)
+    with pytest.raises(AccessError) as refused:
+        await dimse.run(Action.C_FIND, "INTRUDER", work)
 
     assert (fhir.status, qido.status_code, allowed) == (200, 200, "found")
     assert refused.value.entry.dimse == 0x0124

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from pydicom.datadict import tag_for_keyword
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.parse import (
     Limits,
     ParsedInstance,
@@ -78,25 +78,25 @@ def test_pixel_data_is_a_bulk_data_uri_not_inline() -> None:
     ],
 )  # fmt: skip
 def test_hostile_input_is_refused_with_its_code(data: bytes, code: str) -> None:
-    with pytest.raises(FhirError) as caught:
+    with pytest.raises(AccessError) as caught:
         parse(data, Limits())
     assert caught.value.code == code
 
 
 def test_deflate_bomb_is_refused_by_the_ratio_cap() -> None:
-    with pytest.raises(FhirError) as caught:
+    with pytest.raises(AccessError) as caught:
         parse(deflate_bomb(32 << 20), Limits(max_inflate_ratio=100))
     assert caught.value.code == "MB-3003"
 
 
 def test_deflate_bomb_is_refused_by_the_absolute_cap() -> None:
-    with pytest.raises(FhirError) as caught:
+    with pytest.raises(AccessError) as caught:
         parse(deflate_bomb(8 << 20), Limits(max_inflated_bytes=4 << 20, max_inflate_ratio=10**6))
     assert caught.value.code == "MB-3003"
 
 
 def test_instance_over_the_size_limit_is_refused() -> None:
-    with pytest.raises(FhirError) as caught:
+    with pytest.raises(AccessError) as caught:
         parse(renamed("CT_small.dcm"), Limits(max_instance_bytes=1000))
     assert caught.value.code == "MB-3003"
 
@@ -152,7 +152,7 @@ def test_sequences_nested_past_the_depth_limit_are_left_to_the_pydicom_path(
     if lean:
         assert parse(data, Limits()) == reference(data)
     else:
-        with pytest.raises(FhirError) as caught:
+        with pytest.raises(AccessError) as caught:
             parse(data, Limits())
         assert caught.value.code == "MB-3004"
 
@@ -166,7 +166,7 @@ def reference(data: bytes) -> ParsedInstance:
 def test_sequence_nesting_beyond_the_walk_is_refused_by_the_pydicom_path() -> None:
     data = nested_sequences(300)
     assert _parse_scanned(data, Limits()) is None  # the walk stops at the depth limit
-    with pytest.raises(FhirError) as caught:
+    with pytest.raises(AccessError) as caught:
         parse(data, Limits())
     assert caught.value.code == "MB-3004"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.parse import Limits, ParsedInstance, parse
 from imaging.parse_pool import Parser
 from tests.support.dicom import nested_sequences, renamed, sample_bytes
@@ -22,7 +22,7 @@ async def test_workers_parse_and_refuse_like_inline() -> None:
         assert (answer.sop, answer.study, answer.study_attrs, answer.instance_attrs) == (
             inline.sop, inline.study, inline.study_attrs, inline.instance_attrs,
         )  # fmt: skip
-    assert [a.code if isinstance(a, FhirError) else a for a in answers[2:]] == [
+    assert [a.code if isinstance(a, AccessError) else a for a in answers[2:]] == [
         "MB-3004",
         "MB-3001",
         "MB-3001",
@@ -33,7 +33,7 @@ async def test_without_workers_everything_is_inline() -> None:
     parser = Parser(workers=0)
     answers = await parser.parse_many([renamed("CT_small.dcm"), b"x" * 200], Limits())
     assert isinstance(answers[0], ParsedInstance)
-    assert isinstance(answers[1], FhirError)
+    assert isinstance(answers[1], AccessError)
     assert answers[1].code == "MB-3001"
 
 

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from pydicom.encaps import encapsulate
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.parse import Limits, parse
 from imaging.pixel_checks import PixelHeader, check_pixel_data
 from tests.support.dicom import base_dataset, part10
@@ -56,7 +56,7 @@ def test_native_length(length: int, pixels: PixelHeader, ok: bool) -> None:
     if ok:
         check_pixel_data(data, 0, EXPLICIT, pixels)
     else:
-        with pytest.raises(FhirError) as refused:
+        with pytest.raises(AccessError) as refused:
             check_pixel_data(data, 0, EXPLICIT, pixels)
         assert refused.value.code == "MB-3020"
         assert refused.value.entry.dimse == 0xA900
@@ -79,7 +79,7 @@ def test_encapsulated_frames(offsets: int, fragments: int, frames: int, ok: bool
     if ok:
         check_pixel_data(data, 0, JPEG, pixels)
     else:
-        with pytest.raises(FhirError, match="NumberOfFrames"):
+        with pytest.raises(AccessError, match="NumberOfFrames"):
             check_pixel_data(data, 0, JPEG, pixels)
 
 
@@ -89,7 +89,7 @@ def test_both_readers_refuse_meta_naming_another_instance() -> None:
     sop = str(ds.SOPInstanceUID).encode()
     other = data.replace(sop, sop[:-1] + (b"1" if sop[-1:] != b"1" else b"2"), 1)  # meta only
     assert pydicom.dcmread(io.BytesIO(other)).SOPInstanceUID == ds.SOPInstanceUID
-    with pytest.raises(FhirError) as refused:
+    with pytest.raises(AccessError) as refused:
         parse(other, Limits())
     assert refused.value.code == "MB-3021"
     assert refused.value.expression == "MediaStorageSOPInstanceUID"
@@ -99,5 +99,5 @@ def test_encapsulate_helper_agrees() -> None:
     two = encapsulate([b"\xff\xd8\xff\xd9", b"\xff\xd8\xff\xd9"], has_bot=True)
     element = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF) + two
     check_pixel_data(element, 0, JPEG, header(4, 4, 2))
-    with pytest.raises(FhirError):
+    with pytest.raises(AccessError):
         check_pixel_data(element, 0, JPEG, header(4, 4, 3))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.dicomweb.qido import Match, condition, parse_query
 
 
@@ -58,6 +58,6 @@ def test_bad_parameters_are_400(params: list[tuple[str, str]]) -> None:
         for match in query.matches:
             condition(match, query.fuzzy)
 
-    with pytest.raises(FhirError) as caught:
+    with pytest.raises(AccessError) as caught:
         compile_all()
     assert caught.value.status == 400

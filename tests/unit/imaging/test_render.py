@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.dicomweb.render import frames, rendered
 from imaging.parse import Limits, parse
 from tests.support.dicom import sample_path
@@ -51,7 +51,7 @@ def test_what_frames_serves_renders(path: Path) -> None:
     for thumbnail in (False, True):
         try:
             image = rendered(data, "image/png", thumbnail=thumbnail)
-        except FhirError as error:  # pragma: no cover - the failure this test is about
+        except AccessError as error:  # pragma: no cover - the failure this test is about
             pytest.fail(f"{path.name}: {error.code} {error.diagnostics}")
         opened = Image.open(io.BytesIO(image))
         assert opened.format == "PNG"

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.dicomweb.qido import Match, condition
 from imaging.dimse.matching import matches
 from imaging.wildcard import compile_wildcard, normalise
@@ -84,11 +84,11 @@ def test_issue_inputs_compile_to_linear_patterns() -> None:
 
 
 def test_values_over_the_cap_are_refused_before_compiling() -> None:
-    with pytest.raises(FhirError) as refused:
+    with pytest.raises(AccessError) as refused:
         compile_wildcard("A*" * 200, 256)
     assert refused.value.code == "MB-3041"
     assert "MEDBRIDGE_LIMIT_WILDCARD_CHARS" in refused.value.diagnostics
-    with pytest.raises(FhirError):
+    with pytest.raises(AccessError):
         condition(Match("StudyDescription", "*" * 300), fuzzy=False, max_wildcard_chars=256)
-    with pytest.raises(FhirError):
+    with pytest.raises(AccessError):
         matches("*X" * 200, "value", "LO")

@@ -8,7 +8,7 @@ from typing import Any
 import pydicom.data
 import pytest
 
-from fhir_server.errors import FhirError
+from access.errors import AccessError
 from imaging.parse import Limits, parse
 from mappings.dicom.imagingstudy import (
     RECONCILIATION,
@@ -154,7 +154,7 @@ def test_header_naming_nobody_gives_a_valid_patient_and_study() -> None:
 def test_every_character_set_sample_gives_valid_resources(name: str) -> None:
     try:
         parsed = parse((CHARSETS / name).read_bytes(), Limits())
-    except FhirError as refused:  # not a storable instance at all (no study UID, ...)
+    except AccessError as refused:  # not a storable instance at all (no study UID, ...)
         print(f"{name}: refused at ingest ({refused.code}), no ImagingStudy to make")
         return
     row = {"_id": parsed.study, **parsed.study_attrs}

@@ -5,7 +5,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from access.access import Access
 
 
 class Door(StrEnum):
@@ -22,7 +25,7 @@ class Door(StrEnum):
 class Actor:
     """The authenticated party: a SMART user or client, an MLLP peer, a DICOM AE title."""
 
-    kind: str  # anonymous | user | client | system | hl7-peer | dicom-ae
+    kind: str  # anonymous | user | client | system | hl7-peer | dicom-ae | operator
     identifier: str
     display: str | None = None
 
@@ -41,3 +44,5 @@ class RequestContext:
     peer: str | None = None  # network address, for audit
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     notes: dict[str, Any] = field(default_factory=dict)  # what stages tell later stages
+    # the one access of an HL7 message or a command, parent of the FHIR accesses it makes
+    access: Access | None = None

@@ -1,0 +1,208 @@
+"""The ordered stages every request passes through, whatever door it came in by.
+
+authenticate -> authorize -> consent-decide -> act -> post-commit -> consent-show ->
+audit, and on-error when anything fails. post-commit runs once the act (and with it the
+unit of work) has committed, for notification hooks only: what was written stays
+written, so nothing there may refuse. Routes never call stages: the dispatcher does, so a new
+route cannot skip authorization, consent or audit. Intervention hooks may abort the
+request by raising `AccessError`; notification hooks (metrics, tracing) are logged and
+never break a request.
+
+The pipeline knows no protocol: each door brings its own request and response types
+(`Exchange[RequestT, ResponseT]`), its own `prepare` (parse), `act` and error rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from access.access import Access
+from access.context import RequestContext
+from access.errors import AccessError
+from access.shown import Shown
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+
+log = logging.getLogger(__name__)
+
+
+class Stage(StrEnum):
+    AUTHENTICATE = "authenticate"
+    AUTHORIZE = "authorize"
+    CONSENT_DECIDE = "consent-decide"
+    ACT = "act"
+    POST_COMMIT = "post-commit"
+    CONSENT_SHOW = "consent-show"
+    AUDIT = "audit"
+    ON_ERROR = "on-error"
+
+
+BEFORE_ACT = (Stage.AUTHENTICATE, Stage.AUTHORIZE, Stage.CONSENT_DECIDE)
+
+
+@dataclass(slots=True)
+class Exchange(Generic[RequestT, ResponseT]):
+    """One request on its way through the pipeline."""
+
+    request: RequestT
+    context: RequestContext
+    # the door's own parse of the request (a FHIR `Route`); hooks read `access` instead
+    route: Any = None
+    response: ResponseT | None = None
+    # what this access is, filled by the door's prepare step before any stage runs
+    access: Access | None = None
+    # the access this one is part of (the batch of a bundle entry), for prepare to link
+    parent: Access | None = None
+    # set before act: a consent-show hook is registered, so the act describes what it
+    # would show as `items` and the answer is built after consent-show, from what remains
+    showing: bool = False
+    items: Shown[ResponseT] | None = None
+    error: AccessError | None = None
+    touched: list[str] = field(default_factory=list)  # "Type/id" read or written, for audit
+
+
+# hooks are shared by every door, so they see an exchange of any request type
+Hook = Callable[[Exchange[Any, Any]], Awaitable[None]]
+Act = Callable[[Exchange[RequestT, ResponseT]], Awaitable[ResponseT]]
+Render = Callable[[Exchange[RequestT, ResponseT], AccessError], ResponseT]
+Prepare = Callable[[Exchange[RequestT, ResponseT]], None]
+# what an unexpected exception means, when a lower layer knows (a store conflict is a
+# 409): the pipeline knows no store, so the door tells it
+Explain = Callable[[Exception], AccessError | None]
+
+
+@dataclass(slots=True)
+class _Registered:
+    hook: Hook
+    intervention: bool
+    name: str
+    order: int
+
+
+class Pipeline(Generic[RequestT, ResponseT]):
+    """Runs `prepare` (parse the route), then the stages in order around `act`."""
+
+    def __init__(
+        self,
+        prepare: Prepare[RequestT, ResponseT],
+        act: Act[RequestT, ResponseT],
+        render_error: Render[RequestT, ResponseT],
+        share_hooks_with: Pipeline[Any, Any] | None = None,
+        explain: Explain | None = None,
+    ) -> None:
+        self._prepare = prepare
+        self._explain = explain
+        self._act = act
+        self._render_error = render_error
+        # the doors (FHIR, DICOMweb, DIMSE) each parse and act in their own way, but share
+        # one set of hooks: an authorization, consent or audit hook is registered once
+        # and then applies to every door, including doors added later
+        self._hooks: dict[Stage, list[_Registered]] = (
+            share_hooks_with._hooks if share_hooks_with is not None else {s: [] for s in Stage}
+        )
+
+    def intervene(
+        self, stage: Stage, hook: Hook, name: str | None = None, *, order: int = 0
+    ) -> None:
+        """Add a hook that may abort the request (raise AccessError) at `stage`.
+
+        Hooks of a stage run by ascending `order`, ties in registration order."""
+        if stage is Stage.ACT:
+            raise ValueError("act is the router's; hook the stages around it")
+        if stage is Stage.POST_COMMIT:
+            raise ValueError("post-commit comes after the commit: notify, not intervene")
+        self._add(stage, _Registered(hook, True, name or hook.__qualname__, order))
+
+    def notify(self, stage: Stage, hook: Hook, name: str | None = None, *, order: int = 0) -> None:
+        """Add a hook that observes `stage`; its failures are logged and ignored."""
+        if stage is Stage.ACT:
+            raise ValueError("act is the router's; hook the stages around it")
+        self._add(stage, _Registered(hook, False, name or hook.__qualname__, order))
+
+    def _add(self, stage: Stage, registered: _Registered) -> None:
+        hooks = self._hooks[stage]
+        hooks.append(registered)
+        # stable sort: equal orders keep their registration order
+        hooks.sort(key=lambda r: r.order)
+
+    def has_hooks(self, stage: Stage) -> bool:
+        return bool(self._hooks[stage])
+
+    def hooks(self, stage: Stage) -> list[str]:
+        """The names of the hooks of `stage`, in the order they run."""
+        return [registered.name for registered in self._hooks[stage]]
+
+    async def handle(self, exchange: Exchange[RequestT, ResponseT]) -> ResponseT:
+        try:
+            self._prepare(exchange)
+            if exchange.access is None:
+                # a door that does not describe its accesses would blind every hook
+                raise RuntimeError("the door's prepare step did not describe the access")
+            for stage in BEFORE_ACT:
+                await self._run(stage, exchange)
+            exchange.showing = bool(self._hooks[Stage.CONSENT_SHOW])
+            exchange.response = await self._act(exchange)
+            await self._run(Stage.POST_COMMIT, exchange)
+            await self._run(Stage.CONSENT_SHOW, exchange)
+            if exchange.items is not None:
+                exchange.response = exchange.items.build()
+        except AccessError as error:
+            await self._fail(exchange, error)
+        except Exception as unexpected:
+            known = self._explain(unexpected) if self._explain is not None else None
+            if known is not None:
+                await self._fail(exchange, known)
+            else:
+                # the type at ERROR, the traceback (which may quote patient data) at DEBUG
+                log.error(
+                    "unexpected %s handling request %s",
+                    type(unexpected).__name__,
+                    exchange.context.request_id,
+                )
+                log.debug("traceback of request %s", exchange.context.request_id, exc_info=True)
+                await self._fail(exchange, AccessError("MB-1000"))
+        try:
+            await self._run(Stage.AUDIT, exchange)
+        except Exception as failure:
+            # An access that cannot be audited is not answered with data.
+            log.error(
+                "audit failed (%s) for request %s",
+                type(failure).__name__,
+                exchange.context.request_id,
+            )
+            log.debug("audit traceback", exc_info=True)
+            exchange.response = self._render_error(exchange, AccessError("MB-1000"))
+        assert exchange.response is not None
+        return exchange.response
+
+    async def _fail(self, exchange: Exchange[RequestT, ResponseT], error: AccessError) -> None:
+        exchange.error = error
+        exchange.response = self._render_error(exchange, error)
+        try:
+            await self._run(Stage.ON_ERROR, exchange)
+        except Exception as failure:
+            log.error(
+                "on-error hook failed (%s) for request %s",
+                type(failure).__name__,
+                exchange.context.request_id,
+            )
+
+    async def _run(self, stage: Stage, exchange: Exchange[Any, Any]) -> None:
+        for registered in self._hooks[stage]:
+            if registered.intervention:
+                await registered.hook(exchange)
+                continue
+            try:
+                await registered.hook(exchange)
+            except Exception as failure:
+                log.warning(
+                    "notification hook %s failed at %s: %s",
+                    registered.name,
+                    stage,
+                    type(failure).__name__,
+                )

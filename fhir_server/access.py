@@ -1,0 +1,74 @@
+"""The FHIR door's description of an access, from the parsed route (never from hooks).
+
+Which patients a request names: the Patient of an instance interaction, the compartment
+of `Patient/{id}/{type}` and `Patient/{id}/$everything`, and `patient=` / `subject=` (or
+`_id` on Patient) search parameters. A search that names none is described by its query.
+"""
+
+from __future__ import annotations
+
+from access.access import Access, Action
+from access.context import RequestContext
+from fhir_server.exchange import FhirRequest, Route
+
+PURPOSE_HEADER = "x-purpose-of-use"
+# parameters whose values are references to the patient(s) a search is about
+PATIENT_PARAMETERS = frozenset({"patient", "subject", "patient:Patient", "subject:Patient"})
+# result parameters say how to show, not whom: not part of the patient query
+RESULT_PARAMETERS = frozenset(
+    {"_count", "_summary", "_elements", "_sort", "_total", "_include", "_revinclude",
+     "_format", "_pretty", "_page", "_offset", "_contained", "_containedType"}
+)  # fmt: skip
+SEARCHES = frozenset({Action.SEARCH_TYPE, Action.SEARCH_SYSTEM})
+
+
+def fhir_access(
+    request: FhirRequest, route: Route, context: RequestContext, parent: Access | None
+) -> Access:
+    action = Action(route.interaction.value)
+    patients: set[str] = set()
+    if route.resource_type == "Patient" and route.resource_id is not None:
+        patients.add(route.resource_id)
+    if route.compartment is not None:
+        patients.add(route.compartment)
+    query: tuple[tuple[str, str], ...] = ()
+    if action in SEARCHES:
+        patients |= _searched_patients(route.resource_type, request.query)
+        if not patients:
+            query = tuple((k, v) for k, v in request.query if k not in RESULT_PARAMETERS)
+    types = frozenset({route.resource_type}) if route.resource_type else frozenset()
+    return Access(
+        door=context.door,
+        action=action,
+        actor=context.actor,
+        resource_types=types,
+        resource_id=route.resource_id,
+        patients=frozenset(patients),
+        patient_query=query,
+        event=route.operation,
+        purpose_of_use=context.purpose_of_use or request.header(PURPOSE_HEADER),
+        client_address=context.peer,
+        parent=parent,
+        request_id=context.request_id,
+    )
+
+
+def _searched_patients(resource_type: str | None, query: list[tuple[str, str]]) -> set[str]:
+    found: set[str] = set()
+    for name, value in query:
+        if name in PATIENT_PARAMETERS:
+            bare = name.startswith("patient") or name.endswith(":Patient")
+            found |= {p for v in value.split(",") if (p := _patient_id(v, bare))}
+        elif name == "_id" and resource_type == "Patient":
+            found |= {v for v in value.split(",") if v}
+    return found
+
+
+def _patient_id(reference: str, bare_allowed: bool) -> str | None:
+    """`Patient/x`, `http://base/Patient/x` or (for patient=) `x` -> `x`."""
+    parts = reference.rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
+        return parts[-1]
+    if bare_allowed and len(parts) == 1 and parts[0]:
+        return parts[0]
+    return None

@@ -1,0 +1,95 @@
+"""The one composition: the FHIR router, its pipeline, and every hook with its order.
+
+`serve`, `dicom import`, the offline `hl7 replay` and the tests build through here, so an
+access never passes a pipeline with fewer hooks (or hooks in another order) than the
+server's. The order of every hook is decided in `HOOK_ORDER`, in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from access.pipeline import Hook, Stage
+from fhir_server.repository import Repository
+from fhir_server.router import FhirRouter
+from fhir_server.services import FhirServices
+from hl7_bridge.processor import Processor
+from hl7_bridge.service import BridgeOptions, build_processor
+from hl7_bridge.study_link import ReportLinker
+from imaging.objectstore import ObjectStore
+from imaging.services import Imaging, build_imaging
+from medbridge import __version__
+from medbridge.app import DICOMWEB_BASE
+from medbridge.settings import Settings
+
+# hooks of one stage run by ascending order; gaps leave room for hooks added later
+HOOK_ORDER: dict[str, int] = {
+    "imaging.link-orders": 100,  # post-commit: orders that arrive after their study
+    "hl7.link-reports": 110,  # post-commit: reports that arrived before their study
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HookSpec:
+    """A hook to register beside the built-in ones (consent, audit, tests)."""
+
+    stage: Stage
+    hook: Hook
+    name: str
+    order: int = 0
+    intervene: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ImagingPlan:
+    objects: Path | ObjectStore
+    dicomweb_url: Callable[[], str]
+    parse_workers: int | None = None
+
+
+@dataclass(slots=True)
+class Composition:
+    repository: Repository
+    router: FhirRouter
+    imaging: Imaging | None = None
+    processor: Processor | None = None
+
+
+async def compose(
+    settings: Settings,
+    repository: Repository,
+    *,
+    imaging: ImagingPlan | None = None,
+    bridge: BridgeOptions | None = None,
+    hooks: Sequence[HookSpec] = (),
+) -> Composition:
+    """The router with every hook; imaging (DICOMweb, linker) and the HL7 processor when
+    asked for. Nothing is started here: listeners and background tasks are the caller's."""
+    services = FhirServices(
+        repository, settings.max_body_bytes, software_version=__version__, budget=settings.budget()
+    )
+    router = FhirRouter(services)
+    composition = Composition(repository, router)
+    pipeline = router.pipeline
+    if imaging is not None:
+        built = build_imaging(
+            repository, router, imaging.objects, DICOMWEB_BASE, imaging.dicomweb_url,
+            settings.dicom_replace_different, settings.dicom_max_instance_bytes,
+            parse_workers=imaging.parse_workers, budget=settings.budget(),
+            default_issuer=settings.dicom_default_issuer, upkeep_retry=settings.upkeep_retry(),
+            quarantine_prefix_bytes=settings.dicom_quarantine_prefix_bytes,
+        )  # fmt: skip
+        name = "imaging.link-orders"
+        pipeline.notify(Stage.POST_COMMIT, built.linker.on_fhir_write, name, order=HOOK_ORDER[name])
+        composition.imaging = built
+    if bridge is not None:
+        composition.processor = await build_processor(repository, router, bridge)
+        linker = ReportLinker(router)
+        name = "hl7.link-reports"
+        pipeline.notify(Stage.POST_COMMIT, linker.on_fhir_write, name, order=HOOK_ORDER[name])
+    for spec in hooks:
+        register = pipeline.intervene if spec.intervene else pipeline.notify
+        register(spec.stage, spec.hook, spec.name, order=spec.order)
+    return composition

@@ -1,0 +1,87 @@
+"""consent-show hides items before the answer is built, and only when a hook is there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from access.access import Access, Action
+from access.context import SYSTEM, Door, RequestContext
+from access.errors import AccessError
+from access.pipeline import Exchange, Pipeline, Stage
+from access.shown import Item, Shown
+
+
+@dataclass
+class Listing:
+    status: int
+    names: list[str]
+    total: int | None
+
+
+ListingExchange = Exchange[str, Listing]
+RECORDS = [
+    Item("Observation", str(n), b"{}", frozenset({"p1" if n % 2 else "p2"})) for n in range(5)
+]
+
+
+def _pipeline(built: list[str]) -> Pipeline[str, Listing]:
+    def prepare(exchange: ListingExchange) -> None:
+        exchange.access = Access(Door.INTERNAL, Action.SEARCH_TYPE, SYSTEM)
+
+    def build(shown: Shown[Listing]) -> Listing:
+        built.append("build")
+        visible = shown.visible
+        return Listing(200, [i.resource_id for i in visible], len(visible))
+
+    async def act(exchange: ListingExchange) -> Listing:
+        if not exchange.showing:
+            return Listing(200, [i.resource_id for i in RECORDS], len(RECORDS))
+        exchange.items = Shown(RECORDS, build)
+        return Listing(200, [], None)
+
+    def render(exchange: ListingExchange, error: AccessError) -> Listing:
+        return Listing(error.status, [], None)
+
+    return Pipeline(prepare, act, render)
+
+
+def _exchange() -> ListingExchange:
+    return Exchange("list", RequestContext(Door.INTERNAL))
+
+
+async def test_without_a_show_hook_the_act_answers_directly() -> None:
+    built: list[str] = []
+    exchange = _exchange()
+    answer = await _pipeline(built).handle(exchange)
+    assert (answer.names, answer.total) == (["0", "1", "2", "3", "4"], 5)
+    assert exchange.items is None
+    assert built == []
+
+
+async def test_a_show_hook_removes_items_and_the_answer_counts_what_remains() -> None:
+    built: list[str] = []
+    pipeline = _pipeline(built)
+    hidden: list[int] = []
+
+    async def hide_p1(exchange: ListingExchange) -> None:
+        assert exchange.items is not None
+        hidden.append(exchange.items.hide(lambda item: "p1" in item.patients))
+
+    pipeline.intervene(Stage.CONSENT_SHOW, hide_p1)
+    exchange = _exchange()
+    answer = await pipeline.handle(exchange)
+    assert (answer.names, answer.total) == (["0", "2", "4"], 3)
+    assert hidden == [2]
+    assert built == ["build"]
+    assert exchange.items is not None
+    assert [i.resource_id for i in exchange.items.hidden] == ["1", "3"]
+    assert exchange.items.changed
+
+
+def test_hide_counts_only_newly_hidden_items() -> None:
+    shown: Shown[int] = Shown(RECORDS, lambda s: len(s.visible))
+    assert shown.hide(lambda item: item.resource_id == "0") == 1
+    assert shown.hide(lambda item: item.resource_id in ("0", "1")) == 1
+    assert shown.build() == 3
+    assert not shown.visible_at(0)
+    assert shown.visible_at(2)
