@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -32,6 +33,11 @@ class Actor:
 
 ANONYMOUS = Actor("anonymous", "anonymous")
 SYSTEM = Actor("system", "medbridge")
+
+
+def operator() -> Actor:
+    """The local operator running a command (`dicom import`, `hl7 replay`): the OS user."""
+    return Actor("operator", getpass.getuser())
 
 
 @dataclass(slots=True)

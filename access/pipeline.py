@@ -18,12 +18,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from access.access import Access
 from access.context import RequestContext
 from access.errors import AccessError
 from access.shown import Shown
+from access.unit import current_unit
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
@@ -138,6 +140,9 @@ class Pipeline(Generic[RequestT, ResponseT]):
         return [registered.name for registered in self._hooks[stage]]
 
     async def handle(self, exchange: Exchange[RequestT, ResponseT]) -> ResponseT:
+        # an access inside a unit of work (a transaction Bundle's entry) notifies once the
+        # unit commits and is audited once it ends, outside its store transaction
+        unit = current_unit()
         try:
             self._prepare(exchange)
             if exchange.access is None:
@@ -147,7 +152,10 @@ class Pipeline(Generic[RequestT, ResponseT]):
                 await self._run(stage, exchange)
             exchange.showing = bool(self._hooks[Stage.CONSENT_SHOW])
             exchange.response = await self._act(exchange)
-            await self._run(Stage.POST_COMMIT, exchange)
+            if unit is None:
+                await self._run(Stage.POST_COMMIT, exchange)
+            else:
+                unit.post_commit.append(partial(self._run, Stage.POST_COMMIT, exchange))
             await self._run(Stage.CONSENT_SHOW, exchange)
             if exchange.items is not None:
                 exchange.response = exchange.items.build()
@@ -166,6 +174,10 @@ class Pipeline(Generic[RequestT, ResponseT]):
                 )
                 log.debug("traceback of request %s", exchange.context.request_id, exc_info=True)
                 await self._fail(exchange, AccessError("MB-1000"))
+        if unit is not None:
+            unit.audit.append(partial(self._run, Stage.AUDIT, exchange))
+            assert exchange.response is not None
+            return exchange.response
         try:
             await self._run(Stage.AUDIT, exchange)
         except Exception as failure:

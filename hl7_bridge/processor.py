@@ -18,14 +18,16 @@ from typing import Any
 import hl7apy
 
 from access.access import Access, Action
-from access.context import Actor, Door, RequestContext
+from access.context import Actor, Door, RequestContext, operator
+from access.errors import AccessError
 from access.failures import log_failure
+from access.pipeline import Exchange, Pipeline
 from fhir_server.group_commit import Write
 from fhir_server.router import FhirRouter
 from hl7_bridge import archive as states
 from hl7_bridge.ack import Original, ack_code_wanted, build_ack, original_of
 from hl7_bridge.archive import Archive, Receipt, message_key
-from hl7_bridge.charset import decode
+from hl7_bridge.charset import Decoded, decode
 from hl7_bridge.errors import Hl7Error, Hl7Warning, Interrupted, Outcome, attempt
 from hl7_bridge.writer import Writer
 from mappings.hl7v2.errors import MappingError
@@ -50,6 +52,19 @@ class Result:
     receipt_id: str | None
 
 
+@dataclass(slots=True)
+class Incoming:
+    """An HL7 message on its way through the pipeline, as far as it could be parsed."""
+
+    raw: bytes
+    peer: str
+    decoded: Decoded
+    original: Original
+    outcome: Outcome
+    message: V2Message | None
+    replay_of: str | None = None  # the archive record a replay processes again
+
+
 class Processor:
     def __init__(
         self,
@@ -66,23 +81,73 @@ class Processor:
         self.archive = archive
         self.tables = tables
         self.timezone = timezone
+        # one pass per message through the hooks every door shares: an authorize hook
+        # may refuse it, an audit hook sees it (its FHIR writes are its children)
+        self.pipeline: Pipeline[Incoming, Result] = Pipeline(
+            self._describe, self._act, self._refused, share_hooks_with=router.pipeline
+        )
 
     async def handle(self, raw: bytes, peer: str) -> Result:
         """Never raises: every failure becomes an AE/AR answer."""
         try:
-            return await self._handle(raw, peer)
+            incoming = self._parse(raw, peer)
+            context = RequestContext(Door.HL7V2, scopes=PEER_SCOPES, peer=peer)
+            return await self.pipeline.handle(Exchange(incoming, context))
         except Exception:
             log_failure(log, "handling a message failed unexpectedly")
             error = Hl7Error("AR", "207", "internal error; send the message again")
             return self._answer(original_of(decode(raw).text), error, "utf-8", None)
 
-    async def _handle(self, raw: bytes, peer: str) -> Result:
+    @staticmethod
+    def _parse(raw: bytes, peer: str, replay_of: str | None = None) -> Incoming:
+        """What can be read of the message; a parse failure is kept in its outcome (the
+        message still gets its access and its audit, then its AR)."""
         decoded = decode(raw)
-        original = original_of(decoded.text)
         outcome = Outcome()
         message: V2Message | None = None
         with attempt(outcome, "parse"):
             message = parse(decoded.text)
+        return Incoming(raw, peer, decoded, original_of(decoded.text), outcome, message, replay_of)
+
+    def _describe(self, exchange: Exchange[Incoming, Result]) -> None:
+        """The pipeline's prepare step: the message's one access."""
+        incoming, context = exchange.request, exchange.context
+        original, message = incoming.original, incoming.message
+        actor = Actor("hl7-peer", f"{original.get(3)}^{original.get(4)}"[:200])
+        if incoming.replay_of is None:
+            context.actor = actor
+        event = None  # unknown until the message parses
+        if message is not None:
+            event = f"{message.header.message_type}^{message.header.trigger_event}"
+        action = Action.HL7_EVENT if incoming.replay_of is None else Action.REPLAY
+        exchange.access = context.access = Access(
+            Door.HL7V2,
+            action,
+            context.actor,
+            event=event,
+            client_address=incoming.peer or None,
+            request_id=context.request_id,
+        )
+
+    async def _act(self, exchange: Exchange[Incoming, Result]) -> Result:
+        incoming = exchange.request
+        if incoming.replay_of is not None:
+            return await self._process(
+                incoming.replay_of, incoming.message, incoming.outcome, incoming.original,
+                incoming.decoded.codec, incoming.peer, exchange.context,
+            )  # fmt: skip
+        return await self._handle(incoming, exchange.context)
+
+    def _refused(self, exchange: Exchange[Incoming, Result], error: AccessError) -> Result:
+        """A hook's refusal (or an unexpected failure) as an ACK: AR when it is ours."""
+        incoming = exchange.request
+        return self._answer(
+            incoming.original, Hl7Error.from_fhir(error), incoming.decoded.codec, None
+        )
+
+    async def _handle(self, incoming: Incoming, context: RequestContext) -> Result:
+        raw, peer, decoded = incoming.raw, incoming.peer, incoming.decoded
+        original, outcome, message = incoming.original, incoming.outcome, incoming.message
         key = None
         if message is not None:
             header = message.header
@@ -102,7 +167,7 @@ class Processor:
         )
         try:
             return await self._process(
-                receipt_id, message, outcome, original, decoded.codec, peer, receiving
+                receipt_id, message, outcome, original, decoded.codec, peer, context, receiving
             )
         except Interrupted:
             pass
@@ -113,8 +178,12 @@ class Processor:
             error = Hl7Error("AR", "207", "message could not be stored; send it again")
             return self._answer(original, error, decoded.codec, None)
         if receipt.original is None:  # the first copy vanished meanwhile: apply this one
-            return await self._process(receipt.id, message, outcome, original, decoded.codec, peer)
-        return await self._copy(raw, peer, receipt.id, receipt.original, original, decoded.codec)
+            return await self._process(
+                receipt.id, message, outcome, original, decoded.codec, peer, context
+            )
+        return await self._copy(
+            raw, peer, receipt.id, receipt.original, original, decoded.codec, context
+        )
 
     async def oversize(self, head: bytes, size: int, limit: int, peer: str) -> Result:
         """AR for a frame over the size cap; its first bytes are archived with the reason."""
@@ -141,20 +210,28 @@ class Processor:
             log_failure(log, "archiving a refused frame failed")
         return result
 
-    async def replay(self, receipt_id: str) -> Result:
-        """Process an archived message again (dead letters, or one interrupted mid-way)."""
+    async def replay(self, receipt_id: str, actor: Actor | None = None) -> Result:
+        """Process an archived message again (dead letters, or one interrupted mid-way):
+        one access of its own (Action.REPLAY) by `actor`, the local operator by default."""
         document = await self.archive.claim(receipt_id)
         if document is None:
             raise KeyError(receipt_id)
-        decoded = decode(document["raw"])
-        outcome = Outcome()
-        message: V2Message | None = None
-        with attempt(outcome, "parse"):
-            message = parse(decoded.text)
-        original = original_of(decoded.text)
-        return await self._process(
-            receipt_id, message, outcome, original, decoded.codec, document.get("peer", "")
+        incoming = self._parse(document["raw"], document.get("peer", ""), receipt_id)
+        context = RequestContext(
+            Door.HL7V2, actor=actor or operator(), scopes=PEER_SCOPES, peer=incoming.peer
         )
+        return await self.pipeline.handle(Exchange(incoming, context))
+
+    async def _reprocess(self, receipt_id: str, context: RequestContext) -> Result:
+        """A resend processes its first copy again, within the resend's own access."""
+        document = await self.archive.claim(receipt_id)
+        if document is None:
+            raise KeyError(receipt_id)
+        incoming = self._parse(document["raw"], document.get("peer", ""), receipt_id)
+        return await self._process(
+            receipt_id, incoming.message, incoming.outcome, incoming.original,
+            incoming.decoded.codec, incoming.peer, context,
+        )  # fmt: skip
 
     async def _process(
         self,
@@ -164,6 +241,7 @@ class Processor:
         original: Original,
         codec: str,
         peer: str,
+        context: RequestContext,
         receiving: asyncio.Future[Receipt] | None = None,
     ) -> Result:
         """Apply a message under its archive record; Interrupted when `receiving` shows
@@ -185,17 +263,8 @@ class Processor:
         accepted = Result(None, "", receipt_id)
         if message is not None and outcome.error is None:
             header = message.header
-            actor = Actor("hl7-peer", f"{original.get(3)}^{original.get(4)}")
-            context = RequestContext(Door.HL7V2, actor=actor, scopes=PEER_SCOPES, peer=peer)
-            # one access per message; the FHIR writes it makes are its children
-            context.access = Access(
-                Door.HL7V2,
-                Action.HL7_EVENT,
-                actor,
-                event=f"{header.message_type}^{header.trigger_event}",
-                client_address=peer,
-                request_id=context.request_id,
-            )
+            # the message's one access (context.access, the pipeline's): the FHIR writes
+            # it makes are its children
 
             def processed(written: list[str]) -> list[Write]:
                 # recorded as processed, with its AA, in the unit that applies it
@@ -240,6 +309,7 @@ class Processor:
         owner: dict[str, Any],
         original: Original,
         codec: str,
+        context: RequestContext,
     ) -> Result:
         """A message whose (MSH-3, MSH-4, MSH-10) was seen before."""
         if owner.get("sha256") != hashlib.sha256(raw).hexdigest():
@@ -263,7 +333,7 @@ class Processor:
         failed = owner.get("status") == states.DEAD_LETTER
         why = "resent after AE/AR" if failed else "resent unfinished"
         await self.archive.finish(receipt_id, states.DUPLICATE, None, [], why, None)
-        return await self.replay(str(owner["_id"]))
+        return await self._reprocess(str(owner["_id"]), context)
 
     def _answer(
         self,

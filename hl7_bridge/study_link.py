@@ -3,7 +3,7 @@
 An ORU^R01 names its study by accession number (OBR-18). When no ImagingStudy has it
 yet, the DiagnosticReport keeps a logical reference (`type` + `identifier`) and carries
 the accession as an ACSN identifier. This notification hook on the FHIR pipeline's
-audit stage sees every ImagingStudy write, whatever door it came by, and turns the
+post-commit stage sees every ImagingStudy write, whatever door it came by, and turns the
 logical references of waiting reports into `ImagingStudy/id`, in a background task:
 the study may still sit in a transaction of its own.
 """
@@ -59,9 +59,8 @@ class ReportLinker:
             if identifier.get("system") == "urn:dicom:uid" and identifier.get("value")
         ]
         if study_id and accessions:
-            task = asyncio.create_task(self.link(f"ImagingStudy/{study_id}", accessions, uids))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # post-commit runs after the study's unit of work committed: link at once
+            await self.link(f"ImagingStudy/{study_id}", accessions, uids)
 
     async def link(self, study: str, accessions: list[str], uids: Sequence[str] = ()) -> None:
         """Point every report waiting on one of `accessions` (or the study's UIDs) at `study`."""

@@ -157,6 +157,7 @@ async def _in_process(args: argparse.Namespace, uri: str, target: Target) -> Tal
     from pymongo import AsyncMongoClient
 
     from fhir_server.repository import Repository
+    from imaging.import_door import ImportDoor
 
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
     try:
@@ -166,9 +167,11 @@ async def _in_process(args: argparse.Namespace, uri: str, target: Target) -> Tal
         imaging = await target.compose(repository, None)
         await imaging.index.ensure_indexes()
         studies: set[str] = set()
+        # each batch an access of the local operator, through the hooks the server has
+        door = ImportDoor(imaging)
 
         async def ingest(batch: list[Source]) -> list[IngestOutcome]:
-            outcomes = await imaging.ingestor.ingest_many([s.data or b"" for s in batch], "import")
+            outcomes = await door.ingest(batch)
             studies.update(o.study for o in outcomes if o.ok and o.study)
             return outcomes
 

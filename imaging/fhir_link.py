@@ -7,7 +7,7 @@ calling AE title's or the default issuer, see imaging.issuers), created from the
 when unknown. Orders are matched by accession number whichever arrives first: a study
 arriving for an existing ServiceRequest gets `basedOn` and completes the order, and a
 ServiceRequest written later re-links its waiting studies through `on_fhir_write`, a
-notification hook on the FHIR pipeline's audit stage.
+notification hook on the FHIR pipeline's post-commit stage.
 """
 
 from __future__ import annotations
@@ -323,11 +323,13 @@ class StudyLinker:
         resource = orjson.loads(raw) if raw else {}
         # only what can be an accession number: a placer or filler number, or the
         # study UID, never names a study by accession (one index read per identifier)
+        studies: set[str] = set()
         for value in _accessions(resource) if isinstance(resource, dict) else []:
-            self._pending.update(await self.index.studies_by_accession(value))
-        if self._pending:
-            # not inline: the order may sit in an HL7 message's transaction not yet committed
-            self.schedule()
+            studies.update(await self.index.studies_by_accession(value))
+        # post-commit waits for the order's unit of work (an HL7 message's transaction) to
+        # commit, so the order is there to link to now
+        for study in sorted(studies):
+            await self.sync(study)
 
     def schedule(self) -> None:
         """Wake the background upkeep (DIMSE calls this after each association)."""

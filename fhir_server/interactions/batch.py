@@ -17,6 +17,7 @@ import base64
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -25,6 +26,7 @@ import orjson
 from access.access import Access
 from access.context import RequestContext
 from access.errors import AccessError
+from access.unit import unit_of_work
 from fhir_server.body import dumps
 from fhir_server.bundle import bundle
 from fhir_server.errors import outcome
@@ -62,10 +64,17 @@ def bundle_handler(dispatch: Dispatch) -> Handler:
             responses = await _Processor(exchange, services, dispatch, entries).batch()
         else:
             deferred = all(_writes_blind(entry) for entry in entries)
-            # a run that lost a write conflict answered nothing: run_bundle may run it again
-            responses = await services.repository.run_bundle(
-                deferred, lambda: _Processor(exchange, services, dispatch, entries).transaction()
-            )
+            # the store transaction opens and commits inside the unit: the entries'
+            # post-commit hooks run once it committed, their audits once it ended
+            async with unit_of_work() as unit:
+
+                async def run() -> list[dict[str, Any]]:
+                    # a run that lost a write conflict answered nothing: run_bundle may
+                    # run it again, and only the last run's accesses happened
+                    unit.attempt()
+                    return await _Processor(exchange, services, dispatch, entries).transaction()
+
+                responses = await services.repository.run_bundle(deferred, run)
         return FhirResponse(200, bundle(f"{kind}-response", responses, []))
 
     return handle
@@ -86,7 +95,7 @@ class _Processor:
         for index, entry in enumerate(self.entries):
             try:
                 request = await self._request(index, entry)
-                response = await self.dispatch(request, self.exchange.context, self.exchange.access)
+                response = await self._dispatch(index, request)
             except AccessError as error:
                 response = FhirResponse.of(error.status, outcome(error))
             responses.append(_response_entry(response, outcome_on_error=True))
@@ -100,13 +109,21 @@ class _Processor:
         for index in order:
             entry = self.entries[index]
             request = await self._request(index, entry)
-            response = await self.dispatch(request, self.exchange.context, self.exchange.access)
+            response = await self._dispatch(index, request)
             if response.status >= 400:
                 raise _failed(index, entry, response)
             responses[index] = _response_entry(response, outcome_on_error=False)
             self._learn(entry, response)
             await _let_others_run()
         return [responses[i] for i in range(len(self.entries))]
+
+    async def _dispatch(self, index: int, request: FhirRequest) -> FhirResponse:
+        """The entry as a child exchange: its own context (what its stages note stays
+        its own; its request id names the bundle's and the entry's index), its access a
+        child of the bundle's."""
+        return await self.dispatch(
+            request, entry_context(self.exchange.context, index), self.exchange.access
+        )
 
     def _rank(self, index: int) -> int:
         entry = self.entries[index]
@@ -213,6 +230,11 @@ class _Processor:
             )
         self.resolved[reference] = f"{resource_type}/{ids[0]}"
         return self.resolved[reference]
+
+
+def entry_context(bundle: RequestContext, index: int) -> RequestContext:
+    """The context of entry `index`: who asks is the bundle's, what stages learn is not."""
+    return replace(bundle, request_id=f"{bundle.request_id}.{index}", notes={}, access=None)
 
 
 def check_distinct(entries: list[Any], transaction: bool) -> None:
