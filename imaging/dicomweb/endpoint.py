@@ -19,6 +19,7 @@ from access.access import Access, Action
 from access.budget import Budget
 from access.context import Door, RequestContext
 from access.errors import AccessError
+from access.restriction import Restriction
 from fhir_server import store_errors
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse
@@ -158,13 +159,15 @@ class DicomwebService:
                 self.ingestor, self.linker, dict(request.headers), http.stream(),
                 request.base_url, route.study, source, self.budget,
             )  # fmt: skip
-        answer = await self._answer(route, request)
+        answer = await self._answer(route, request, exchange.restriction)
         exchange.context.notes[ANSWER_NOTE] = answer
         return FhirResponse(
             answer.status, answer.body, answer.headers, content_type=answer.media_type
         )
 
-    async def _answer(self, route: DicomwebRoute, request: FhirRequest) -> wado.Answer:
+    async def _answer(
+        self, route: DicomwebRoute, request: FhirRequest, restriction: Restriction
+    ) -> wado.Answer:
         accept = request.header("accept") or ""
         if route.action == "search":
             fixed = {
@@ -175,15 +178,19 @@ class DicomwebService:
             query = qido.parse_query(
                 route.level, request.query, fixed, self.budget.max_wildcard_chars
             )
-            found = await qido.search(self.index, query, request.base_url, self._metadata)
+            found = await qido.search(
+                self.index, query, request.base_url, self._metadata, restriction
+            )
             return wado.Answer(
                 200, "application/dicom+json", found.body, headers=found.headers(request.base_url)
             )
         if route.action == "wado-uri":
-            return await self._wado_uri(request)
+            return await self._wado_uri(request, restriction)
         assert route.study is not None
         with_meta = route.action == "metadata"
-        rows = await wado.instance_rows(self.index, route.study, route.series, route.sop, with_meta)
+        rows = await wado.instance_rows(
+            self.index, route.study, route.series, route.sop, with_meta, restriction
+        )
         if route.action == "retrieve":
             return wado.instances(self.store, rows, wado.target_syntax(accept, rows))
         if route.action == "metadata":
@@ -211,7 +218,7 @@ class DicomwebService:
         await self.index.set_metadata(row["_id"], meta)
         return meta
 
-    async def _wado_uri(self, request: FhirRequest) -> wado.Answer:
+    async def _wado_uri(self, request: FhirRequest, restriction: Restriction) -> wado.Answer:
         if (request.param("requestType") or "").upper() != "WADO":
             raise AccessError("MB-3011", "WADO-URI needs requestType=WADO")
         study, series, sop = (
@@ -219,7 +226,7 @@ class DicomwebService:
         )
         if not (is_uid(study) and is_uid(series) and is_uid(sop)):
             raise AccessError("MB-3011", "studyUID, seriesUID and objectUID must be valid UIDs")
-        rows = await wado.instance_rows(self.index, study, series, sop)
+        rows = await wado.instance_rows(self.index, study, series, sop, restriction=restriction)
         content_type = (request.param("contentType") or "image/jpeg").lower()
         if content_type == "application/dicom":
 

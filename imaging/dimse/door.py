@@ -18,6 +18,7 @@ from pydicom.multival import MultiValue
 from access.access import Access, Action
 from access.context import Actor, Door, RequestContext
 from access.errors import AccessError
+from access.restriction import Restriction
 from fhir_server import store_errors
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse, Route
@@ -43,13 +44,14 @@ class DimseDoor:
         self,
         action: Action,
         calling_ae: str,
-        work: Callable[[], Awaitable[T]],
+        work: Callable[[Restriction], Awaitable[T]],
         peer: str | None = None,
         *,
         identifier: Dataset | None = None,
         sop_instance: str | None = None,
     ) -> T:
-        """`work()` as the act of one pipeline pass; raises the AccessError of a refusal.
+        """`work(restriction)` as the act of one pipeline pass; raises the AccessError of a
+        refusal. `work` compiles the restriction the hooks left into its index query.
 
         `identifier` (C-FIND/C-MOVE/C-GET) and `sop_instance` (C-STORE's Affected SOP
         Instance UID) say what the access concerns, for the hooks."""
@@ -68,8 +70,8 @@ class DimseDoor:
         exchange.route = Route(Interaction.OPERATION, None, None, None)
 
     async def _act(self, exchange: FhirExchange) -> FhirResponse:
-        work: Callable[[], Awaitable[Any]] = exchange.context.notes[WORK]
-        exchange.context.notes[RESULT] = await work()
+        work: Callable[[Restriction], Awaitable[Any]] = exchange.context.notes[WORK]
+        exchange.context.notes[RESULT] = await work(exchange.restriction)
         return FhirResponse(200)
 
 

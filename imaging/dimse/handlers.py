@@ -20,6 +20,7 @@ from access.access import Action
 from access.budget import Budget
 from access.context import Actor, Door, RequestContext
 from access.errors import AccessError
+from access.restriction import Restriction
 from imaging.dimse import query, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
@@ -74,7 +75,9 @@ class Handlers:
         self.bridge = bridge
         self.archive = archive
 
-    def _through(self, action: Action, event: Event, work: Callable[[], Awaitable[T]]) -> T:
+    def _through(
+        self, action: Action, event: Event, work: Callable[[Restriction], Awaitable[T]]
+    ) -> T:
         """`work` on the loop, as the act of a pipeline pass for the calling AE title."""
         address = getattr(event.assoc.requestor, "address", None)
         peer = str(address) if address else None
@@ -108,7 +111,7 @@ class Handlers:
             source = f"dimse:{calling_ae(event)}"
             issuer, study = self._issuer_to_note(event, data)
             outcome = self._through(
-                Action.C_STORE, event, lambda: self._store(data, source, study, issuer)
+                Action.C_STORE, event, lambda _: self._store(data, source, study, issuer)
             )
             answer.status = outcome.status
             if not outcome.ok:
@@ -155,7 +158,7 @@ class Handlers:
                 event.identifier, _model(event), self.archive.budget.max_wildcard_chars
             )
             index = self.archive.index
-            rows = self._through(Action.C_FIND, event, lambda: query.find(index, parsed))
+            rows = self._through(Action.C_FIND, event, lambda seen: query.find(index, parsed, seen))
         if rows is None:
             yield answer.status, None
             return
@@ -185,7 +188,7 @@ class Handlers:
             index, identifier, model = self.archive.index, event.identifier, _model(event)
             action = Action.C_MOVE if getattr(event, "move_destination", None) else Action.C_GET
             rows = self._through(
-                action, event, lambda: retrieve.instances_for(index, identifier, model)
+                action, event, lambda seen: retrieve.instances_for(index, identifier, model, seen)
             )
             return rows, SUCCESS
         return None, answer.status
