@@ -158,7 +158,7 @@ class Pipeline(Generic[RequestT, ResponseT]):
             await self._run(Stage.POST_COMMIT, exchange)
             await self._run(Stage.CONSENT_SHOW, exchange)
             if exchange.items is not None:
-                exchange.response = exchange.items.build()
+                exchange.response = await exchange.items.built()
         except AccessError as error:
             await self._fail(exchange, error)
         except Exception as unexpected:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
@@ -41,6 +42,7 @@ from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestOutcome
 from imaging.objectstore import ObjectStore
+from imaging.shown_rows import row_items
 
 log = logging.getLogger(__name__)
 WORKLIST_SCOPES = frozenset({"system/ServiceRequest.rs", "system/Patient.rs"})
@@ -76,7 +78,11 @@ class Handlers:
         self.archive = archive
 
     def _through(
-        self, action: Action, event: Event, work: Callable[[Restriction], Awaitable[T]]
+        self,
+        action: Action,
+        event: Event,
+        work: Callable[[Restriction], Awaitable[T]],
+        rows: bool = False,
     ) -> T:
         """`work` on the loop, as the act of a pipeline pass for the calling AE title."""
         address = getattr(event.assoc.requestor, "address", None)
@@ -86,9 +92,12 @@ class Handlers:
             sop = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "") or None
         else:
             identifier = event.identifier
+        index = self.archive.index
+        describe = partial(row_items, index) if rows else None
         run = self.archive.door.run(
-            action, calling_ae(event), work, peer, identifier=identifier, sop_instance=sop
-        )
+            action, calling_ae(event), work, peer,
+            identifier=identifier, sop_instance=sop, describe=describe,
+        )  # fmt: skip
         return self.bridge.run(run)
 
     def _allowed(self, event: Event, service: str) -> bool:
@@ -158,7 +167,9 @@ class Handlers:
                 event.identifier, _model(event), self.archive.budget.max_wildcard_chars
             )
             index = self.archive.index
-            rows = self._through(Action.C_FIND, event, lambda seen: query.find(index, parsed, seen))
+            rows = self._through(
+                Action.C_FIND, event, lambda seen: query.find(index, parsed, seen), rows=True
+            )
         if rows is None:
             yield answer.status, None
             return
@@ -188,7 +199,10 @@ class Handlers:
             index, identifier, model = self.archive.index, event.identifier, _model(event)
             action = Action.C_MOVE if getattr(event, "move_destination", None) else Action.C_GET
             rows = self._through(
-                action, event, lambda seen: retrieve.instances_for(index, identifier, model, seen)
+                action,
+                event,
+                lambda seen: retrieve.instances_for(index, identifier, model, seen),
+                rows=True,
             )
             return rows, SUCCESS
         return None, answer.status

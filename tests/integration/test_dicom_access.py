@@ -39,6 +39,8 @@ class Site:
     bob_study: str
     bob_series: str
     bob_sop: str
+    alice_series: str
+    alice_sop: str
 
     def set_rule(self, **rule: Any) -> None:
         self.rule.write_bytes(orjson.dumps(rule))
@@ -91,8 +93,10 @@ def populated(server: RunningServer, rule: Path, root: Path) -> Site:
     assert alice_fhir != bob_fhir
     answer = httpx.get(f"{server.base_url}/dicomweb/studies/{bob_study}/instances", timeout=60.0)
     bob_sop = answer.json()[0][SOP]["Value"][0]
+    answer = httpx.get(f"{server.base_url}/dicomweb/studies/{alice_study}/instances", timeout=60.0)
+    alice = answer.json()[0]
     site = Site(server, rule, run_id, alice_fhir, bob_fhir, alice_study, bob_study, bob_series,
-                bob_sop)  # fmt: skip
+                bob_sop, alice[SERIES]["Value"][0], alice[SOP]["Value"][0])  # fmt: skip
     # the upkeep records each study's patient on its index rows just after the
     # ImagingStudy: wait until a restriction to each patient finds its study
     deadline = time.monotonic() + 60
@@ -160,6 +164,46 @@ def test_narrowed_to_one_patient_c_find_and_c_get(site: Site, tmp_path: Path) ->
     finally:
         site.set_rule()
     assert len(list(c_get_files(site, site.alice_study, tmp_path / "again"))) == 2
+
+
+def test_a_consent_show_hook_hiding_one_patient(site: Site, tmp_path: Path) -> None:
+    site.set_rule(hide=[site.alice_fhir])
+    try:
+        for level in ("studies", "series", "instances"):
+            found = site.study_uids(level, PatientID=f"?{site.run}")
+            assert found == {site.bob_study}, level
+        alice = f"studies/{site.alice_study}"
+        instance = f"{alice}/series/{site.alice_series}/instances/{site.alice_sop}"
+        for path in (alice, instance, f"{instance}/rendered", f"{instance}/metadata"):
+            answer = site.get(path)
+            assert answer.status_code == 404, (path, answer.status_code)
+            assert answer.json()["resourceType"] == "OperationOutcome"
+        uri = site.get(
+            "wado", requestType="WADO", studyUID=site.alice_study, seriesUID=site.alice_series,
+            objectUID=site.alice_sop, contentType="application/dicom",
+        )  # fmt: skip
+        assert uri.status_code == 404
+        assert site.get(f"studies/{site.bob_study}").status_code == 200
+        for level in ("STUDY", "SERIES", "IMAGE"):
+            _, responses = findscu(
+                site.server.dicom_port, "-S",
+                [f"QueryRetrieveLevel={level}", f"PatientID=?{site.run}", "StudyInstanceUID"],
+                tmp_path / level,
+            )  # fmt: skip
+            assert {str(r.StudyInstanceUID) for r in responses} == {site.bob_study}, level
+        _, patients = findscu(
+            site.server.dicom_port, "-P",
+            ["QueryRetrieveLevel=PATIENT", f"PatientID=?{site.run}"], tmp_path / "patient",
+        )  # fmt: skip
+        assert [str(r.PatientID) for r in patients] == [f"B{site.run}"]
+        hidden = c_get(site, site.alice_study, tmp_path / "alice")
+        assert "Number of Completed Suboperations : 2" not in hidden
+        assert list((tmp_path / "alice").iterdir()) == []
+        assert len(c_get_files(site, site.bob_study, tmp_path / "bob")) == 1
+    finally:
+        site.set_rule()
+    assert site.get(instance).status_code == 200
+    assert len(c_get_files(site, site.alice_study, tmp_path / "again")) == 2
 
 
 def test_denied_nothing_is_read_or_written(site: Site, tmp_path: Path) -> None:

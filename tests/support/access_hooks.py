@@ -4,7 +4,8 @@
 What they do is read on every request from the JSON file `MEDBRIDGE_TEST_ACCESS_FILE`
 names, so one running server can be switched between rules by the test:
 `{"only": ["<FHIR Patient id>", ...]}` narrows every DICOM access to those patients,
-`{"deny": true}` refuses every DICOM access (MB-4001), `{}` leaves everything as is.
+`{"deny": true}` refuses every DICOM access (MB-4001), `{"hide": [...]}` hides those
+patients' items at consent-show, `{}` leaves everything as is.
 They act on the DICOM doors only, so the test's own FHIR calls stay unaffected.
 """
 
@@ -44,5 +45,16 @@ async def authorize(exchange: Exchange[Any, Any]) -> None:
         exchange.narrow(Restriction(patients=frozenset(rule["only"])))
 
 
+async def show(exchange: Exchange[Any, Any]) -> None:
+    if exchange.context.door not in DICOM_DOORS or exchange.items is None:
+        return
+    hidden = frozenset(rules().get("hide", ()))
+    if hidden:
+        exchange.items.hide(lambda item: bool(item.patients & hidden))
+
+
 def hooks() -> list[HookSpec]:
-    return [HookSpec(Stage.AUTHORIZE, authorize, "test.dicom-authorize")]
+    return [
+        HookSpec(Stage.AUTHORIZE, authorize, "test.dicom-authorize"),
+        HookSpec(Stage.CONSENT_SHOW, show, "test.dicom-show"),
+    ]
