@@ -90,7 +90,7 @@ class Handlers:
         identifier, sop = None, None
         if action is Action.C_STORE:
             sop = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "") or None
-        else:
+        elif action is not Action.C_ECHO:
             identifier = event.identifier
         index = self.archive.index
         describe = partial(row_items, index) if rows else None
@@ -109,7 +109,12 @@ class Handlers:
     # C-ECHO / C-STORE ------------------------------------------------------------------
 
     def on_echo(self, event: Event) -> int:
-        return SUCCESS if self._allowed(event, "echo") else NOT_AUTHORIZED
+        if not self._allowed(event, "echo"):
+            return NOT_AUTHORIZED
+        with attempt("C-ECHO", NOT_AUTHORIZED) as answer:
+            # a pass like every other service: hooks may refuse an AE even its echo
+            answer.status = self._through(Action.C_ECHO, event, _echo)
+        return answer.status
 
     def on_store(self, event: Event) -> int | Dataset:
         if not self._allowed(event, "store"):
@@ -186,7 +191,8 @@ class Handlers:
             check_wildcards(event.identifier, self.archive.budget.max_wildcard_chars)
             parsed = worklist.parse_worklist(event.identifier)
             context = worklist_context(calling_ae(event))
-            records = self.bridge.run(self.archive.worklist.records(parsed, context))
+            orders = self.archive.worklist
+            records = self._through(Action.MWL, event, lambda _: orders.records(parsed, context))
         if records is None:
             yield answer.status, None
             return
@@ -258,6 +264,10 @@ class Handlers:
             return
         yield len(rows)
         yield from self._datasets(event, rows)
+
+
+async def _echo(_: Restriction) -> int:
+    return SUCCESS
 
 
 def _pending(

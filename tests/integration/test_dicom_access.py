@@ -210,6 +210,7 @@ def test_denied_nothing_is_read_or_written(site: Site, tmp_path: Path) -> None:
     new_study = generate_uid()
     path = tmp_path / "new.dcm"
     path.write_bytes(renamed("CT_small.dcm", study=new_study, patient_id=f"C{site.run}"))
+    port = str(site.server.dicom_port)
     site.set_rule(deny=True)
     try:
         for search in ("studies", f"studies/{site.alice_study}"):
@@ -225,12 +226,19 @@ def test_denied_nothing_is_read_or_written(site: Site, tmp_path: Path) -> None:
         got = c_get(site, site.alice_study, tmp_path / "get")
         assert "Received C-GET Response (Success)" not in got
         assert list((tmp_path / "get").iterdir()) == []
+        echo = run("echoscu", "-aet", "ECHOER", "-aec", "MEDBRIDGE", "127.0.0.1", port)
+        assert "Status: 0x124" in echo, echo[-2000:]
+        mwl, orders = findscu(site.server.dicom_port, "-W", ["PatientName"], tmp_path / "mwl")
+        assert orders == []
+        assert "Status: 0x124" in mwl, mwl[-2000:]
         stored = storescu(site.server.dicom_port, [path])
         assert successes(stored) == 0
         assert "0x124" in stored.lower() or "0x0124" in stored.lower(), stored[-2000:]
     finally:
         site.set_rule()
     assert site.study_uids("studies", StudyInstanceUID=new_study) == set()
+    echo = run("echoscu", "-aet", "ECHOER", "-aec", "MEDBRIDGE", "127.0.0.1", port)
+    assert "Received Echo Response (Success)" in echo, echo
 
 
 def c_get(site: Site, study: str, out_dir: Path) -> str:
