@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 from access.access import Access
 from access.context import RequestContext
 from access.errors import AccessError
+from access.restriction import UNRESTRICTED, Restriction
 from access.shown import Shown
 from access.unit import current_unit
 
@@ -64,8 +65,15 @@ class Exchange(Generic[RequestT, ResponseT]):
     # would show as `items` and the answer is built after consent-show, from what remains
     showing: bool = False
     items: Shown[ResponseT] | None = None
+    # what this access may see: authorize and consent-decide hooks narrow it (`narrow`),
+    # the act compiles it into its one store query, so paging and counts stay right
+    restriction: Restriction = UNRESTRICTED
     error: AccessError | None = None
     touched: list[str] = field(default_factory=list)  # "Type/id" read or written, for audit
+
+    def narrow(self, restriction: Restriction) -> None:
+        """Limit what this access may see further; a hook can never widen it."""
+        self.restriction = self.restriction.narrowed(restriction)
 
 
 # hooks are shared by every door, so they see an exchange of any request type
@@ -158,7 +166,7 @@ class Pipeline(Generic[RequestT, ResponseT]):
                 unit.post_commit.append(partial(self._run, Stage.POST_COMMIT, exchange))
             await self._run(Stage.CONSENT_SHOW, exchange)
             if exchange.items is not None:
-                exchange.response = exchange.items.build()
+                exchange.response = await exchange.items.built()
         except AccessError as error:
             await self._fail(exchange, error)
         except Exception as unexpected:

@@ -8,7 +8,7 @@ directly and no `Shown` exists: the fast path does nothing extra.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -34,7 +34,10 @@ class Shown(Generic[ResponseT]):
     """The items of one answer and how to build that answer from those still visible."""
 
     def __init__(
-        self, items: Sequence[Item], build: Callable[[Shown[ResponseT]], ResponseT]
+        self,
+        items: Sequence[Item],
+        # async for a door whose answer needs more reads (DICOMweb: objects, parents)
+        build: Callable[[Shown[ResponseT]], ResponseT | Awaitable[ResponseT]],
     ) -> None:
         self.all: tuple[Item, ...] = tuple(items)
         self._hidden: set[int] = set()
@@ -61,5 +64,13 @@ class Shown(Generic[ResponseT]):
     def changed(self) -> bool:
         return bool(self._hidden)
 
-    def build(self) -> ResponseT:
+    def build(self) -> ResponseT | Awaitable[ResponseT]:
         return self._build(self)
+
+    async def built(self) -> ResponseT:
+        """The answer from what remains, awaited when the door builds it asynchronously."""
+        answer = self._build(self)
+        if isinstance(answer, Awaitable):
+            awaited: ResponseT = await answer
+            return awaited
+        return answer

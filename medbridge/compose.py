@@ -7,6 +7,7 @@ server's. The order of every hook is decided in `HOOK_ORDER`, in one place.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,21 @@ async def compose(
         linker = ReportLinker(router)
         name = "hl7.link-reports"
         pipeline.notify(Stage.POST_COMMIT, linker.on_fhir_write, name, order=HOOK_ORDER[name])
-    for spec in hooks:
+    for spec in [*hooks, *extra_hooks(settings.extra_hooks)]:
         register = pipeline.intervene if spec.intervene else pipeline.notify
         register(spec.stage, spec.hook, spec.name, order=spec.order)
     return composition
+
+
+def extra_hooks(entry: str | None) -> list[HookSpec]:
+    """The hooks `MEDBRIDGE_EXTRA_HOOKS` (`module:function`) names: a server started as a
+    child process (the integration tests, a site's own consent) gets hooks without code
+    changes here. A name that does not load stops the start, never runs without them."""
+    if not entry:
+        return []
+    module, _, function = entry.partition(":")
+    made = getattr(importlib.import_module(module), function)()
+    specs = list(made)
+    if not all(isinstance(spec, HookSpec) for spec in specs):
+        raise TypeError(f"{entry} must return HookSpecs")
+    return specs

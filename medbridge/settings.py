@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         "C-STORE from AE titles without an `issuer` in the peers table)",
     )
 
+    extra_hooks: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="`module:function` returning HookSpecs that compose registers beside "
+        "the built-in hooks (site consent or authorization; the integration tests' hooks)",
+    )
+
     # The work budget of one request (access/budget.py, docs/limits.md)
     limit_string_bytes: int = Field(1024 * 1024, gt=0, description="one FHIR string (R4: 1 MB)")
     limit_resource_bytes: int = Field(12 * 1024 * 1024, gt=0, description="one FHIR resource")

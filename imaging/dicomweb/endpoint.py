@@ -8,8 +8,9 @@ answered as HTTP statuses with a JSON OperationOutcome body, never a stack trace
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -19,6 +20,8 @@ from access.access import Access, Action
 from access.budget import Budget
 from access.context import Door, RequestContext
 from access.errors import AccessError
+from access.restriction import Restriction
+from access.shown import Shown
 from fhir_server import store_errors
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse
@@ -27,13 +30,17 @@ from imaging.dicomweb import qido, wado
 from imaging.dicomweb.stow import stow
 from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
+from imaging.index_query import Document
 from imaging.ingest import Ingestor
 from imaging.objectstore import ObjectStore
 from imaging.parse import metadata_of
+from imaging.shown_rows import row_items
 from imaging.uids import is_uid
 
 DICOMWEB_METHODS = ["GET", "POST"]
 HTTP_NOTE, ANSWER_NOTE = "dicomweb.http", "dicomweb.answer"
+# builds the answer from the rows still shown
+Finish = Callable[[list[Document]], Awaitable[wado.Answer]]
 PURPOSE_HEADER = "x-purpose-of-use"
 # the DICOM side of an access concerns imaging studies, whatever the level
 IMAGING_TYPES = frozenset({"ImagingStudy"})
@@ -158,13 +165,37 @@ class DicomwebService:
                 self.ingestor, self.linker, dict(request.headers), http.stream(),
                 request.base_url, route.study, source, self.budget,
             )  # fmt: skip
-        answer = await self._answer(route, request)
+        rows, finish = await self._select(route, request, exchange.restriction)
+        if exchange.showing:
+            # consent-show decides on the rows before any byte of the answer is built
+            exchange.items = Shown(await row_items(self.index, rows), self._builder(
+                exchange, rows, finish, hidden_all=route.action != "search"
+            ))  # fmt: skip
+            return FhirResponse(204)
+        return self._answered(exchange, await finish(rows))
+
+    def _answered(self, exchange: FhirExchange, answer: wado.Answer) -> FhirResponse:
         exchange.context.notes[ANSWER_NOTE] = answer
         return FhirResponse(
             answer.status, answer.body, answer.headers, content_type=answer.media_type
         )
 
-    async def _answer(self, route: DicomwebRoute, request: FhirRequest) -> wado.Answer:
+    def _builder(
+        self, exchange: FhirExchange, rows: list[Document], finish: Finish, hidden_all: bool
+    ) -> Callable[[Shown[FhirResponse]], Awaitable[FhirResponse]]:
+        async def build(shown: Shown[FhirResponse]) -> FhirResponse:
+            visible = [row for n, row in enumerate(rows) if shown.visible_at(n)]
+            if hidden_all and not visible:
+                raise AccessError("MB-3010")  # a WADO of hidden instances: not found
+            return self._answered(exchange, await finish(visible))
+
+        return build
+
+    async def _select(
+        self, route: DicomwebRoute, request: FhirRequest, restriction: Restriction
+    ) -> tuple[list[Document], Finish]:
+        """The index rows the request names (the one index query, restricted) and how to
+        build the answer from those of them still shown."""
         accept = request.header("accept") or ""
         if route.action == "search":
             fixed = {
@@ -175,19 +206,30 @@ class DicomwebService:
             query = qido.parse_query(
                 route.level, request.query, fixed, self.budget.max_wildcard_chars
             )
-            found = await qido.search(self.index, query, request.base_url, self._metadata)
-            return wado.Answer(
-                200, "application/dicom+json", found.body, headers=found.headers(request.base_url)
-            )
+            found, truncated = await qido.find(self.index, query, restriction)
+
+            async def search(rows: list[Document]) -> wado.Answer:
+                body = await qido.render(self.index, query, rows, request.base_url, self._metadata)
+                headers = qido.SearchResult(body, truncated).headers(request.base_url)
+                return wado.Answer(200, "application/dicom+json", body, headers=headers)
+
+            return found, search
         if route.action == "wado-uri":
-            return await self._wado_uri(request)
+            return await self._wado_uri(request, restriction)
         assert route.study is not None
         with_meta = route.action == "metadata"
-        rows = await wado.instance_rows(self.index, route.study, route.series, route.sop, with_meta)
+        rows = await wado.instance_rows(
+            self.index, route.study, route.series, route.sop, with_meta, restriction
+        )
+        return rows, partial(self._wado, route, accept, request.base_url)
+
+    async def _wado(
+        self, route: DicomwebRoute, accept: str, base_url: str, rows: list[Document]
+    ) -> wado.Answer:
         if route.action == "retrieve":
             return wado.instances(self.store, rows, wado.target_syntax(accept, rows))
         if route.action == "metadata":
-            return await wado.metadata(self.index, self.store, rows, request.base_url)
+            return await wado.metadata(self.index, self.store, rows, base_url)
         if route.action in ("rendered", "thumbnail"):
             media = wado.image_media(accept)
             middle = rows[len(rows) // 2]
@@ -211,7 +253,9 @@ class DicomwebService:
         await self.index.set_metadata(row["_id"], meta)
         return meta
 
-    async def _wado_uri(self, request: FhirRequest) -> wado.Answer:
+    async def _wado_uri(
+        self, request: FhirRequest, restriction: Restriction
+    ) -> tuple[list[Document], Finish]:
         if (request.param("requestType") or "").upper() != "WADO":
             raise AccessError("MB-3011", "WADO-URI needs requestType=WADO")
         study, series, sop = (
@@ -219,7 +263,10 @@ class DicomwebService:
         )
         if not (is_uid(study) and is_uid(series) and is_uid(sop)):
             raise AccessError("MB-3011", "studyUID, seriesUID and objectUID must be valid UIDs")
-        rows = await wado.instance_rows(self.index, study, series, sop)
+        rows = await wado.instance_rows(self.index, study, series, sop, restriction=restriction)
+        return rows, partial(self._wado_uri_answer, request)
+
+    async def _wado_uri_answer(self, request: FhirRequest, rows: list[Document]) -> wado.Answer:
         content_type = (request.param("contentType") or "image/jpeg").lower()
         if content_type == "application/dicom":
 

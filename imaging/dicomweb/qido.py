@@ -213,16 +213,25 @@ async def search(
 ) -> SearchResult:
     """The matches the access may see, one page; `truncated` when the server's maximum
     cut the answer (counted over what the access may see)."""
+    rows, truncated = await find(index, query, restriction)
+    body = await render(index, query, rows, base_url, load_meta)
+    return SearchResult(body, truncated)
+
+
+async def find(
+    index: DicomIndex, query: Query, restriction: Restriction = UNRESTRICTED
+) -> tuple[list[Document], bool]:
+    """One page of the rows the access may see (the one index query), and whether the
+    server's maximum cut it."""
     compiled = compile_query(index_query(query), restriction)
     projection = None if query.include_all and query.level == "instance" else {"meta": 0}
     # one row past the limit tells whether the server's maximum cut the answer
     rows = await find_rows(index, compiled, projection, extra=1)
     truncated = len(rows) > query.limit and query.server_limited
-    body = await _render(index, query, rows[: query.limit], base_url, load_meta)
-    return SearchResult(body, truncated)
+    return rows[: query.limit], truncated
 
 
-async def _render(
+async def render(
     index: DicomIndex,
     query: Query,
     rows: list[Document],
@@ -287,4 +296,4 @@ def _include(item: Document, meta: Document, query: Query) -> None:
             item.setdefault(wanted, meta[wanted])
 
 
-__all__ = ["Match", "Query", "attribute", "parse_query", "search"]
+__all__ = ["Match", "Query", "attribute", "find", "parse_query", "render", "search"]

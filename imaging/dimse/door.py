@@ -10,6 +10,7 @@ turns into that error's DIMSE status (MB-4001 -> 0x0124).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
@@ -18,6 +19,8 @@ from pydicom.multival import MultiValue
 from access.access import Access, Action
 from access.context import Actor, Door, RequestContext
 from access.errors import AccessError
+from access.restriction import Restriction
+from access.shown import Item, Shown
 from fhir_server import store_errors
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse, Route
@@ -26,6 +29,9 @@ from fhir_server.registry import Interaction
 T = TypeVar("T")
 WORK = "dimse.work"
 RESULT = "dimse.result"
+DESCRIBE = "dimse.describe"
+# the rows of a C-FIND or a C-MOVE/C-GET selection as consent-show items
+Describe = Callable[[list[Any]], Awaitable[list[Item]]]
 IMAGING_TYPES = frozenset({"ImagingStudy"})
 UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 # identifier keys that select patients rather than studies
@@ -43,18 +49,23 @@ class DimseDoor:
         self,
         action: Action,
         calling_ae: str,
-        work: Callable[[], Awaitable[T]],
+        work: Callable[[Restriction], Awaitable[T]],
         peer: str | None = None,
         *,
         identifier: Dataset | None = None,
         sop_instance: str | None = None,
+        describe: Describe | None = None,
     ) -> T:
-        """`work()` as the act of one pipeline pass; raises the AccessError of a refusal.
+        """`work(restriction)` as the act of one pipeline pass; raises the AccessError of a
+        refusal. `work` compiles the restriction the hooks left into its index query.
 
         `identifier` (C-FIND/C-MOVE/C-GET) and `sop_instance` (C-STORE's Affected SOP
-        Instance UID) say what the access concerns, for the hooks."""
+        Instance UID) say what the access concerns, for the hooks. With `describe`, `work`
+        returns rows, which a registered consent-show hook decides on: the result is then
+        the rows it left (C-FIND pendings and sub-operation counts are theirs)."""
         context = RequestContext(Door.DIMSE, actor=Actor("dicom-ae", calling_ae), peer=peer)
         context.notes[WORK] = work
+        context.notes[DESCRIBE] = describe
         exchange = FhirExchange(FhirRequest("DIMSE", action.value), context)
         exchange.access = dimse_access(action, context, identifier, sop_instance)
         await self.pipeline.handle(exchange)
@@ -68,9 +79,20 @@ class DimseDoor:
         exchange.route = Route(Interaction.OPERATION, None, None, None)
 
     async def _act(self, exchange: FhirExchange) -> FhirResponse:
-        work: Callable[[], Awaitable[Any]] = exchange.context.notes[WORK]
-        exchange.context.notes[RESULT] = await work()
+        work: Callable[[Restriction], Awaitable[Any]] = exchange.context.notes[WORK]
+        result = await work(exchange.restriction)
+        describe: Describe | None = exchange.context.notes[DESCRIBE]
+        if exchange.showing and describe is not None:
+            rows = list(result)
+            exchange.items = Shown(await describe(rows), partial(_kept, exchange, rows))
+            return FhirResponse(204)
+        exchange.context.notes[RESULT] = result
         return FhirResponse(200)
+
+
+def _kept(exchange: FhirExchange, rows: list[Any], shown: Shown[FhirResponse]) -> FhirResponse:
+    exchange.context.notes[RESULT] = [row for n, row in enumerate(rows) if shown.visible_at(n)]
+    return FhirResponse(200)
 
 
 def _render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:

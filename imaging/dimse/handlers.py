@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
@@ -20,6 +21,7 @@ from access.access import Action
 from access.budget import Budget
 from access.context import Actor, Door, RequestContext
 from access.errors import AccessError
+from access.restriction import Restriction
 from imaging.dimse import query, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
@@ -40,6 +42,7 @@ from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestOutcome
 from imaging.objectstore import ObjectStore
+from imaging.shown_rows import row_items
 
 log = logging.getLogger(__name__)
 WORKLIST_SCOPES = frozenset({"system/ServiceRequest.rs", "system/Patient.rs"})
@@ -74,18 +77,27 @@ class Handlers:
         self.bridge = bridge
         self.archive = archive
 
-    def _through(self, action: Action, event: Event, work: Callable[[], Awaitable[T]]) -> T:
+    def _through(
+        self,
+        action: Action,
+        event: Event,
+        work: Callable[[Restriction], Awaitable[T]],
+        rows: bool = False,
+    ) -> T:
         """`work` on the loop, as the act of a pipeline pass for the calling AE title."""
         address = getattr(event.assoc.requestor, "address", None)
         peer = str(address) if address else None
         identifier, sop = None, None
         if action is Action.C_STORE:
             sop = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "") or None
-        else:
+        elif action is not Action.C_ECHO:
             identifier = event.identifier
+        index = self.archive.index
+        describe = partial(row_items, index) if rows else None
         run = self.archive.door.run(
-            action, calling_ae(event), work, peer, identifier=identifier, sop_instance=sop
-        )
+            action, calling_ae(event), work, peer,
+            identifier=identifier, sop_instance=sop, describe=describe,
+        )  # fmt: skip
         return self.bridge.run(run)
 
     def _allowed(self, event: Event, service: str) -> bool:
@@ -97,7 +109,12 @@ class Handlers:
     # C-ECHO / C-STORE ------------------------------------------------------------------
 
     def on_echo(self, event: Event) -> int:
-        return SUCCESS if self._allowed(event, "echo") else NOT_AUTHORIZED
+        if not self._allowed(event, "echo"):
+            return NOT_AUTHORIZED
+        with attempt("C-ECHO", NOT_AUTHORIZED) as answer:
+            # a pass like every other service: hooks may refuse an AE even its echo
+            answer.status = self._through(Action.C_ECHO, event, _echo)
+        return answer.status
 
     def on_store(self, event: Event) -> int | Dataset:
         if not self._allowed(event, "store"):
@@ -108,7 +125,7 @@ class Handlers:
             source = f"dimse:{calling_ae(event)}"
             issuer, study = self._issuer_to_note(event, data)
             outcome = self._through(
-                Action.C_STORE, event, lambda: self._store(data, source, study, issuer)
+                Action.C_STORE, event, lambda _: self._store(data, source, study, issuer)
             )
             answer.status = outcome.status
             if not outcome.ok:
@@ -155,7 +172,9 @@ class Handlers:
                 event.identifier, _model(event), self.archive.budget.max_wildcard_chars
             )
             index = self.archive.index
-            rows = self._through(Action.C_FIND, event, lambda: query.find(index, parsed))
+            rows = self._through(
+                Action.C_FIND, event, lambda seen: query.find(index, parsed, seen), rows=True
+            )
         if rows is None:
             yield answer.status, None
             return
@@ -172,7 +191,8 @@ class Handlers:
             check_wildcards(event.identifier, self.archive.budget.max_wildcard_chars)
             parsed = worklist.parse_worklist(event.identifier)
             context = worklist_context(calling_ae(event))
-            records = self.bridge.run(self.archive.worklist.records(parsed, context))
+            orders = self.archive.worklist
+            records = self._through(Action.MWL, event, lambda _: orders.records(parsed, context))
         if records is None:
             yield answer.status, None
             return
@@ -185,7 +205,10 @@ class Handlers:
             index, identifier, model = self.archive.index, event.identifier, _model(event)
             action = Action.C_MOVE if getattr(event, "move_destination", None) else Action.C_GET
             rows = self._through(
-                action, event, lambda: retrieve.instances_for(index, identifier, model)
+                action,
+                event,
+                lambda seen: retrieve.instances_for(index, identifier, model, seen),
+                rows=True,
             )
             return rows, SUCCESS
         return None, answer.status
@@ -241,6 +264,10 @@ class Handlers:
             return
         yield len(rows)
         yield from self._datasets(event, rows)
+
+
+async def _echo(_: Restriction) -> int:
+    return SUCCESS
 
 
 def _pending(

@@ -29,6 +29,7 @@ from imaging.index_query import (
     split_in,
 )
 from imaging.parse import qido_attributes
+from imaging.shown_rows import FHIR_PATIENTS
 
 Document = dict[str, Any]
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
@@ -177,6 +178,9 @@ def _patients(studies: list[Document]) -> list[Document]:
             study.get("pk", ""),
             {k: study[k] for k in (*PATIENT_KEYS, "SpecificCharacterSet") if k in study},
         )
+        if study.get("patient"):
+            # for consent-show: the FHIR Patients this row stands for
+            row.setdefault(FHIR_PATIENTS, []).append(str(study["patient"]))
         row["NumberOfPatientRelatedStudies"] = row.get("NumberOfPatientRelatedStudies", 0) + 1
         row["NumberOfPatientRelatedSeries"] = row.get("NumberOfPatientRelatedSeries", 0) + int(
             study.get("ns", 0)

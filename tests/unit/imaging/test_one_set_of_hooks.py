@@ -14,6 +14,7 @@ from access.access import Action
 from access.context import Door, RequestContext
 from access.errors import AccessError
 from access.pipeline import Stage
+from access.restriction import Restriction
 from fhir_server.exchange import FhirExchange, FhirRequest
 from fhir_server.repository import Repository
 from imaging.dicomweb.endpoint import DicomwebService
@@ -54,7 +55,7 @@ async def test_a_hook_on_the_router_guards_every_door(
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         qido = await http.get("/dicomweb/studies")
 
-    async def work() -> str:
+    async def work(_: Restriction) -> str:
         return "found"
 
     allowed = await dimse.run(Action.C_FIND, "VIEWER", work)
