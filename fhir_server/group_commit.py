@@ -1,5 +1,9 @@
 """Group commit: the writes of concurrent requests applied as one bulkWrite, one transaction.
 
+The one write path of the process: FHIR versions and transaction bundles, HL7 archive
+records and the DICOM index's instance groups are all `Write` units queued here, and
+one batch may hold units of every kind.
+
 On the embedded store every MongoDB operation costs a round trip through a Python
 server (~0.7 ms) and a transaction ~2 ms more, while a document inside a bulk costs
 ~0.1 ms. So a write unit (one version, one transaction bundle, one archive record) is
@@ -100,6 +104,11 @@ class GroupCommit:
         self._committer: asyncio.Task[None] | None = None
         self.batches = 0  # counters for benchmarks and tests
         self.units = 0
+
+    @property
+    def waiting(self) -> int:
+        """Units queued for the next batch (tests use it to line units up)."""
+        return len(self._queue)
 
     async def submit(self, writes: list[Write]) -> None:
         """Apply `writes` atomically; raises DuplicateKeyError (`details["idx"]` within
