@@ -190,15 +190,13 @@ async def test_a_repeated_dicom_instance_fails_alone_beside_fhir_units(
     first, second = (
         Ingestor(store, index_, IngestPolicy()) for index_ in (index, DicomIndex(repository))
     )
-    results = await asyncio.gather(
-        first.ingest(data, "a"),
-        second.ingest(data, "b"),
-        *(router.handle(create, RequestContext(Door.FHIR)) for _ in range(10)),
+    fhir = [router.handle(create, RequestContext(Door.FHIR)) for _ in range(10)]
+    both, created = await asyncio.gather(
+        asyncio.gather(first.ingest(data, "a"), second.ingest(data, "b")), asyncio.gather(*fhir)
     )
-    outcomes = sorted(str(o.added) for o in results[:2])  # type: ignore[union-attr]
-    assert outcomes == ["duplicate", "stored"]
-    assert [r.status for r in results[2:]] == [201] * 10  # type: ignore[union-attr]
-    for response in results[2:]:
-        created_id = orjson.loads(response.body or b"{}")["id"]  # type: ignore[union-attr]
+    assert sorted(str(outcome.added) for outcome in both) == ["duplicate", "stored"]
+    assert [response.status for response in created] == [201] * 10
+    for response in created:
+        created_id = orjson.loads(response.body or b"{}")["id"]
         assert await repository.read("Patient", created_id) is not None
     assert await index.instances.count_documents({}) == 1
