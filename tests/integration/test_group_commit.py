@@ -200,3 +200,27 @@ async def test_a_repeated_dicom_instance_fails_alone_beside_fhir_units(
         created_id = orjson.loads(response.body or b"{}")["id"]
         assert await repository.read("Patient", created_id) is not None
     assert await index.instances.count_documents({}) == 1
+
+
+async def test_a_new_collection_survives_a_batch_run_again_without_a_failed_unit(
+    mongo: Client, database_name: str
+) -> None:
+    """The code-8 refusal of mixed batches: a unit writing a collection that does not
+    exist yet, in a batch aborted by another unit's collision, still commits (nx-27017
+    used to drop the table with the aborted transaction: "no such table", code 8)."""
+    repository = await repository_on(mongo, database_name)
+    await repository.apply_writes([insert("probe", {"_id": "taken", "n": 0})])
+    assert "brand_new" not in await repository.db.list_collection_names()
+    async with repository.write_gate():  # the next two units line up in one batch
+        opener = asyncio.create_task(repository.apply_writes([insert("probe", {"_id": "o"})]))
+        await asyncio.sleep(0.05)
+        new = asyncio.create_task(repository.apply_writes([insert("brand_new", {"_id": 1})]))
+        loser = asyncio.create_task(repository.apply_writes([insert("probe", {"_id": "taken"})]))
+        await asyncio.sleep(0.05)
+    await opener
+    await new  # raised WriteError code 8 "no such table: brand_new" before the fix
+    with pytest.raises(DuplicateKeyError):
+        await loser
+    assert await repository.db["brand_new"].count_documents({}) == 1
+    await repository.apply_writes([insert("brand_new", {"_id": 2})])
+    assert await repository.db["brand_new"].count_documents({}) == 2
