@@ -1,5 +1,9 @@
 """Group commit: the writes of concurrent requests applied as one bulkWrite, one transaction.
 
+The one write path of the process: FHIR versions and transaction bundles, HL7 archive
+records and the DICOM index's instance groups are all `Write` units queued here, and
+one batch may hold units of every kind.
+
 On the embedded store every MongoDB operation costs a round trip through a Python
 server (~0.7 ms) and a transaction ~2 ms more, while a document inside a bulk costs
 ~0.1 ms. So a write unit (one version, one transaction bundle, one archive record) is
@@ -28,6 +32,7 @@ from pymongo import AsyncMongoClient, DeleteMany, InsertOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import (
     ClientBulkWriteException,
+    CollectionInvalid,
     DuplicateKeyError,
     OperationFailure,
     WriteError,
@@ -98,8 +103,14 @@ class GroupCommit:
         self.gate = gate
         self._queue: list[_Unit] = []
         self._committer: asyncio.Task[None] | None = None
+        self._collections: set[str] = set()  # known to exist (see _create_collections)
         self.batches = 0  # counters for benchmarks and tests
         self.units = 0
+
+    @property
+    def waiting(self) -> int:
+        """Units queued for the next batch (tests use it to line units up)."""
+        return len(self._queue)
 
     async def submit(self, writes: list[Write]) -> None:
         """Apply `writes` atomically; raises DuplicateKeyError (`details["idx"]` within
@@ -129,6 +140,7 @@ class GroupCommit:
         pending = batch
         failed: list[tuple[_Unit, BaseException]] = []
         try:
+            await self._create_collections(batch)
             while pending:
                 try:
                     async with self._transaction() as session:
@@ -150,6 +162,28 @@ class GroupCommit:
         finally:
             for unit, error_ in failed:
                 _settle(unit, error_)
+
+    async def _create_collections(self, batch: list[_Unit]) -> None:
+        """Every collection the batch writes exists before its transaction starts.
+
+        nx-27017 creates a missing collection's table inside the transaction of its
+        first write; when that transaction is aborted (a unit of the batch failed, and
+        the others are applied again without it) SQLite drops the table but nx-27017
+        still lists the collection, so the batch's next run fails with code 8, "no such
+        table" (reproduced: docs/architecture.md, group commit). This was the code-8
+        refusal of mixed FHIR and DICOM batches: DICOM groups fail and are redone more
+        often than FHIR units, and their batches then aborted over a new collection."""
+        names = {write.collection for unit in batch for write in unit.writes}
+        missing = names - self._collections
+        if not missing:
+            return
+        database = self.client[self.database]
+        async with self.gate():
+            existing = set(await database.list_collection_names())
+            for name in sorted(missing - existing):
+                with contextlib.suppress(CollectionInvalid, OperationFailure):  # raced: exists
+                    await database.create_collection(name)
+        self._collections |= missing
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncClientSession]:

@@ -39,7 +39,12 @@ import orjson
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ClientBulkWriteException, DuplicateKeyError, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    ClientBulkWriteException,
+    DuplicateKeyError,
+    PyMongoError,
+)
 
 from access.errors import AccessError
 from fhir_server import store_errors
@@ -565,6 +570,12 @@ class Repository:
                     await target.delete_many(write.filter, session=session)
             except DuplicateKeyError as error:
                 raise DuplicateKeyError(str(error), 11000, {"idx": index}) from error
+            except BulkWriteError as error:  # insert_many: its position within the batch
+                failure = store_errors.bulk_failure(error)
+                if isinstance(failure, DuplicateKeyError):
+                    position = index + int((failure.details or {}).get("idx", 0))
+                    raise DuplicateKeyError(str(failure), 11000, {"idx": position}) from error
+                raise failure from error
             index += 1
 
     async def _bulk_apply(self, session: AsyncClientSession, writes: list[Write]) -> None:

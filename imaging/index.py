@@ -2,10 +2,12 @@
 
 nx-27017 answers `find()` wrongly on indexed array fields, so every indexed field here
 is a scalar; ModalitiesInStudy is computed from the series documents. Instances are
-added in one transaction per group (the instances of concurrent callers, see
-imaging.coalesce): the instance rows (a unique `_id` makes concurrent stores of one
-SOP Instance UID agree), their series and study rows, and their counters, written as
-one client bulkWrite.
+planned per group (the instances of concurrent callers share their reads, see
+imaging.coalesce), and each group's writes - the instance rows (a unique `_id` makes
+concurrent stores of one SOP Instance UID agree), their series and study rows, and
+their counters - are one write unit of the repository's one write path
+(fhir_server.group_commit), committed atomically, in the same batch as concurrent
+FHIR units where the store takes group commit.
 """
 
 from __future__ import annotations
@@ -17,18 +19,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
-    BulkWriteError,
-    ClientBulkWriteException,
     DuplicateKeyError,
     OperationFailure,
 )
 
 from access.errors import AccessError
 from fhir_server import store_errors
+from fhir_server.group_commit import Write, insert
 from fhir_server.repository import Repository
 from imaging.coalesce import Coalescer
 from imaging.parse import ParsedInstance, fold
@@ -42,7 +43,6 @@ STUDIES, SERIES, INSTANCES, QUARANTINE = (
 )
 INSTANCE_FIELDS = {"sha256": 1, "st": 1, "se": 1, "key": 1}
 CACHE_LIMIT = 100_000  # studies' owners and known series remembered by the index
-CLIENT_BULK_WIRE_VERSION = 25  # MongoDB 8.0: client-level bulkWrite
 # the upkeep's failure record on a study row (see mark_failed)
 UPKEEP_UNSET = {"tries": "", "reason": "", "next": "", "parked": "", "failed_at": ""}
 
@@ -74,15 +74,12 @@ class DicomIndex:
         self.series: AsyncCollection[Document] = self.db[SERIES]
         self.instances: AsyncCollection[Document] = self.db[INSTANCES]
         self.quarantine: AsyncCollection[Document] = self.db[QUARANTINE]
-        self._client_bulk = False  # set by ensure_indexes() from the server's wire version
         self._study_owners: dict[str, str] = {}  # study -> patient key, fixed once stored
         self._known_series: set[str] = set()  # series rows that exist (never removed)
         self._reader: Coalescer[str, Document | None] = Coalescer(self._read_instances)
         self._writer: Coalescer[Pending, Added | AccessError] = Coalescer(self._write_group)
 
     async def ensure_indexes(self) -> None:
-        hello = await self.db.client.admin.command("hello")
-        self._client_bulk = int(hello.get("maxWireVersion", 0)) >= CLIENT_BULK_WIRE_VERSION
         # `patient`: the study's FHIR Patient id, which a patient restriction matches on
         for field in (
             "PatientID", "StudyDate", "AccessionNumber", "_pn", "lu", "pk", "dirty", "patient",
@@ -150,24 +147,10 @@ class DicomIndex:
         raise AssertionError("unreachable")
 
     async def _commit(self, writes: list[Write]) -> None:
-        """The writes in one transaction: one client bulkWrite where the server has it
-        (it must be the transaction's only operation there), else one per collection."""
-        async with self.repository.transaction() as session:
-            if self._client_bulk:
-                models = [write.model(f"{self.db.name}.{write.collection}") for write in writes]
-                try:
-                    await self.repository.client.bulk_write(models, session=session, ordered=True)
-                except ClientBulkWriteException as error:
-                    raise store_errors.bulk_failure(error) from error
-                return
-            by_collection: dict[str, list[Any]] = {}
-            for write in writes:
-                by_collection.setdefault(write.collection, []).append(write.model(None))
-            for name, models in by_collection.items():
-                try:
-                    await self.db[name].bulk_write(models, ordered=True, session=session)
-                except BulkWriteError as error:
-                    raise store_errors.bulk_failure(error) from error
+        """The group's writes as one unit of the repository's one write path: queued to
+        its group commit with concurrent FHIR units where it has one, else one
+        transaction of their own (the store's bulkWrite when it speaks it)."""
+        await self.repository.apply_writes(writes)
 
     async def set_metadata(self, sop: str, metadata: bytes) -> None:
         async with self.repository.write_gate():
@@ -292,20 +275,6 @@ def _study_fields(attrs: dict[str, Any]) -> Document:
     return fields
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
-    """One write of a group, runnable in a client bulkWrite or a collection's."""
-
-    collection: str
-    document: Document  # the document to insert, or the update
-    filter: Document | None = None  # None: an insert
-
-    def model(self, namespace: str | None) -> InsertOne[Document] | UpdateOne:
-        if self.filter is None:
-            return InsertOne(self.document, namespace=namespace)
-        return UpdateOne(self.filter, self.document, namespace=namespace)
-
-
 class _Batch:
     """One transaction's worth of instances: read only what the caches do not know,
     then write everything in one bulk."""
@@ -397,21 +366,22 @@ class _Batch:
             study_instances[parsed.study] += 1
             touched.add(parsed.study)
             results.append(Added.STORED)
-        writes += [Write(INSTANCES, doc) for doc in new_instances.values()]
-        writes += [Write(SERIES, doc) for doc in new_series.values()]
+        writes += [insert(INSTANCES, doc) for doc in new_instances.values()]
+        writes += [insert(SERIES, doc) for doc in new_series.values()]
         writes += [
-            Write(SERIES, {"$inc": {"n": count}}, {"_id": uid}) for uid, count in series_inc.items()
+            Write(SERIES, "update", {"$inc": {"n": count}}, {"_id": uid})
+            for uid, count in series_inc.items()
         ]
         for uid in sorted(touched):
             counts = {"ns": study_series[uid], "ni": study_instances[uid]}
             if uid in new_studies:
                 document = {**new_studies[uid], **counts, "lu": self.now, "dirty": True}
-                writes.append(Write(STUDIES, document))
+                writes.append(insert(STUDIES, document))
                 continue
             changes: Document = {"lu": self.now, "dirty": True}
             if uid in studies:
                 changes["mods"] = studies[uid].get("mods", "")
-            writes.append(Write(STUDIES, {"$inc": counts, "$set": changes}, {"_id": uid}))
+            writes.append(Write(STUDIES, "update", {"$inc": counts, "$set": changes}, {"_id": uid}))
         if writes:
             await index._commit(writes)
         # what is written stays: a study's patient and a series' existence never change
@@ -444,7 +414,9 @@ class _Batch:
         document["previous_key"] = previous["key"]
         # $set, not replace_one: nx-27017 cannot serialize binary values in a replace
         writes.append(
-            Write(INSTANCES, {"$set": document, "$unset": {"meta": ""}}, {"_id": parsed.sop})
+            Write(
+                INSTANCES, "update", {"$set": document, "$unset": {"meta": ""}}, {"_id": parsed.sop}
+            )
         )
         previous.update(document)  # a later item of this group sees this version
         return Added.REPLACED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,8 +16,14 @@ from access.context import Door, RequestContext
 from fhir_server.exchange import FhirRequest
 from fhir_server.group_commit import Write, insert
 from fhir_server.repository import Repository
+from fhir_server.router import FhirRouter
+from fhir_server.services import FhirServices
+from imaging.index import Added, DicomIndex
+from imaging.ingest import Ingestor, IngestPolicy
+from imaging.objectstore import LocalObjectStore
 from medbridge.compose import compose
 from medbridge.settings import Settings
+from tests.support.dicom import renamed
 
 Client = AsyncMongoClient[dict[str, Any]]
 JSON = {"content-type": "application/fhir+json"}
@@ -127,3 +134,95 @@ async def test_a_plain_transaction_is_staged_and_reads_its_own_writes(
     assert orjson.loads(current.raw)["gender"] == "male"
     _, total = await repository.history("Patient", patient_id, None, 10)
     assert total == 3
+
+
+async def test_fhir_and_dicom_index_units_share_one_batch(
+    mongo: Client, database_name: str, tmp_path: Path
+) -> None:
+    """One write path: a FHIR create and a DICOM index group queued together commit
+    in one batch, and each unit's writes are all there afterwards."""
+    repository = await repository_on(mongo, database_name)
+    group = repository.group
+    assert group is not None
+    index = DicomIndex(repository)
+    await index.ensure_indexes()
+    ingestor = Ingestor(LocalObjectStore(tmp_path), index, IngestPolicy())
+    router = FhirRouter(FhirServices(repository, 1_000_000))
+    create = FhirRequest("POST", "Patient", [], JSON, orjson.dumps({"resourceType": "Patient"}))
+
+    async def queued(count: int) -> None:
+        for _ in range(500):  # waits for the tasks to reach the queue; no timing asserted
+            if group.waiting == count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{group.waiting} units queued, expected {count}")
+
+    async with repository.write_gate():  # the committer waits: units line up behind it
+        opener = asyncio.create_task(repository.apply_writes([insert("probe", {"_id": "p"})]))
+        await asyncio.sleep(0.05)  # the committer took `opener` alone and waits for the gate
+        fhir = asyncio.create_task(router.handle(create, RequestContext(Door.FHIR)))
+        dicom = asyncio.create_task(ingestor.ingest(renamed("CT_small.dcm"), "test"))
+        await queued(2)
+    await opener
+    created, stored = await fhir, await dicom
+    assert created.status == 201, created.body
+    assert stored.ok
+    assert stored.added is Added.STORED
+    assert (group.batches, group.units) == (2, 3)  # the FHIR and DICOM units: one batch
+    patient_id = orjson.loads(created.body or b"{}")["id"]
+    assert await repository.read("Patient", patient_id) is not None
+    study = await index.studies.find_one({"_id": stored.study})
+    assert study is not None
+    assert (study["ns"], study["ni"]) == (1, 1)
+
+
+async def test_a_repeated_dicom_instance_fails_alone_beside_fhir_units(
+    mongo: Client, database_name: str, tmp_path: Path
+) -> None:
+    """A DICOM index group that collides (the instance indexed meanwhile) is redone from
+    a fresh read; the FHIR units of its batch commit regardless."""
+    repository = await repository_on(mongo, database_name)
+    index = DicomIndex(repository)
+    await index.ensure_indexes()
+    store = LocalObjectStore(tmp_path)
+    data = renamed("CT_small.dcm")
+    router = FhirRouter(FhirServices(repository, 1_000_000))
+    create = FhirRequest("POST", "Patient", [], JSON, orjson.dumps({"resourceType": "Patient"}))
+    # two ingestors (two processes' caches): both skip the duplicate read, one collides
+    first, second = (
+        Ingestor(store, index_, IngestPolicy()) for index_ in (index, DicomIndex(repository))
+    )
+    fhir = [router.handle(create, RequestContext(Door.FHIR)) for _ in range(10)]
+    both, created = await asyncio.gather(
+        asyncio.gather(first.ingest(data, "a"), second.ingest(data, "b")), asyncio.gather(*fhir)
+    )
+    assert sorted(str(outcome.added) for outcome in both) == ["duplicate", "stored"]
+    assert [response.status for response in created] == [201] * 10
+    for response in created:
+        created_id = orjson.loads(response.body or b"{}")["id"]
+        assert await repository.read("Patient", created_id) is not None
+    assert await index.instances.count_documents({}) == 1
+
+
+async def test_a_new_collection_survives_a_batch_run_again_without_a_failed_unit(
+    mongo: Client, database_name: str
+) -> None:
+    """The code-8 refusal of mixed batches: a unit writing a collection that does not
+    exist yet, in a batch aborted by another unit's collision, still commits (nx-27017
+    used to drop the table with the aborted transaction: "no such table", code 8)."""
+    repository = await repository_on(mongo, database_name)
+    await repository.apply_writes([insert("probe", {"_id": "taken", "n": 0})])
+    assert "brand_new" not in await repository.db.list_collection_names()
+    async with repository.write_gate():  # the next two units line up in one batch
+        opener = asyncio.create_task(repository.apply_writes([insert("probe", {"_id": "o"})]))
+        await asyncio.sleep(0.05)
+        new = asyncio.create_task(repository.apply_writes([insert("brand_new", {"_id": 1})]))
+        loser = asyncio.create_task(repository.apply_writes([insert("probe", {"_id": "taken"})]))
+        await asyncio.sleep(0.05)
+    await opener
+    await new  # raised WriteError code 8 "no such table: brand_new" before the fix
+    with pytest.raises(DuplicateKeyError):
+        await loser
+    assert await repository.db["brand_new"].count_documents({}) == 1
+    await repository.apply_writes([insert("brand_new", {"_id": 2})])
+    assert await repository.db["brand_new"].count_documents({}) == 2

@@ -91,3 +91,15 @@ async def test_retrying_never_repeats_a_duplicate() -> None:
     with pytest.raises(DuplicateKeyError):
         await store_errors.retrying(duplicate)
     assert runs == 1
+
+
+def test_a_query_the_store_refuses_is_the_clients_400_not_a_500() -> None:
+    # SecantusDB's answer to a $regex over its 1,000-character cap (BadValue, code 2)
+    refused = OperationFailure("regex pattern of 1001 chars exceeds the 1000-char cap", 2)
+    answer = store_errors.as_access_error(refused)
+    assert answer is not None
+    assert answer.code == "MB-1066"
+    assert store_errors.as_access_error(OperationFailure("internal", 1)) is None
+    conflict = store_errors.as_access_error(OperationFailure("conflict", 112))
+    assert conflict is not None
+    assert conflict.code == "MB-1011"
