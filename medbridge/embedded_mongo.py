@@ -38,8 +38,13 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-class EmbeddedMongo:
-    """A running nx-27017 child; `uri` is what AsyncMongoClient connects to."""
+class StoreProcess:
+    """A MongoDB-wire server run as a child process on a free loopback port: started,
+    waited for until it answers `ping`, told to die with its parent, stopped."""
+
+    name = "MongoDB-wire server"
+    output = "store.out"  # the child's stdout and stderr, in its data directory
+    stop_wait = 10.0
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1") -> None:
         self.data_dir = data_dir
@@ -50,6 +55,52 @@ class EmbeddedMongo:
     @property
     def uri(self) -> str:
         return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+
+    def _spawn(self, command: list[str], timeout: float, cwd: Path | None = None) -> None:
+        with (self.data_dir / self.output).open("ab") as log_file:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                preexec_fn=_die_with_parent,
+            )
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                output = (self.data_dir / self.output).read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {output}")
+            try:
+                client: MongoClient[dict[str, object]]
+                with MongoClient(self.uri, serverSelectionTimeoutMS=500) as client:
+                    client.admin.command("ping")
+                return
+            except PyMongoError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer in time")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=self.stop_wait)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+class EmbeddedMongo(StoreProcess):
+    """A running nx-27017 child; `uri` is what AsyncMongoClient connects to."""
+
+    name = "embedded MongoDB-wire server"
+    output = "nx-27017.out"
 
     def start(self, timeout: float = 30.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,46 +124,8 @@ class EmbeddedMongo:
             "--log-file",
             str(self.data_dir / "nx-27017.log"),
         ]
-        log_file = (self.data_dir / "nx-27017.out").open("ab")
-        self.process = subprocess.Popen(
-            command,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-        )
-        log_file.close()
-        self._wait_ready(timeout)
+        self._spawn(command, timeout)
         log.info(
             "embedded MongoDB-wire server on %s:%d (data %s)", self.host, self.port, self.data_dir
         )
         return self.uri
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
-                    f"embedded MongoDB-wire server exited with {self.process.returncode}; "
-                    f"see {self.data_dir / 'nx-27017.log'} and nx-27017.out"
-                )
-            try:
-                client: MongoClient[dict[str, object]]
-                with MongoClient(self.uri, serverSelectionTimeoutMS=500) as client:
-                    client.admin.command("ping")
-                return
-            except PyMongoError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("embedded MongoDB-wire server did not answer in time")
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)

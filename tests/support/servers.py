@@ -11,8 +11,6 @@ workers never collide.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -24,10 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from pymongo import MongoClient
-from pymongo.errors import PyMongoError
 
-from medbridge.embedded_mongo import EmbeddedMongo, free_port
+from medbridge.embedded_mongo import EmbeddedMongo, StoreProcess, free_port
 
 PR_SET_PDEATHSIG = 1
 
@@ -132,24 +128,12 @@ def wait_healthy(server: RunningServer, timeout: float) -> None:
     raise RuntimeError(f"medbridge serve not healthy in {timeout}s:\n{server.log()[-4000:]}")
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class IsolatedStore:
+class IsolatedStore(StoreProcess):
     """A running `secantusd-py` child; the same face as EmbeddedMongo (uri, stop)."""
 
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1") -> None:
-        self.data_dir = data_dir
-        self.host = host
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+    name = "secantusd-py"
+    output = "secantusd.out"
+    stop_wait = 15.0
 
     def start(self, timeout: float = 60.0) -> str:
         executable = shutil.which("secantusd-py", path=str(Path(sys.executable).parent))
@@ -164,48 +148,14 @@ class IsolatedStore:
             "--storage-path", str(self.data_dir / "wiredtiger"),
             "--log-level", "WARNING",
         ]  # fmt: skip
-        with (self.data_dir / "secantusd.out").open("ab") as log_file:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.data_dir,  # no secantusd.toml of the checkout is picked up
-                preexec_fn=_die_with_parent,
-            )
-        self._wait_ready(timeout)
+        # cwd: no secantusd.toml of the checkout is picked up
+        self._spawn(command, timeout, cwd=self.data_dir)
         ISOLATED_URIS.add(self.uri)
         return self.uri
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
-                    f"secantusd-py exited with {self.process.returncode}: "
-                    f"{(self.data_dir / 'secantusd.out').read_text(errors='replace')[-2000:]}"
-                )
-            try:
-                client: MongoClient[dict[str, object]]
-                with MongoClient(self.uri, serverSelectionTimeoutMS=500) as client:
-                    client.admin.command("ping")
-                return
-            except PyMongoError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("secantusd-py did not answer in time")
-
     def stop(self) -> None:
         ISOLATED_URIS.discard(self.uri)
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        super().stop()
 
 
 def start_store(data_dir: Path, kind: str = "embedded") -> EmbeddedMongo | IsolatedStore:
