@@ -136,6 +136,8 @@ class StudyLinker:
         try:
             attempts, parked = await self.index.mark_failed(study, reason, self.retry.delay)
         except Exception:
+            # the study is still dirty (never marked linked): the next round retries it,
+            # so a store hiccup here costs a retry, not a lost study
             log_failure(log, "recording an ImagingStudy upkeep failure failed")
             return
         if parked:
