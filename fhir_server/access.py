@@ -10,6 +10,7 @@ from __future__ import annotations
 from access.access import Access, Action
 from access.context import RequestContext
 from fhir_server.exchange import FhirRequest, Route
+from fhir_server.shown import patients_of
 
 PURPOSE_HEADER = "x-purpose-of-use"
 # parameters whose values are references to the patient(s) a search is about
@@ -20,6 +21,8 @@ RESULT_PARAMETERS = frozenset(
      "_format", "_pretty", "_page", "_offset", "_contained", "_containedType"}
 )  # fmt: skip
 SEARCHES = frozenset({Action.SEARCH_TYPE, Action.SEARCH_SYSTEM})
+# writes whose body is the resource: the patients it names are part of the access
+BODY_WRITES = frozenset({Action.CREATE, Action.UPDATE})
 
 
 def fhir_access(
@@ -36,6 +39,8 @@ def fhir_access(
         patients |= _searched_patients(route.resource_type, request.query)
         if not patients:
             query = tuple((k, v) for k, v in request.query if k not in RESULT_PARAMETERS)
+    elif action in BODY_WRITES and route.resource_type and request.body:
+        patients |= _written_patients(route.resource_type, route.resource_id, request.body)
     types = frozenset({route.resource_type}) if route.resource_type else frozenset()
     return Access(
         door=context.door,
@@ -62,6 +67,18 @@ def _searched_patients(resource_type: str | None, query: list[tuple[str, str]]) 
         elif name == "_id" and resource_type == "Patient":
             found |= {v for v in value.split(",") if v}
     return found
+
+
+def _written_patients(resource_type: str, resource_id: str | None, body: bytes) -> set[str]:
+    """The Patients whose compartment the written resource would be in (its subject,
+    patient ...). A body that is no resource names none: the interaction refuses it."""
+    if resource_type == "Patient":
+        return set()  # a Patient is its own compartment: the route named it
+    try:
+        return set(patients_of(resource_type, resource_id or "", body))
+    except Exception:
+        # only a description: the interaction validates the body and answers its errors
+        return set()
 
 
 def _patient_id(reference: str, bare_allowed: bool) -> str | None:

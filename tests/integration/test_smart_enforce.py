@@ -1,0 +1,425 @@
+"""SMART enforcement over real HTTP with auth on: tokens are real ES256 JWTs signed with a
+key this module generates, checked by the server's `JwtValidator` against a JWKS file
+(`MEDBRIDGE_AUTH_ISSUER`, `MEDBRIDGE_AUTH_JWKS`). Data is written through the real doors
+with a system token; DICOM studies arrive by STOW-RS and are linked to their FHIR
+Patients by the real ImagingStudy upkeep."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+from pydicom.uid import generate_uid
+
+from medbridge.embedded_mongo import EmbeddedMongo, free_port
+from tests.support.dicom import renamed
+from tests.support.servers import IsolatedStore, RunningServer, start_server
+
+ISSUER = "https://issuer.medbridge.test"
+BOUNDARY = "smart-boundary"
+SYSTEM_SCOPES = "system/*.cruds"
+
+
+@dataclass
+class Minter:
+    key: ECKey
+    audience: str
+
+    def token(
+        self,
+        scope: str,
+        patient: str | None = None,
+        *,
+        subject: str = "backend",
+        audience: str | None = None,
+        issuer: str = ISSUER,
+        expires_in: int = 300,
+        key: ECKey | None = None,
+        fhir_user: str | None = None,
+    ) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": issuer,
+            "sub": subject,
+            "aud": audience or self.audience,
+            "client_id": "backend" if subject == "backend" else "portal",
+            "scope": scope,
+            "iat": now,
+            "exp": now + expires_in,
+            "jti": uuid.uuid4().hex,
+        }
+        if patient is not None:
+            claims["patient"] = patient
+        if fhir_user is not None:
+            claims["fhirUser"] = fhir_user
+        signing = key or self.key
+        header = {"alg": "ES256", "kid": signing.kid or "k1"}
+        return jwt.encode(header, claims, signing)
+
+
+@dataclass
+class World:
+    server: RunningServer
+    minter: Minter
+    alice: str  # FHIR Patient ids
+    bob: str
+    alice_observation: str
+    bob_observation: str
+    alice_study: str  # StudyInstanceUIDs, linked to alice / bob by the upkeep
+    bob_study: str
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def smart_server(
+    tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo | IsolatedStore
+) -> Iterator[tuple[RunningServer, ECKey]]:
+    root = tmp_path_factory.mktemp("smart")
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
+    jwks = root / "jwks.json"
+    jwks.write_bytes(orjson.dumps({"keys": [key.as_dict(private=False)]}))
+    env = {"MEDBRIDGE_AUTH_ISSUER": ISSUER, "MEDBRIDGE_AUTH_JWKS": str(jwks)}
+    running = start_server(root / "server", store.uri, env=env, auth=True)
+    yield running, key
+    running.stop()
+
+
+def stow(server: RunningServer, token: str, part: bytes) -> None:
+    body = (
+        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + part
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    headers = {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}',
+        **bearer(token),
+    }
+    answer = httpx.post(f"{server.base_url}/dicomweb/studies", content=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+
+
+def linked_patient(server: RunningServer, token: str, study: str) -> str:
+    deadline = time.monotonic() + 60
+    while True:
+        answer = httpx.get(f"{server.fhir_base}/ImagingStudy/{study}", headers=bearer(token))
+        if answer.status_code == 200:
+            return str(answer.json()["subject"]["reference"]).removeprefix("Patient/")
+        assert time.monotonic() < deadline, f"ImagingStudy/{study}: {answer.status_code}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def world(smart_server: tuple[RunningServer, ECKey]) -> World:
+    server, key = smart_server
+    minter = Minter(key, server.fhir_base)
+    system = minter.token(SYSTEM_SCOPES)
+    run = uuid.uuid4().hex[:10]
+    alice_study, bob_study = generate_uid(), generate_uid()
+    for study, patient in ((alice_study, f"A{run}"), (bob_study, f"B{run}")):
+        stow(server, system, renamed("CT_small.dcm", study=study, patient_id=patient))
+    alice = linked_patient(server, system, alice_study)
+    bob = linked_patient(server, system, bob_study)
+    assert alice != bob
+    observations = []
+    for patient in (alice, bob):
+        answer = httpx.post(
+            f"{server.fhir_base}/Observation",
+            json=observation(patient),
+            headers={**bearer(system), "Content-Type": "application/fhir+json"},
+        )
+        assert answer.status_code == 201, answer.text
+        observations.append(answer.json()["id"])
+    return World(server, minter, alice, bob, *observations, alice_study, bob_study)
+
+
+def observation(patient: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "heart rate"},
+        "subject": {"reference": f"Patient/{patient}"},
+    }
+
+
+def assert_401(answer: httpx.Response, error: str | None = "invalid_token") -> None:
+    assert answer.status_code == 401, answer.text
+    challenge = answer.headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="medbridge"')
+    if error is not None:
+        assert f'error="{error}"' in challenge
+    issue = answer.json()["issue"][0]
+    assert issue["code"] == "login"
+    assert issue["details"]["coding"][0]["code"].startswith("MB-125")
+
+
+# -- no token, bad tokens ----------------------------------------------------------------
+
+
+def test_no_token_is_401_on_every_door(world: World) -> None:
+    base, fhir = world.server.base_url, world.server.fhir_base
+    for url in (
+        f"{fhir}/Patient/{world.alice}",
+        f"{fhir}/Observation?patient={world.alice}",
+        f"{fhir}/Patient/{world.alice}/$everything",
+        f"{base}/dicomweb/studies",
+        f"{base}/dicomweb/studies/{world.alice_study}/metadata",
+    ):
+        answer = httpx.get(url)
+        assert_401(answer, error=None)  # RFC 6750 3.1: no error code without credentials
+        assert world.alice not in answer.text
+    assert_401(httpx.post(f"{fhir}/Observation", json=observation(world.alice)), error=None)
+    assert_401(httpx.post(fhir, json={"resourceType": "Bundle", "type": "batch"}), error=None)
+
+
+def test_metadata_and_health_answer_without_a_token(world: World) -> None:
+    assert httpx.get(f"{world.server.base_url}/health").status_code == 200
+    answer = httpx.get(f"{world.server.fhir_base}/metadata")
+    assert answer.status_code == 200
+    security = answer.json()["rest"][0]["security"]
+    coding = security["service"][0]["coding"][0]
+    assert coding["code"] == "SMART-on-FHIR"
+    (uris,) = [e for e in security["extension"] if e["url"].endswith("/oauth-uris")]
+    found = {e["url"]: e["valueUri"] for e in uris["extension"]}
+    auth = world.server.base_url + "/auth"
+    assert found == {
+        "authorize": f"{auth}/authorize",
+        "token": f"{auth}/token",
+        "introspect": f"{auth}/introspect",
+        "revoke": f"{auth}/revoke",
+    }
+
+
+@pytest.mark.parametrize(
+    "variant", ["expired", "tampered", "wrong-aud", "aud-trailing-slash", "other-issuer",
+                "other-key", "alg-none"],
+)  # fmt: skip
+def test_bad_tokens_are_401(world: World, variant: str) -> None:
+    minter, fhir = world.minter, world.server.fhir_base
+    scope = SYSTEM_SCOPES
+    token = {
+        "expired": lambda: minter.token(scope, expires_in=-600),  # beyond the 60 s skew
+        "tampered": lambda: _tampered(minter.token("patient/*.rs", world.alice)),
+        "wrong-aud": lambda: minter.token(scope, audience="https://elsewhere.test/fhir"),
+        "aud-trailing-slash": lambda: minter.token(scope, audience=fhir + "/"),
+        "other-issuer": lambda: minter.token(scope, issuer="https://evil.test"),
+        "other-key": lambda: minter.token(
+            scope, key=ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
+        ),
+        "alg-none": lambda: _unsigned(minter.token(scope)),
+    }[variant]()
+    for url in (f"{fhir}/Patient/{world.bob}", f"{world.server.base_url}/dicomweb/studies"):
+        answer = httpx.get(url, headers=bearer(token))
+        assert_401(answer)
+        assert world.bob not in answer.text
+
+
+def _tampered(token: str) -> str:
+    """The payload of a patient token rewritten to name every scope: signature broken."""
+    header, payload, signature = token.split(".")
+    claims = orjson.loads(_b64decode(payload))
+    claims["scope"] = SYSTEM_SCOPES
+    return ".".join((header, _b64encode(orjson.dumps(claims)), signature))
+
+
+def _unsigned(token: str) -> str:
+    _, payload, _ = token.split(".")
+    return _b64encode(b'{"alg":"none","typ":"JWT"}') + "." + payload + "."
+
+
+def _b64decode(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _b64encode(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer", "Bearer a b", "Bearer a,b", "Bearer ~~{}", "Bearer a=b", "Basic Zm9vOmJhcg==",
+     "bearer", "Token x.y.z"],
+)  # fmt: skip
+def test_malformed_authorization_is_401_not_a_crash(world: World, header: str) -> None:
+    for url in (f"{world.server.fhir_base}/Patient", f"{world.server.base_url}/dicomweb/studies"):
+        answer = httpx.get(url, headers={"Authorization": header})
+        assert answer.status_code == 401, answer.text
+        assert answer.headers["www-authenticate"].startswith("Bearer ")
+    assert "Traceback" not in world.server.log()
+
+
+# -- scopes ----------------------------------------------------------------------------
+
+
+def test_insufficient_scope_is_403(world: World) -> None:
+    fhir = world.server.fhir_base
+    observations_only = world.minter.token(
+        "user/Observation.rs", subject="dr", fhir_user="Practitioner/1"
+    )
+    answer = httpx.get(f"{fhir}/Patient/{world.alice}", headers=bearer(observations_only))
+    assert answer.status_code == 403, answer.text
+    assert 'error="insufficient_scope"' in answer.headers["www-authenticate"]
+    assert answer.json()["issue"][0]["details"]["coding"][0]["code"] == "MB-1253"
+    assert httpx.get(f"{fhir}/Observation/{world.bob_observation}",
+                     headers=bearer(observations_only)).status_code == 200  # fmt: skip
+    # read-only scopes do not write
+    answer = httpx.post(f"{fhir}/Observation", json=observation(world.alice),
+                        headers=bearer(observations_only))  # fmt: skip
+    assert answer.status_code == 403
+    # no ImagingStudy scope: no QIDO, no WADO
+    base = world.server.base_url
+    assert (
+        httpx.get(f"{base}/dicomweb/studies", headers=bearer(observations_only)).status_code == 403
+    )
+    # non-resource scopes grant nothing
+    identity = world.minter.token("openid fhirUser launch/patient offline_access", world.alice)
+    assert httpx.get(f"{fhir}/Patient/{world.alice}", headers=bearer(identity)).status_code == 403
+
+
+def test_v1_and_v2_scopes_mean_the_same(world: World) -> None:
+    fhir = world.server.fhir_base
+    for scope in ("user/*.read", "user/*.rs"):
+        token = world.minter.token(scope, subject="dr", fhir_user="Practitioner/1")
+        assert httpx.get(f"{fhir}/Patient/{world.bob}", headers=bearer(token)).status_code == 200
+        answer = httpx.post(
+            f"{fhir}/Observation", json=observation(world.bob), headers=bearer(token)
+        )
+        assert answer.status_code == 403
+    for scope in ("user/Observation.write", "user/Observation.cud"):
+        token = world.minter.token(scope, subject="dr", fhir_user="Practitioner/1")
+        answer = httpx.post(
+            f"{fhir}/Observation", json=observation(world.bob), headers=bearer(token)
+        )
+        assert answer.status_code == 201, answer.text
+
+
+# -- a patient's token ---------------------------------------------------------------------
+
+
+def patient_token(world: World, scope: str = "patient/*.rs") -> str:
+    return world.minter.token(
+        scope, world.alice, subject="alice", fhir_user=f"Patient/{world.alice}"
+    )
+
+
+def test_patient_token_reads_its_own_patient(world: World) -> None:
+    fhir, token = world.server.fhir_base, patient_token(world)
+    answer = httpx.get(f"{fhir}/Patient/{world.alice}", headers=bearer(token))
+    assert answer.status_code == 200
+    assert answer.json()["id"] == world.alice
+
+
+def test_patient_token_reading_another_patient_is_404(world: World) -> None:
+    fhir, token = world.server.fhir_base, patient_token(world)
+    for path in (
+        f"Patient/{world.bob}",
+        f"Patient/{world.bob}/_history",
+        f"Patient/{world.bob}/$everything",
+    ):
+        answer = httpx.get(f"{fhir}/{path}", headers=bearer(token))
+        assert answer.status_code == 404, (path, answer.text)
+        assert world.bob_observation not in answer.text
+
+
+def test_patient_token_cannot_write_for_another_patient(world: World) -> None:
+    fhir = world.server.fhir_base
+    token = patient_token(world, "patient/*.cruds")
+    answer = httpx.post(f"{fhir}/Observation", json=observation(world.bob), headers=bearer(token))
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["issue"][0]["details"]["coding"][0]["code"] == "MB-1254"
+    answer = httpx.put(f"{fhir}/Patient/{world.bob}", headers=bearer(token),
+                       json={"resourceType": "Patient", "id": world.bob})  # fmt: skip
+    assert answer.status_code == 403
+    # the same write inside a transaction: the entry is refused, nothing applied
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": observation(world.bob),
+                   "request": {"method": "POST", "url": "Observation"}}],
+    }  # fmt: skip
+    answer = httpx.post(fhir, json=bundle, headers=bearer(token))
+    assert answer.status_code == 403, answer.text
+    # its own patient's record it may write
+    answer = httpx.post(f"{fhir}/Observation", json=observation(world.alice), headers=bearer(token))
+    assert answer.status_code == 201, answer.text
+
+
+def test_patient_token_qido_finds_only_its_own_studies(world: World) -> None:
+    base, token = world.server.base_url, patient_token(world, "patient/ImagingStudy.rs")
+    answer = httpx.get(f"{base}/dicomweb/studies", headers=bearer(token))
+    assert answer.status_code == 200, answer.text
+    studies = {row["0020000D"]["Value"][0] for row in answer.json()}
+    assert world.alice_study in studies
+    assert world.bob_study not in studies
+    # asking for the other study by UID finds nothing
+    answer = httpx.get(
+        f"{base}/dicomweb/studies", params={"StudyInstanceUID": world.bob_study},
+        headers=bearer(token),
+    )  # fmt: skip
+    assert answer.status_code in (200, 204)
+    assert world.bob_study not in answer.text
+
+
+def test_patient_token_wado_of_another_patients_study_is_404(world: World) -> None:
+    base, token = world.server.base_url, patient_token(world, "patient/ImagingStudy.rs")
+    mine = httpx.get(f"{base}/dicomweb/studies/{world.alice_study}/metadata", headers=bearer(token))
+    assert mine.status_code == 200
+    other = httpx.get(f"{base}/dicomweb/studies/{world.bob_study}/metadata", headers=bearer(token))
+    assert other.status_code == 404
+    assert world.bob_study not in other.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the FHIR door compiles Restriction.patients into its queries on branch fhir12; "
+    "until it is merged the narrowed search still sees every patient (lead: drop this mark)",
+)
+def test_patient_token_search_sees_only_its_own(world: World) -> None:
+    fhir, token = world.server.fhir_base, patient_token(world)
+    answer = httpx.get(f"{fhir}/Observation", params={"code:text": "heart"}, headers=bearer(token))
+    assert answer.status_code == 200
+    ids = {e["resource"]["id"] for e in answer.json().get("entry", [])}
+    assert world.alice_observation in ids
+    assert world.bob_observation not in ids
+    answer = httpx.get(f"{fhir}/Observation", params={"patient": world.bob}, headers=bearer(token))
+    assert answer.status_code == 200
+    assert answer.json().get("entry", []) == []
+    answer = httpx.get(f"{fhir}/Observation/{world.bob_observation}", headers=bearer(token))
+    assert answer.status_code == 404
+
+
+# -- --no-auth ---------------------------------------------------------------------------
+
+
+def test_no_auth_off_loopback_refuses_to_start(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "medbridge", "serve", "--no-auth", "--host", "0.0.0.0",
+         "--data-dir", str(tmp_path), "--http-port", str(free_port())],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "refusing to start" in done.stderr
+    assert "0.0.0.0" in done.stderr
+    assert not (tmp_path / "mongo").exists()  # refused before anything started
+
+
+def test_no_auth_on_loopback_warns_and_answers(server: RunningServer) -> None:
+    assert "authentication is OFF" in server.log()
+    assert httpx.get(f"{server.fhir_base}/Patient").status_code == 200
