@@ -35,10 +35,12 @@ def fhir_access(
     if route.compartment is not None:
         patients.add(route.compartment)
     query: tuple[tuple[str, str], ...] = ()
+    search: tuple[tuple[str, str], ...] = ()
     if action in SEARCHES:
         patients |= _searched_patients(route.resource_type, request.query)
+        search = tuple((k, v) for k, v in request.query if k not in RESULT_PARAMETERS)
         if not patients:
-            query = tuple((k, v) for k, v in request.query if k not in RESULT_PARAMETERS)
+            query = search
     elif action in BODY_WRITES and route.resource_type and request.body:
         patients |= _written_patients(route.resource_type, route.resource_id, request.body)
     types = frozenset({route.resource_type}) if route.resource_type else frozenset()
@@ -55,6 +57,7 @@ def fhir_access(
         client_address=context.peer,
         parent=parent,
         request_id=context.request_id,
+        search=search,
     )
 
 

@@ -132,7 +132,7 @@ def _usable(permission: Permission, access: Access) -> bool:
         return True
     if access.action not in (Action.SEARCH_TYPE, Action.SEARCH_SYSTEM):
         return False
-    asked = set(access.patient_query)
+    asked = set(access.search)
     return all(pair in asked for pair in permission.query)
 
 

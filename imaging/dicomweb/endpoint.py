@@ -304,6 +304,7 @@ def dicomweb_access(route: DicomwebRoute, request: FhirRequest, context: Request
         actor=context.actor,
         resource_types=IMAGING_TYPES,
         patient_query=query,
+        search=query,
         studies=frozenset({study} if study else ()),
         series=frozenset({series} if series else ()),
         instances=frozenset({sop} if sop else ()),

@@ -423,3 +423,32 @@ def test_no_auth_off_loopback_refuses_to_start(tmp_path: Path) -> None:
 def test_no_auth_on_loopback_warns_and_answers(server: RunningServer) -> None:
     assert "authentication is OFF" in server.log()
     assert httpx.get(f"{server.fhir_base}/Patient").status_code == 200
+
+
+def test_fhirclient_finds_the_oauth_endpoints(world: World) -> None:
+    """SMART's own Python client, unmodified, reads the endpoints from rest.security
+    (its CapabilityStatement model also checks the element is valid R4)."""
+    from fhirclient import client
+
+    smart = client.FHIRClient(
+        settings={"app_id": "portal", "api_base": world.server.fhir_base + "/",
+                  "redirect_uri": "http://127.0.0.1/callback"}
+    )  # fmt: skip
+    smart.server.get_capability()
+    auth = smart.server.auth
+    assert auth is not None
+    assert auth.auth_type == "oauth2"
+    assert auth._authorize_uri == world.server.base_url + "/auth/authorize"
+    assert auth._token_uri == world.server.base_url + "/auth/token"
+
+
+def test_query_restricted_scope_over_http(world: World) -> None:
+    fhir = world.server.fhir_base
+    token = world.minter.token("user/Observation.rs?category=laboratory", subject="lab")
+    asked = {"category": "laboratory", "patient": world.alice}
+    assert httpx.get(f"{fhir}/Observation", params=asked, headers=bearer(token)).status_code == 200
+    for params in ({}, {"category": "vital-signs"}, {"patient": world.alice}):
+        answer = httpx.get(f"{fhir}/Observation", params=params, headers=bearer(token))
+        assert answer.status_code == 403, params
+    answer = httpx.get(f"{fhir}/Observation/{world.alice_observation}", headers=bearer(token))
+    assert answer.status_code == 403

@@ -18,7 +18,7 @@ def access(
     door: Door = Door.FHIR,
     query: tuple[tuple[str, str], ...] = (),
 ) -> Access:
-    return Access(door, action, ANONYMOUS, frozenset(types), patient_query=query)
+    return Access(door, action, ANONYMOUS, frozenset(types), search=query)
 
 
 @pytest.mark.parametrize(
@@ -175,6 +175,11 @@ def test_query_restricted_scope_permits_only_searches_asking_for_it() -> None:
     other = access(Action.SEARCH_TYPE, "Observation", query=(("category", "vital-signs"),))
     assert not scopes.permits(other)
     assert not scopes.permits(access(Action.SEARCH_TYPE, "Observation"))
+    # the restriction holds whether or not the search names its patient
+    search = (("patient", "p1"), ("category", "laboratory"))
+    named = Access(Door.FHIR, Action.SEARCH_TYPE, ANONYMOUS, frozenset({"Observation"}),
+                   patients=frozenset({"p1"}), search=search)  # fmt: skip
+    assert scopes.permits(named)
     # a read by id could return what the restriction excludes
     assert not scopes.permits(access(Action.READ, "Observation"))
 
