@@ -189,9 +189,10 @@ async def test_keys_from_discovery_and_rotation(issuer: Issuer) -> None:
     got = await validator.validate(sign(second, claims(iss=issuer.url), "RS256"))
     assert got.subject == "alice"
     assert issuer.fetches == 2
-    # the old key is gone
+    # the old key is gone: a new token signed with it is refused (one checked before
+    # stays valid until it expires, minutes at most)
     with pytest.raises(TokenInvalid):
-        await validator.validate(sign(first, claims(iss=issuer.url), "RS256"))
+        await validator.validate(sign(first, claims(iss=issuer.url, jti="t2"), "RS256"))
 
 
 async def test_unknown_kids_do_not_hammer_the_issuer(issuer: Issuer, key: ECKey) -> None:
@@ -213,3 +214,17 @@ async def test_an_unreachable_issuer_is_an_invalid_token(key: ECKey) -> None:
     with pytest.raises(TokenInvalid) as refused:
         await validator.validate(sign(key, claims()))
     assert "could not be fetched" in refused.value.reason
+
+
+async def test_a_checked_token_still_expires(key: ECKey, tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_bytes(orjson.dumps({"keys": [key.as_dict(private=False)]}))
+    now = [float(NOW)]
+    validator = JwtValidator(rules(), FileKeys(path), clock=lambda: now[0])
+    token = sign(key, claims(exp=NOW + 10))
+    assert (await validator.validate(token)).subject == "alice"
+    assert (await validator.validate(token)).subject == "alice"  # the checked copy
+    now[0] = NOW + 10 + 61  # past exp and the 60 s skew
+    for _ in range(2):
+        with pytest.raises(TokenInvalid, match="expired"):
+            await validator.validate(token)
