@@ -21,8 +21,14 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 from pydicom.uid import generate_uid
+from pymongo import AsyncMongoClient
 
+from access.pipeline import Stage
+from fhir_server.repository import Repository
+from medbridge.auth import NoIssuer
+from medbridge.compose import compose
 from medbridge.embedded_mongo import EmbeddedMongo, free_port
+from medbridge.settings import Settings
 from tests.support.dicom import renamed
 from tests.support.servers import IsolatedStore, RunningServer, start_server
 
@@ -452,3 +458,24 @@ def test_query_restricted_scope_over_http(world: World) -> None:
         assert answer.status_code == 403, params
     answer = httpx.get(f"{fhir}/Observation/{world.alice_observation}", headers=bearer(token))
     assert answer.status_code == 403
+
+
+def test_no_token_reaches_the_log(world: World) -> None:
+    token = patient_token(world)
+    assert httpx.get(f"{world.server.fhir_base}/Patient/{world.alice}",
+                     headers=bearer(token)).status_code == 200  # fmt: skip
+    httpx.get(f"{world.server.fhir_base}/Patient", headers={"Authorization": "Bearer a b"})
+    signature = token.rsplit(".", 1)[1]
+    assert signature not in world.server.log()
+
+
+async def test_compose_registers_the_hooks_only_with_a_validator(
+    mongo: AsyncMongoClient[dict[str, Any]], database_name: str
+) -> None:
+    repository = Repository(mongo, database_name)
+    with_auth = (await compose(Settings(), repository, validator=NoIssuer())).router.pipeline
+    assert with_auth.hooks(Stage.AUTHENTICATE) == ["smart.authenticate"]
+    assert with_auth.hooks(Stage.AUTHORIZE) == ["smart.authorize"]
+    without = (await compose(Settings(), repository)).router.pipeline
+    assert without.hooks(Stage.AUTHENTICATE) == []
+    assert without.hooks(Stage.AUTHORIZE) == []
