@@ -27,6 +27,7 @@ from medbridge.app import AUTH_BASE, DICOMWEB_BASE, FHIR_BASE
 from medbridge.settings import Settings
 from smart.capability import rest_security
 from smart.claims import TokenValidator
+from smart.compartment import current_compartment
 from smart.hooks import SmartHooks
 
 # the authorization server's endpoints under AUTH_BASE (issue 14: /auth/authorize ...)
@@ -86,7 +87,7 @@ async def compose(
     composition = Composition(repository, router)
     pipeline = router.pipeline
     if validator is not None:
-        smart = SmartHooks(validator)
+        smart = SmartHooks(validator, current_compartment(repository))
         name = "smart.authenticate"
         pipeline.intervene(Stage.AUTHENTICATE, smart.authenticate, name, order=HOOK_ORDER[name])
         name = "smart.authorize"

@@ -19,6 +19,7 @@ from access.errors import AccessError
 from access.pipeline import Exchange
 from access.restriction import Restriction
 from smart.claims import Claims, TokenInvalid, TokenValidator
+from smart.compartment import CompartmentOf
 from smart.scopes import Scopes, parse_scopes
 
 TOKEN_DOORS = frozenset({Door.FHIR, Door.DICOMWEB})
@@ -67,10 +68,16 @@ def scopes_of(granted: frozenset[str]) -> Scopes:
 
 
 class SmartHooks:
-    """`authenticate` (Stage.AUTHENTICATE) and `authorize` (Stage.AUTHORIZE)."""
+    """`authenticate` (Stage.AUTHENTICATE) and `authorize` (Stage.AUTHORIZE).
 
-    def __init__(self, validator: TokenValidator) -> None:
+    `compartment_of` (smart/compartment.py) tells whose record a patient-context write
+    by id would change; without it only what the access names is checked."""
+
+    def __init__(
+        self, validator: TokenValidator, compartment_of: CompartmentOf | None = None
+    ) -> None:
         self.validator = validator
+        self.compartment_of = compartment_of
 
     async def authenticate(self, exchange: Exchange[Any, Any]) -> None:
         context, access = exchange.context, exchange.access
@@ -102,6 +109,21 @@ class SmartHooks:
             raise AccessError("MB-1253", _refusal(access))
         if grant == "patient":
             confine(exchange, access, context.patient)
+            await self._check_current(access, context.patient)
+
+    async def _check_current(self, access: Access, patient: str | None) -> None:
+        """A write by id changes a record that exists: it must be the patient's already
+        (an update may not take over another patient's Observation by naming this one)."""
+        if self.compartment_of is None or access.action not in WRITES or patient is None:
+            return
+        if access.resource_id is None or len(access.resource_types) != 1:
+            return
+        (resource_type,) = access.resource_types
+        if resource_type == "Patient":
+            return  # the access names it: checked by confine
+        current = await self.compartment_of(resource_type, access.resource_id)
+        if current is not None and patient not in current:
+            raise AccessError("MB-1254")
 
 
 def confine(exchange: Exchange[Any, Any], access: Access, patient: str | None) -> None:

@@ -479,3 +479,27 @@ async def test_compose_registers_the_hooks_only_with_a_validator(
     without = (await compose(Settings(), repository)).router.pipeline
     assert without.hooks(Stage.AUTHENTICATE) == []
     assert without.hooks(Stage.AUTHORIZE) == []
+
+
+def test_patient_token_cannot_take_over_another_patients_record(world: World) -> None:
+    """An update of bob's Observation whose body names alice would move bob's record into
+    alice's compartment: refused by what the record is now, not by what the body says."""
+    fhir = world.server.fhir_base
+    token = patient_token(world, "patient/*.cruds")
+    taken = {**observation(world.alice), "id": world.bob_observation}
+    url = f"{fhir}/Observation/{world.bob_observation}"
+    answer = httpx.put(url, json=taken, headers=bearer(token))
+    assert answer.status_code == 403, answer.text
+    assert httpx.delete(url, headers=bearer(token)).status_code == 403
+    patch = [{"op": "replace", "path": "/status", "value": "cancelled"}]
+    answer = httpx.patch(url, json=patch, headers={**bearer(token),
+                         "Content-Type": "application/json-patch+json"})  # fmt: skip
+    assert answer.status_code == 403
+    system = world.minter.token(SYSTEM_SCOPES)
+    kept = httpx.get(url, headers=bearer(system)).json()
+    assert kept["subject"]["reference"] == f"Patient/{world.bob}"
+    assert kept["status"] == "final"
+    # alice's own record she may update
+    own = f"{fhir}/Observation/{world.alice_observation}"
+    mine = {**observation(world.alice), "id": world.alice_observation, "status": "amended"}
+    assert httpx.put(own, json=mine, headers=bearer(token)).status_code == 200
