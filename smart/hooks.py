@@ -132,6 +132,10 @@ def confine(exchange: Exchange[Any, Any], access: Access, patient: str | None) -
     so the door's query (search, includes, history, DICOM rows) sees only that patient."""
     if patient is None:
         raise AccessError("MB-1253", "patient scopes, but the token names no patient")
+    if access.action is Action.STOW:
+        # whose studies these are is known only once the instances are parsed, after
+        # authorization: a patient's token could store into another patient's record
+        raise AccessError("MB-1254", "STOW-RS needs a user or system grant")
     others = access.patients - {patient}
     if others and access.action in WRITES:
         raise AccessError("MB-1254")

@@ -163,6 +163,16 @@ async def test_a_write_naming_another_patient_is_refused(hooks: SmartHooks, key:
     assert (await passed(hooks, own)).restriction.patients == frozenset({"p1"})
 
 
+async def test_stow_by_a_patient_grant_is_refused(hooks: SmartHooks, key: ECKey) -> None:
+    credentials = "Bearer " + token(key, "patient/ImagingStudy.cruds", "p1")
+    with refusal("MB-1254"):
+        await passed(hooks, exchange(Action.STOW, "ImagingStudy", door=Door.DICOMWEB,
+                                     credentials=credentials))  # fmt: skip
+    user = "Bearer " + token(key, "user/ImagingStudy.c", "p1")
+    await passed(hooks, exchange(Action.STOW, "ImagingStudy", door=Door.DICOMWEB,
+                                 credentials=user))  # fmt: skip
+
+
 async def test_a_search_naming_another_patient_is_narrowed_to_nothing_of_theirs(
     hooks: SmartHooks, key: ECKey
 ) -> None:
