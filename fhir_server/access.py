@@ -7,10 +7,16 @@ of `Patient/{id}/{type}` and `Patient/{id}/$everything`, and `patient=` / `subje
 
 from __future__ import annotations
 
+from functools import cache
+
+import orjson
+
 from access.access import Access, Action
 from access.context import RequestContext
 from fhir_server.exchange import FhirRequest, Route
-from fhir_server.shown import patients_of
+from fhir_server.search.extract import reference_key
+from fhir_server.search.fhirpath import Path, compile_path
+from fhir_server.search.parameters import parameters_for, patient_compartment
 
 PURPOSE_HEADER = "x-purpose-of-use"
 # parameters whose values are references to the patient(s) a search is about
@@ -42,7 +48,7 @@ def fhir_access(
         if not patients:
             query = search
     elif action in BODY_WRITES and route.resource_type and request.body:
-        patients |= _written_patients(route.resource_type, route.resource_id, request.body)
+        patients |= _written_patients(route.resource_type, request.body)
     types = frozenset({route.resource_type}) if route.resource_type else frozenset()
     return Access(
         door=context.door,
@@ -72,16 +78,41 @@ def _searched_patients(resource_type: str | None, query: list[tuple[str, str]]) 
     return found
 
 
-def _written_patients(resource_type: str, resource_id: str | None, body: bytes) -> set[str]:
+def _written_patients(resource_type: str, body: bytes) -> set[str]:
     """The Patients whose compartment the written resource would be in (its subject,
-    patient ...). A body that is no resource names none: the interaction refuses it."""
-    if resource_type == "Patient":
+    patient ...), by the compartment's parameters only: a full index extraction costs
+    ~0.5 ms an Observation, these few paths a fraction. A body that is no resource names
+    none: the interaction refuses it."""
+    paths = _compartment_paths(resource_type)
+    if not paths:
         return set()  # a Patient is its own compartment: the route named it
     try:
-        return set(patients_of(resource_type, resource_id or "", body))
+        resource = orjson.loads(body)
+        found: set[str] = set()
+        for path in paths:
+            for node in path(resource):
+                reference = node.value.get("reference") if isinstance(node.value, dict) else None
+                if isinstance(reference, str) and reference.startswith("Patient/"):
+                    _, patient = reference_key(reference)
+                    if patient:
+                        found.add(patient)
+        return found
     except Exception:
         # only a description: the interaction validates the body and answers its errors
         return set()
+
+
+@cache
+def _compartment_paths(resource_type: str) -> tuple[Path, ...]:
+    """The compiled expressions of the parameters that put a `resource_type` in a
+    Patient's compartment (CompartmentDefinition-patient, as search has it)."""
+    parameters = parameters_for(resource_type)
+    return tuple(
+        compile_path(branch)
+        for code in patient_compartment().get(resource_type, ())
+        if code in parameters
+        for branch in parameters[code].branches
+    )
 
 
 def _patient_id(reference: str, bare_allowed: bool) -> str | None:
