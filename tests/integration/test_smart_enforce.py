@@ -503,3 +503,23 @@ def test_patient_token_cannot_take_over_another_patients_record(world: World) ->
     own = f"{fhir}/Observation/{world.alice_observation}"
     mine = {**observation(world.alice), "id": world.alice_observation, "status": "amended"}
     assert httpx.put(own, json=mine, headers=bearer(token)).status_code == 200
+
+
+def test_patient_token_batch_entries_are_confined_one_by_one(world: World) -> None:
+    fhir, token = world.server.fhir_base, patient_token(world)
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": f"Patient/{world.alice}"}},
+            {"request": {"method": "GET", "url": f"Patient/{world.bob}"}},
+            {"request": {"method": "GET", "url": f"Patient/{world.bob}/$everything"}},
+        ],
+    }
+    answer = httpx.post(fhir, json=batch, headers=bearer(token))
+    assert answer.status_code == 200, answer.text
+    statuses = [e["response"]["status"] for e in answer.json()["entry"]]
+    assert statuses[0].startswith("200")
+    assert statuses[1].startswith("404")
+    assert statuses[2].startswith("404")
+    assert world.bob_observation not in answer.text
