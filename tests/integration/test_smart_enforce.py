@@ -523,3 +523,26 @@ def test_patient_token_batch_entries_are_confined_one_by_one(world: World) -> No
     assert statuses[1].startswith("404")
     assert statuses[2].startswith("404")
     assert world.bob_observation not in answer.text
+
+
+async def test_mllp_and_dimse_are_left_to_their_own_rules(world: World, tmp_path: Path) -> None:
+    """With auth on, an HL7 message (no token: MLLP has none) is accepted and its FHIR
+    writes apply; a C-STORE and C-FIND by an AE title work as before."""
+    from tests.integration.test_mllp import adt, msa, send
+    from tests.support.dcmtk import findscu, storescu, successes
+
+    unique = uuid.uuid4().hex[:10]
+    [ack] = await send(world.server, adt("A01", unique, f"P{unique}"))
+    assert msa(ack)[1] == "AA", ack
+    system = world.minter.token(SYSTEM_SCOPES)
+    async with httpx.AsyncClient(headers=bearer(system)) as client:
+        answer = await client.get(f"{world.server.fhir_base}/Patient",
+                                  params={"identifier": f"P{unique}"})  # fmt: skip
+    assert len(answer.json().get("entry", [])) == 1
+    study = generate_uid()
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(renamed("CT_small.dcm", study=study, patient_id=f"D{unique}"))
+    assert successes(storescu(world.server.dicom_port, [path])) == 1
+    keys = ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}"]
+    _, responses = findscu(world.server.dicom_port, "-S", keys, tmp_path / "find")
+    assert [r.StudyInstanceUID for r in responses] == [study]
