@@ -94,6 +94,9 @@ class Access:
     client_address: str | None = None
     parent: Access | None = None  # the batch/transaction a bundle entry belongs to
     request_id: str = ""
+    # a search's own parameters, result parameters (_count, _include ...) left out, whether
+    # or not it names its patients: a query-restricted SMART scope is checked against it
+    search: tuple[tuple[str, str], ...] = ()
 
     @property
     def reads(self) -> bool:

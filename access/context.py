@@ -52,3 +52,6 @@ class RequestContext:
     notes: dict[str, Any] = field(default_factory=dict)  # what stages tell later stages
     # the one access of an HL7 message or a command, parent of the FHIR accesses it makes
     access: Access | None = None
+    # the HTTP Authorization header as sent (RFC 7235 "credentials": scheme and token);
+    # the authenticate hook reads it. Out of repr, so no log line or traceback shows it
+    credentials: str | None = field(default=None, repr=False)

@@ -25,6 +25,8 @@ class CatalogEntry:
     hl7: str
     dimse: int
     text: str
+    # the OAuth error code (RFC 6750 section 3.1) an HTTP door puts in WWW-Authenticate
+    oauth: str | None = None
 
 
 class ElementIssue(Protocol):
@@ -43,7 +45,9 @@ def catalog() -> dict[str, CatalogEntry]:
     """All catalog entries by code (`MB-1002` -> 404 not-found ...)."""
     raw = json.loads((resources.files("access") / "error_catalog.json").read_text(encoding="utf-8"))
     return {
-        code: CatalogEntry(code, e["http"], e["issue"], e["hl7"], int(e["dimse"], 16), e["text"])
+        code: CatalogEntry(
+            code, e["http"], e["issue"], e["hl7"], int(e["dimse"], 16), e["text"], e.get("oauth")
+        )
         for code, e in raw.items()
         if code.startswith("MB-")
     }

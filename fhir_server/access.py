@@ -7,9 +7,16 @@ of `Patient/{id}/{type}` and `Patient/{id}/$everything`, and `patient=` / `subje
 
 from __future__ import annotations
 
+from functools import cache
+
+import orjson
+
 from access.access import Access, Action
 from access.context import RequestContext
 from fhir_server.exchange import FhirRequest, Route
+from fhir_server.search.extract import reference_key
+from fhir_server.search.fhirpath import Path, compile_path
+from fhir_server.search.parameters import parameters_for, patient_compartment
 
 PURPOSE_HEADER = "x-purpose-of-use"
 # parameters whose values are references to the patient(s) a search is about
@@ -20,6 +27,8 @@ RESULT_PARAMETERS = frozenset(
      "_format", "_pretty", "_page", "_offset", "_contained", "_containedType"}
 )  # fmt: skip
 SEARCHES = frozenset({Action.SEARCH_TYPE, Action.SEARCH_SYSTEM})
+# writes whose body is the resource: the patients it names are part of the access
+BODY_WRITES = frozenset({Action.CREATE, Action.UPDATE})
 
 
 def fhir_access(
@@ -32,10 +41,14 @@ def fhir_access(
     if route.compartment is not None:
         patients.add(route.compartment)
     query: tuple[tuple[str, str], ...] = ()
+    search: tuple[tuple[str, str], ...] = ()
     if action in SEARCHES:
         patients |= _searched_patients(route.resource_type, request.query)
+        search = tuple((k, v) for k, v in request.query if k not in RESULT_PARAMETERS)
         if not patients:
-            query = tuple((k, v) for k, v in request.query if k not in RESULT_PARAMETERS)
+            query = search
+    elif action in BODY_WRITES and route.resource_type and request.body:
+        patients |= _written_patients(route.resource_type, request.body)
     types = frozenset({route.resource_type}) if route.resource_type else frozenset()
     return Access(
         door=context.door,
@@ -50,6 +63,7 @@ def fhir_access(
         client_address=context.peer,
         parent=parent,
         request_id=context.request_id,
+        search=search,
     )
 
 
@@ -62,6 +76,43 @@ def _searched_patients(resource_type: str | None, query: list[tuple[str, str]]) 
         elif name == "_id" and resource_type == "Patient":
             found |= {v for v in value.split(",") if v}
     return found
+
+
+def _written_patients(resource_type: str, body: bytes) -> set[str]:
+    """The Patients whose compartment the written resource would be in (its subject,
+    patient ...), by the compartment's parameters only: a full index extraction costs
+    ~0.5 ms an Observation, these few paths a fraction. A body that is no resource names
+    none: the interaction refuses it."""
+    paths = _compartment_paths(resource_type)
+    if not paths:
+        return set()  # a Patient is its own compartment: the route named it
+    try:
+        resource = orjson.loads(body)
+        found: set[str] = set()
+        for path in paths:
+            for node in path(resource):
+                reference = node.value.get("reference") if isinstance(node.value, dict) else None
+                if isinstance(reference, str) and reference.startswith("Patient/"):
+                    _, patient = reference_key(reference)
+                    if patient:
+                        found.add(patient)
+        return found
+    except Exception:
+        # only a description: the interaction validates the body and answers its errors
+        return set()
+
+
+@cache
+def _compartment_paths(resource_type: str) -> tuple[Path, ...]:
+    """The compiled expressions of the parameters that put a `resource_type` in a
+    Patient's compartment (CompartmentDefinition-patient, as search has it)."""
+    parameters = parameters_for(resource_type)
+    return tuple(
+        compile_path(branch)
+        for code in patient_compartment().get(resource_type, ())
+        if code in parameters
+        for branch in parameters[code].branches
+    )
 
 
 def _patient_id(reference: str, bare_allowed: bool) -> str | None:

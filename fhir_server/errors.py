@@ -7,6 +7,21 @@ from typing import Any
 from access.errors import AccessError
 
 ISSUE_CODE_SYSTEM = "https://medbridge.example.org/fhir/CodeSystem/error"
+REALM = "medbridge"
+
+
+def challenge(error: AccessError) -> dict[str, str]:
+    """The `WWW-Authenticate` header of a refused bearer token (RFC 6750 section 3): on
+    every 401 (RFC 9110 requires one) and on a 403 for insufficient scope."""
+    oauth = error.entry.oauth
+    if error.status != 401 and oauth is None:
+        return {}
+    value = f'Bearer realm="{REALM}"'
+    if oauth is not None:
+        # error_description: printable ASCII but the quote and the backslash (RFC 6750 3)
+        text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in error.diagnostics)
+        value += f', error="{oauth}", error_description="{text}"'
+    return {"www-authenticate": value}
 
 
 def outcome(error: AccessError) -> dict[str, Any]:

@@ -9,11 +9,12 @@ from starlette.responses import Response
 
 from access.context import Door, RequestContext
 from access.errors import AccessError
-from fhir_server.errors import outcome
+from fhir_server.errors import challenge, outcome
 from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.router import FhirRouter
 
 FHIR_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+AUTHORIZATION = "authorization"
 
 
 class BodyTooLarge(Exception):
@@ -46,7 +47,7 @@ def to_http(response: FhirResponse) -> Response:
 
 
 def error_response(error: AccessError) -> Response:
-    return to_http(FhirResponse.of(error.status, outcome(error)))
+    return to_http(FhirResponse.of(error.status, outcome(error), challenge(error)))
 
 
 def socket_base(request: Request) -> str:
@@ -62,15 +63,24 @@ def socket_base(request: Request) -> str:
     return f"{scheme}://{host}" if port is None else f"{scheme}://{host}:{port}"
 
 
+def credentials_of(request: Request) -> str | None:
+    """The Authorization header as sent, for `RequestContext.credentials`: the token
+    travels there only, never in the request's headers, which hooks and logs may read."""
+    return request.headers.get(AUTHORIZATION)
+
+
 def request_of(request: Request, base_url: str, body: bytes | None = None) -> FhirRequest:
     """The framework-free request of a Starlette one; `base_url` is the public base of its
-    door (configured, see `PublicBase`), from which every absolute URL we answer is built."""
+    door (configured, see `PublicBase`), from which every absolute URL we answer is built.
+    Without the Authorization header: see `credentials_of`."""
     return FhirRequest(
         method=request.method,
         path=request.path_params.get("path", ""),
         query=request.query_params.multi_items(),
         headers={
-            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]
+            name: v.decode("latin-1")
+            for k, v in request.scope["headers"]
+            if (name := k.decode("latin-1").lower()) != AUTHORIZATION
         },
         body=body,
         base_url=base_url,
@@ -106,5 +116,5 @@ class FhirEndpoint:
         base = self.public_base() if self.public_base else socket_base(request)
         fhir_request = request_of(request, base + self.base_path, body or None)
         peer = request.client.host if request.client else None
-        context = RequestContext(Door.FHIR, peer=peer)
+        context = RequestContext(Door.FHIR, peer=peer, credentials=credentials_of(request))
         return to_http(await self.router.handle(fhir_request, context))

@@ -13,7 +13,7 @@ from access.context import RequestContext
 from access.errors import AccessError
 from fhir_server import store_errors
 from fhir_server.access import fhir_access
-from fhir_server.errors import outcome
+from fhir_server.errors import challenge, outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse, Route
 from fhir_server.formats import check_acceptable, pretty, wants_pretty
 from fhir_server.interactions.batch import bundle_handler
@@ -85,7 +85,7 @@ class FhirRouter:
 
 
 def render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:
-    return FhirResponse.of(error.status, outcome(error))
+    return FhirResponse.of(error.status, outcome(error), challenge(error))
 
 
 def parse_route(request: FhirRequest) -> Route:

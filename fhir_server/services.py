@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from access.budget import Budget
 from fhir_server.repository import Repository
@@ -16,3 +18,6 @@ class FhirServices:
     max_body_bytes: int = DEFAULT_MAX_BODY
     software_version: str = "0.1.0"
     budget: Budget = field(default_factory=Budget)
+    # the CapabilityStatement's rest.security for a FHIR base URL, when the composition
+    # enforces tokens (smart/capability.py); None: the statement has no security element
+    security: Callable[[str], dict[str, Any]] | None = None

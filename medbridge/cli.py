@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--mongodb-uri", help="external MongoDB (MEDBRIDGE_MONGODB_URI)")
     serve.add_argument("--database", help="MongoDB database name (MEDBRIDGE_DATABASE)")
     serve.add_argument("--log-level", help="debug | info | warning (MEDBRIDGE_LOG_LEVEL)")
+    serve.add_argument(
+        "--no-auth",
+        dest="auth",
+        action="store_false",
+        default=None,
+        help="answer FHIR and DICOMweb without tokens (MEDBRIDGE_AUTH=false); loopback only",
+    )
     add_hl7_commands(commands)
     add_dicom_commands(commands)
     return parser

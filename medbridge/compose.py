@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from access.pipeline import Hook, Stage
 from fhir_server.repository import Repository
@@ -22,11 +23,20 @@ from hl7_bridge.study_link import ReportLinker
 from imaging.objectstore import ObjectStore
 from imaging.services import Imaging, build_imaging
 from medbridge import __version__
-from medbridge.app import DICOMWEB_BASE
+from medbridge.app import AUTH_BASE, DICOMWEB_BASE, FHIR_BASE
 from medbridge.settings import Settings
+from smart.capability import rest_security
+from smart.claims import TokenValidator
+from smart.compartment import current_compartment
+from smart.hooks import SmartHooks
+
+# the authorization server's endpoints under AUTH_BASE (issue 14: /auth/authorize ...)
+OAUTH_ENDPOINTS = ("authorize", "token", "introspect", "revoke")
 
 # hooks of one stage run by ascending order; gaps leave room for hooks added later
 HOOK_ORDER: dict[str, int] = {
+    "smart.authenticate": 10,  # authenticate: the bearer token (docs/smart.md)
+    "smart.authorize": 10,  # authorize: scopes, the patient compartment
     "imaging.link-orders": 100,  # post-commit: orders that arrive after their study
     "hl7.link-reports": 110,  # post-commit: reports that arrived before their study
 }
@@ -65,15 +75,24 @@ async def compose(
     imaging: ImagingPlan | None = None,
     bridge: BridgeOptions | None = None,
     hooks: Sequence[HookSpec] = (),
+    validator: TokenValidator | None = None,
 ) -> Composition:
     """The router with every hook; imaging (DICOMweb, linker) and the HL7 processor when
-    asked for. Nothing is started here: listeners and background tasks are the caller's."""
+    asked for. Nothing is started here: listeners and background tasks are the caller's.
+    With a `validator` the HTTP doors require its tokens (the SMART hooks)."""
     services = FhirServices(
         repository, settings.max_body_bytes, software_version=__version__, budget=settings.budget()
     )
     router = FhirRouter(services)
     composition = Composition(repository, router)
     pipeline = router.pipeline
+    if validator is not None:
+        smart = SmartHooks(validator, current_compartment(repository))
+        name = "smart.authenticate"
+        pipeline.intervene(Stage.AUTHENTICATE, smart.authenticate, name, order=HOOK_ORDER[name])
+        name = "smart.authorize"
+        pipeline.intervene(Stage.AUTHORIZE, smart.authorize, name, order=HOOK_ORDER[name])
+        services.security = oauth_security
     if imaging is not None:
         built = build_imaging(
             repository, router, imaging.objects, DICOMWEB_BASE, imaging.dicomweb_url,
@@ -94,6 +113,12 @@ async def compose(
         register = pipeline.intervene if spec.intervene else pipeline.notify
         register(spec.stage, spec.hook, spec.name, order=spec.order)
     return composition
+
+
+def oauth_security(fhir_base: str) -> dict[str, Any]:
+    """rest.security with this server's authorization endpoints (beside its FHIR base)."""
+    auth = fhir_base.removesuffix(FHIR_BASE) + AUTH_BASE
+    return rest_security({name: f"{auth}/{name}" for name in OAUTH_ENDPOINTS})
 
 
 def extra_hooks(entry: str | None) -> list[HookSpec]:

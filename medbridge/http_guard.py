@@ -21,7 +21,8 @@ from access.errors import AccessError
 from fhir_server.http import error_response
 
 CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
-CORS_EXPOSED = "Location, Content-Location, ETag, Last-Modified, Warning"
+# WWW-Authenticate: a browser app reads why its token was refused (RFC 6750)
+CORS_EXPOSED = "Location, Content-Location, ETag, Last-Modified, Warning, WWW-Authenticate"
 PREFLIGHT_MAX_AGE = "600"
 
 

@@ -34,6 +34,7 @@ from medbridge.app import (
     mount_admin,
     mount_dicomweb,
 )
+from medbridge.auth import AuthRefused, NoIssuer, check_binding, token_validator
 from medbridge.compose import ImagingPlan, compose
 from medbridge.embedded_mongo import EmbeddedMongo
 from medbridge.health import Readiness
@@ -47,6 +48,14 @@ log = logging.getLogger(__name__)
 
 def serve(settings: Settings) -> int:
     """Run until Ctrl-C / SIGTERM; the embedded store child is stopped on the way out."""
+    try:
+        warning = check_binding(settings)
+    except AuthRefused as refused:
+        print(refused, file=sys.stderr, flush=True)
+        return 2
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
+        log.warning("authentication is off")
     embedded: EmbeddedMongo | None = None
     uri = settings.mongodb_uri
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -80,10 +89,17 @@ async def _serve(settings: Settings, uri: str) -> None:
             settings.s3_prefix, settings.s3_region,
         )  # fmt: skip
         options = bridge_options(settings)
+        validator = None
+        if settings.auth:
+            validator = token_validator(settings, lambda: public_base[0] + FHIR_BASE)
+            if isinstance(validator, NoIssuer):
+                log.warning("no token issuer configured (MEDBRIDGE_AUTH_ISSUER): every token "
+                            "is refused")  # fmt: skip
         composition = await compose(
             settings, repository,
             imaging=ImagingPlan(objects, lambda: public_base[0] + DICOMWEB_BASE),
             bridge=options,
+            validator=validator,
         )  # fmt: skip
         router, imaging, processor = composition.router, composition.imaging, composition.processor
         assert imaging is not None

@@ -120,6 +120,31 @@ class Settings(BaseSettings):
         "C-STORE from AE titles without an `issuer` in the peers table)",
     )
 
+    # SMART-on-FHIR enforcement (docs/smart.md "Enforcement")
+    auth: bool = Field(
+        True,
+        description="require a bearer access token on the FHIR and DICOMweb routes; off "
+        "(`serve --no-auth`) only on a loopback address",
+    )
+    auth_issuer: str | None = Field(
+        None, description="`iss` accepted in access tokens (an OpenID Connect issuer URL)"
+    )
+    auth_jwks: str | None = Field(
+        None,
+        description="the issuer's JWKS: a file path or an http(s) URL; default: `jwks_uri` "
+        "of the issuer's OpenID Connect discovery document",
+    )
+    auth_audience: str | None = Field(
+        None, description="`aud` access tokens must name; default this server's FHIR base URL"
+    )
+    auth_algorithms: str = Field(
+        "RS256,RS384,ES256,ES384", description="JWS algorithms accepted (never none or HS*)"
+    )
+    auth_leeway_seconds: int = Field(60, ge=0, le=600, description="clock skew allowed")
+    auth_scope_claim: str = Field("scope", description="claim carrying the granted scopes")
+    auth_fhir_user_claim: str = Field("fhirUser", description="claim naming the FHIR user")
+    auth_patient_claim: str = Field("patient", description="claim naming the launch patient")
+
     extra_hooks: str | None = Field(
         None,
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",

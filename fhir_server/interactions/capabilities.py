@@ -19,17 +19,24 @@ PATIENT_EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything
 
 
 async def capabilities(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
-    body = _statement(exchange.request.base_url, services.software_version)
+    base_url = exchange.request.base_url
+    security = services.security(base_url) if services.security is not None else None
+    body = _statement(base_url, services.software_version, orjson.dumps(security))
     return FhirResponse(200, body)
 
 
 @cache
-def _statement(base_url: str, version: str) -> bytes:
-    return orjson.dumps(capability_statement(base_url, version))
+def _statement(base_url: str, version: str, security: bytes) -> bytes:
+    return orjson.dumps(capability_statement(base_url, version, orjson.loads(security)))
 
 
-def capability_statement(base_url: str, version: str) -> dict[str, Any]:
+def capability_statement(
+    base_url: str, version: str, security: dict[str, Any] | None = None
+) -> dict[str, Any]:
     resources = [_resource(resource_type) for resource_type in SERVED_TYPES]
+    rest: dict[str, Any] = {"mode": "server"}
+    if security is not None:
+        rest["security"] = security
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -43,7 +50,7 @@ def capability_statement(base_url: str, version: str) -> dict[str, Any]:
         "patchFormat": ["application/json-patch+json"],
         "rest": [
             {
-                "mode": "server",
+                **rest,
                 "resource": resources,
                 "interaction": [{"code": str(code)} for code in SYSTEM_INTERACTIONS],
             }

@@ -23,9 +23,9 @@ from access.errors import AccessError
 from access.restriction import Restriction
 from access.shown import Shown
 from fhir_server import store_errors
-from fhir_server.errors import outcome
+from fhir_server.errors import challenge, outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse
-from fhir_server.http import request_of, socket_base
+from fhir_server.http import credentials_of, request_of, socket_base
 from imaging.dicomweb import qido, wado
 from imaging.dicomweb.stow import stow
 from imaging.fhir_link import StudyLinker
@@ -136,7 +136,9 @@ class DicomwebService:
         base_url = self.public_url() if self.public_url else socket_base(request) + self.base_path
         fhir_request = request_of(request, base_url)
         context = RequestContext(
-            Door.DICOMWEB, peer=request.client.host if request.client else None
+            Door.DICOMWEB,
+            peer=request.client.host if request.client else None,
+            credentials=credentials_of(request),
         )
         context.notes[HTTP_NOTE] = request
         response = await self.pipeline.handle(FhirExchange(fhir_request, context))
@@ -302,6 +304,7 @@ def dicomweb_access(route: DicomwebRoute, request: FhirRequest, context: Request
         actor=context.actor,
         resource_types=IMAGING_TYPES,
         patient_query=query,
+        search=query,
         studies=frozenset({study} if study else ()),
         series=frozenset({series} if series else ()),
         instances=frozenset({sop} if sop else ()),
@@ -315,5 +318,6 @@ def render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:
     return FhirResponse(
         error.status,
         FhirResponse.of(error.status, outcome(error)).body,
+        challenge(error),
         content_type="application/json",
     )

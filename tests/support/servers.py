@@ -78,8 +78,11 @@ def start_server(
     extra_args: list[str] | None = None,
     timeout: float = 60.0,
     env: dict[str, str] | None = None,
+    auth: bool = False,
 ) -> RunningServer:
-    """Run `medbridge serve` and wait until /health answers 200."""
+    """Run `medbridge serve` and wait until /health answers 200. Without tokens (`--no-auth`,
+    on loopback) unless `auth`: the tests of the doors are not about authentication, and
+    tests/integration/test_smart_enforce.py starts its servers with auth on."""
     data_dir.mkdir(parents=True, exist_ok=True)
     http_port, mllp_port, dicom_port = free_port(), free_port(), free_port()
     database = database or f"t{uuid.uuid4().hex[:12]}"
@@ -90,6 +93,7 @@ def start_server(
         "--mllp-port", str(mllp_port),
         "--dicom-port", str(dicom_port),
         "--database", database,
+        *([] if auth else ["--no-auth"]),
         *(extra_args or []),
     ]  # fmt: skip
     if mongodb_uri:

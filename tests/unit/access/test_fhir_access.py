@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from access.access import Access, Action
 from access.context import Actor, Door, RequestContext
 from fhir_server.access import fhir_access
@@ -66,3 +68,22 @@ def test_a_search_naming_no_patient_is_described_by_its_query() -> None:
     assert access.patient_query == (("code", "1234-5"),)
     # subject= without a type is not a patient reference
     assert describe("GET", "Observation", [("subject", "x")]).patients == frozenset()
+
+
+def test_a_written_resource_names_the_patients_of_its_compartment() -> None:
+    """A create or update describes whose compartment the body puts the resource in, so
+    a patient-context token cannot write into another patient's record (docs/smart.md)."""
+    body = {
+        "resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        "subject": {"reference": "Patient/p1"},
+        "performer": [{"reference": "Patient/p2/_history/3"}, {"reference": "Practitioner/d"}],
+    }  # fmt: skip
+    for method, path in (("POST", "Observation"), ("PUT", "Observation/o1")):
+        request = FhirRequest(method, path, body=orjson.dumps(body))
+        access = fhir_access(request, parse_route(request), RequestContext(Door.FHIR), None)
+        assert access.action in (Action.CREATE, Action.UPDATE)
+        assert access.patients == frozenset({"p1", "p2"})
+    for broken in (b"[1, 2]", b"{", b'{"resourceType": "Observation", "subject": 3}'):
+        request = FhirRequest("POST", "Observation", body=broken)
+        access = fhir_access(request, parse_route(request), RequestContext(Door.FHIR), None)
+        assert access.patients == frozenset()  # the interaction answers the bad body

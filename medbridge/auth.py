@@ -1,0 +1,95 @@
+"""Token enforcement as the server starts: the token validator the settings describe,
+and the rule that a server without it listens on loopback only."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+
+from medbridge.settings import Settings
+from smart.claims import Claims, TokenInvalid, TokenValidator
+from smart.jwt_validator import FileKeys, JwtRules, JwtValidator, KeySource, RemoteKeys
+
+# a shared secret or no signature at all would let anyone holding the key mint tokens
+REFUSED_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
+NO_AUTH_WARNING = (
+    "WARNING: authentication is OFF (--no-auth / MEDBRIDGE_AUTH=false): every FHIR and "
+    "DICOMweb request is answered without a token. For development on this machine only."
+)
+
+
+class AuthRefused(Exception):
+    """The settings would expose patient data without authentication: do not start."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_binding(settings: Settings) -> str | None:
+    """The warning to print when auth is off on loopback; `AuthRefused` (with the reason)
+    when it is off on any other address; None when auth is on."""
+    if settings.auth:
+        _algorithms(settings)
+        return None
+    if not is_loopback(settings.host):
+        raise AuthRefused(
+            f"refusing to start: authentication is off (--no-auth / MEDBRIDGE_AUTH=false) "
+            f"and the listeners would bind {settings.host!r}, which is not a loopback "
+            f"address. Patient data would be open to the network: turn auth on, or bind "
+            f"127.0.0.1 / ::1 for local development."
+        )
+    return NO_AUTH_WARNING
+
+
+class NoIssuer:
+    """The validator when no issuer is configured: every token is refused, with why."""
+
+    async def validate(self, token: str) -> Claims:
+        raise TokenInvalid("no token issuer is configured on this server")
+
+
+def token_validator(settings: Settings, fhir_base: Callable[[], str]) -> TokenValidator:
+    """JWT access tokens of `MEDBRIDGE_AUTH_ISSUER`, checked with its JWKS; `fhir_base()`
+    (this server's public FHIR base URL) is the audience unless one is configured."""
+    if settings.auth_issuer is None:
+        return NoIssuer()
+    algorithms = _algorithms(settings)
+    audience = settings.auth_audience
+
+    def audiences() -> frozenset[str]:
+        return frozenset({audience or fhir_base()})
+
+    rules = JwtRules(
+        issuer=settings.auth_issuer,
+        audiences=audiences,
+        algorithms=algorithms,
+        leeway_seconds=settings.auth_leeway_seconds,
+        scope_claim=settings.auth_scope_claim,
+        fhir_user_claim=settings.auth_fhir_user_claim,
+        patient_claim=settings.auth_patient_claim,
+    )
+    return JwtValidator(rules, key_source(settings.auth_issuer, settings.auth_jwks))
+
+
+def _algorithms(settings: Settings) -> tuple[str, ...]:
+    algorithms = tuple(a.strip() for a in settings.auth_algorithms.split(",") if a.strip())
+    refused = {a for a in algorithms if a in REFUSED_ALGORITHMS or a.upper().startswith("HS")}
+    if refused or not algorithms:
+        raise AuthRefused(
+            f"refusing to start: MEDBRIDGE_AUTH_ALGORITHMS must name public-key algorithms "
+            f"(RS256, ES256 ...), not {sorted(refused) or 'nothing'}"
+        )
+    return algorithms
+
+
+def key_source(issuer: str, jwks: str | None) -> KeySource:
+    if jwks is not None and not jwks.startswith(("http://", "https://")):
+        return FileKeys(Path(jwks))
+    return RemoteKeys(issuer, jwks)

@@ -1,0 +1,204 @@
+"""Access tokens that are JWTs signed by a key of a JWKS: an external OpenID Connect
+issuer's (Keycloak ...), or any issuer whose public keys are configured.
+
+The rules are settings (issuer, audience, algorithms, clock skew, which claims carry
+the scopes, the user and the patient); the keys come from a JWKS file, a JWKS URL, or
+the issuer's OpenID Connect discovery document (`jwks_uri`). An unknown `kid` fetches
+the remote JWKS again (key rotation), at most once per `refresh_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+from joserfc import jwt
+from joserfc.errors import ExpiredTokenError, InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet
+
+from smart.claims import Claims, TokenInvalid
+
+# far above any real access token; a longer header is refused before any parsing
+MAX_TOKEN_CHARS = 16 * 1024
+# tokens whose signature and claims were checked, kept until they expire: a client sends
+# one token with many requests, and checking an ES256 signature costs ~0.2 ms
+CHECKED_TOKENS = 4096
+DISCOVERY = "/.well-known/openid-configuration"
+
+
+@dataclass(frozen=True, slots=True)
+class JwtRules:
+    issuer: str
+    audiences: Callable[[], Collection[str]]  # the FHIR base URL, known once listening
+    algorithms: tuple[str, ...] = ("RS256", "RS384", "ES256", "ES384")
+    leeway_seconds: int = 60
+    scope_claim: str = "scope"
+    fhir_user_claim: str = "fhirUser"
+    patient_claim: str = "patient"
+
+
+class KeySource(Protocol):
+    async def keys(self, refresh: bool) -> KeySet:
+        """The issuer's public keys; `refresh` asks for a fresh copy (an unknown kid)."""
+        ...
+
+
+class FileKeys:
+    """A JWKS read from a file at start (keys rotate by restarting)."""
+
+    def __init__(self, path: Path) -> None:
+        self._keys = KeySet.import_key_set(_public_only(path.read_bytes()))
+
+    async def keys(self, refresh: bool) -> KeySet:
+        return self._keys
+
+
+class RemoteKeys:
+    """A JWKS fetched over HTTP(S): from `jwks_url`, or from the `jwks_uri` of the
+    issuer's discovery document when no URL is given."""
+
+    def __init__(self, issuer: str, jwks_url: str | None, refresh_seconds: float = 60.0) -> None:
+        self.issuer = issuer.rstrip("/")
+        self.jwks_url = jwks_url
+        self.refresh_seconds = refresh_seconds
+        self._keys: KeySet | None = None
+        self._fetched = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def keys(self, refresh: bool) -> KeySet:
+        async with self._lock:
+            stale = time.monotonic() - self._fetched > self.refresh_seconds
+            if self._keys is None or (refresh and stale):
+                self._keys = await self._fetch()
+                self._fetched = time.monotonic()
+            return self._keys
+
+    async def _fetch(self) -> KeySet:
+        try:
+            async with httpx.AsyncClient(timeout=10.0) as client:
+                url = self.jwks_url or await _jwks_uri(client, self.issuer)
+                answer = await client.get(url)
+                answer.raise_for_status()
+                return KeySet.import_key_set(_public_only(answer.content))
+        except (httpx.HTTPError, ValueError, JoseError, KeyError) as failure:
+            # the client is told only that its token could not be checked
+            raise TokenInvalid("the issuer's keys could not be fetched") from failure
+
+
+async def _jwks_uri(client: httpx.AsyncClient, issuer: str) -> str:
+    answer = await client.get(issuer + DISCOVERY)
+    answer.raise_for_status()
+    document = answer.json()
+    if document.get("issuer", "").rstrip("/") != issuer:
+        raise ValueError("discovery document of another issuer")
+    uri = document["jwks_uri"]
+    if not isinstance(uri, str):
+        raise ValueError("jwks_uri is not a string")
+    return uri
+
+
+def _public_only(raw: bytes) -> Any:
+    document = json.loads(raw)
+    # a JWKS file that holds private parts would make this server able to sign
+    keys = [{k: v for k, v in key.items() if k not in ("d", "p", "q", "dp", "dq", "qi")}
+            for key in document.get("keys", [])]  # fmt: skip
+    return {"keys": keys}
+
+
+class JwtValidator:
+    """`TokenValidator` for JWT access tokens (RFC 9068 and OpenID Connect issuers)."""
+
+    def __init__(
+        self, rules: JwtRules, keys: KeySource, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.rules = rules
+        self.source = keys
+        self.clock = clock
+        self._checked: OrderedDict[str, Claims] = OrderedDict()
+
+    async def validate(self, token: str) -> Claims:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise TokenInvalid("token too long")
+        checked = self._checked.get(token)
+        if checked is not None:
+            if checked.expires_at + self.rules.leeway_seconds < self.clock():
+                del self._checked[token]
+                raise TokenInvalid("the token has expired")
+            self._checked.move_to_end(token)
+            return checked
+        claims = await self._validate(token)
+        self._checked[token] = claims
+        if len(self._checked) > CHECKED_TOKENS:
+            self._checked.popitem(last=False)
+        return claims
+
+    async def _validate(self, token: str) -> Claims:
+        try:
+            decoded = jwt.decode(token, await self.source.keys(False), self.rules.algorithms)
+        except InvalidKeyIdError:
+            decoded = self._decode_again(token, await self.source.keys(True))
+        except (JoseError, ValueError, TypeError, KeyError):
+            raise TokenInvalid("not a JWT signed by the issuer's keys") from None
+        self._check(decoded.claims)
+        return self._claims(decoded.claims)
+
+    def _decode_again(self, token: str, keys: KeySet) -> jwt.Token:
+        try:
+            return jwt.decode(token, keys, self.rules.algorithms)
+        except (JoseError, ValueError, TypeError, KeyError):
+            raise TokenInvalid("not a JWT signed by the issuer's keys") from None
+
+    def _check(self, claims: dict[str, Any]) -> None:
+        registry = jwt.JWTClaimsRegistry(
+            now=int(self.clock()),
+            leeway=self.rules.leeway_seconds,
+            iss={"essential": True, "value": self.rules.issuer},
+            aud={"essential": True, "values": list(self.rules.audiences())},
+            exp={"essential": True},
+            sub={"essential": True},
+        )
+        try:
+            registry.validate(claims)
+        except ExpiredTokenError:
+            raise TokenInvalid("the token has expired") from None
+        except JoseError as failure:
+            # which claim failed (iss, aud, nbf ...), never its value
+            claim = getattr(failure, "claim", None) or "a claim"
+            raise TokenInvalid(f"{claim} is not valid for this server") from None
+
+    def _claims(self, claims: dict[str, Any]) -> Claims:
+        rules = self.rules
+        subject = _text(claims, "sub") or ""
+        return Claims(
+            issuer=rules.issuer,
+            subject=subject,
+            client_id=_text(claims, "client_id") or _text(claims, "azp") or subject,
+            scopes=_scopes(claims.get(rules.scope_claim)),
+            expires_at=int(claims["exp"]),
+            token_id=_text(claims, "jti") or "",
+            patient=_text(claims, rules.patient_claim),
+            encounter=_text(claims, "encounter"),
+            fhir_user=_text(claims, rules.fhir_user_claim),
+            purpose_of_use=_text(claims, "purpose_of_use"),
+        )
+
+
+def _text(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _scopes(value: Any) -> frozenset[str]:
+    """`scope` is one space-separated string (RFC 9068); some issuers send a list (`scp`)."""
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list):
+        return frozenset(v for v in value if isinstance(v, str))
+    return frozenset()
