@@ -201,7 +201,7 @@ class Handlers:
     ) -> relay.Retrieval:
         """Start the retrieve's pass: it selects (after `check`), lets consent-show remove
         sub-operations, and reads and hands over each remaining object, all in its act."""
-        handover = relay.Relay(self.bridge)
+        handover = relay.Relay(self.bridge, patience=2 * self.config.dimse_timeout)
         index, identifier, model = self.archive.index, event.identifier, _model(event)
 
         async def select(within: Within) -> list[Document]:

@@ -56,8 +56,12 @@ Message = Selected | Read | Ended
 class Relay:
     """One hand-over slot between the pass (loop) and the association thread."""
 
-    def __init__(self, bridge: LoopBridge) -> None:
+    def __init__(self, bridge: LoopBridge, patience: float | None = None) -> None:
         self.bridge = bridge
+        # how long the pass waits for the thread to take the next object: the thread
+        # takes it once the previous sub-operation's C-STORE is answered, which a slow
+        # peer may take up to its DIMSE timeout for
+        self.patience = bridge.timeout if patience is None else patience
         self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)  # used on the loop only
         self.stopped = False
 
@@ -68,7 +72,7 @@ class Relay:
         (C-CANCEL, a lost association, a destination that refused us)."""
         if self.stopped:
             return False
-        await asyncio.wait_for(self.queue.put(message), self.bridge.timeout)
+        await asyncio.wait_for(self.queue.put(message), self.patience)
         return not self.stopped
 
     async def around(self, run: Coroutine[Any, Any, Any]) -> Any:
@@ -78,7 +82,7 @@ class Relay:
         finally:
             if not self.stopped:
                 try:
-                    await asyncio.wait_for(self.queue.put(ENDED), self.bridge.timeout)
+                    await asyncio.wait_for(self.queue.put(ENDED), self.patience)
                 except TimeoutError:
                     log.warning("retrieve: the association stopped taking sub-operations")
 
