@@ -1,5 +1,5 @@
-"""The DIMSE door of the one pipeline: every C-STORE, C-FIND, C-MOVE and C-GET passes
-authenticate -> authorize -> consent -> act -> audit as the calling AE title.
+"""The DIMSE door of the one pipeline: every C-ECHO, C-STORE, C-FIND, MWL, C-MOVE and
+C-GET passes authenticate -> authorize -> consent -> act -> audit as the calling AE title.
 
 Handlers never touch the archive except through `DimseDoor.run`, so an authorization,
 consent or audit hook registered on `DimseDoor.pipeline` applies to every DIMSE service

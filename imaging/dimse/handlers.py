@@ -1,8 +1,10 @@
-"""The pynetdicom event handlers: each checks the peer, hops into the loop, answers a status.
+"""The pynetdicom event handlers: each runs one pipeline pass on the loop, answers a status.
 
-They run on pynetdicom's association threads. All MongoDB and object-store work is a
-coroutine handed to the server's loop by `LoopBridge` with a deadline below the DIMSE
-timeout; every path ends in a DIMSE status (see `status.attempt`).
+They run on pynetdicom's association threads. All MongoDB and object-store work is the
+act of a pass handed to the server's loop by `LoopBridge` with a deadline below the DIMSE
+timeout (a retrieve's pass reads and hands over its objects through `relay`); who may use
+which service is the `dimse.ae-titles` authorize hook's decision, not the handlers'.
+Every path ends in a DIMSE status (see `status.attempt`).
 """
 
 from __future__ import annotations
