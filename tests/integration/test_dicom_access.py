@@ -326,6 +326,7 @@ def test_hidden_patient_sub_operations_are_neither_counted_nor_read(
         assert re.search(r"Number of Failed Suboperations\s*: 0", got), got[-3000:]
         assert set(received(tmp_path / "get")) == {site.bob_sop}
         assert "Received Final Move Response (Success)" in sent, sent[-3000:]
+        assert sent.count("(Pending)") == 1, sent[-3000:]  # one sub-operation: Bob's
         assert set(received(site.dest_dir)) - before <= {site.bob_sop}
         assert site.alice_sop not in received(site.dest_dir)
         # the same retrieve without the hook does try Alice's objects (and fails them)
@@ -373,7 +374,9 @@ def test_c_move_of_a_patient_narrowed_away_sends_nothing(site: Site) -> None:
     finally:
         site.set_rule()
     assert "Received Final Move Response (Success)" in hidden, hidden[-2000:]
+    assert "(Pending)" not in hidden, hidden[-2000:]  # no sub-operation at all
     assert "Received Final Move Response (Success)" in shown, shown[-2000:]
+    assert shown.count("(Pending)") == 1, shown[-2000:]
     assert set(received(site.dest_dir)) - before <= {site.bob_sop}
     assert site.bob_sop in received(site.dest_dir)
     assert site.alice_sop not in received(site.dest_dir)
