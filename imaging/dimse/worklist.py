@@ -36,6 +36,10 @@ Record = dict[str, Any]  # keyword -> text, plus "step": keyword -> text
 STEP = "ScheduledProcedureStepSequence"
 PAGE, MAX_RECORDS = 200, 5_000
 REQUESTS = "worklist.requests"  # FHIR requests the MWL access made so far (their ids)
+# allowed patients named in the FHIR search itself; more (a site-wide consent list) would
+# run into the search's value caps (MEDBRIDGE_LIMIT_SEARCH_VALUES), so they are matched
+# on each order's subject instead
+QUERY_PATIENTS = 100
 
 
 @cache
@@ -107,6 +111,8 @@ class Worklist:
             for entry in (bundle or {}).get("entry", []):
                 order = entry.get("resource", {})
                 reference = str(order.get("subject", {}).get("reference", ""))
+                if not _allowed(reference, restriction):
+                    continue
                 if reference.startswith("Patient/") and reference not in patients:
                     patients[reference] = await self._get(reference, [], within)
                 record = build_record(order, patients.get(reference) or {})
@@ -132,10 +138,20 @@ def child_context(within: Within) -> RequestContext:
 
 
 def _restricted(restriction: Restriction) -> list[tuple[str, str]]:
-    """A patient restriction as part of the FHIR search, so paging stays right."""
-    if restriction.patients is None:
+    """A patient restriction as part of the FHIR search: only allowed orders are read."""
+    allowed = restriction.patients
+    if allowed is None or len(allowed) > QUERY_PATIENTS:
         return []
-    return [("subject", ",".join(f"Patient/{p}" for p in sorted(restriction.patients)))]
+    return [("subject", ",".join(f"Patient/{p}" for p in sorted(allowed)))]
+
+
+def _allowed(subject: str, restriction: Restriction) -> bool:
+    """The order's subject is an allowed patient (always checked: the search names the
+    patients only up to `QUERY_PATIENTS`)."""
+    if restriction.patients is None:
+        return True
+    kind, _, patient = subject.rstrip("/").rpartition("/")
+    return kind.endswith("Patient") and patient in restriction.patients
 
 
 def _in_studies(record: Record, restriction: Restriction) -> bool:

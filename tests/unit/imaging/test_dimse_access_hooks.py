@@ -20,7 +20,7 @@ from fhir_server.exchange import FhirRequest
 from fhir_server.repository import Repository
 from imaging.dimse.config import DimseConfig, Peer
 from imaging.dimse.door import DimseDoor, Within
-from imaging.dimse.worklist import Worklist, parse_worklist
+from imaging.dimse.worklist import QUERY_PATIENTS, Worklist, parse_worklist
 from medbridge.compose import HOOK_ORDER, HookSpec, compose
 from medbridge.settings import Settings
 
@@ -119,6 +119,10 @@ async def test_the_worklist_search_is_a_child_of_the_mwl_access(
     assert len({child.request_id for child in children}) == len(children)
 
     rule["only"] = [patients[1]]
+    narrowed = await door.run(Action.MWL, "MODALITY", work)
+    assert [str(r["PatientName"]) for r in narrowed] == ["Beta"]
+    # more allowed patients than the search names: matched on each order's subject
+    rule["only"] = [patients[1], *(f"elsewhere{n}" for n in range(QUERY_PATIENTS))]
     narrowed = await door.run(Action.MWL, "MODALITY", work)
     assert [str(r["PatientName"]) for r in narrowed] == ["Beta"]
     rule["only"] = []
