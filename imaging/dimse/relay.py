@@ -13,6 +13,7 @@ has ended before the final response leaves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
@@ -97,7 +98,9 @@ class Relay:
         return self.bridge.run(self.queue.get())
 
     def stop(self) -> None:
-        self.bridge.loop.call_soon_threadsafe(self._stop)
+        # a loop already closed (the server stopping) has no pass left to stop
+        with contextlib.suppress(RuntimeError):
+            self.bridge.loop.call_soon_threadsafe(self._stop)
 
 
 async def deliver(relay: Relay, store: ObjectStore, rows: list[Document]) -> int:
