@@ -20,6 +20,8 @@ from fhir_server.services import FhirServices
 from hl7_bridge.processor import Processor
 from hl7_bridge.service import BridgeOptions, build_processor
 from hl7_bridge.study_link import ReportLinker
+from imaging.dimse.ae_titles import AeTitleRules
+from imaging.dimse.config import DimseConfig
 from imaging.objectstore import ObjectStore
 from imaging.services import Imaging, build_imaging
 from medbridge import __version__
@@ -37,6 +39,7 @@ OAUTH_ENDPOINTS = ("authorize", "token", "introspect", "revoke")
 HOOK_ORDER: dict[str, int] = {
     "smart.authenticate": 10,  # authenticate: the bearer token (docs/smart.md)
     "smart.authorize": 10,  # authorize: scopes, the patient compartment
+    "dimse.ae-titles": 10,  # authorize: the services the peers table gives a calling AE
     "imaging.link-orders": 100,  # post-commit: orders that arrive after their study
     "hl7.link-reports": 110,  # post-commit: reports that arrived before their study
 }
@@ -74,12 +77,14 @@ async def compose(
     *,
     imaging: ImagingPlan | None = None,
     bridge: BridgeOptions | None = None,
+    dimse: DimseConfig | None = None,
     hooks: Sequence[HookSpec] = (),
     validator: TokenValidator | None = None,
 ) -> Composition:
     """The router with every hook; imaging (DICOMweb, linker) and the HL7 processor when
-    asked for. Nothing is started here: listeners and background tasks are the caller's.
-    With a `validator` the HTTP doors require its tokens (the SMART hooks)."""
+    asked for; with `dimse`, its peers table's AE-title rules; with a `validator` the HTTP
+    doors require its tokens (the SMART hooks). Nothing is started here: listeners and
+    background tasks are the caller's."""
     services = FhirServices(
         repository, settings.max_body_bytes, software_version=__version__, budget=settings.budget()
     )
@@ -109,6 +114,9 @@ async def compose(
         linker = ReportLinker(router)
         name = "hl7.link-reports"
         pipeline.notify(Stage.POST_COMMIT, linker.on_fhir_write, name, order=HOOK_ORDER[name])
+    if dimse is not None:
+        name = "dimse.ae-titles"
+        pipeline.intervene(Stage.AUTHORIZE, AeTitleRules(dimse), name, order=HOOK_ORDER[name])
     for spec in [*hooks, *extra_hooks(settings.extra_hooks)]:
         register = pipeline.intervene if spec.intervene else pipeline.notify
         register(spec.stage, spec.hook, spec.name, order=spec.order)

@@ -95,10 +95,11 @@ async def _serve(settings: Settings, uri: str) -> None:
             if isinstance(validator, NoIssuer):
                 log.warning("no token issuer configured (MEDBRIDGE_AUTH_ISSUER): every token "
                             "is refused")  # fmt: skip
+        dimse_config = _dimse_config(settings)
         composition = await compose(
             settings, repository,
             imaging=ImagingPlan(objects, lambda: public_base[0] + DICOMWEB_BASE),
-            bridge=options,
+            bridge=options, dimse=dimse_config,
             validator=validator,
         )  # fmt: skip
         router, imaging, processor = composition.router, composition.imaging, composition.processor
@@ -121,9 +122,7 @@ async def _serve(settings: Settings, uri: str) -> None:
         admin.add("dicom/retry", partial(upkeep.retry, imaging.linker))
         mount_admin(app, admin)
         readiness.expect("dicom")
-        dimse = await start_dimse(
-            _dimse_config(settings), imaging, router, settings.host, settings.dicom_port
-        )
+        dimse = await start_dimse(dimse_config, imaging, router, settings.host, settings.dicom_port)
         stack.push_async_callback(asyncio.to_thread, dimse.stop)
         readiness.ready("dicom")
         # everything built so far lives as long as the server: out of the collector's

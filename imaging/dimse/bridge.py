@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -24,3 +25,8 @@ class LoopBridge:
         except TimeoutError:
             future.cancel()
             raise
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> Future[T]:
+        """Start the coroutine on the loop without waiting: a retrieve's pass runs while
+        the association's thread sends what it hands over."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)

@@ -1,5 +1,5 @@
-"""The DIMSE door of the one pipeline: every C-STORE, C-FIND, C-MOVE and C-GET passes
-authenticate -> authorize -> consent -> act -> audit as the calling AE title.
+"""The DIMSE door of the one pipeline: every C-ECHO, C-STORE, C-FIND, MWL, C-MOVE and
+C-GET passes authenticate -> authorize -> consent -> act -> audit as the calling AE title.
 
 Handlers never touch the archive except through `DimseDoor.run`, so an authorization,
 consent or audit hook registered on `DimseDoor.pipeline` applies to every DIMSE service
@@ -10,6 +10,7 @@ turns into that error's DIMSE status (MB-4001 -> 0x0124).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -30,12 +31,30 @@ T = TypeVar("T")
 WORK = "dimse.work"
 RESULT = "dimse.result"
 DESCRIBE = "dimse.describe"
+DELIVER = "dimse.deliver"
 # the rows of a C-FIND or a C-MOVE/C-GET selection as consent-show items
 Describe = Callable[[list[Any]], Awaitable[list[Item]]]
+# what the act does with the rows consent-show left (C-MOVE/C-GET: read and hand over
+# each object), inside the same pass
+Deliver = Callable[[list[Any]], Awaitable[Any]]
 IMAGING_TYPES = frozenset({"ImagingStudy"})
 UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 # identifier keys that select patients rather than studies
 PATIENT_KEYS = ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate")
+
+
+@dataclass(frozen=True, slots=True)
+class Within:
+    """What the act of one pass works under: its access (the parent of whatever it asks
+    another door, such as the worklist's FHIR search), its context, and the restriction
+    the hooks left it to compile into its query."""
+
+    access: Access
+    context: RequestContext
+    restriction: Restriction
+
+
+Work = Callable[[Within], Awaitable[T]]
 
 
 class DimseDoor:
@@ -49,49 +68,59 @@ class DimseDoor:
         self,
         action: Action,
         calling_ae: str,
-        work: Callable[[Restriction], Awaitable[T]],
+        work: Work[Any],
         peer: str | None = None,
         *,
         identifier: Dataset | None = None,
         sop_instance: str | None = None,
         describe: Describe | None = None,
-    ) -> T:
-        """`work(restriction)` as the act of one pipeline pass; raises the AccessError of a
-        refusal. `work` compiles the restriction the hooks left into its index query.
+        deliver: Deliver | None = None,
+    ) -> Any:
+        """`work(within)` as the act of one pipeline pass; raises the AccessError of a
+        refusal. `work` compiles `within.restriction` (what the hooks left) into its query.
 
         `identifier` (C-FIND/C-MOVE/C-GET) and `sop_instance` (C-STORE's Affected SOP
         Instance UID) say what the access concerns, for the hooks. With `describe`, `work`
         returns rows, which a registered consent-show hook decides on: the result is then
-        the rows it left (C-FIND pendings and sub-operation counts are theirs)."""
+        the rows it left (C-FIND pendings and sub-operation counts are theirs). With
+        `deliver`, the rows left are handed to it still inside the pass (before audit),
+        and the result is what it returns: a retrieve reads its objects there."""
         context = RequestContext(Door.DIMSE, actor=Actor("dicom-ae", calling_ae), peer=peer)
         context.notes[WORK] = work
         context.notes[DESCRIBE] = describe
+        context.notes[DELIVER] = deliver
         exchange = FhirExchange(FhirRequest("DIMSE", action.value), context)
         exchange.access = dimse_access(action, context, identifier, sop_instance)
         await self.pipeline.handle(exchange)
         if exchange.error is not None:
             raise exchange.error
-        result: T = context.notes[RESULT]
-        return result
+        return context.notes[RESULT]
 
     def _prepare(self, exchange: FhirExchange) -> None:
         # the access was described by `run`, from the DIMSE request, before any stage
         exchange.route = Route(Interaction.OPERATION, None, None, None)
 
     async def _act(self, exchange: FhirExchange) -> FhirResponse:
-        work: Callable[[Restriction], Awaitable[Any]] = exchange.context.notes[WORK]
-        result = await work(exchange.restriction)
-        describe: Describe | None = exchange.context.notes[DESCRIBE]
+        notes = exchange.context.notes
+        work: Work[Any] = notes[WORK]
+        assert exchange.access is not None  # described by `run` before any stage
+        result = await work(Within(exchange.access, exchange.context, exchange.restriction))
+        describe: Describe | None = notes[DESCRIBE]
+        deliver: Deliver | None = notes[DELIVER]
         if exchange.showing and describe is not None:
             rows = list(result)
-            exchange.items = Shown(await describe(rows), partial(_kept, exchange, rows))
+            exchange.items = Shown(await describe(rows), partial(_kept, exchange, rows, deliver))
             return FhirResponse(204)
-        exchange.context.notes[RESULT] = result
+        notes[RESULT] = await deliver(result) if deliver is not None else result
         return FhirResponse(200)
 
 
-def _kept(exchange: FhirExchange, rows: list[Any], shown: Shown[FhirResponse]) -> FhirResponse:
-    exchange.context.notes[RESULT] = [row for n, row in enumerate(rows) if shown.visible_at(n)]
+async def _kept(
+    exchange: FhirExchange, rows: list[Any], deliver: Deliver | None, shown: Shown[FhirResponse]
+) -> FhirResponse:
+    """The answer from the rows consent-show left; a retrieve reads only their objects."""
+    kept = [row for n, row in enumerate(rows) if shown.visible_at(n)]
+    exchange.context.notes[RESULT] = await deliver(kept) if deliver is not None else kept
     return FhirResponse(200)
 
 

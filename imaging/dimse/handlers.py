@@ -1,17 +1,19 @@
-"""The pynetdicom event handlers: each checks the peer, hops into the loop, answers a status.
+"""The pynetdicom event handlers: each runs one pipeline pass on the loop, answers a status.
 
-They run on pynetdicom's association threads. All MongoDB and object-store work is a
-coroutine handed to the server's loop by `LoopBridge` with a deadline below the DIMSE
-timeout; every path ends in a DIMSE status (see `status.attempt`).
+They run on pynetdicom's association threads. All MongoDB and object-store work is the
+act of a pass handed to the server's loop by `LoopBridge` with a deadline below the DIMSE
+timeout (a retrieve's pass reads and hands over its objects through `relay`); who may use
+which service is the `dimse.ae-titles` authorize hook's decision, not the handlers'.
+Every path ends in a DIMSE status (see `status.attempt`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
@@ -19,13 +21,11 @@ from pynetdicom.presentation import build_context
 
 from access.access import Action
 from access.budget import Budget
-from access.context import Actor, Door, RequestContext
 from access.errors import AccessError
-from access.restriction import Restriction
-from imaging.dimse import query, retrieve, worklist
+from imaging.dimse import query, relay, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
-from imaging.dimse.door import DimseDoor
+from imaging.dimse.door import Deliver, DimseDoor, Within, Work
 from imaging.dimse.matching import check_wildcards
 from imaging.dimse.part10 import part10
 from imaging.dimse.sop_classes import PATIENT_ROOT, ModalityWorklistFind, Verification
@@ -45,9 +45,12 @@ from imaging.objectstore import ObjectStore
 from imaging.shown_rows import row_items
 
 log = logging.getLogger(__name__)
-WORKLIST_SCOPES = frozenset({"system/ServiceRequest.rs", "system/Patient.rs"})
 FindYield = tuple[int, Dataset | None]
-T = TypeVar("T")
+Document = dict[str, Any]
+# a C-MOVE refused before any selection is answered "move destination unknown" (A801)
+# without associating with the destination: pynetdicom associates before it takes any
+# other status, and a refused move must not reach out to its destination at all
+REFUSED_MOVE = frozenset({"MB-4001", "MB-4003"})
 
 
 @dataclass(slots=True)
@@ -77,14 +80,16 @@ class Handlers:
         self.bridge = bridge
         self.archive = archive
 
-    def _through(
+    def _pass(
         self,
         action: Action,
         event: Event,
-        work: Callable[[Restriction], Awaitable[T]],
+        work: Work[Any],
         rows: bool = False,
-    ) -> T:
-        """`work` on the loop, as the act of a pipeline pass for the calling AE title."""
+        deliver: Deliver | None = None,
+    ) -> Coroutine[Any, Any, Any]:
+        """One pipeline pass for the calling AE title with `work` as its act. The AE
+        title's services are checked there, by the `dimse.ae-titles` authorize hook."""
         address = getattr(event.assoc.requestor, "address", None)
         peer = str(address) if address else None
         identifier, sop = None, None
@@ -94,37 +99,30 @@ class Handlers:
             identifier = event.identifier
         index = self.archive.index
         describe = partial(row_items, index) if rows else None
-        run = self.archive.door.run(
+        return self.archive.door.run(
             action, calling_ae(event), work, peer,
-            identifier=identifier, sop_instance=sop, describe=describe,
+            identifier=identifier, sop_instance=sop, describe=describe, deliver=deliver,
         )  # fmt: skip
-        return self.bridge.run(run)
 
-    def _allowed(self, event: Event, service: str) -> bool:
-        if self.config.allows(calling_ae(event), service):
-            return True
-        log.info("DIMSE %s refused (MB-4001): calling AE without that service", service)
-        return False
+    def _through(self, action: Action, event: Event, work: Work[Any], rows: bool = False) -> Any:
+        """`work` on the loop, as the act of a pass; its result once the pass ended."""
+        return self.bridge.run(self._pass(action, event, work, rows))
 
     # C-ECHO / C-STORE ------------------------------------------------------------------
 
     def on_echo(self, event: Event) -> int:
-        if not self._allowed(event, "echo"):
-            return NOT_AUTHORIZED
         with attempt("C-ECHO", NOT_AUTHORIZED) as answer:
             # a pass like every other service: hooks may refuse an AE even its echo
             answer.status = self._through(Action.C_ECHO, event, _echo)
         return answer.status
 
     def on_store(self, event: Event) -> int | Dataset:
-        if not self._allowed(event, "store"):
-            return NOT_AUTHORIZED
         with attempt("C-STORE") as answer:
             # the Part 10 bytes exactly as received: no decoding, no transcoding
             data = part10(event)
             source = f"dimse:{calling_ae(event)}"
             issuer, study = self._issuer_to_note(event, data)
-            outcome = self._through(
+            outcome: IngestOutcome = self._through(
                 Action.C_STORE, event, lambda _: self._store(data, source, study, issuer)
             )
             answer.status = outcome.status
@@ -163,18 +161,16 @@ class Handlers:
         if str(event.request.AffectedSOPClassUID) == ModalityWorklistFind:
             yield from self._worklist(event)
             return
-        if not self._allowed(event, "find"):
-            yield NOT_AUTHORIZED, None
-            return
-        rows: list[dict[str, Any]] | None = None
+        rows: list[Document] | None = None
         with attempt("C-FIND", UNABLE_TO_PROCESS) as answer:
             parsed = query.parse_identifier(
                 event.identifier, _model(event), self.archive.budget.max_wildcard_chars
             )
             index = self.archive.index
             rows = self._through(
-                Action.C_FIND, event, lambda seen: query.find(index, parsed, seen), rows=True
-            )
+                Action.C_FIND, event, lambda within: query.find(index, parsed, within.restriction),
+                rows=True,
+            )  # fmt: skip
         if rows is None:
             yield answer.status, None
             return
@@ -183,16 +179,18 @@ class Handlers:
         )
 
     def _worklist(self, event: Event) -> Iterator[FindYield]:
-        if not self._allowed(event, "worklist") or self.archive.worklist is None:
+        if self.archive.worklist is None:
             yield NOT_AUTHORIZED, None
             return
         records: list[worklist.Record] | None = None
         with attempt("MWL C-FIND", UNABLE_TO_PROCESS) as answer:
             check_wildcards(event.identifier, self.archive.budget.max_wildcard_chars)
             parsed = worklist.parse_worklist(event.identifier)
-            context = worklist_context(calling_ae(event))
             orders = self.archive.worklist
-            records = self._through(Action.MWL, event, lambda _: orders.records(parsed, context))
+            # the FHIR search runs inside the MWL access, as its child (see worklist.py)
+            records = self._through(
+                Action.MWL, event, lambda within: orders.records(parsed, within)
+            )
         if records is None:
             yield answer.status, None
             return
@@ -200,73 +198,74 @@ class Handlers:
 
     # C-MOVE / C-GET --------------------------------------------------------------------
 
-    def _rows(self, event: Event) -> tuple[list[dict[str, Any]] | None, int]:
-        with attempt("retrieve", OUT_OF_RESOURCES_MATCHES) as answer:
-            index, identifier, model = self.archive.index, event.identifier, _model(event)
-            action = Action.C_MOVE if getattr(event, "move_destination", None) else Action.C_GET
-            rows = self._through(
-                action,
-                event,
-                lambda seen: retrieve.instances_for(index, identifier, model, seen),
-                rows=True,
-            )
-            return rows, SUCCESS
-        return None, answer.status
+    def _retrieval(
+        self, event: Event, action: Action, check: Callable[[], None] | None = None
+    ) -> relay.Retrieval:
+        """Start the retrieve's pass: it selects (after `check`), lets consent-show remove
+        sub-operations, and reads and hands over each remaining object, all in its act."""
+        handover = relay.Relay(self.bridge, patience=2 * self.config.dimse_timeout)
+        index, identifier, model = self.archive.index, event.identifier, _model(event)
 
-    def _datasets(self, event: Event, rows: list[dict[str, Any]]) -> Iterator[FindYield]:
-        for row in rows:
-            if event.is_cancelled:
-                yield CANCEL, None
-                return
-            dataset: Dataset | None = None
-            with attempt("retrieve read"):
-                data = self.bridge.run(self.archive.store.get(str(row["key"])))
-                dataset = retrieve.decode(data)
-            if dataset is None:
-                # counted as a failed sub-operation; the others go on
-                failed = Dataset()
-                failed.SOPInstanceUID = str(row["_id"])
-                yield PENDING, failed
-                continue
-            yield PENDING, dataset
+        async def select(within: Within) -> list[Document]:
+            if check is not None:
+                check()
+            return await retrieve.instances_for(index, identifier, model, within.restriction)
+
+        deliver = partial(relay.deliver, handover, self.archive.store)
+        running = self._pass(action, event, select, rows=True, deliver=deliver)
+        return relay.Retrieval(handover, self.bridge.submit(handover.around(running)))
+
+    def _selected(
+        self, retrieval: relay.Retrieval
+    ) -> tuple[list[Document] | None, int, str | None]:
+        """The rows to send, or (None, the refusal's status and catalog code)."""
+        with attempt("retrieve", OUT_OF_RESOURCES_MATCHES) as answer:
+            return retrieval.selected(), SUCCESS, None
+        return None, answer.status, answer.code
 
     def on_move(self, event: Event) -> Iterator[Any]:
         destination = str(event.move_destination).strip()
         peer = self.config.peers.get(destination)
-        if not self._allowed(event, "move"):
-            yield None, None
-            return
-        if peer is None or peer.host is None or peer.port is None:
-            log.info("C-MOVE refused (MB-4003): destination not in the peers table")
-            yield None, None
-            return
-        rows, status = self._rows(event)
-        # pynetdicom associates with the destination before it takes our status, so even
-        # a refused move offers a context the destination can accept
-        contexts = retrieve.contexts_for(rows) if rows else [build_context(Verification)]
-        yield peer.host, peer.port, {"contexts": contexts}
-        if rows is None:
-            yield 1
-            yield status, None
-            return
-        yield len(rows)
-        yield from self._datasets(event, rows)
+
+        def known() -> None:
+            # inside the pass, so a move to an unknown destination is audited too
+            if peer is None or peer.host is None or peer.port is None:
+                raise AccessError("MB-4003", "move destination not in the peers table")
+
+        retrieval = self._retrieval(event, Action.C_MOVE, known)
+        try:
+            rows, status, code = self._selected(retrieval)
+            if code in REFUSED_MOVE or peer is None or peer.host is None or peer.port is None:
+                yield None, None
+                return
+            # pynetdicom associates with the destination before it takes our status, so
+            # even a failed selection offers a context the destination can accept
+            contexts = retrieve.contexts_for(rows) if rows else [build_context(Verification)]
+            yield peer.host, peer.port, {"contexts": contexts}
+            if rows is None:
+                yield 1
+                yield status, None
+                return
+            yield len(rows)
+            yield from retrieval.sub_operations(event)
+        finally:
+            retrieval.close()
 
     def on_get(self, event: Event) -> Iterator[Any]:
-        if not self._allowed(event, "get"):
-            yield 1
-            yield NOT_AUTHORIZED, None
-            return
-        rows, status = self._rows(event)
-        if rows is None:
-            yield 1
-            yield status, None
-            return
-        yield len(rows)
-        yield from self._datasets(event, rows)
+        retrieval = self._retrieval(event, Action.C_GET)
+        try:
+            rows, status, _ = self._selected(retrieval)
+            if rows is None:
+                yield 1
+                yield status, None
+                return
+            yield len(rows)
+            yield from retrieval.sub_operations(event)
+        finally:
+            retrieval.close()
 
 
-async def _echo(_: Restriction) -> int:
+async def _echo(_: Within) -> int:
     return SUCCESS
 
 
@@ -298,8 +297,4 @@ def _status(status: int, reason: str | None) -> Dataset:
     return answer
 
 
-def worklist_context(ae_title: str) -> RequestContext:
-    return RequestContext(Door.DIMSE, actor=Actor("dicom-ae", ae_title), scopes=WORKLIST_SCOPES)
-
-
-__all__ = ["AccessError", "Archive", "Handlers", "worklist_context"]
+__all__ = ["AccessError", "Archive", "Handlers"]

@@ -2,8 +2,10 @@
 
 The orders the RIS sent over HL7 are ServiceRequests in the repository; each active one
 becomes a worklist record through the table in `worklist.yaml`, read by the small engine
-below. The FHIR search goes through the router (so the pipeline applies); keys FHIR
-search cannot express (sequence items, wildcards) are matched in memory by `matching`.
+below. The FHIR search goes through the router as a child of the MWL access (its
+parent link, actor and request id), so every hook applies to it too, and what the MWL
+access may see (its restriction) is part of that search; keys FHIR search cannot
+express (sequence items, wildcards) are matched in memory by `matching`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from pydicom.dataset import Dataset
 
 from access.context import RequestContext
 from access.errors import AccessError
+from access.restriction import Restriction
 from fhir_server.exchange import FhirRequest
 from fhir_server.router import FhirRouter
+from imaging.dimse.door import Within
 from imaging.dimse.matching import matches
 from imaging.dimse.query import text_of
 from mappings.dicom.imagingstudy import issuer_of
@@ -31,6 +35,11 @@ from mappings.dicom.imagingstudy import issuer_of
 Record = dict[str, Any]  # keyword -> text, plus "step": keyword -> text
 STEP = "ScheduledProcedureStepSequence"
 PAGE, MAX_RECORDS = 200, 5_000
+REQUESTS = "worklist.requests"  # FHIR requests the MWL access made so far (their ids)
+# allowed patients named in the FHIR search itself; more (a site-wide consent list) would
+# run into the search's value caps (MEDBRIDGE_LIMIT_SEARCH_VALUES), so they are matched
+# on each order's subject instead
+QUERY_PATIENTS = 100
 
 
 @cache
@@ -72,18 +81,22 @@ class Worklist:
     def __init__(self, router: FhirRouter) -> None:
         self.router = router
 
-    async def _get(self, path: str, query: list[tuple[str, str]], context: RequestContext) -> Any:
+    async def _get(self, path: str, query: list[tuple[str, str]], within: Within) -> Any:
         request = FhirRequest("GET", path, query, {"accept": "application/fhir+json"}, None)
-        response = await self.router.handle(request, context)
+        response = await self.router.handle(request, child_context(within))
         if response.status == 404:
             return None
         if response.status != 200 or response.body is None:
             raise AccessError("MB-4004", f"worklist search answered {response.status}")
         return orjson.loads(response.body)
 
-    async def records(self, query: WorklistQuery, context: RequestContext) -> list[Record]:
-        """The worklist records matching every key of `query`."""
-        search = [("status", "active"), ("_count", str(PAGE))]
+    async def records(self, query: WorklistQuery, within: Within) -> list[Record]:
+        """The worklist records matching every key of `query`, of those the MWL access
+        may see (`within.restriction`)."""
+        restriction = within.restriction
+        if restriction.nothing:
+            return []
+        search = [("status", "active"), ("_count", str(PAGE)), *_restricted(restriction)]
         start = query.wanted("ScheduledProcedureStepStartDate")
         if start:
             search += _date_search(start)
@@ -94,17 +107,59 @@ class Worklist:
         out: list[Record] = []
         page: list[tuple[str, str]] | None = search
         while page is not None and len(out) < MAX_RECORDS:
-            bundle = await self._get("ServiceRequest", page, context)
+            bundle = await self._get("ServiceRequest", page, within)
             for entry in (bundle or {}).get("entry", []):
                 order = entry.get("resource", {})
                 reference = str(order.get("subject", {}).get("reference", ""))
+                if not _allowed(reference, restriction):
+                    continue
                 if reference.startswith("Patient/") and reference not in patients:
-                    patients[reference] = await self._get(reference, [], context)
+                    patients[reference] = await self._get(reference, [], within)
                 record = build_record(order, patients.get(reference) or {})
-                if record_matches(record, query):
+                if record_matches(record, query) and _in_studies(record, restriction):
                     out.append(record)
             page = _next_page(bundle)
         return out
+
+
+def child_context(within: Within) -> RequestContext:
+    """The context of one FHIR request the MWL access makes: its actor, peer and purpose,
+    a request id of its own under the MWL's, and the MWL access as the parent."""
+    parent = within.context
+    number = parent.notes[REQUESTS] = parent.notes.get(REQUESTS, 0) + 1
+    return RequestContext(
+        parent.door,
+        actor=within.access.actor,
+        purpose_of_use=within.access.purpose_of_use,
+        peer=parent.peer,
+        request_id=f"{parent.request_id}.{number}",
+        access=within.access,
+    )
+
+
+def _restricted(restriction: Restriction) -> list[tuple[str, str]]:
+    """A patient restriction as part of the FHIR search: only allowed orders are read."""
+    allowed = restriction.patients
+    if allowed is None or len(allowed) > QUERY_PATIENTS:
+        return []
+    return [("subject", ",".join(f"Patient/{p}" for p in sorted(allowed)))]
+
+
+def _allowed(subject: str, restriction: Restriction) -> bool:
+    """The order's subject is an allowed patient (always checked: the search names the
+    patients only up to `QUERY_PATIENTS`)."""
+    if restriction.patients is None:
+        return True
+    kind, _, patient = subject.rstrip("/").rpartition("/")
+    return kind.endswith("Patient") and patient in restriction.patients
+
+
+def _in_studies(record: Record, restriction: Restriction) -> bool:
+    """A study restriction: only orders whose StudyInstanceUID it allows (an order
+    without one is not shown, nothing says it is allowed)."""
+    if restriction.studies is None:
+        return True
+    return record.get("StudyInstanceUID") in restriction.studies
 
 
 def _date_search(wanted: str) -> list[tuple[str, str]]:

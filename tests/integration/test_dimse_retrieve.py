@@ -21,6 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
 from medbridge.embedded_mongo import EmbeddedMongo, free_port
+from tests.support import audit_log
 from tests.support.dcmtk import findscu, run, storescu, successes
 from tests.support.dicom import renamed
 from tests.support.servers import RunningServer, start_server
@@ -42,6 +43,7 @@ class Site:
     series: list[str]
     instances: dict[str, str]  # SOP Instance UID -> transfer syntax sent
     broken_study: str
+    audit: Path  # one JSON line per access the pipeline audited
 
 
 def _wait_listening(port: int) -> None:
@@ -73,6 +75,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo) -> Iter
             "MEDBRIDGE_DICOM_OPEN": "false",
             "MEDBRIDGE_DICOM_MAX_ASSOCIATIONS": "3",
             "MEDBRIDGE_DICOM_AE_TITLE": "ARCHIVE1",
+            "MEDBRIDGE_EXTRA_HOOKS": "tests.support.audit_log:hooks",
+            audit_log.FILE: str(root / "audit.jsonl"),
         }
         server = start_server(root / "server", store.uri, env=env)
         try:
@@ -109,7 +113,7 @@ def _load(server: RunningServer, root: Path, dest_dir: Path) -> Site:
     for path in objects.rglob("*.dcm"):
         if broken_sop in path.parts:
             path.unlink()
-    return Site(server, dest_dir, study, series, instances, broken)
+    return Site(server, dest_dir, study, series, instances, broken, root / "audit.jsonl")
 
 
 def movescu(site: Site, calling: str, destination: str, *keys: str) -> str:
@@ -265,3 +269,46 @@ def test_our_ae_title_is_configurable(site: Site, tmp_path: Path) -> None:
     )  # fmt: skip
     assert [d.RetrieveAETitle for d in found] == ["ARCHIVE1"]
     assert found[0].PatientID == "MOVE1"
+
+
+def test_ae_title_refusals_are_the_pipeline_hooks_and_audited(site: Site) -> None:
+    """The peers table's services are the `dimse.ae-titles` authorize hook: a refused
+    service is an access that passed the pipeline, refused MB-4001 and audited."""
+    before = len(audit_log.read(site.audit))
+    ae = AE(ae_title="FINDONLY")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", ExplicitVRLittleEndian)  # CT
+    ae.add_requested_context("1.2.840.10008.1.1")  # Verification
+    assoc = ae.associate("127.0.0.1", site.server.dicom_port, ae_title="MEDBRIDGE")
+    assert assoc.is_established
+    try:
+        stored = assoc.send_c_store(pydicom.dcmread(io.BytesIO(renamed("CT_small.dcm"))))
+        echoed = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    moved = movescu(
+        site, "FINDONLY", "DEST", "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={site.study}"
+    )
+    assert (int(stored.Status), int(echoed.Status)) == (0x0124, 0x0000)
+    assert "MoveDestinationUnknown" in moved or "a801" in moved.lower(), moved[-2000:]
+    audited = [
+        (line["action"], line["error"])
+        for line in audit_log.read(site.audit)[before:]
+        if line["actor"] == "FINDONLY"
+    ]
+    assert audited == [("c-store", "MB-4001"), ("c-echo", None), ("c-move", "MB-4001")]
+
+
+def test_a_retrieve_and_its_object_reads_are_one_audited_access(site: Site, tmp_path: Path) -> None:
+    before = len(audit_log.read(site.audit))
+    output = run(
+        "getscu", "-S", "-aet", "RETRIEVER", "-aec", "MEDBRIDGE", "-od", str(tmp_path),
+        "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={site.study}",
+        "-k", f"SeriesInstanceUID={site.series[0]}", "127.0.0.1", str(site.server.dicom_port),
+    )  # fmt: skip
+    assert "Received C-GET Response (Success)" in output, output[-3000:]
+    assert len(received(tmp_path)) == 2
+    # the objects were read inside the C-GET's pass: no other access read them
+    audited = [line for line in audit_log.read(site.audit)[before:] if line["door"] == "dimse"]
+    assert [(line["action"], line["actor"], line["error"]) for line in audited] == [
+        ("c-get", "RETRIEVER", None)
+    ]

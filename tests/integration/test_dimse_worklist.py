@@ -31,16 +31,29 @@ def schedule(fhir: httpx.Client, unique: str, status: str = "active", modality: 
     created = fhir.post("Patient", json=patient)
     assert created.status_code == 201, created.text
     accession = f"A{unique[:12]}"
+    schedule_for(fhir, created.json()["id"], accession, status, modality, f"RP{unique[:8]}")
+    return accession
+
+
+def schedule_for(
+    fhir: httpx.Client,
+    patient: str,
+    accession: str,
+    status: str = "active",
+    modality: str = "CT",
+    procedure: str = "RP1",
+) -> None:
+    """An order of an existing FHIR Patient, as the HL7 bridge would write it."""
     order = {
         "resourceType": "ServiceRequest",
         "status": status,
         "intent": "order",
-        "subject": {"reference": f"Patient/{created.json()['id']}"},
+        "subject": {"reference": f"Patient/{patient}"},
         "identifier": [
             {"type": {"coding": [{"system": V2_0203, "code": "ACSN"}]},
              "system": "urn:oid:1.2.3.5", "value": accession},
             {"type": {"coding": [{"system": V2_0203, "code": "FILL"}]},
-             "system": "urn:oid:1.2.3.6", "value": f"RP{unique[:8]}"},
+             "system": "urn:oid:1.2.3.6", "value": procedure},
         ],
         "category": [{"coding": [{"system": DCM, "code": modality}]}],
         "code": {"coding": [{"system": "http://loinc.org", "code": "24627-2",
@@ -51,7 +64,6 @@ def schedule(fhir: httpx.Client, unique: str, status: str = "active", modality: 
     }  # fmt: skip
     answer = fhir.post("ServiceRequest", json=order)
     assert answer.status_code == 201, answer.text
-    return accession
 
 
 def worklist(server: RunningServer, out: Path, *keys: str) -> tuple[str, list[pydicom.Dataset]]:

@@ -14,11 +14,10 @@ from access.access import Action
 from access.context import Door, RequestContext
 from access.errors import AccessError
 from access.pipeline import Stage
-from access.restriction import Restriction
 from fhir_server.exchange import FhirExchange, FhirRequest
 from fhir_server.repository import Repository
 from imaging.dicomweb.endpoint import DicomwebService
-from imaging.dimse.door import DimseDoor
+from imaging.dimse.door import DimseDoor, Within
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestPolicy
 from imaging.objectstore import LocalObjectStore
@@ -55,7 +54,7 @@ async def test_a_hook_on_the_router_guards_every_door(
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         qido = await http.get("/dicomweb/studies")
 
-    async def work(_: Restriction) -> str:
+    async def work(_: Within) -> str:
         return "found"
 
     allowed = await dimse.run(Action.C_FIND, "VIEWER", work)
