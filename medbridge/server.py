@@ -33,6 +33,7 @@ from medbridge.app import (
     build_app,
     mount_admin,
     mount_dicomweb,
+    mount_smart,
 )
 from medbridge.compose import ImagingPlan, compose
 from medbridge.embedded_mongo import EmbeddedMongo
@@ -41,6 +42,8 @@ from medbridge.http_guard import HttpGuard
 from medbridge.http_protocol import bounded_protocol
 from medbridge.running import announce, withdraw
 from medbridge.settings import Settings
+from smart.admin import SmartAdmin
+from smart.authority import build_authority
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,12 @@ async def _serve(settings: Settings, uri: str) -> None:
         admin.add("hl7/replay", admin_replay(mllp.processor))
         admin.add("dicom/pending", partial(upkeep.pending, imaging.linker))
         admin.add("dicom/retry", partial(upkeep.retry, imaging.linker))
+        authority = await build_authority(
+            repository, lambda: public_base[0], settings.authority_options()
+        )
+        for name, handler in SmartAdmin(authority).handlers().items():
+            admin.add(name, handler)
+        mount_smart(app, authority)
         mount_admin(app, admin)
         readiness.expect("dicom")
         dimse = await start_dimse(

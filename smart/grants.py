@@ -68,11 +68,11 @@ class Grants:
 
     async def save_code(
         self, grant: Grant, redirect_uri: str, challenge: str | None, method: str | None,
-        nonce: str | None,
+        nonce: str | None, code: str | None = None,
     ) -> str:  # fmt: skip
-        """A new authorization code for `grant` (a new family)."""
+        """Store an authorization code (a new one unless given) for `grant`, a new family."""
         opened = await self.open(grant)
-        code = secrets.token_urlsafe(32)
+        code = code or secrets.token_urlsafe(32)
         document = {"_id": digest(code), "family": opened.family, "redirect_uri": redirect_uri,
                     "code_challenge": challenge, "code_challenge_method": method,
                     "nonce": nonce, "expires_at": self.clock() + CODE_SECONDS,
@@ -130,11 +130,16 @@ class Grants:
             return None
         return None if float(document["expires_at"]) <= self.clock() else grant
 
-    async def revoke_refresh(self, token: str) -> bool:
-        """Revoke the family of a refresh token (RFC 7009 2.1); False if unknown."""
+    async def revoke_refresh(self, token: str, client_id: str | None = None) -> bool:
+        """Revoke the family of a refresh token (RFC 7009 2.1); False if unknown or,
+        when `client_id` is given, another client's."""
         document = await self.refresh.find_one({"_id": digest(token)}, {"family": 1})
         if document is None:
             return False
+        if client_id is not None:
+            family = await self.families.find_one({"_id": document["family"]}, {"client_id": 1})
+            if family is None or family["client_id"] != client_id:
+                return False
         await self.revoke_family(str(document["family"]))
         return True
 
