@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from smart.authority import Authority
+from smart.authorize import AuthorizePages
 from smart.claims import TokenInvalid
 from smart.keys import ALGORITHMS
 from smart.requests import FormRequest, form_request
@@ -31,7 +32,8 @@ SCOPES_SUPPORTED = [
     "user/*.read", "system/*.read",
 ]  # fmt: skip
 CAPABILITIES = [
-    "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
+    "launch-standalone", "authorize-post", "context-standalone-patient", "client-public",
+    "client-confidential-symmetric", "client-confidential-asymmetric",
     "permission-offline", "permission-online", "sso-openid-connect",
 ]  # fmt: skip
 
@@ -44,10 +46,12 @@ class SmartEndpoints:
     def __init__(self, authority: Authority, capabilities: list[str] | None = None) -> None:
         self.authority = authority
         self.oauth = OAuthServer(authority)
+        self.pages = AuthorizePages(authority, self.oauth)
         self.capabilities = capabilities or CAPABILITIES
 
     def routes(self) -> list[tuple[str, Endpoint, list[str]]]:
         return [
+            ("/auth/authorize", self.pages.handle, ["GET", "POST"]),
             ("/auth/token", self.token, ["POST"]),
             ("/auth/introspect", self.introspect, ["POST"]),
             ("/auth/revoke", self.revoke, ["POST"]),
