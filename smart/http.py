@@ -112,6 +112,7 @@ class SmartEndpoints:
         if not token:
             return self._error(400, "invalid_request", "'token' is required")
         tokens = self.authority.tokens
+        await tokens.know_signer(token)
         try:
             claims = tokens.decode(token, check_expiry=False)
         except TokenInvalid:  # not one of our access tokens: perhaps a refresh token

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 ALGORITHMS = ("RS384", "ES384")  # what this server signs with, and all it accepts
 COLLECTION = "smart_keys"
+REFRESH_SECONDS = 5.0
 RSA_BITS = 3072  # NIST SP 800-57: 128-bit security past 2030
 
 SigningKey = RSAKey | ECKey
@@ -51,6 +52,7 @@ class SigningKeys:
         self.collection = repository.db[COLLECTION]
         self._keys: list[SigningKey] = []  # oldest first
         self._set = KeySet([])
+        self._refreshed = -REFRESH_SECONDS
 
     async def load(self) -> None:
         """Read the stored keys; generate the first one if there is none."""
@@ -79,6 +81,18 @@ class SigningKeys:
             )
         self._keys = keys
         self._set = KeySet(list(keys))
+
+    def knows(self, kid: str) -> bool:
+        return any(key.kid == kid for key in self._keys)
+
+    async def refresh(self) -> None:
+        """Read the stored keys again, at most every REFRESH_SECONDS: a key another
+        process made (its first start, a rotation) becomes known here on first sight
+        of a token it signed, and a flood of unknown kids costs one read per period."""
+        now = time.monotonic()
+        if now - self._refreshed >= REFRESH_SECONDS:
+            self._refreshed = now
+            await self._read()
 
     @property
     def signing(self) -> SigningKey:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from pymongo.errors import DuplicateKeyError
 
@@ -79,6 +79,12 @@ class TokenService:
 
     async def ensure_indexes(self) -> None:
         await self.issued.create_index("family")
+
+    async def know_signer(self, token: str) -> None:
+        """Load keys made by another process before judging a token one of them signed."""
+        kid = _kid(token)
+        if kid is not None and not self.keys.knows(kid):
+            await self.keys.refresh()
 
     def now(self) -> int:
         return int(self.clock())
@@ -146,6 +152,7 @@ class TokenService:
         return decoded.claims
 
     async def validate(self, token: str) -> Claims:
+        await self.know_signer(token)
         claims = self.decode(token)
         if await self.revoked.find_one({"_id": claims["jti"]}, {"_id": 1}) is not None:
             raise TokenInvalid("the token was revoked")
@@ -154,6 +161,7 @@ class TokenService:
     async def revoke_access(self, token: str) -> bool:
         """Revoke an access token of this server (expired or not); False if it is not one."""
         try:
+            await self.know_signer(token)
             claims = self.decode(token, check_expiry=False)
         except TokenInvalid:
             return False
@@ -175,6 +183,7 @@ class TokenService:
     async def introspect(self, token: str) -> dict[str, Any]:
         """RFC 7662: the token's claims with `active: true`, or exactly `{"active": false}`."""
         try:
+            await self.know_signer(token)
             claims = self.decode(token)
             if await self.revoked.find_one({"_id": claims["jti"]}, {"_id": 1}) is not None:
                 return {"active": False}
@@ -187,6 +196,17 @@ class TokenService:
             if name in claims:
                 answer[name] = claims[name]
         return answer
+
+
+def _kid(token: str) -> str | None:
+    """The `kid` of a compact JWS header, read without trusting anything else in it."""
+    if len(token) > MAX_TOKEN_CHARS:
+        return None
+    try:
+        kid = jws.extract_compact(token.encode()).protected.get("kid")
+    except (JoseError, ValueError, TypeError):
+        return None
+    return kid if isinstance(kid, str) else None
 
 
 def to_claims(claims: dict[str, Any]) -> Claims:

@@ -395,6 +395,24 @@ def test_redirect_uri_prefix_tricks_are_never_followed(realm: Realm, redirect_ur
     assert "Request refused" in answer.text
 
 
+def test_a_confidential_client_also_needs_pkce(realm: Realm, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("ehr-client-secret-value\n")
+    ehr = f"ehr-{realm.suffix}"
+    done = medbridge(
+        realm.server, "clients", "add", ehr, "--secret-file", str(tmp_path / "secret"),
+        "--redirect-uri", REDIRECT, "--scope", "user/*.rs openid fhirUser",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    params = authorize_params(
+        realm, new_verifier(), client_id=ehr, code_challenge=None, code_challenge_method=None
+    )
+    answer = httpx.get(f"{realm.base}/auth/authorize", params=params)
+    assert answer.status_code == 302
+    query = parse_qs(urlsplit(answer.headers["location"]).query)
+    assert query["error"] == ["invalid_request"]
+    assert "code_challenge" in query["error_description"][0]
+
+
 def test_a_redirect_uri_other_than_the_codes_is_refused_at_the_token_endpoint(
     realm: Realm,
 ) -> None:

@@ -96,6 +96,19 @@ async def test_rotation_newest_signs_older_still_verifies(
     assert (await tokens.validate(after.token)).subject == "alice"
 
 
+async def test_a_key_made_by_another_process_is_learned_from_its_first_token(
+    repository: Repository, keys: SigningKeys, tokens: TokenService, clock: Clock
+) -> None:
+    other_keys = SigningKeys(repository)
+    await other_keys.load()
+    await other_keys.add("ES384")  # the other process rotates
+    other = TokenService(repository, other_keys, lambda: ISSUER, lambda: AUDIENCE, clock=clock)
+    signed_there = await other.mint(GRANT)
+    assert not keys.knows(other_keys.signing.kid)
+    assert (await tokens.validate(signed_there.token)).subject == "alice"
+    assert keys.knows(other_keys.signing.kid)
+
+
 async def test_minted_token_carries_the_grant(tokens: TokenService) -> None:
     minted = await tokens.mint(GRANT)
     claims = await tokens.validate(minted.token)
