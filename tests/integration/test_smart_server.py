@@ -8,14 +8,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.server
 import json
 import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -310,7 +312,7 @@ def test_discovery_documents_and_jwks(realm: Realm) -> None:
 
 def test_standalone_patient_launch(realm: Realm) -> None:
     verifier = new_verifier()
-    code, _ = get_code(realm, verifier)
+    code, _ = get_code(realm, verifier, nonce="n-0S6_WzA2Mj")
     answer = exchange(realm, code, verifier)
     assert answer.status_code == 200, answer.text
     assert answer.headers["cache-control"] == "no-store"
@@ -331,6 +333,7 @@ def test_standalone_patient_launch(realm: Realm) -> None:
     id_token = jwt.decode(body["id_token"], _jwks(realm), algorithms=["RS384", "ES384"]).claims
     assert id_token["aud"] == realm.app
     assert id_token["fhirUser"] == f"{realm.base}/fhir/Patient/{realm.patient}"
+    assert id_token["nonce"] == "n-0S6_WzA2Mj"
     claims = introspect(realm, body["access_token"])
     assert claims["active"] is True
     assert claims["sub"] == realm.user
@@ -737,3 +740,77 @@ def test_a_public_client_cannot_use_client_credentials(realm: Realm) -> None:
     )
     assert answer.status_code in (400, 401)
     assert "access_token" not in answer.json()
+
+
+def test_authorize_by_post(realm: Realm) -> None:
+    """SMART `authorize-post`: the app posts its request instead of a query string."""
+    params = authorize_params(realm, new_verifier())
+    page = httpx.post(f"{realm.base}/auth/authorize", data=params)
+    assert page.status_code == 200
+    assert _fields(page.text)["state"] == params["state"]
+    assert 'name="csrf"' in page.text
+
+
+def test_malformed_forms_are_answered_not_crashed(realm: Realm) -> None:
+    as_json = httpx.post(realm.token_url, json={"grant_type": "client_credentials"})
+    assert as_json.status_code == 400
+    assert as_json.json()["error"] == "invalid_request"
+    huge = httpx.post(realm.token_url, data={"grant_type": "x", "pad": "a" * 300_000})
+    assert huge.status_code == 400
+    assert huge.json()["error"] == "invalid_request"
+    unknown = httpx.post(realm.token_url, data={"grant_type": "password", "username": "x"})
+    assert unknown.status_code == 400
+    assert unknown.json()["error"] == "unsupported_grant_type"
+    page = httpx.get(f"{realm.base}/auth/authorize", params={"client_id": "no-such-client"})
+    assert page.status_code == 400
+    assert "location" not in page.headers
+
+
+class _JwksHandler(http.server.BaseHTTPRequestHandler):
+    body = b"{}"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_backend_keys_fetched_from_the_registered_url(realm: Realm) -> None:
+    """A client registered with --jwks-url: its keys are read from there (RS384 here)."""
+    key = RSAKey.generate_key(2048, {"kid": f"url-{realm.suffix}", "alg": "RS384"}, private=True)
+    handler = type("Handler", (_JwksHandler,), {
+        "body": json.dumps({"keys": [key.as_dict(private=False)]}).encode()
+    })  # fmt: skip
+    keys_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=keys_server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{keys_server.server_address[1]}/jwks.json"
+        client = f"remote-{realm.suffix}"
+        done = medbridge(realm.server, "clients", "add", client, "--jwks-url", url,
+                         "--scope", "system/*.rs")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        remote = replace(realm, backend=client)
+        answer = backend_token(remote, assertion(remote, key))
+        assert answer.status_code == 200, answer.text
+        assert introspect(realm, answer.json()["access_token"])["client_id"] == client
+        stranger = RSAKey.generate_key(2048, {"kid": key.kid}, private=True)
+        refused = backend_token(remote, assertion(remote, stranger))
+        assert refused.json()["error"] == "invalid_client"
+    finally:
+        keys_server.shutdown()
+        keys_server.server_close()
+
+
+def test_token_command_for_a_registered_client(realm: Realm) -> None:
+    done = medbridge(realm.server, "token", "--scope", "system/*.rs", "--client", realm.backend)
+    assert done.returncode == 0, done.stderr
+    claims = introspect(realm, done.stdout.strip().splitlines()[-1])
+    assert claims["client_id"] == realm.backend
+    unknown = medbridge(realm.server, "token", "--scope", "system/*.rs", "--client", "nobody")
+    assert unknown.returncode == 1
+    assert "no client" in unknown.stderr
