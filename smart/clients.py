@@ -9,6 +9,7 @@ Each has its exact redirect URIs and the scopes it may be granted.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -73,7 +74,10 @@ class Clients:
         jwks_url: str | None = None,
     ) -> Client:
         """Register a client: public unless given exactly one of secret, jwks, jwks_url."""
-        client = new_client(client_id, redirect_uris, scope, secret, jwks, jwks_url)
+        # hashing a secret takes ~0.1 s: off the event loop
+        client = await asyncio.to_thread(
+            new_client, client_id, redirect_uris, scope, secret, jwks, jwks_url
+        )
         document = {"_id": client.client_id, "kind": client.kind,
                     "redirect_uris": list(client.redirect_uris), "scope": client.scope,
                     "secret": client.secret, "jwks": client.jwks,
