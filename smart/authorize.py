@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 PATIENT_CONTEXT_PREFIXES = ("patient/", "launch/patient")
+PATIENT_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR id
 
 TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -145,6 +147,7 @@ class AuthorizePages:
         ticket = self._ticket(account.name, parsed)
         return self._page("approve.html", "Allow access?", 200, client_id=client.client_id,
                           user=account.name, patient=patient, ticket=ticket,
+                          pick_patient=_picks_patient(account, scope),
                           scope_lines=[describe(name) for name in scope.split()],
                           csrf=form.get("csrf", ""),
                           request_fields=_request_fields(parsed))  # fmt: skip
@@ -160,8 +163,13 @@ class AuthorizePages:
         grant_user = None
         if parsed.form.get("decision") == "approve":
             scope = client.get_allowed_scope(parsed.form.get("scope"))
-            grant_user = Grant(client.client_id, account.name, scope,
-                               patient=_patient_context(account, scope),
+            patient = _patient_context(account, scope)
+            if _picks_patient(account, scope):
+                patient = await self._picked_patient(parsed.form.get("patient", ""))
+                if patient is None:
+                    problem = "no such patient; start again from the app"
+                    return self._page("error.html", "Request refused", 400, problem=problem)
+            grant_user = Grant(client.client_id, account.name, scope, patient=patient,
                                fhir_user=account.fhir_user)  # fmt: skip
         answer = await self.oauth.run(
             self.oauth.create_authorization_response, parsed, grant_user, grant
@@ -169,6 +177,13 @@ class AuthorizePages:
         status, _, headers = answer
         location = dict(headers).get("Location", "")
         return RedirectResponse(location, 302 if status == 302 else status, PAGE_HEADERS)
+
+    async def _picked_patient(self, patient: str) -> str | None:
+        """The Patient id a practitioner chose, if such a Patient exists."""
+        if not PATIENT_ID.match(patient):
+            return None
+        stored = await self.authority.tokens.repository.read("Patient", patient)
+        return None if stored is None or stored.deleted else patient
 
     def _ticket(self, user: str, parsed: FormRequest) -> str:
         key = self.authority.keys.signing
@@ -214,6 +229,11 @@ def _request_fields(parsed: FormRequest) -> list[tuple[str, str]]:
 
 def _request_digest(parsed: FormRequest) -> str:
     return hashlib.sha256(orjson.dumps(_request_fields(parsed))).hexdigest()
+
+
+def _picks_patient(account: Account, scope: str) -> bool:
+    """A practitioner asked for a patient context in a standalone launch chooses one."""
+    return account.fhir_user.startswith("Practitioner/") and "launch/patient" in scope.split()
 
 
 def _patient_context(account: Account, scope: str) -> str | None:

@@ -814,3 +814,48 @@ def test_token_command_for_a_registered_client(realm: Realm) -> None:
     unknown = medbridge(realm.server, "token", "--scope", "system/*.rs", "--client", "nobody")
     assert unknown.returncode == 1
     assert "no client" in unknown.stderr
+
+
+def test_a_practitioner_picks_the_patient_in_a_standalone_launch(
+    realm: Realm, tmp_path: Path
+) -> None:
+    (tmp_path / "password").write_text(PASSWORD + "\n")
+    doctor = f"doc-{realm.suffix}"
+    practitioner = f"Practitioner/d-{realm.suffix}"
+    password_file = str(tmp_path / "password")
+    done = medbridge(
+        realm.server, "users", "add", doctor, "--password-file", password_file,
+        "--fhir-user", practitioner,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # the Patient to pick, written with an operator's token (enforcement may be on)
+    token = medbridge(realm.server, "token", "--scope", "user/*.cruds").stdout.splitlines()[-1]
+    patient = f"picked-{realm.suffix}"
+    written = httpx.put(
+        f"{realm.base}/fhir/Patient/{patient}",
+        json={"resourceType": "Patient", "id": patient},
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
+    )
+    assert written.status_code in (200, 201), written.text
+
+    def launch(choice: str) -> httpx.Response:
+        verifier = new_verifier()
+        params = authorize_params(realm, verifier)
+        with httpx.Client(base_url=realm.base, timeout=30) as browser:
+            page = browser.get("/auth/authorize", params=params)
+            fields = {**_fields(page.text), "username": doctor, "password": PASSWORD}
+            approval = browser.post("/auth/authorize", data=fields)
+            assert 'name="patient"' in approval.text
+            decide = {**_fields(approval.text), "decision": "approve", "patient": choice}
+            answer = browser.post("/auth/authorize", data=decide)
+        if answer.status_code != 302:
+            return answer
+        code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
+        return exchange(realm, code, verifier)
+
+    assert launch("no-such-patient").status_code == 400
+    assert launch("../Observation/x").status_code == 400
+    granted = launch(patient)
+    assert granted.status_code == 200, granted.text
+    assert granted.json()["patient"] == patient
+    assert introspect(realm, granted.json()["access_token"])["fhirUser"] == practitioner
