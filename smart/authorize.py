@@ -103,7 +103,10 @@ class AuthorizePages:
             return self._refuse(grant)
         if parsed.payload.data.get("aud") != self.authority.audience():
             return self._redirect_error(grant, "invalid_request", "'aud' must be this FHIR base")
-        return grant, grant.request.client
+        client: RegisteredClient = grant.request.client
+        if not client.get_allowed_scope(parsed.payload.data.get("scope")):
+            return self._redirect_error(grant, "invalid_scope", "no requested scope is allowed")
+        return grant, client
 
     def _refuse(self, error: OAuth2Error) -> Response:
         if error.redirect_uri:  # authlib verified it against the client

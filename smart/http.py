@@ -7,6 +7,7 @@ token endpoint authenticates the client itself), or public metadata.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from smart.keys import ALGORITHMS
 from smart.requests import FormRequest, form_request
 from smart.server import Answer, OAuthServer, RegisteredClient
 
+log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -79,7 +81,11 @@ class SmartEndpoints:
         parsed = await self._request(request, "token")
         if isinstance(parsed, Response):
             return parsed
-        answer: Answer = await self.oauth.run(self.oauth.create_token_response, parsed)
+        try:
+            answer: Answer = await self.oauth.run(self.oauth.create_token_response, parsed)
+        except Exception as error:  # a store failure inside a grant: answered, never raised
+            log.error("token request failed: %s", type(error).__name__)
+            return self._error(500, "server_error", "the token could not be issued; try again")
         status, body, headers = answer
         sent = {**dict(headers), **NO_STORE}
         sent.pop("Content-Type", None)

@@ -364,6 +364,7 @@ def test_deny_redirects_with_access_denied(realm: Realm) -> None:
         ({"code_challenge": "short"}, "challenge outside the allowed length"),
         ({"aud": "AUDIENCE/"}, "aud with a trailing slash"),
         ({"aud": "https://other.example/fhir"}, "aud of another server"),
+        ({"scope": "user/*.cruds system/*.rs"}, "no scope the client may have"),
     ],
 )
 def test_authorize_refusals_go_back_to_the_app(
@@ -375,7 +376,8 @@ def test_authorize_refusals_go_back_to_the_app(
     answer = httpx.get(f"{realm.base}/auth/authorize", params=params)
     assert answer.status_code == 302, description
     query = parse_qs(urlsplit(answer.headers["location"]).query)
-    assert query["error"] == ["invalid_request"], description
+    expected = "invalid_scope" if "scope" in changes else "invalid_request"
+    assert query["error"] == [expected], description
     assert query["state"] == [params["state"]]
 
 
