@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from smart.accounts import Accounts
+from smart.assertions import ASSERTIONS
 from smart.clients import Clients
-from smart.grants import Grants
+from smart.grants import CODES, REFRESH, Grants
 from smart.keys import SigningKeys
-from smart.tokens import TokenService
+from smart.tokens import ISSUED, REVOKED, TokenService
 
 if TYPE_CHECKING:
     from fhir_server.repository import Repository
@@ -75,4 +76,17 @@ async def build_authority(
     await tokens.ensure_indexes()
     grants = Grants(repository, tokens, options.refresh_lifetime, clock)
     accounts = Accounts(repository, options.lockout_failures, options.lockout_minutes, clock)
+    await purge_expired(repository, clock() - options.clock_skew)
     return Authority(public_base, options, keys, tokens, grants, accounts, Clients(repository))
+
+
+async def purge_expired(repository: Repository, before: float) -> int:
+    """Drop the rows that no longer decide anything: revoked ids, issued ids, replay
+    guards, codes and refresh tokens whose credential expired before `before`. Run at
+    start; what expires while the server runs goes at the next start."""
+    removed = 0
+    for name in (REVOKED, ISSUED, ASSERTIONS, CODES, REFRESH):
+        async with repository.write_gate():
+            result = await repository.db[name].delete_many({"expires_at": {"$lt": before}})
+        removed += result.deleted_count
+    return removed

@@ -265,3 +265,20 @@ async def test_refresh_of_another_client_and_revocation(
     assert await grants.revoke_refresh(kept) is True
     assert await grants.redeem_refresh(kept, "app") is None
     assert await grants.revoke_refresh("unknown") is False
+
+
+async def test_start_purges_what_expired_and_keeps_what_still_decides(
+    repository: Repository, tokens: TokenService, clock: Clock
+) -> None:
+    from smart.authority import purge_expired
+
+    old = await tokens.mint(GRANT, lifetime=60)
+    await tokens.revoke_access(old.token)
+    clock.now += 3600
+    fresh = await tokens.mint(GRANT)
+    await tokens.revoke_access(fresh.token)
+    removed = await purge_expired(repository, clock.now)
+    assert removed == 1
+    assert await repository.db["smart_revoked"].find_one({"_id": old.token_id}) is None
+    with pytest.raises(TokenInvalid, match="revoked"):
+        await tokens.validate(fresh.token)
