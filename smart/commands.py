@@ -40,8 +40,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     kind.add_argument("--secret-file", type=Path, help="confidential: first line the secret")
     kind.add_argument("--jwks-file", type=Path, help="confidential: its public JWK Set")
     kind.add_argument("--jwks-url", help="confidential: where its public JWK Set is")
-    add_client.add_argument("--redirect-uri", nargs="+", default=[], dest="redirect_uris",
-                            metavar="URI", help="exact redirect URIs")  # fmt: skip
+    add_client.add_argument("--redirect-uri", nargs="+", action="extend", default=[],
+                            dest="redirect_uris", metavar="URI",
+                            help="exact redirect URIs (repeatable)")  # fmt: skip
     add_client.add_argument("--scope", required=True, help="scopes it may be granted")
     add_client.add_argument("--data-dir", type=Path, help="data directory (MEDBRIDGE_DATA_DIR)")
 
