@@ -861,3 +861,22 @@ def test_a_practitioner_picks_the_patient_in_a_standalone_launch(
     assert granted.status_code == 200, granted.text
     assert granted.json()["patient"] == patient
     assert introspect(realm, granted.json()["access_token"])["fhirUser"] == practitioner
+
+
+def test_repeated_wrong_passwords_lock_the_account(realm: Realm, tmp_path: Path) -> None:
+    (tmp_path / "password").write_text(PASSWORD + "\n")
+    user = f"locked-{realm.suffix}"
+    done = medbridge(realm.server, "users", "add", user, "--password-file",
+                     str(tmp_path / "password"), "--fhir-user", "Patient/locked")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    params = authorize_params(realm, new_verifier())
+    with httpx.Client(base_url=realm.base, timeout=30) as browser:
+        fields = _fields(browser.get("/auth/authorize", params=params).text)
+        guess = {**fields, "username": user, "password": "wrong-password"}
+        for _ in range(5):  # MEDBRIDGE_SMART_LOCKOUT_FAILURES
+            wrong = browser.post("/auth/authorize", data=guess)
+            assert "Wrong user name or password" in wrong.text
+        right = browser.post("/auth/authorize", data={**guess, "password": PASSWORD})
+        assert right.status_code == 401
+        assert "locked" in right.text
+        assert 'name="ticket"' not in right.text
