@@ -33,8 +33,9 @@ from medbridge.app import (
     build_app,
     mount_admin,
     mount_dicomweb,
+    mount_smart,
 )
-from medbridge.auth import AuthRefused, NoIssuer, check_binding, token_validator
+from medbridge.auth import AuthRefused, check_binding, token_validator
 from medbridge.compose import ImagingPlan, compose
 from medbridge.embedded_mongo import EmbeddedMongo
 from medbridge.health import Readiness
@@ -42,6 +43,8 @@ from medbridge.http_guard import HttpGuard
 from medbridge.http_protocol import bounded_protocol
 from medbridge.running import announce, withdraw
 from medbridge.settings import Settings
+from smart.admin import SmartAdmin
+from smart.authority import build_authority
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +92,13 @@ async def _serve(settings: Settings, uri: str) -> None:
             settings.s3_prefix, settings.s3_region,
         )  # fmt: skip
         options = bridge_options(settings)
+        authority = await build_authority(
+            repository, lambda: public_base[0], settings.authority_options()
+        )
         validator = None
         if settings.auth:
-            validator = token_validator(settings, lambda: public_base[0] + FHIR_BASE)
-            if isinstance(validator, NoIssuer):
-                log.warning("no token issuer configured (MEDBRIDGE_AUTH_ISSUER): every token "
-                            "is refused")  # fmt: skip
+            own = (authority.issuer, authority.tokens)
+            validator = token_validator(settings, lambda: public_base[0] + FHIR_BASE, own)
         dimse_config = _dimse_config(settings)
         composition = await compose(
             settings, repository,
@@ -120,6 +124,9 @@ async def _serve(settings: Settings, uri: str) -> None:
         admin.add("hl7/replay", admin_replay(mllp.processor))
         admin.add("dicom/pending", partial(upkeep.pending, imaging.linker))
         admin.add("dicom/retry", partial(upkeep.retry, imaging.linker))
+        for name, handler in SmartAdmin(authority).handlers().items():
+            admin.add(name, handler)
+        mount_smart(app, authority)
         mount_admin(app, admin)
         readiness.expect("dicom")
         dimse = await start_dimse(dimse_config, imaging, router, settings.host, settings.dicom_port)
