@@ -510,26 +510,40 @@ def leaf_commands(
     return [prefix]
 
 
-def command_probes(door: Door, tmp: Path) -> dict[tuple[str, ...], list[list[str]]]:
+def command_probes(door: Door, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], str]]]:
     """The argument lists that make each data command read or write, as an operator would
-    run them beside the server (same data directory, same store)."""
+    run them beside the server (same data directory: through its /admin routes; same store
+    with no server on the data directory: in-process), each with what its refusal says."""
     data_dir = str(door.server.data_dir)
+    offline = str(tmp / "no-server")  # a data directory no server announces itself in
     instance = tmp / "import.dcm"
     instance.write_bytes(renamed("CT_small.dcm", study=generate_uid(), patient_id=f"E{door.run}"))
     message = tmp / "send.hl7"
     message.write_bytes(adt("A08", f"cli{door.run}", f"H{door.run}").encode())
     store = ["--mongodb-uri", door.store_uri, "--database", door.server.database]
+    receipt = door.hl7_receipt
     return {
-        ("hl7", "send"): [["hl7", "send", "--port", str(door.server.mllp_port), str(message)]],
-        ("hl7", "replay"): [["hl7", "replay", door.hl7_receipt, "--data-dir", data_dir],
-                            ["hl7", "replay", "--failed", "--data-dir", data_dir]],
-        ("dicom", "import"): [
-            ["dicom", "import", "--quiet", "--data-dir", data_dir, *store, str(instance)],
-            ["dicom", "import", "--quiet", "--url", door.server.base_url + "/dicomweb",
-             str(instance)],
+        ("hl7", "send"): [
+            (["hl7", "send", "--port", str(door.server.mllp_port), str(message)], "MSA|AR"),
         ],
-        ("dicom", "pending"): [["dicom", "pending", "--data-dir", data_dir],
-                               ["dicom", "pending", "--retry", "--data-dir", data_dir]],
+        ("hl7", "replay"): [
+            (["hl7", "replay", receipt, "--data-dir", data_dir], DENY_ALL_CODE),
+            (["hl7", "replay", "--failed", "--data-dir", data_dir], DENY_ALL_CODE),
+            # in-process, each message its own REPLAY access: its ACK is the refusal
+            (["hl7", "replay", receipt, "--data-dir", offline, *store], f"{receipt}: AR"),
+        ],
+        ("dicom", "import"): [
+            (["dicom", "import", "--quiet", "--data-dir", offline, *store, str(instance)],
+             DENY_ALL_CODE),
+            (["dicom", "import", "--quiet", "--url", door.server.base_url + "/dicomweb",
+              str(instance)], "403"),
+        ],
+        ("dicom", "pending"): [
+            (["dicom", "pending", "--data-dir", data_dir], DENY_ALL_CODE),
+            (["dicom", "pending", "--retry", "--data-dir", data_dir], DENY_ALL_CODE),
+            (["dicom", "pending", "--data-dir", offline, *store], DENY_ALL_CODE),
+            (["dicom", "pending", "--retry", "--data-dir", offline, *store], DENY_ALL_CODE),
+        ],
     }  # fmt: skip
 
 
@@ -543,8 +557,8 @@ def test_every_data_command_is_refused_and_nothing_is_read_or_written(
         )
     before = door.settled()
     with door.rule_set(deny_all=True):
-        for command, argument_lists in probes.items():
-            for arguments in argument_lists:
+        for command, variants in probes.items():
+            for arguments, refusal in variants:
                 done = subprocess.run(
                     [sys.executable, "-m", "medbridge", *arguments],
                     capture_output=True, text=True, timeout=180, check=False,
@@ -552,6 +566,8 @@ def test_every_data_command_is_refused_and_nothing_is_read_or_written(
                 )  # fmt: skip
                 said = done.stdout + done.stderr
                 assert done.returncode != 0, (command, arguments, said[-2000:])
-                assert DENY_ALL_CODE in said or "403" in said, (command, said[-2000:])
+                assert refusal in said, (command, arguments, said[-2000:])
                 assert "Traceback" not in said, (command, said[-2000:])
     assert door.settled() == before
+    # an in-process import would have kept its objects under its own data directory
+    assert [p for p in (tmp_path / "no-server").rglob("*") if p.is_file()] == []
