@@ -165,7 +165,11 @@ def fhir_probes(capability: dict[str, Any], door: Door) -> list[Probe]:
             probes += TYPE_INTERACTIONS[code](kind, rid)
         for operation in resource.get("operation", []):
             name = operation["name"]
-            probes.append(Probe(f"{kind}/${name}", "GET", f"/fhir/{kind}/{rid}/${name}"))
+            path = f"/fhir/{kind}/{rid}/${name}"
+            probes.append(Probe(f"{kind}/${name}", "GET", path))
+            probes.append(Probe(f"{kind}/${name} by POST", "POST", path,
+                                headers={"content-type": FHIR_JSON},
+                                body=b'{"resourceType":"Parameters"}'))  # fmt: skip
     return probes
 
 
