@@ -24,6 +24,7 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
+from medbridge.running import call_admin, find_running
 from tests.integration.test_mllp import adt, msa, send
 from tests.support.access_hooks import DENY_ALL_CODE
 from tests.support.dcmtk import findscu, run, storescu, successes
@@ -336,8 +337,6 @@ def test_failed_and_refused_accesses_are_audited(door: Door, tmp_path: Path) -> 
         assert message["event"] == "ADT^A08"
 
         start = len(door.audit_lines())
-        from medbridge.running import call_admin, find_running
-
         running = find_running(door.server.data_dir)
         assert running is not None
         with pytest.raises(RuntimeError, match="403"):

@@ -45,6 +45,7 @@ from medbridge.app import assemble
 from medbridge.cli import _parser
 from medbridge.compose import ImagingPlan, compose
 from medbridge.health import Readiness
+from medbridge.running import find_running
 from medbridge.server import admin_api, bridge_options
 from medbridge.settings import Settings
 from tests.integration.test_mllp import adt, orm
@@ -316,7 +317,7 @@ def probes_of_route(
         ],
         "/admin/{name:path}": lambda: [
             Probe(f"admin {name}", "POST", f"/admin/{name}", headers=admin_headers(door),
-                  body=_json(ADMIN_PAYLOADS.get(name, {}) | {}))
+                  body=_json(ADMIN_PAYLOADS.get(name, {})))
             for name in served.admin_operations
         ],
     }  # fmt: skip
@@ -339,8 +340,6 @@ ADMIN_PAYLOADS: dict[str, dict[str, Any]] = {"hl7/replay": {"failed": True}}
 
 
 def admin_headers(door: Door) -> dict[str, str]:
-    from medbridge.running import find_running
-
     running = find_running(door.server.data_dir)
     assert running is not None
     return {"authorization": f"Bearer {running.admin_token}", "content-type": "application/json"}
