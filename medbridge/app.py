@@ -94,6 +94,24 @@ class FhirFirst:
         await response(scope, receive, send)
 
 
+def assemble(
+    router: FhirRouter,
+    readiness: Readiness,
+    max_body_bytes: int,
+    public_base: Callable[[], str],
+    dicomweb: Callable[[Request], Awaitable[Response]],
+    admin: AdminApi,
+    authority: Authority,
+) -> FastAPI:
+    """The app `serve` listens with: every HTTP route the server has is mounted here, so
+    the test that refuses every route (tests/integration/test_every_route.py) walks it."""
+    app = build_app(router, readiness, max_body_bytes, public_base)
+    mount_dicomweb(app, dicomweb)
+    mount_smart(app, authority)
+    mount_admin(app, admin)
+    return app
+
+
 def mount_admin(app: FastAPI, admin: AdminApi) -> None:
     """The admin commands' routes (medbridge/admin.py), token-guarded."""
     app.router.add_route(
