@@ -245,11 +245,6 @@ def test_a_c_store_access_names_its_study_and_patient(door: Door, tmp_path: Path
     assert store["patients"] or store["patient_query"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="imaging/dimse (dimse12): the worklist's FHIR search runs as an access of its "
-    "own with no parent, instead of a child of the MWL access (imaging/dimse/worklist.py)",
-)
 def test_the_worklist_search_is_a_child_of_the_mwl_access(door: Door, tmp_path: Path) -> None:
     start = len(door.audit_lines())
     findscu(door.server.dicom_port, "-W", ["PatientName"], tmp_path / "mwl", "PROBE")

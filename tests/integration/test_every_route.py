@@ -48,6 +48,7 @@ from medbridge.health import Readiness
 from medbridge.running import find_running
 from medbridge.server import admin_api, bridge_options
 from medbridge.settings import Settings
+from smart.authority import build_authority
 from tests.integration.test_mllp import adt, orm
 from tests.support.access_hooks import DENY_ALL_CODE
 from tests.support.dcmtk import findscu, run, storescu, successes
@@ -59,6 +60,21 @@ pytestmark = pytest.mark.integration
 # HTTP routes that answer without authorization, and why
 HTTP_EXEMPT = {
     "/health": "liveness/readiness for a load balancer: names no record, reads no store",
+    "/fhir/.well-known/smart-configuration": "SMART discovery: public by SMART App Launch, "
+    "describes the authorization server, names no record",
+    "/.well-known/openid-configuration": "OpenID Connect discovery: public by design",
+    "/auth/.well-known/openid-configuration": "OpenID Connect discovery at the issuer",
+    "/auth/jwks": "the public halves of the signing keys: public by design",
+}
+# the authorization server's own endpoints: the caller authenticates there (as a user on
+# the sign-in page, as a client at the token endpoint) and gets a token; they read and
+# write only the authorization server's grants (smart_* collections), never a record,
+# and the token they issue is what the pipeline's hooks check on every other route
+AUTH_SERVER = {
+    "/auth/authorize": "sign-in and approval pages (docs/smart.md)",
+    "/auth/token": "token endpoint: client authentication, PKCE, assertions",
+    "/auth/introspect": "token introspection: the calling client authenticates",
+    "/auth/revoke": "token revocation: the calling client authenticates",
 }
 # FHIR interactions not probed here, and why (the deny-all hook refuses them too)
 FHIR_EXEMPT = {
@@ -70,7 +86,9 @@ CLI_EXEMPT = {
     ("serve",): "starts the server: every access it answers is a route probed here",
 }
 # how a DIMSE peer learns of a refusal: the service's status, or no association at all
-DIMSE_REFUSALS = ("0x0124", "0x124", "0xa801", "association rejected")
+# (a refused C-MOVE is A801, "move destination unknown": pynetdicom associates with the
+# destination before it takes any other status, and a refused move must not reach it)
+DIMSE_REFUSALS = ("0x0124", "0x124", "0xa801", "movedestinationunknown", "association rejected")
 FHIR_JSON = "application/fhir+json"
 
 
@@ -119,10 +137,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, store: Any) -> Served:
             imaging, processor = composition.imaging, composition.processor
             assert imaging is not None
             assert processor is not None
-            admin = admin_api(composition.router, processor, imaging)
+            repository = composition.repository
+            authority = await build_authority(
+                repository, lambda: "http://127.0.0.1", settings.authority_options()
+            )
+            admin = admin_api(composition.router, processor, imaging, authority)
             app = assemble(
                 composition.router, Readiness(), settings.max_body_bytes,
-                lambda: "http://127.0.0.1", imaging.dicomweb.handle, admin,
+                lambda: "http://127.0.0.1", imaging.dicomweb.handle, admin, authority,
             )  # fmt: skip
             routes = {r.path: frozenset(getattr(r, "methods", None) or ()) for r in app.routes}
             return Served(routes, sorted(admin.handlers))
@@ -350,7 +372,7 @@ def test_every_http_route_is_probed_or_exempt(
 ) -> None:
     assert served.admin_operations, "the server registers its admin operations"
     for template, methods in served.routes.items():
-        if template in HTTP_EXEMPT:
+        if template in HTTP_EXEMPT or template in AUTH_SERVER:
             continue
         try:
             probes = probes_of_route(template, methods, door, served, capability)
@@ -365,7 +387,7 @@ def test_every_http_route_is_refused_and_nothing_is_read_or_written(
     probes = [
         probe
         for template, methods in served.routes.items()
-        if template not in HTTP_EXEMPT
+        if template not in HTTP_EXEMPT and template not in AUTH_SERVER
         for probe in probes_of_route(template, methods, door, served, capability)
     ]
     before = door.settled()
@@ -525,6 +547,8 @@ def command_probes(door: Door, tmp: Path) -> dict[tuple[str, ...], list[tuple[li
     message.write_bytes(adt("A08", f"cli{door.run}", f"H{door.run}").encode())
     store = ["--mongodb-uri", door.store_uri, "--database", door.server.database]
     receipt = door.hl7_receipt
+    password = tmp / "password.txt"
+    password.write_text("correct horse battery staple\n")
     return {
         ("hl7", "send"): [
             (["hl7", "send", "--port", str(door.server.mllp_port), str(message)], "MSA|AR"),
@@ -540,6 +564,19 @@ def command_probes(door: Door, tmp: Path) -> dict[tuple[str, ...], list[tuple[li
              DENY_ALL_CODE),
             (["dicom", "import", "--quiet", "--url", door.server.base_url + "/dicomweb",
               str(instance)], "403"),
+        ],
+        ("users", "add"): [
+            (["users", "add", f"probe{door.run}", "--password-file", str(password),
+              "--fhir-user", f"Patient/{door.hl7_patient}", "--data-dir", data_dir],
+             DENY_ALL_CODE),
+        ],
+        ("clients", "add"): [
+            (["clients", "add", f"probe{door.run}", "--public", "--redirect-uri",
+              "https://app.example/cb", "--scope", "patient/*.rs", "--data-dir", data_dir],
+             DENY_ALL_CODE),
+        ],
+        ("token",): [
+            (["token", "--scope", "system/*.rs", "--data-dir", data_dir], DENY_ALL_CODE),
         ],
         ("dicom", "pending"): [
             (["dicom", "pending", "--data-dir", data_dir], DENY_ALL_CODE),
