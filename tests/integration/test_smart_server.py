@@ -300,6 +300,12 @@ def test_discovery_documents_and_jwks(realm: Realm) -> None:
     assert smart["token_endpoint"] == f"{realm.base}/auth/token"
     assert smart["code_challenge_methods_supported"] == ["S256"]
     assert "client-confidential-asymmetric" in smart["capabilities"]
+    # scopes v1 and v2, patient and user permissions are enforced (smart/scopes.py)
+    assert {"permission-v1", "permission-v2", "permission-patient", "permission-user"} <= set(
+        smart["capabilities"]
+    )
+    # the EHR launch is not implemented: not announced
+    assert not {"launch-ehr", "context-ehr-patient"} & set(smart["capabilities"])
     openid = httpx.get(f"{realm.base}/.well-known/openid-configuration").json()
     assert openid["jwks_uri"] == f"{realm.base}/auth/jwks"
     keys = httpx.get(openid["jwks_uri"]).json()["keys"]
