@@ -634,12 +634,15 @@ def backend_token(realm: Realm, signed: str, scope: str = "system/*.rs") -> http
 
 
 def test_backend_services_token(realm: Realm) -> None:
-    answer = backend_token(realm, assertion(realm), "system/*.rs system/Observation.rs")
+    asked = "system/*.rs system/Observation.rs system/Observation.cud user/*.rs"
+    answer = backend_token(realm, assertion(realm), asked)
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["expires_in"] <= 300
     assert "refresh_token" not in body
-    assert body["scope"] == "system/*.rs"  # what the client may have, of what it asked
+    # what the client may have, of what it asked: a narrower scope its registration
+    # covers is granted; writes and another context are not
+    assert body["scope"] == "system/*.rs system/Observation.rs"
     assert answer.headers["cache-control"] == "no-store"
     claims = introspect(realm, body["access_token"])
     assert claims["sub"] == realm.backend
