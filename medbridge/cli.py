@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from imaging.commands import run as run_dicom
         from medbridge.embedded_mongo import EmbeddedMongo
 
-        public_base = settings.public_base_url or f"http://{settings.host}:{settings.http_port}"
+        scheme = "https" if settings.tls_cert is not None else "http"
+        public_base = settings.public_base_url or f"{scheme}://{settings.host}:{settings.http_port}"
 
         async def imaging(repository: Repository, parse_workers: int | None) -> Imaging:
             from medbridge.compose import ImagingPlan, compose

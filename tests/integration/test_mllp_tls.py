@@ -117,3 +117,43 @@ def test_hl7_send_command_over_tls(
         capture_output=True, timeout=60, check=True,
     )  # fmt: skip
     assert f"MSA|AA|A08-c{unique}" in completed.stdout.decode()
+
+
+@pytest.fixture(scope="module")
+def named_peers_server(
+    tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo, pki: Pki
+) -> Iterator[RunningServer]:
+    """TLS with client certificates, and only the certificate named `ris` may send."""
+    env = {
+        "MEDBRIDGE_MLLP_TLS_CERT": str(pki.server_cert),
+        "MEDBRIDGE_MLLP_TLS_KEY": str(pki.server_key),
+        "MEDBRIDGE_MLLP_TLS_CLIENT_CA": str(pki.ca),
+        "MEDBRIDGE_MLLP_ALLOWED_PEERS": "192.0.2.0/24,cn:ris",
+    }
+    running = start_server(tmp_path_factory.mktemp("named"), store.uri, env=env)
+    yield running
+    running.stop()
+
+
+def test_allowed_certificate_name_sends(
+    named_peers_server: RunningServer, pki: Pki, unique: str
+) -> None:
+    raw = socket.create_connection(("127.0.0.1", named_peers_server.mllp_port), timeout=30)
+    with _context(pki).wrap_socket(raw, server_hostname="localhost") as sock:
+        ack = _exchange(sock, adt("A08", f"n{unique}", f"T{unique}").encode())
+    assert f"MSA|AA|A08-n{unique}".encode() in ack
+
+
+def test_other_certificate_name_is_closed_before_any_message(
+    named_peers_server: RunningServer, pki: Pki, unique: str
+) -> None:
+    certificate, key = pki.client("lis")  # same CA, another name
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.load_cert_chain(str(certificate), str(key))
+    raw = socket.create_connection(("127.0.0.1", named_peers_server.mllp_port), timeout=30)
+    with (
+        context.wrap_socket(raw, server_hostname="localhost") as sock,
+        pytest.raises((ConnectionError, OSError)),
+    ):
+        _exchange(sock, adt("A08", f"m{unique}", f"T{unique}").encode())
+    assert "MLLP connection refused: peer 127.0.0.1" in named_peers_server.log()
