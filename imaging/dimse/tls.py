@@ -27,6 +27,8 @@ from imaging.dimse.guard import close_connection
 log = logging.getLogger(__name__)
 # A-ASSOCIATE-RJ: rejected-permanent, DUL service-user, calling-AE-title-not-recognized
 CALLING_AE_REJECT = (0x01, 0x01, 0x03)
+# the association attribute naming the certificate that authenticated its AE title
+AGENT = "_medbridge_certificate"
 
 
 def wrap_without_handshake(server: AssociationServer, context: ssl.SSLContext) -> None:
@@ -89,6 +91,7 @@ class TlsPeers:
         certificate = raw.getpeercert() if isinstance(raw, ssl.SSLSocket) else None
         name = common_name(certificate)
         if name is not None and name in self.config.certificate_names(calling):
+            setattr(assoc, AGENT, f"cn:{name}")  # the actor's display on each access
             return
         log.warning(
             "DICOM association rejected: calling AE title %s is not bound to the client "

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from medbridge.embedded_mongo import EmbeddedMongo
+from tests.support import audit_log
 from tests.support.dcmtk import run, storescu, successes
 from tests.support.dicom import renamed
 from tests.support.pki import Pki, make_pki
@@ -42,6 +43,8 @@ def tls_server(
         "MEDBRIDGE_DICOM_TLS_CLIENT_CA": str(pki.ca),
         "MEDBRIDGE_DICOM_PEERS_FILE": str(peers),
         "MEDBRIDGE_DICOM_OPEN": "false",
+        "MEDBRIDGE_EXTRA_HOOKS": "tests.support.audit_log:hooks",
+        audit_log.FILE: str(folder / "audit.jsonl"),
     }
     running = start_server(folder / "server", store.uri, env=env)
     yield running
@@ -68,6 +71,13 @@ def test_storescu_over_tls_with_its_certificate(
     path.write_bytes(renamed("CT_small.dcm", patient_id="DICOM-TLS"))
     output = storescu(tls_server.dicom_port, [path], "MODALITY_A", *_tls(pki, "modality-a"))
     assert successes(output) == 1, output
+    audited = [
+        (line["action"], line["actor_kind"], line["actor"], line["actor_display"])
+        for line in audit_log.read(tls_server.data_dir.parent / "audit.jsonl")
+        if line["door"] == "dimse"
+    ]
+    # the certificate that authenticated the AE title is on the access's actor
+    assert ("c-store", "dicom-ae", "MODALITY_A", "cn:modality-a") in audited
 
 
 def test_echoscu_over_tls_with_a_list_bound_certificate(
