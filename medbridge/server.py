@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import os
+import ssl
 import sys
 from contextlib import AsyncExitStack
 from functools import partial
@@ -201,10 +202,23 @@ def _loopback(host: str) -> str:
 
 
 def _check_tls_files(settings: Settings) -> None:
-    """A certificate without its key (or the reverse) stops the start with its reason."""
-    tls_files(settings.tls_cert, settings.tls_key, None)
-    tls_files(settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_client_ca)
-    tls_files(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca)
+    """TLS files that cannot make a context (a certificate without its key, an unreadable
+    or mismatched file) and a malformed peers list stop the start with their reason."""
+    for door, files in (
+        ("HTTPS", tls_files(settings.tls_cert, settings.tls_key, None)),
+        ("DICOM TLS", tls_files(
+            settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_client_ca
+        )),
+        ("MLLP TLS", tls_files(
+            settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca
+        )),
+    ):  # fmt: skip
+        if files is None:
+            continue
+        try:
+            server_context(files)
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(f"refusing to start: {door} files unusable: {error}") from error
     AllowedPeers.parse(settings.mllp_allowed_peers)
 
 

@@ -65,6 +65,18 @@ def test_a_certificate_without_its_key_refuses_to_start(
     assert "private key" in done.stderr
 
 
+def test_an_unreadable_certificate_refuses_to_start(tmp_path: Path, store: EmbeddedMongo) -> None:
+    (tmp_path / "server.pem").write_text("not a certificate")
+    (tmp_path / "server.key").write_text("not a key")
+    done = _serve(
+        tmp_path, store,
+        "--tls-cert", str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key"),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "refusing to start: HTTPS files unusable" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_network_with_explicit_open_flags_starts(tmp_path: Path, store: EmbeddedMongo) -> None:
     server = start_server(
         tmp_path, store.uri, auth=True,
