@@ -95,10 +95,11 @@ class Settings(BaseSettings):
     dicom_peers_file: Path | None = Field(
         None, description="YAML/JSON peers table: ae_title, host, port, services"
     )
-    dicom_open: bool = Field(
-        True,
-        description="accept calling AE titles missing from the peers table (development); "
-        "set false in production so only listed peers may associate",
+    dicom_open: bool | None = Field(
+        None,
+        description="accept calling AE titles missing from the peers table; unset: open on "
+        "a loopback address only (a server bound elsewhere refuses to start unless it is "
+        "set true, `serve --dicom-open`, or false)",
     )
     dicom_max_associations: int = Field(16, ge=1, le=1000)
     dicom_reserved_associations: int = Field(
@@ -145,6 +146,27 @@ class Settings(BaseSettings):
     auth_scope_claim: str = Field("scope", description="claim carrying the granted scopes")
     auth_fhir_user_claim: str = Field("fhirUser", description="claim naming the FHIR user")
     auth_patient_claim: str = Field("patient", description="claim naming the launch patient")
+
+    # Transport security and peer authentication (docs/smart.md "Transport security")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain): HTTPS, TLS 1.2+")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    dicom_tls_cert: Path | None = Field(None, description="PEM certificate: DICOM TLS, 1.2+")
+    dicom_tls_key: Path | None = Field(None, description="PEM private key of dicom_tls_cert")
+    dicom_tls_client_ca: Path | None = Field(
+        None,
+        description="require DICOM client certificates from this CA, each bound to the "
+        "calling AE titles whose peers-table row names its subject CN (`certificate_cn`)",
+    )
+    mllp_allowed_peers: str = Field(
+        "",
+        description="comma-separated MLLP peers: addresses, CIDR networks, `cn:NAME` (a "
+        "TLS client certificate's subject CN); empty: every peer (see mllp_open)",
+    )
+    mllp_open: bool | None = Field(
+        None,
+        description="accept MLLP peers without an allowed-peers list; unset: only on a "
+        "loopback address (elsewhere the server refuses to start, `serve --mllp-open`)",
+    )
 
     extra_hooks: str | None = Field(
         None,

@@ -78,6 +78,7 @@ class DimseDoor:
         sop_instance: str | None = None,
         describe: Describe | None = None,
         deliver: Deliver | None = None,
+        agent: str | None = None,
     ) -> Any:
         """`work(within)` as the act of one pipeline pass; raises the AccessError of a
         refusal. `work` compiles `within.restriction` (what the hooks left) into its query.
@@ -87,8 +88,10 @@ class DimseDoor:
         returns rows, which a registered consent-show hook decides on: the result is then
         the rows it left (C-FIND pendings and sub-operation counts are theirs). With
         `deliver`, the rows left are handed to it still inside the pass (before audit),
-        and the result is what it returns: a retrieve reads its objects there."""
-        context = RequestContext(Door.DIMSE, actor=Actor("dicom-ae", calling_ae), peer=peer)
+        and the result is what it returns: a retrieve reads its objects there. `agent`:
+        the TLS client certificate that authenticated the AE title (the actor's display)."""
+        actor = Actor("dicom-ae", calling_ae, agent)
+        context = RequestContext(Door.DIMSE, actor=actor, peer=peer)
         context.notes[WORK] = work
         context.notes[DESCRIBE] = describe
         context.notes[DELIVER] = deliver

@@ -38,6 +38,7 @@ from imaging.dimse.status import (
     UNABLE_TO_PROCESS,
     attempt,
 )
+from imaging.dimse.tls import AGENT
 from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestOutcome
@@ -105,6 +106,7 @@ class Handlers:
         return self.archive.door.run(
             action, calling_ae(event), work, peer,
             identifier=identifier, sop_instance=sop, describe=describe, deliver=deliver,
+            agent=getattr(event.assoc, AGENT, None),
         )  # fmt: skip
 
     def _through(
