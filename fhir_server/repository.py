@@ -408,8 +408,10 @@ class Repository:
         since_ms: int | None,
         count: int,
         before_ms: int | None = None,
+        narrowed: Document | None = None,
     ) -> tuple[list[Stored], int]:
-        """Versions newest first, and how many match in all."""
+        """Versions newest first, and how many match in all. `narrowed`: a further
+        condition on the history documents (an access's restriction, compiled)."""
         query: Document = {}
         if resource_type:
             query["t"] = resource_type
@@ -422,6 +424,8 @@ class Repository:
             bounds["$lt"] = before_ms
         if bounds:
             query["lu"] = bounds
+        if narrowed is not None:
+            query = {"$and": [query, narrowed]} if query else narrowed
         collection = self.db[HISTORY]
         # $match + $count: count_documents() ($group) takes seconds on the embedded store
         counted = await (await collection.aggregate([{"$match": query}, {"$count": "n"}])).to_list()

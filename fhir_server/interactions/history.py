@@ -10,6 +10,7 @@ from fhir_server.bundle import bundle, history_entry
 from fhir_server.exchange import FhirExchange, FhirResponse
 from fhir_server.repository import now_ms
 from fhir_server.search.dates import date_range
+from fhir_server.search.restriction import history_filter
 from fhir_server.services import FhirServices
 from fhir_server.shown import item, show
 
@@ -26,8 +27,14 @@ async def history(exchange: FhirExchange, services: FhirServices) -> FhirRespons
     since = _instant_param(request.param("_since"), "_since")
     # `_until` pins the first page's moment so later pages do not shift under writes
     until = _int_param(request.param("_until"), "_until", now_ms() + 1)
-    versions, total = await services.repository.history(
-        route.resource_type, route.resource_id, since, count + offset, before_ms=until
+    repository = services.repository
+    # the restriction as part of the history query: totals and offsets count only what
+    # the access may see
+    narrowed = await history_filter(
+        repository.search_engine(), route.resource_type, route.resource_id, exchange.restriction
+    )
+    versions, total = await repository.history(
+        route.resource_type, route.resource_id, since, count + offset, until, narrowed
     )
     page = versions[offset:]
     base = request.base_url

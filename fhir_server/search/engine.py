@@ -43,6 +43,10 @@ class Engine:
                 candidates = found if candidates is None else candidates & found
         return candidates
 
+    async def within(self, resource_type: str, clause: Clause, ids: set[str]) -> set[str]:
+        """Those of `ids` that match `clause` (a restriction checking included resources)."""
+        return await self._clause(resource_type, clause, ids)
+
     async def criteria_ids(self, resource_type: str, params: list[tuple[str, str]]) -> set[str]:
         clauses = [compile_criterion(resource_type, name, value) for name, value in params]
         found = await self.ids(resource_type, clauses)
