@@ -411,7 +411,7 @@ class Repository:
         narrowed: Document | None = None,
     ) -> tuple[list[Stored], int]:
         """Versions newest first, and how many match in all. `narrowed`: a further
-        condition on the history documents (an access's restriction, compiled)."""
+        condition on the history documents (the types a restricted access sees whole)."""
         query: Document = {}
         if resource_type:
             query["t"] = resource_type
@@ -432,6 +432,43 @@ class Repository:
         total = int(counted[0]["n"]) if counted else 0
         cursor = collection.find(query).sort([("lu", DESCENDING), ("v", DESCENDING)]).limit(count)
         return [_from_history(doc) async for doc in cursor], total
+
+    async def history_of(
+        self,
+        references: list[tuple[str, str]],
+        since_ms: int | None,
+        count: int,
+        before_ms: int | None = None,
+    ) -> tuple[list[Stored], int]:
+        """The versions of these resources (`(type, id)`), newest first, and how many in
+        all: one range of the primary key (`Type/id/`) per resource, merged here. On the
+        embedded store an `$in` over `r` scans every version of every resource (seconds
+        for a restricted type history of 20,000 resources); these ranges take ~1 ms each."""
+        bounds: Document = {}
+        if since_ms is not None:
+            bounds["$gte"] = since_ms
+        if before_ms is not None:
+            bounds["$lt"] = before_ms
+        collection = self.db[HISTORY]
+
+        async def heads(resource_type: str, resource_id: str) -> list[Document]:
+            prefix = f"{resource_type}/{resource_id}/"
+            query: Document = {"_id": {"$gte": prefix, "$lt": prefix + "\U0010ffff"}}
+            if bounds:
+                query["lu"] = bounds
+            cursor = collection.find(query, {"lu": 1, "v": 1}, session=self.session)
+            return await cursor.to_list()
+
+        found = await asyncio.gather(*(heads(t, i) for t, i in references))
+        ordered = sorted(
+            (doc for docs in found for doc in docs), key=lambda d: (d["lu"], d["v"]), reverse=True
+        )
+        chosen = [doc["_id"] for doc in ordered[:count]]
+        if not chosen:
+            return [], len(ordered)
+        cursor = collection.find({"_id": {"$in": chosen}}, session=self.session)
+        full = {doc["_id"]: doc async for doc in cursor}
+        return [_from_history(full[key]) for key in chosen if key in full], len(ordered)
 
     async def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
         """Ids of current resources matching every parameter (conditional interactions)."""

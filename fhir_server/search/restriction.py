@@ -13,6 +13,7 @@ and are not narrowed. Everything here is a query over the `<Type>_idx` rows, so 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from access.restriction import Restriction
@@ -64,36 +65,40 @@ async def visible_ids(
     return await engine.within(resource_type, clauses[0], ids)
 
 
-async def history_filter(
+@dataclass(frozen=True, slots=True)
+class HistoryScope:
+    """The versions a restricted history may list: every version of `resources` (found
+    by the restriction's index query), and at system level the types that hold no
+    patient data (`others`, a condition on the history documents)."""
+
+    resources: tuple[tuple[str, str], ...]
+    others: Document | None = None
+
+
+async def history_scope(
     engine: Engine,
     resource_type: str | None,
     resource_id: str | None,
     restriction: Restriction,
-) -> Document | None:
-    """The part of a history query (over the `history` collection: `t` type, `r` id) that
-    keeps only versions of resources the access may see; None when nothing is narrowed.
-
-    A version is shown by its resource's current compartment (the index rows hold the
-    current version): history lists a resource's versions exactly when search finds it.
-    """
+) -> HistoryScope | None:
+    """What a history at instance, type or system level may list; None when nothing is
+    narrowed. A version is placed by its resource's current compartment (the index rows
+    hold the current version): history lists a resource's versions exactly when search
+    finds it."""
     if restriction.patients is None:
         return None
     types = [resource_type] if resource_type else list(SERVED_TYPES)
     narrowed = [t for t in types if holds_patient_data(t)]
     if not narrowed:
         return None
-    alternatives: list[Document] = []
-    if resource_type is None:
-        # types without patient data are shown whole
-        alternatives.append({"t": {"$nin": narrowed}})
+    resources: list[tuple[str, str]] = []
     for narrowed_type in narrowed:
         if resource_id is not None:
             ids = await visible_ids(engine, narrowed_type, {resource_id}, restriction)
         else:
             clauses = restriction_clauses(narrowed_type, restriction)
             ids = await engine.ids(narrowed_type, clauses) or set()
-        if ids:
-            alternatives.append({"t": narrowed_type, "r": {"$in": sorted(ids)}})
-    if not alternatives:
-        return {"t": {"$in": []}}  # nothing of it may be seen
-    return alternatives[0] if len(alternatives) == 1 else {"$or": alternatives}
+        resources.extend((narrowed_type, i) for i in sorted(ids))
+    # types without patient data are shown whole
+    others = {"t": {"$nin": narrowed}} if resource_type is None else None
+    return HistoryScope(tuple(resources), others)
