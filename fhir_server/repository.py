@@ -441,34 +441,40 @@ class Repository:
         before_ms: int | None = None,
     ) -> tuple[list[Stored], int]:
         """The versions of these resources (`(type, id)`), newest first, and how many in
-        all: one range of the primary key (`Type/id/`) per resource, merged here. On the
-        embedded store an `$in` over `r` scans every version of every resource (seconds
-        for a restricted type history of 20,000 resources); these ranges take ~1 ms each."""
+        all, by primary key only: a resource's versions are `Type/id/1` to its current
+        `vid`. On the embedded store both an `$in` over the history's `r` and a range of
+        its `_id` scan every version (seconds for one patient's ImagingStudy history among
+        20,000 resources); `_id $in` is a primary-key lookup."""
+        by_type: dict[str, list[str]] = {}
+        for resource_type, resource_id in references:
+            by_type.setdefault(resource_type, []).append(resource_id)
+        keys: list[str] = []
+        for resource_type, ids in by_type.items():
+            cursor = self.db[resource_type].find(
+                {"_id": {"$in": ids}}, {"vid": 1}, session=self.session
+            )
+            async for doc in cursor:
+                base = f"{resource_type}/{doc['_id']}/"
+                keys.extend(f"{base}{version}" for version in range(1, int(doc["vid"]) + 1))
+        if not keys:
+            return [], 0
+        query: Document = {"_id": {"$in": keys}}
         bounds: Document = {}
         if since_ms is not None:
             bounds["$gte"] = since_ms
         if before_ms is not None:
             bounds["$lt"] = before_ms
+        if bounds:
+            query["lu"] = bounds
         collection = self.db[HISTORY]
-
-        async def heads(resource_type: str, resource_id: str) -> list[Document]:
-            prefix = f"{resource_type}/{resource_id}/"
-            query: Document = {"_id": {"$gte": prefix, "$lt": prefix + "\U0010ffff"}}
-            if bounds:
-                query["lu"] = bounds
-            cursor = collection.find(query, {"lu": 1, "v": 1}, session=self.session)
-            return await cursor.to_list()
-
-        found = await asyncio.gather(*(heads(t, i) for t, i in references))
-        ordered = sorted(
-            (doc for docs in found for doc in docs), key=lambda d: (d["lu"], d["v"]), reverse=True
-        )
-        chosen = [doc["_id"] for doc in ordered[:count]]
+        heads = await collection.find(query, {"lu": 1, "v": 1}, session=self.session).to_list()
+        heads.sort(key=lambda d: (d["lu"], d["v"]), reverse=True)
+        chosen = [doc["_id"] for doc in heads[:count]]
         if not chosen:
-            return [], len(ordered)
+            return [], len(heads)
         cursor = collection.find({"_id": {"$in": chosen}}, session=self.session)
         full = {doc["_id"]: doc async for doc in cursor}
-        return [_from_history(full[key]) for key in chosen if key in full], len(ordered)
+        return [_from_history(full[key]) for key in chosen if key in full], len(heads)
 
     async def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
         """Ids of current resources matching every parameter (conditional interactions)."""
