@@ -19,7 +19,7 @@ from fhir_server.exchange import FhirExchange
 from fhir_server.repository import Stored
 from fhir_server.search.extract import index_rows
 from fhir_server.search.keys import key
-from fhir_server.search.parameters import patient_compartment
+from fhir_server.search.parameters import parameters_for, patient_compartment
 from fhir_server.search.restriction import holds_patient_data
 from fhir_server.shown import not_shown
 
@@ -28,16 +28,30 @@ def compartment_of(resource_type: str, resource_id: str | None, resource: Any) -
     """The Patient ids whose compartment holds `resource` (a parsed resource)."""
     if resource_type == "Patient":
         return frozenset({resource_id}) if resource_id else frozenset()
+    return frozenset(patient for _, patient in _links(resource_type, resource))
+
+
+def _links(resource_type: str, resource: Any) -> list[tuple[str, str]]:
+    """(compartment parameter, Patient id) of each patient `resource` names."""
     codes = patient_compartment().get(resource_type)
     if not codes or not isinstance(resource, dict):
-        return frozenset()
-    prefixes = [key(code, "Patient/") for code in codes]
-    return frozenset(
-        row["k"][len(prefix) :]
+        return []
+    prefixes = [(code, key(code, "Patient/")) for code in codes]
+    return [
+        (code, row["k"][len(prefix) :])
         for row in index_rows(resource)
-        for prefix in prefixes
+        for code, prefix in prefixes
         if row["k"].startswith(prefix)
-    )
+    ]
+
+
+def _element(resource_type: str, code: str) -> str:
+    """The element a compartment parameter reads (`Observation.subject`), for the
+    OperationOutcome's expression."""
+    parameter = parameters_for(resource_type).get(code)
+    if parameter is None or not parameter.branches:
+        return resource_type
+    return parameter.branches[0].split(".where(", 1)[0]
 
 
 def may_see(exchange: FhirExchange, stored: Stored) -> bool:
@@ -81,10 +95,23 @@ def check_write(
     if not holds_patient_data(resource_type):
         return
     resource_id = new_id or (resource.get("id") if isinstance(resource.get("id"), str) else None)
-    patients = compartment_of(resource_type, resource_id, resource)
-    if not patients or not patients <= allowed:
-        raise denied(f"{resource_type}/{resource_id or '(new)'}")
+    reference = f"{resource_type}/{resource_id or '(new)'}"
+    if resource_type == "Patient":
+        if resource_id not in allowed:
+            raise denied(reference, "Patient.id")
+        return
+    links = _links(resource_type, resource)
+    outside = [code for code, patient in links if patient not in allowed]
+    if outside or not links:
+        codes = outside or list(patient_compartment().get(resource_type, ()))
+        raise denied(reference, _element(resource_type, codes[0]) if codes else None)
 
 
-def denied(reference: str) -> AccessError:
-    return AccessError("MB-1030", f"{reference}: outside the patients this access is restricted to")
+def denied(reference: str, expression: str | None = None) -> AccessError:
+    """403: `expression` names the element that links the record to a patient not allowed
+    (or, when it names none, where one would be)."""
+    return AccessError(
+        "MB-1030",
+        f"{reference}: outside the patients this access is restricted to",
+        expression=expression,
+    )

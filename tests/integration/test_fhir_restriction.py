@@ -312,6 +312,8 @@ def test_writes_outside_are_refused_and_nothing_is_written(alice_only: Site) -> 
     ]  # fmt: skip
     for answer in refusals:
         assert (answer.status_code, code_of(answer)) == (403, "MB-1030"), answer.text
+    # the element that would link the record to another patient
+    assert refusals[3].json()["issue"][0]["expression"] == ["Observation.subject"]
     allowed = site.send("POST", "Observation", observation(site.alice, "created inside"))
     assert allowed.status_code == 201, allowed.text
     removed = httpx.delete(site.url(f"Observation/{allowed.json()['id']}"), timeout=60.0)

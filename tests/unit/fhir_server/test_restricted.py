@@ -56,22 +56,28 @@ def test_reads_see_the_allowed_compartment_and_data_of_no_patient() -> None:
 
 
 @pytest.mark.parametrize(
-    ("resource", "previous", "new_id"),
+    ("resource", "previous", "new_id", "expression"),
     [
-        (observation("bob"), None, None),  # another patient's record
-        (observation("alice", performer="bob"), None, None),  # names one not allowed
-        (observation("bob"), observation("alice"), None),  # moved to another patient
-        (observation("alice"), observation("bob"), None),  # taken from another patient
-        ({"resourceType": "Patient", "id": "alice"}, None, "new"),  # a new patient
-        (None, observation("bob"), None),  # a delete
+        # another patient's record, and the element that says so
+        (observation("bob"), None, None, "Observation.subject"),
+        (observation("alice", performer="bob"), None, None, "Observation.performer"),
+        (observation(), None, None, "Observation.subject"),  # names no patient at all
+        (observation("bob"), observation("alice"), None, "Observation.subject"),  # moved
+        (observation("alice"), observation("bob"), None, None),  # taken from another
+        ({"resourceType": "Patient", "id": "alice"}, None, "new", "Patient.id"),  # new patient
+        (None, observation("bob"), None, None),  # a delete
     ],
 )
 def test_writes_outside_are_access_denied(
-    resource: dict[str, Any] | None, previous: dict[str, Any] | None, new_id: str | None
+    resource: dict[str, Any] | None,
+    previous: dict[str, Any] | None,
+    new_id: str | None,
+    expression: str | None,
 ) -> None:
     with pytest.raises(AccessError) as refused:
         check_write(exchange("alice"), resource, stored(previous) if previous else None, new_id)
     assert (refused.value.code, refused.value.status) == ("MB-1030", 403)
+    assert refused.value.expression == expression
 
 
 def test_writes_inside_and_unrestricted_pass() -> None:
