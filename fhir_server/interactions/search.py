@@ -50,7 +50,10 @@ async def search(exchange: FhirExchange, services: FhirServices) -> FhirResponse
     if patient is not None:
         clauses.append(compartment_clause(resource_type, patient))
         path = f"Patient/{patient}/{resource_type}"
-    engine = services.repository.search_engine()
+    restriction = exchange.restriction
+    engine = services.repository.search_engine().limited(
+        lambda target: restriction_clauses(target, restriction)
+    )
     page = await run_page(
         engine,
         search_request,

@@ -212,6 +212,14 @@ def test_includes_and_revincludes_are_filtered(alice_only: Site) -> None:
         "Observation", _id=site.alice_observations[0], _include="Observation:has-member"
     )
     assert references(unrestricted, "include") == {f"Observation/{site.bob_observations[0]}"}
+    # a chain's inner search is restricted too: no test of a hidden record's content
+    chained = {"has-member:Observation.code:text": "bob 0"}
+    site.only_alice()
+    assert references(site.bundle("Observation", **chained)) == set()
+    site.set_rule()
+    assert references(site.bundle("Observation", **chained)) == {
+        f"Observation/{site.alice_observations[0]}"
+    }
     site.only_alice()
     members = site.bundle("Organization", _id=site.organization, _revinclude="Patient:organization")
     assert references(members, "include") == {f"Patient/{site.alice}"}
