@@ -26,6 +26,9 @@ class FhirRequest:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     body: bytes | None = None
     base_url: str = ""
+    # the parsed body of a Bundle POSTed to the base, parsed before the pipeline runs:
+    # its `type` decides the access's action (batch or transaction)
+    document: Any = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)

@@ -48,7 +48,7 @@ def _pipeline(calls: list[str], fail_at: Stage | None = None) -> Pipeline[str, A
         async def hook(exchange: TestExchange, stage: Stage = stage) -> None:
             calls.append(str(stage))
             if stage is fail_at:
-                raise AccessError("MB-1013", "refused")
+                raise AccessError("MB-1030", "refused")
 
         if stage is Stage.POST_COMMIT:
             pipeline.notify(stage, hook, str(stage))
@@ -79,7 +79,7 @@ async def test_an_intervention_aborts_and_audit_still_runs() -> None:
     calls: list[str] = []
     exchange = _exchange()
     response = await _pipeline(calls, fail_at=Stage.AUTHORIZE).handle(exchange)
-    assert response.status == 405
+    assert response.status == 403
     assert "act" not in calls
     assert "post-commit" not in calls
     assert calls[-2:] == ["on-error", "audit"]
