@@ -185,6 +185,7 @@ class _Processor:
             if spec.get(field):
                 headers[header] = str(spec[field])
         body: bytes | None = None
+        asked = None
         resource = entry.get("resource")
         if (
             method == "PATCH"
@@ -198,13 +199,16 @@ class _Processor:
             full_url = entry.get("fullUrl")
             if method == "POST" and isinstance(full_url, str) and full_url in self.resolved:
                 # a pre-assigned id: the POST becomes a create-on-update at that id
-                method, path = "PUT", self.resolved[full_url]
+                asked, method, path = method, "PUT", self.resolved[full_url]
                 resource["id"] = path.split("/", 1)[1]
             body = dumps(resource)
         prefer = self.exchange.request.header("prefer")
         if prefer:
             headers["prefer"] = prefer
-        return FhirRequest(method, path, query, headers, body, self.exchange.request.base_url)
+        return FhirRequest(
+            method, path, query, headers, body, self.exchange.request.base_url,
+            entry_method=asked,
+        )  # fmt: skip
 
     async def _resolve_references(self, value: Any, where: str) -> Any:
         if isinstance(value, dict):

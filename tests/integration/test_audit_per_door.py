@@ -130,11 +130,6 @@ def test_fhir_read_search_create_and_transaction(door: Door) -> None:
     assert child["patients"] == [written.removeprefix("Patient/")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fhir_server (fhir12): a transaction Bundle's access is described as action "
-    "'batch', and its POST entry as 'update' (fhir_server/access.py)",
-)
 def test_a_transaction_is_audited_as_a_transaction_of_creates(door: Door) -> None:
     start = len(door.audit_lines())
     entry = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": {"resourceType": "Patient"},
