@@ -75,7 +75,7 @@ def token_validator(settings: Settings, fhir_base: Callable[[], str]) -> TokenVa
         fhir_user_claim=settings.auth_fhir_user_claim,
         patient_claim=settings.auth_patient_claim,
     )
-    return JwtValidator(rules, key_source(settings.auth_issuer, settings.auth_jwks))
+    return JwtValidator(rules, key_source(settings))
 
 
 def _algorithms(settings: Settings) -> tuple[str, ...]:
@@ -89,7 +89,13 @@ def _algorithms(settings: Settings) -> tuple[str, ...]:
     return algorithms
 
 
-def key_source(issuer: str, jwks: str | None) -> KeySource:
+def key_source(settings: Settings) -> KeySource:
+    jwks, issuer = settings.auth_jwks, settings.auth_issuer or ""
     if jwks is not None and not jwks.startswith(("http://", "https://")):
         return FileKeys(Path(jwks))
-    return RemoteKeys(issuer, jwks)
+    return RemoteKeys(
+        issuer,
+        jwks,
+        refresh_seconds=settings.auth_jwks_refresh_seconds,
+        max_age_seconds=settings.auth_jwks_max_age_seconds,
+    )

@@ -141,10 +141,15 @@ class Issuer:
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
         self.fetches = 0
+        self.down = False  # answers 503, as an issuer in an outage
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if issuer.down:
+                    issuer.fetches += 1
+                    self.send_error(503)
+                    return
                 if self.path == "/.well-known/openid-configuration":
                     body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks"}
                 elif self.path == "/jwks":
@@ -204,7 +209,75 @@ async def test_unknown_kids_do_not_hammer_the_issuer(issuer: Issuer, key: ECKey)
     for _ in range(5):
         with pytest.raises(TokenInvalid):
             await validator.validate(sign(stranger, claims(iss=issuer.url)))
-    assert issuer.fetches == 1  # refetched at most once per refresh interval (60 s)
+    # the first load, then one refetch for the unknown kid; the others wait the refresh
+    # interval (10 s)
+    assert issuer.fetches == 2
+
+
+async def test_the_first_rotation_after_a_start_is_not_delayed(issuer: Issuer) -> None:
+    """The load at start does not count against the refresh interval: a key rotated
+    seconds after the first request is fetched for its unknown kid at once."""
+    now = [100.0]
+    first = RSAKey.generate_key(2048, parameters={"kid": "r1"}, private=True)
+    issuer.keys = [first.as_dict(private=False)]
+    source = RemoteKeys(issuer.url, None, refresh_seconds=10.0, clock=lambda: now[0])
+    validator = JwtValidator(rules(issuer.url), source, clock=lambda: NOW)
+    await validator.validate(sign(first, claims(iss=issuer.url), "RS256"))
+    second = RSAKey.generate_key(2048, parameters={"kid": "r2"}, private=True)
+    third = RSAKey.generate_key(2048, parameters={"kid": "r3"}, private=True)
+    issuer.keys = [second.as_dict(private=False), third.as_dict(private=False)]
+    now[0] += 1
+    await validator.validate(sign(second, claims(iss=issuer.url), "RS256"))
+    assert issuer.fetches == 2
+    issuer.keys = [(fourth := RSAKey.generate_key(2048, parameters={"kid": "r4"}, private=True))
+                   .as_dict(private=False)]  # fmt: skip
+    now[0] += 1  # within the interval of the last refetch: refused, no fetch
+    with pytest.raises(TokenInvalid):
+        await validator.validate(sign(fourth, claims(iss=issuer.url), "RS256"))
+    assert issuer.fetches == 2
+    now[0] += 10
+    assert (await validator.validate(sign(fourth, claims(iss=issuer.url), "RS256"))).subject
+    assert issuer.fetches == 3
+
+
+async def test_a_withdrawn_key_stops_working_after_the_max_age(issuer: Issuer, key: ECKey) -> None:
+    now = [100.0]
+    issuer.keys = [key.as_dict(private=False)]
+    source = RemoteKeys(issuer.url, None, max_age_seconds=300.0, clock=lambda: now[0])
+    validator = JwtValidator(rules(issuer.url), source, clock=lambda: NOW)
+    await validator.validate(sign(key, claims(iss=issuer.url, jti="a")))
+    successor = ECKey.generate_key("P-256", parameters={"kid": "k2"}, private=True)
+    issuer.keys = [successor.as_dict(private=False)]  # k1 withdrawn
+    now[0] += 299
+    assert (await validator.validate(sign(key, claims(iss=issuer.url, jti="b")))).subject
+    now[0] += 1
+    with pytest.raises(TokenInvalid):
+        await validator.validate(sign(key, claims(iss=issuer.url, jti="c")))
+    assert issuer.fetches == 3  # the start, the max age, then k1 as an unknown kid
+
+
+async def test_an_issuer_in_an_outage_is_not_hammered(issuer: Issuer, key: ECKey) -> None:
+    """Keys already known keep working while the issuer is down; a failed fetch is not
+    tried again for the refresh interval, so requests do not queue behind it."""
+    now = [100.0]
+    issuer.keys = [key.as_dict(private=False)]
+    source = RemoteKeys(issuer.url, None, refresh_seconds=10.0, max_age_seconds=300.0,
+                        clock=lambda: now[0])  # fmt: skip
+    validator = JwtValidator(rules(issuer.url), source, clock=lambda: NOW)
+    await validator.validate(sign(key, claims(iss=issuer.url, jti="a")))
+    issuer.down, issuer.fetches = True, 0
+    now[0] += 400  # the keys are old: fetched again, which fails
+    for jti in ("b", "c", "d"):
+        assert (await validator.validate(sign(key, claims(iss=issuer.url, jti=jti)))).subject
+    assert issuer.fetches == 1  # the discovery document, once
+
+    cold = JwtValidator(
+        rules(issuer.url), RemoteKeys(issuer.url, None, clock=lambda: now[0]), clock=lambda: NOW
+    )
+    for jti in ("e", "f", "g"):
+        with pytest.raises(TokenInvalid, match="could not be fetched"):
+            await cold.validate(sign(key, claims(iss=issuer.url, jti=jti)))
+    assert issuer.fetches == 2
 
 
 async def test_an_unreachable_issuer_is_an_invalid_token(key: ECKey) -> None:
