@@ -19,6 +19,8 @@ from access.failures import log_failure
 from mappings.hl7v2.errors import MappingError
 
 log = logging.getLogger(__name__)
+# FHIR issue types of an access refused as a whole (an authorize or consent hook): AR
+REJECTING = frozenset({"forbidden", "security"})
 
 # HL7 table 0357, message error condition codes (data: table_0357.yaml)
 TABLE_0357: dict[str, str] = {
@@ -48,7 +50,8 @@ class Hl7Error(Exception):
     @classmethod
     def from_fhir(cls, error: AccessError, location: str = "") -> Hl7Error:
         # The store failing is no fault of the message: AR asks the sender to retry later.
-        ack = "AR" if error.code == "MB-1000" else "AE"
+        # A refused access (forbidden) rejects the message as a whole, not its content.
+        ack = "AR" if error.code == "MB-1000" or error.entry.issue in REJECTING else "AE"
         code = error.entry.hl7 if error.entry.hl7 in TABLE_0357 else "207"
         return cls(ack, code, f"{error.code}: {error.diagnostics}"[:400], location)
 

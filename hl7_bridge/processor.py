@@ -132,6 +132,8 @@ class Processor:
     async def _act(self, exchange: Exchange[Incoming, Result]) -> Result:
         incoming = exchange.request
         if incoming.replay_of is not None:
+            if await self.archive.claim(incoming.replay_of) is None:
+                raise AccessError("MB-1002", "the archived message is gone")
             return await self._process(
                 incoming.replay_of, incoming.message, incoming.outcome, incoming.original,
                 incoming.decoded.codec, incoming.peer, exchange.context,
@@ -212,8 +214,10 @@ class Processor:
 
     async def replay(self, receipt_id: str, actor: Actor | None = None) -> Result:
         """Process an archived message again (dead letters, or one interrupted mid-way):
-        one access of its own (Action.REPLAY) by `actor`, the local operator by default."""
-        document = await self.archive.claim(receipt_id)
+        one access of its own (Action.REPLAY) by `actor`, the local operator by default.
+        The message is read to describe the access; it is claimed (its dead-letter status
+        given up) only in the act, so a refused replay leaves the archive as it was."""
+        document = await self.archive.get(receipt_id)
         if document is None:
             raise KeyError(receipt_id)
         incoming = self._parse(document["raw"], document.get("peer", ""), receipt_id)

@@ -191,7 +191,7 @@ async def _upkeep_in_process(uri: str, target: Target, name: str, payload: Paylo
     from pymongo import AsyncMongoClient
 
     from fhir_server.repository import Repository
-    from imaging import upkeep
+    from imaging.upkeep_door import UpkeepDoor
 
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri, tz_aware=True)
     try:
@@ -199,8 +199,8 @@ async def _upkeep_in_process(uri: str, target: Target, name: str, payload: Paylo
         await repository.ensure_indexes()
         assert target.compose is not None, "the command line gives the composition"
         imaging = await target.compose(repository, 0)
-        operation = upkeep.retry if name == "dicom/retry" else upkeep.pending
-        return await operation(imaging.linker, payload)
+        # one access of the operator, through the hooks the server has
+        return await UpkeepDoor(imaging.linker).run(name, payload)
     finally:
         await client.close()
 
@@ -209,6 +209,7 @@ def _pending(
     args: argparse.Namespace, target: Target, embedded: Callable[[], Store], admin: Admin | None
 ) -> int:
     from imaging.upkeep import report
+    from imaging.upkeep_door import refusal
 
     name = "dicom/retry" if args.retry else "dicom/pending"
     payload: Payload = {"studies": args.study} if args.study else {}
@@ -226,6 +227,10 @@ def _pending(
             answer = asyncio.run(_upkeep_in_process(store.start(), target, name, payload))
         finally:
             store.stop()
+    refused = refusal(answer)
+    if refused is not None:
+        print(f"refused: {refused}", file=sys.stderr)
+        return 1
     print(json.dumps(answer, indent=2) if args.json else report(answer))
     return 0
 

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from access.errors import AccessError
@@ -18,6 +19,8 @@ from fhir_server.router import FhirRouter
 from medbridge import __version__
 from medbridge.admin import AdminApi
 from medbridge.health import Readiness
+from smart.authority import Authority
+from smart.http import SmartEndpoints
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,7 @@ FHIR_BASE = "/fhir"
 DICOMWEB_BASE = "/dicomweb"
 AUTH_BASE = "/auth"
 ADMIN_BASE = "/admin"
+SMART_CONFIGURATION = FHIR_BASE + "/.well-known/smart-configuration"  # served by smart/http.py
 
 
 def build_app(
@@ -74,7 +78,11 @@ class FhirFirst:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (path == FHIR_BASE or path.startswith(self.prefix)):
+        if (
+            scope["type"] != "http"
+            or not (path == FHIR_BASE or path.startswith(self.prefix))
+            or path == SMART_CONFIGURATION
+        ):
             await self.app(scope, receive, send)
             return
         scope["path_params"] = {"path": path[len(self.prefix) :]}
@@ -86,11 +94,39 @@ class FhirFirst:
         await response(scope, receive, send)
 
 
+def assemble(
+    router: FhirRouter,
+    readiness: Readiness,
+    max_body_bytes: int,
+    public_base: Callable[[], str],
+    dicomweb: Callable[[Request], Awaitable[Response]],
+    admin: AdminApi,
+    authority: Authority,
+) -> FastAPI:
+    """The app `serve` listens with: every HTTP route the server has is mounted here, so
+    the test that refuses every route (tests/integration/test_every_route.py) walks it."""
+    app = build_app(router, readiness, max_body_bytes, public_base)
+    mount_dicomweb(app, dicomweb)
+    mount_smart(app, authority)
+    mount_admin(app, admin)
+    return app
+
+
 def mount_admin(app: FastAPI, admin: AdminApi) -> None:
     """The admin commands' routes (medbridge/admin.py), token-guarded."""
     app.router.add_route(
         ADMIN_BASE + "/{name:path}", admin.handle, methods=["POST"], include_in_schema=False
     )
+
+
+def mount_smart(app: FastAPI, authority: Authority) -> None:
+    """The authorization server's routes (smart/http.py). They go before the FHIR
+    catch-all, since the SMART discovery document lives under the FHIR base."""
+    routes = [
+        Route(path, endpoint, methods=methods, include_in_schema=False)
+        for path, endpoint, methods in SmartEndpoints(authority).routes()
+    ]
+    app.router.routes[0:0] = routes
 
 
 def mount_dicomweb(app: FastAPI, endpoint: Callable[[Request], Awaitable[Response]]) -> None:

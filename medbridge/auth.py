@@ -3,9 +3,13 @@ and the rule that a server without it listens on loopback only."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from collections.abc import Callable
 from pathlib import Path
+
+import orjson
 
 from medbridge.settings import Settings
 from smart.claims import Claims, TokenInvalid, TokenValidator
@@ -55,11 +59,54 @@ class NoIssuer:
         raise TokenInvalid("no token issuer is configured on this server")
 
 
-def token_validator(settings: Settings, fhir_base: Callable[[], str]) -> TokenValidator:
-    """JWT access tokens of `MEDBRIDGE_AUTH_ISSUER`, checked with its JWKS; `fhir_base()`
-    (this server's public FHIR base URL) is the audience unless one is configured."""
-    if settings.auth_issuer is None:
-        return NoIssuer()
+class Issuers:
+    """Tokens of this server's own authorization server and, when one is configured, of
+    an external OpenID Connect issuer: each token goes to the validator of the issuer it
+    names (`iss`, read unverified only to choose), which then checks it completely."""
+
+    def __init__(self, own: tuple[Callable[[], str], TokenValidator]) -> None:
+        self.own = own
+        self.external: dict[str, TokenValidator] = {}
+
+    def add(self, issuer: str, validator: TokenValidator) -> None:
+        self.external[issuer] = validator
+
+    async def validate(self, token: str) -> Claims:
+        named = _issuer_named(token)
+        own_issuer, own = self.own
+        if named == own_issuer():
+            return await own.validate(token)
+        if named is not None and named in self.external:
+            return await self.external[named].validate(token)
+        raise TokenInvalid("the token is not from an issuer this server accepts")
+
+
+def _issuer_named(token: str) -> str | None:
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > 65536:
+        return None
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    issuer = payload.get("iss") if isinstance(payload, dict) else None
+    return issuer if isinstance(issuer, str) else None
+
+
+def token_validator(
+    settings: Settings, fhir_base: Callable[[], str], own: tuple[Callable[[], str], TokenValidator]
+) -> TokenValidator:
+    """Tokens of this server's own authorization server (`own`: its issuer and validator)
+    and of `MEDBRIDGE_AUTH_ISSUER` when set, checked with its JWKS; `fhir_base()` (this
+    server's public FHIR base URL) is the audience unless one is configured."""
+    issuers = Issuers(own)
+    if settings.auth_issuer is not None:
+        issuers.add(settings.auth_issuer, external_validator(settings, fhir_base))
+    return issuers
+
+
+def external_validator(settings: Settings, fhir_base: Callable[[], str]) -> TokenValidator:
+    assert settings.auth_issuer is not None
     algorithms = _algorithms(settings)
     audience = settings.auth_audience
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from hl7_bridge.commands import add_commands as add_hl7_commands
 from imaging.commands import add_commands as add_dicom_commands
 from medbridge.settings import Settings
+from smart.commands import add_commands as add_smart_commands
 
 if TYPE_CHECKING:
     from fhir_server.repository import Repository
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_hl7_commands(commands)
     add_dicom_commands(commands)
+    add_smart_commands(commands)
     return parser
 
 
@@ -59,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(settings)
     if args.command == "hl7":
         return _hl7(args, settings)
+    if args.command in ("users", "clients", "token"):
+        return _smart(args, settings)
     if args.command == "dicom":
         from imaging.commands import Target
         from imaging.commands import run as run_dicom
@@ -114,3 +118,12 @@ def _hl7(args: argparse.Namespace, settings: Settings) -> int:
         processor=processor,
     )
     return run(args, target)
+
+
+def _smart(args: argparse.Namespace, settings: Settings) -> int:
+    """`users add`, `clients add`, `token`: only through the running server."""
+    from medbridge.running import call_admin, find_running
+    from smart.commands import run
+
+    running = find_running(settings.data_dir)
+    return run(args, None if running is None else partial(call_admin, running, timeout=60.0))

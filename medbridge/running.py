@@ -10,6 +10,7 @@ so their work goes through the server's pipeline instead of beside it on its sto
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import secrets
@@ -77,7 +78,11 @@ def call_admin(
     response = httpx.post(
         f"{running.http_base}/admin/{name}",
         json=payload,
-        headers={"Authorization": f"Bearer {running.admin_token}"},
+        headers={
+            "Authorization": f"Bearer {running.admin_token}",
+            # the operator the audit names; the token is what proves the right to call
+            "X-MedBridge-Operator": getpass.getuser(),
+        },
         timeout=timeout,
     )
     if response.status_code != 200:

@@ -16,25 +16,20 @@ import uvloop
 from pymongo import AsyncMongoClient
 
 from fhir_server.repository import Repository
+from fhir_server.router import FhirRouter
 from hl7_bridge.listener import Limits, TlsFiles
+from hl7_bridge.processor import Processor
 from hl7_bridge.replay import admin_replay
 from hl7_bridge.service import BridgeOptions, start_listener
 from imaging import upkeep
 from imaging.dimse.config import DimseConfig, load_peers
 from imaging.dimse.service import start_dimse
-from imaging.services import object_store
+from imaging.services import Imaging, object_store
 from mappings.dicom.imagingstudy import use_site_authorities
 from medbridge import __version__
 from medbridge.admin import AdminApi
-from medbridge.app import (
-    DICOMWEB_BASE,
-    FHIR_BASE,
-    FhirFirst,
-    build_app,
-    mount_admin,
-    mount_dicomweb,
-)
-from medbridge.auth import AuthRefused, NoIssuer, check_binding, token_validator
+from medbridge.app import DICOMWEB_BASE, FHIR_BASE, FhirFirst, assemble
+from medbridge.auth import AuthRefused, check_binding, token_validator
 from medbridge.compose import ImagingPlan, compose
 from medbridge.embedded_mongo import EmbeddedMongo
 from medbridge.health import Readiness
@@ -42,6 +37,8 @@ from medbridge.http_guard import HttpGuard
 from medbridge.http_protocol import bounded_protocol
 from medbridge.running import announce, withdraw
 from medbridge.settings import Settings
+from smart.admin import SmartAdmin
+from smart.authority import Authority, build_authority
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +86,13 @@ async def _serve(settings: Settings, uri: str) -> None:
             settings.s3_prefix, settings.s3_region,
         )  # fmt: skip
         options = bridge_options(settings)
+        authority = await build_authority(
+            repository, lambda: public_base[0], settings.authority_options()
+        )
         validator = None
         if settings.auth:
-            validator = token_validator(settings, lambda: public_base[0] + FHIR_BASE)
-            if isinstance(validator, NoIssuer):
-                log.warning("no token issuer configured (MEDBRIDGE_AUTH_ISSUER): every token "
-                            "is refused")  # fmt: skip
+            own = (authority.issuer, authority.tokens)
+            validator = token_validator(settings, lambda: public_base[0] + FHIR_BASE, own)
         dimse_config = _dimse_config(settings)
         composition = await compose(
             settings, repository,
@@ -111,16 +109,13 @@ async def _serve(settings: Settings, uri: str) -> None:
         mllp = await start_listener(processor, options)
         stack.push_async_callback(mllp.stop)
         readiness.ready("mllp")
-        app = build_app(router, readiness, settings.max_body_bytes, lambda: public_base[0])
         await imaging.start()
         stack.push_async_callback(imaging.stop)
-        mount_dicomweb(app, imaging.dicomweb.handle)
-        admin = AdminApi()
-        admin.add("status", _status)
-        admin.add("hl7/replay", admin_replay(mllp.processor))
-        admin.add("dicom/pending", partial(upkeep.pending, imaging.linker))
-        admin.add("dicom/retry", partial(upkeep.retry, imaging.linker))
-        mount_admin(app, admin)
+        admin = admin_api(router, mllp.processor, imaging, authority)
+        app = assemble(
+            router, readiness, settings.max_body_bytes, lambda: public_base[0],
+            imaging.dicomweb.handle, admin, authority,
+        )  # fmt: skip
         readiness.expect("dicom")
         dimse = await start_dimse(dimse_config, imaging, router, settings.host, settings.dicom_port)
         stack.push_async_callback(asyncio.to_thread, dimse.stop)
@@ -164,6 +159,20 @@ def _public_base(settings: Settings, port: int) -> str:
         return settings.public_base_url.rstrip("/")
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return f"http://{host}:{port}"
+
+
+def admin_api(
+    router: FhirRouter, processor: Processor, imaging: Imaging, authority: Authority
+) -> AdminApi:
+    """The admin operations, each call one access through the router's hooks."""
+    admin = AdminApi(share_hooks_with=router.pipeline)
+    admin.add("status", _status)
+    admin.add("hl7/replay", admin_replay(processor))
+    admin.add("dicom/pending", partial(upkeep.pending, imaging.linker))
+    admin.add("dicom/retry", partial(upkeep.retry, imaging.linker))
+    for name, handler in SmartAdmin(authority).handlers().items():
+        admin.add(name, handler)
+    return admin
 
 
 async def _status(payload: dict[str, Any]) -> dict[str, Any]:

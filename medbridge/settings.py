@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from access.budget import Budget
 from imaging.upkeep import RetryPolicy
 from mappings.hl7v2.tables import parse_order_domains
+from smart.authority import AuthorityOptions
 
 
 class Settings(BaseSettings):
@@ -161,6 +162,34 @@ class Settings(BaseSettings):
         description="`module:function` returning HookSpecs that compose registers beside "
         "the built-in hooks (site consent or authorization; the integration tests' hooks)",
     )
+
+    # SMART-on-FHIR authorization server (docs/smart.md)
+    smart_signing_algorithm: str = Field(
+        "RS384", pattern=r"^(RS384|ES384)$", description="algorithm of a newly made signing key"
+    )
+    smart_token_lifetime: int = Field(3600, gt=0, le=86_400, description="access token seconds")
+    smart_backend_token_lifetime: int = Field(
+        300, gt=0, le=300, description="backend-services (client_credentials) token seconds"
+    )
+    smart_refresh_lifetime: int = Field(
+        30 * 24 * 3600, gt=0, description="refresh token seconds (rotated on every use)"
+    )
+    smart_clock_skew: int = Field(30, ge=0, le=300, description="seconds of skew on exp/iat")
+    smart_lockout_failures: int = Field(
+        5, ge=1, description="failed sign-ins in a row that lock an account"
+    )
+    smart_lockout_minutes: float = Field(15.0, gt=0, description="how long a lockout lasts")
+
+    def authority_options(self) -> AuthorityOptions:
+        return AuthorityOptions(
+            signing_algorithm=self.smart_signing_algorithm,
+            token_lifetime=self.smart_token_lifetime,
+            backend_token_lifetime=self.smart_backend_token_lifetime,
+            refresh_lifetime=self.smart_refresh_lifetime,
+            clock_skew=self.smart_clock_skew,
+            lockout_failures=self.smart_lockout_failures,
+            lockout_minutes=self.smart_lockout_minutes,
+        )
 
     # The work budget of one request (access/budget.py, docs/limits.md)
     limit_string_bytes: int = Field(1024 * 1024, gt=0, description="one FHIR string (R4: 1 MB)")

@@ -58,3 +58,63 @@ def hooks() -> list[HookSpec]:
         HookSpec(Stage.AUTHORIZE, authorize, "test.dicom-authorize"),
         HookSpec(Stage.CONSENT_SHOW, show, "test.dicom-show"),
     ]
+
+
+# Every door (issue 12's proofs: tests/integration/test_every_route.py and
+# test_audit_per_door.py), loaded by `MEDBRIDGE_EXTRA_HOOKS=tests.support.access_hooks:
+# every_door_hooks`: `{"deny_all": true}` in the rule file refuses every access of every
+# door (MB-4001, the code tests use until a generic "access denied" code exists), and
+# every access's audit stage is written as one JSON line to `MEDBRIDGE_TEST_AUDIT_FILE`.
+DENY_ALL_CODE = "MB-4001"
+AUDIT_FILE = "MEDBRIDGE_TEST_AUDIT_FILE"
+
+
+async def deny_every_door(exchange: Exchange[Any, Any]) -> None:
+    if rules().get("deny_all"):
+        raise AccessError(DENY_ALL_CODE, "refused by the test's deny-all authorize hook")
+
+
+def audit_record(exchange: Exchange[Any, Any]) -> dict[str, Any]:
+    """What the audit stage received, as plain JSON."""
+    access = exchange.access
+    record: dict[str, Any] = {
+        "door": str(exchange.context.door),
+        "request_id": exchange.context.request_id,
+        "outcome": exchange.error.code if exchange.error is not None else "ok",
+        "touched": list(exchange.touched),
+    }
+    if access is not None:
+        record.update(
+            action=str(access.action),
+            actor={"kind": access.actor.kind, "identifier": access.actor.identifier},
+            event=access.event,
+            resource_types=sorted(access.resource_types),
+            resource_id=access.resource_id,
+            patients=sorted(access.patients),
+            patient_query=[list(pair) for pair in access.patient_query],
+            studies=sorted(access.studies),
+            series=sorted(access.series),
+            instances=sorted(access.instances),
+            parent=None if access.parent is None else access.parent.request_id,
+        )
+    return record
+
+
+async def record_audit(exchange: Exchange[Any, Any]) -> None:
+    path = os.environ.get(AUDIT_FILE)
+    if not path:
+        return
+    line = orjson.dumps(audit_record(exchange)) + b"\n"
+    # one write of an O_APPEND descriptor: concurrent accesses never interleave a line
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(descriptor, line)
+    finally:
+        os.close(descriptor)
+
+
+def every_door_hooks() -> list[HookSpec]:
+    return [
+        HookSpec(Stage.AUTHORIZE, deny_every_door, "test.deny-every-door"),
+        HookSpec(Stage.AUDIT, record_audit, "test.record-audit"),
+    ]

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+
+import orjson
 import pytest
 
-from medbridge.auth import AuthRefused, NoIssuer, check_binding, is_loopback, token_validator
+from medbridge.auth import (
+    AuthRefused,
+    Issuers,
+    NoIssuer,
+    check_binding,
+    external_validator,
+    is_loopback,
+    token_validator,
+)
 from medbridge.settings import Settings
-from smart.claims import TokenInvalid
+from smart.claims import Claims, TokenInvalid
 from smart.jwt_validator import JwtValidator
 
 
@@ -35,16 +46,56 @@ def test_symmetric_or_no_algorithms_refuse_to_start(algorithms: str) -> None:
         check_binding(Settings(auth_algorithms=algorithms))
 
 
+OWN = "https://medbridge.example/auth"
+
+
+def _unsigned(claims: dict[str, object]) -> str:
+    def part(value: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS384'})}.{part(claims)}.c2ln"
+
+
+class _Recording:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seen: list[str] = []
+
+    async def validate(self, token: str) -> Claims:
+        self.seen.append(token)
+        raise TokenInvalid(f"checked by {self.name}")
+
+
 async def test_no_issuer_refuses_every_token() -> None:
-    validator = token_validator(Settings(), lambda: "http://127.0.0.1:1/fhir")
-    assert isinstance(validator, NoIssuer)
+    validator = NoIssuer()
     with pytest.raises(TokenInvalid, match="no token issuer"):
         await validator.validate("a.b.c")
 
 
+async def test_each_token_goes_to_the_validator_of_its_issuer() -> None:
+    own = _Recording("own")
+    settings = Settings(auth_issuer="https://idp.example/realms/h")
+    validator = token_validator(
+        settings, lambda: "https://medbridge.example/fhir", (lambda: OWN, own)
+    )
+    assert isinstance(validator, Issuers)
+    with pytest.raises(TokenInvalid, match="checked by own"):
+        await validator.validate(_unsigned({"iss": OWN}))
+    # the external issuer's validator checks it (and refuses: no such key anywhere)
+    with pytest.raises(TokenInvalid) as refused:
+        await validator.validate(_unsigned({"iss": "https://idp.example/realms/h"}))
+    assert "checked by own" not in refused.value.reason
+    for stranger in ({"iss": "https://evil.example"}, {"sub": "x"}, {"iss": 7}):
+        with pytest.raises(TokenInvalid, match="not from an issuer"):
+            await validator.validate(_unsigned(stranger))
+    with pytest.raises(TokenInvalid, match="not from an issuer"):
+        await validator.validate("not-a-jwt")
+    assert len(own.seen) == 1
+
+
 def test_an_issuer_gives_a_jwt_validator() -> None:
     settings = Settings(auth_issuer="https://idp.example/realms/h", auth_leeway_seconds=5)
-    validator = token_validator(settings, lambda: "https://medbridge.example/fhir")
+    validator = external_validator(settings, lambda: "https://medbridge.example/fhir")
     assert isinstance(validator, JwtValidator)
     assert validator.rules.leeway_seconds == 5
     assert set(validator.rules.audiences()) == {"https://medbridge.example/fhir"}
