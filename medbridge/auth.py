@@ -13,7 +13,14 @@ import orjson
 
 from medbridge.settings import Settings
 from smart.claims import Claims, TokenInvalid, TokenValidator
-from smart.jwt_validator import FileKeys, JwtRules, JwtValidator, KeySource, RemoteKeys
+from smart.jwt_validator import (
+    FileKeys,
+    JwtRules,
+    JwtValidator,
+    KeySource,
+    RemoteKeys,
+    key_url_is_safe,
+)
 
 # a shared secret or no signature at all would let anyone holding the key mint tokens
 REFUSED_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
@@ -41,6 +48,7 @@ def check_binding(settings: Settings) -> str | None:
     when it is off on any other address; None when auth is on."""
     if settings.auth:
         _algorithms(settings)
+        _key_transport(settings)
         return None
     if not is_loopback(settings.host):
         raise AuthRefused(
@@ -134,6 +142,19 @@ def _algorithms(settings: Settings) -> tuple[str, ...]:
             f"(RS256, ES256 ...), not {sorted(refused) or 'nothing'}"
         )
     return algorithms
+
+
+def _key_transport(settings: Settings) -> None:
+    """The external issuer's keys are fetched over HTTPS (plain HTTP only on loopback)."""
+    jwks = settings.auth_jwks
+    remote = jwks if jwks is None or jwks.startswith(("http://", "https://")) else None
+    url = remote or (settings.auth_issuer if jwks is None else None)
+    if url is not None and not key_url_is_safe(url):
+        raise AuthRefused(
+            f"refusing to start: the token issuer's keys would be fetched from {url!r} "
+            f"over plain HTTP, where anyone on the path could replace them: use https:// "
+            f"(MEDBRIDGE_AUTH_ISSUER, MEDBRIDGE_AUTH_JWKS), or a JWKS file"
+        )
 
 
 def key_source(settings: Settings) -> KeySource:

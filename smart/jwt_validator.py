@@ -11,6 +11,7 @@ than `max_age_seconds` are fetched again (a withdrawn key stops working).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 from joserfc import jwt
@@ -126,6 +128,7 @@ class RemoteKeys:
         try:
             async with httpx.AsyncClient(timeout=10.0) as client:
                 url = self.jwks_url or await _jwks_uri(client, self.issuer)
+                _check_transport(url)
                 answer = await client.get(url)
                 answer.raise_for_status()
                 return KeySet.import_key_set(_public_only(answer.content))
@@ -136,7 +139,29 @@ class RemoteKeys:
             raise TokenInvalid("the issuer's keys could not be fetched") from failure
 
 
+def key_url_is_safe(url: str) -> bool:
+    """Keys come over HTTPS; plain HTTP only from this machine (a local issuer, the
+    tests): anyone on the path of a plain fetch could hand over keys of their own."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return bool(parts.hostname)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_transport(url: str) -> None:
+    if not key_url_is_safe(url):
+        raise ValueError(f"keys over plain HTTP from another machine: {url}")
+
+
 async def _jwks_uri(client: httpx.AsyncClient, issuer: str) -> str:
+    _check_transport(issuer + DISCOVERY)
     answer = await client.get(issuer + DISCOVERY)
     answer.raise_for_status()
     document = answer.json()
@@ -150,9 +175,10 @@ async def _jwks_uri(client: httpx.AsyncClient, issuer: str) -> str:
 
 def _public_only(raw: bytes) -> Any:
     document = json.loads(raw)
-    # a JWKS file that holds private parts would make this server able to sign
+    # a JWKS file that holds private parts would make this server able to sign; keys for
+    # encryption (Keycloak publishes an RSA-OAEP one beside its signing key) verify nothing
     keys = [{k: v for k, v in key.items() if k not in ("d", "p", "q", "dp", "dq", "qi")}
-            for key in document.get("keys", [])]  # fmt: skip
+            for key in document.get("keys", []) if key.get("use") != "enc"]  # fmt: skip
     return {"keys": keys}
 
 

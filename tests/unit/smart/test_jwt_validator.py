@@ -17,7 +17,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from smart.claims import TokenInvalid
-from smart.jwt_validator import FileKeys, JwtRules, JwtValidator, RemoteKeys
+from smart.jwt_validator import FileKeys, JwtRules, JwtValidator, RemoteKeys, key_url_is_safe
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "https://medbridge.test/fhir"
@@ -142,6 +142,7 @@ class Issuer:
         self.keys: list[dict[str, Any]] = []
         self.fetches = 0
         self.down = False  # answers 503, as an issuer in an outage
+        self.jwks_uri: str | None = None  # another jwks_uri in the discovery document
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -151,7 +152,10 @@ class Issuer:
                     self.send_error(503)
                     return
                 if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks"}
+                    body = {
+                        "issuer": issuer.url,
+                        "jwks_uri": issuer.jwks_uri or issuer.url + "/jwks",
+                    }
                 elif self.path == "/jwks":
                     issuer.fetches += 1
                     body = {"keys": issuer.keys}
@@ -301,3 +305,42 @@ async def test_a_checked_token_still_expires(key: ECKey, tmp_path: Path) -> None
     for _ in range(2):
         with pytest.raises(TokenInvalid, match="expired"):
             await validator.validate(token)
+
+
+async def test_keys_over_plain_http_from_another_machine_are_not_fetched(
+    issuer: Issuer, key: ECKey
+) -> None:
+    """The discovery document (loopback here) names a plain-HTTP jwks_uri elsewhere: a
+    man in the middle there could serve keys of its own; nothing is fetched from it."""
+    issuer.keys = [key.as_dict(private=False)]
+    issuer.jwks_uri = "http://keys.example.invalid/jwks"
+    validator = JwtValidator(rules(issuer.url), RemoteKeys(issuer.url, None), clock=lambda: NOW)
+    with pytest.raises(TokenInvalid, match="could not be fetched"):
+        await validator.validate(sign(key, claims(iss=issuer.url)))
+    assert issuer.fetches == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "safe"),
+    [("https://idp.example/realms/h", True), ("http://127.0.0.1:8080/realms/h", True),
+     ("http://localhost/jwks", True), ("http://[::1]:9/x", True),
+     ("http://idp.example/realms/h", False), ("http://10.0.0.5/jwks", False),
+     ("ftp://idp.example/jwks", False), ("https:///jwks", False)],
+)  # fmt: skip
+def test_key_url_is_safe(url: str, safe: bool) -> None:
+    assert key_url_is_safe(url) is safe
+
+
+async def test_encryption_keys_verify_nothing(issuer: Issuer) -> None:
+    """A JWKS with an RSA-OAEP key beside the signing key, as Keycloak publishes: a
+    token signed with the encryption key's private part is refused."""
+    signing = RSAKey.generate_key(2048, parameters={"kid": "sig"}, private=True)
+    encryption = RSAKey.generate_key(2048, parameters={"kid": "enc"}, private=True)
+    issuer.keys = [
+        signing.as_dict(private=False, use="sig", alg="RS256"),
+        encryption.as_dict(private=False, use="enc"),  # some issuers name no alg
+    ]
+    validator = JwtValidator(rules(issuer.url), RemoteKeys(issuer.url, None), clock=lambda: NOW)
+    assert (await validator.validate(sign(signing, claims(iss=issuer.url), "RS256"))).subject
+    with pytest.raises(TokenInvalid):
+        await validator.validate(sign(encryption, claims(iss=issuer.url, jti="e"), "RS256"))
