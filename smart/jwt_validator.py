@@ -76,7 +76,8 @@ class RemoteKeys:
     after a start is never delayed by the start's own fetch); keys older than
     `max_age_seconds` are fetched again at the next use, so a withdrawn key stops
     working; after a failed fetch none is tried for `refresh_seconds`, so requests do
-    not queue behind one timeout each while the issuer is down."""
+    not queue behind one timeout each while the issuer is down, and while a fetch is
+    under way, tokens of known keys do not wait for it."""
 
     def __init__(
         self,
@@ -98,6 +99,9 @@ class RemoteKeys:
         self._lock = asyncio.Lock()
 
     async def keys(self, refresh: bool) -> KeySet:
+        if self._keys is not None and not refresh and self._lock.locked():
+            # a fetch is under way (perhaps waiting out a timeout): the keys held serve
+            return self._keys
         async with self._lock:
             now = self.clock()
             if self._keys is None:

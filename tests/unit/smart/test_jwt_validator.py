@@ -4,6 +4,7 @@ document and keys; the clock is the only thing the tests set)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -143,10 +144,13 @@ class Issuer:
         self.fetches = 0
         self.down = False  # answers 503, as an issuer in an outage
         self.jwks_uri: str | None = None  # another jwks_uri in the discovery document
+        self.hold: threading.Event | None = None  # answers only once set: a slow issuer
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if issuer.hold is not None:
+                    issuer.hold.wait(10)
                 if issuer.down:
                     issuer.fetches += 1
                     self.send_error(503)
@@ -344,3 +348,23 @@ async def test_encryption_keys_verify_nothing(issuer: Issuer) -> None:
     assert (await validator.validate(sign(signing, claims(iss=issuer.url), "RS256"))).subject
     with pytest.raises(TokenInvalid):
         await validator.validate(sign(encryption, claims(iss=issuer.url, jti="e"), "RS256"))
+
+
+async def test_known_keys_do_not_wait_for_a_slow_fetch(issuer: Issuer, key: ECKey) -> None:
+    """The keys are old and the fetch that renews them hangs on a slow issuer: tokens of
+    the keys held are checked meanwhile, not queued behind it."""
+    now = [100.0]
+    issuer.keys = [key.as_dict(private=False)]
+    source = RemoteKeys(issuer.url, None, max_age_seconds=300.0, clock=lambda: now[0])
+    validator = JwtValidator(rules(issuer.url), source, clock=lambda: NOW)
+    await validator.validate(sign(key, claims(iss=issuer.url, jti="a")))
+    issuer.hold = threading.Event()
+    now[0] += 400
+    renewing = asyncio.create_task(validator.validate(sign(key, claims(iss=issuer.url, jti="b"))))
+    await asyncio.sleep(0)  # the renewing request runs until it waits on the fetch
+    assert source._lock.locked()
+    got = await validator.validate(sign(key, claims(iss=issuer.url, jti="c")))
+    assert got.subject == "alice"
+    assert not renewing.done()
+    issuer.hold.set()
+    assert (await renewing).subject == "alice"
