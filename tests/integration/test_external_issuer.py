@@ -43,14 +43,15 @@ def issuer_or_skip(audience: str, *others: str, port: int | None = None) -> Oidc
         pytest.skip(f"the OpenID Connect issuer cannot start: {missing}")
 
 
-def server_for(root: Path, store_uri: str, issuer_port: int) -> RunningServer:
+def server_for(root: Path, store_uri: str, issuer_port: int, **settings: str) -> RunningServer:
     """A server trusting the issuer that will listen on `issuer_port`: its keys are
     fetched at the first token, so the issuer may start after the server (it needs the
-    server's FHIR base URL as its audience)."""
+    server's FHIR base URL as its audience). `settings`: more MEDBRIDGE_AUTH_* values."""
     env = {
         "MEDBRIDGE_AUTH_ISSUER": f"http://127.0.0.1:{issuer_port}",
         # the expired-token test waits for a real expiry: no clock skew to wait out
         "MEDBRIDGE_AUTH_LEEWAY_SECONDS": "0",
+        **{f"MEDBRIDGE_AUTH_{name.upper()}": value for name, value in settings.items()},
     }
     return start_server(root, store_uri, env=env, auth=True)
 
@@ -212,6 +213,13 @@ def test_a_patient_token_reads_no_other_patients_record_by_id(world: World) -> N
     assert world.bob not in answer.text
 
 
+def test_an_es256_token_of_the_issuer_reads(world: World) -> None:
+    """The issuer's second key (P-256): another kid of the same JWKS."""
+    token = world.issuer.token("system/*.rs", algorithm="ES256")
+    answer = httpx.get(f"{world.server.fhir_base}/Patient/{world.alice}", headers=bearer(token))
+    assert answer.status_code == 200, answer.text
+
+
 # -- refused ------------------------------------------------------------------------------
 
 
@@ -281,7 +289,8 @@ def test_hs256_signed_with_the_issuers_public_key_is_401(world: World) -> None:
     in the forms a confused verifier might hold it (JWK JSON, PEM). Signed by hand:
     joserfc itself refuses to make an HMAC key of a public key."""
     jwks_uri = httpx.get(world.issuer.discovery_url).json()["jwks_uri"]
-    (published,) = httpx.get(jwks_uri).json()["keys"]
+    keys = httpx.get(jwks_uri).json()["keys"]
+    (published,) = [k for k in keys if k["kid"] == world.issuer.kid]  # the RSA key
     pem = RSAKey.import_key(published).as_pem(private=False)
     payload = world.issuer.token("system/*.rs").split(".")[1]
     header = b64(orjson.dumps({"alg": "HS256", "typ": "at+jwt", "kid": world.issuer.kid}))
@@ -326,6 +335,28 @@ def test_a_rotated_key_is_fetched_on_its_unknown_kid(
         second = issuer.token("system/*.rs")
         answer = httpx.get(url, headers=bearer(second))
         assert answer.status_code == 200, answer.text
+    finally:
+        if issuer is not None:
+            issuer.stop()
+        server.stop()
+
+
+def test_an_algorithm_left_out_of_the_settings_is_401(
+    tmp_path: Path, store: EmbeddedMongo | IsolatedStore
+) -> None:
+    """MEDBRIDGE_AUTH_ALGORITHMS=RS256: the trusted issuer's ES256 token, signed by a key
+    of its JWKS, is refused all the same."""
+    port = free_port()
+    server = server_for(tmp_path / "server", store.uri, port, algorithms="RS256")
+    issuer: OidcIssuer | None = None
+    try:
+        issuer = issuer_or_skip(server.fhir_base, port=port)
+        url = f"{server.fhir_base}/Patient"
+        assert httpx.get(url, headers=bearer(issuer.token("system/*.rs"))).status_code == 200
+        es256 = issuer.token("system/*.rs", algorithm="ES256")
+        answer = httpx.get(url, headers=bearer(es256))
+        assert answer.status_code == 401, answer.text
+        assert 'error="invalid_token"' in answer.headers["www-authenticate"]
     finally:
         if issuer is not None:
             issuer.stop()

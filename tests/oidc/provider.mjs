@@ -3,7 +3,8 @@
 // (resource indicators) it is started with; the first is the default.
 // Usage: node provider.mjs PORT AUDIENCE [AUDIENCE...]   (prints one JSON line once it listens)
 // A token request may add `patient` and `fhir_user` (claims, as a SMART-aware issuer
-// would) and `ttl` (seconds, default 600: the tests' expired tokens).
+// would), `ttl` (seconds, default 600: the tests' expired tokens) and `alg=ES256` (signed
+// with the issuer's P-256 key instead of its RSA key).
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import Provider from 'oidc-provider';
 
@@ -14,6 +15,8 @@ const issuer = `http://127.0.0.1:${port}`;
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const kid = randomUUID();
 const jwk = { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' };
+const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+const ecJwk = { ...ec.export({ format: 'jwk' }), kid: randomUUID(), use: 'sig', alg: 'ES256' };
 const scopes = 'system/*.cruds system/*.rs patient/*.rs user/*.rs';
 
 const provider = new Provider(issuer, {
@@ -26,7 +29,7 @@ const provider = new Provider(issuer, {
     scope: scopes,
   }],
   scopes: scopes.split(' '),
-  jwks: { keys: [jwk] },
+  jwks: { keys: [jwk, ecJwk] },
   ttl: {
     ClientCredentials: (ctx) => Number(ctx.oidc.body?.ttl) || 600,
   },
@@ -39,9 +42,9 @@ const provider = new Provider(issuer, {
       useGrantedResource: () => true,
       getResourceServerInfo: (ctx, resource) => {
         if (!audiences.includes(resource)) throw new Error(`unknown resource ${resource}`);
-        return {
-          scope: scopes, audience: resource, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } },
-        };
+        // RS256 unless the token request asks for `alg=ES256`
+        const alg = ctx.oidc.body?.alg === 'ES256' ? 'ES256' : 'RS256';
+        return { scope: scopes, audience: resource, accessTokenFormat: 'jwt', jwt: { sign: { alg } } };
       },
     },
   },
@@ -52,7 +55,7 @@ const provider = new Provider(issuer, {
     if (body.patient) extra.patient = body.patient;
     return extra;
   },
-  extraParams: ['fhir_user', 'patient', 'ttl'],
+  extraParams: ['fhir_user', 'patient', 'ttl', 'alg'],
 });
 provider.proxy = false;
 const server = provider.listen(Number(port), '127.0.0.1', () => {

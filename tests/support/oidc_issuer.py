@@ -2,10 +2,10 @@
 
 `tests/oidc/provider.mjs` configures it in a few lines: one confidential client
 (`client_credentials`), JWT access tokens (RFC 9068) for its audiences (the first is the
-default), signed with an RSA key and kid it generates at start, so two issuers started side
-by side have different keys, and a restart on the same port is a key rotation. The token
-request may add `patient` and `fhir_user` claims, as a SMART-aware issuer would, and a
-`ttl` in seconds.
+default), signed with an RSA key (or, asked, a P-256 key) and kids it generates at start,
+so two issuers started side by side have different keys, and a restart on the same port
+is a key rotation. The token request may add `patient` and `fhir_user` claims, as a
+SMART-aware issuer would, and a `ttl` in seconds.
 `./run test` installs it (`npm ci` in tests/oidc); node and npm come from the machine.
 """
 
@@ -50,9 +50,11 @@ class OidcIssuer:
         fhir_user: str | None = None,
         audience: str | None = None,
         ttl: int | None = None,
+        algorithm: str = "RS256",
     ) -> str:
         """An access token from the issuer's own token endpoint (client_credentials), for
-        `audience` (one the issuer was started with; default its first) valid `ttl` s."""
+        `audience` (one the issuer was started with; default its first) valid `ttl` s,
+        signed with its RSA key (RS256) or, asked for ES256, its P-256 key."""
         form = {
             "grant_type": "client_credentials",
             "scope": scope,
@@ -64,6 +66,8 @@ class OidcIssuer:
             form["fhir_user"] = fhir_user
         if ttl is not None:
             form["ttl"] = str(ttl)
+        if algorithm != "RS256":
+            form["alg"] = algorithm
         answer = httpx.post(
             f"{self.issuer}/token", data=form, auth=(CLIENT_ID, CLIENT_SECRET), timeout=10
         )
