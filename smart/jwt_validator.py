@@ -136,9 +136,17 @@ class RemoteKeys:
                 answer = await client.get(url)
                 answer.raise_for_status()
                 return KeySet.import_key_set(_public_only(answer.content))
-        except (httpx.HTTPError, ValueError, JoseError, KeyError) as failure:
-            # the operator learns which issuer and why; the client only that its token
-            # could not be checked
+        except (
+            httpx.HTTPError,
+            ValueError,
+            JoseError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as failure:
+            # the operator learns which issuer and why (documents of any shape, as a
+            # misconfigured proxy serves them); the client only that its token could not
+            # be checked
             log.warning("the keys of issuer %s could not be fetched: %r", self.issuer, failure)
             raise TokenInvalid("the issuer's keys could not be fetched") from failure
 

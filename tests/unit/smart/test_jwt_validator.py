@@ -144,6 +144,7 @@ class Issuer:
         self.fetches = 0
         self.down = False  # answers 503, as an issuer in an outage
         self.jwks_uri: str | None = None  # another jwks_uri in the discovery document
+        self.discovery: Any = None  # another discovery document altogether
         self.hold: threading.Event | None = None  # answers only once set: a slow issuer
         issuer = self
 
@@ -155,7 +156,9 @@ class Issuer:
                     issuer.fetches += 1
                     self.send_error(503)
                     return
-                if self.path == "/.well-known/openid-configuration":
+                if self.path == "/.well-known/openid-configuration" and issuer.discovery:
+                    body = issuer.discovery
+                elif self.path == "/.well-known/openid-configuration":
                     body = {
                         "issuer": issuer.url,
                         "jwks_uri": issuer.jwks_uri or issuer.url + "/jwks",
@@ -368,3 +371,18 @@ async def test_known_keys_do_not_wait_for_a_slow_fetch(issuer: Issuer, key: ECKe
     assert not renewing.done()
     issuer.hold.set()
     assert (await renewing).subject == "alice"
+
+
+@pytest.mark.parametrize(
+    "discovery",
+    [["a list"], {"issuer": "https://another.test", "jwks_uri": "x"}, {"issuer": 7},
+     {"jwks_uri": ["http://127.0.0.1:1/jwks"]}, "text"],
+)  # fmt: skip
+async def test_a_discovery_document_of_any_shape_is_an_invalid_token(
+    issuer: Issuer, key: ECKey, discovery: Any
+) -> None:
+    issuer.keys = [key.as_dict(private=False)]
+    issuer.discovery = discovery
+    validator = JwtValidator(rules(issuer.url), RemoteKeys(issuer.url, None), clock=lambda: NOW)
+    with pytest.raises(TokenInvalid, match="could not be fetched"):
+        await validator.validate(sign(key, claims(iss=issuer.url)))
