@@ -1,6 +1,6 @@
 """Access tokens of an external OpenID Connect issuer over real HTTP: the npm package
-`oidc-provider` (tests/oidc, started by `tests/support/oidc_issuer.py`) issues RS256 JWT
-access tokens by client_credentials; the server knows only the issuer's URL
+`oidc-provider` (tests/oidc, started by `tests/support/oidc_issuer.py`) issues RS256 (or
+ES256) JWT access tokens by client_credentials; the server knows only the issuer's URL
 (`MEDBRIDGE_AUTH_ISSUER`) and finds its keys through the discovery document. The audience
 is the server's own FHIR base URL, the default. Forgeries are built from a real token of
 that issuer, so only the one property under test differs."""
