@@ -143,6 +143,16 @@ class Settings(BaseSettings):
         "RS256,RS384,ES256,ES384", description="JWS algorithms accepted (never none or HS*)"
     )
     auth_leeway_seconds: int = Field(60, ge=0, le=600, description="clock skew allowed")
+    auth_jwks_refresh_seconds: float = Field(
+        10.0,
+        ge=1,
+        le=3600,
+        description="least time between two fetches of a remote JWKS that unknown kids "
+        "ask for, and between a failed fetch and the next try",
+    )
+    auth_jwks_max_age_seconds: float = Field(
+        300.0, ge=10, le=86400, description="a remote JWKS older than this is fetched again"
+    )
     auth_scope_claim: str = Field("scope", description="claim carrying the granted scopes")
     auth_fhir_user_claim: str = Field("fhirUser", description="claim naming the FHIR user")
     auth_patient_claim: str = Field("patient", description="claim naming the launch patient")
