@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from io import BytesIO
 from typing import Any, TypeVar
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from access.access import Access, Action
@@ -126,6 +129,20 @@ async def _kept(
 
 def _render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:
     return FhirResponse.of(error.status, outcome(error))
+
+
+# what a C-STORE's access names of the instance it carries (its patient by PatientID and
+# issuer, never by name): read from the header alone, on the association's thread
+STORED_TAGS = [*UID_KEYS, "PatientID", "IssuerOfPatientID"]
+
+
+def stored_header(data: bytes) -> Dataset | None:
+    """The identifying header of a Part 10 instance; None when it cannot be read (the
+    ingest then answers with its own failure and the access names the SOP UID only)."""
+    try:
+        return dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=STORED_TAGS)
+    except (InvalidDicomError, ValueError, TypeError, EOFError, OSError, AttributeError):
+        return None
 
 
 def dimse_access(

@@ -229,11 +229,6 @@ def test_dimse_store_find_get_move_and_worklist(door: Door, tmp_path: Path) -> N
     assert ["PatientID", f"H{door.run}"] in mwl["patient_query"], mwl
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="imaging/dimse (dimse12): a C-STORE's access names only the Affected SOP "
-    "Instance UID, not the study or the patient its data set carries (door.dimse_access)",
-)
 def test_a_c_store_access_names_its_study_and_patient(door: Door, tmp_path: Path) -> None:
     study = generate_uid()
     path = tmp_path / "store.dcm"
