@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -129,6 +130,29 @@ def test_fhirclient_standalone_patient_launch(portal: Portal) -> None:
     assert smart.server.auth.access_token != first_token
     assert smart.server.auth.refresh_token != first_refresh
     assert Patient.read(portal.patient, smart.server).id == portal.patient
+
+
+def test_fhirclient_with_a_trailing_slash_base_is_refused_by_audience(portal: Portal) -> None:
+    """fhirclient sends `api_base` as given as `aud`; `.../fhir/` is another audience than
+    `.../fhir`, so the app gets its error back (never a code), and says so."""
+    smart = fhir_client.FHIRClient(
+        settings={
+            "app_id": portal.app,
+            "api_base": portal.server.fhir_base + "/",
+            "redirect_uri": portal.redirect_uri,
+            "scope": "openid fhirUser patient/*.rs",
+        }
+    )
+    refused = httpx.get(smart.authorize_url, timeout=30)
+    assert refused.status_code == 302
+    location = refused.headers["location"]
+    assert location.startswith(portal.redirect_uri + "?")
+    query = parse_qs(urlsplit(location).query)
+    assert query["error"] == ["invalid_request"]
+    assert "code" not in query
+    with pytest.raises(Exception, match="must be this FHIR base"):  # the error_description
+        smart.handle_callback(location)
+    assert not smart.ready
 
 
 # --- backend services ---------------------------------------------------------------
