@@ -1,14 +1,15 @@
 """The FHIR body worker: a large request body is parsed, checked, validated and patched
 on a worker process (access/worker_pool.py), small ones inline.
 
-Measured on the 2-core development box (issue 17): validating a Patient body costs the
-event loop ~40 ms at 6 KiB, ~60 ms at 54 KiB and ~240 ms at 220 KiB (fhir.resources
-builds a model per element), while handing it to the worker costs the loop 1-2 ms of
-pickling whatever the size up to 54 KiB and ~8 ms at 220-440 KiB. The round trip adds
-latency to the request itself (the pipe, the executor's threads), so bodies under
-`POOLED_BYTES` stay inline; what a client sends above it no longer delays FHIR reads
-and HL7 ACKs. One worker by default: large bodies take at most one core between them,
-the other stays with the event loop and the store.
+Measured on the loaded 2-core development box (issue 17; best of 7, a Patient with
+many names): parsing and validating costs 0.6 ms inline for an empty Patient, 3.4 ms
+at 6 KiB, 7.9 ms at 13 KiB, 13 ms at 27 KiB and 32 ms at 54 KiB; on the worker the
+same request takes 1-4 ms longer (the pipe, the executor's threads) while the server's
+own CPU for it stays at 1-2 ms (pickling; ~8 ms for a 440 KiB result). From
+`POOLED_BYTES` on, what a body costs the event loop (and so every FHIR read and HL7
+ACK waiting behind it) is worth more than those milliseconds of the request's own.
+One worker by default: large bodies take at most one core between them, the other
+stays with the event loop and the store.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 #: bodies (or a patch's work bound) from this size go to the worker
-POOLED_BYTES = 32 * 1024
+POOLED_BYTES = 16 * 1024
 
 
 def _warm() -> None:
