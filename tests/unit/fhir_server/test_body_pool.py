@@ -16,9 +16,10 @@ from fhir_server.interactions.common import valid_resource
 
 @pytest.fixture
 def worker() -> Iterator[None]:
+    before = body_pool.pool().workers
     body_pool.configure(1)
     yield
-    body_pool.configure(0)
+    body_pool.configure(before)
 
 
 def _observations(count: int) -> bytes:
