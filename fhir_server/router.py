@@ -20,7 +20,7 @@ from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirRe
 from fhir_server.formats import check_acceptable, pretty, wants_pretty
 from fhir_server.interactions.batch import bundle_handler
 from fhir_server.interactions.capabilities import capabilities
-from fhir_server.interactions.common import off_loop, parse_body
+from fhir_server.interactions.common import parsed_body
 from fhir_server.interactions.create import create
 from fhir_server.interactions.delete import delete
 from fhir_server.interactions.history import history
@@ -85,9 +85,8 @@ class FhirRouter:
     async def _bundle_document(self, request: FhirRequest) -> Any:
         """The parsed Bundle, or None when the body cannot be parsed: the bundle handler
         then parses it again inside the pipeline and answers the error there."""
-        size = len(request.body or b"")
         try:
-            return await off_loop(lambda: parse_body(request, self.services.budget), size)
+            return await parsed_body(request, self.services.budget)
         except AccessError:
             return None
 

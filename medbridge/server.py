@@ -17,6 +17,7 @@ import uvloop
 from pymongo import AsyncMongoClient
 
 from access.tls import server_context, tls_files
+from fhir_server import body_pool
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from hl7_bridge.listener import Limits
@@ -135,6 +136,10 @@ async def _serve(settings: Settings, uri: str) -> None:
         # everything built so far lives as long as the server: out of the collector's
         # way, a full collection no longer walks it (~44 ms every few hundred requests)
         gc.freeze()
+        # large FHIR bodies are parsed and validated there, not on the event loop
+        body_workers = body_pool.configure(settings.fhir_body_workers)
+        body_workers.start()
+        stack.callback(body_workers.stop)
         budget = settings.budget()
         config = uvicorn.Config(
             HttpGuard(FhirFirst(app), settings.cors_origin_list()),

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     mongodb_uri: str | None = Field(None, description="external MongoDB; embedded store when unset")
     database: str = Field("medbridge", description="MongoDB database name")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest accepted HTTP body")
+    fhir_body_workers: int = Field(
+        1, ge=0, le=8, description="processes that parse and validate large FHIR bodies (0: inline)"
+    )
     public_base_url: str | None = Field(
         None,
         description="scheme://host[:port] every absolute URL is built from (Location, links, "

@@ -32,7 +32,7 @@ from fhir_server.body import dumps
 from fhir_server.bundle import bundle
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirRequest, FhirResponse
-from fhir_server.interactions.common import off_loop, parse_body, parse_http_date
+from fhir_server.interactions.common import parse_http_date, parsed_body
 from fhir_server.registry import is_served
 from fhir_server.repository import instant
 from fhir_server.services import FhirServices
@@ -53,7 +53,7 @@ def bundle_handler(dispatch: Dispatch) -> Handler:
         request, budget = exchange.request, services.budget
         document = request.document  # parsed by the router, to name the action
         if document is None:
-            document = await off_loop(lambda: parse_body(request, budget), len(request.body or b""))
+            document = await parsed_body(request, budget)
         if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
             raise AccessError("MB-1004", "POST to the base takes a batch or transaction Bundle")
         kind = document.get("type")
