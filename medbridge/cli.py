@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request URL at INFO; a URL can name a record, so only at DEBUG
+    if logging.root.level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "serve":
         from medbridge.server import serve
 
