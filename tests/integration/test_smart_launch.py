@@ -20,6 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from fhirclient import client as fhir_client
+from fhirclient.models.patient import Patient
+from fhirclient.server import FHIRNotFoundException
 
 from medbridge.embedded_mongo import EmbeddedMongo
 from tests.support.servers import IsolatedStore, RunningServer, start_server
@@ -160,6 +163,35 @@ def test_an_ehr_launch_gives_its_patient_and_encounter_without_a_picker(ehr: Ehr
     assert read(ehr, body["access_token"], f"Patient/{ehr.other_patient}") == 404
 
 
+def test_fhirclient_in_an_ehr_launch(ehr: Ehr) -> None:
+    """SMART's Python client, unmodified, given the EHR's value as `launch_token`: it
+    adds the scope `launch` and the `launch` parameter itself; the context it receives
+    is the launch's."""
+    _, launch = make_launch(ehr, "--patient", ehr.patient, "--encounter", "enc-2")
+    smart = fhir_client.FHIRClient(settings={
+        "app_id": ehr.app, "api_base": ehr.server.fhir_base, "redirect_uri": REDIRECT,
+        "scope": "openid fhirUser patient/*.rs", "launch_token": launch,
+    })  # fmt: skip
+    authorize_url = smart.authorize_url
+    assert f"launch={launch}" in authorize_url
+    with httpx.Client(timeout=30) as browser:
+        sign_in = browser.get(authorize_url)
+        assert sign_in.status_code == 200, sign_in.text
+        fields = {**_fields(sign_in.text), "username": ehr.doctor, "password": PASSWORD}
+        approval = browser.post(f"{ehr.base}/auth/authorize", data=fields)
+        decision = {**_fields(approval.text), "decision": "approve"}
+        redirect = browser.post(f"{ehr.base}/auth/authorize", data=decision)
+    assert redirect.status_code == 302, redirect.text
+    smart.handle_callback(redirect.headers["location"])
+    assert smart.ready
+    assert smart.patient_id == ehr.patient
+    assert smart.launch_context["encounter"] == "enc-2"
+    assert "launch" in smart.launch_context["scope"].split()
+    assert smart.patient.name[0].family == "InContext"
+    with pytest.raises(FHIRNotFoundException):
+        Patient.read(ehr.other_patient, smart.server)
+
+
 def test_a_launch_is_used_once(ehr: Ehr) -> None:
     _, launch = make_launch(ehr, "--patient", ehr.patient)
     verifier = secrets.token_urlsafe(48)
@@ -268,6 +300,9 @@ def test_a_related_person_is_confined_to_the_patient_they_are_related_to(ehr: Eh
     assert body["patient"] == ehr.patient
     assert read(ehr, body["access_token"], f"Patient/{ehr.patient}") == 200
     assert read(ehr, body["access_token"], f"Patient/{ehr.other_patient}") == 404
+    # the operator's token command gives the parent's token the same context
+    minted = checked(ehr.server, "token", "--scope", "patient/*.rs", "--user", parent)
+    assert json.loads(minted.splitlines()[-2])["patient"] == ehr.patient
     # the EHR cannot launch the parent into another child's record either
     _, launch = make_launch(ehr, "--patient", ehr.other_patient)
     refused = authorize(ehr, params_for(ehr, secrets.token_urlsafe(48), launch=launch), parent)
