@@ -196,6 +196,7 @@ class AuthorizePages:
         ticket = self._ticket(account.name, parsed)
         return self._page("approve.html", "Allow access?", 200, client_id=client.client_id,
                           user=account.name, patient=context.patient, ticket=ticket,
+                          encounter=context.encounter,
                           pick_patient=context.pick_patient,
                           scope_lines=[describe(name) for name in scope.split()],
                           csrf=form.get("csrf", ""),

@@ -151,6 +151,7 @@ def test_an_ehr_launch_gives_its_patient_and_encounter_without_a_picker(ehr: Ehr
     code = query_of(authorize(ehr, params, ehr.doctor, pages))["code"]
     assert 'name="patient"' not in pages[0]  # no picker: the EHR chose
     assert ehr.patient in pages[0]
+    assert "encounter <strong>enc-1</strong>" in pages[0]
     answer = httpx.post(f"{ehr.base}/auth/token", data={
         "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
         "client_id": ehr.app, "code_verifier": verifier,
