@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(settings)
     if args.command == "hl7":
         return _hl7(args, settings)
-    if args.command in ("users", "clients", "token"):
+    if args.command in ("users", "clients", "token", "launch"):
         return _smart(args, settings)
     if args.command == "dicom":
         from imaging.commands import Target
@@ -140,7 +140,7 @@ def _hl7(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _smart(args: argparse.Namespace, settings: Settings) -> int:
-    """`users add`, `clients add`, `token`: only through the running server."""
+    """`users add`, `clients add`, `token`, `launch`: only through the running server."""
     from medbridge.running import call_admin, find_running
     from smart.commands import run
 

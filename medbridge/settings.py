@@ -204,6 +204,9 @@ class Settings(BaseSettings):
         5, ge=1, description="failed sign-ins in a row that lock an account"
     )
     smart_lockout_minutes: float = Field(15.0, gt=0, description="how long a lockout lasts")
+    smart_launch_lifetime: int = Field(
+        300, gt=0, le=3600, description="seconds an EHR launch value may be used (once)"
+    )
 
     def authority_options(self) -> AuthorityOptions:
         return AuthorityOptions(
@@ -214,6 +217,7 @@ class Settings(BaseSettings):
             clock_skew=self.smart_clock_skew,
             lockout_failures=self.smart_lockout_failures,
             lockout_minutes=self.smart_lockout_minutes,
+            launch_lifetime=self.smart_launch_lifetime,
         )
 
     # The work budget of one request (access/budget.py, docs/limits.md)

@@ -304,8 +304,10 @@ def test_discovery_documents_and_jwks(realm: Realm) -> None:
     assert {"permission-v1", "permission-v2", "permission-patient", "permission-user"} <= set(
         smart["capabilities"]
     )
-    # the EHR launch is not implemented: not announced
-    assert not {"launch-ehr", "context-ehr-patient"} & set(smart["capabilities"])
+    # the EHR launch: tests/integration/test_smart_launch.py
+    assert {"launch-ehr", "context-ehr-patient"} <= set(smart["capabilities"])
+    # nothing announced that is not built
+    assert "context-standalone-encounter" not in smart["capabilities"]
     openid = httpx.get(f"{realm.base}/.well-known/openid-configuration").json()
     assert openid["jwks_uri"] == f"{realm.base}/auth/jwks"
     keys = httpx.get(openid["jwks_uri"]).json()["keys"]
