@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from io import BytesIO
 from typing import Any, TypeVar
 
-from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from access.access import Access, Action
@@ -29,6 +27,7 @@ from fhir_server import store_errors
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse, Route
 from fhir_server.registry import Interaction
+from imaging.scan import plain_value, scan
 
 T = TypeVar("T")
 WORK = "dimse.work"
@@ -135,17 +134,27 @@ def _render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:
 
 
 # what a C-STORE's access names of the instance it carries (its patient by PatientID and
-# issuer, never by name): read from the header alone, on the association's thread
-STORED_TAGS = [*UID_KEYS, "PatientID", "IssuerOfPatientID"]
+# issuer, never by name): framed from the header alone, on the association's thread
+STORED_TAGS = {
+    int(tag_for_keyword(k) or 0): k for k in (*UID_KEYS, "PatientID", "IssuerOfPatientID")
+}
 
 
 def stored_header(data: bytes) -> Dataset | None:
-    """The identifying header of a Part 10 instance; None when it cannot be read (the
-    ingest then answers with its own failure and the access names the SOP UID only)."""
-    try:
-        return dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=STORED_TAGS)
-    except (InvalidDicomError, ValueError, TypeError, EOFError, OSError, AttributeError):
+    """The identifying header of a Part 10 instance, framed in its bytes without decoding
+    or inflating anything (imaging/scan.py: a deflated instance must be inflated under the
+    ingest's cap, never here); None when it cannot be framed so (deflated, big endian or
+    malformed): the access then names its SOP Instance UID only, and the ingest answers."""
+    found = scan(data)
+    if found is None:
         return None
+    header = Dataset()
+    for tag, keyword in STORED_TAGS.items():
+        element = found.elements.get(tag)
+        value = plain_value(data, element, found.codec) if element is not None else None
+        if isinstance(value, str) and value:
+            setattr(header, keyword, value)
+    return header
 
 
 def dimse_access(
