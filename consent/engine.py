@@ -158,7 +158,12 @@ PREDICATES: dict[str, Callable[[Facts], bool]] = {
     "minor": lambda f: f.patient.age is not None and f.patient.age < f.policy.adult_age,
     "clinician": _clinician,
     "layperson": lambda f: f.actor.fhir_user_type in LAY_TYPES,
-    "care": lambda f: bool({Relationship.CARE, Relationship.FAMILY_DOCTOR} & f.actor.relationships),
+    # a care relationship with the patient, or the actor's organization ordered or
+    # performed this record
+    "care": lambda f: bool(
+        {Relationship.CARE, Relationship.FAMILY_DOCTOR} & f.actor.relationships
+        or f.actor.organizations & f.record.organizations
+    ),
     "care_required": lambda f: f.policy.care_relationship_required,
     "family_doctor": _related(Relationship.FAMILY_DOCTOR),
     "representative": _related(Relationship.REPRESENTATIVE),

@@ -1,0 +1,152 @@
+"""The consent hooks of the shared pipeline (registered by medbridge/compose.py).
+
+`show` (Stage.CONSENT_SHOW) hides the items the engine denies to this actor and purpose,
+and notes every override (rule 3) for the audit stage in
+`context.notes["consent.overrides"]`. `written` (Stage.POST_COMMIT) drops the Consent
+cache after any Consent write. Only accesses by a signed-in user over the HTTP doors are
+decided: a backend service, the server's own linkers, HL7 peers, DICOM AEs and the local
+operator act for the institution and are not filtered (docs/consent.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+
+from access.access import Action
+from access.context import Door
+from access.pipeline import Exchange
+from access.shown import Item
+from consent.cache import ConsentCache
+from consent.consents import consent_facts
+from consent.engine import decide
+from consent.facts import (
+    ActorFacts,
+    ConsentFacts,
+    Decision,
+    PatientFacts,
+    Policy,
+    RecordFacts,
+    Relationship,
+)
+from consent.records import patient_facts, record_facts
+from consent.relations import organizations_of, relationships, resource
+from fhir_server.repository import Repository
+
+log = logging.getLogger(__name__)
+
+OVERRIDES_NOTE = "consent.overrides"
+DOORS = frozenset({Door.FHIR, Door.DICOMWEB})
+WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.PATCH, Action.DELETE})
+
+
+@dataclass(slots=True)
+class _Patient:
+    facts: PatientFacts
+    actor: ActorFacts
+    consents: list[ConsentFacts] = field(default_factory=list)
+
+
+class ConsentHooks:
+    def __init__(self, repository: Repository, policy: Policy) -> None:
+        self.repository = repository
+        self.policy = policy
+        self.cache = ConsentCache(repository)
+
+    async def show(self, exchange: Exchange[Any, Any]) -> None:
+        items, context, access = exchange.items, exchange.context, exchange.access
+        if items is None or access is None or context.door not in DOORS:
+            return
+        if context.actor.kind != "user":
+            return
+        patients = {p for item in items.all for p in item.patients}
+        if not patients:
+            return
+        await self.cache.refresh()
+        fhir_user = context.actor.display
+        purpose = access.purpose_of_use or context.purpose_of_use
+        today = datetime.now(UTC).date()
+        roles: set[str] = set()
+        organizations: set[str] = set()
+        if fhir_user is not None:
+            roles, organizations = await organizations_of(self.repository, fhir_user)
+        known = {
+            p: await self._patient(p, fhir_user, roles, frozenset(organizations), today)
+            for p in sorted(patients)
+        }
+        denied: set[int] = set()
+        overrides: list[dict[str, str]] = []
+        for position, item in enumerate(items.all):
+            record = _record(item)
+            for patient_id in item.patients:
+                facts = known[patient_id]
+                decision = decide(
+                    facts.actor, purpose, facts.facts, record, facts.consents, self.policy
+                )
+                # research sees records only de-identified (rule 7), which the show stage
+                # cannot do yet: not shown at all rather than shown identified
+                if not decision.permit or decision.deidentify:
+                    denied.add(position)
+                elif decision.override is not None:
+                    overrides.append(_override(decision, patient_id, item, purpose))
+        if denied:
+            # by identity: the items of one answer are distinct objects
+            chosen = {id(items.all[position]) for position in denied}
+            hidden = items.hide(lambda candidate: id(candidate) in chosen)
+            log.debug("consent hid %d of %d items", hidden, len(items.all))
+        if overrides:
+            context.notes.setdefault(OVERRIDES_NOTE, []).extend(overrides)
+
+    async def _patient(
+        self,
+        patient_id: str,
+        fhir_user: str | None,
+        roles: set[str],
+        organizations: frozenset[str],
+        today: date,
+    ) -> _Patient:
+        patient = await resource(self.repository, f"Patient/{patient_id}")
+        related: frozenset[Relationship] = frozenset()
+        if fhir_user is not None:
+            related = await relationships(self.repository, fhir_user, roles, patient_id, patient)
+        consents = [
+            fact
+            for consent in await self.cache.consents(patient_id)
+            for fact in consent_facts(consent, today)
+        ]
+        return _Patient(
+            patient_facts(patient_id, patient, today),
+            ActorFacts(fhir_user, organizations, related),
+            consents,
+        )
+
+    async def written(self, exchange: Exchange[Any, Any]) -> None:
+        access = exchange.access
+        if access is None or exchange.error is not None or access.action not in WRITES:
+            return
+        if "Consent" in access.resource_types:
+            await self.cache.written()
+
+
+def _record(item: Item) -> RecordFacts:
+    if item.raw is None:
+        return RecordFacts(item.resource_type, item.resource_id)
+    return record_facts(item.resource_type, item.resource_id, orjson.loads(item.raw))
+
+
+def _override(
+    decision: Decision, patient_id: str, item: Item, purpose: str | None
+) -> dict[str, str]:
+    """One override for the audit stage: which rule lifted which denial, for whom."""
+    return {
+        "rule": decision.rule,
+        "override": decision.override or "",
+        "purpose": purpose or "",
+        "patient": f"Patient/{patient_id}",
+        "record": item.reference,
+        "reason": decision.reason,
+    }

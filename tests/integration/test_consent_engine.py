@@ -1,0 +1,224 @@
+"""The consent engine over real HTTP with auth on: a patient hides an Observation category
+from clinicians, and the engine holds it on the next request for read, search, totals and
+_summary=count; the family doctor and a break-the-glass access still see it (the override
+noted for audit); revoking the Consent shows it again at once.
+
+Tokens are real ES256 JWTs checked by the server's JwtValidator against a JWKS file; the
+data is written through the FHIR door with a backend-service token, which consent does not
+filter."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from medbridge.embedded_mongo import EmbeddedMongo
+from tests.support.servers import IsolatedStore, RunningServer, start_server
+
+ISSUER = "https://issuer.consent.test"
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+
+@dataclass
+class Site:
+    server: RunningServer
+    key: ECKey
+    notes: Path
+    patient: str = ""
+    gp: str = ""  # Practitioner ids
+    doctor: str = ""
+    stranger: str = ""
+    lab: str = ""  # Observation ids
+    vitals: str = ""
+
+    def token(self, scope: str, fhir_user: str | None, patient: str | None = None) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": ISSUER, "aud": self.server.fhir_base, "scope": scope,
+            "iat": now, "exp": now + 300, "jti": uuid.uuid4().hex,
+            "sub": "backend" if fhir_user is None else fhir_user.replace("/", "-"),
+            "client_id": "backend" if fhir_user is None else "ehr",
+        }  # fmt: skip
+        if fhir_user is not None:
+            claims["fhirUser"] = fhir_user
+        if patient is not None:
+            claims["patient"] = patient
+        return jwt.encode({"alg": "ES256", "kid": "k1"}, claims, self.key)
+
+    def system(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token('system/*.cruds', None)}"}
+
+    def user(self, fhir_user: str, purpose: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token('user/*.rs', fhir_user)}"}
+        if purpose is not None:
+            headers["X-Purpose-Of-Use"] = purpose
+        return headers
+
+    def create(self, resource: dict[str, Any]) -> str:
+        answer = httpx.post(
+            f"{self.server.fhir_base}/{resource['resourceType']}", json=resource,
+            headers=self.system(),
+        )  # fmt: skip
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+    def get(self, path: str, headers: dict[str, str], **query: str) -> httpx.Response:
+        return httpx.get(f"{self.server.fhir_base}/{path}", params=query, headers=headers)
+
+    def noted(self) -> list[dict[str, Any]]:
+        if not self.notes.exists():
+            return []
+        lines = self.notes.read_bytes().splitlines()
+        return [o for line in lines for o in orjson.loads(line)["overrides"]]
+
+
+def observation(patient: str, category: str, organization: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": CATEGORY, "code": category}]}],
+        "code": {"text": category},
+        "subject": {"reference": f"Patient/{patient}"},
+        "performer": [{"reference": f"Organization/{organization}"}],
+        "effectiveDateTime": "2026-03-01T10:00:00Z",
+    }
+
+
+def hiding(patient: str, category: str, status: str = "active") -> dict[str, Any]:
+    return {
+        "resourceType": "Consent",
+        "status": status,
+        "scope": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+            "code": "patient-privacy",
+        }]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient}"},
+        "policyRule": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN",
+        }]},
+        "provision": {
+            "type": "permit",
+            "provision": [{"type": "deny", "code": [{"coding": [{"code": category}]}]}],
+        },
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def site(
+    tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo | IsolatedStore
+) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("consent")
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
+    jwks = root / "jwks.json"
+    jwks.write_bytes(orjson.dumps({"keys": [key.as_dict(private=False)]}))
+    notes = root / "notes.jsonl"
+    env = {
+        "MEDBRIDGE_AUTH_ISSUER": ISSUER,
+        "MEDBRIDGE_AUTH_JWKS": str(jwks),
+        "MEDBRIDGE_CONSENT_CARE_RELATIONSHIP_REQUIRED": "true",
+        "MEDBRIDGE_EXTRA_HOOKS": "tests.support.consent_notes:hooks",
+        "MEDBRIDGE_TEST_CONSENT_NOTES": str(notes),
+    }
+    running = start_server(root / "server", store.uri, env=env, auth=True)
+    site = Site(running, key, notes)
+    clinic = site.create({"resourceType": "Organization", "name": "Clinic"})
+    site.gp, site.doctor, site.stranger = (
+        site.create({"resourceType": "Practitioner", "name": [{"family": name}]})
+        for name in ("Gp", "Doctor", "Stranger")
+    )
+    site.create({
+        "resourceType": "PractitionerRole", "active": True,
+        "practitioner": {"reference": f"Practitioner/{site.doctor}"},
+        "organization": {"reference": f"Organization/{clinic}"},
+    })  # fmt: skip
+    site.patient = site.create({
+        "resourceType": "Patient", "birthDate": "1980-05-01",
+        "generalPractitioner": [{"reference": f"Practitioner/{site.gp}"}],
+    })  # fmt: skip
+    site.lab = site.create(observation(site.patient, "laboratory", clinic))
+    site.vitals = site.create(observation(site.patient, "vital-signs", clinic))
+    yield site
+    running.stop()
+
+
+def visible(site: Site, headers: dict[str, str]) -> tuple[set[str], int, int]:
+    """The Observations a search shows, its total, and what _summary=count says."""
+    found = site.get("Observation", headers, patient=site.patient).json()
+    counted = site.get("Observation", headers, patient=site.patient, _summary="count").json()
+    shown = {e["resource"]["id"] for e in found.get("entry", [])}
+    return shown, found["total"], counted["total"]
+
+
+def test_a_hidden_category_is_hidden_from_clinicians_but_not_from_rule_3(site: Site) -> None:
+    doctor = site.user(f"Practitioner/{site.doctor}")
+    gp = site.user(f"Practitioner/{site.gp}")
+    everything = {site.lab, site.vitals}
+
+    # rule 1: the clinic that performed them and the family doctor see them; a clinician
+    # with no care relationship does not, and is not told they exist
+    assert site.get(f"Observation/{site.lab}", doctor).status_code == 200
+    assert visible(site, doctor) == (everything, 2, 2)
+    assert visible(site, gp) == (everything, 2, 2)
+    stranger = site.user(f"Practitioner/{site.stranger}")
+    assert site.get(f"Observation/{site.lab}", stranger).status_code == 404
+    assert visible(site, stranger) == (set(), 0, 0)
+
+    # rule 2: the patient hides laboratory results; it holds on the very next request
+    consent = site.create(hiding(site.patient, "laboratory"))
+    read = site.get(f"Observation/{site.lab}", doctor)
+    assert read.status_code == 404
+    assert read.json()["resourceType"] == "OperationOutcome"
+    assert visible(site, doctor) == ({site.vitals}, 1, 1)
+
+    # rule 3: the family doctor still sees it, without an override note of its own kind
+    # for records nobody hid (vital signs)
+    assert site.get(f"Observation/{site.lab}", gp).status_code == 200
+    assert visible(site, gp) == (everything, 2, 2)
+    assert any(
+        o["override"] == "family-doctor" and o["record"] == f"Observation/{site.lab}"
+        for o in site.noted()
+    )
+    assert not any(o["record"] == f"Observation/{site.vitals}" for o in site.noted())
+
+    # rule 3: break-the-glass sees it, and the override is noted with its purpose
+    before = len(site.noted())
+    glass = site.user(f"Practitioner/{site.doctor}", purpose="BTG")
+    assert site.get(f"Observation/{site.lab}", glass).status_code == 200
+    new = site.noted()[before:]
+    assert new == [{
+        "rule": "3-emergency", "override": "BTG", "purpose": "BTG",
+        "patient": f"Patient/{site.patient}", "record": f"Observation/{site.lab}",
+        "reason": new[0]["reason"],
+    }]  # fmt: skip
+
+    # the patient sees their own records
+    self_token = site.token("patient/*.rs", f"Patient/{site.patient}", site.patient)
+    own = {"Authorization": f"Bearer {self_token}"}
+    assert site.get(f"Observation/{site.lab}", own).status_code == 200
+
+    # revocable at once: the Consent made inactive, the next request shows it again
+    revoked = {**hiding(site.patient, "laboratory", status="inactive"), "id": consent}
+    answer = httpx.put(
+        f"{site.server.fhir_base}/Consent/{consent}", json=revoked, headers=site.system()
+    )
+    assert answer.status_code == 200, answer.text
+    assert site.get(f"Observation/{site.lab}", doctor).status_code == 200
+    assert visible(site, doctor) == (everything, 2, 2)
+
+
+def test_backend_services_are_not_filtered(site: Site) -> None:
+    site.create(hiding(site.patient, "vital-signs"))
+    assert site.get(f"Observation/{site.vitals}", site.system()).status_code == 200
+    doctor = site.user(f"Practitioner/{site.doctor}")
+    assert site.get(f"Observation/{site.vitals}", doctor).status_code == 404
