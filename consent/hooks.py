@@ -19,10 +19,11 @@ import orjson
 
 from access.access import Action
 from access.context import Door
+from access.errors import catalog
 from access.pipeline import Exchange
 from access.shown import Item
 from consent.cache import ConsentCache
-from consent.consents import consent_facts
+from consent.consents import consent_facts, unhideable_hidden
 from consent.engine import decide
 from consent.facts import (
     ActorFacts,
@@ -35,6 +36,8 @@ from consent.facts import (
 )
 from consent.records import patient_facts, record_facts
 from consent.relations import organizations_of, relationships, resource
+from fhir_server.errors import ISSUE_CODE_SYSTEM
+from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 OVERRIDES_NOTE = "consent.overrides"
 DOORS = frozenset({Door.FHIR, Door.DICOMWEB})
 WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.PATCH, Action.DELETE})
+CHECKED = frozenset({Action.CREATE, Action.UPDATE})  # a body to check (a patch has none)
+UNHIDEABLE = "MB-1500"
 
 
 @dataclass(slots=True)
@@ -124,12 +129,44 @@ class ConsentHooks:
             consents,
         )
 
+    async def check_written(self, exchange: Exchange[Any, Any]) -> None:
+        """Rule 4 for the writer: a Consent hiding a category the law does not let a
+        patient hide is stored, and the answer says it will not hide those records: a
+        warning issue when the client asked for an OperationOutcome (`Prefer:
+        return=OperationOutcome`); a resource answer has no place for it."""
+        access, request, response = exchange.access, exchange.request, exchange.response
+        if access is None or exchange.error is not None or access.action not in CHECKED:
+            return
+        if "Consent" not in access.resource_types or not isinstance(request, FhirRequest):
+            return
+        if request.body is None or not isinstance(response, FhirResponse):
+            return
+        named = unhideable_hidden(orjson.loads(request.body), self.policy.unhideable_categories)
+        if not named:
+            return
+        log.info("a Consent hides %d categories a patient may not hide", len(named))
+        answer = orjson.loads(response.body) if response.body else None
+        if isinstance(answer, dict) and answer.get("resourceType") == "OperationOutcome":
+            answer.setdefault("issue", []).append(_unhideable_warning(named))
+            response.body = orjson.dumps(answer)
+
     async def written(self, exchange: Exchange[Any, Any]) -> None:
         access = exchange.access
         if access is None or exchange.error is not None or access.action not in WRITES:
             return
         if "Consent" in access.resource_types:
             await self.cache.written()
+
+
+def _unhideable_warning(named: list[str]) -> dict[str, Any]:
+    entry = catalog()[UNHIDEABLE]
+    return {
+        "severity": "warning",
+        "code": entry.issue,
+        "details": {"coding": [{"system": ISSUE_CODE_SYSTEM, "code": UNHIDEABLE}]},
+        "diagnostics": f"{entry.text}: {', '.join(named)}",
+        "expression": ["Consent.provision"],
+    }
 
 
 def _record(item: Item) -> RecordFacts:

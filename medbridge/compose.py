@@ -42,6 +42,7 @@ HOOK_ORDER: dict[str, int] = {
     "smart.authorize": 10,  # authorize: scopes, the patient compartment
     "dimse.ae-titles": 10,  # authorize: the services the peers table gives a calling AE
     "consent.show": 10,  # consent-show: hide what the patient's Consents deny (consent/)
+    "consent.rule-4": 20,  # consent-show: warn of a Consent hiding what may not be hidden
     "consent.written": 90,  # post-commit: a Consent write drops the Consent cache
     "imaging.link-orders": 100,  # post-commit: orders that arrive after their study
     "hl7.link-reports": 110,  # post-commit: reports that arrived before their study
@@ -106,6 +107,8 @@ async def compose(
             consent = ConsentHooks(repository, settings.consent_policy())
             name = "consent.show"
             pipeline.intervene(Stage.CONSENT_SHOW, consent.show, name, order=HOOK_ORDER[name])
+            name = "consent.rule-4"
+            pipeline.notify(Stage.CONSENT_SHOW, consent.check_written, name, order=HOOK_ORDER[name])
             name = "consent.written"
             pipeline.notify(Stage.POST_COMMIT, consent.written, name, order=HOOK_ORDER[name])
     if imaging is not None:

@@ -34,12 +34,10 @@ class Site:
     server: RunningServer
     key: ECKey
     notes: Path
-    patient: str = ""
+    clinic: str = ""  # the Organization that performed the Observations
     gp: str = ""  # Practitioner ids
-    doctor: str = ""
+    doctor: str = ""  # works for the clinic
     stranger: str = ""
-    lab: str = ""  # Observation ids
-    vitals: str = ""
 
     def token(self, scope: str, fhir_user: str | None, patient: str | None = None) -> str:
         now = int(time.time())
@@ -127,6 +125,7 @@ def site(
         "MEDBRIDGE_AUTH_ISSUER": ISSUER,
         "MEDBRIDGE_AUTH_JWKS": str(jwks),
         "MEDBRIDGE_CONSENT_CARE_RELATIONSHIP_REQUIRED": "true",
+        "MEDBRIDGE_CONSENT_UNHIDEABLE_CATEGORIES": "notifiable",
         "MEDBRIDGE_EXTRA_HOOKS": "tests.support.consent_notes:hooks",
         "MEDBRIDGE_TEST_CONSENT_NOTES": str(notes),
     }
@@ -142,83 +141,120 @@ def site(
         "practitioner": {"reference": f"Practitioner/{site.doctor}"},
         "organization": {"reference": f"Organization/{clinic}"},
     })  # fmt: skip
-    site.patient = site.create({
-        "resourceType": "Patient", "birthDate": "1980-05-01",
-        "generalPractitioner": [{"reference": f"Practitioner/{site.gp}"}],
-    })  # fmt: skip
-    site.lab = site.create(observation(site.patient, "laboratory", clinic))
-    site.vitals = site.create(observation(site.patient, "vital-signs", clinic))
+    site.clinic = clinic
     yield site
     running.stop()
 
 
-def visible(site: Site, headers: dict[str, str]) -> tuple[set[str], int, int]:
+@dataclass
+class Chart:
+    patient: str
+    lab: str  # Observation ids
+    vitals: str
+
+
+def chart(site: Site) -> Chart:
+    """A patient of the family doctor, with a laboratory and a vital-signs Observation
+    performed by the clinic: each test its own, so the tests do not depend on each other."""
+    patient = site.create({
+        "resourceType": "Patient", "birthDate": "1980-05-01",
+        "generalPractitioner": [{"reference": f"Practitioner/{site.gp}"}],
+    })  # fmt: skip
+    return Chart(
+        patient,
+        site.create(observation(patient, "laboratory", site.clinic)),
+        site.create(observation(patient, "vital-signs", site.clinic)),
+    )
+
+
+def visible(site: Site, headers: dict[str, str], patient: str) -> tuple[set[str], int, int]:
     """The Observations a search shows, its total, and what _summary=count says."""
-    found = site.get("Observation", headers, patient=site.patient).json()
-    counted = site.get("Observation", headers, patient=site.patient, _summary="count").json()
+    found = site.get("Observation", headers, patient=patient).json()
+    counted = site.get("Observation", headers, patient=patient, _summary="count").json()
     shown = {e["resource"]["id"] for e in found.get("entry", [])}
     return shown, found["total"], counted["total"]
 
 
 def test_a_hidden_category_is_hidden_from_clinicians_but_not_from_rule_3(site: Site) -> None:
+    mine = chart(site)
     doctor = site.user(f"Practitioner/{site.doctor}")
     gp = site.user(f"Practitioner/{site.gp}")
-    everything = {site.lab, site.vitals}
+    everything = {mine.lab, mine.vitals}
 
     # rule 1: the clinic that performed them and the family doctor see them; a clinician
     # with no care relationship does not, and is not told they exist
-    assert site.get(f"Observation/{site.lab}", doctor).status_code == 200
-    assert visible(site, doctor) == (everything, 2, 2)
-    assert visible(site, gp) == (everything, 2, 2)
+    assert site.get(f"Observation/{mine.lab}", doctor).status_code == 200
+    assert visible(site, doctor, mine.patient) == (everything, 2, 2)
+    assert visible(site, gp, mine.patient) == (everything, 2, 2)
     stranger = site.user(f"Practitioner/{site.stranger}")
-    assert site.get(f"Observation/{site.lab}", stranger).status_code == 404
-    assert visible(site, stranger) == (set(), 0, 0)
+    assert site.get(f"Observation/{mine.lab}", stranger).status_code == 404
+    assert visible(site, stranger, mine.patient) == (set(), 0, 0)
 
     # rule 2: the patient hides laboratory results; it holds on the very next request
-    consent = site.create(hiding(site.patient, "laboratory"))
-    read = site.get(f"Observation/{site.lab}", doctor)
+    consent = site.create(hiding(mine.patient, "laboratory"))
+    read = site.get(f"Observation/{mine.lab}", doctor)
     assert read.status_code == 404
     assert read.json()["resourceType"] == "OperationOutcome"
-    assert visible(site, doctor) == ({site.vitals}, 1, 1)
+    assert visible(site, doctor, mine.patient) == ({mine.vitals}, 1, 1)
 
     # rule 3: the family doctor still sees it, without an override note of its own kind
     # for records nobody hid (vital signs)
-    assert site.get(f"Observation/{site.lab}", gp).status_code == 200
-    assert visible(site, gp) == (everything, 2, 2)
+    assert site.get(f"Observation/{mine.lab}", gp).status_code == 200
+    assert visible(site, gp, mine.patient) == (everything, 2, 2)
     assert any(
-        o["override"] == "family-doctor" and o["record"] == f"Observation/{site.lab}"
+        o["override"] == "family-doctor" and o["record"] == f"Observation/{mine.lab}"
         for o in site.noted()
     )
-    assert not any(o["record"] == f"Observation/{site.vitals}" for o in site.noted())
+    assert not any(o["record"] == f"Observation/{mine.vitals}" for o in site.noted())
 
     # rule 3: break-the-glass sees it, and the override is noted with its purpose
     before = len(site.noted())
     glass = site.user(f"Practitioner/{site.doctor}", purpose="BTG")
-    assert site.get(f"Observation/{site.lab}", glass).status_code == 200
+    assert site.get(f"Observation/{mine.lab}", glass).status_code == 200
     new = site.noted()[before:]
     assert new == [{
         "rule": "3-emergency", "override": "BTG", "purpose": "BTG",
-        "patient": f"Patient/{site.patient}", "record": f"Observation/{site.lab}",
+        "patient": f"Patient/{mine.patient}", "record": f"Observation/{mine.lab}",
         "reason": new[0]["reason"],
     }]  # fmt: skip
 
     # the patient sees their own records
-    self_token = site.token("patient/*.rs", f"Patient/{site.patient}", site.patient)
+    self_token = site.token("patient/*.rs", f"Patient/{mine.patient}", mine.patient)
     own = {"Authorization": f"Bearer {self_token}"}
-    assert site.get(f"Observation/{site.lab}", own).status_code == 200
+    assert site.get(f"Observation/{mine.lab}", own).status_code == 200
 
     # revocable at once: the Consent made inactive, the next request shows it again
-    revoked = {**hiding(site.patient, "laboratory", status="inactive"), "id": consent}
+    revoked = {**hiding(mine.patient, "laboratory", status="inactive"), "id": consent}
     answer = httpx.put(
         f"{site.server.fhir_base}/Consent/{consent}", json=revoked, headers=site.system()
     )
     assert answer.status_code == 200, answer.text
-    assert site.get(f"Observation/{site.lab}", doctor).status_code == 200
-    assert visible(site, doctor) == (everything, 2, 2)
+    assert site.get(f"Observation/{mine.lab}", doctor).status_code == 200
+    assert visible(site, doctor, mine.patient) == (everything, 2, 2)
 
 
 def test_backend_services_are_not_filtered(site: Site) -> None:
-    site.create(hiding(site.patient, "vital-signs"))
-    assert site.get(f"Observation/{site.vitals}", site.system()).status_code == 200
+    mine = chart(site)
+    site.create(hiding(mine.patient, "vital-signs"))
+    assert site.get(f"Observation/{mine.vitals}", site.system()).status_code == 200
     doctor = site.user(f"Practitioner/{site.doctor}")
-    assert site.get(f"Observation/{site.vitals}", doctor).status_code == 404
+    assert site.get(f"Observation/{mine.vitals}", doctor).status_code == 404
+
+
+def test_a_category_the_law_does_not_let_hide_stays_visible_with_a_warning(site: Site) -> None:
+    mine = chart(site)
+    reported = site.create(observation(mine.patient, "notifiable", site.clinic))
+    answer = httpx.post(
+        f"{site.server.fhir_base}/Consent",
+        json=hiding(mine.patient, "notifiable"),
+        headers={**site.system(), "Prefer": "return=OperationOutcome"},
+    )
+    assert answer.status_code == 201, answer.text
+    (warning,) = [i for i in answer.json()["issue"] if i["severity"] == "warning"]
+    assert warning["details"]["coding"][0]["code"] == "MB-1500"
+    assert "notifiable" in warning["diagnostics"]
+    doctor = site.user(f"Practitioner/{site.doctor}")
+    assert site.get(f"Observation/{reported}", doctor).status_code == 200
+    # a category that may be hidden is hidden by the same kind of Consent
+    site.create(hiding(mine.patient, "laboratory"))
+    assert site.get(f"Observation/{mine.lab}", doctor).status_code == 404
