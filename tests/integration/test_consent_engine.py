@@ -196,6 +196,18 @@ def test_a_hidden_category_is_hidden_from_clinicians_but_not_from_rule_3(site: S
     assert read.status_code == 404
     assert read.json()["resourceType"] == "OperationOutcome"
     assert visible(site, doctor, mine.patient) == ({mine.vitals}, 1, 1)
+    # pages smaller than the matches: every page's total counts only what is visible
+    # (a page may come out shorter: paging follows the stored order)
+    page = site.get("Observation", doctor, patient=mine.patient, _count="1").json()
+    seen: list[str] = []
+    while True:
+        assert page["total"] == 1
+        seen += [e["resource"]["id"] for e in page.get("entry", [])]
+        following = [link["url"] for link in page["link"] if link["relation"] == "next"]
+        if not following:
+            break
+        page = httpx.get(following[0], headers=doctor).json()
+    assert seen == [mine.vitals]
 
     # rule 3: the family doctor still sees it, without an override note of its own kind
     # for records nobody hid (vital signs)
