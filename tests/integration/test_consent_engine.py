@@ -270,3 +270,63 @@ def test_a_category_the_law_does_not_let_hide_stays_visible_with_a_warning(site:
     # a category that may be hidden is hidden by the same kind of Consent
     site.create(hiding(mine.patient, "laboratory"))
     assert site.get(f"Observation/{mine.lab}", doctor).status_code == 404
+
+
+def test_an_active_encounter_is_a_care_relationship(site: Site) -> None:
+    mine = chart(site)
+    stranger = site.user(f"Practitioner/{site.stranger}")
+    assert site.get(f"Observation/{mine.vitals}", stranger).status_code == 404
+    encounter = {
+        "resourceType": "Encounter",
+        "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/{mine.patient}"},
+        "participant": [{"individual": {"reference": f"Practitioner/{site.stranger}"}}],
+    }
+    encounter_id = site.create(encounter)
+    assert site.get(f"Observation/{mine.vitals}", stranger).status_code == 200
+    finished = {**encounter, "id": encounter_id, "status": "finished"}
+    answer = httpx.put(
+        f"{site.server.fhir_base}/Encounter/{encounter_id}", json=finished, headers=site.system()
+    )
+    assert answer.status_code == 200, answer.text
+    assert site.get(f"Observation/{mine.vitals}", stranger).status_code == 404
+
+
+def test_representatives_of_a_minor_and_next_of_kin_after_death(site: Site) -> None:
+    mine = chart(site)
+    patient_url = f"{site.server.fhir_base}/Patient/{mine.patient}"
+    patient = httpx.get(patient_url, headers=site.system()).json()
+
+    def change_patient(**elements: Any) -> None:
+        answer = httpx.put(patient_url, json={**patient, **elements}, headers=site.system())
+        assert answer.status_code == 200, answer.text
+
+    mother = site.create({
+        "resourceType": "RelatedPerson", "active": True,
+        "patient": {"reference": f"Patient/{mine.patient}"},
+        "relationship": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "MTH",
+        }]}],
+    })  # fmt: skip
+    friend = site.create({
+        "resourceType": "RelatedPerson", "active": True,
+        "patient": {"reference": f"Patient/{mine.patient}"},
+        "relationship": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "FRND",
+        }]}],
+    })  # fmt: skip
+    as_mother = site.user(f"RelatedPerson/{mother}")
+    as_friend = site.user(f"RelatedPerson/{friend}")
+    # an adult patient: the mother is no representative any more, the friend never was
+    assert site.get(f"Observation/{mine.lab}", as_mother).status_code == 404
+    assert site.get(f"Observation/{mine.lab}", as_friend).status_code == 404
+    # a minor (rule 6): the mother sees the child's records
+    change_patient(birthDate="2016-01-01")
+    assert site.get(f"Observation/{mine.lab}", as_mother).status_code == 200
+    assert visible(site, as_mother, mine.patient)[1:] == (2, 2)
+    assert site.get(f"Observation/{mine.lab}", as_friend).status_code == 404
+    # after death (rule 8): next of kin read, others still do not
+    change_patient(birthDate="1950-01-01", deceasedBoolean=True)
+    assert site.get(f"Observation/{mine.lab}", as_mother).status_code == 200
+    assert site.get(f"Observation/{mine.lab}", as_friend).status_code == 404
