@@ -1,6 +1,8 @@
 """The consent hooks of the shared pipeline (registered by medbridge/compose.py).
 
-`show` (Stage.CONSENT_SHOW) hides the items the engine denies to this actor and purpose,
+`decide` (Stage.CONSENT_DECIDE) lets a lay user write a patient's Consents only as
+that patient (adult) or a minor's representative (consent/writers.py). `show`
+(Stage.CONSENT_SHOW) hides the items the engine denies to this actor and purpose,
 and notes every override (rule 3) for the audit stage in
 `context.notes["consent.overrides"]`. `written` (Stage.POST_COMMIT) drops the Consent
 cache after any Consent write. Only accesses by a signed-in user over the HTTP doors are
@@ -10,6 +12,7 @@ operator act for the institution and are not filtered (docs/consent.md).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -19,13 +22,14 @@ import orjson
 
 from access.access import Action
 from access.context import Door
-from access.errors import catalog
+from access.errors import AccessError, catalog
 from access.pipeline import Exchange
 from access.shown import Item
 from consent.cache import ConsentCache
 from consent.consents import consent_facts, unhideable_hidden
 from consent.engine import decide
 from consent.facts import (
+    LAY_TYPES,
     ActorFacts,
     ConsentFacts,
     Decision,
@@ -36,6 +40,7 @@ from consent.facts import (
 )
 from consent.records import patient_facts, record_facts
 from consent.relations import organizations_of, relationships, resource
+from consent.writers import may_write
 from fhir_server.errors import ISSUE_CODE_SYSTEM
 from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.repository import Repository
@@ -129,6 +134,45 @@ class ConsentHooks:
             consents,
         )
 
+    async def decide(self, exchange: Exchange[Any, Any]) -> None:
+        """Consent-decide: a lay user (Patient, RelatedPerson) writes a patient's Consents
+        only as that patient from the adult age, or as a minor's representative."""
+        access, context, request = exchange.access, exchange.context, exchange.request
+        if access is None or context.door is not Door.FHIR or context.actor.kind != "user":
+            return
+        fhir_user = context.actor.display
+        if "Consent" not in access.resource_types or access.action not in WRITES:
+            return
+        if fhir_user is None or fhir_user.partition("/")[0] not in LAY_TYPES:
+            return
+        references = await self._consent_patients(access.resource_id, request)
+        if not references or not all(r.startswith("Patient/") for r in references):
+            raise AccessError("MB-1030", "a Consent written by a patient names its Patient")
+        today = datetime.now(UTC).date()
+        for reference in sorted(references):
+            patient_id = reference.removeprefix("Patient/")
+            patient = await resource(self.repository, reference)
+            related = await relationships(self.repository, fhir_user, set(), patient_id, patient)
+            decision = may_write(
+                ActorFacts(fhir_user, frozenset(), related),
+                patient_facts(patient_id, patient, today),
+                self.policy,
+            )
+            if not decision.permit:
+                raise AccessError("MB-1030", decision.reason)
+
+    async def _consent_patients(self, consent_id: str | None, request: object) -> set[str]:
+        """The Patients of the Consent as stored (update, patch, delete) and as sent."""
+        found: set[str] = set()
+        if consent_id is not None:
+            stored = await resource(self.repository, f"Consent/{consent_id}")
+            found |= _patient_of(stored)
+        if isinstance(request, FhirRequest) and request.body is not None:
+            # a malformed body is answered by the door itself
+            with contextlib.suppress(orjson.JSONDecodeError):
+                found |= _patient_of(orjson.loads(request.body))
+        return found
+
     async def check_written(self, exchange: Exchange[Any, Any]) -> None:
         """Rule 4 for the writer: a Consent hiding a category the law does not let a
         patient hide is stored, and the answer says it will not hide those records: a
@@ -156,6 +200,14 @@ class ConsentHooks:
             return
         if "Consent" in access.resource_types:
             await self.cache.written()
+
+
+def _patient_of(consent: object) -> set[str]:
+    if not isinstance(consent, dict) or consent.get("resourceType") != "Consent":
+        return set()
+    patient = consent.get("patient")
+    reference = patient.get("reference") if isinstance(patient, dict) else None
+    return {reference} if isinstance(reference, str) else set()
 
 
 def _unhideable_warning(named: list[str]) -> dict[str, Any]:

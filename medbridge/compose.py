@@ -41,6 +41,7 @@ HOOK_ORDER: dict[str, int] = {
     "smart.authenticate": 10,  # authenticate: the bearer token (docs/smart.md)
     "smart.authorize": 10,  # authorize: scopes, the patient compartment
     "dimse.ae-titles": 10,  # authorize: the services the peers table gives a calling AE
+    "consent.decide": 10,  # consent-decide: who may write a patient's Consents (consent/)
     "consent.show": 10,  # consent-show: hide what the patient's Consents deny (consent/)
     "consent.rule-4": 20,  # consent-show: warn of a Consent hiding what may not be hidden
     "consent.written": 90,  # post-commit: a Consent write drops the Consent cache
@@ -105,6 +106,8 @@ async def compose(
         if settings.consent:
             # consent decides for signed-in users, whom only tokens identify
             consent = ConsentHooks(repository, settings.consent_policy())
+            name = "consent.decide"
+            pipeline.intervene(Stage.CONSENT_DECIDE, consent.decide, name, order=HOOK_ORDER[name])
             name = "consent.show"
             pipeline.intervene(Stage.CONSENT_SHOW, consent.show, name, order=HOOK_ORDER[name])
             name = "consent.rule-4"

@@ -330,3 +330,42 @@ def test_representatives_of_a_minor_and_next_of_kin_after_death(site: Site) -> N
     change_patient(birthDate="1950-01-01", deceasedBoolean=True)
     assert site.get(f"Observation/{mine.lab}", as_mother).status_code == 200
     assert site.get(f"Observation/{mine.lab}", as_friend).status_code == 404
+
+
+def test_who_may_write_a_patients_consents(site: Site) -> None:
+    adult, child = chart(site), chart(site)
+    answer = httpx.put(
+        f"{site.server.fhir_base}/Patient/{child.patient}",
+        json={"resourceType": "Patient", "id": child.patient, "birthDate": "2016-01-01"},
+        headers=site.system(),
+    )
+    assert answer.status_code == 200, answer.text
+    mother = site.create({
+        "resourceType": "RelatedPerson", "active": True,
+        "patient": {"reference": f"Patient/{child.patient}"},
+        "relationship": [{"coding": [{"code": "MTH"}]}],
+    })  # fmt: skip
+
+    def write(token: str, patient: str) -> httpx.Response:
+        return httpx.post(
+            f"{site.server.fhir_base}/Consent",
+            json=hiding(patient, "laboratory"),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    def as_patient(patient: str) -> str:
+        return site.token("patient/Consent.cu", f"Patient/{patient}", patient)
+
+    mothers = site.token("user/Consent.cu", f"RelatedPerson/{mother}")
+    # the adult writes their own; the child may not, the mother may for the child
+    assert write(as_patient(adult.patient), adult.patient).status_code == 201
+    refused = write(as_patient(child.patient), child.patient)
+    assert refused.status_code == 403
+    assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == "MB-1030"
+    assert write(mothers, adult.patient).status_code == 403
+    assert write(mothers, child.patient).status_code == 201
+    # both hold
+    doctor = site.user(f"Practitioner/{site.doctor}")
+    for mine in (adult, child):
+        assert site.get(f"Observation/{mine.lab}", doctor).status_code == 404
+        assert site.get(f"Observation/{mine.vitals}", doctor).status_code == 200
