@@ -112,26 +112,24 @@ def hiding(patient: str, category: str, status: str = "active") -> dict[str, Any
     }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def site(
-    tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo | IsolatedStore
-) -> Iterator[Site]:
-    root = tmp_path_factory.mktemp("consent")
+def keys_and_env(root: Path) -> tuple[ECKey, dict[str, str]]:
+    """A signing key, its JWKS file, and the environment of a server trusting it."""
     key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
     jwks = root / "jwks.json"
     jwks.write_bytes(orjson.dumps({"keys": [key.as_dict(private=False)]}))
-    notes = root / "notes.jsonl"
-    env = {
+    return key, {
         "MEDBRIDGE_AUTH_ISSUER": ISSUER,
         "MEDBRIDGE_AUTH_JWKS": str(jwks),
         "MEDBRIDGE_CONSENT_CARE_RELATIONSHIP_REQUIRED": "true",
         "MEDBRIDGE_CONSENT_UNHIDEABLE_CATEGORIES": "notifiable",
         "MEDBRIDGE_EXTRA_HOOKS": "tests.support.consent_notes:hooks",
-        "MEDBRIDGE_TEST_CONSENT_NOTES": str(notes),
+        "MEDBRIDGE_TEST_CONSENT_NOTES": str(root / "notes.jsonl"),
     }
-    running = start_server(root / "server", store.uri, env=env, auth=True)
-    site = Site(running, key, notes)
-    clinic = site.create({"resourceType": "Organization", "name": "Clinic"})
+
+
+def staff(site: Site) -> None:
+    """The clinic, the family doctor, a doctor of the clinic and a stranger."""
+    site.clinic = site.create({"resourceType": "Organization", "name": "Clinic"})
     site.gp, site.doctor, site.stranger = (
         site.create({"resourceType": "Practitioner", "name": [{"family": name}]})
         for name in ("Gp", "Doctor", "Stranger")
@@ -139,9 +137,19 @@ def site(
     site.create({
         "resourceType": "PractitionerRole", "active": True,
         "practitioner": {"reference": f"Practitioner/{site.doctor}"},
-        "organization": {"reference": f"Organization/{clinic}"},
+        "organization": {"reference": f"Organization/{site.clinic}"},
     })  # fmt: skip
-    site.clinic = clinic
+
+
+@pytest.fixture(scope="module")
+def site(
+    tmp_path_factory: pytest.TempPathFactory, store: EmbeddedMongo | IsolatedStore
+) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("consent")
+    key, env = keys_and_env(root)
+    running = start_server(root / "server", store.uri, env=env, auth=True)
+    site = Site(running, key, root / "notes.jsonl")
+    staff(site)
     yield site
     running.stop()
 
