@@ -21,8 +21,11 @@ import orjson
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
+from pydicom.uid import generate_uid
 
 from medbridge.embedded_mongo import EmbeddedMongo
+from tests.integration.test_smart_enforce import linked_patient, stow
+from tests.support.dicom import renamed
 from tests.support.servers import IsolatedStore, RunningServer, start_server
 
 ISSUER = "https://issuer.consent.test"
@@ -377,3 +380,42 @@ def test_who_may_write_a_patients_consents(site: Site) -> None:
     for mine in (adult, child):
         assert site.get(f"Observation/{mine.lab}", doctor).status_code == 404
         assert site.get(f"Observation/{mine.vitals}", doctor).status_code == 200
+
+
+def test_hidden_images_are_hidden_on_dicomweb_too(site: Site) -> None:
+    study = generate_uid()
+    part = renamed("CT_small.dcm", study=study, patient_id=f"C{uuid.uuid4().hex[:10]}")
+    stow(site.server, site.token("system/*.cruds", None), part)
+    patient = linked_patient(site.server, site.token("system/*.cruds", None), study)
+    # the doctor's care relationship: an Encounter in progress
+    site.create({
+        "resourceType": "Encounter", "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/{patient}"},
+        "participant": [{"individual": {"reference": f"Practitioner/{site.doctor}"}}],
+    })  # fmt: skip
+    base = site.server.base_url
+
+    def studies(headers: dict[str, str]) -> list[str]:
+        answer = httpx.get(
+            f"{base}/dicomweb/studies", params={"StudyInstanceUID": study}, headers=headers
+        )
+        assert answer.status_code in (200, 204), answer.text
+        return [row["0020000D"]["Value"][0] for row in (answer.json() if answer.content else [])]
+
+    doctor = site.user(f"Practitioner/{site.doctor}")
+    assert studies(doctor) == [study]
+    metadata = f"{base}/dicomweb/studies/{study}/metadata"
+    assert httpx.get(metadata, headers=doctor).status_code == 200
+    images = hiding(patient, "unused")
+    images["provision"]["provision"] = [{
+        "type": "deny",
+        "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "ImagingStudy"}],
+    }]  # fmt: skip
+    site.create(images)
+    assert studies(doctor) == []
+    assert httpx.get(metadata, headers=doctor).status_code == 404
+    assert site.get(f"ImagingStudy/{study}", doctor).status_code == 404
+    glass = site.user(f"Practitioner/{site.doctor}", purpose="BTG")
+    assert studies(glass) == [study]
+    assert httpx.get(metadata, headers=glass).status_code == 200
