@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from access.budget import Budget
+from consent.facts import Policy
 from imaging.upkeep import RetryPolicy
 from mappings.hl7v2.tables import parse_order_domains
 from smart.authority import AuthorityOptions
@@ -219,6 +220,34 @@ class Settings(BaseSettings):
             lockout_minutes=self.smart_lockout_minutes,
             launch_lifetime=self.smart_launch_lifetime,
         )
+
+    # --- consent engine (consent/, docs/consent.md) ---------------------------------
+    consent: bool = Field(
+        True, description="decide what signed-in users see by the patients' Consents (auth on)"
+    )
+    consent_care_relationship_required: bool = Field(
+        False,
+        description="rule 1: only clinicians with a care relationship see a patient's records "
+        "(off: every clinician, as before the engine; hiding and overrides hold either way)",
+    )
+    consent_unhideable_categories: str = Field(
+        "", description="comma-separated categories a patient may not hide (code or system|code)"
+    )
+    consent_expertise_purpose: str = Field(
+        "HLEGAL", pattern=r"^[A-Za-z0-9._-]+$", description="purpose of legal/medical expertise"
+    )
+    consent_adult_age: int = Field(16, ge=0, le=30, description="age from which rule 2 holds")
+
+    def consent_policy(self) -> Policy:
+        unhideable = {c.strip() for c in self.consent_unhideable_categories.split(",")}
+        return Policy(
+            expertise_purpose=self.consent_expertise_purpose,
+            unhideable_categories=frozenset(unhideable - {""}),
+            adult_age=self.consent_adult_age,
+            care_relationship_required=self.consent_care_relationship_required,
+        )
+
+    # --- end consent engine --------------------------------------------------------
 
     # The work budget of one request (access/budget.py, docs/limits.md)
     limit_string_bytes: int = Field(1024 * 1024, gt=0, description="one FHIR string (R4: 1 MB)")
