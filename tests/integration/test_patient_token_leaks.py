@@ -351,7 +351,15 @@ def bundle_asks(a: Person, b: Person) -> list[Ask]:
             "/fhir",
             frozenset({200}),
             {"resourceType": "Bundle", "type": "batch", "entry": reads},
-        )
+        ),
+        # a transaction fails whole at its first entry that is not found
+        Ask(
+            "transaction reads of B",
+            "POST",
+            "/fhir",
+            frozenset({200, 404}),
+            {"resourceType": "Bundle", "type": "transaction", "entry": reads},
+        ),
     ]
 
 
