@@ -29,7 +29,7 @@ from joserfc.jwk import ECKey
 from pydicom.uid import generate_uid
 
 from medbridge.embedded_mongo import EmbeddedMongo
-from tests.integration.test_every_route import dicomweb_probe, dicomweb_routes
+from tests.integration.test_every_route import dicomweb_probe, dicomweb_routes, fhir_probes
 from tests.integration.test_smart_enforce import ISSUER, Minter, bearer, linked_patient, stow
 from tests.support.dicom import renamed
 from tests.support.every_door import settled
@@ -511,3 +511,39 @@ def test_stow_and_every_unused_method_are_refused(world: World) -> None:
         )
         assert answer.status_code == 403, (path, answer.text)
     assert settled(world.server, world.store_uri) == before
+
+
+def test_every_fhir_interaction_of_the_enumeration_naming_b_leaks_nothing(world: World) -> None:
+    """The FHIR probes of issue 12's enumeration (every interaction and operation of the
+    CapabilityStatement), with B's Patient id and study UID where they name a record,
+    sent with A's token: nothing of B in any answer, and every write naming B refused.
+    Last in this module: its creates add records of A's (no total is counted after it)."""
+    capability = httpx.get(f"{world.server.fhir_base}/metadata", timeout=30).json()
+    where = SimpleNamespace(hl7_patient=world.b.patient, study=world.b.study,
+                            run=uuid.uuid4().hex[:8])  # fmt: skip
+    probes = fhir_probes(capability, where)  # type: ignore[arg-type]
+    versions = {ref: read_version(world, ref) for ref in sorted(world.b.references())}
+    failures = []
+    for probe in probes:
+        answer = httpx.request(probe.method, world.server.base_url + probe.path,
+                               params=probe.params, headers={**probe.headers, **world.token},
+                               content=probe.body, timeout=60)  # fmt: skip
+        request = probe.path + str(probe.params) + (probe.body or b"").decode(errors="replace")
+        leaked = leaks(world, answer, request)
+        if leaked:
+            failures.append((probe.label, "LEAK", leaked))
+        names_b = world.b.patient in probe.path or world.b.study in probe.path
+        writes = probe.method in {"PUT", "PATCH", "DELETE"}
+        if names_b and writes and answer.status_code not in {403, 404}:
+            failures.append((probe.label, answer.status_code, answer.text[:200]))
+    assert failures == [], "\n".join(map(str, failures))
+    assert {"Patient read", "Patient/$everything", "ImagingStudy delete", "batch"} <= {
+        p.label for p in probes
+    }
+    assert {ref: read_version(world, ref) for ref in versions} == versions
+
+
+def read_version(world: World, reference: str) -> str:
+    answer = httpx.get(f"{world.server.fhir_base}/{reference}", headers=world.system, timeout=30)
+    assert answer.status_code == 200, (reference, answer.text)
+    return str(answer.json()["meta"]["versionId"])
