@@ -330,6 +330,13 @@ def toward_b_asks(a: Person, b: Person) -> list[Ask]:
             "result.identifier": f"obs1-{b.name}"}), 200, 0),
         get("Patient of A _revinclude", q("/fhir/Patient", _id=a.patient,
             _revinclude="Observation:subject"), 200, 1),
+        # the reverse: from B's records (which reference A's) toward A's
+        get("B's Observation _include has-member", q("/fhir/Observation",
+            _id=b.records["Observation"][1], _include="Observation:has-member"), 200, 0),
+        get("B's report _include result", q("/fhir/DiagnosticReport",
+            _id=b.records["DiagnosticReport"][0], _include="DiagnosticReport:result"), 200, 0),
+        get("A's Observation _revinclude", q("/fhir/Observation",
+            _id=a.records["Observation"][0], _revinclude="DiagnosticReport:result"), 200, 1),
         get("$everything of A", f"/fhir/Patient/{a.patient}/$everything", 200),
         get("Patient, no id", q("/fhir/Patient", _count="100"), 200, 1),
     ] + [get(f"{kind} history-type", f"/fhir/{kind}/_history", 200)
