@@ -32,6 +32,7 @@ from tests.integration.test_every_route import (
     served,
 )
 from tests.integration.test_smart_enforce import ISSUER, Minter, _tampered, bearer
+from tests.integration.test_smart_server import medbridge
 from tests.support.every_door import Door, every_door_server
 from tests.support.servers import IsolatedStore, RunningServer
 
@@ -108,21 +109,43 @@ def refused_401(door: Door, probe: Probe, authorization: str | None) -> httpx.Re
     return answer
 
 
-def bad_tokens(key: ECKey, door: Door) -> dict[str, str]:
+def own_token(door: Door, scope: str, *extra: str) -> str:
+    """A token of the server's own authorization server (`medbridge token`)."""
+    done = medbridge(door.server, "token", "--scope", scope, *extra)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.splitlines()[-1]
+
+
+def bad_tokens(key: ECKey, door: Door, variant: str) -> str:
+    """The `Authorization` header of each variant: tokens of the external issuer (checked
+    by `JwtValidator`) and of the server's own authorization server (its own validator)."""
     minter = Minter(key, door.server.fhir_base)
-    return {
-        "none": "",
-        "expired": "Bearer " + minter.token("system/*.cruds", expires_in=-600),
-        "tampered": "Bearer " + _tampered(minter.token("patient/*.rs", door.patient)),
-    }
+    made = {
+        "none": lambda: "",
+        "expired": lambda: "Bearer " + minter.token("system/*.cruds", expires_in=-600),
+        "tampered": lambda: "Bearer " + _tampered(minter.token("patient/*.rs", door.patient)),
+        "own-tampered": lambda: "Bearer " + _tampered(
+            own_token(door, "patient/*.rs", "--patient", door.patient)),
+    }  # fmt: skip
+    return made[variant]()
 
 
-@pytest.mark.parametrize("variant", ["none", "expired", "tampered"])
+def test_the_tokens_tampered_with_are_good_ones_untouched(door: Door, key: ECKey) -> None:
+    """The 401s below are for the tampering: the same tokens unchanged read."""
+    minter = Minter(key, door.server.fhir_base)
+    for token in (minter.token("patient/*.rs", door.patient),
+                  own_token(door, "patient/*.rs", "--patient", door.patient)):  # fmt: skip
+        answer = httpx.get(f"{door.server.fhir_base}/Patient/{door.patient}",
+                           headers=bearer(token), timeout=30)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("variant", ["none", "expired", "tampered", "own-tampered"])
 def test_every_route_is_401_without_a_valid_token_and_nothing_is_read_or_written(
     served: Served, door: Door, capability: dict[str, Any], key: ECKey, variant: str
 ) -> None:
     probes = token_probes(door, served, capability)
-    authorization = bad_tokens(key, door)[variant] or None
+    authorization = bad_tokens(key, door, variant) or None
     before = door.settled()
     markers = (door.study.encode(), door.sop.encode(), f"E{door.run}".encode())
     for probe in probes:
