@@ -9,6 +9,7 @@ from fhir_server.interactions.common import resource_body, write_response
 from fhir_server.interactions.conditional import create_unless_found, criteria_params
 from fhir_server.interactions.restricted import check_write
 from fhir_server.repository import Stored
+from fhir_server.server_meta import own_meta
 from fhir_server.services import FhirServices
 
 
@@ -17,6 +18,7 @@ async def create(exchange: FhirExchange, services: FhirServices) -> FhirResponse
     assert route is not None
     assert route.resource_type
     resource = await resource_body(request, route.resource_type, services.budget)
+    own_meta(resource, None)  # a client's security labels are not taken (mass assignment)
     if_none_exist = request.header("if-none-exist")
     if not if_none_exist:
         new_id = str(uuid.uuid4())
