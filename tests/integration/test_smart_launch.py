@@ -9,6 +9,7 @@ refused. A parent signed in as `RelatedPerson/ID` gets the child's compartment.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import secrets
@@ -276,6 +277,17 @@ def test_discovery_announces_the_ehr_launch(ehr: Ehr) -> None:
 
 def test_a_related_person_is_confined_to_the_patient_they_are_related_to(ehr: Ehr) -> None:
     token = admin_token(ehr.server, "system/*.cruds")
+    # a child of eight: its mother represents it (issue 15 rule 6: from 16 the patient's
+    # own Consents decide what a representative sees)
+    born = (datetime.date.today() - datetime.timedelta(days=8 * 366)).isoformat()
+    child = httpx.put(
+        f"{ehr.server.fhir_base}/Patient/{ehr.patient}",
+        json={"resourceType": "Patient", "id": ehr.patient, "name": [{"family": "InContext"}],
+              "birthDate": born},
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
+        timeout=30,
+    )  # fmt: skip
+    assert child.status_code == 200, child.text
     related = f"rp-{uuid.uuid4().hex[:8]}"
     written = httpx.put(
         f"{ehr.server.fhir_base}/RelatedPerson/{related}",
