@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from pymongo.asynchronous.collection import AsyncCollection
+
 from smart.tokens import Grant, TokenService
 
 if TYPE_CHECKING:
@@ -84,20 +86,10 @@ class Grants:
     async def redeem_code(self, code: str, client_id: str) -> CodeRecord | None:
         """The code's record, consumed; None if unknown, expired, of another client or
         used before (then its family is revoked: a replayed code)."""
-        async with self.repository.write_gate():
-            document = await self.codes.find_one_and_update(
-                {"_id": digest(code), "used": False}, {"$set": {"used": True}}
-            )
-        if document is None:
-            used = await self.codes.find_one({"_id": digest(code)}, {"family": 1})
-            if used is not None:
-                await self.revoke_family(str(used["family"]))
+        found = await self._consume(self.codes, code, client_id)
+        if found is None:
             return None
-        grant = await self._family(str(document["family"]))
-        if grant is None or grant.client_id != client_id:
-            return None
-        if float(document["expires_at"]) <= self.clock():
-            return None
+        document, grant = found
         return CodeRecord(grant, str(document["redirect_uri"]), document["code_challenge"],
                           document["code_challenge_method"], document["nonce"])  # fmt: skip
 
@@ -116,19 +108,30 @@ class Grants:
         """The grant a refresh token carries, the token consumed (rotation); None if
         unknown, expired, revoked or of another client. A token used before revokes
         its family."""
+        found = await self._consume(self.refresh, token, client_id)
+        return None if found is None else found[1]
+
+    async def _consume(
+        self, stored: AsyncCollection[Any], credential: str, client_id: str
+    ) -> tuple[dict[str, Any], Grant] | None:
+        """Use up a single-use credential (a code, a refresh token): its row and grant;
+        None if unknown, expired, revoked or of another client. One used before revokes
+        its whole family: whoever replays it may hold a stolen copy."""
         async with self.repository.write_gate():
-            document = await self.refresh.find_one_and_update(
-                {"_id": digest(token), "used": False}, {"$set": {"used": True}}
+            document = await stored.find_one_and_update(
+                {"_id": digest(credential), "used": False}, {"$set": {"used": True}}
             )
         if document is None:
-            used = await self.refresh.find_one({"_id": digest(token)}, {"family": 1})
+            used = await stored.find_one({"_id": digest(credential)}, {"family": 1})
             if used is not None:
                 await self.revoke_family(str(used["family"]))
             return None
         grant = await self._family(str(document["family"]))
         if grant is None or grant.client_id != client_id:
             return None
-        return None if float(document["expires_at"]) <= self.clock() else grant
+        if float(document["expires_at"]) <= self.clock():
+            return None
+        return document, grant
 
     async def revoke_refresh(self, token: str, client_id: str | None = None) -> bool:
         """Revoke the family of a refresh token (RFC 7009 2.1); False if unknown or,
