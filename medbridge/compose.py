@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from access.pipeline import Hook, Stage
+from audit.read_only import refuse_audit_writes
 from consent.hooks import ConsentHooks
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
@@ -41,6 +42,7 @@ HOOK_ORDER: dict[str, int] = {
     "smart.authenticate": 10,  # authenticate: the bearer token (docs/smart.md)
     "smart.authorize": 10,  # authorize: scopes, the patient compartment
     "dimse.ae-titles": 10,  # authorize: the services the peers table gives a calling AE
+    "audit.read-only": 20,  # authorize: AuditEvents are never written by clients
     "consent.decide": 10,  # consent-decide: who may write a patient's Consents (consent/)
     "consent.show": 10,  # consent-show: hide what the patient's Consents deny (consent/)
     "consent.rule-4": 20,  # consent-show: warn of a Consent hiding what may not be hidden
@@ -96,6 +98,8 @@ async def compose(
     router = FhirRouter(services)
     composition = Composition(repository, router)
     pipeline = router.pipeline
+    name = "audit.read-only"
+    pipeline.intervene(Stage.AUTHORIZE, refuse_audit_writes, name, order=HOOK_ORDER[name])
     if validator is not None:
         smart = SmartHooks(validator, current_compartment(repository))
         name = "smart.authenticate"
