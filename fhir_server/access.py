@@ -99,8 +99,9 @@ def _written_patients(resource_type: str, body: bytes) -> set[str]:
                     if patient:
                         found.add(patient)
         return found
-    except Exception:
-        # only a description: the interaction validates the body and answers its errors
+    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, KeyError):
+        # a malformed body: only a description here, the interaction validates the body
+        # and answers its errors in the door's protocol
         return set()
 
 

@@ -78,9 +78,11 @@ def authorize_url(portal: Portal, verifier: str, state: str) -> str:
 def launch_in_browser(portal: Portal, url: str) -> tuple[list[str], str]:
     """Sign in and approve as a person would; the approval page's scope lines and the URL
     the browser ended on."""
-    playwright_api = pytest.importorskip("playwright.sync_api")
+    import playwright.sync_api as playwright_api  # locked in requirements.lock
+
     if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} is not installed (./run test installs Debian's chromium)")
+        # ./run test installs Debian's chromium: missing is a broken set-up, not a skip
+        pytest.fail(f"{CHROMIUM} is not installed (./run test installs Debian's chromium)")
     with (
         playwright_api.sync_playwright() as playwright,
         tempfile.TemporaryDirectory(prefix="medbridge-chromium-") as profile,
