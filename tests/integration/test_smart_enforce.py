@@ -475,10 +475,11 @@ async def test_compose_registers_the_hooks_only_with_a_validator(
     repository = Repository(mongo, database_name)
     with_auth = (await compose(Settings(), repository, validator=NoIssuer())).router.pipeline
     assert with_auth.hooks(Stage.AUTHENTICATE) == ["smart.authenticate"]
-    assert with_auth.hooks(Stage.AUTHORIZE) == ["smart.authorize"]
+    # audit.read-only (AuditEvents are never written by clients) is there with or without
+    assert with_auth.hooks(Stage.AUTHORIZE) == ["smart.authorize", "audit.read-only"]
     without = (await compose(Settings(), repository)).router.pipeline
     assert without.hooks(Stage.AUTHENTICATE) == []
-    assert without.hooks(Stage.AUTHORIZE) == []
+    assert without.hooks(Stage.AUTHORIZE) == ["audit.read-only"]
 
 
 def test_patient_token_cannot_take_over_another_patients_record(world: World) -> None:
