@@ -409,3 +409,59 @@ def test_an_unwritable_audit_store_fails_every_door_closed(
     finally:
         server.stop()
         audit_store.stop()
+
+
+# several processes ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_processes(
+    tmp_path_factory: pytest.TempPathFactory, store_kind: str, request: pytest.FixtureRequest
+) -> Iterator[list[RunningServer]]:
+    """Two `medbridge serve` processes on one database of the isolated store (SecantusDB,
+    the write gate off), as behind a load balancer: the run's store when it is the
+    isolated one, else one of this module's own."""
+    from tests.support.servers import IsolatedStore
+
+    own: IsolatedStore | None = None
+    if store_kind == "isolated":
+        uri = request.getfixturevalue("store").uri
+    else:
+        own = IsolatedStore(tmp_path_factory.mktemp("isolated"))
+        uri = own.start()
+    root = tmp_path_factory.mktemp("audit-two")
+    database = f"a{uuid.uuid4().hex[:12]}"
+    servers: list[RunningServer] = []
+    try:
+        for n in range(2):
+            servers.append(start_server(root / f"p{n}", uri, database=database))
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+        if own is not None:
+            own.stop()
+
+
+def test_two_processes_extend_one_chain_without_fork_or_gap(
+    two_processes: list[RunningServer], tmp_path: Path, unique: str
+) -> None:
+    first = two_processes[0]
+    patient = create_patient(first, unique)
+
+    async def reads() -> list[int]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            calls = [client.get(f"{two_processes[n % 2].fhir_base}/Patient/{patient}")
+                     for n in range(40)]  # fmt: skip
+            return [answer.status_code for answer in await asyncio.gather(*calls)]
+
+    assert set(asyncio.run(reads())) == {200}
+    stored = events(first)
+    sequences = [int(e["id"]) for e in stored]
+    assert sequences == list(range(1, len(stored) + 1))  # no gap, no fork (unique ids)
+    reads_of_patient = [e for e in stored if subtype("read")(e)]
+    assert len(reads_of_patient) == 40
+    done = verify("--data-dir", str(tmp_path / "offline"), "--mongodb-uri",
+                  first.mongodb_uri, "--database", first.database)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(stored)} events, head {len(stored)}" in done.stdout
