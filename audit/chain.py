@@ -124,7 +124,8 @@ class AuditChain:
             try:
                 await self._write([event for event, _ in batch])
             except Exception as failure:
-                log.error("audit events could not be written: %s", type(failure).__name__)
+                cause = type(failure.__cause__).__name__ if failure.__cause__ else "-"
+                log.error("audit events could not be written: %s (%s)", failure, cause)
                 log.debug("audit write traceback", exc_info=True)
                 refusal = AccessError(UNAVAILABLE)
                 for _, done in batch:
@@ -197,11 +198,15 @@ class AuditChain:
 
 def _contended(error: BaseException) -> bool:
     """Whether a refused unit lost to another writer (a duplicate id, a guard that no
-    longer matched), rather than the store failing. Write conflicts were run again by
-    `Repository.run_bundle` already; a failing store is not retried here."""
+    longer matched, a write conflict), rather than the store failing: a store that
+    cannot be reached is not retried here, the access fails at once (fail closed)."""
     cause = error.__cause__
     while cause is not None:
         if isinstance(cause, DuplicateKeyError):
+            return True
+        # a write conflict the repository's own runs did not get past (an operation
+        # failure: a store that cannot be reached is a connection failure instead)
+        if isinstance(cause, OperationFailure) and store_errors.transient(cause):
             return True
         cause = cause.__cause__
     return False
