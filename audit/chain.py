@@ -41,7 +41,7 @@ HEAD_ID = "head"
 GENESIS = "0" * 64  # the previous hash of event 1
 ID_DIGITS = 16
 MAX_BATCH = 200
-ATTEMPTS = 12
+CONTENDED_SECONDS = 30.0  # then the access fails closed (MB-1090)
 UNAVAILABLE = "MB-1090"
 
 
@@ -138,7 +138,12 @@ class AuditChain:
                     done.set_result(None)
 
     async def _write(self, events: list[Document]) -> None:
-        for attempt in range(ATTEMPTS):
+        # losing to other writers is retried for a while, not a number of times: several
+        # busy processes share one head, and a process killed inside its transaction
+        # holds the head until the store aborts that transaction
+        deadline = asyncio.get_running_loop().time() + CONTENDED_SECONDS
+        attempt = 0
+        while True:
             head = self._head or await self._read_head()
             sequence, previous = head
             stamps: list[tuple[str, Document]] = []
@@ -153,11 +158,13 @@ class AuditChain:
                     raise
                 # another writer extended the chain from the same head: read it again
                 self._head = None
+                if asyncio.get_running_loop().time() > deadline:
+                    raise RuntimeError("the audit chain stayed contended") from error
                 await store_errors.pause(min(attempt, 4))
+                attempt += 1
                 continue
             self._head = (sequence, previous)
             return
-        raise RuntimeError("the audit chain stayed contended")
 
     async def _prepare(self) -> None:
         """The collections a chain write touches exist before any transaction: a store
