@@ -124,6 +124,11 @@ def build(
     if description is not None:
         event["outcomeDesc"] = description
     purpose = (access.purpose_of_use if access is not None else None) or context.purpose_of_use
+    alert = table["security_alert"]
+    if purpose in alert["purposes"]:
+        # break-the-glass: flagged for the security officer, and why on the event itself
+        event["subtype"].append(alert["coding"])
+        event["purposeOfEvent"] = [{"coding": [{"system": PURPOSE_SYSTEM, "code": purpose}]}]
     event["agent"] = _agents(access, context, purpose)
     event["source"] = {
         "site": str(context.door),

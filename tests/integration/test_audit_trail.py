@@ -124,6 +124,22 @@ def test_a_read_is_one_event_naming_who_what_and_the_patient(
                for e in events(server)[:start])  # fmt: skip
 
 
+def test_break_the_glass_is_recorded_as_a_security_alert(
+    server: RunningServer, unique: str
+) -> None:
+    patient = create_patient(server, unique)
+    start = len(events(server))
+    headers = {"X-Purpose-Of-Use": "BTG"}
+    answer = httpx.get(f"{server.fhir_base}/Patient/{patient}", headers=headers, timeout=30)
+    assert answer.status_code == 200
+    event = one(after(server, start, subtype("read")), "read")
+    assert subtype("110113")(event)  # DCM Security Alert
+    assert event["purposeOfEvent"][0]["coding"][0]["code"] == "BTG"
+    assert requestor(event)["purposeOfUse"][0]["coding"][0]["code"] == "BTG"
+    alerts = httpx.get(f"{server.fhir_base}/AuditEvent", params={"subtype": "110113"}).json()
+    assert event["id"] in {e["resource"]["id"] for e in alerts["entry"]}
+
+
 def test_a_search_lists_what_it_returned_and_its_query(server: RunningServer, unique: str) -> None:
     first, second = create_patient(server, unique), create_patient(server, unique)
     start = len(events(server))

@@ -131,3 +131,18 @@ def test_outcomes_follow_the_catalog_status(code: str | None, expected: str) -> 
     if code is not None:
         assert description is not None
         assert description.startswith(code)
+
+
+def test_break_the_glass_is_flagged_as_a_security_alert() -> None:
+    access = Access(Door.FHIR, Action.READ, USER, frozenset({"Observation"}), "o1",
+                    purpose_of_use="BTG")  # fmt: skip
+    built = event(access)
+    subtypes = built["subtype"]
+    assert isinstance(subtypes, list)
+    assert {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110113",
+            "display": "Security Alert"} in subtypes  # fmt: skip
+    reason = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "BTG"}
+    assert built["purposeOfEvent"] == [{"coding": [reason]}]
+    treated = event(Access(Door.FHIR, Action.READ, USER, purpose_of_use="TREAT"))
+    assert "purposeOfEvent" not in treated
+    assert len(treated["subtype"]) == 1  # type: ignore[arg-type]
