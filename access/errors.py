@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +75,19 @@ class AccessError(Exception):
     @property
     def code(self) -> str:
         return self.entry.code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled by its fields: the default (the message as the only argument) would
+        # call the constructor with a code that is not in the catalog on the way back
+        # from a worker process (access/worker_pool.py)
+        return (_rebuilt, (self.code, self.diagnostics, self.expression, self.issues, self.status))
+
+
+def _rebuilt(
+    code: str,
+    diagnostics: str,
+    expression: str | None,
+    issues: list[ElementIssue],
+    status: int,
+) -> AccessError:
+    return AccessError(code, diagnostics, expression=expression, issues=issues, status=status)

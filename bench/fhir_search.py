@@ -9,6 +9,12 @@ bundles posted to the base.
 
     ./run bench fhir_search [--resources 100000] [--requests 500] [--clients 1,16]
     ./run bench fhir_search --reuse <store directory printed by the first run>   # skip the load
+    ./run bench fhir_search --restricted   # then searches narrowed to one patient by a hook
+
+`--restricted` then restarts the server with an authorize hook that narrows every FHIR
+access to one patient (`Exchange.narrow(Restriction(patients=...))`, the hook of
+tests/support/access_hooks.py) and measures searches that name no patient: only the
+restriction, compiled into the index query, keeps them to that patient's few resources.
 """
 
 from __future__ import annotations
@@ -170,6 +176,18 @@ class Queries:
         family = ["simk", "елкин", "petraitiene", "kazlausk"][i % 4]
         return await self._get(f"Patient?family={family}&given=jon,пёт,ona&_count=10", False)
 
+    async def restricted_studies(self, i: int) -> bool:
+        return await self._get("ImagingStudy?started=ge2018-01-01&_sort=-started")
+
+    async def restricted_reports(self, i: int) -> bool:
+        return await self._get("DiagnosticReport?_include=DiagnosticReport:study")
+
+    async def restricted_read(self, i: int) -> bool:
+        return await self._get(f"Patient/{self.ids['Patient'][0]}", False)
+
+    async def restricted_history(self, i: int) -> bool:
+        return await self._get("ImagingStudy/_history?_count=10")
+
     async def transaction(self, i: int) -> bool:
         patient_url = f"urn:uuid:{uuid.uuid4()}"
         rng = random.Random(i)
@@ -225,6 +243,7 @@ async def run(
     chunk: int,
     transactions: int,
     reuse: Path | None,
+    restricted: bool = False,
 ) -> None:
     workdir = reuse or Path(tempfile.mkdtemp(prefix="medbridge-bench-search-"))
     store = EmbeddedMongo(workdir / "store")
@@ -261,6 +280,10 @@ async def run(
                 rows.append(
                     await measure("transaction (10)", clients, transactions, queries.transaction)
                 )
+        if restricted:
+            server.stop()
+            server = None
+            rows += await measure_restricted(workdir, store.uri, ids, requests, levels)
     finally:
         if server is not None:
             server.stop()
@@ -282,6 +305,37 @@ async def run(
     print(f"\nwrote {write_results('fhir_search', rows, extra)}; store kept in {workdir}")
 
 
+async def measure_restricted(
+    workdir: Path, uri: str, ids: dict[str, list[str]], requests: int, levels: list[int]
+) -> list[Measurement]:
+    """Searches that name no patient, on a server whose authorize hook narrows every FHIR
+    access to the first sampled patient."""
+    rule = workdir / "restriction.json"
+    rule.write_bytes(orjson.dumps({"fhir_only": [ids["Patient"][0]]}))
+    env = {
+        "MEDBRIDGE_EXTRA_HOOKS": "tests.support.access_hooks:hooks",
+        "MEDBRIDGE_TEST_ACCESS_FILE": str(rule),
+    }
+    server = start_server(workdir / "server-restricted", uri, database="bench", env=env)
+    rows: list[Measurement] = []
+    try:
+        connector = aiohttp.TCPConnector(limit=max(levels))
+        async with aiohttp.ClientSession(server.fhir_base + "/", connector=connector) as http:
+            queries = Queries(http, len(ids["Patient"]), ids)
+            steps = [
+                ("restricted: studies", queries.restricted_studies),
+                ("restricted: reports +_include", queries.restricted_reports),
+                ("restricted: patient read", queries.restricted_read),
+                ("restricted: type history", queries.restricted_history),
+            ]
+            for clients in levels:
+                for name, operation in steps:
+                    rows.append(await measure(name, clients, requests, operation))
+    finally:
+        server.stop()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -292,11 +346,13 @@ def main() -> None:
     parser.add_argument("--clients", default="1,16", help="comma-separated concurrency levels")
     parser.add_argument("--chunk", type=int, default=200, help="resources per load transaction")
     parser.add_argument("--reuse", type=Path, help="work directory of an earlier run: no load")
+    parser.add_argument(
+        "--restricted", action="store_true", help="then searches narrowed to one patient"
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
-    asyncio.run(
-        run(args.resources, args.requests, levels, args.chunk, args.transactions, args.reuse)
-    )
+    options = (args.requests, levels, args.chunk, args.transactions, args.reuse)
+    asyncio.run(run(args.resources, *options, restricted=args.restricted))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from access.budget import Budget
 from bench.common import RESULTS, percentile
 from hl7_bridge.client import MllpClient
 from hl7_bridge.framing import frame
@@ -64,6 +65,8 @@ class Sizes:
     c1_frames: int = 5_000_000  # the issue also tried 999,999,999: RSS 8.2 GB
     c3_copies: int = 21
     h1_given: int = 1_000_000
+    # an 8 KB URL, refused (413) before any work; --small keeps it: at 1,000 (the cap)
+    # it was accepted and measured a 128 MiB answer instead (now `largest-frames`)
     h2_repeats: int = 4_000
     h3_stored: int = 200_000
     m4_string_mib: int = 30
@@ -80,7 +83,7 @@ class Sizes:
     @classmethod
     def small(cls) -> Sizes:
         return cls(
-            c1_frames=200_000, c3_copies=14, h1_given=100_000, h2_repeats=1_000,
+            c1_frames=200_000, c3_copies=14, h1_given=100_000, h2_repeats=4_000,
             h3_stored=200_000, m4_string_mib=3, m4_entries=5_000, l7_mib=40, l7_bomb_mib=40,
             l10_instances=40, largest_fhir_mib=8, largest_stow_mib=16, largest_mllp_mib=2,
             slowloris=100, idle=300,
@@ -282,6 +285,7 @@ def cases(world: World) -> list[Case]:
     l6_body, l6_headers = multipart([ct(1, 65535, 65535, b"\0" * 128)])
     l8_stow, l8_headers = multipart([b""] * 10_000)
     h2_frames = ",".join(["1"] * s.h2_repeats)
+    most_frames = ",".join(["1"] * Budget().max_frames_per_request)
     big_fhir = json.dumps({"resourceType": "Binary", "contentType": "application/octet-stream",
                            "data": "QUFB" * ((s.largest_fhir_mib << 20) // 4 - 64)})  # fmt: skip
     big_stow, big_headers = multipart(
@@ -518,6 +522,17 @@ def cases(world: World) -> list[Case]:
             "DICOMweb",
             f"a {s.largest_stow_mib} MiB STOW",
             lambda w: dicomweb(w, "POST", "/studies", content=big_stow, headers=big_headers),
+        ),
+        Case(
+            "largest-frames",
+            "DICOMweb",
+            f"GET frames/1,1,.. x{Budget().max_frames_per_request} (the cap; 128 KiB each)",
+            lambda w: dicomweb(
+                w,
+                "GET",
+                f"/studies/{p_study}/series/{p_series}/instances/{p_sop}/frames/{most_frames}",
+                headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+            ),
         ),
         Case(
             "largest-search",

@@ -1,8 +1,11 @@
-"""What token enforcement costs: FHIR reads and searches, and QIDO-RS, with and without auth.
+"""What token enforcement costs: FHIR reads and searches, QIDO-RS and WADO-RS, with and
+without auth.
 
 Starts the embedded store and two `medbridge serve` processes on one database: one with
 auth on (JWT access tokens of a local ES256 key, checked by `JwtValidator` against a JWKS
-file), one with `--no-auth`. The same requests go to both, in alternating rounds so a
+file), one with `--no-auth`. It stores 20 studies of one CT instance each (pydicom's
+CT_small, new UIDs) by STOW-RS, so QIDO-RS finds studies and WADO-RS retrieves an
+instance (about 40 KB) per request. The same requests go to both, in alternating rounds so a
 noisy machine hits both alike; the figure is the throughput ratio auth / no-auth (target
 >= 0.9 for reads, issue 14). The token is one client's: checked once, then kept until it
 expires (docs/smart.md), as in real use.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import sys
 import tempfile
 import time
@@ -22,17 +26,21 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pydicom
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Measurement, measure, median, print_table, write_results
+from bench.dicom_ingest import CONTENT_TYPE, multipart, small_instances
 from medbridge.embedded_mongo import EmbeddedMongo
 from tests.support.servers import RunningServer, start_server
 
 ISSUER = "https://bench.issuer.test"
 HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+STUDIES = 20
 
 
 def token(key: ECKey, audience: str) -> str:
@@ -52,6 +60,23 @@ async def seed(http: aiohttp.ClientSession, server: RunningServer, count: int) -
     return ids
 
 
+async def seed_studies(http: aiohttp.ClientSession, server: RunningServer) -> list[str]:
+    """STOW one instance per study; the WADO-RS paths of the instances."""
+    paths = []
+    for instance in small_instances(STUDIES, per_study=1):
+        dataset = pydicom.dcmread(io.BytesIO(instance), stop_before_pixels=True)
+        async with http.post(f"{server.base_url}/dicomweb/studies", data=multipart([instance]),
+                             headers={"Content-Type": CONTENT_TYPE}) as answer:  # fmt: skip
+            await answer.read()
+            if answer.status != 200:
+                raise RuntimeError(f"STOW-RS answered {answer.status}")
+        paths.append(
+            f"/dicomweb/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}"
+            f"/instances/{dataset.SOPInstanceUID}"
+        )
+    return paths
+
+
 async def run(requests: int, levels: list[int], rounds: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="medbridge-bench-auth-"))
     key = ECKey.generate_key("P-256", parameters={"kid": "bench"}, private=True)
@@ -60,6 +85,11 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
     store = EmbeddedMongo(workdir / "store")
     store.start()
     env = {"MEDBRIDGE_AUTH_ISSUER": ISSUER, "MEDBRIDGE_AUTH_JWKS": str(jwks)}
+    # one object store for both, as for one database: WADO-RS on either finds what STOW wrote
+    (workdir / "objects").mkdir()
+    for name in ("auth", "open"):
+        (workdir / name).mkdir()
+        (workdir / name / "objects").symlink_to(workdir / "objects", target_is_directory=True)
     servers = {
         "auth": start_server(workdir / "auth", store.uri, "bench", env=env, auth=True),
         "no-auth": start_server(workdir / "open", store.uri, "bench"),
@@ -71,13 +101,16 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
             connector=aiohttp.TCPConnector(limit=max(levels) * 2)
         ) as http:
             ids = await seed(http, servers["no-auth"], 200)
+            instances = await seed_studies(http, servers["no-auth"])
             bearer = {"Authorization": f"Bearer {token(key, servers['auth'].fhir_base)}"}
             headers = {"auth": {**HEADERS, **bearer}, "no-auth": HEADERS}
+            wado = {mode: {**fields, "Accept": WADO_ACCEPT} for mode, fields in headers.items()}
 
             def reader(mode: str, path: Any) -> Any:
                 async def get(i: int) -> bool:
                     url = f"{servers[mode].base_url}{path(i)}"
-                    async with http.get(url, headers=headers[mode]) as answer:
+                    sent = wado[mode] if "/instances/" in url else headers[mode]
+                    async with http.get(url, headers=sent) as answer:
                         await answer.read()
                         return answer.status == 200
 
@@ -87,6 +120,7 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
                 "read": lambda i: f"/fhir/Patient/{ids[i % len(ids)]}",
                 "search": lambda i: f"/fhir/Patient?family=Bench{i % 20}&_count=5",
                 "qido": lambda i: "/dicomweb/studies?limit=5",
+                "wado": lambda i: instances[i % len(instances)],
             }
             for name, path in paths.items():
                 for clients in levels:

@@ -35,6 +35,8 @@ def fhir_access(
     request: FhirRequest, route: Route, context: RequestContext, parent: Access | None
 ) -> Access:
     action = Action(route.interaction.value)
+    if request.entry_method == "POST" and action is Action.UPDATE:
+        action = Action.CREATE
     patients: set[str] = set()
     if route.resource_type == "Patient" and route.resource_id is not None:
         patients.add(route.resource_id)

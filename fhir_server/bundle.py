@@ -42,5 +42,6 @@ def bundle(
         document["total"] = total
     if links:
         document["link"] = [{"relation": relation, "url": url} for relation, url in links]
-    document["entry"] = entries
+    if entries:  # FHIR JSON has no empty arrays: an empty page has no `entry` at all
+        document["entry"] = entries
     return orjson.dumps(document)

@@ -26,6 +26,12 @@ class FhirRequest:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     body: bytes | None = None
     base_url: str = ""
+    # the parsed body of a Bundle POSTed to the base, parsed before the pipeline runs:
+    # its `type` decides the access's action (batch or transaction)
+    document: Any = None
+    # a Bundle entry acted as another method than it asked for: its POST with an id
+    # assigned from its fullUrl runs as a create-on-update PUT, and is still a create
+    entry_method: str | None = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)

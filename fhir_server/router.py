@@ -7,10 +7,12 @@ It knows nothing about HTTP: the FastAPI adapter and bundle entries both hand it
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from access.access import Access
 from access.context import RequestContext
 from access.errors import AccessError
+from access.restriction import UNRESTRICTED, Restriction
 from fhir_server import store_errors
 from fhir_server.access import fhir_access
 from fhir_server.errors import challenge, outcome
@@ -18,6 +20,7 @@ from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirRe
 from fhir_server.formats import check_acceptable, pretty, wants_pretty
 from fhir_server.interactions.batch import bundle_handler
 from fhir_server.interactions.capabilities import capabilities
+from fhir_server.interactions.common import parsed_body
 from fhir_server.interactions.create import create
 from fhir_server.interactions.delete import delete
 from fhir_server.interactions.history import history
@@ -61,16 +64,38 @@ class FhirRouter:
         }
 
     async def handle(
-        self, request: FhirRequest, context: RequestContext, parent: Access | None = None
+        self,
+        request: FhirRequest,
+        context: RequestContext,
+        parent: Access | None = None,
+        restriction: Restriction = UNRESTRICTED,
     ) -> FhirResponse:
-        exchange = FhirExchange(request, context, parent=parent or context.access)
+        """`restriction`: what the access this one is part of may see (a bundle entry
+        gets its Bundle's); hooks can narrow it further, never widen it."""
+        if request.document is None and _posts_a_bundle(request):
+            request.document = await self._bundle_document(request)
+        exchange = FhirExchange(
+            request, context, parent=parent or context.access, restriction=restriction
+        )
         response = await self.pipeline.handle(exchange)
         if response.body is not None and wants_pretty(request):
             response.body = pretty(response.body)
         return response
 
+    async def _bundle_document(self, request: FhirRequest) -> Any:
+        """The parsed Bundle, or None when the body cannot be parsed: the bundle handler
+        then parses it again inside the pipeline and answers the error there."""
+        try:
+            return await parsed_body(request, self.services.budget)
+        except AccessError:
+            return None
+
     def _prepare(self, exchange: FhirExchange) -> None:
         check_acceptable(exchange.request)
+        if exchange.context.patient is not None:
+            # a patient-context token sees its own compartment: the same restriction a
+            # hook would set, so every interaction compiles it one way
+            exchange.narrow(Restriction(patients=frozenset({exchange.context.patient})))
         exchange.route = parse_route(exchange.request)
         exchange.access = fhir_access(
             exchange.request, exchange.route, exchange.context, exchange.parent
@@ -93,7 +118,7 @@ def parse_route(request: FhirRequest) -> Route:
     method = request.method.upper()
     parts = [p for p in request.path.strip("/").split("/") if p]
     if not parts:
-        return _system(method)
+        return _system(method, request)
     head = parts[0]
     if head == "metadata" and len(parts) == 1 and method == "GET":
         return Route(Interaction.CAPABILITIES)
@@ -104,9 +129,15 @@ def parse_route(request: FhirRequest) -> Route:
     return _typed(method, head, parts[1:], request)
 
 
-def _system(method: str) -> Route:
+def _posts_a_bundle(request: FhirRequest) -> bool:
+    return request.method.upper() == "POST" and not request.path.strip("/")
+
+
+def _system(method: str, request: FhirRequest) -> Route:
     if method == "POST":
-        return Route(Interaction.BATCH)
+        document = request.document
+        kind = document.get("type") if isinstance(document, dict) else None
+        return Route(Interaction.TRANSACTION if kind == "transaction" else Interaction.BATCH)
     raise AccessError("MB-1013", f"{method} on the service base is not supported")
 
 

@@ -13,10 +13,11 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from access.failures import log_failure
+from access.tls import common_name
 from hl7_bridge.framing import FrameAborted, FrameMalformed, FrameReader, FrameTooLarge, frame
+from hl7_bridge.peers import AllowedPeers
 from hl7_bridge.processor import Processor
 
 log = logging.getLogger(__name__)
@@ -30,24 +31,6 @@ class Limits:
     read_timeout: float = 30.0
     frame_deadline: float = 60.0
     tls_handshake_timeout: float = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    certificate: Path
-    key: Path
-    client_ca: Path | None = None  # client certificates are required when set
-
-
-def tls_context(files: TlsFiles) -> ssl.SSLContext:
-    """Server context: TLS 1.2 and 1.3 only; client certificate check when a CA is given."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(files.certificate), str(files.key))
-    if files.client_ca is not None:
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cafile=str(files.client_ca))
-    return context
 
 
 @dataclass(slots=True, eq=False)
@@ -65,12 +48,14 @@ class MllpListener:
         port: int,
         limits: Limits | None = None,
         tls: ssl.SSLContext | None = None,
+        peers: AllowedPeers | None = None,
     ) -> None:
         self.processor = processor
         self.host = host
         self.port = port
         self.limits = limits or Limits()
         self.tls = tls
+        self.peers = peers  # None: every peer; else only those it admits
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -106,8 +91,11 @@ class MllpListener:
         self._tasks.add(task)
         connection = _Connection(writer, last_active=time.monotonic())
         try:
+            agent = self._authenticate(writer)
+            if agent is None:
+                return  # refused: closed before any message is read
             self._admit(connection)
-            await self._serve(reader, connection)
+            await self._serve(reader, connection, agent or None)
         except (ConnectionError, OSError, ssl.SSLError):
             pass  # the peer went away; whatever it sent completely was answered
         except Exception:
@@ -116,6 +104,20 @@ class MllpListener:
             self._connections.discard(connection)
             self._tasks.discard(task)
             writer.close()
+
+    def _authenticate(self, writer: asyncio.StreamWriter) -> str | None:
+        """The allowed-peers entry admitting this connection ("" when every peer is
+        admitted), or None: refused."""
+        if self.peers is None:
+            return ""
+        address = writer.get_extra_info("peername")
+        host = str(address[0]) if address else ""
+        ssl_object = writer.get_extra_info("ssl_object")
+        certificate = ssl_object.getpeercert() if ssl_object is not None else None
+        admitted = self.peers.admit(host, common_name(certificate))
+        if admitted is None:
+            log.warning("MLLP connection refused: peer %s is not an allowed peer", host)
+        return admitted
 
     def _admit(self, connection: _Connection) -> None:
         if len(self._connections) >= self.limits.max_connections:
@@ -127,7 +129,9 @@ class MllpListener:
                 log.warning("MLLP connection cap reached: closed the longest idle connection")
         self._connections.add(connection)
 
-    async def _serve(self, reader: asyncio.StreamReader, connection: _Connection) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, connection: _Connection, agent: str | None
+    ) -> None:
         limits = self.limits
         frames = FrameReader(
             reader,
@@ -159,7 +163,7 @@ class MllpListener:
                 return
             connection.busy = True
             try:
-                result = await self.processor.handle(payload, peer)
+                result = await self.processor.handle(payload, peer, agent)
             finally:
                 connection.busy = False
                 connection.last_active = time.monotonic()

@@ -63,6 +63,7 @@ class Incoming:
     outcome: Outcome
     message: V2Message | None
     replay_of: str | None = None  # the archive record a replay processes again
+    agent: str | None = None  # what authenticated the peer: `cn:NAME` or its allowed network
 
 
 class Processor:
@@ -87,10 +88,12 @@ class Processor:
             self._describe, self._act, self._refused, share_hooks_with=router.pipeline
         )
 
-    async def handle(self, raw: bytes, peer: str) -> Result:
-        """Never raises: every failure becomes an AE/AR answer."""
+    async def handle(self, raw: bytes, peer: str, agent: str | None = None) -> Result:
+        """Never raises: every failure becomes an AE/AR answer. `agent`: how the listener
+        authenticated the peer, recorded on the access's actor."""
         try:
             incoming = self._parse(raw, peer)
+            incoming.agent = agent
             context = RequestContext(Door.HL7V2, scopes=PEER_SCOPES, peer=peer)
             return await self.pipeline.handle(Exchange(incoming, context))
         except Exception:
@@ -113,7 +116,7 @@ class Processor:
         """The pipeline's prepare step: the message's one access."""
         incoming, context = exchange.request, exchange.context
         original, message = incoming.original, incoming.message
-        actor = Actor("hl7-peer", f"{original.get(3)}^{original.get(4)}"[:200])
+        actor = Actor("hl7-peer", f"{original.get(3)}^{original.get(4)}"[:200], incoming.agent)
         if incoming.replay_of is None:
             context.actor = actor
         event = None  # unknown until the message parses

@@ -7,10 +7,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from access.budget import Budget
+from access.tls import TlsFiles, server_context
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from hl7_bridge.archive import Archive
-from hl7_bridge.listener import Limits, MllpListener, TlsFiles, tls_context
+from hl7_bridge.listener import Limits, MllpListener
+from hl7_bridge.peers import AllowedPeers
 from hl7_bridge.processor import Processor
 from mappings.hl7v2.tables import load_tables
 
@@ -27,6 +29,7 @@ class BridgeOptions:
     budget: Budget = field(default_factory=Budget)
     adt_demographics: bool = True  # only ADT messages change a stored Patient's values
     order_domains: str = ""  # MEDBRIDGE_HL7_ORDER_DOMAINS
+    peers: AllowedPeers | None = None  # None: every peer (MEDBRIDGE_MLLP_ALLOWED_PEERS)
 
 
 async def build_processor(
@@ -47,7 +50,9 @@ async def build_processor(
 
 async def start_listener(processor: Processor, options: BridgeOptions) -> MllpListener:
     """A started listener (`.port` holds the bound port, `.processor` the processor)."""
-    tls = tls_context(options.tls) if options.tls is not None else None
-    listener = MllpListener(processor, options.host, options.port, options.limits, tls)
+    tls = server_context(options.tls) if options.tls is not None else None
+    listener = MllpListener(
+        processor, options.host, options.port, options.limits, tls, options.peers
+    )
     await listener.start()
     return listener

@@ -19,7 +19,7 @@ import orjson
 
 from access.context import SYSTEM, Door, RequestContext
 from access.failures import log_failure
-from fhir_server.exchange import FhirExchange, FhirRequest
+from fhir_server.exchange import FhirExchange, FhirRequest, Route
 from fhir_server.router import FhirRouter
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,12 @@ class ReportLinker:
 
     async def on_fhir_write(self, exchange: FhirExchange) -> None:
         """Pipeline hook (post-commit): an ImagingStudy was written; link waiting reports."""
+        # the hooks are shared by every door: a DICOMweb or DIMSE exchange has a route of
+        # its own kind, never an ImagingStudy write of the FHIR door
         route, response = exchange.route, exchange.response
-        if route is None or response is None or route.resource_type != "ImagingStudy":
+        if not isinstance(route, Route) or route.resource_type != "ImagingStudy":
+            return
+        if response is None:
             return
         if response.status not in (200, 201):
             return

@@ -24,7 +24,7 @@ import orjson
 
 from access.context import SYSTEM, Door, RequestContext
 from access.failures import log_failure
-from fhir_server.exchange import FhirExchange, FhirRequest
+from fhir_server.exchange import FhirExchange, FhirRequest, Route
 from fhir_server.router import FhirRouter
 from imaging.index import DicomIndex
 from imaging.issuers import IssuerNotes
@@ -315,7 +315,7 @@ class StudyLinker:
     async def on_fhir_write(self, exchange: FhirExchange) -> None:
         """FHIR pipeline hook: a ServiceRequest written later links its waiting studies."""
         route, response = exchange.route, exchange.response
-        if exchange.context.door in OWN_DOORS or route is None or response is None:
+        if exchange.context.door in OWN_DOORS or not isinstance(route, Route) or response is None:
             return
         if route.resource_type != "ServiceRequest" or response.status not in (200, 201):
             return

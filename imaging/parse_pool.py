@@ -17,12 +17,11 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import threading
-import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from access.errors import AccessError
+from access.worker_pool import watch_parent
 from imaging.parse import Limits, ParsedInstance, parse
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ class Parser:
             # spawn: never fork a process that runs threads (DIMSE, object store)
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_watch_parent, initargs=(os.getpid(),)
+                self.workers, mp_context=context, initializer=watch_parent, initargs=(os.getpid(),)
             )
             for _ in range(self.workers):
                 self._pool.submit(_warm)
@@ -99,18 +98,6 @@ class Parser:
         return [
             a if a is not None else _parse_inline(items[n], limits) for n, a in enumerate(answers)
         ]
-
-
-def _watch_parent(parent: int) -> None:
-    """In a worker: leave when the server is gone (a `kill -9` closes no pipe the worker
-    would notice: it holds both ends of its task queue)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _warm() -> None:

@@ -13,7 +13,14 @@ import orjson
 
 from medbridge.settings import Settings
 from smart.claims import Claims, TokenInvalid, TokenValidator
-from smart.jwt_validator import FileKeys, JwtRules, JwtValidator, KeySource, RemoteKeys
+from smart.jwt_validator import (
+    FileKeys,
+    JwtRules,
+    JwtValidator,
+    KeySource,
+    RemoteKeys,
+    key_url_is_safe,
+)
 
 # a shared secret or no signature at all would let anyone holding the key mint tokens
 REFUSED_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
@@ -41,6 +48,7 @@ def check_binding(settings: Settings) -> str | None:
     when it is off on any other address; None when auth is on."""
     if settings.auth:
         _algorithms(settings)
+        _key_transport(settings)
         return None
     if not is_loopback(settings.host):
         raise AuthRefused(
@@ -122,7 +130,7 @@ def external_validator(settings: Settings, fhir_base: Callable[[], str]) -> Toke
         fhir_user_claim=settings.auth_fhir_user_claim,
         patient_claim=settings.auth_patient_claim,
     )
-    return JwtValidator(rules, key_source(settings.auth_issuer, settings.auth_jwks))
+    return JwtValidator(rules, key_source(settings))
 
 
 def _algorithms(settings: Settings) -> tuple[str, ...]:
@@ -136,7 +144,26 @@ def _algorithms(settings: Settings) -> tuple[str, ...]:
     return algorithms
 
 
-def key_source(issuer: str, jwks: str | None) -> KeySource:
+def _key_transport(settings: Settings) -> None:
+    """The external issuer's keys are fetched over HTTPS (plain HTTP only on loopback)."""
+    jwks = settings.auth_jwks
+    remote = jwks if jwks is None or jwks.startswith(("http://", "https://")) else None
+    url = remote or (settings.auth_issuer if jwks is None else None)
+    if url is not None and not key_url_is_safe(url):
+        raise AuthRefused(
+            f"refusing to start: the token issuer's keys would be fetched from {url!r} "
+            f"over plain HTTP, where anyone on the path could replace them: use https:// "
+            f"(MEDBRIDGE_AUTH_ISSUER, MEDBRIDGE_AUTH_JWKS), or a JWKS file"
+        )
+
+
+def key_source(settings: Settings) -> KeySource:
+    jwks, issuer = settings.auth_jwks, settings.auth_issuer or ""
     if jwks is not None and not jwks.startswith(("http://", "https://")):
         return FileKeys(Path(jwks))
-    return RemoteKeys(issuer, jwks)
+    return RemoteKeys(
+        issuer,
+        jwks,
+        refresh_seconds=settings.auth_jwks_refresh_seconds,
+        max_age_seconds=settings.auth_jwks_max_age_seconds,
+    )

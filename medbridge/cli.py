@@ -40,11 +40,26 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="answer FHIR and DICOMweb without tokens (MEDBRIDGE_AUTH=false); loopback only",
     )
+    _add_transport_options(serve)
     add_hl7_commands(commands)
     add_dicom_commands(commands)
     add_smart_commands(commands)
     add_audit_commands(commands)
     return parser
+
+
+def _add_transport_options(serve: argparse.ArgumentParser) -> None:
+    """Transport security (docs/smart.md "Transport security")."""
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate: HTTPS (MEDBRIDGE_TLS_CERT)")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key (MEDBRIDGE_TLS_KEY)")
+    for door, what in (("dicom", "calling AE title"), ("mllp", "MLLP peer")):
+        serve.add_argument(
+            f"--{door}-open",
+            dest=f"{door}_open",
+            action="store_const",
+            const=True,
+            help=f"accept any {what}, also off loopback (MEDBRIDGE_{door.upper()}_OPEN=true)",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,13 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request URL at INFO; a URL can name a record, so only at DEBUG
+    if logging.root.level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "serve":
         from medbridge.server import serve
 
         return serve(settings)
     if args.command == "hl7":
         return _hl7(args, settings)
-    if args.command in ("users", "clients", "token"):
+    if args.command in ("users", "clients", "token", "launch"):
         return _smart(args, settings)
     if args.command == "audit":
         return _audit(args, settings)
@@ -72,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from imaging.commands import run as run_dicom
         from medbridge.embedded_mongo import EmbeddedMongo
 
-        public_base = settings.public_base_url or f"http://{settings.host}:{settings.http_port}"
+        scheme = "https" if settings.tls_cert is not None else "http"
+        public_base = settings.public_base_url or f"{scheme}://{settings.host}:{settings.http_port}"
 
         async def imaging(repository: Repository, parse_workers: int | None) -> Imaging:
             from medbridge.compose import ImagingPlan, compose
@@ -142,7 +161,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _smart(args: argparse.Namespace, settings: Settings) -> int:
-    """`users add`, `clients add`, `token`: only through the running server."""
+    """`users add`, `clients add`, `token`, `launch`: only through the running server."""
     from medbridge.running import call_admin, find_running
     from smart.commands import run
 

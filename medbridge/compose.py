@@ -18,6 +18,7 @@ from pymongo import AsyncMongoClient
 from access.pipeline import Hook, Stage
 from audit.chain import AuditChain
 from audit.hook import AuditTrail
+from consent.hooks import ConsentHooks
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from fhir_server.services import FhirServices
@@ -47,6 +48,10 @@ HOOK_ORDER: dict[str, int] = {
     "dimse.ae-titles": 10,  # authorize: the services the peers table gives a calling AE
     "audit.read-only": 20,  # authorize: AuditEvents are never written by clients
     "audit.record": 100,  # audit: one chained AuditEvent per access (docs/audit.md)
+    "consent.decide": 10,  # consent-decide: who may write a patient's Consents (consent/)
+    "consent.show": 10,  # consent-show: hide what the patient's Consents deny (consent/)
+    "consent.rule-4": 20,  # consent-show: warn of a Consent hiding what may not be hidden
+    "consent.written": 90,  # post-commit: a Consent write drops the Consent cache
     "imaging.link-orders": 100,  # post-commit: orders that arrive after their study
     "hl7.link-reports": 110,  # post-commit: reports that arrived before their study
 }
@@ -106,6 +111,17 @@ async def compose(
         name = "smart.authorize"
         pipeline.intervene(Stage.AUTHORIZE, smart.authorize, name, order=HOOK_ORDER[name])
         services.security = oauth_security
+        if settings.consent:
+            # consent decides for signed-in users, whom only tokens identify
+            consent = ConsentHooks(repository, settings.consent_policy())
+            name = "consent.decide"
+            pipeline.intervene(Stage.CONSENT_DECIDE, consent.decide, name, order=HOOK_ORDER[name])
+            name = "consent.show"
+            pipeline.intervene(Stage.CONSENT_SHOW, consent.show, name, order=HOOK_ORDER[name])
+            name = "consent.rule-4"
+            pipeline.notify(Stage.CONSENT_SHOW, consent.check_written, name, order=HOOK_ORDER[name])
+            name = "consent.written"
+            pipeline.notify(Stage.POST_COMMIT, consent.written, name, order=HOOK_ORDER[name])
     if imaging is not None:
         built = build_imaging(
             repository, router, imaging.objects, DICOMWEB_BASE, imaging.dicomweb_url,

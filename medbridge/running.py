@@ -14,6 +14,7 @@ import getpass
 import json
 import os
 import secrets
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,17 +29,19 @@ class RunningServer:
     pid: int
     http_base: str
     admin_token: str
+    certificate: str | None = None  # the HTTPS listener's own certificate file
 
 
-def announce(data_dir: Path, http_base: str) -> RunningServer:
+def announce(data_dir: Path, http_base: str, certificate: Path | None = None) -> RunningServer:
     """Write `server.json` atomically (mode 0600) for this process."""
-    running = RunningServer(os.getpid(), http_base, secrets.token_urlsafe(32))
+    path_of_certificate = str(certificate.resolve()) if certificate is not None else None
+    running = RunningServer(os.getpid(), http_base, secrets.token_urlsafe(32), path_of_certificate)
     path = data_dir / FILE_NAME
     temporary = path.with_suffix(".tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
-        json.dump({"pid": running.pid, "http": http_base, "admin_token": running.admin_token},
-                  handle)  # fmt: skip
+        json.dump({"pid": running.pid, "http": http_base, "admin_token": running.admin_token,
+                   "certificate": running.certificate}, handle)  # fmt: skip
     os.replace(temporary, path)
     return running
 
@@ -55,8 +58,10 @@ def find_running(data_dir: Path) -> RunningServer | None:
     """The server announced in data_dir, if its process is alive."""
     try:
         document = json.loads((data_dir / FILE_NAME).read_text())
+        certificate = document.get("certificate")
         running = RunningServer(int(document["pid"]), str(document["http"]),
-                                str(document["admin_token"]))  # fmt: skip
+                                str(document["admin_token"]),
+                                str(certificate) if certificate else None)  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
@@ -84,6 +89,7 @@ def call_admin(
             "X-MedBridge-Operator": getpass.getuser(),
         },
         timeout=timeout,
+        verify=_verify(running),
     )
     if response.status_code != 200:
         raise RuntimeError(f"server answered {response.status_code}: {response.text[:500]}")
@@ -91,3 +97,14 @@ def call_admin(
     if not isinstance(answer, dict):
         raise RuntimeError("server answered something other than a JSON object")
     return answer
+
+
+def _verify(running: RunningServer) -> ssl.SSLContext | bool:
+    """Over HTTPS, trust exactly the server's own certificate: it is named for the
+    public host, while the admin command calls the loopback address."""
+    if running.certificate is None:
+        return True
+    context = ssl.create_default_context(cafile=running.certificate)
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the anchor
+    context.check_hostname = False  # pinned to the one certificate instead
+    return context

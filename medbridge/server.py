@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import os
+import ssl
 import sys
 from contextlib import AsyncExitStack
 from functools import partial
@@ -15,11 +16,14 @@ import uvicorn
 import uvloop
 from pymongo import AsyncMongoClient
 
+from access.tls import server_context, tls_files
 from audit.commands import admin_verify
 from audit.hook import AuditTrail
+from fhir_server import body_pool
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
-from hl7_bridge.listener import Limits, TlsFiles
+from hl7_bridge.listener import Limits
+from hl7_bridge.peers import AllowedPeers
 from hl7_bridge.processor import Processor
 from hl7_bridge.replay import admin_replay
 from hl7_bridge.service import BridgeOptions, start_listener
@@ -34,6 +38,7 @@ from medbridge.app import DICOMWEB_BASE, FHIR_BASE, FhirFirst, assemble
 from medbridge.auth import AuthRefused, check_binding, token_validator
 from medbridge.compose import ImagingPlan, compose
 from medbridge.embedded_mongo import EmbeddedMongo
+from medbridge.exposure import ExposureRefused, check_exposure, dicom_open, mllp_open
 from medbridge.health import Readiness
 from medbridge.http_guard import HttpGuard
 from medbridge.http_protocol import bounded_protocol
@@ -49,7 +54,9 @@ def serve(settings: Settings) -> int:
     """Run until Ctrl-C / SIGTERM; the embedded store child is stopped on the way out."""
     try:
         warning = check_binding(settings)
-    except AuthRefused as refused:
+        check_exposure(settings)
+        _check_tls_files(settings)
+    except (AuthRefused, ExposureRefused, ValueError) as refused:
         print(refused, file=sys.stderr, flush=True)
         return 2
     if warning is not None:
@@ -119,12 +126,22 @@ async def _serve(settings: Settings, uri: str) -> None:
             imaging.dicomweb.handle, admin, authority,
         )  # fmt: skip
         readiness.expect("dicom")
-        dimse = await start_dimse(dimse_config, imaging, router, settings.host, settings.dicom_port)
+        dicom_tls = tls_files(
+            settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_client_ca
+        )
+        dimse = await start_dimse(
+            dimse_config, imaging, router, settings.host, settings.dicom_port,
+            server_context(dicom_tls) if dicom_tls is not None else None,
+        )  # fmt: skip
         stack.push_async_callback(asyncio.to_thread, dimse.stop)
         readiness.ready("dicom")
         # everything built so far lives as long as the server: out of the collector's
         # way, a full collection no longer walks it (~44 ms every few hundred requests)
         gc.freeze()
+        # large FHIR bodies are parsed and validated there, not on the event loop
+        body_workers = body_pool.configure(settings.fhir_body_workers)
+        body_workers.start()
+        stack.callback(body_workers.stop)
         budget = settings.budget()
         config = uvicorn.Config(
             HttpGuard(FhirFirst(app), settings.cors_origin_list()),
@@ -137,6 +154,11 @@ async def _serve(settings: Settings, uri: str) -> None:
             server_header=False,
             lifespan="off",
         )
+        https = tls_files(settings.tls_cert, settings.tls_key, None)
+        if https is not None:
+            # uvicorn builds its own context without a protocol floor: ours (TLS 1.2+)
+            config.load()
+            config.ssl = server_context(https)
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         # uvicorn offers a flag, not an event, for "listening"
@@ -147,7 +169,11 @@ async def _serve(settings: Settings, uri: str) -> None:
             port = server.servers[0].sockets[0].getsockname()[1]
             base = _public_base(settings, port)
             public_base[0] = base
-            running = announce(settings.data_dir, f"http://{_loopback(settings.host)}:{port}")
+            scheme = "https" if https is not None else "http"
+            running = announce(
+                settings.data_dir, f"{scheme}://{_loopback(settings.host)}:{port}",
+                https.certificate if https is not None else None,
+            )  # fmt: skip
             admin.token = running.admin_token
             stack.callback(withdraw, settings.data_dir, running)
             print(f"MedBridge {__version__} ready: FHIR base {base}{FHIR_BASE}", flush=True)
@@ -160,7 +186,8 @@ def _public_base(settings: Settings, port: int) -> str:
     if settings.public_base_url:
         return settings.public_base_url.rstrip("/")
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"http://{host}:{port}"
+    scheme = "https" if settings.tls_cert is not None else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 def admin_api(
@@ -196,10 +223,30 @@ def _loopback(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _check_tls_files(settings: Settings) -> None:
+    """TLS files that cannot make a context (a certificate without its key, an unreadable
+    or mismatched file) and a malformed peers list stop the start with their reason."""
+    for door, files in (
+        ("HTTPS", tls_files(settings.tls_cert, settings.tls_key, None)),
+        ("DICOM TLS", tls_files(
+            settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_client_ca
+        )),
+        ("MLLP TLS", tls_files(
+            settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca
+        )),
+    ):  # fmt: skip
+        if files is None:
+            continue
+        try:
+            server_context(files)
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(f"refusing to start: {door} files unusable: {error}") from error
+    AllowedPeers.parse(settings.mllp_allowed_peers)
+
+
 def bridge_options(settings: Settings) -> BridgeOptions:
-    tls = None
-    if settings.mllp_tls_cert is not None and settings.mllp_tls_key is not None:
-        tls = TlsFiles(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca)
+    tls = tls_files(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca)
+    peers = None if mllp_open(settings) else AllowedPeers.parse(settings.mllp_allowed_peers)
     limits = Limits(
         max_message_bytes=settings.mllp_max_message_bytes,
         max_connections=settings.mllp_max_connections,
@@ -211,7 +258,7 @@ def bridge_options(settings: Settings) -> BridgeOptions:
         settings.host, settings.mllp_port, limits, tls, settings.hl7_timezone,
         settings.hl7_authorities, settings.hl7_honor_no_ack, settings.budget(),
         settings.hl7_adt_demographics,
-        settings.hl7_order_domains,
+        settings.hl7_order_domains, peers,
     )  # fmt: skip
 
 
@@ -219,7 +266,7 @@ def _dimse_config(settings: Settings) -> DimseConfig:
     return DimseConfig(
         ae_title=settings.dicom_ae_title,
         peers=load_peers(settings.dicom_peers_file),
-        open=settings.dicom_open,
+        open=dicom_open(settings),
         max_associations=settings.dicom_max_associations,
         reserved_associations=min(
             settings.dicom_reserved_associations, settings.dicom_max_associations - 1

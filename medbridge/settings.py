@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from access.budget import Budget
+from consent.facts import Policy
 from imaging.upkeep import RetryPolicy
 from mappings.hl7v2.tables import parse_order_domains
 from smart.authority import AuthorityOptions
@@ -26,6 +27,9 @@ class Settings(BaseSettings):
     mongodb_uri: str | None = Field(None, description="external MongoDB; embedded store when unset")
     database: str = Field("medbridge", description="MongoDB database name")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="largest accepted HTTP body")
+    fhir_body_workers: int = Field(
+        1, ge=0, le=8, description="processes that parse and validate large FHIR bodies (0: inline)"
+    )
     public_base_url: str | None = Field(
         None,
         description="scheme://host[:port] every absolute URL is built from (Location, links, "
@@ -95,10 +99,11 @@ class Settings(BaseSettings):
     dicom_peers_file: Path | None = Field(
         None, description="YAML/JSON peers table: ae_title, host, port, services"
     )
-    dicom_open: bool = Field(
-        True,
-        description="accept calling AE titles missing from the peers table (development); "
-        "set false in production so only listed peers may associate",
+    dicom_open: bool | None = Field(
+        None,
+        description="accept calling AE titles missing from the peers table; unset: open on "
+        "a loopback address only (a server bound elsewhere refuses to start unless it is "
+        "set true, `serve --dicom-open`, or false)",
     )
     dicom_max_associations: int = Field(16, ge=1, le=1000)
     dicom_reserved_associations: int = Field(
@@ -142,9 +147,40 @@ class Settings(BaseSettings):
         "RS256,RS384,ES256,ES384", description="JWS algorithms accepted (never none or HS*)"
     )
     auth_leeway_seconds: int = Field(60, ge=0, le=600, description="clock skew allowed")
+    auth_jwks_refresh_seconds: float = Field(
+        10.0,
+        ge=1,
+        le=3600,
+        description="least time between two fetches of a remote JWKS that unknown kids "
+        "ask for, and between a failed fetch and the next try",
+    )
+    auth_jwks_max_age_seconds: float = Field(
+        300.0, ge=10, le=86400, description="a remote JWKS older than this is fetched again"
+    )
     auth_scope_claim: str = Field("scope", description="claim carrying the granted scopes")
     auth_fhir_user_claim: str = Field("fhirUser", description="claim naming the FHIR user")
     auth_patient_claim: str = Field("patient", description="claim naming the launch patient")
+
+    # Transport security and peer authentication (docs/smart.md "Transport security")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain): HTTPS, TLS 1.2+")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    dicom_tls_cert: Path | None = Field(None, description="PEM certificate: DICOM TLS, 1.2+")
+    dicom_tls_key: Path | None = Field(None, description="PEM private key of dicom_tls_cert")
+    dicom_tls_client_ca: Path | None = Field(
+        None,
+        description="require DICOM client certificates from this CA, each bound to the "
+        "calling AE titles whose peers-table row names its subject CN (`certificate_cn`)",
+    )
+    mllp_allowed_peers: str = Field(
+        "",
+        description="comma-separated MLLP peers: addresses, CIDR networks, `cn:NAME` (a "
+        "TLS client certificate's subject CN); empty: every peer (see mllp_open)",
+    )
+    mllp_open: bool | None = Field(
+        None,
+        description="accept MLLP peers without an allowed-peers list; unset: only on a "
+        "loopback address (elsewhere the server refuses to start, `serve --mllp-open`)",
+    )
 
     extra_hooks: str | None = Field(
         None,
@@ -185,6 +221,9 @@ class Settings(BaseSettings):
         5, ge=1, description="failed sign-ins in a row that lock an account"
     )
     smart_lockout_minutes: float = Field(15.0, gt=0, description="how long a lockout lasts")
+    smart_launch_lifetime: int = Field(
+        300, gt=0, le=3600, description="seconds an EHR launch value may be used (once)"
+    )
 
     def authority_options(self) -> AuthorityOptions:
         return AuthorityOptions(
@@ -195,7 +234,36 @@ class Settings(BaseSettings):
             clock_skew=self.smart_clock_skew,
             lockout_failures=self.smart_lockout_failures,
             lockout_minutes=self.smart_lockout_minutes,
+            launch_lifetime=self.smart_launch_lifetime,
         )
+
+    # --- consent engine (consent/, docs/consent.md) ---------------------------------
+    consent: bool = Field(
+        True, description="decide what signed-in users see by the patients' Consents (auth on)"
+    )
+    consent_care_relationship_required: bool = Field(
+        False,
+        description="rule 1: only clinicians with a care relationship see a patient's records "
+        "(off: every clinician, as before the engine; hiding and overrides hold either way)",
+    )
+    consent_unhideable_categories: str = Field(
+        "", description="comma-separated categories a patient may not hide (code or system|code)"
+    )
+    consent_expertise_purpose: str = Field(
+        "HLEGAL", pattern=r"^[A-Za-z0-9._-]+$", description="purpose of legal/medical expertise"
+    )
+    consent_adult_age: int = Field(16, ge=0, le=30, description="age from which rule 2 holds")
+
+    def consent_policy(self) -> Policy:
+        unhideable = {c.strip() for c in self.consent_unhideable_categories.split(",")}
+        return Policy(
+            expertise_purpose=self.consent_expertise_purpose,
+            unhideable_categories=frozenset(unhideable - {""}),
+            adult_age=self.consent_adult_age,
+            care_relationship_required=self.consent_care_relationship_required,
+        )
+
+    # --- end consent engine --------------------------------------------------------
 
     # The work budget of one request (access/budget.py, docs/limits.md)
     limit_string_bytes: int = Field(1024 * 1024, gt=0, description="one FHIR string (R4: 1 MB)")

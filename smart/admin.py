@@ -1,4 +1,4 @@
-"""The admin operations of `medbridge users add`, `clients add` and `token`: plain async
+"""The admin operations of `medbridge users add`, `clients add`, `token` and `launch`: plain async
 handlers (JSON object in and out) that medbridge/ registers on the running server's
 `/admin` routes. A ValueError's message is the answer the operator sees."""
 
@@ -8,6 +8,8 @@ from typing import Any
 
 from smart.accounts import FHIR_USER
 from smart.authority import Authority
+from smart.launches import LaunchContext
+from smart.patient_context import NoPatientContext, own_patient
 from smart.tokens import Grant
 
 ADMIN_CLIENT = "medbridge-admin"  # the client_id of tokens the operator mints
@@ -19,7 +21,7 @@ class SmartAdmin:
 
     def handlers(self) -> dict[str, Any]:
         return {"users/add": self.add_user, "clients/add": self.add_client,
-                "token": self.mint}  # fmt: skip
+                "token": self.mint, "launch": self.launch}  # fmt: skip
 
     async def add_user(self, payload: dict[str, Any]) -> dict[str, Any]:
         account = await self.authority.accounts.add(
@@ -56,11 +58,31 @@ class SmartAdmin:
             if account is None:
                 raise ValueError(f"no user {user!r}")
             subject, fhir_user = account.name, account.fhir_user
-            patient = patient or account.patient
+            try:
+                patient = patient or await own_patient(account, self.authority.tokens.repository)
+            except NoPatientContext as missing:
+                raise ValueError(str(missing)) from None
         grant = Grant(client_id, subject, scope, patient=patient, fhir_user=fhir_user)
         minted = await self.authority.tokens.mint(grant)
         return {"access_token": minted.token, "token_type": "Bearer",
                 "expires_in": minted.expires_in, "scope": scope, "patient": patient}  # fmt: skip
+
+    async def launch(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """An EHR launch context (SMART EHR launch): the opaque, short-lived, single-use
+        `launch` value the EHR hands to the app it starts."""
+        patient = _text(payload, "patient")
+        stored = await self.authority.tokens.repository.read("Patient", patient)
+        if stored is None or stored.raw is None:
+            raise ValueError(f"no Patient/{patient}")
+        user, client_id = _optional(payload, "user"), _optional(payload, "client")
+        if user is not None and await self.authority.accounts.get(user) is None:
+            raise ValueError(f"no user {user!r}")
+        if client_id is not None and await self.authority.clients.get(client_id) is None:
+            raise ValueError(f"no client {client_id!r}")
+        context = LaunchContext(patient, _optional(payload, "encounter"), user, client_id)
+        value = await self.authority.launches.create(context)
+        return {"launch": value, "expires_in": self.authority.launches.lifetime,
+                "patient": patient, "encounter": context.encounter}  # fmt: skip
 
 
 def _text(payload: dict[str, Any], name: str) -> str:

@@ -12,6 +12,7 @@ from smart.assertions import ASSERTIONS
 from smart.clients import Clients
 from smart.grants import CODES, REFRESH, Grants
 from smart.keys import SigningKeys
+from smart.launches import LAUNCHES, Launches
 from smart.tokens import ISSUED, REVOKED, TokenService
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class AuthorityOptions:
     clock_skew: int = 30
     lockout_failures: int = 5
     lockout_minutes: float = 15.0
+    launch_lifetime: int = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class Authority:
     grants: Grants
     accounts: Accounts
     clients: Clients
+    launches: Launches
 
     def issuer(self) -> str:
         return self.public_base() + AUTH_PATH
@@ -77,15 +80,18 @@ async def build_authority(
     grants = Grants(repository, tokens, options.refresh_lifetime, clock)
     accounts = Accounts(repository, options.lockout_failures, options.lockout_minutes, clock)
     await purge_expired(repository, clock() - options.clock_skew)
-    return Authority(public_base, options, keys, tokens, grants, accounts, Clients(repository))
+    launches = Launches(repository, options.launch_lifetime, clock)
+    return Authority(
+        public_base, options, keys, tokens, grants, accounts, Clients(repository), launches
+    )
 
 
 async def purge_expired(repository: Repository, before: float) -> int:
     """Drop the rows that no longer decide anything: revoked ids, issued ids, replay
-    guards, codes and refresh tokens whose credential expired before `before`. Run at
+    guards, codes, refresh tokens and EHR launches whose credential expired before `before`. Run at
     start; what expires while the server runs goes at the next start."""
     removed = 0
-    for name in (REVOKED, ISSUED, ASSERTIONS, CODES, REFRESH):
+    for name in (REVOKED, ISSUED, ASSERTIONS, CODES, REFRESH, LAUNCHES):
         async with repository.write_gate():
             result = await repository.db[name].delete_many({"expires_at": {"$lt": before}})
         removed += result.deleted_count

@@ -11,6 +11,10 @@
 4. Allow: a code is issued and the browser is sent to the redirect URI with
    `code` and `state`; Deny: `error=access_denied`.
 
+The patient context: an EHR launch's (`launch`, smart/launches.py, checked on every
+page and spent on Allow), else the user's own or their RelatedPerson's patient
+(smart/patient_context.py), else the one a practitioner picks.
+
 Every form carries a CSRF token equal to a SameSite=Strict cookie set by the first
 page. The pages need no JavaScript.
 """
@@ -21,6 +25,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from smart.accounts import Account, AccountLocked
 from smart.authority import Authority
 from smart.keys import ALGORITHMS
+from smart.launches import LaunchContext, LaunchRefused
+from smart.patient_context import NoPatientContext, own_patient
 from smart.requests import FormRequest, form_request
 from smart.scope_words import describe
 from smart.server import OAuthServer, RegisteredClient
@@ -57,6 +64,17 @@ PAGE_HEADERS = {
 }
 PATIENT_CONTEXT_PREFIXES = ("patient/", "launch/patient")
 PATIENT_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR id
+LAUNCH_SCOPE = "launch"  # SMART: the app asks for the EHR's launch context
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """The launch context a signed-in user's grant will carry."""
+
+    patient: str | None = None
+    encounter: str | None = None
+    pick_patient: bool = False  # a practitioner's standalone launch: chosen on the page
+
 
 TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -82,15 +100,18 @@ class AuthorizePages:
         checked = await self._check(parsed)
         if isinstance(checked, Response):
             return checked
-        grant, client = checked
+        grant, client, launch = checked
         if step == "signin":
-            return await self._sign_in(request, parsed, client)
+            return await self._sign_in(request, parsed, client, launch)
         if step == "decide":
-            return await self._decide(request, parsed, grant, client)
+            return await self._decide(request, parsed, grant, client, launch)
         return self._sign_in_page(request, parsed, client)
 
-    async def _check(self, parsed: FormRequest) -> tuple[Any, RegisteredClient] | Response:
-        """authlib's checks of the request, and `aud`; an error answer if it fails."""
+    async def _check(
+        self, parsed: FormRequest
+    ) -> tuple[Any, RegisteredClient, LaunchContext | None] | Response:
+        """authlib's checks of the request, `aud` and the EHR launch; an error answer
+        if one fails."""
 
         def consent_grant() -> Any:
             try:
@@ -104,9 +125,28 @@ class AuthorizePages:
         if parsed.payload.data.get("aud") != self.authority.audience():
             return self._redirect_error(grant, "invalid_request", "'aud' must be this FHIR base")
         client: RegisteredClient = grant.request.client
-        if not client.get_allowed_scope(parsed.payload.data.get("scope")):
+        scope = client.get_allowed_scope(parsed.payload.data.get("scope"))
+        if not scope:
             return self._redirect_error(grant, "invalid_scope", "no requested scope is allowed")
-        return grant, client
+        launch = await self._launch(parsed, client, scope)
+        if isinstance(launch, str):
+            return self._redirect_error(grant, "invalid_request", launch)
+        return grant, client, launch
+
+    async def _launch(
+        self, parsed: FormRequest, client: RegisteredClient, scope: str
+    ) -> LaunchContext | str | None:
+        """The EHR launch the request names (None in a standalone launch), or why not."""
+        value = parsed.payload.data.get("launch")
+        asks = LAUNCH_SCOPE in scope.split()
+        if not value:
+            return "scope 'launch' needs the EHR's 'launch' parameter" if asks else None
+        if not asks:
+            return "the 'launch' parameter needs the scope 'launch' (allowed to the client)"
+        try:
+            return await self.authority.launches.find(value, client.client_id)
+        except LaunchRefused as refused:
+            return f"launch: {refused}"
 
     def _refuse(self, error: OAuth2Error) -> Response:
         if error.redirect_uri:  # authlib verified it against the client
@@ -132,7 +172,11 @@ class AuthorizePages:
         return response
 
     async def _sign_in(
-        self, request: Request, parsed: FormRequest, client: RegisteredClient
+        self,
+        request: Request,
+        parsed: FormRequest,
+        client: RegisteredClient,
+        launch: LaunchContext | None,
     ) -> Response:
         form = parsed.form
         try:
@@ -146,17 +190,25 @@ class AuthorizePages:
         if account is None:
             return self._sign_in_page(request, parsed, client, "Wrong user name or password.")
         scope = client.get_allowed_scope(form.get("scope"))
-        patient = _patient_context(account, scope)
+        context = await self._context(account, scope, launch)
+        if isinstance(context, Response):
+            return context
         ticket = self._ticket(account.name, parsed)
         return self._page("approve.html", "Allow access?", 200, client_id=client.client_id,
-                          user=account.name, patient=patient, ticket=ticket,
-                          pick_patient=_picks_patient(account, scope),
+                          user=account.name, patient=context.patient, ticket=ticket,
+                          encounter=context.encounter,
+                          pick_patient=context.pick_patient,
                           scope_lines=[describe(name) for name in scope.split()],
                           csrf=form.get("csrf", ""),
                           request_fields=_request_fields(parsed))  # fmt: skip
 
     async def _decide(
-        self, request: Request, parsed: FormRequest, grant: Any, client: RegisteredClient
+        self,
+        request: Request,
+        parsed: FormRequest,
+        grant: Any,
+        client: RegisteredClient,
+        launch: LaunchContext | None,
     ) -> Response:
         name = self._ticket_user(parsed.form.get("ticket", ""), parsed)
         account = None if name is None else await self.authority.accounts.get(name)
@@ -166,13 +218,23 @@ class AuthorizePages:
         grant_user = None
         if parsed.form.get("decision") == "approve":
             scope = client.get_allowed_scope(parsed.form.get("scope"))
-            patient = _patient_context(account, scope)
-            if _picks_patient(account, scope):
+            context = await self._context(account, scope, launch)
+            if isinstance(context, Response):
+                return context
+            patient = context.patient
+            if context.pick_patient:
                 patient = await self._picked_patient(parsed.form.get("patient", ""))
                 if patient is None:
                     problem = "no such patient; start again from the app"
                     return self._page("error.html", "Request refused", 400, problem=problem)
+            if launch is not None:
+                value = parsed.payload.data["launch"]
+                try:  # spent now, atomically: one approval per launch
+                    await self.authority.launches.redeem(value, client.client_id)
+                except LaunchRefused as refused:
+                    return self._redirect_error(grant, "invalid_request", f"launch: {refused}")
             grant_user = Grant(client.client_id, account.name, scope, patient=patient,
+                               encounter=context.encounter,
                                fhir_user=account.fhir_user)  # fmt: skip
         answer = await self.oauth.run(
             self.oauth.create_authorization_response, parsed, grant_user, grant
@@ -180,6 +242,29 @@ class AuthorizePages:
         status, _, headers = answer
         location = dict(headers).get("Location", "")
         return RedirectResponse(location, 302 if status == 302 else status, PAGE_HEADERS)
+
+    async def _context(
+        self, account: Account, scope: str, launch: LaunchContext | None
+    ) -> Context | Response:
+        """The launch context of `account`'s grant, or the page that says why none fits."""
+        repository = self.authority.tokens.repository
+        try:
+            own = await own_patient(account, repository)
+        except NoPatientContext as missing:
+            if launch is not None or _wants_patient(scope):
+                return self._page("error.html", "Request refused", 403, problem=str(missing))
+            own = None
+        if launch is not None:
+            if launch.user is not None and launch.user != account.name:
+                problem = "this launch was made for another user; sign in as that user"
+                return self._page("error.html", "Request refused", 403, problem=problem)
+            if own is not None and own != launch.patient:
+                problem = "this launch is about a patient whose records you cannot open"
+                return self._page("error.html", "Request refused", 403, problem=problem)
+            return Context(launch.patient, launch.encounter)
+        if own is not None:
+            return Context(own if _wants_patient(scope) else None)
+        return Context(pick_patient=_picks_patient(account, scope))
 
     async def _picked_patient(self, patient: str) -> str | None:
         """The Patient id a practitioner chose, if such a Patient exists."""
@@ -239,7 +324,6 @@ def _picks_patient(account: Account, scope: str) -> bool:
     return account.fhir_user.startswith("Practitioner/") and "launch/patient" in scope.split()
 
 
-def _patient_context(account: Account, scope: str) -> str | None:
-    """A patient user's own id, when the scopes ask for a patient context."""
-    wants = any(name.startswith(PATIENT_CONTEXT_PREFIXES) for name in scope.split())
-    return account.patient if wants else None
+def _wants_patient(scope: str) -> bool:
+    """The scopes ask for a patient context (`launch/patient` or `patient/...`)."""
+    return any(name.startswith(PATIENT_CONTEXT_PREFIXES) for name in scope.split())

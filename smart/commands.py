@@ -1,9 +1,9 @@
-"""`medbridge users add`, `medbridge clients add`, `medbridge token`.
+"""`medbridge users add`, `medbridge clients add`, `medbridge token`, `medbridge launch`.
 
 Each goes through the server running on the data directory (its `/admin` routes), so
 an account, a client or a token is made by the same code, in the same store, as the
 server's own; with no server running they say so and exit 2. Shapes scripts rely on:
-the token is the last line `token` prints.
+the token is the last line `token` prints, the launch value the last line of `launch`.
 """
 
 from __future__ import annotations
@@ -53,6 +53,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     token.add_argument("--client", help="a registered client id (default medbridge-admin)")
     token.add_argument("--data-dir", type=Path, help="data directory (MEDBRIDGE_DATA_DIR)")
 
+    launch = commands.add_parser(
+        "launch", help="an EHR launch context: the `launch` value (last line) for an app"
+    )
+    launch.add_argument("--patient", required=True, help="the Patient id in context")
+    launch.add_argument("--encounter", help="the Encounter id in context")
+    launch.add_argument("--user", help="the user NAME who must sign in to use it")
+    launch.add_argument("--client", help="the only client id that may use it")
+    launch.add_argument("--data-dir", type=Path, help="data directory (MEDBRIDGE_DATA_DIR)")
+
 
 def run(args: argparse.Namespace, admin: Admin | None) -> int:
     if admin is None:
@@ -75,6 +84,9 @@ def run(args: argparse.Namespace, admin: Admin | None) -> int:
         }
         print(json.dumps(details))
         print(answer["access_token"])
+    elif args.command == "launch":
+        print(json.dumps({key: value for key, value in answer.items() if key != "launch"}))
+        print(answer["launch"])
     else:
         print(json.dumps(answer))
     return 0
@@ -94,9 +106,13 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if args.jwks_url is not None:
             payload["jwks_url"] = args.jwks_url
         return "clients/add", payload
-    payload = {"scope": args.scope, "patient": args.patient, "user": args.user,
-               "client": args.client}  # fmt: skip
-    return "token", {key: value for key, value in payload.items() if value is not None}
+    if args.command == "launch":
+        payload = {"patient": args.patient, "encounter": args.encounter, "user": args.user,
+                   "client": args.client}  # fmt: skip
+    else:
+        payload = {"scope": args.scope, "patient": args.patient, "user": args.user,
+                   "client": args.client}  # fmt: skip
+    return args.command, {key: value for key, value in payload.items() if value is not None}
 
 
 def _first_line(path: Path) -> str:

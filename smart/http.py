@@ -33,10 +33,14 @@ SCOPES_SUPPORTED = [
     "patient/*.rs", "user/*.rs", "user/*.cruds", "system/*.rs", "patient/*.read",
     "user/*.read", "system/*.read",
 ]  # fmt: skip
+# what is implemented and tested, nothing more (SMART App Launch 2.x "Capabilities";
+# the EHR launch: tests/integration/test_smart_launch.py)
 CAPABILITIES = [
-    "launch-standalone", "authorize-post", "context-standalone-patient", "client-public",
+    "launch-ehr", "launch-standalone", "authorize-post", "context-ehr-patient",
+    "context-ehr-encounter", "context-standalone-patient", "client-public",
     "client-confidential-symmetric", "client-confidential-asymmetric",
-    "permission-offline", "permission-online", "sso-openid-connect",
+    "permission-offline", "permission-online", "permission-patient", "permission-user",
+    "permission-v1", "permission-v2", "sso-openid-connect",
 ]  # fmt: skip
 
 

@@ -63,6 +63,30 @@ def parse_scope(scope: str) -> Permission | None:
     return Permission(match["context"], match["type"], letters, query)
 
 
+def within(requested: str, allowed: Iterable[str]) -> bool:
+    """Whether a client registered for the `allowed` scopes may be granted `requested`:
+    the same name, or a resource scope that asks no more than one allowed scope gives
+    (`system/Patient.rs` within `system/*.cruds`; a query-restricted allowed scope only
+    covers requests with at least its query)."""
+    names = set(allowed)
+    if requested in names:
+        return True
+    asked = parse_scope(requested)
+    if asked is None:
+        return False
+    for name in names:
+        given = parse_scope(name)
+        if (
+            given is not None
+            and given.context == asked.context
+            and given.resource_type in (WILDCARD, asked.resource_type)
+            and asked.interactions <= given.interactions
+            and set(given.query) <= set(asked.query)
+        ):
+            return True
+    return False
+
+
 def _letters(permissions: str) -> frozenset[str] | None:
     v1 = V1_PERMISSIONS.get(permissions)
     if v1 is not None:

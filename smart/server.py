@@ -32,6 +32,7 @@ from smart.clients import Client
 from smart.grants import CodeRecord
 from smart.keys import ALGORITHMS
 from smart.requests import FormRequest
+from smart.scopes import within
 from smart.tokens import Grant
 
 T = TypeVar("T")
@@ -58,9 +59,10 @@ class RegisteredClient:
         return uris[0] if len(uris) == 1 else None
 
     def get_allowed_scope(self, scope: str | None) -> str:
-        """The requested scopes this client may be granted (exact names)."""
-        allowed = set(self.client.scope.split())
-        return " ".join(name for name in (scope or "").split() if name in allowed)
+        """The requested scopes this client may be granted: each one its registration
+        names or covers (`system/Patient.rs` for a client of `system/*.rs`)."""
+        allowed = self.client.scope.split()
+        return " ".join(name for name in (scope or "").split() if within(name, allowed))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.client.redirect_uris  # exact: no prefix, no pattern

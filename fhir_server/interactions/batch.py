@@ -26,17 +26,20 @@ import orjson
 from access.access import Access
 from access.context import RequestContext
 from access.errors import AccessError
+from access.restriction import Restriction
 from access.unit import unit_of_work
 from fhir_server.body import dumps
 from fhir_server.bundle import bundle
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirRequest, FhirResponse
-from fhir_server.interactions.common import off_loop, parse_body, parse_http_date
+from fhir_server.interactions.common import parse_http_date, parsed_body
 from fhir_server.registry import is_served
 from fhir_server.repository import instant
 from fhir_server.services import FhirServices
 
-Dispatch = Callable[[FhirRequest, RequestContext, Access | None], Awaitable[FhirResponse]]
+Dispatch = Callable[
+    [FhirRequest, RequestContext, Access | None, Restriction], Awaitable[FhirResponse]
+]
 Handler = Callable[[FhirExchange, FhirServices], Awaitable[FhirResponse]]
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified"}
@@ -48,7 +51,9 @@ def bundle_handler(dispatch: Dispatch) -> Handler:
 
     async def handle(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
         request, budget = exchange.request, services.budget
-        document = await off_loop(lambda: parse_body(request, budget), len(request.body or b""))
+        document = request.document  # parsed by the router, to name the action
+        if document is None:
+            document = await parsed_body(request, budget)
         if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
             raise AccessError("MB-1004", "POST to the base takes a batch or transaction Bundle")
         kind = document.get("type")
@@ -120,9 +125,12 @@ class _Processor:
     async def _dispatch(self, index: int, request: FhirRequest) -> FhirResponse:
         """The entry as a child exchange: its own context (what its stages note stays
         its own; its request id names the bundle's and the entry's index), its access a
-        child of the bundle's."""
+        child of the bundle's, seeing no more than the bundle's access may."""
         return await self.dispatch(
-            request, entry_context(self.exchange.context, index), self.exchange.access
+            request,
+            entry_context(self.exchange.context, index),
+            self.exchange.access,
+            self.exchange.restriction,
         )
 
     def _rank(self, index: int) -> int:
@@ -177,6 +185,7 @@ class _Processor:
             if spec.get(field):
                 headers[header] = str(spec[field])
         body: bytes | None = None
+        asked = None
         resource = entry.get("resource")
         if (
             method == "PATCH"
@@ -190,13 +199,16 @@ class _Processor:
             full_url = entry.get("fullUrl")
             if method == "POST" and isinstance(full_url, str) and full_url in self.resolved:
                 # a pre-assigned id: the POST becomes a create-on-update at that id
-                method, path = "PUT", self.resolved[full_url]
+                asked, method, path = method, "PUT", self.resolved[full_url]
                 resource["id"] = path.split("/", 1)[1]
             body = dumps(resource)
         prefer = self.exchange.request.header("prefer")
         if prefer:
             headers["prefer"] = prefer
-        return FhirRequest(method, path, query, headers, body, self.exchange.request.base_url)
+        return FhirRequest(
+            method, path, query, headers, body, self.exchange.request.base_url,
+            entry_method=asked,
+        )  # fmt: skip
 
     async def _resolve_references(self, value: Any, where: str) -> Any:
         if isinstance(value, dict):

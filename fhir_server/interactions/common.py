@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from access.budget import Budget
 from access.errors import AccessError
 from fhir_server.body import check_resource_size, loads
+from fhir_server.body_pool import sized
 from fhir_server.errors import information_outcome
 from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.repository import Stored
 from profiles.validator import validate
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+P = ParamSpec("P")
 T = TypeVar("T")
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
 
@@ -33,13 +34,8 @@ def check_id(resource_id: str) -> str:
     return resource_id
 
 
-# bodies up to this size are parsed and validated on the event loop (a thread hop costs
-# more than the work); larger ones in a worker thread, so reads and ACKs go on meanwhile
-INLINE_BODY_BYTES = 64 * 1024
-
-
-def parse_body(request: FhirRequest, budget: Budget) -> Any:
-    """The JSON body within the budget; FHIR XML and other content types are refused (415)."""
+def checked_body(request: FhirRequest) -> bytes:
+    """The body, once it is there and JSON; FHIR XML and other content types are refused (415)."""
     if not request.body:
         raise AccessError("MB-1019", "this interaction needs a request body")
     content_type = (request.header("content-type") or "application/fhir+json").lower()
@@ -48,36 +44,47 @@ def parse_body(request: FhirRequest, budget: Budget) -> Any:
         raise AccessError(
             "MB-1014", f"Content-Type {media!r} is not supported; send application/fhir+json"
         )
-    return loads(request.body, budget)
+    return request.body
 
 
-async def off_loop(work: Callable[[], T], size: int) -> T:
-    """`work()`, in a worker thread when it handles a body larger than INLINE_BODY_BYTES."""
-    if size <= INLINE_BODY_BYTES:
-        return work()
-    return await asyncio.to_thread(work)
+def parse_body(request: FhirRequest, budget: Budget) -> Any:
+    """The JSON body within the budget, parsed here (small bodies, tests)."""
+    return loads(checked_body(request), budget)
+
+
+async def parsed_body(request: FhirRequest, budget: Budget) -> Any:
+    """The JSON body within the budget; a large one parsed on the body worker."""
+    body = checked_body(request)
+    return await off_loop(len(body), loads, body, budget)
+
+
+async def off_loop(size: int, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """`function(*args)`, on the FHIR body worker process when it handles `size` bytes
+    from `body_pool.POOLED_BYTES` on (a thread would still hold the event loop's GIL)."""
+    return await sized(size, function, *args, **kwargs)
 
 
 async def resource_body(request: FhirRequest, resource_type: str, budget: Budget) -> dict[str, Any]:
     """The body as a resource of `resource_type`, validated (base FHIR + profiles)."""
-    body = request.body or b""
-    check_resource_size(len(body), budget, "the request body")
-    return await off_loop(lambda: _valid_resource(request, resource_type, budget), len(body))
+    check_resource_size(len(request.body or b""), budget, "the request body")
+    body = checked_body(request)
+    return await off_loop(len(body), valid_resource, body, resource_type, budget)
 
 
-def _valid_resource(request: FhirRequest, resource_type: str, budget: Budget) -> dict[str, Any]:
-    body = parse_body(request, budget)
-    if not isinstance(body, dict):
+def valid_resource(body: bytes, resource_type: str, budget: Budget) -> dict[str, Any]:
+    """A body parsed within the budget and validated as a `resource_type`."""
+    resource = loads(body, budget)
+    if not isinstance(resource, dict):
         raise AccessError("MB-1005", "request body must be a JSON object (a FHIR resource)")
-    found = body.get("resourceType")
+    found = resource.get("resourceType")
     if found != resource_type:
         raise AccessError(
             "MB-1007",
             f"resourceType {found!r} does not match the URL's {resource_type}",
             expression="resourceType",
         )
-    check_valid(body)
-    return body
+    check_valid(resource)
+    return resource
 
 
 def check_valid(resource: dict[str, Any]) -> None:

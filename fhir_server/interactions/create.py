@@ -7,7 +7,9 @@ import uuid
 from fhir_server.exchange import FhirExchange, FhirResponse
 from fhir_server.interactions.common import resource_body, write_response
 from fhir_server.interactions.conditional import create_unless_found, criteria_params
+from fhir_server.interactions.restricted import check_write
 from fhir_server.repository import Stored
+from fhir_server.server_meta import own_meta
 from fhir_server.services import FhirServices
 
 
@@ -16,14 +18,19 @@ async def create(exchange: FhirExchange, services: FhirServices) -> FhirResponse
     assert route is not None
     assert route.resource_type
     resource = await resource_body(request, route.resource_type, services.budget)
+    own_meta(resource, None)  # a client's security labels are not taken (mass assignment)
     if_none_exist = request.header("if-none-exist")
     if not if_none_exist:
-        stored = await services.repository.create(resource, str(uuid.uuid4()))
+        new_id = str(uuid.uuid4())
+        check_write(exchange, resource, None, new_id)
+        stored = await services.repository.create(resource, new_id)
         exchange.touched.append(f"{stored.resource_type}/{stored.id}")
         return write_response(request, stored, 201, "created")
 
     async def write(claim: str) -> Stored:
-        return await services.repository.create(resource, str(uuid.uuid4()), claim)
+        new_id = str(uuid.uuid4())
+        check_write(exchange, resource, None, new_id)
+        return await services.repository.create(resource, new_id, claim)
 
     stored, created = await create_unless_found(
         services.repository,
@@ -32,6 +39,8 @@ async def create(exchange: FhirExchange, services: FhirServices) -> FhirResponse
         "create",
         write,
     )
+    if not created:
+        check_write(exchange, None, stored)  # the match is answered: it must be allowed
     exchange.touched.append(f"{stored.resource_type}/{stored.id}")
     if created:
         return write_response(request, stored, 201, "created")

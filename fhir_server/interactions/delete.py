@@ -7,6 +7,7 @@ from fhir_server.errors import information_outcome
 from fhir_server.exchange import FhirExchange, FhirResponse
 from fhir_server.interactions.common import check_id
 from fhir_server.interactions.conditional import resolve_one
+from fhir_server.interactions.restricted import check_write
 from fhir_server.services import FhirServices
 
 
@@ -24,6 +25,7 @@ async def delete(exchange: FhirExchange, services: FhirServices) -> FhirResponse
         previous = await repository.read(route.resource_type, route.resource_id)
     if previous is None or previous.deleted:
         return _answer(exchange, "nothing to delete", None)
+    check_write(exchange, None, previous)
     stored = await repository.delete(previous)
     exchange.touched.append(f"{stored.resource_type}/{stored.id}")
     return _answer(exchange, f"deleted {stored.resource_type}/{stored.id}", f'W/"{stored.version}"')

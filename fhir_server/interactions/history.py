@@ -8,8 +8,9 @@ from access.errors import AccessError
 from access.shown import Shown
 from fhir_server.bundle import bundle, history_entry
 from fhir_server.exchange import FhirExchange, FhirResponse
-from fhir_server.repository import now_ms
+from fhir_server.repository import Stored, now_ms
 from fhir_server.search.dates import date_range
+from fhir_server.search.restriction import history_scope
 from fhir_server.services import FhirServices
 from fhir_server.shown import item, show
 
@@ -26,9 +27,7 @@ async def history(exchange: FhirExchange, services: FhirServices) -> FhirRespons
     since = _instant_param(request.param("_since"), "_since")
     # `_until` pins the first page's moment so later pages do not shift under writes
     until = _int_param(request.param("_until"), "_until", now_ms() + 1)
-    versions, total = await services.repository.history(
-        route.resource_type, route.resource_id, since, count + offset, before_ms=until
-    )
+    versions, total = await _versions(exchange, services, since, count + offset, until)
     page = versions[offset:]
     base = request.base_url
     path = "/".join(p for p in (route.resource_type, route.resource_id, "_history") if p)
@@ -56,6 +55,33 @@ async def history(exchange: FhirExchange, services: FhirServices) -> FhirRespons
 
         return show(exchange, items, build)
     return FhirResponse(200, bundle("history", entries, links, total))
+
+
+async def _versions(
+    exchange: FhirExchange, services: FhirServices, since: int | None, count: int, until: int
+) -> tuple[list[Stored], int]:
+    """The newest `count` versions and how many in all. A restriction is part of the
+    query (the resources it allows, by primary key), so totals and offsets count only
+    what the access may see."""
+    route, repository = exchange.route, services.repository
+    assert route is not None
+    scope = await history_scope(
+        repository.search_engine(), route.resource_type, route.resource_id, exchange.restriction
+    )
+    if scope is None:
+        return await repository.history(
+            route.resource_type, route.resource_id, since, count, before_ms=until
+        )
+    versions, total = await repository.history_of(list(scope.resources), since, count, until)
+    if scope.others is not None:
+        more, more_total = await repository.history(
+            None, None, since, count, before_ms=until, narrowed=scope.others
+        )
+        newest = sorted(
+            [*versions, *more], key=lambda s: (s.last_updated_ms, s.version), reverse=True
+        )
+        versions, total = newest[:count], total + more_total
+    return versions, total
 
 
 def _int_param(value: str | None, name: str, default: int) -> int:

@@ -10,9 +10,9 @@ import jsonpointer
 
 from access.budget import Budget
 from access.errors import AccessError
-from fhir_server.body import check_resource_size, check_within, dumps, loads_stored
-from fhir_server.exchange import FhirExchange, FhirRequest, FhirResponse
-from fhir_server.interactions.common import check_valid, off_loop, parse_body
+from fhir_server.body import check_resource_size, check_within, dumps, loads, loads_stored
+from fhir_server.exchange import FhirExchange, FhirResponse
+from fhir_server.interactions.common import check_valid, checked_body, off_loop
 from fhir_server.interactions.conditional import resolve_one
 from fhir_server.interactions.update import check_if_match, store_version
 from fhir_server.services import FhirServices
@@ -31,7 +31,7 @@ async def patch(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     budget = services.budget
     size = len(request.body or b"")
     check_resource_size(size, budget, "the JSON Patch document")
-    operations = await off_loop(lambda: _operations(request, budget), size)
+    operations = await off_loop(size, _operations, checked_body(request), budget)
     if route.resource_id is None:
         previous = await resolve_one(
             services.repository, route.resource_type, request.query, "patch"
@@ -48,15 +48,13 @@ async def patch(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
     check_if_match(
         request.header("if-match"), previous, {"resourceType": resource_type, "id": resource_id}
     )
-    patched = await off_loop(
-        lambda: _patched(raw, operations, budget, resource_type, resource_id),
-        work_bound(len(raw) + size, operations, budget),
-    )
+    bound = work_bound(len(raw) + size, operations, budget)
+    patched = await off_loop(bound, _patched, raw, operations, budget, resource_type, resource_id)
     return await store_version(exchange, services, patched, previous)
 
 
-def _operations(request: FhirRequest, budget: Budget) -> list[Any]:
-    operations = parse_body(request, budget)
+def _operations(body: bytes, budget: Budget) -> list[Any]:
+    operations = loads(body, budget)
     if not isinstance(operations, list):
         raise AccessError("MB-1005", "a JSON Patch document is a JSON array of operations")
     if len(operations) > budget.max_patch_operations:

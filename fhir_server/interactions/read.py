@@ -10,6 +10,7 @@ from fhir_server.interactions.common import (
     parse_etag,
     parse_http_date,
 )
+from fhir_server.interactions.restricted import check_read
 from fhir_server.repository import Stored
 from fhir_server.services import FhirServices
 from fhir_server.shown import item, not_shown, show
@@ -41,6 +42,7 @@ async def vread(exchange: FhirExchange, services: FhirServices) -> FhirResponse:
 def _answer(exchange: FhirExchange, stored: Stored | None, reference: str) -> FhirResponse:
     if stored is None:
         raise AccessError("MB-1002", f"{reference} is not known")
+    check_read(exchange, stored, reference)
     headers = {"ETag": f'W/"{stored.version}"', "Last-Modified": http_date(stored.last_updated_ms)}
     if stored.raw is None:
         raise AccessError("MB-1003", f"{reference} was deleted (version {stored.version})")

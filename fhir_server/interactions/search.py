@@ -20,6 +20,7 @@ from fhir_server.search.nodes import Clause, exact
 from fhir_server.search.page import Page, run_page
 from fhir_server.search.parameters import patient_compartment
 from fhir_server.search.request import MAX_COUNT, SearchRequest, parse_search
+from fhir_server.search.restriction import restriction_clauses
 from fhir_server.search.shape import shape
 from fhir_server.services import FhirServices
 from fhir_server.shown import item, not_shown, show
@@ -49,8 +50,17 @@ async def search(exchange: FhirExchange, services: FhirServices) -> FhirResponse
     if patient is not None:
         clauses.append(compartment_clause(resource_type, patient))
         path = f"Patient/{patient}/{resource_type}"
-    engine = services.repository.search_engine()
-    page = await run_page(engine, search_request, clauses, search_request.summary != "count")
+    restriction = exchange.restriction
+    engine = services.repository.search_engine().limited(
+        lambda target: restriction_clauses(target, restriction)
+    )
+    page = await run_page(
+        engine,
+        search_request,
+        clauses,
+        search_request.summary != "count",
+        restriction=exchange.restriction,
+    )
     entries = _entries(request.base_url, resource_type, page, search_request)
     exchange.touched.extend(f"{resource_type}/{doc['_id']}" for doc in page.matches)
     exchange.touched.extend(f"{t}/{doc['_id']}" for t, doc in page.included)
@@ -109,9 +119,10 @@ async def everything(exchange: FhirExchange, services: FhirServices) -> FhirResp
     if route.resource_type != "Patient" or route.resource_id is None:
         raise AccessError("MB-1013", "$everything is defined on Patient/{id}")
     patient_id = route.resource_id
-    allowed = exchange.context.patient
-    if allowed is not None and allowed != patient_id:
-        raise AccessError("MB-1002", f"Patient/{patient_id} is not known")
+    allowed = exchange.restriction.patients
+    if allowed is not None and patient_id not in allowed:
+        # outside the restriction: the same answer as for a patient that does not exist
+        raise not_shown(f"Patient/{patient_id}")
     engine = services.repository.search_engine()
     entries: list[dict[str, Any]] = []
     found: list[tuple[str, dict[str, Any]]] = []  # beside entries, for consent-show
@@ -145,14 +156,10 @@ async def everything(exchange: FhirExchange, services: FhirServices) -> FhirResp
 
 
 def access_clauses(exchange: FhirExchange, resource_type: str) -> list[Clause]:
-    """A patient-context token sees its own compartment: compiled into the query, so
-    totals and paging stay right (types outside the compartment are not narrowed)."""
-    patient = exchange.context.patient
-    if patient is None:
-        return []
-    if resource_type != "Patient" and resource_type not in patient_compartment():
-        return []
-    return [compartment_clause(resource_type, patient)]
+    """The access's restriction (the allowed patients' compartments) compiled into the
+    query, so totals and paging stay right (types holding no patient data are not
+    narrowed); per-resource consent runs afterwards, at consent-show."""
+    return restriction_clauses(resource_type, exchange.restriction)
 
 
 def compartment_clause(resource_type: str, patient_id: str) -> Clause:

@@ -9,7 +9,9 @@ from access.errors import AccessError
 from fhir_server.exchange import FhirExchange, FhirResponse
 from fhir_server.interactions.common import check_id, parse_etag, resource_body, write_response
 from fhir_server.interactions.conditional import create_unless_found
+from fhir_server.interactions.restricted import check_write
 from fhir_server.repository import Stored
+from fhir_server.server_meta import own_meta
 from fhir_server.services import FhirServices
 
 
@@ -44,6 +46,8 @@ async def store_version(
 ) -> FhirResponse:
     """Write `resource` as the next version after `previous`, honouring If-Match."""
     request = exchange.request
+    own_meta(resource, previous)  # the labels stay the replaced version's (mass assignment)
+    check_write(exchange, resource, previous)
     if_match = request.header("if-match")
     check_if_match(if_match, previous, resource)
     try:
@@ -88,6 +92,8 @@ async def _conditional_update(
     async def write(claim: str) -> Stored:
         resource["id"] = body_id if isinstance(body_id, str) else str(uuid.uuid4())
         previous = await repository.read(resource["resourceType"], resource["id"])
+        own_meta(resource, previous)
+        check_write(exchange, resource, previous)
         check_if_match(request.header("if-match"), previous, resource)
         replaced.append(previous)
         return await repository.update(resource, previous, claim)

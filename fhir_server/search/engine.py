@@ -9,6 +9,7 @@ run whole and intersect when many remain.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -23,10 +24,29 @@ SMALL = 64  # candidates checked one by one below this
 MANY_KEYS = 200  # above this many reference keys a single scan beats many lookups
 
 
+Limit = Callable[[str], list[Clause]]
+
+
+def _no_limit(resource_type: str) -> list[Clause]:
+    return []
+
+
 class Engine:
-    def __init__(self, db: AsyncDatabase[Document], session: AsyncClientSession | None) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        session: AsyncClientSession | None,
+        limit: Limit = _no_limit,
+    ) -> None:
         self.db = db
         self.session = session
+        # clauses an access adds to every search of a type (its restriction), including
+        # the inner searches of chains and `_has`, which could otherwise test hidden data
+        self.limit = limit
+
+    def limited(self, limit: Limit) -> Engine:
+        """This engine, with `limit(type)` added to the inner searches it runs."""
+        return Engine(self.db, self.session, limit)
 
     async def ids(self, resource_type: str, clauses: list[Clause]) -> set[str] | None:
         """Ids matching every clause; None when there are no clauses (all resources)."""
@@ -42,6 +62,10 @@ class Engine:
                 found = await self._clause(resource_type, clause, candidates)
                 candidates = found if candidates is None else candidates & found
         return candidates
+
+    async def within(self, resource_type: str, clause: Clause, ids: set[str]) -> set[str]:
+        """Those of `ids` that match `clause` (a restriction checking included resources)."""
+        return await self._clause(resource_type, clause, ids)
 
     async def criteria_ids(self, resource_type: str, params: list[tuple[str, str]]) -> set[str]:
         clauses = [compile_criterion(resource_type, name, value) for name, value in params]
@@ -127,7 +151,7 @@ class Engine:
         keys: list[str] = []
         for target in chain.target_types:
             inner = compile_criterion(target, chain.inner_name, chain.value)
-            for target_id in await self.ids(target, [inner]) or set():
+            for target_id in await self.ids(target, [inner, *self.limit(target)]) or set():
                 keys.append(key(chain.code, f"{target}/{target_id}"))
         if not keys:
             return set()
@@ -143,7 +167,8 @@ class Engine:
 
     async def _has(self, resource_type: str, has: HasQuery, within: set[str] | None) -> set[str]:
         inner = compile_criterion(has.source_type, has.inner_name, has.value)
-        sources = await self.ids(has.source_type, [inner]) or set()
+        limit = self.limit(has.source_type)
+        sources = await self.ids(has.source_type, [inner, *limit]) or set()
         prefix = key(has.code, f"{resource_type}/")
         referenced = await self.references(has.source_type, sources, prefix)
         ids = {reference.split("/", 1)[1] for reference in referenced}

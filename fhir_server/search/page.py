@@ -16,11 +16,13 @@ from typing import Any
 import orjson
 
 from access.errors import AccessError
+from access.restriction import UNRESTRICTED, Restriction
 from fhir_server.registry import is_served
 from fhir_server.search.engine import Engine
 from fhir_server.search.keys import key
 from fhir_server.search.nodes import Clause
 from fhir_server.search.request import Include, SearchRequest
+from fhir_server.search.restriction import visible_ids
 
 Document = dict[str, Any]
 MAX_ITERATE = 3
@@ -46,8 +48,14 @@ def sort_fields(request: SearchRequest) -> list[tuple[str, int]]:
 
 
 async def run_page(
-    engine: Engine, request: SearchRequest, clauses: list[Clause], want_entries: bool = True
+    engine: Engine,
+    request: SearchRequest,
+    clauses: list[Clause],
+    want_entries: bool = True,
+    restriction: Restriction = UNRESTRICTED,
 ) -> Page:
+    """`clauses` already hold the restriction (the matches); `restriction` limits what
+    `_include`/`_revinclude` add."""
     ids = await engine.ids(request.resource_type, clauses)
     page = Page()
     collection = engine.db[request.resource_type]
@@ -79,7 +87,7 @@ async def run_page(
         if (direction == "n" and after is not None) or (direction == "p" and more):
             page.previous_token = _encode("p", _values(docs[0], fields))
     if request.includes:
-        page.included = await _includes(engine, request, docs)
+        page.included = await _includes(engine, request, docs, restriction)
     return page
 
 
@@ -142,7 +150,7 @@ def _decode(token: str, width: int) -> tuple[str, list[str]]:
 
 
 async def _includes(
-    engine: Engine, request: SearchRequest, docs: list[Document]
+    engine: Engine, request: SearchRequest, docs: list[Document], restriction: Restriction
 ) -> list[tuple[str, Document]]:
     seen = {f"{request.resource_type}/{doc['_id']}" for doc in docs}
     frontier = set(seen)
@@ -154,11 +162,26 @@ async def _includes(
         found: set[str] = set()
         for include in wanted:
             found |= await _follow(engine, include, frontier)
-        fresh = found - seen
+        fresh = await _visible(engine, found - seen, restriction)
         seen |= fresh
         included.extend(await _fetch(engine, fresh))
         frontier = {f"{t}/{d['_id']}" for t, d in included if f"{t}/{d['_id']}" in fresh}
     return included
+
+
+async def _visible(engine: Engine, references: set[str], restriction: Restriction) -> set[str]:
+    """The `Type/id`s of `references` the access may see (an index query per type)."""
+    if restriction.patients is None or not references:
+        return references
+    by_type: dict[str, set[str]] = {}
+    for reference in references:
+        resource_type, _, resource_id = reference.partition("/")
+        by_type.setdefault(resource_type, set()).add(resource_id)
+    kept: set[str] = set()
+    for resource_type, ids in by_type.items():
+        visible = await visible_ids(engine, resource_type, ids, restriction)
+        kept |= {f"{resource_type}/{i}" for i in visible}
+    return kept
 
 
 async def _follow(engine: Engine, include: Include, frontier: set[str]) -> set[str]:

@@ -8,6 +8,7 @@ refused after at most `max_bytes` of output.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator
@@ -17,8 +18,11 @@ from python_multipart.multipart import MultipartParser
 
 from access.errors import AccessError
 
-#: bytes the multipart parser reads before the event loop gets a turn
-PARSE_SLICE = 16 * 1024
+#: the event loop gets a turn after this much parsing (an HL7 ACK needs a dozen turns)
+YIELD_AFTER_SECONDS = 0.0005
+#: bytes handed to the parser at once: small while parts are tiny (a callback per header
+#: byte), growing to the largest while they are bulk pixel data (found with `find`)
+SMALLEST_SLICE, LARGEST_SLICE = 512, 256 * 1024
 
 
 @dataclass(slots=True)
@@ -123,16 +127,23 @@ async def read_parts(
         },
         max_header_count=32,
     )
+    pace = _Pace()
     async for chunk in chunks:
-        for start in range(0, len(chunk), PARSE_SLICE):
-            if start:
+        start = 0
+        while start < len(chunk):
+            if pace.due():
                 # the parser is pure Python (a callback per header and part): thousands
                 # of tiny parts in one chunk held the event loop for seconds (issue 17, L8)
                 await asyncio.sleep(0)
+                pace.resumed()
+            end = start + pace.slice
+            began = time.perf_counter()
             try:
-                parser.write(chunk[start : start + PARSE_SLICE])
+                parser.write(chunk[start:end])
             except Exception as error:
                 raise AccessError("MB-1004", "malformed multipart/related body") from error
+            pace.took(time.perf_counter() - began)
+            start = end
             if too_large:
                 raise AccessError("MB-3003", f"a part is larger than {max_part_bytes} bytes")
             while done:
@@ -140,6 +151,28 @@ async def read_parts(
     parser.finalize()
     while done:
         yield done.pop(0)
+
+
+class _Pace:
+    """How much to parse before the event loop gets a turn: slices sized so that one
+    takes well under YIELD_AFTER_SECONDS, and a turn once that much time was spent."""
+
+    def __init__(self) -> None:
+        self.slice = SMALLEST_SLICE
+        self._since = time.perf_counter()
+
+    def due(self) -> bool:
+        return time.perf_counter() - self._since >= YIELD_AFTER_SECONDS
+
+    def resumed(self) -> None:
+        self._since = time.perf_counter()
+
+    def took(self, spent: float) -> None:
+        """One slice took `spent` seconds: the next one is sized from it."""
+        if spent < YIELD_AFTER_SECONDS / 8:
+            self.slice = min(self.slice * 2, LARGEST_SLICE)
+        elif spent > YIELD_AFTER_SECONDS / 2:
+            self.slice = max(self.slice // 2, SMALLEST_SLICE)
 
 
 class MultipartWriter:

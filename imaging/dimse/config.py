@@ -29,6 +29,8 @@ class Peer:
     port: int | None = None
     services: frozenset[str] = SERVICES
     issuer: str | None = None  # IssuerOfPatientID of its instances that carry none
+    # subject CNs of the TLS client certificates that may call with this AE title
+    certificate_cns: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +68,19 @@ class DimseConfig:
         peer = self.peers.get(calling_ae.strip())
         return (peer.issuer if peer is not None else None) or self.default_issuer
 
+    def certificate_names(self, calling_ae: str) -> frozenset[str]:
+        """The client certificate CNs bound to this calling AE title (none: unlisted)."""
+        peer = self.peers.get(calling_ae.strip())
+        return peer.certificate_cns if peer is not None else frozenset()
+
     def allows(self, calling_ae: str, service: str) -> bool:
         peer = self.peer(calling_ae)
         return peer is not None and service in peer.services
 
 
 def load_peers(path: Path | None) -> dict[str, Peer]:
-    """Read `peers: [{ae_title, host, port, services, issuer}]` from a YAML or JSON file."""
+    """Read `peers: [{ae_title, host, port, services, issuer, certificate_cn}]` from a YAML
+    or JSON file."""
     if path is None:
         return {}
     try:
@@ -113,4 +121,15 @@ def _peer(row: Any) -> Peer:
         port,
         services,
         issuer.strip() if issuer else None,
+        _certificate_cns(ae_title, row.get("certificate_cn")),
     )
+
+
+def _certificate_cns(ae_title: str, value: Any) -> frozenset[str]:
+    """`certificate_cn: NAME` or a list of names."""
+    names = [value] if isinstance(value, str) else value
+    if names is None:
+        return frozenset()
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise PeersFileError(f"peer {ae_title}: certificate_cn must be a name or a list of names")
+    return frozenset(n.strip() for n in names)

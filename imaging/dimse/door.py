@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -26,6 +27,7 @@ from fhir_server import store_errors
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse, Route
 from fhir_server.registry import Interaction
+from imaging.scan import plain_value, scan
 
 T = TypeVar("T")
 WORK = "dimse.work"
@@ -75,6 +77,7 @@ class DimseDoor:
         sop_instance: str | None = None,
         describe: Describe | None = None,
         deliver: Deliver | None = None,
+        agent: str | None = None,
     ) -> Any:
         """`work(within)` as the act of one pipeline pass; raises the AccessError of a
         refusal. `work` compiles `within.restriction` (what the hooks left) into its query.
@@ -84,8 +87,10 @@ class DimseDoor:
         returns rows, which a registered consent-show hook decides on: the result is then
         the rows it left (C-FIND pendings and sub-operation counts are theirs). With
         `deliver`, the rows left are handed to it still inside the pass (before audit),
-        and the result is what it returns: a retrieve reads its objects there."""
-        context = RequestContext(Door.DIMSE, actor=Actor("dicom-ae", calling_ae), peer=peer)
+        and the result is what it returns: a retrieve reads its objects there. `agent`:
+        the TLS client certificate that authenticated the AE title (the actor's display)."""
+        actor = Actor("dicom-ae", calling_ae, agent)
+        context = RequestContext(Door.DIMSE, actor=actor, peer=peer)
         context.notes[WORK] = work
         context.notes[DESCRIBE] = describe
         context.notes[DELIVER] = deliver
@@ -126,6 +131,30 @@ async def _kept(
 
 def _render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:
     return FhirResponse.of(error.status, outcome(error))
+
+
+# what a C-STORE's access names of the instance it carries (its patient by PatientID and
+# issuer, never by name): framed from the header alone, on the association's thread
+STORED_TAGS = {
+    int(tag_for_keyword(k) or 0): k for k in (*UID_KEYS, "PatientID", "IssuerOfPatientID")
+}
+
+
+def stored_header(data: bytes) -> Dataset | None:
+    """The identifying header of a Part 10 instance, framed in its bytes without decoding
+    or inflating anything (imaging/scan.py: a deflated instance must be inflated under the
+    ingest's cap, never here); None when it cannot be framed so (deflated, big endian or
+    malformed): the access then names its SOP Instance UID only, and the ingest answers."""
+    found = scan(data)
+    if found is None:
+        return None
+    header = Dataset()
+    for tag, keyword in STORED_TAGS.items():
+        element = found.elements.get(tag)
+        value = plain_value(data, element, found.codec) if element is not None else None
+        if isinstance(value, str) and value:
+            setattr(header, keyword, value)
+    return header
 
 
 def dimse_access(

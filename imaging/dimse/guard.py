@@ -81,6 +81,8 @@ class AssociationGuard:
         """A-ASSOCIATE-RQ received: take a slot, or reject with local-limit-exceeded."""
         assoc = event.assoc
         assoc.acse_timeout = self.config.acse_timeout
+        if assoc.is_rejected:  # an earlier handler (the TLS certificate check) refused it
+            return
         primitive = assoc.requestor.primitive
         calling = str(primitive.calling_ae_title).strip() if primitive is not None else ""
         known = calling in self.config.peers

@@ -25,7 +25,7 @@ from access.errors import AccessError
 from imaging.dimse import query, relay, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
-from imaging.dimse.door import Deliver, DimseDoor, Within, Work
+from imaging.dimse.door import Deliver, DimseDoor, Within, Work, stored_header
 from imaging.dimse.matching import check_wildcards
 from imaging.dimse.part10 import part10
 from imaging.dimse.sop_classes import PATIENT_ROOT, ModalityWorklistFind, Verification
@@ -38,6 +38,7 @@ from imaging.dimse.status import (
     UNABLE_TO_PROCESS,
     attempt,
 )
+from imaging.dimse.tls import AGENT
 from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestOutcome
@@ -87,13 +88,16 @@ class Handlers:
         work: Work[Any],
         rows: bool = False,
         deliver: Deliver | None = None,
+        stored: Dataset | None = None,
     ) -> Coroutine[Any, Any, Any]:
         """One pipeline pass for the calling AE title with `work` as its act. The AE
-        title's services are checked there, by the `dimse.ae-titles` authorize hook."""
+        title's services are checked there, by the `dimse.ae-titles` authorize hook.
+        A C-STORE's access names what its header says (`stored`)."""
         address = getattr(event.assoc.requestor, "address", None)
         peer = str(address) if address else None
         identifier, sop = None, None
         if action is Action.C_STORE:
+            identifier = stored
             sop = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "") or None
         elif action is not Action.C_ECHO:
             identifier = event.identifier
@@ -102,11 +106,19 @@ class Handlers:
         return self.archive.door.run(
             action, calling_ae(event), work, peer,
             identifier=identifier, sop_instance=sop, describe=describe, deliver=deliver,
+            agent=getattr(event.assoc, AGENT, None),
         )  # fmt: skip
 
-    def _through(self, action: Action, event: Event, work: Work[Any], rows: bool = False) -> Any:
+    def _through(
+        self,
+        action: Action,
+        event: Event,
+        work: Work[Any],
+        rows: bool = False,
+        stored: Dataset | None = None,
+    ) -> Any:
         """`work` on the loop, as the act of a pass; its result once the pass ended."""
-        return self.bridge.run(self._pass(action, event, work, rows))
+        return self.bridge.run(self._pass(action, event, work, rows, stored=stored))
 
     # C-ECHO / C-STORE ------------------------------------------------------------------
 
@@ -123,8 +135,9 @@ class Handlers:
             source = f"dimse:{calling_ae(event)}"
             issuer, study = self._issuer_to_note(event, data)
             outcome: IngestOutcome = self._through(
-                Action.C_STORE, event, lambda _: self._store(data, source, study, issuer)
-            )
+                Action.C_STORE, event, lambda _: self._store(data, source, study, issuer),
+                stored=stored_header(data),
+            )  # fmt: skip
             answer.status = outcome.status
             if not outcome.ok:
                 log.info("C-STORE failed: %s", outcome.code)

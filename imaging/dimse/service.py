@@ -13,6 +13,7 @@ import contextlib
 import copy
 import logging
 import socket
+import ssl
 import uuid
 from typing import Any
 
@@ -29,6 +30,7 @@ from imaging.dimse.door import DimseDoor
 from imaging.dimse.guard import AssociationGuard, pending_limit
 from imaging.dimse.handlers import Archive, Handlers
 from imaging.dimse.sop_classes import QUERY_RETRIEVE, Verification
+from imaging.dimse.tls import TlsPeers, wrap_without_handshake
 from imaging.dimse.worklist import Worklist
 from imaging.services import Imaging
 
@@ -111,8 +113,15 @@ class QuickCopyContexts(list[PresentationContext]):
 class DimseService:
     """Start and stop the DICOM listener around the server's asyncio loop."""
 
-    def __init__(self, config: DimseConfig, bridge: LoopBridge, archive: Archive) -> None:
+    def __init__(
+        self,
+        config: DimseConfig,
+        bridge: LoopBridge,
+        archive: Archive,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.config = config
+        self.tls = tls
         self.handlers = Handlers(config, bridge, archive)
         self.ae = build_ae(config)
         self.guard = AssociationGuard(config, self.ae)
@@ -120,7 +129,12 @@ class DimseService:
 
     def start(self, host: str, port: int) -> int:
         """Listen on (host, port) in pynetdicom's threads; the port actually bound."""
-        handlers: list[Any] = [
+        handlers: list[Any] = []
+        if self.tls is not None:
+            # first: the handshake before anything reads, the certificate before a slot
+            certificates = self.tls.verify_mode == ssl.CERT_REQUIRED
+            handlers += TlsPeers(self.config, certificates).handlers()
+        handlers += [
             (evt.EVT_CONN_OPEN, _low_latency),
             (evt.EVT_CONN_OPEN, quiet.quiet),
             (evt.EVT_CONN_CLOSE, quiet.closed),
@@ -136,10 +150,15 @@ class DimseService:
         assert server is not None  # block=False returns the running server
         server.contexts = QuickCopyContexts(server.contexts)
         server.verify_request = self.guard.verify_request  # type: ignore[method-assign]
+        if self.tls is not None:
+            wrap_without_handshake(server, self.tls)
         self.server = server
         self.guard.start()
         bound = int(server.server_address[1])
-        log.info("DICOM listener up as %s on port %d", self.config.ae_title, bound)
+        log.info(
+            "DICOM listener up as %s on port %d%s",
+            self.config.ae_title, bound, " (TLS)" if self.tls is not None else "",
+        )  # fmt: skip
         return bound
 
     def stop(self) -> None:
@@ -151,14 +170,20 @@ class DimseService:
 
 
 async def start_dimse(
-    config: DimseConfig, imaging: Imaging, router: FhirRouter, host: str, port: int
+    config: DimseConfig,
+    imaging: Imaging,
+    router: FhirRouter,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None = None,
 ) -> DimseService:
-    """Build the listener on the running loop's imaging parts and start it."""
+    """Build the listener on the running loop's imaging parts and start it (DICOM TLS
+    with `tls`, `imaging/dimse/tls.py`)."""
     bridge = LoopBridge(asyncio.get_running_loop(), config.handler_timeout)
     archive = Archive(
         imaging.ingestor, imaging.index, imaging.store, Worklist(router), imaging.linker,
         DimseDoor(share_hooks_with=router.pipeline), imaging.budget,
     )  # fmt: skip
-    service = DimseService(config, bridge, archive)
+    service = DimseService(config, bridge, archive, tls)
     await asyncio.to_thread(service.start, host, port)
     return service

@@ -130,11 +130,6 @@ def test_fhir_read_search_create_and_transaction(door: Door) -> None:
     assert child["patients"] == [written.removeprefix("Patient/")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fhir_server (fhir12): a transaction Bundle's access is described as action "
-    "'batch', and its POST entry as 'update' (fhir_server/access.py)",
-)
 def test_a_transaction_is_audited_as_a_transaction_of_creates(door: Door) -> None:
     start = len(door.audit_lines())
     entry = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": {"resourceType": "Patient"},
@@ -229,11 +224,6 @@ def test_dimse_store_find_get_move_and_worklist(door: Door, tmp_path: Path) -> N
     assert ["PatientID", f"H{door.run}"] in mwl["patient_query"], mwl
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="imaging/dimse (dimse12): a C-STORE's access names only the Affected SOP "
-    "Instance UID, not the study or the patient its data set carries (door.dimse_access)",
-)
 def test_a_c_store_access_names_its_study_and_patient(door: Door, tmp_path: Path) -> None:
     study = generate_uid()
     path = tmp_path / "store.dcm"

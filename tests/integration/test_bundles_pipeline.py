@@ -52,7 +52,7 @@ async def test_each_entry_is_authorized_and_a_denial_rolls_back(
         assert access is not None
         accesses.append((access.action, access.parent.action if access.parent else None))
         if request.method == "DELETE":
-            raise AccessError("MB-1013", "deletes are not allowed here")
+            raise AccessError("MB-1030", "deletes are not allowed here")
 
     router.pipeline.intervene(Stage.AUTHORIZE, authorize)
     context = RequestContext(Door.FHIR)
@@ -61,14 +61,14 @@ async def test_each_entry_is_authorized_and_a_denial_rolls_back(
     assert batch.status == 200
     statuses = [e["response"]["status"] for e in orjson.loads(batch.body or b"")["entry"]]
     assert statuses[0].startswith("201")
-    assert statuses[1].startswith("405")
+    assert statuses[1].startswith("403")
     assert seen == ["POST ", "POST Patient", "DELETE Patient/x"]
     # each entry is its own access, part of the batch's
     assert accesses == [("batch", None), ("create", "batch"), ("delete", "batch")]
 
     seen.clear()
     failed = await router.handle(bundle("transaction", *entries), context)
-    assert failed.status == 405
+    assert failed.status == 403
     assert seen == ["POST ", "DELETE Patient/x"]  # the spec's order: DELETE first, then stop
     found = await repository.matching_ids("Patient", [("family", "kept")])
     assert len(found) == 1  # only the batch's patient; the transaction left nothing

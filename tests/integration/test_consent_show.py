@@ -135,3 +135,34 @@ async def test_a_hidden_patient_is_not_shown_by_any_fhir_read(
     everything = body(await call(router, f"Patient/{shown}/$everything"))
     assert set(ids(everything)) == visible_obs | {f"Patient/{shown}"}
     assert everything["total"] == 4
+
+    # batch and transaction entries: each entry is a child access, hidden like its own read
+    async def post(kind: str, urls: list[str]) -> FhirResponse:
+        entries = [{"request": {"method": "GET", "url": url}} for url in urls]
+        bundle = {"resourceType": "Bundle", "type": kind, "entry": entries}
+        request = FhirRequest("POST", "", [], JSON, orjson.dumps(bundle), BASE)
+        return await router.handle(request, RequestContext(Door.FHIR))
+
+    urls = [f"Patient/{secret}", f"Observation?subject=Patient/{secret}", f"Patient/{shown}"]
+    answer = await post("batch", urls)
+    raw = answer.body or b""
+    # the request's own words (the id asked for) come back; nothing of the records does
+    assert b"Secret" not in raw
+    assert not any(o.split("/")[1].encode() in raw for o in secret_obs)
+    entries = body(answer)["entry"]
+    assert entries[0]["response"]["status"].startswith("404")
+    assert "resource" not in entries[0]
+    assert entries[1]["resource"]["total"] == 0
+    assert "entry" not in entries[1]["resource"]
+    assert entries[2]["resource"]["id"] == shown
+    # a transaction reading the hidden patient fails as one reading a patient that never
+    # existed: the same status, code and words
+    hidden_read = body(await post("transaction", urls[:1]))
+    missing_read = body(await post("transaction", ["Patient/never-was"]))
+    assert hidden_read["issue"][0]["details"] == missing_read["issue"][0]["details"]
+    assert hidden_read["issue"][0]["diagnostics"].replace(secret, "X") == missing_read["issue"][0][
+        "diagnostics"
+    ].replace("never-was", "X")
+    visible = body(await post("transaction", urls[1:]))
+    assert visible["entry"][0]["resource"]["total"] == 0
+    assert visible["entry"][1]["resource"]["id"] == shown

@@ -311,3 +311,18 @@ def test_dicomweb_client_command_line(server: RunningServer, tmp_path: Path) -> 
     assert found.returncode == 0, found.stderr
     studies = json.loads(found.stdout)
     assert studies[0]["00201208"]["Value"] == [2]
+
+
+def test_shared_hooks_leave_dicomweb_exchanges_alone(
+    dicomweb: DICOMwebClient, server: RunningServer
+) -> None:
+    """The post-commit linkers are shared by every door: a DICOMweb exchange (its route is
+    not a FHIR route) must pass them without a failure logged for each request."""
+    data = pydicom.data.get_testdata_file("CT_small.dcm", read=True)
+    assert isinstance(data, pydicom.Dataset)
+    data.StudyInstanceUID = pydicom.uid.generate_uid()
+    dicomweb.store_instances([data])
+    assert dicomweb.search_for_studies(search_filters={"StudyInstanceUID": data.StudyInstanceUID})
+    log = server.log()
+    assert "hl7.link-reports failed" not in log
+    assert "imaging.link-orders failed" not in log

@@ -581,6 +581,9 @@ def command_probes(door: Door, tmp: Path) -> dict[tuple[str, ...], list[tuple[li
         ("audit", "verify"): [
             (["audit", "verify", "--data-dir", data_dir], DENY_ALL_CODE),
         ],
+        ("launch",): [
+            (["launch", "--patient", f"probe{door.run}", "--data-dir", data_dir], DENY_ALL_CODE),
+        ],
         ("dicom", "pending"): [
             (["dicom", "pending", "--data-dir", data_dir], DENY_ALL_CODE),
             (["dicom", "pending", "--retry", "--data-dir", data_dir], DENY_ALL_CODE),

@@ -392,11 +392,6 @@ def test_patient_token_wado_of_another_patients_study_is_404(world: World) -> No
     assert world.bob_study not in other.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the FHIR door compiles Restriction.patients into its queries on branch fhir12; "
-    "until it is merged the narrowed search still sees every patient (lead: drop this mark)",
-)
 def test_patient_token_search_sees_only_its_own(world: World) -> None:
     fhir, token = world.server.fhir_base, patient_token(world)
     answer = httpx.get(f"{fhir}/Observation", params={"code:text": "heart"}, headers=bearer(token))

@@ -300,6 +300,14 @@ def test_discovery_documents_and_jwks(realm: Realm) -> None:
     assert smart["token_endpoint"] == f"{realm.base}/auth/token"
     assert smart["code_challenge_methods_supported"] == ["S256"]
     assert "client-confidential-asymmetric" in smart["capabilities"]
+    # scopes v1 and v2, patient and user permissions are enforced (smart/scopes.py)
+    assert {"permission-v1", "permission-v2", "permission-patient", "permission-user"} <= set(
+        smart["capabilities"]
+    )
+    # the EHR launch: tests/integration/test_smart_launch.py
+    assert {"launch-ehr", "context-ehr-patient"} <= set(smart["capabilities"])
+    # nothing announced that is not built
+    assert "context-standalone-encounter" not in smart["capabilities"]
     openid = httpx.get(f"{realm.base}/.well-known/openid-configuration").json()
     assert openid["jwks_uri"] == f"{realm.base}/auth/jwks"
     keys = httpx.get(openid["jwks_uri"]).json()["keys"]
@@ -628,12 +636,15 @@ def backend_token(realm: Realm, signed: str, scope: str = "system/*.rs") -> http
 
 
 def test_backend_services_token(realm: Realm) -> None:
-    answer = backend_token(realm, assertion(realm), "system/*.rs system/Observation.rs")
+    asked = "system/*.rs system/Observation.rs system/Observation.cud user/*.rs"
+    answer = backend_token(realm, assertion(realm), asked)
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["expires_in"] <= 300
     assert "refresh_token" not in body
-    assert body["scope"] == "system/*.rs"  # what the client may have, of what it asked
+    # what the client may have, of what it asked: a narrower scope its registration
+    # covers is granted; writes and another context are not
+    assert body["scope"] == "system/*.rs system/Observation.rs"
     assert answer.headers["cache-control"] == "no-store"
     claims = introspect(realm, body["access_token"])
     assert claims["sub"] == realm.backend

@@ -84,7 +84,8 @@ async def test_entries_are_child_exchanges_with_contexts_of_their_own(
         response = await router.handle(bundle(kind, *entries), context)
         assert response.status == 200
         top, *children = seen
-        assert top[0] == Action.BATCH  # the route of a POST to the base, whatever its type
+        # the Bundle's type names the action, before any hook runs
+        assert top[0] == (Action.TRANSACTION if kind == "transaction" else Action.BATCH)
         assert top[1] == context.request_id
         assert top[2] is None
         assert [c[0] for c in children] == [Action.CREATE, Action.CREATE]
@@ -147,7 +148,7 @@ async def test_post_commit_after_commit_never_after_rollback_and_audit_survives(
     assert ok.status == 200
     assert committed_seen == [2, 2]
     assert sorted(notified) == sorted(
-        [Action.CREATE, Action.CREATE, Action.SEARCH_TYPE, Action.BATCH]
+        [Action.CREATE, Action.CREATE, Action.SEARCH_TYPE, Action.TRANSACTION]
     )
 
     # rolled back on its last entry: no notification, nothing written, all audited
@@ -169,7 +170,7 @@ async def test_post_commit_after_commit_never_after_rollback_and_audit_survives(
         {"$or": [{"request_id": context.request_id}, {"parent": context.request_id}]}
     ).to_list()
     by_action = {d["action"]: d for d in recorded}
-    assert by_action[Action.BATCH]["status"] == failed.status
+    assert by_action[Action.TRANSACTION]["status"] == failed.status
     assert by_action[Action.CREATE]["parent"] == context.request_id
     assert by_action[Action.READ]["status"] == 404
     assert len(recorded) == 4
@@ -254,7 +255,7 @@ async def test_an_authorize_hook_refuses_an_hl7_message_with_nothing_written(
 
     async def deny_hl7(exchange: Exchange[Any, Any]) -> None:
         if exchange.access is not None and exchange.access.door == Door.HL7V2:
-            raise AccessError("MB-1013", "no HL7 from this peer")
+            raise AccessError("MB-1030", "no HL7 from this peer")
 
     router, processor = await bridged(
         repository, [HookSpec(Stage.AUTHORIZE, deny_hl7, "test.deny-hl7")]
@@ -285,7 +286,7 @@ async def test_an_import_is_an_access_of_the_operator_and_a_deny_hook_refuses_it
 
     async def deny_all(exchange: Exchange[Any, Any]) -> None:
         if denying[0]:
-            raise AccessError("MB-1013", "imports are not allowed")
+            raise AccessError("MB-1030", "imports are not allowed")
 
     async def audit(exchange: Exchange[Any, Any]) -> None:
         assert exchange.access is not None
@@ -302,7 +303,7 @@ async def test_an_import_is_an_access_of_the_operator_and_a_deny_hook_refuses_it
         door = ImportDoor(imaging)
         refused = await door.ingest(batch)
         assert [o.ok for o in refused] == [False, False]
-        assert {o.code for o in refused} == {"MB-1013"}
+        assert {o.code for o in refused} == {"MB-1030"}
         for ds in datasets:
             assert await imaging.index.find_instance(str(ds.SOPInstanceUID)) is None
         assert [a.action for a in audited] == [Action.IMPORT]

@@ -6,7 +6,9 @@ names, so one running server can be switched between rules by the test:
 `{"only": ["<FHIR Patient id>", ...]}` narrows every DICOM access to those patients,
 `{"deny": true}` refuses every DICOM access (MB-4001), `{"hide": [...]}` hides those
 patients' items at consent-show, `{}` leaves everything as is.
-They act on the DICOM doors only, so the test's own FHIR calls stay unaffected.
+They act on the DICOM doors only, so the test's own FHIR calls stay unaffected; the
+FHIR door has rules of its own: `{"fhir_only": [...]}` narrows every FHIR access (bundle
+entries included) to those patients, `{"fhir_deny": true}` refuses it (MB-1030).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def rules() -> dict[str, Any]:
 
 
 async def authorize(exchange: Exchange[Any, Any]) -> None:
+    if exchange.context.door is Door.FHIR:
+        fhir_authorize(exchange, rules())
     if exchange.context.door not in DICOM_DOORS:
         return
     rule = rules()
@@ -43,6 +47,13 @@ async def authorize(exchange: Exchange[Any, Any]) -> None:
         raise AccessError("MB-4001", "refused by the test's authorize hook")
     if rule.get("only") is not None:
         exchange.narrow(Restriction(patients=frozenset(rule["only"])))
+
+
+def fhir_authorize(exchange: Exchange[Any, Any], rule: dict[str, Any]) -> None:
+    if rule.get("fhir_deny"):
+        raise AccessError("MB-1030", "refused by the test's authorize hook")
+    if rule.get("fhir_only") is not None:
+        exchange.narrow(Restriction(patients=frozenset(rule["fhir_only"])))
 
 
 async def show(exchange: Exchange[Any, Any]) -> None:

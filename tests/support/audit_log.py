@@ -28,6 +28,8 @@ async def audit(exchange: Exchange[Any, Any]) -> None:
         "door": access.door.value,
         "action": access.action.value,
         "actor": access.actor.identifier,
+        "actor_kind": access.actor.kind,
+        "actor_display": access.actor.display,
         "error": exchange.error.code if exchange.error is not None else None,
         "parent": access.parent.action.value if access.parent is not None else None,
     }

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,6 @@ from pydicom.uid import generate_uid
 from pymongo import MongoClient
 
 from medbridge.embedded_mongo import free_port
-from tests.integration.test_dicom_restriction import linked_patient
 from tests.integration.test_mllp import adt
 from tests.support.dcmtk import storescu, successes
 from tests.support.dicom import renamed
@@ -57,6 +56,8 @@ class Door:
     patient: str  # FHIR Patient id of the study's ImagingStudy
     hl7_patient: str  # FHIR Patient id the ADT made
     hl7_receipt: str  # archive id of that ADT (hl7_messages _id)
+    # what the seeding requests carried: a system token's header when auth is on
+    seed_headers: dict[str, str]
 
     def env(self) -> dict[str, str]:
         """The environment a `medbridge` command needs to get the server's hooks."""
@@ -80,39 +81,47 @@ class Door:
         return [orjson.loads(line) for line in self.audit.read_bytes().splitlines() if line]
 
     def snapshot(self) -> dict[str, Any]:
-        """Every non-empty collection of the server's database (count and a digest of its
-        documents) and every file under the object directory (path and size); the audit
-        trail's AuditEvents and chain left out, as every access adds to them."""
-        state: dict[str, Any] = {}
-        with MongoClient(self.store_uri) as client:
-            database = client[self.server.database]
-            for name in sorted(database.list_collection_names()):
-                if name in AUDIT_COLLECTIONS:
-                    continue
-                # the audit trail records every access, refused ones too (issue 15)
-                records = {"t": {"$ne": "AuditEvent"}} if name == "history" else {}
-                documents = sorted(bson.encode(d) for d in database[name].find(records))
-                if documents:
-                    digest = hashlib.sha256(b"".join(documents)).hexdigest()
-                    state[f"collection {name}"] = (len(documents), digest)
-        objects = self.server.data_dir / "objects"
-        for path in sorted(objects.rglob("*")) if objects.exists() else []:
-            if path.is_file():
-                state[f"file {path.relative_to(objects)}"] = path.stat().st_size
-        return state
+        return snapshot(self.server, self.store_uri)
 
     def settled(self, timeout: float = 60.0) -> dict[str, Any]:
-        """The snapshot once background work (the ImagingStudy upkeep) has stopped
-        changing it: the same twice, a second apart."""
-        deadline = time.monotonic() + timeout
-        last = self.snapshot()
-        while True:
-            time.sleep(1.0)
-            now = self.snapshot()
-            if now == last:
-                return now
-            assert time.monotonic() < deadline, "the store never settled"
-            last = now
+        return settled(self.server, self.store_uri, timeout)
+
+
+def snapshot(server: RunningServer, store_uri: str) -> dict[str, Any]:
+    """Every non-empty collection of the server's database (count and a digest of its
+    documents) and every file under the object directory (path and size); the audit
+    trail's AuditEvents and chain left out, as every access adds to them."""
+    state: dict[str, Any] = {}
+    with MongoClient(store_uri) as client:
+        database = client[server.database]
+        for name in sorted(database.list_collection_names()):
+            if name in AUDIT_COLLECTIONS:
+                continue
+            # the audit trail records every access, refused ones too (issue 15)
+            records = {"t": {"$ne": "AuditEvent"}} if name == "history" else {}
+            documents = sorted(bson.encode(d) for d in database[name].find(records))
+            if documents:
+                digest = hashlib.sha256(b"".join(documents)).hexdigest()
+                state[f"collection {name}"] = (len(documents), digest)
+    objects = server.data_dir / "objects"
+    for path in sorted(objects.rglob("*")) if objects.exists() else []:
+        if path.is_file():
+            state[f"file {path.relative_to(objects)}"] = path.stat().st_size
+    return state
+
+
+def settled(server: RunningServer, store_uri: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The snapshot once background work (the ImagingStudy upkeep) has stopped changing
+    it: the same twice, a second apart."""
+    deadline = time.monotonic() + timeout
+    last = snapshot(server, store_uri)
+    while True:
+        time.sleep(1.0)
+        now = snapshot(server, store_uri)
+        if now == last:
+            return now
+        assert time.monotonic() < deadline, "the store never settled"
+        last = now
 
 
 def _wait_listening(port: int) -> None:
@@ -126,7 +135,17 @@ def _wait_listening(port: int) -> None:
 
 
 @contextmanager
-def every_door_server(root: Path, store_uri: str) -> Iterator[Door]:
+def every_door_server(
+    root: Path,
+    store_uri: str,
+    *,
+    auth: bool = False,
+    env: dict[str, str] | None = None,
+    seed_headers: Callable[[RunningServer], dict[str, str]] | None = None,
+) -> Iterator[Door]:
+    """The server seeded; with `auth`, a token-checking one: `env` names its issuer and
+    `seed_headers` gives the headers of the seeding requests (a token that may write, whose
+    audience is the started server's FHIR base)."""
     dest_port, dest_dir = free_port(), root / "dest"
     dest_dir.mkdir()
     storescp = subprocess.Popen(
@@ -141,14 +160,16 @@ def every_door_server(root: Path, store_uri: str) -> Iterator[Door]:
         rule, audit = root / "rule.json", root / "audit.jsonl"
         rule.write_bytes(b"{}")
         env = {
+            **(env or {}),
             "MEDBRIDGE_EXTRA_HOOKS": HOOKS,
             "MEDBRIDGE_TEST_ACCESS_FILE": str(rule),
             "MEDBRIDGE_TEST_AUDIT_FILE": str(audit),
             "MEDBRIDGE_DICOM_PEERS_FILE": str(peers),
         }
-        server = start_server(root / "server", store_uri, env=env)
+        server = start_server(root / "server", store_uri, env=env, auth=auth)
         try:
-            yield _populated(server, store_uri, root, rule, audit, dest_dir)
+            headers = seed_headers(server) if seed_headers else {}
+            yield _populated(server, store_uri, root, rule, audit, dest_dir, headers)
         finally:
             server.stop()
     finally:
@@ -156,19 +177,40 @@ def every_door_server(root: Path, store_uri: str) -> Iterator[Door]:
         storescp.wait(10)
 
 
+def _linked_patient(server: RunningServer, study: str, headers: dict[str, str]) -> str:
+    """The FHIR Patient id of the study's ImagingStudy, once the upkeep wrote it."""
+    deadline = time.monotonic() + 60
+    while True:
+        answer = httpx.get(f"{server.fhir_base}/ImagingStudy/{study}", headers=headers, timeout=30)
+        if answer.status_code == 200:
+            return str(answer.json()["subject"]["reference"]).removeprefix("Patient/")
+        assert time.monotonic() < deadline, f"ImagingStudy/{study}: {answer.status_code}"
+        time.sleep(0.2)
+
+
 def _populated(
-    server: RunningServer, store_uri: str, root: Path, rule: Path, audit: Path, dest_dir: Path
+    server: RunningServer,
+    store_uri: str,
+    root: Path,
+    rule: Path,
+    audit: Path,
+    dest_dir: Path,
+    headers: dict[str, str],
 ) -> Door:
     run = uuid.uuid4().hex[:12]
     study, series = generate_uid(), generate_uid()
     path = root / "seed.dcm"
     path.write_bytes(renamed("CT_small.dcm", study=study, series=series, patient_id=f"E{run}"))
     assert successes(storescu(server.dicom_port, [path])) == 1
-    patient = linked_patient(server, study)
-    answer = httpx.get(f"{server.base_url}/dicomweb/studies/{study}/instances", timeout=60.0)
+    patient = _linked_patient(server, study, headers)
+    answer = httpx.get(
+        f"{server.base_url}/dicomweb/studies/{study}/instances", headers=headers, timeout=60.0
+    )
     sop = answer.json()[0]["00080018"]["Value"][0]
     # made now, so the background fill of DICOM JSON has nothing left to write later
-    metadata = httpx.get(f"{server.base_url}/dicomweb/studies/{study}/metadata", timeout=60.0)
+    metadata = httpx.get(
+        f"{server.base_url}/dicomweb/studies/{study}/metadata", headers=headers, timeout=60.0
+    )
     assert metadata.status_code == 200
     message = root / "seed.hl7"
     message.write_bytes(adt("A01", run, f"H{run}").encode())
@@ -182,7 +224,9 @@ def _populated(
         database = client[server.database]
         receipt = database["hl7_messages"].find_one({"key": f"RIS|HOSP|A01-{run}"})
         assert receipt is not None
-    found = httpx.get(f"{server.fhir_base}/Patient", params={"identifier": f"H{run}"}, timeout=30)
+    found = httpx.get(
+        f"{server.fhir_base}/Patient", params={"identifier": f"H{run}"}, headers=headers, timeout=30
+    )
     hl7_patient = found.json()["entry"][0]["resource"]["id"]
     return Door(server, store_uri, root, rule, audit, dest_dir, run, study, series, sop,
-                patient, hl7_patient, str(receipt["_id"]))  # fmt: skip
+                patient, hl7_patient, str(receipt["_id"]), headers)  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -44,10 +45,17 @@ class RunningServer:
     database: str
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
+    https_ca: Path | None = None  # the HTTP listener speaks TLS, its certificate from this CA
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "http" if self.https_ca is None else "https"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """httpx's `verify` for this server: its test CA over HTTPS."""
+        return True if self.https_ca is None else ssl.create_default_context(cafile=self.https_ca)
 
     @property
     def fhir_base(self) -> str:
@@ -79,6 +87,7 @@ def start_server(
     timeout: float = 60.0,
     env: dict[str, str] | None = None,
     auth: bool = False,
+    https_ca: Path | None = None,
 ) -> RunningServer:
     """Run `medbridge serve` and wait until /health answers 200. Without tokens (`--no-auth`,
     on loopback) unless `auth`: the tests of the doors are not about authentication, and
@@ -111,7 +120,7 @@ def start_server(
         )
     server = RunningServer(
         process, data_dir, http_port, mllp_port, dicom_port,
-        mongodb_uri or "", database, log_path, extra_args or [],
+        mongodb_uri or "", database, log_path, extra_args or [], https_ca,
     )  # fmt: skip
     wait_healthy(server, timeout)
     return server
@@ -123,7 +132,8 @@ def wait_healthy(server: RunningServer, timeout: float) -> None:
         if server.process.poll() is not None:
             raise RuntimeError(f"medbridge serve exited early:\n{server.log()[-4000:]}")
         try:
-            if httpx.get(f"{server.base_url}/health", timeout=1.0).status_code == 200:
+            health = httpx.get(f"{server.base_url}/health", timeout=1.0, verify=server.verify)
+            if health.status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -9,7 +9,7 @@ import pytest
 
 from access.access import Access, Action
 from access.context import ANONYMOUS, Door
-from smart.scopes import Permission, parse_scope, parse_scopes, scope_actions
+from smart.scopes import Permission, parse_scope, parse_scopes, scope_actions, within
 
 
 def access(
@@ -191,3 +191,25 @@ def test_the_table_names_real_actions_only() -> None:
         assert action in table
     for action in (Action.C_STORE, Action.C_FIND, Action.HL7_EVENT, Action.ADMIN):
         assert action not in table
+
+
+@pytest.mark.parametrize(
+    ("requested", "allowed", "granted"),
+    [
+        ("system/Patient.rs", ["system/*.rs"], True),
+        ("system/Patient.r", ["system/*.read"], True),  # v2 letters within a v1 grant
+        ("system/Patient.rs", ["system/Patient.r"], False),  # asks for search too
+        ("system/Patient.rs", ["patient/*.rs"], False),  # another context
+        ("system/*.rs", ["system/Patient.rs"], False),  # wider than registered
+        ("patient/Observation.rs?category=laboratory", ["patient/Observation.rs"], True),
+        ("patient/Observation.rs", ["patient/Observation.rs?category=laboratory"], False),
+        ("patient/Observation.rs?category=vital-signs", ["patient/*.rs?category=lab"], False),
+        ("openid", ["openid", "fhirUser"], True),
+        ("offline_access", ["openid"], False),
+        ("system/Patient.xyz", ["system/*.cruds"], False),  # malformed: never granted
+    ],
+)
+def test_a_requested_scope_within_a_registration(
+    requested: str, allowed: list[str], granted: bool
+) -> None:
+    assert within(requested, allowed) is granted

@@ -48,7 +48,7 @@ def _pipeline(calls: list[str], fail_at: Stage | None = None) -> Pipeline[str, A
         async def hook(exchange: TestExchange, stage: Stage = stage) -> None:
             calls.append(str(stage))
             if stage is fail_at:
-                raise AccessError("MB-1013", "refused")
+                raise AccessError("MB-1030", "refused")
 
         if stage is Stage.POST_COMMIT:
             pipeline.notify(stage, hook, str(stage))
@@ -79,7 +79,7 @@ async def test_an_intervention_aborts_and_audit_still_runs() -> None:
     calls: list[str] = []
     exchange = _exchange()
     response = await _pipeline(calls, fail_at=Stage.AUTHORIZE).handle(exchange)
-    assert response.status == 405
+    assert response.status == 403
     assert "act" not in calls
     assert "post-commit" not in calls
     assert calls[-2:] == ["on-error", "audit"]
@@ -170,7 +170,7 @@ async def test_a_failing_audit_withholds_the_answer() -> None:
     unexpected failure is MB-1000 (500). Never the act's data."""
     calls: list[str] = []
     response = await _pipeline(calls, fail_at=Stage.AUDIT).handle(_exchange())
-    assert response.status == 405  # the hook's AccessError, MB-1013
+    assert response.status == 403  # the hook's AccessError (MB-1030), not the act's 200
 
     pipeline = _pipeline([])
 

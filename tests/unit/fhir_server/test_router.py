@@ -52,3 +52,18 @@ def test_unroutable_requests(method: str, path: str, code: str) -> None:
     with pytest.raises(AccessError) as raised:
         parse_route(FhirRequest(method, path))
     assert raised.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({"resourceType": "Bundle", "type": "transaction"}, Interaction.TRANSACTION),
+        ({"resourceType": "Bundle", "type": "batch"}, Interaction.BATCH),
+        # unparsed or not a Bundle: the bundle handler answers it inside the pipeline
+        (None, Interaction.BATCH),
+        (["not", "an", "object"], Interaction.BATCH),
+    ],
+)
+def test_a_bundle_post_is_named_by_its_type(document: object, expected: Interaction) -> None:
+    route = parse_route(FhirRequest("POST", "", document=document))
+    assert route.interaction == expected

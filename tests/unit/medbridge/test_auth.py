@@ -99,3 +99,23 @@ def test_an_issuer_gives_a_jwt_validator() -> None:
     assert isinstance(validator, JwtValidator)
     assert validator.rules.leeway_seconds == 5
     assert set(validator.rules.audiences()) == {"https://medbridge.example/fhir"}
+
+
+@pytest.mark.parametrize(
+    ("issuer", "jwks", "refused"),
+    [("http://idp.example/realms/h", None, True),
+     ("https://idp.example/realms/h", "http://idp.example/certs", True),
+     ("https://idp.example/realms/h", None, False),
+     ("http://127.0.0.1:8080/realms/h", None, False),
+     ("http://idp.example/realms/h", "https://idp.example/certs", False),
+     ("http://idp.example/realms/h", "/etc/medbridge/jwks.json", False)],
+)  # fmt: skip
+def test_issuer_keys_over_plain_http_refuse_to_start(
+    issuer: str, jwks: str | None, refused: bool
+) -> None:
+    settings = Settings(auth_issuer=issuer, auth_jwks=jwks)
+    if refused:
+        with pytest.raises(AuthRefused, match="plain HTTP"):
+            check_binding(settings)
+    else:
+        assert check_binding(settings) is None

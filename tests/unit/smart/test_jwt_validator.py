@@ -4,6 +4,7 @@ document and keys; the clock is the only thing the tests set)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from smart.claims import TokenInvalid
-from smart.jwt_validator import FileKeys, JwtRules, JwtValidator, RemoteKeys
+from smart.jwt_validator import FileKeys, JwtRules, JwtValidator, RemoteKeys, key_url_is_safe
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "https://medbridge.test/fhir"
@@ -141,12 +142,27 @@ class Issuer:
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
         self.fetches = 0
+        self.down = False  # answers 503, as an issuer in an outage
+        self.jwks_uri: str | None = None  # another jwks_uri in the discovery document
+        self.discovery: Any = None  # another discovery document altogether
+        self.hold: threading.Event | None = None  # answers only once set: a slow issuer
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks"}
+                if issuer.hold is not None:
+                    issuer.hold.wait(10)
+                if issuer.down:
+                    issuer.fetches += 1
+                    self.send_error(503)
+                    return
+                if self.path == "/.well-known/openid-configuration" and issuer.discovery:
+                    body = issuer.discovery
+                elif self.path == "/.well-known/openid-configuration":
+                    body = {
+                        "issuer": issuer.url,
+                        "jwks_uri": issuer.jwks_uri or issuer.url + "/jwks",
+                    }
                 elif self.path == "/jwks":
                     issuer.fetches += 1
                     body = {"keys": issuer.keys}
@@ -204,7 +220,75 @@ async def test_unknown_kids_do_not_hammer_the_issuer(issuer: Issuer, key: ECKey)
     for _ in range(5):
         with pytest.raises(TokenInvalid):
             await validator.validate(sign(stranger, claims(iss=issuer.url)))
-    assert issuer.fetches == 1  # refetched at most once per refresh interval (60 s)
+    # the first load, then one refetch for the unknown kid; the others wait the refresh
+    # interval (10 s)
+    assert issuer.fetches == 2
+
+
+async def test_the_first_rotation_after_a_start_is_not_delayed(issuer: Issuer) -> None:
+    """The load at start does not count against the refresh interval: a key rotated
+    seconds after the first request is fetched for its unknown kid at once."""
+    now = [100.0]
+    first = RSAKey.generate_key(2048, parameters={"kid": "r1"}, private=True)
+    issuer.keys = [first.as_dict(private=False)]
+    source = RemoteKeys(issuer.url, None, refresh_seconds=10.0, clock=lambda: now[0])
+    validator = JwtValidator(rules(issuer.url), source, clock=lambda: NOW)
+    await validator.validate(sign(first, claims(iss=issuer.url), "RS256"))
+    second = RSAKey.generate_key(2048, parameters={"kid": "r2"}, private=True)
+    third = RSAKey.generate_key(2048, parameters={"kid": "r3"}, private=True)
+    issuer.keys = [second.as_dict(private=False), third.as_dict(private=False)]
+    now[0] += 1
+    await validator.validate(sign(second, claims(iss=issuer.url), "RS256"))
+    assert issuer.fetches == 2
+    issuer.keys = [(fourth := RSAKey.generate_key(2048, parameters={"kid": "r4"}, private=True))
+                   .as_dict(private=False)]  # fmt: skip
+    now[0] += 1  # within the interval of the last refetch: refused, no fetch
+    with pytest.raises(TokenInvalid):
+        await validator.validate(sign(fourth, claims(iss=issuer.url), "RS256"))
+    assert issuer.fetches == 2
+    now[0] += 10
+    assert (await validator.validate(sign(fourth, claims(iss=issuer.url), "RS256"))).subject
+    assert issuer.fetches == 3
+
+
+async def test_a_withdrawn_key_stops_working_after_the_max_age(issuer: Issuer, key: ECKey) -> None:
+    now = [100.0]
+    issuer.keys = [key.as_dict(private=False)]
+    source = RemoteKeys(issuer.url, None, max_age_seconds=300.0, clock=lambda: now[0])
+    validator = JwtValidator(rules(issuer.url), source, clock=lambda: NOW)
+    await validator.validate(sign(key, claims(iss=issuer.url, jti="a")))
+    successor = ECKey.generate_key("P-256", parameters={"kid": "k2"}, private=True)
+    issuer.keys = [successor.as_dict(private=False)]  # k1 withdrawn
+    now[0] += 299
+    assert (await validator.validate(sign(key, claims(iss=issuer.url, jti="b")))).subject
+    now[0] += 1
+    with pytest.raises(TokenInvalid):
+        await validator.validate(sign(key, claims(iss=issuer.url, jti="c")))
+    assert issuer.fetches == 3  # the start, the max age, then k1 as an unknown kid
+
+
+async def test_an_issuer_in_an_outage_is_not_hammered(issuer: Issuer, key: ECKey) -> None:
+    """Keys already known keep working while the issuer is down; a failed fetch is not
+    tried again for the refresh interval, so requests do not queue behind it."""
+    now = [100.0]
+    issuer.keys = [key.as_dict(private=False)]
+    source = RemoteKeys(issuer.url, None, refresh_seconds=10.0, max_age_seconds=300.0,
+                        clock=lambda: now[0])  # fmt: skip
+    validator = JwtValidator(rules(issuer.url), source, clock=lambda: NOW)
+    await validator.validate(sign(key, claims(iss=issuer.url, jti="a")))
+    issuer.down, issuer.fetches = True, 0
+    now[0] += 400  # the keys are old: fetched again, which fails
+    for jti in ("b", "c", "d"):
+        assert (await validator.validate(sign(key, claims(iss=issuer.url, jti=jti)))).subject
+    assert issuer.fetches == 1  # the discovery document, once
+
+    cold = JwtValidator(
+        rules(issuer.url), RemoteKeys(issuer.url, None, clock=lambda: now[0]), clock=lambda: NOW
+    )
+    for jti in ("e", "f", "g"):
+        with pytest.raises(TokenInvalid, match="could not be fetched"):
+            await cold.validate(sign(key, claims(iss=issuer.url, jti=jti)))
+    assert issuer.fetches == 2
 
 
 async def test_an_unreachable_issuer_is_an_invalid_token(key: ECKey) -> None:
@@ -228,3 +312,77 @@ async def test_a_checked_token_still_expires(key: ECKey, tmp_path: Path) -> None
     for _ in range(2):
         with pytest.raises(TokenInvalid, match="expired"):
             await validator.validate(token)
+
+
+async def test_keys_over_plain_http_from_another_machine_are_not_fetched(
+    issuer: Issuer, key: ECKey
+) -> None:
+    """The discovery document (loopback here) names a plain-HTTP jwks_uri elsewhere: a
+    man in the middle there could serve keys of its own; nothing is fetched from it."""
+    issuer.keys = [key.as_dict(private=False)]
+    issuer.jwks_uri = "http://keys.example.invalid/jwks"
+    validator = JwtValidator(rules(issuer.url), RemoteKeys(issuer.url, None), clock=lambda: NOW)
+    with pytest.raises(TokenInvalid, match="could not be fetched"):
+        await validator.validate(sign(key, claims(iss=issuer.url)))
+    assert issuer.fetches == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "safe"),
+    [("https://idp.example/realms/h", True), ("http://127.0.0.1:8080/realms/h", True),
+     ("http://localhost/jwks", True), ("http://[::1]:9/x", True),
+     ("http://idp.example/realms/h", False), ("http://10.0.0.5/jwks", False),
+     ("ftp://idp.example/jwks", False), ("https:///jwks", False)],
+)  # fmt: skip
+def test_key_url_is_safe(url: str, safe: bool) -> None:
+    assert key_url_is_safe(url) is safe
+
+
+async def test_encryption_keys_verify_nothing(issuer: Issuer) -> None:
+    """A JWKS with an RSA-OAEP key beside the signing key, as Keycloak publishes: a
+    token signed with the encryption key's private part is refused."""
+    signing = RSAKey.generate_key(2048, parameters={"kid": "sig"}, private=True)
+    encryption = RSAKey.generate_key(2048, parameters={"kid": "enc"}, private=True)
+    issuer.keys = [
+        signing.as_dict(private=False, use="sig", alg="RS256"),
+        encryption.as_dict(private=False, use="enc"),  # some issuers name no alg
+    ]
+    validator = JwtValidator(rules(issuer.url), RemoteKeys(issuer.url, None), clock=lambda: NOW)
+    assert (await validator.validate(sign(signing, claims(iss=issuer.url), "RS256"))).subject
+    with pytest.raises(TokenInvalid):
+        await validator.validate(sign(encryption, claims(iss=issuer.url, jti="e"), "RS256"))
+
+
+async def test_known_keys_do_not_wait_for_a_slow_fetch(issuer: Issuer, key: ECKey) -> None:
+    """The keys are old and the fetch that renews them hangs on a slow issuer: tokens of
+    the keys held are checked meanwhile, not queued behind it."""
+    now = [100.0]
+    issuer.keys = [key.as_dict(private=False)]
+    source = RemoteKeys(issuer.url, None, max_age_seconds=300.0, clock=lambda: now[0])
+    validator = JwtValidator(rules(issuer.url), source, clock=lambda: NOW)
+    await validator.validate(sign(key, claims(iss=issuer.url, jti="a")))
+    issuer.hold = threading.Event()
+    now[0] += 400
+    renewing = asyncio.create_task(validator.validate(sign(key, claims(iss=issuer.url, jti="b"))))
+    await asyncio.sleep(0)  # the renewing request runs until it waits on the fetch
+    assert source._lock.locked()
+    got = await validator.validate(sign(key, claims(iss=issuer.url, jti="c")))
+    assert got.subject == "alice"
+    assert not renewing.done()
+    issuer.hold.set()
+    assert (await renewing).subject == "alice"
+
+
+@pytest.mark.parametrize(
+    "discovery",
+    [["a list"], {"issuer": "https://another.test", "jwks_uri": "x"}, {"issuer": 7},
+     {"jwks_uri": ["http://127.0.0.1:1/jwks"]}, "text"],
+)  # fmt: skip
+async def test_a_discovery_document_of_any_shape_is_an_invalid_token(
+    issuer: Issuer, key: ECKey, discovery: Any
+) -> None:
+    issuer.keys = [key.as_dict(private=False)]
+    issuer.discovery = discovery
+    validator = JwtValidator(rules(issuer.url), RemoteKeys(issuer.url, None), clock=lambda: NOW)
+    with pytest.raises(TokenInvalid, match="could not be fetched"):
+        await validator.validate(sign(key, claims(iss=issuer.url)))

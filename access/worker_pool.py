@@ -1,0 +1,93 @@
+"""CPU work of one large request on a worker process, so the event loop keeps answering.
+
+A worker thread does not free the loop: parsing and validating a large body is Python
+or C code that holds the one GIL (orjson, pydantic-core and `re` do not release it), so
+a thread running it delays every read and HL7 ACK as much as the loop running it did
+(issue 17: an 8 MiB Binary held FHIR reads for 0.6 s). A process has a GIL of its own.
+Only large inputs are worth the trip (pickling both ways, the executor's threads), so
+callers send work here above a measured size and keep small work inline.
+
+The workers are started with `spawn` (never fork a process that runs threads) and leave
+when the server is gone. A broken pool (a worker killed) runs the work inline and is
+made again on the next call, so a lost worker costs latency, never an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import ParamSpec, TypeVar
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class WorkerPool:
+    """A process pool of `workers` processes, started on `start()` or on first use;
+    with `workers` = 0 every call runs inline."""
+
+    def __init__(self, workers: int, name: str = "worker", warm: Callable[[], None] | None = None):
+        self.workers = workers
+        self.name = name
+        self._warm = warm
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Start the workers now (their imports take a second or so), not on first use."""
+        if self.workers > 0 and self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=watch_parent, initargs=(os.getpid(),)
+            )
+            if self._warm is not None:
+                for _ in range(self.workers):
+                    self._pool.submit(self._warm)
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`function(*args)` on a worker (both picklable), inline when there is none."""
+        if self.workers <= 0:
+            return function(*args, **kwargs)
+        self.start()
+        pool = self._pool
+        assert pool is not None
+        try:
+            future = pool.submit(function, *args, **kwargs)
+        except (BrokenProcessPool, RuntimeError) as error:
+            return self._inline_after(error, function, *args, **kwargs)
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool as error:
+            return self._inline_after(error, function, *args, **kwargs)
+
+    def _inline_after(
+        self, error: Exception, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        log.warning("%s workers unavailable (%s): running inline", self.name, type(error).__name__)
+        self.stop()
+        return function(*args, **kwargs)
+
+
+def watch_parent(parent: int) -> None:
+    """In a worker: leave when the server is gone (a `kill -9` closes no pipe the worker
+    would notice: it holds both ends of its task queue)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -1,0 +1,241 @@
+"""The consent hooks of the shared pipeline (registered by medbridge/compose.py).
+
+`decide` (Stage.CONSENT_DECIDE) lets a lay user write a patient's Consents only as
+that patient (adult) or a minor's representative (consent/writers.py). `show`
+(Stage.CONSENT_SHOW) hides the items the engine denies to this actor and purpose,
+and notes every override (rule 3) for the audit stage in
+`context.notes["consent.overrides"]`. `written` (Stage.POST_COMMIT) drops the Consent
+cache after any Consent write. Only accesses by a signed-in user over the HTTP doors are
+decided: a backend service, the server's own linkers, HL7 peers, DICOM AEs and the local
+operator act for the institution and are not filtered (docs/consent.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+
+from access.access import Action
+from access.context import Door
+from access.errors import AccessError, catalog
+from access.pipeline import Exchange
+from access.shown import Item
+from consent.cache import ConsentCache
+from consent.consents import consent_facts, unhideable_hidden
+from consent.engine import decide
+from consent.facts import (
+    LAY_TYPES,
+    ActorFacts,
+    ConsentFacts,
+    Decision,
+    PatientFacts,
+    Policy,
+    RecordFacts,
+    Relationship,
+)
+from consent.records import patient_facts, record_facts
+from consent.relations import organizations_of, relationships, resource
+from consent.writers import may_write
+from fhir_server.errors import ISSUE_CODE_SYSTEM
+from fhir_server.exchange import FhirRequest, FhirResponse
+from fhir_server.repository import Repository
+
+log = logging.getLogger(__name__)
+
+OVERRIDES_NOTE = "consent.overrides"
+DOORS = frozenset({Door.FHIR, Door.DICOMWEB})
+WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.PATCH, Action.DELETE})
+CHECKED = frozenset({Action.CREATE, Action.UPDATE})  # a body to check (a patch has none)
+UNHIDEABLE = "MB-1500"
+
+
+@dataclass(slots=True)
+class _Patient:
+    facts: PatientFacts
+    actor: ActorFacts
+    consents: list[ConsentFacts] = field(default_factory=list)
+
+
+class ConsentHooks:
+    def __init__(self, repository: Repository, policy: Policy) -> None:
+        self.repository = repository
+        self.policy = policy
+        self.cache = ConsentCache(repository)
+
+    async def show(self, exchange: Exchange[Any, Any]) -> None:
+        items, context, access = exchange.items, exchange.context, exchange.access
+        if items is None or access is None or context.door not in DOORS:
+            return
+        if context.actor.kind != "user":
+            return
+        patients = {p for item in items.all for p in item.patients}
+        if not patients:
+            return
+        await self.cache.refresh()
+        fhir_user = context.actor.display
+        purpose = access.purpose_of_use or context.purpose_of_use
+        today = datetime.now(UTC).date()
+        roles: set[str] = set()
+        organizations: set[str] = set()
+        if fhir_user is not None:
+            roles, organizations = await organizations_of(self.repository, fhir_user)
+        known = {
+            p: await self._patient(p, fhir_user, roles, frozenset(organizations), today)
+            for p in sorted(patients)
+        }
+        denied: set[int] = set()
+        overrides: list[dict[str, str]] = []
+        for position, item in enumerate(items.all):
+            record = _record(item)
+            for patient_id in item.patients:
+                facts = known[patient_id]
+                decision = decide(
+                    facts.actor, purpose, facts.facts, record, facts.consents, self.policy
+                )
+                # research sees records only de-identified (rule 7), which the show stage
+                # cannot do yet: not shown at all rather than shown identified
+                if not decision.permit or decision.deidentify:
+                    denied.add(position)
+                elif decision.override is not None:
+                    overrides.append(_override(decision, patient_id, item, purpose))
+        if denied:
+            # by identity: the items of one answer are distinct objects
+            chosen = {id(items.all[position]) for position in denied}
+            hidden = items.hide(lambda candidate: id(candidate) in chosen)
+            log.debug("consent hid %d of %d items", hidden, len(items.all))
+        if overrides:
+            context.notes.setdefault(OVERRIDES_NOTE, []).extend(overrides)
+
+    async def _patient(
+        self,
+        patient_id: str,
+        fhir_user: str | None,
+        roles: set[str],
+        organizations: frozenset[str],
+        today: date,
+    ) -> _Patient:
+        patient = await resource(self.repository, f"Patient/{patient_id}")
+        related: frozenset[Relationship] = frozenset()
+        if fhir_user is not None:
+            related = await relationships(self.repository, fhir_user, roles, patient_id, patient)
+        consents = [
+            fact
+            for consent in await self.cache.consents(patient_id)
+            for fact in consent_facts(consent, today)
+        ]
+        return _Patient(
+            patient_facts(patient_id, patient, today),
+            ActorFacts(fhir_user, organizations, related),
+            consents,
+        )
+
+    async def decide(self, exchange: Exchange[Any, Any]) -> None:
+        """Consent-decide: a lay user (Patient, RelatedPerson) writes a patient's Consents
+        only as that patient from the adult age, or as a minor's representative."""
+        access, context, request = exchange.access, exchange.context, exchange.request
+        if access is None or context.door is not Door.FHIR or context.actor.kind != "user":
+            return
+        fhir_user = context.actor.display
+        if "Consent" not in access.resource_types or access.action not in WRITES:
+            return
+        if fhir_user is None or fhir_user.partition("/")[0] not in LAY_TYPES:
+            return
+        references = await self._consent_patients(access.resource_id, request)
+        if not references or not all(r.startswith("Patient/") for r in references):
+            raise AccessError("MB-1030", "a Consent written by a patient names its Patient")
+        today = datetime.now(UTC).date()
+        for reference in sorted(references):
+            patient_id = reference.removeprefix("Patient/")
+            patient = await resource(self.repository, reference)
+            related = await relationships(self.repository, fhir_user, set(), patient_id, patient)
+            decision = may_write(
+                ActorFacts(fhir_user, frozenset(), related),
+                patient_facts(patient_id, patient, today),
+                self.policy,
+            )
+            if not decision.permit:
+                raise AccessError("MB-1030", decision.reason)
+
+    async def _consent_patients(self, consent_id: str | None, request: object) -> set[str]:
+        """The Patients of the Consent as stored (update, patch, delete) and as sent."""
+        found: set[str] = set()
+        if consent_id is not None:
+            stored = await resource(self.repository, f"Consent/{consent_id}")
+            found |= _patient_of(stored)
+        if isinstance(request, FhirRequest) and request.body is not None:
+            # a malformed body is answered by the door itself
+            with contextlib.suppress(orjson.JSONDecodeError):
+                found |= _patient_of(orjson.loads(request.body))
+        return found
+
+    async def check_written(self, exchange: Exchange[Any, Any]) -> None:
+        """Rule 4 for the writer: a Consent hiding a category the law does not let a
+        patient hide is stored, and the answer says it will not hide those records: a
+        warning issue when the client asked for an OperationOutcome (`Prefer:
+        return=OperationOutcome`); a resource answer has no place for it."""
+        access, request, response = exchange.access, exchange.request, exchange.response
+        if access is None or exchange.error is not None or access.action not in CHECKED:
+            return
+        if "Consent" not in access.resource_types or not isinstance(request, FhirRequest):
+            return
+        if request.body is None or not isinstance(response, FhirResponse):
+            return
+        named = unhideable_hidden(orjson.loads(request.body), self.policy.unhideable_categories)
+        if not named:
+            return
+        log.info("a Consent hides %d categories a patient may not hide", len(named))
+        answer = orjson.loads(response.body) if response.body else None
+        if isinstance(answer, dict) and answer.get("resourceType") == "OperationOutcome":
+            answer.setdefault("issue", []).append(_unhideable_warning(named))
+            response.body = orjson.dumps(answer)
+
+    async def written(self, exchange: Exchange[Any, Any]) -> None:
+        access = exchange.access
+        if access is None or exchange.error is not None or access.action not in WRITES:
+            return
+        if "Consent" in access.resource_types:
+            await self.cache.written()
+
+
+def _patient_of(consent: object) -> set[str]:
+    if not isinstance(consent, dict) or consent.get("resourceType") != "Consent":
+        return set()
+    patient = consent.get("patient")
+    reference = patient.get("reference") if isinstance(patient, dict) else None
+    return {reference} if isinstance(reference, str) else set()
+
+
+def _unhideable_warning(named: list[str]) -> dict[str, Any]:
+    entry = catalog()[UNHIDEABLE]
+    return {
+        "severity": "warning",
+        "code": entry.issue,
+        "details": {"coding": [{"system": ISSUE_CODE_SYSTEM, "code": UNHIDEABLE}]},
+        "diagnostics": f"{entry.text}: {', '.join(named)}",
+        "expression": ["Consent.provision"],
+    }
+
+
+def _record(item: Item) -> RecordFacts:
+    if item.raw is None:
+        return RecordFacts(item.resource_type, item.resource_id)
+    return record_facts(item.resource_type, item.resource_id, orjson.loads(item.raw))
+
+
+def _override(
+    decision: Decision, patient_id: str, item: Item, purpose: str | None
+) -> dict[str, str]:
+    """One override for the audit stage: which rule lifted which denial, for whom."""
+    return {
+        "rule": decision.rule,
+        "override": decision.override or "",
+        "purpose": purpose or "",
+        "patient": f"Patient/{patient_id}",
+        "record": item.reference,
+        "reason": decision.reason,
+    }

@@ -1,0 +1,68 @@
+"""access.worker_pool: work on another process answers what inline work answers."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+
+from access.errors import AccessError
+from access.worker_pool import WorkerPool
+
+
+class _Issue:
+    def __init__(self, code: str, diagnostics: str, expression: str) -> None:
+        self.code, self.diagnostics, self.expression = code, diagnostics, expression
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def _refuse(expression: str) -> None:
+    raise AccessError("MB-1044", "Patient.name has too many items", expression=expression)
+
+
+def _die_unless_in(pid: int) -> str:
+    """Kills a worker (a broken pool); answers when it runs in the test process."""
+    if os.getpid() != pid:
+        os._exit(1)
+    return "inline"
+
+
+def test_an_access_error_crosses_a_pickle_with_all_it_carries() -> None:
+    issue = _Issue("structure", "bad", "Patient.name[0]")
+    error = AccessError("MB-1006", "not valid", expression="Patient.name", issues=[issue])
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+    assert (copy.code, copy.diagnostics, copy.expression, copy.status) == (
+        "MB-1006", "not valid", "Patient.name", error.status,
+    )  # fmt: skip
+    assert [i.expression for i in copy.issues] == ["Patient.name[0]"]
+
+
+async def test_work_runs_on_a_worker_and_its_refusal_comes_back_whole() -> None:
+    pool = WorkerPool(1, "test")
+    try:
+        assert await pool.run(_pid) != os.getpid()
+        with pytest.raises(AccessError) as refused:
+            await pool.run(_refuse, "Patient.name")
+    finally:
+        pool.stop()
+    assert refused.value.code == "MB-1044"
+    assert refused.value.expression == "Patient.name"
+    assert refused.value.status == 413
+
+
+async def test_without_workers_the_work_is_inline() -> None:
+    assert await WorkerPool(0).run(_pid) == os.getpid()
+
+
+async def test_a_killed_worker_costs_an_inline_run_not_an_answer() -> None:
+    pool = WorkerPool(1, "test")
+    try:
+        assert await pool.run(_die_unless_in, os.getpid()) == "inline"
+        # made again on the next call
+        assert await pool.run(_pid) != os.getpid()
+    finally:
+        pool.stop()
