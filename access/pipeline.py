@@ -196,7 +196,11 @@ class Pipeline(Generic[RequestT, ResponseT]):
                 exchange.context.request_id,
             )
             log.debug("audit traceback", exc_info=True)
-            exchange.response = self._render_error(exchange, AccessError("MB-1000"))
+            # an audit hook that knows why (its store is unavailable: MB-1090) says so
+            known = failure if isinstance(failure, AccessError) else AccessError("MB-1000")
+            # a door that answers from `error` (DIMSE statuses) fails the access too
+            exchange.error = known
+            exchange.response = self._render_error(exchange, known)
         assert exchange.response is not None
         return exchange.response
 

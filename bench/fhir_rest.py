@@ -12,6 +12,10 @@ reads after 1,000 creates ran at 400/s, the same reads two seconds later at 590/
 with the write gate on, off, and two processes behind one client pool.
 
     ./run bench fhir_rest [--requests 2000] [--clients 1,16,64] [--store embedded,...] [--settle 2]
+
+`--audit` instead measures create and read with the audit trail on and off (a server
+started with `MEDBRIDGE_AUDIT=false`) in the same run, and the audit write rate: the
+AuditEvents made durable per second during the audited steps (docs/audit.md).
 """
 
 from __future__ import annotations
@@ -136,6 +140,52 @@ async def run(requests: int, levels: list[int], kind: str, settle: float) -> Non
     print(f"\nwrote {write_results(name, rows, extra)}")
 
 
+async def audit_run(requests: int, levels: list[int], kind: str, settle: float) -> None:
+    """Create and read with the audit trail on, then off; the on/off ratios and the rate
+    at which the audited steps made AuditEvents durable."""
+    workdir = Path(tempfile.mkdtemp(prefix="medbridge-bench-audit-"))
+    rows: list[Measurement] = []
+    rates: dict[str, float] = {}
+    for label, env in (("audit on", {}), ("audit off", {"MEDBRIDGE_AUDIT": "false"})):
+        stack = stores.start(kind, workdir / label.replace(" ", "-"), env=env)
+        try:
+            connector = aiohttp.TCPConnector(limit=max(levels))
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.uri)
+            audit_events = client["bench"]["AuditEvent"]
+            async with aiohttp.ClientSession(connector=connector) as http:
+                for clients in levels:
+                    ops = Operations(http, None, stack)
+                    for step in ("create", "read"):
+                        before = await audit_events.count_documents({})
+                        row = await measure(f"{step} ({label})", clients, requests,
+                                            getattr(ops, step))  # fmt: skip
+                        rows.append(row)
+                        written = await audit_events.count_documents({}) - before
+                        if label == "audit on":
+                            rates[f"{step} {clients}"] = round(written / row.seconds, 1)
+                        if step == "create":
+                            await asyncio.sleep(settle)
+            await client.close()
+        finally:
+            stack.stop()
+    print(f"\n== store: {kind}, audit trail on and off")
+    print_table(rows)
+    ratios: dict[str, float] = {}
+    for clients in levels:
+        for step in ("create", "read"):
+            on = next(r for r in rows if r.name == f"{step} (audit on)" and r.clients == clients)
+            off = next(r for r in rows if r.name == f"{step} (audit off)" and r.clients == clients)
+            ratios[f"{step} {clients}"] = round(on.per_second / off.per_second, 3)
+    print()
+    for key, ratio in ratios.items():
+        print(f"{key:>10} clients: audited / unaudited {ratio:.2f} (target >= 0.75), "
+              f"audit writes {rates[key]:.1f}/s")  # fmt: skip
+    extra = {"audit_ratio": ratios, "audit_writes_per_second": rates,
+             "requests_per_step": requests, "store": kind}  # fmt: skip
+    name = "fhir_rest-audit" if kind == "embedded" else f"fhir_rest-audit-{kind}"
+    print(f"\nwrote {write_results(name, rows, extra)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -146,10 +196,16 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=2.0, help="seconds between the creates and the reads"
     )
+    parser.add_argument(
+        "--audit", action="store_true", help="create and read with the audit trail on and off"
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     for kind in stores.kinds(args.store):
-        asyncio.run(run(args.requests, levels, kind, args.settle))
+        if args.audit:
+            asyncio.run(audit_run(args.requests, levels, kind, args.settle))
+        else:
+            asyncio.run(run(args.requests, levels, kind, args.settle))
 
 
 if __name__ == "__main__":

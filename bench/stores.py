@@ -42,7 +42,9 @@ class Stack:
         self.store.stop()
 
 
-def start(kind: str, workdir: Path, database: str = "bench") -> Stack:
+def start(
+    kind: str, workdir: Path, database: str = "bench", env: dict[str, str] | None = None
+) -> Stack:
     """The store of `kind` and its MedBridge processes, all on free ports under workdir."""
     if kind not in KINDS:
         raise SystemExit(f"--store {kind}: one of {ALL}")
@@ -61,7 +63,7 @@ def start(kind: str, workdir: Path, database: str = "bench") -> Stack:
                     workdir / f"server{n}",
                     store.uri,
                     database=database,
-                    env={"MEDBRIDGE_SERIALIZE_WRITES": gate},
+                    env={"MEDBRIDGE_SERIALIZE_WRITES": gate, **(env or {})},
                 )
             )
     except BaseException:

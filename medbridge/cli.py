@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from audit.commands import add_commands as add_audit_commands
 from hl7_bridge.commands import add_commands as add_hl7_commands
 from imaging.commands import add_commands as add_dicom_commands
 from medbridge.settings import Settings
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     add_hl7_commands(commands)
     add_dicom_commands(commands)
     add_smart_commands(commands)
+    add_audit_commands(commands)
     return parser
 
 
@@ -81,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _hl7(args, settings)
     if args.command in ("users", "clients", "token", "launch"):
         return _smart(args, settings)
+    if args.command == "audit":
+        return _audit(args, settings)
     if args.command == "dicom":
         from imaging.commands import Target
         from imaging.commands import run as run_dicom
@@ -135,6 +139,23 @@ def _hl7(args: argparse.Namespace, settings: Settings) -> int:
         database=settings.database,
         embedded=lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"),
         processor=processor,
+    )
+    return run(args, target)
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    """`audit verify`: through the running server, else on the (audit) store."""
+    from audit.commands import VerifyTarget, run
+    from medbridge.embedded_mongo import EmbeddedMongo
+    from medbridge.running import call_admin, find_running
+
+    running = find_running(settings.data_dir)
+    uri = args.mongodb_uri or settings.audit_mongodb_uri or settings.mongodb_uri
+    target = VerifyTarget(
+        remote=None if running is None else partial(call_admin, running, "audit/verify"),
+        uri=uri,
+        database=settings.audit_database or settings.database,
+        embedded=lambda: EmbeddedMongo(settings.mongo_dir, "127.0.0.1"),
     )
     return run(args, target)
 

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pymongo import AsyncMongoClient
+
 from access.pipeline import Hook, Stage
+from audit.chain import AuditChain
+from audit.hook import AuditTrail
 from audit.read_only import refuse_audit_writes
 from consent.hooks import ConsentHooks
 from fhir_server.repository import Repository
@@ -36,6 +40,7 @@ from smart.hooks import SmartHooks
 
 # the authorization server's endpoints under AUTH_BASE (issue 14: /auth/authorize ...)
 OAUTH_ENDPOINTS = ("authorize", "token", "introspect", "revoke")
+AUDIT_STORE_TIMEOUT_MS = 5000
 
 # hooks of one stage run by ascending order; gaps leave room for hooks added later
 HOOK_ORDER: dict[str, int] = {
@@ -43,6 +48,7 @@ HOOK_ORDER: dict[str, int] = {
     "smart.authorize": 10,  # authorize: scopes, the patient compartment
     "dimse.ae-titles": 10,  # authorize: the services the peers table gives a calling AE
     "audit.read-only": 20,  # authorize: AuditEvents are never written by clients
+    "audit.record": 100,  # audit: one chained AuditEvent per access (docs/audit.md)
     "consent.decide": 10,  # consent-decide: who may write a patient's Consents (consent/)
     "consent.show": 10,  # consent-show: hide what the patient's Consents deny (consent/)
     "consent.rule-4": 20,  # consent-show: warn of a Consent hiding what may not be hidden
@@ -76,6 +82,7 @@ class Composition:
     router: FhirRouter
     imaging: Imaging | None = None
     processor: Processor | None = None
+    audit: AuditTrail | None = None
 
 
 async def compose(
@@ -137,10 +144,31 @@ async def compose(
     if dimse is not None:
         name = "dimse.ae-titles"
         pipeline.intervene(Stage.AUTHORIZE, AeTitleRules(dimse), name, order=HOOK_ORDER[name])
+    if settings.audit:
+        trail = AuditTrail(AuditChain(await audit_repository(settings, repository)),
+                           settings.audit_source)  # fmt: skip
+        composition.audit = trail
+        name = "audit.record"
+        pipeline.intervene(Stage.AUDIT, trail.record, name, order=HOOK_ORDER[name])
     for spec in [*hooks, *extra_hooks(settings.extra_hooks)]:
         register = pipeline.intervene if spec.intervene else pipeline.notify
         register(spec.stage, spec.hook, spec.name, order=spec.order)
     return composition
+
+
+async def audit_repository(settings: Settings, repository: Repository) -> Repository:
+    """Where the AuditEvents go: the main store, or `MEDBRIDGE_AUDIT_MONGODB_URI`'s (a
+    separate security store; its client lives as long as the process)."""
+    if settings.audit_mongodb_uri is None:
+        return repository
+    # an unreachable audit store fails the access within seconds (fail closed), not 30 s
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.audit_mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=AUDIT_STORE_TIMEOUT_MS
+    )
+    database = settings.audit_database or settings.database
+    separate = Repository(client, database, settings.serialize_writes)
+    await separate.ensure_indexes()
+    return separate
 
 
 def oauth_security(fhir_base: str) -> dict[str, Any]:

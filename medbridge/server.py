@@ -17,6 +17,8 @@ import uvloop
 from pymongo import AsyncMongoClient
 
 from access.tls import server_context, tls_files
+from audit.commands import admin_verify
+from audit.hook import AuditTrail
 from fhir_server import body_pool
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
@@ -118,7 +120,7 @@ async def _serve(settings: Settings, uri: str) -> None:
         readiness.ready("mllp")
         await imaging.start()
         stack.push_async_callback(imaging.stop)
-        admin = admin_api(router, mllp.processor, imaging, authority)
+        admin = admin_api(router, mllp.processor, imaging, authority, composition.audit)
         app = assemble(
             router, readiness, settings.max_body_bytes, lambda: public_base[0],
             imaging.dicomweb.handle, admin, authority,
@@ -189,7 +191,11 @@ def _public_base(settings: Settings, port: int) -> str:
 
 
 def admin_api(
-    router: FhirRouter, processor: Processor, imaging: Imaging, authority: Authority
+    router: FhirRouter,
+    processor: Processor,
+    imaging: Imaging,
+    authority: Authority,
+    audit: AuditTrail | None = None,
 ) -> AdminApi:
     """The admin operations, each call one access through the router's hooks."""
     admin = AdminApi(share_hooks_with=router.pipeline)
@@ -197,6 +203,8 @@ def admin_api(
     admin.add("hl7/replay", admin_replay(processor))
     admin.add("dicom/pending", partial(upkeep.pending, imaging.linker))
     admin.add("dicom/retry", partial(upkeep.retry, imaging.linker))
+    if audit is not None:
+        admin.add("audit/verify", admin_verify(audit.chain.repository))
     for name, handler in SmartAdmin(authority).handlers().items():
         admin.add(name, handler)
     return admin

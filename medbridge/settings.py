@@ -189,6 +189,22 @@ class Settings(BaseSettings):
         "the built-in hooks (site consent or authorization; the integration tests' hooks)",
     )
 
+    # The audit trail (docs/audit.md)
+    audit: bool = Field(
+        True,
+        description="write an AuditEvent for every access (fail closed); false only for "
+        "benchmarks that measure what the audit costs",
+    )
+    audit_mongodb_uri: str | None = Field(
+        None, description="MongoDB the AuditEvents and their chain go to; the main store when unset"
+    )
+    audit_database: str | None = Field(
+        None, description="database of the audit store; --database when unset"
+    )
+    audit_source: str | None = Field(
+        None, description="AuditEvent.source.observer of this server; the host name when unset"
+    )
+
     # SMART-on-FHIR authorization server (docs/smart.md)
     smart_signing_algorithm: str = Field(
         "RS384", pattern=r"^(RS384|ES384)$", description="algorithm of a newly made signing key"

@@ -141,7 +141,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, store: Any) -> Served:
             authority = await build_authority(
                 repository, lambda: "http://127.0.0.1", settings.authority_options()
             )
-            admin = admin_api(composition.router, processor, imaging, authority)
+            admin = admin_api(composition.router, processor, imaging, authority, composition.audit)
             app = assemble(
                 composition.router, Readiness(), settings.max_body_bytes,
                 lambda: "http://127.0.0.1", imaging.dicomweb.handle, admin, authority,
@@ -577,6 +577,9 @@ def command_probes(door: Door, tmp: Path) -> dict[tuple[str, ...], list[tuple[li
         ],
         ("token",): [
             (["token", "--scope", "system/*.rs", "--data-dir", data_dir], DENY_ALL_CODE),
+        ],
+        ("audit", "verify"): [
+            (["audit", "verify", "--data-dir", data_dir], DENY_ALL_CODE),
         ],
         ("launch",): [
             (["launch", "--patient", f"probe{door.run}", "--data-dir", data_dir], DENY_ALL_CODE),

@@ -166,9 +166,19 @@ async def test_notification_failures_never_break_a_request() -> None:
 
 
 async def test_a_failing_audit_withholds_the_answer() -> None:
+    """An audit hook's refusal (the audit store is unavailable: MB-1090) is the answer; an
+    unexpected failure is MB-1000 (500). Never the act's data."""
     calls: list[str] = []
     response = await _pipeline(calls, fail_at=Stage.AUDIT).handle(_exchange())
-    assert response.status == 500
+    assert response.status == 403  # the hook's AccessError (MB-1030), not the act's 200
+
+    pipeline = _pipeline([])
+
+    async def broken(exchange: TestExchange) -> None:
+        raise RuntimeError("audit store gone")
+
+    pipeline.intervene(Stage.AUDIT, broken, "broken-audit")
+    assert (await pipeline.handle(_exchange())).status == 500
 
 
 def test_act_cannot_be_hooked() -> None:

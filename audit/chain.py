@@ -1,0 +1,228 @@
+"""The hash chain of AuditEvents, and the one writer that extends it (docs/audit.md).
+
+Event `n` is stored as `AuditEvent/<n, 16 digits>`; its chain extension holds `n`, the
+hash of event `n-1` and its own hash, sha256 over `n`, that previous hash and the event's
+canonical JSON (sorted keys, without `meta` and the chain extension). The head (last
+`n` and its hash) is one document of `audit_chain`, updated in the same write unit as the
+events and guarded by the `n` it replaces: of two writers (threads, processes) that read
+the same head, one commits and the other fails on the guard (or on the unique
+`AuditEvent` id), reads the head again and rechains. No fork, no gap.
+
+Events of concurrent accesses are chained in batches: while one batch is written, the
+next ones queue, so an audited request costs a share of one write unit, which the
+repository's group commit merges with the FHIR writes of the moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure
+
+from access.errors import AccessError
+from fhir_server import store_errors
+from fhir_server.group_commit import Write
+from fhir_server.repository import Repository
+
+log = logging.getLogger(__name__)
+Document = dict[str, Any]
+CHAIN_URL = "urn:medbridge:audit-chain"
+AUDIT_TYPE = "AuditEvent"
+HEAD_COLLECTION = "audit_chain"
+HEAD_ID = "head"
+GENESIS = "0" * 64  # the previous hash of event 1
+ID_DIGITS = 16
+MAX_BATCH = 200
+CONTENDED_SECONDS = 30.0  # then the access fails closed (MB-1090)
+UNAVAILABLE = "MB-1090"
+
+
+def event_id(sequence: int) -> str:
+    return f"{sequence:0{ID_DIGITS}d}"
+
+
+def canonical(event: Document) -> bytes:
+    """The bytes the hash covers: the event without `id`, `meta` and its chain extension."""
+    kept = {k: v for k, v in event.items() if k not in ("id", "meta", "extension")}
+    others = [e for e in event.get("extension") or [] if e.get("url") != CHAIN_URL]
+    if others:
+        kept["extension"] = others
+    return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
+
+
+def link_hash(sequence: int, previous: str, event: Document) -> str:
+    digest = hashlib.sha256(f"{sequence}\n{previous}\n".encode("ascii"))
+    digest.update(canonical(event))
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    sequence: int
+    previous: str
+    hash: str
+
+
+def chain_link(event: Document) -> Link | None:
+    """The chain extension of a stored event, if it has one."""
+    for extension in event.get("extension") or []:
+        if extension.get("url") != CHAIN_URL:
+            continue
+        values = {e.get("url"): e for e in extension.get("extension") or []}
+        try:
+            sequence = int(values["sequence"]["valueString"])
+            return Link(sequence, values["previous"]["valueString"], values["hash"]["valueString"])
+        except (KeyError, TypeError, ValueError):
+            return None
+    return None
+
+
+def stamped(event: Document, sequence: int, previous: str) -> tuple[Document, str]:
+    """The event with its chain extension, and its hash."""
+    digest = link_hash(sequence, previous, event)
+    chain = {"url": CHAIN_URL, "extension": [
+        {"url": "sequence", "valueString": str(sequence)},
+        {"url": "previous", "valueString": previous},
+        {"url": "hash", "valueString": digest},
+    ]}  # fmt: skip
+    others = [e for e in event.get("extension") or [] if e.get("url") != CHAIN_URL]
+    return {**event, "extension": [*others, chain]}, digest
+
+
+class AuditChain:
+    """Appends events to the chain in `repository`; `append` returns once it is durable."""
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+        self._pending: list[tuple[Document, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._head: tuple[int, str] | None = None  # what this process last committed
+        self._prepared = False
+        self.written = 0  # events made durable by this process (bench/fhir_rest.py --audit)
+
+    async def append(self, event: Document) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, done))
+        if self._writer is None or self._writer.done():
+            # a context of its own: the writer must not inherit a request's transaction
+            self._writer = asyncio.get_running_loop().create_task(
+                self._run(), context=contextvars.Context()
+            )
+        await done
+
+    async def _run(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                await self._write([event for event, _ in batch])
+            except Exception as failure:
+                cause = type(failure.__cause__).__name__ if failure.__cause__ else "-"
+                log.error("audit events could not be written: %s (%s)", failure, cause)
+                log.debug("audit write traceback", exc_info=True)
+                refusal = AccessError(UNAVAILABLE)
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(refusal)
+                continue
+            self.written += len(batch)
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    async def _write(self, events: list[Document]) -> None:
+        # losing to other writers is retried for a while, not a number of times: several
+        # busy processes share one head, and a process killed inside its transaction
+        # holds the head until the store aborts that transaction
+        deadline = asyncio.get_running_loop().time() + CONTENDED_SECONDS
+        attempt = 0
+        while True:
+            head = self._head or await self._read_head()
+            sequence, previous = head
+            stamps: list[tuple[str, Document]] = []
+            for event in events:
+                sequence += 1
+                chained, previous = stamped(event, sequence, previous)
+                stamps.append((event_id(sequence), chained))
+            try:
+                await self._commit(head, (sequence, previous), stamps)
+            except AccessError as error:
+                if error.code != "MB-1011" or not _contended(error):
+                    raise
+                # another writer extended the chain from the same head: read it again
+                self._head = None
+                if asyncio.get_running_loop().time() > deadline:
+                    raise RuntimeError("the audit chain stayed contended") from error
+                await store_errors.pause(min(attempt, 4))
+                attempt += 1
+                continue
+            self._head = (sequence, previous)
+            return
+
+    async def _prepare(self) -> None:
+        """The collections a chain write touches exist before any transaction: a store
+        may not create one inside a transaction (or forget it when that is aborted)."""
+        database = self.repository.db
+        existing = set(await database.list_collection_names())
+        for name in (AUDIT_TYPE, f"{AUDIT_TYPE}_idx", HEAD_COLLECTION):
+            if name not in existing:
+                with contextlib.suppress(CollectionInvalid, OperationFailure):
+                    await database.create_collection(name)
+        self._prepared = True
+
+    async def _commit(
+        self, head: tuple[int, str], new: tuple[int, str], stamps: Iterable[tuple[str, Document]]
+    ) -> None:
+        repository = self.repository
+        moved = _head_write(head, new)
+
+        async def body() -> None:
+            for identifier, event in stamps:
+                await repository.create(event, identifier)
+            if repository.session is not None:  # one open transaction: join it
+                await repository.apply_writes([moved])
+
+        # deferred: the events and the head are one write unit of the group commit
+        # (`riding_along` adds the head to it); otherwise one transaction
+        with repository.riding_along(lambda _references: [moved]):
+            await repository.run_bundle(True, body)
+
+    async def _read_head(self) -> tuple[int, str]:
+        if not self._prepared:
+            await self._prepare()
+        found = await self.repository.db[HEAD_COLLECTION].find_one({"_id": HEAD_ID})
+        if found is None:
+            return 0, GENESIS
+        return int(found["sequence"]), str(found["hash"])
+
+
+def _contended(error: BaseException) -> bool:
+    """Whether a refused unit lost to another writer (a duplicate id, a guard that no
+    longer matched, a write conflict), rather than the store failing: a store that
+    cannot be reached is not retried here, the access fails at once (fail closed)."""
+    cause = error.__cause__
+    while cause is not None:
+        if isinstance(cause, DuplicateKeyError):
+            return True
+        # a write conflict the repository's own runs did not get past (an operation
+        # failure: a store that cannot be reached is a connection failure instead)
+        if isinstance(cause, OperationFailure) and store_errors.transient(cause):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _head_write(head: tuple[int, str], new: tuple[int, str]) -> Write:
+    """Move the head from `head` to `new`; fails (as a conflict) if another writer did."""
+    document = {"sequence": new[0], "hash": new[1]}
+    if head[0] == 0:
+        return Write(HEAD_COLLECTION, "insert", {"_id": HEAD_ID, **document})
+    guard = {"_id": HEAD_ID, "sequence": head[0]}
+    return Write(HEAD_COLLECTION, "update", {"$set": document}, guard)
