@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -19,6 +19,7 @@ from fhir_server.router import FhirRouter
 from medbridge import __version__
 from medbridge.admin import AdminApi
 from medbridge.health import Readiness
+from portal.pages import Portal
 from smart.authority import Authority
 from smart.http import SmartEndpoints
 
@@ -28,6 +29,7 @@ FHIR_BASE = "/fhir"
 DICOMWEB_BASE = "/dicomweb"
 AUTH_BASE = "/auth"
 ADMIN_BASE = "/admin"
+PORTAL_BASE = "/portal"
 SMART_CONFIGURATION = FHIR_BASE + "/.well-known/smart-configuration"  # served by smart/http.py
 
 
@@ -102,6 +104,7 @@ def assemble(
     dicomweb: Callable[[Request], Awaitable[Response]],
     admin: AdminApi,
     authority: Authority,
+    portal: Portal | None = None,
 ) -> FastAPI:
     """The app `serve` listens with: every HTTP route the server has is mounted here, so
     the test that refuses every route (tests/integration/test_every_route.py) walks it."""
@@ -109,7 +112,23 @@ def assemble(
     mount_dicomweb(app, dicomweb)
     mount_smart(app, authority)
     mount_admin(app, admin)
+    if portal is not None:
+        mount_portal(app, portal)
     return app
+
+
+def mount_portal(app: FastAPI, portal: Portal) -> None:
+    """The patient portal's pages (portal/), and `/` leading to it. The portal calls the
+    FHIR and DICOMweb doors of this same app with the signed-in person's token."""
+    portal.attach(FhirFirst(app))
+    for path, endpoint, methods in portal.routes():
+        app.router.add_route(path, endpoint, methods=methods, include_in_schema=False)
+
+    async def to_portal(request: Request) -> Response:
+        return RedirectResponse(PORTAL_BASE + "/", 307)
+
+    app.router.add_route("/", to_portal, methods=["GET"], include_in_schema=False)
+    app.router.add_route(PORTAL_BASE, to_portal, methods=["GET"], include_in_schema=False)
 
 
 def mount_admin(app: FastAPI, admin: AdminApi) -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import ssl
 import sys
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
@@ -44,6 +45,8 @@ from medbridge.http_guard import HttpGuard
 from medbridge.http_protocol import bounded_protocol
 from medbridge.running import announce, withdraw
 from medbridge.settings import Settings
+from portal.app import CLIENT_ID, SCOPE, PortalOptions
+from portal.pages import Portal
 from smart.admin import SmartAdmin
 from smart.authority import Authority, build_authority
 
@@ -121,10 +124,13 @@ async def _serve(settings: Settings, uri: str) -> None:
         await imaging.start()
         stack.push_async_callback(imaging.stop)
         admin = admin_api(router, mllp.processor, imaging, authority, composition.audit)
+        portal = build_portal(settings, lambda: public_base[0]) if settings.portal else None
         app = assemble(
             router, readiness, settings.max_body_bytes, lambda: public_base[0],
-            imaging.dicomweb.handle, admin, authority,
+            imaging.dicomweb.handle, admin, authority, portal,
         )  # fmt: skip
+        if portal is not None:
+            stack.push_async_callback(portal.close)
         readiness.expect("dicom")
         dicom_tls = tls_files(
             settings.dicom_tls_cert, settings.dicom_tls_key, settings.dicom_tls_client_ca
@@ -165,10 +171,12 @@ async def _serve(settings: Settings, uri: str) -> None:
         while not server.started and not task.done():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if server.started:
-            readiness.ready("http")
             port = server.servers[0].sockets[0].getsockname()[1]
             base = _public_base(settings, port)
             public_base[0] = base
+            if portal is not None:  # its redirect URI is known once the port is
+                await register_portal(portal, authority)
+            readiness.ready("http")
             scheme = "https" if https is not None else "http"
             running = announce(
                 settings.data_dir, f"{scheme}://{_loopback(settings.host)}:{port}",
@@ -179,6 +187,27 @@ async def _serve(settings: Settings, uri: str) -> None:
             print(f"MedBridge {__version__} ready: FHIR base {base}{FHIR_BASE}", flush=True)
             sys.stdout.flush()
         await task
+
+
+def build_portal(settings: Settings, public_base: Callable[[], str]) -> Portal:
+    policy = settings.consent_policy()
+    options = PortalOptions(
+        session_lifetime=settings.portal_session_minutes * 60,
+        page_size=settings.portal_page_size,
+        adult_age=settings.consent_adult_age,
+        unhideable=tuple(sorted(policy.unhideable_categories)),
+    )
+    return Portal(options, public_base)
+
+
+async def register_portal(portal: Portal, authority: Authority) -> None:
+    """The portal is a public client of this server's authorization server, registered
+    (again) at every start: its redirect URI follows the public base URL."""
+    try:
+        await authority.clients.register_public(CLIENT_ID, [portal.redirect_uri], SCOPE)
+    except ValueError as refused:  # e.g. plain http on a non-loopback address
+        portal.unavailable = str(refused)
+        log.warning("the patient portal is off: %s", refused)
 
 
 def _public_base(settings: Settings, port: int) -> str:

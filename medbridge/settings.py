@@ -265,6 +265,15 @@ class Settings(BaseSettings):
 
     # --- end consent engine --------------------------------------------------------
 
+    # The patient portal (portal/, docs/portal.md)
+    portal: bool = Field(True, description="serve the patient portal at /portal")
+    portal_session_minutes: float = Field(
+        30.0, gt=0, le=24 * 60, description="a portal session ends this long after its last use"
+    )
+    portal_page_size: int = Field(
+        50, ge=1, le=500, description="records of each type on one timeline page"
+    )
+
     # The work budget of one request (access/budget.py, docs/limits.md)
     limit_string_bytes: int = Field(1024 * 1024, gt=0, description="one FHIR string (R4: 1 MB)")
     limit_resource_bytes: int = Field(12 * 1024 * 1024, gt=0, description="one FHIR resource")
