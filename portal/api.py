@@ -96,7 +96,7 @@ class Api:
 
     async def image(self, token: str, path: str) -> tuple[int, bytes, str]:
         """A DICOMweb rendered resource (a thumbnail): status, bytes, media type."""
-        headers = {"Authorization": f"Bearer {token}", "Accept": "image/jpeg, image/png"}
+        headers = {"Authorization": f"Bearer {token}", "Accept": "image/jpeg"}
         response = await self.client.get(f"/dicomweb/{path}", headers=headers)
         return response.status_code, response.content, response.headers.get("content-type", "")
 

@@ -46,7 +46,7 @@ from medbridge.cli import _parser
 from medbridge.compose import ImagingPlan, compose
 from medbridge.health import Readiness
 from medbridge.running import find_running
-from medbridge.server import admin_api, bridge_options
+from medbridge.server import admin_api, bridge_options, build_portal
 from medbridge.settings import Settings
 from smart.authority import build_authority
 from tests.integration.test_mllp import adt, orm
@@ -75,6 +75,27 @@ AUTH_SERVER = {
     "/auth/token": "token endpoint: client authentication, PKCE, assertions",
     "/auth/introspect": "token introspection: the calling client authenticates",
     "/auth/revoke": "token revocation: the calling client authenticates",
+}
+# the patient portal (portal/, docs/portal.md): an app, not a door. Its pages read and
+# write nothing themselves; every record they show or Consent they write goes through
+# the FHIR and DICOMweb doors with the signed-in person's token (so this test's deny-all
+# hook refuses those calls), and without a session they answer the sign-in page
+PORTAL = {
+    "/": "redirects to /portal/",
+    "/portal": "redirects to /portal/",
+    "/portal/": "the record page (the FHIR door, the person's token) or the sign-in page",
+    "/portal/login": "starts the standalone launch: a redirect to /auth/authorize",
+    "/portal/callback": "the launch's redirect URI: the code goes to /auth/token",
+    "/portal/logout": "revokes the session's tokens at /auth/revoke",
+    "/portal/language": "sets the language cookie",
+    "/portal/privacy": "reads Consents and records through the FHIR door",
+    "/portal/privacy/hide": "writes a Consent through the FHIR door",
+    "/portal/privacy/show": "deletes a Consent through the FHIR door",
+    "/portal/research": "reads and writes the research Consent through the FHIR door",
+    "/portal/access-log": "searches AuditEvent through the FHIR door",
+    "/portal/thumbnail/{uid}": "a WADO-RS thumbnail through the DICOMweb door",
+    "/portal/reports/{id}/pdf/{index:int}": "a DiagnosticReport and Binary through the FHIR door",
+    "/portal/static/portal.css": "the pages' style sheet: names no record",
 }
 # FHIR interactions not probed here, and why (the deny-all hook refuses them too)
 FHIR_EXEMPT = {
@@ -145,6 +166,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, store: Any) -> Served:
             app = assemble(
                 composition.router, Readiness(), settings.max_body_bytes,
                 lambda: "http://127.0.0.1", imaging.dicomweb.handle, admin, authority,
+                build_portal(settings, lambda: "http://127.0.0.1"),
             )  # fmt: skip
             routes = {r.path: frozenset(getattr(r, "methods", None) or ()) for r in app.routes}
             return Served(routes, sorted(admin.handlers))
@@ -372,7 +394,7 @@ def test_every_http_route_is_probed_or_exempt(
 ) -> None:
     assert served.admin_operations, "the server registers its admin operations"
     for template, methods in served.routes.items():
-        if template in HTTP_EXEMPT or template in AUTH_SERVER:
+        if template in HTTP_EXEMPT or template in AUTH_SERVER or template in PORTAL:
             continue
         try:
             probes = probes_of_route(template, methods, door, served, capability)
@@ -387,7 +409,7 @@ def test_every_http_route_is_refused_and_nothing_is_read_or_written(
     probes = [
         probe
         for template, methods in served.routes.items()
-        if template not in HTTP_EXEMPT and template not in AUTH_SERVER
+        if template not in HTTP_EXEMPT and template not in AUTH_SERVER and template not in PORTAL
         for probe in probes_of_route(template, methods, door, served, capability)
     ]
     before = door.settled()
