@@ -46,6 +46,14 @@ def hide_type(patient: str, resource_type: str) -> dict[str, Any]:
     return _consent(patient, "patient-privacy", "OPTOUT", provision)
 
 
+def hide_category(patient: str, category: str) -> dict[str, Any]:
+    """Records of one category (`system|code` or a bare code), as `provision.code`."""
+    system, _, code = category.rpartition("|")
+    coding = {"system": system, "code": code} if system else {"code": code}
+    provision = {"type": "deny", "code": [{"coding": [coding]}]}
+    return _consent(patient, "patient-privacy", "OPTOUT", provision)
+
+
 def hide_period(patient: str, start: str, end: str) -> dict[str, Any]:
     provision = {"type": "deny", "dataPeriod": {"start": start, "end": end}}
     return _consent(patient, "patient-privacy", "OPTOUT", provision)
@@ -73,6 +81,9 @@ def describe(consent: dict[str, Any]) -> tuple[str, dict[str, str]]:
     classes = [c.get("code", "") for c in provision.get("class", ())]
     if classes:
         return "privacy.hidden.type", {"what": ", ".join(classes)}
+    codes = [c.get("code", "") for k in provision.get("code", ()) for c in k.get("coding", ())]
+    if codes:
+        return "privacy.hidden.category", {"what": ", ".join(codes)}
     period = provision.get("dataPeriod")
     if isinstance(period, dict):
         return "privacy.hidden.period", {

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 REFERENCE = re.compile(r"^(?P<type>[A-Z][A-Za-z]{1,63})/(?P<id>[A-Za-z0-9\-.]{1,64})$")
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 STUDY_UID = re.compile(r"^[0-9.]{1,64}$")
+CATEGORY = re.compile(r"^([!-{}~]{1,200}\|)?[!-{}~]{1,64}$")  # system|code, no spaces
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 RULE_4_WARNING = "MB-1500"
 
@@ -88,7 +89,8 @@ class Portal(PortalCore):
     async def banner(self, visit: Visit, patient: dict[str, Any]) -> tuple[str, list[str]]:
         """The patient banner and, for a representative, whose records these are and
         when the child's own choices take over (rule 6)."""
-        t, name = visit.t, name_of(patient)
+        # a representative of an adult may not read the Patient either: its id then
+        t, name = visit.t, name_of(patient) or f"Patient/{visit.patient}"
         born = birth_date(patient)
         banner = t("patient.banner", name=name, birth=born.isoformat() if born else "?")
         notices: list[str] = []
@@ -192,6 +194,7 @@ class Portal(PortalCore):
         return self.render(
             visit, "privacy.html", "privacy.title", hidden=hidden, may_write=True,
             types=table()["hideable_types"], organizations=record.organizations,
+            categories=record.categories,
             unhideable=self.options.unhideable, notices=more + notices, problems=problems,
             banner=banner,
         )  # fmt: skip
@@ -227,6 +230,9 @@ class Portal(PortalCore):
             if match is None or organization != (kind == "organization"):
                 return None
             return consents.hide_reference(patient, match.group(0))
+        category = form.get("category", "")
+        if kind == "category" and CATEGORY.match(category):
+            return consents.hide_category(patient, category)
         if kind == "type" and form.get("resource_type") in table()["hideable_types"]:
             return consents.hide_type(patient, form["resource_type"])
         start, end = form.get("start", ""), form.get("end", "")

@@ -32,6 +32,7 @@ class Item:
     study_uid: str | None = None
     pdfs: tuple[int, ...] = ()  # indexes of presentedForm entries that are PDFs
     organizations: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()  # "system|code" (or "code") of `category`
 
     @property
     def reference(self) -> str:
@@ -47,6 +48,10 @@ class Record:
     @property
     def organizations(self) -> list[str]:
         return sorted({o for item in self.items for o in item.organizations})
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted({c for item in self.items for c in item.categories})
 
 
 def element(resource: dict[str, Any], path: str) -> Any:
@@ -94,6 +99,17 @@ def _organizations(resource: dict[str, Any], paths: list[str]) -> tuple[str, ...
     return tuple(found)
 
 
+def _categories(resource: dict[str, Any]) -> tuple[str, ...]:
+    found: list[str] = []
+    concepts = resource.get("category")
+    for concept in concepts if isinstance(concepts, list) else [concepts]:
+        for coding in concept.get("coding", ()) if isinstance(concept, dict) else ():
+            code, system = coding.get("code"), coding.get("system")
+            if isinstance(code, str):
+                found.append(f"{system}|{code}" if isinstance(system, str) else code)
+    return tuple(found)
+
+
 def _study_uid(resource: dict[str, Any]) -> str:
     for identifier in resource.get("identifier", ()):
         if isinstance(identifier, dict) and identifier.get("system") == DICOM_UID_SYSTEM:
@@ -112,7 +128,7 @@ def item_of(resource: dict[str, Any]) -> Item:
     return Item(
         kind, str(resource.get("id", "")), dated, _title(resource),
         _study_uid(resource) if kind == "ImagingStudy" else None, pdfs,
-        _organizations(resource, row["organizations"]),
+        _organizations(resource, row["organizations"]), _categories(resource),
     )  # fmt: skip
 
 

@@ -63,6 +63,7 @@ class Site:
     study: str
     report: str
     report_title: str
+    order: str  # category "notifiable": the law keeps it visible (rule 4)
     doctor: str  # a treating clinician, no relationship
     family_doctor: str
     child: str  # 12 years old (user `parent-<run>` represents them)
@@ -147,10 +148,10 @@ def _seed(server: RunningServer, root: Path, tokens_file: Path) -> Site:
     })  # fmt: skip
     title = f"CT head report {run}"
     report = _write(server, system, _report(patient, title, clinic))
-    _write(server, system, {
+    order = _write(server, system, {
         "resourceType": "ServiceRequest", "status": "active", "intent": "order",
         "code": {"text": "CT head"}, "subject": {"reference": f"Patient/{patient}"},
-        "authoredOn": "2026-03-01",
+        "authoredOn": "2026-03-01", "category": [{"coding": [{"code": "notifiable"}]}],
     })  # fmt: skip
     _write(server, system, {
         "resourceType": "Encounter", "status": "finished",
@@ -185,7 +186,7 @@ def _seed(server: RunningServer, root: Path, tokens_file: Path) -> Site:
     _user(server, root, f"pat-{run}", f"Patient/{patient}")
     _user(server, root, f"parent-{run}", f"RelatedPerson/{relations[0]}")
     _user(server, root, f"parent17-{run}", f"RelatedPerson/{relations[1]}")
-    return Site(server, tokens_file, run, patient, study, report, title, doctor, family,
+    return Site(server, tokens_file, run, patient, study, report, title, order, doctor, family,
                 child, child_title, teen, teen_title)  # fmt: skip
 
 
@@ -347,6 +348,18 @@ def test_a_hidden_report_is_gone_for_a_clinician_but_not_for_the_family_doctor(
     assert site.report_title in page.inner_text("main")
 
 
+def test_hiding_a_category_the_law_keeps_visible_says_so(patient_page: Any, site: Site) -> None:
+    page = patient_page
+    page.goto(f"{site.server.base_url}/portal/privacy")
+    page.select_option("#category", "notifiable")
+    page.locator("form:has(#category) button").click()
+    page.wait_for_url("**/portal/privacy?saved=1&unhideable=notifiable")
+    assert "the law does not let these be hidden" in page.inner_text("main")
+    assert "Records of category notifiable" in page.inner_text("#hidden")
+    order = f"{site.server.fhir_base}/ServiceRequest/{site.order}"
+    assert httpx.get(order, headers=site.clinician(site.doctor), timeout=30).status_code == 200
+
+
 def test_research_use_is_refused_and_allowed_again(patient_page: Any, site: Site) -> None:
     page = patient_page
     page.goto(f"{site.server.base_url}/portal/research")
@@ -495,3 +508,29 @@ def test_signing_out_ends_api_access_with_the_old_token(patient_page: Any, site:
     # the browser's old session is gone too: the record page is the welcome page again
     page.goto(f"{site.server.base_url}/portal/privacy")
     assert page.locator("#signin").count() == 1
+
+
+def test_without_a_session_no_page_reads_a_record(site: Site) -> None:
+    """No cookie: the pages answer the sign-in page, forms are refused, images say so."""
+    with httpx.Client(base_url=site.server.base_url, timeout=30) as browser:
+        for path in ("/portal/", "/portal/privacy", "/portal/research", "/portal/access-log",
+                     f"/portal/reports/{site.report}/pdf/0"):  # fmt: skip
+            answer = browser.get(path)
+            assert answer.status_code == 200, path
+            assert 'id="signin"' in answer.text, path
+            assert site.report_title not in answer.text
+            assert "Jonaitis" not in answer.text
+        for path in ("/portal/privacy/hide", "/portal/privacy/show", "/portal/research",
+                     "/portal/logout"):  # fmt: skip
+            answer = browser.post(path, data={"kind": "type", "resource_type": "Encounter"})
+            assert answer.status_code == 403, path
+            assert answer.headers["content-type"].startswith("text/html")
+        image = browser.get(f"/portal/thumbnail/{site.study}")
+        assert image.headers["content-type"] == "image/svg+xml"
+        assert "session has" in image.text
+        callback = browser.get("/portal/callback", params={"code": "x", "state": "y"})
+        assert callback.status_code == 400
+        assert "no sign-in was started" in callback.text
+        unknown = browser.get("/portal/reports/..%2F..%2Fx/pdf/0")
+        assert unknown.status_code in (200, 404)
+        assert "Traceback" not in unknown.text

@@ -33,6 +33,16 @@ def test_hiding_a_type_and_a_period() -> None:
     assert period.data_period == (date(2020, 1, 1), date(2020, 12, 31))
 
 
+def test_hiding_a_category_names_its_code() -> None:
+    hiding = {**consents.hide_category("p1", "http://example.org/cs|notifiable"), "id": "c"}
+    (fact,) = consent_facts(hiding, TODAY)
+    assert "notifiable" in fact.codes
+    assert "http://example.org/cs|notifiable" in fact.codes
+    assert consents.describe(hiding) == ("privacy.hidden.category", {"what": "notifiable"})
+    (bare,) = consent_facts({**consents.hide_category("p1", "laboratory"), "id": "c"}, TODAY)
+    assert bare.codes == frozenset({"laboratory"})
+
+
 def test_refusing_research_is_a_research_deny() -> None:
     refusal = {**consents.refuse_research("p1"), "id": "c"}
     (fact,) = consent_facts(refusal, TODAY)
