@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from starlette.requests import Request
@@ -222,8 +223,6 @@ class PortalCore:
         return response
 
     async def static(self, request: Request) -> Response:
-        from importlib import resources
-
         css = resources.files("portal").joinpath("static/portal.css").read_bytes()
         response = Response(css, 200, media_type="text/css")
         responses.secured(response)

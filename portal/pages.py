@@ -53,7 +53,8 @@ class Portal(PortalCore):
             try:
                 return await endpoint(request)
             except Exception as error:
-                log.error("portal: %s on %s", type(error).__name__, request.url.path)
+                # the page's name, not its path: paths carry record identifiers
+                log.error("portal: %s on the %s page", type(error).__name__, endpoint.__name__)
                 visit = self.visit(request)
                 return self.error(visit, 500, visit.t("error.server", status=500))
 

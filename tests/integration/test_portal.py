@@ -431,6 +431,10 @@ def test_a_parent_acts_for_their_12_year_old_not_for_their_17_year_old(
         assert "Ugne Jonaite turns 16 on" in main
         assert site.child_report_title in main
         assert "Jonas" not in page.inner_text("#patient-banner")
+        # the representative of a minor chooses for them (rule 6)
+        page.locator("li[data-reference^='DiagnosticReport/'] button.hide").click()
+        page.wait_for_url("**/portal/privacy?saved=1")
+        assert "DiagnosticReport/" in page.inner_text("#hidden")
     finally:
         context.close()
     context = browser.chromium.new_context(locale="en-GB")
@@ -440,6 +444,13 @@ def test_a_parent_acts_for_their_12_year_old_not_for_their_17_year_old(
         assert "16 or older" in main
         assert site.teen_report_title not in main
         assert "Teen" not in main
+        # and may no longer choose for them: the server's refusal, shown as a page
+        csrf = page.get_attribute("input[name=csrf]", "value")
+        refused = page.request.post(f"{site.server.base_url}/portal/privacy/hide", form={
+            "csrf": csrf, "kind": "type", "resource_type": "Encounter",
+        })  # fmt: skip
+        assert refused.status == 403
+        assert "MB-1030" in refused.text()
     finally:
         context.close()
 
