@@ -57,17 +57,12 @@ class SyslogSink:
         self._renewed = 0.0
         self._connection: Connection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._failing: str | None = None  # the reason the collector is not reached, if any
         self._gap: int | None = None
         self._backoff = 0.0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-syslog")
-
-    def wake(self) -> None:
-        """New events may be there: look now rather than at the next poll."""
-        self._wake.set()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -96,11 +91,9 @@ class SyslogSink:
                 delay = self.config.retry_max_seconds
 
     async def _sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
+        # polled, not told: the events of other processes sharing the chain come this
+        # way too, and the chain's writer (audit/chain.py) stays untouched
+        await asyncio.sleep(max(seconds, 0.0))
 
     async def _round(self) -> float:
         """One round: hold the lease, send what waits; the seconds until the next round."""

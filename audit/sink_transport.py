@@ -27,7 +27,7 @@ APP_NAME = re.compile(r"^[\x21-\x7e]{1,48}$")
 LOOPBACK_NAMES = ("localhost",)
 # a collector never sends data (RFC 5425 4.3): whatever arrives within this after the
 # handshake is its refusal (TLS 1.3 reports a rejected client certificate only then)
-SETTLE_SECONDS = 0.5
+SETTLE_SECONDS = 1.0
 CONNECT_SECONDS = 10.0
 SEND_SECONDS = 30.0
 
