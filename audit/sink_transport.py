@@ -25,9 +25,10 @@ from access.tls import MINIMUM_VERSION
 SCHEMES = ("tls", "tcp")
 APP_NAME = re.compile(r"^[\x21-\x7e]{1,48}$")
 LOOPBACK_NAMES = ("localhost",)
-# a collector never sends data (RFC 5425 4.3): whatever arrives within this after the
-# handshake is its refusal (TLS 1.3 reports a rejected client certificate only then)
-SETTLE_SECONDS = 1.0
+# TLS 1.3: the longest wait after the handshake for the collector's session ticket (it
+# accepted our certificate) or its refusal (it did not); usually milliseconds
+SETTLE_SECONDS = 5.0
+SETTLE_STEP = 0.01
 CONNECT_SECONDS = 10.0
 SEND_SECONDS = 30.0
 
@@ -147,16 +148,24 @@ class Connection:
         return connection
 
     async def _settle(self, target: Target) -> None:
-        try:
-            data = await asyncio.wait_for(self._reader.read(1), SETTLE_SECONDS)
-        except TimeoutError:
-            return  # silent, as a collector is
-        except (OSError, ssl.SSLError) as error:
-            await self.close()
-            raise Refused(f"{target} closed the connection: {_reason(error)}") from error
-        await self.close()
-        what = "closed the connection" if not data else "sent data a collector never sends"
-        raise Refused(f"{target} {what} after the handshake")
+        """TLS 1.3 tells a client that its certificate was refused only after the
+        handshake; what was written by then is lost. The server sends its session
+        tickets once it accepted the certificate: wait for a ticket or the refusal."""
+        tls = self._writer.get_extra_info("ssl_object")
+        if not isinstance(tls, ssl.SSLObject) or tls.version() != "TLSv1.3":
+            return  # plain TCP, or TLS 1.2: a refusal ends the handshake itself
+        deadline = asyncio.get_running_loop().time() + SETTLE_SECONDS
+        while asyncio.get_running_loop().time() < deadline:
+            if self.closed:
+                error = self._reader.exception()
+                await self.close()
+                reason = f": {_reason(error)}" if error is not None else ""
+                raise Refused(f"{target} closed the connection after the handshake{reason}")
+            session = tls.session
+            if session is not None and session.has_ticket:
+                return
+            await asyncio.sleep(SETTLE_STEP)
+        # a collector that issues no tickets: silent this long, it accepted us
 
     @property
     def closed(self) -> bool:

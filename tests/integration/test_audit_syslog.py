@@ -32,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 Event = dict[str, Any]
 AUTHPRIV = 10
+START_SECONDS = 180.0  # a shared, busy machine: the start is not what is tested here
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,12 @@ def sink_env(pki: Pki, port: int) -> dict[str, str]:
         "MEDBRIDGE_AUDIT_SYSLOG_POLL_SECONDS": "0.2",
         "MEDBRIDGE_AUDIT_SYSLOG_RETRY_MAX_SECONDS": "0.5",
     }
+
+
+def serve(tmp_path: Path, store: Any, pki: Pki, port: int) -> RunningServer:
+    """`medbridge serve` sending its audit trail to the collector on `port`."""
+    env = sink_env(pki, port)
+    return start_server(tmp_path / "server", store.uri, env=env, timeout=START_SECONDS)
 
 
 @pytest.fixture
@@ -103,7 +110,7 @@ def all_arrived(collector: SyslogCollector, server: RunningServer) -> list[Messa
 def test_every_event_arrives_once_in_order_across_a_collector_restart(
     tmp_path: Path, store: Any, pki: Pki, collector: SyslogCollector
 ) -> None:
-    server = start_server(tmp_path / "server", store.uri, env=sink_env(pki, collector.port))
+    server = serve(tmp_path, store, pki, collector.port)
     try:
         create_patients(server, 3)
         before = all_arrived(collector, server)
@@ -141,7 +148,7 @@ def test_every_event_arrives_once_in_order_across_a_collector_restart(
 def test_a_refused_request_is_a_warning(
     tmp_path: Path, store: Any, pki: Pki, collector: SyslogCollector
 ) -> None:
-    server = start_server(tmp_path / "server", store.uri, env=sink_env(pki, collector.port))
+    server = serve(tmp_path, store, pki, collector.port)
     try:
         missing = httpx.get(f"{server.fhir_base}/Patient/no-such-patient", timeout=30)
         assert missing.status_code == 404
@@ -166,7 +173,7 @@ def test_an_unaccepted_collector_gets_nothing_and_the_events_wait(
         bad = SyslogCollector(collector_context(stranger, client_ca=pki.ca))
         expected_log = "certificate not trusted"
     bad.start()
-    server = start_server(tmp_path / "server", store.uri, env=sink_env(pki, bad.port))
+    server = serve(tmp_path, store, pki, bad.port)
     try:
         create_patients(server, 3)
         time.sleep(1.5)  # several tries

@@ -138,7 +138,7 @@ class SyslogCollector:
             frames = list(self.frames)
         return [parse(frame) for frame in frames]
 
-    def wait_for(self, count: int, timeout: float = 30.0) -> list[Message]:
+    def wait_for(self, count: int, timeout: float = 90.0) -> list[Message]:
         """The messages once at least `count` arrived (or what arrived by `timeout`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
