@@ -60,6 +60,7 @@ class SyslogSink:
         self._failing: str | None = None  # the reason the collector is not reached, if any
         self._gap: int | None = None
         self._backoff = 0.0
+        self._prepared = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-syslog")
@@ -74,7 +75,6 @@ class SyslogSink:
             await self._release()
 
     async def _run(self) -> None:
-        await self._prepare()
         delay = 0.0
         while True:
             await self._sleep(delay)
@@ -97,6 +97,9 @@ class SyslogSink:
 
     async def _round(self) -> float:
         """One round: hold the lease, send what waits; the seconds until the next round."""
+        if not self._prepared:
+            await self._prepare()
+            self._prepared = True
         if not await self._hold_lease():
             await self._drop_connection()
             return self.config.poll_seconds
@@ -183,10 +186,13 @@ class SyslogSink:
 
     async def _prepare(self) -> None:
         # a store may not create a collection inside a transaction (as audit/chain.py)
+        # and under the write gate: on the embedded store a write beside an open
+        # transaction is rolled back with it
         database = self.repository.db
-        if OUTBOX not in set(await database.list_collection_names()):
-            with contextlib.suppress(CollectionInvalid, OperationFailure):
-                await database.create_collection(OUTBOX)
+        async with self.repository.write_gate():
+            if OUTBOX not in set(await database.list_collection_names()):
+                with contextlib.suppress(CollectionInvalid, OperationFailure):
+                    await database.create_collection(OUTBOX)
 
     async def _hold_lease(self) -> bool:
         """Whether this process sends: it holds the outbox's lease, or takes it now."""
