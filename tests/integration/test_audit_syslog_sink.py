@@ -1,7 +1,8 @@
 """audit/sink.py in process, on the run's real store and a real plain-TCP collector
 (RFC 6587 octet counting): two senders on one chain (as two server processes) send one
 stream, each event once, in chain order, and the second takes over when the first
-stops; a sender started again goes on from the cursor in the store."""
+stops or is killed (its lease lapses); a sender started again goes on from the cursor
+in the store."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from audit import sink as sink_module
 from audit.chain import AuditChain, event_id
 from audit.sink import OUTBOX, OUTBOX_ID, SyslogSink
 from audit.sink_transport import SinkConfig, sink_config
@@ -111,3 +113,37 @@ async def test_a_sender_started_again_goes_on_from_the_cursor(
     finally:
         await again.stop()
     assert again.sent == 6
+
+
+async def test_a_killed_senders_lease_lapses_and_another_goes_on(
+    mongo: AsyncMongoClient[dict[str, Any]],
+    database_name: str,
+    collector: SyslogCollector,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a short lease, so the lapse takes a second rather than half a minute
+    monkeypatch.setattr(sink_module, "LEASE_SECONDS", 1.0)
+    monkeypatch.setattr(sink_module, "RENEW_SECONDS", 0.3)
+    repository = Repository(mongo, database_name)
+    await repository.ensure_indexes()
+    chain = AuditChain(repository)
+    killed = SyslogSink(repository, config_for(collector))
+    killed.start()
+    for n in range(1, 4):
+        await chain.append(event(n))
+    assert await arrived(collector, 3) == [1, 2, 3]
+    assert await owner(repository) == killed.owner
+    assert killed._task is not None
+    killed._task.cancel()  # as a process killed: no hand-over, the lease stays taken
+    await asyncio.gather(killed._task, return_exceptions=True)
+    await killed._drop_connection()
+
+    survivor = SyslogSink(repository, config_for(collector))
+    survivor.start()
+    try:
+        for n in range(4, 7):
+            await chain.append(event(n))
+        assert await arrived(collector, 6) == [1, 2, 3, 4, 5, 6]
+        assert await owner(repository) == survivor.owner
+    finally:
+        await survivor.stop()
