@@ -20,6 +20,8 @@ from pymongo import AsyncMongoClient
 from access.tls import server_context, tls_files
 from audit.commands import admin_verify
 from audit.hook import AuditTrail
+from audit.sink import SyslogSink
+from audit.sink_transport import SinkConfig, sink_config
 from fhir_server import body_pool
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
@@ -59,6 +61,7 @@ def serve(settings: Settings) -> int:
         warning = check_binding(settings)
         check_exposure(settings)
         _check_tls_files(settings)
+        _syslog_config(settings)
     except (AuthRefused, ExposureRefused, ValueError) as refused:
         print(refused, file=sys.stderr, flush=True)
         return 2
@@ -113,6 +116,11 @@ async def _serve(settings: Settings, uri: str) -> None:
             validator=validator,
         )  # fmt: skip
         router, imaging, processor = composition.router, composition.imaging, composition.processor
+        syslog = _syslog_config(settings)
+        if syslog is not None and composition.audit is not None:
+            sink = SyslogSink(composition.audit.chain.repository, syslog)
+            sink.start()
+            stack.push_async_callback(sink.stop)
         assert imaging is not None
         assert processor is not None
         readiness = Readiness()
@@ -271,6 +279,25 @@ def _check_tls_files(settings: Settings) -> None:
         except (OSError, ssl.SSLError) as error:
             raise ValueError(f"refusing to start: {door} files unusable: {error}") from error
     AllowedPeers.parse(settings.mllp_allowed_peers)
+
+
+def _syslog_config(settings: Settings) -> SinkConfig | None:
+    """The audit sink's settings, or None without a collector; a wrong one stops the start."""
+    if settings.audit_syslog is None:
+        return None
+    if not settings.audit:
+        raise ValueError(
+            "refusing to start: MEDBRIDGE_AUDIT_SYSLOG sends the audit trail, which "
+            "MEDBRIDGE_AUDIT=false turns off"
+        )
+    try:
+        return sink_config(
+            settings.audit_syslog, settings.audit_syslog_ca, settings.audit_syslog_cert,
+            settings.audit_syslog_key, settings.audit_syslog_app_name,
+            settings.audit_syslog_poll_seconds, settings.audit_syslog_retry_max_seconds,
+        )  # fmt: skip
+    except ValueError as error:
+        raise ValueError(f"refusing to start: MEDBRIDGE_AUDIT_SYSLOG: {error}") from error
 
 
 def bridge_options(settings: Settings) -> BridgeOptions:

@@ -204,6 +204,28 @@ class Settings(BaseSettings):
     audit_source: str | None = Field(
         None, description="AuditEvent.source.observer of this server; the host name when unset"
     )
+    # The audit sink: every AuditEvent also to a syslog collector (docs/audit.md "Syslog sink")
+    audit_syslog: str | None = Field(
+        None,
+        description="tls://host:port of the syslog collector (RFC 5424 over TLS, IHE ATNA); "
+        "tcp://host:port to a loopback collector only; unset: no sink",
+    )
+    audit_syslog_ca: Path | None = Field(
+        None, description="PEM CA the collector's certificate must chain to; the system's if unset"
+    )
+    audit_syslog_cert: Path | None = Field(
+        None, description="PEM client certificate this server shows the collector (ATNA node)"
+    )
+    audit_syslog_key: Path | None = Field(None, description="PEM private key of audit_syslog_cert")
+    audit_syslog_app_name: str = Field(
+        "medbridge", description="RFC 5424 APP-NAME: 1-48 printable US-ASCII characters"
+    )
+    audit_syslog_poll_seconds: float = Field(
+        1.0, gt=0, le=60, description="seconds between looks for events not yet sent"
+    )
+    audit_syslog_retry_max_seconds: float = Field(
+        30.0, gt=0, le=600, description="longest wait between tries to reach the collector"
+    )
 
     # SMART-on-FHIR authorization server (docs/smart.md)
     smart_signing_algorithm: str = Field(
