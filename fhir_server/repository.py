@@ -383,7 +383,7 @@ class Repository:
             await resolve(self.bodies, [doc])
             stored = Stored(
                 resource_type, resource_id, doc["vid"], doc["lu"], doc.get("raw"),
-                index_keys=tuple(doc["rk"]) if "rk" in doc else None,
+                index_keys=tuple(doc["rk"]) if "rk" in doc else None, body=doc.get(BODY),
             )  # fmt: skip
         if memo is not None:
             memo[(resource_type, resource_id)] = stored
@@ -393,6 +393,10 @@ class Repository:
 
     def _remember(self, stored: Stored) -> None:
         key = (stored.resource_type, stored.id)
+        if stored.body is not None:
+            # a large body is not held for planning reads: the cache is bounded by count
+            self._recent.pop(key, None)
+            return
         self._recent[key] = stored
         self._recent.move_to_end(key)
         if len(self._recent) > RECENT:
