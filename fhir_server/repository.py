@@ -48,6 +48,7 @@ from pymongo.errors import (
 
 from access.errors import AccessError
 from fhir_server import store_errors
+from fhir_server.bodies import BODY, PLACEHOLDER, Bodies, resolve
 from fhir_server.body import dumps
 from fhir_server.group_commit import GroupCommit, Write
 from fhir_server.group_commit import insert as _insert
@@ -68,6 +69,8 @@ CLIENT_BULK_WIRE_VERSION = 25  # MongoDB 8.0: client-level bulkWrite
 OFF_LOOP_BYTES = 64 * 1024
 OFF_LOOP_ROWS = 512
 RECENT = 20_000  # versions this process wrote or read lately, for planning reads
+# audit/verify.py reads the chain's bytes straight from the store: AuditEvents stay inline
+INLINE_TYPES = frozenset({"AuditEvent"})
 
 
 class ClaimTaken(Exception):
@@ -135,6 +138,7 @@ class Stored:
     raw: bytes | None  # None for a deletion
     method: str = "PUT"
     index_keys: tuple[str, ...] | None = None  # ids of the current version's `<Type>_idx` rows
+    body: Document | None = None  # where `raw` is kept when it is in the object store
 
     @property
     def deleted(self) -> bool:
@@ -157,9 +161,15 @@ def now_ms() -> int:
 
 class Repository:
     def __init__(
-        self, client: AsyncMongoClient[Document], database: str, serialize_writes: bool = True
+        self,
+        client: AsyncMongoClient[Document],
+        database: str,
+        serialize_writes: bool = True,
+        bodies: Bodies | None = None,
     ) -> None:
         self.client = client
+        # large bodies in the object store (fhir_server/bodies.py); None keeps all inline
+        self.bodies = bodies
         self.db: AsyncDatabase[Document] = client[database]
         self._gate = asyncio.Lock() if serialize_writes else None
         self._gate_owner: asyncio.Task[Any] | None = None  # nested gated calls pass through
@@ -330,7 +340,7 @@ class Repository:
             raise _conflict("a resource of this transaction") from error
 
     def search_engine(self) -> Engine:
-        return Engine(self.db, self.session)
+        return Engine(self.db, self.session, bodies=self.bodies)
 
     async def ensure_indexes(self) -> None:
         hello = await self.client.admin.command("hello")
@@ -370,9 +380,10 @@ class Repository:
         doc = await self.db[resource_type].find_one({"_id": resource_id}, session=self.session)
         stored = None
         if doc is not None:
+            await resolve(self.bodies, [doc])
             stored = Stored(
                 resource_type, resource_id, doc["vid"], doc["lu"], doc.get("raw"),
-                index_keys=tuple(doc["rk"]) if "rk" in doc else None,
+                index_keys=tuple(doc["rk"]) if "rk" in doc else None, body=doc.get(BODY),
             )  # fmt: skip
         if memo is not None:
             memo[(resource_type, resource_id)] = stored
@@ -382,6 +393,10 @@ class Repository:
 
     def _remember(self, stored: Stored) -> None:
         key = (stored.resource_type, stored.id)
+        if stored.body is not None:
+            # a large body is not held for planning reads: the cache is bounded by count
+            self._recent.pop(key, None)
+            return
         self._recent[key] = stored
         self._recent.move_to_end(key)
         if len(self._recent) > RECENT:
@@ -398,6 +413,7 @@ class Repository:
         )
         if doc is None:
             return None
+        await resolve(self.bodies, [doc])
         return _from_history(doc)
 
     async def history(
@@ -430,7 +446,9 @@ class Repository:
         counted = await (await collection.aggregate([{"$match": query}, {"$count": "n"}])).to_list()
         total = int(counted[0]["n"]) if counted else 0
         cursor = collection.find(query).sort([("lu", DESCENDING), ("v", DESCENDING)]).limit(count)
-        return [_from_history(doc) async for doc in cursor], total
+        docs = await cursor.to_list()
+        await resolve(self.bodies, docs)
+        return [_from_history(doc) for doc in docs], total
 
     async def history_of(
         self,
@@ -473,6 +491,7 @@ class Repository:
             return [], len(heads)
         cursor = collection.find({"_id": {"$in": chosen}}, session=self.session)
         full = {doc["_id"]: doc async for doc in cursor}
+        await resolve(self.bodies, list(full.values()))
         return [_from_history(full[key]) for key in chosen if key in full], len(heads)
 
     async def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
@@ -526,8 +545,14 @@ class Repository:
         meta["lastUpdated"] = instant(last_updated_ms)
         resource["meta"] = meta
         raw = dumps(resource)  # decimals as sent (fhir_server/body.py)
+        resource_type = resource["resourceType"]
+        body = None
+        bodies = self.bodies
+        if bodies is not None and bodies.wanted(raw) and resource_type not in INLINE_TYPES:
+            # durable before the write naming it commits (fhir_server/bodies.py)
+            body = await bodies.keep("fhir", raw)
         stored = Stored(
-            resource["resourceType"], resource_id, version, last_updated_ms, raw, method
+            resource_type, resource_id, version, last_updated_ms, raw, method, body=body
         )
         # a large resource's index (thousands of values) is extracted off the event loop
         if len(raw) > OFF_LOOP_BYTES:
@@ -644,6 +669,8 @@ def _version_writes(
 ) -> tuple[list[Write], list[str]]:
     """The writes of one version, and the ids of its index rows."""
     resource_type, resource_id = stored.resource_type, stored.id
+    # a body in the object store is named by both documents, its bytes kept once
+    raw = stored.raw if stored.body is None else PLACEHOLDER
     history = {
         "_id": f"{resource_type}/{resource_id}/{stored.version}",
         "t": resource_type,
@@ -651,8 +678,10 @@ def _version_writes(
         "v": stored.version,
         "lu": stored.last_updated_ms,
         "m": stored.method,
-        "raw": stored.raw,
+        "raw": raw,
     }
+    if stored.body is not None:
+        history[BODY] = stored.body
     writes = [_insert(HISTORY, history)]
     # a row's id is the resource id and a digest of the row: a value the new version
     # keeps is neither deleted nor rewritten, so a reader never misses it mid-update,
@@ -662,13 +691,16 @@ def _version_writes(
     current: Document = {
         "vid": stored.version,
         "lu": stored.last_updated_ms,
-        "raw": stored.raw,
+        "raw": raw,
         "o": order,
         "rk": list(keyed),
     }
+    if stored.body is not None:
+        current[BODY] = stored.body
     if previous is None:
         writes.append(_insert(resource_type, {"_id": resource_id, **current}))
     else:
+        current[BODY] = stored.body  # None drops a previous version's reference
         # $set, not a replacement: nx-27017 cannot serialize binary values in a replace
         selected = {"_id": resource_id, "vid": previous.version}
         writes.append(Write(resource_type, "update", {"$set": current}, selected))

@@ -3,7 +3,10 @@
 Each receipt is one document: raw bytes, peer, time, status, ACK sent, the resources it
 produced. `key` is unique: `MSH-3|MSH-4|MSH-10` for the first receipt of a message, so
 MongoDB (not process memory) decides which of two concurrent copies is applied; later
-receipts of the same key are archived under `copy:<id>` keys.
+receipts of the same key are archived under `copy:<id>` keys. A message from
+`MEDBRIDGE_BODY_OBJECT_BYTES` is kept in the object store and the document names it
+(fhir_server/bodies.py): the embedded store rewrote a 2 MiB message's document under its
+database lock for the receipt and again for its outcome, holding every other write.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from fhir_server.bodies import BODY, PLACEHOLDER, resolve
 from fhir_server.group_commit import Write, insert
 from fhir_server.repository import Repository
 
@@ -64,16 +68,15 @@ class Archive:
     ) -> Receipt:
         """Archive one receipt; claims `key` unless another receipt already owns it."""
         receipt_id = receipt_id or uuid.uuid4().hex
-        document: Document = {
-            "_id": receipt_id,
-            "raw": raw,
-            "size": len(raw),
-            "sha256": hashlib.sha256(raw).hexdigest(),
-            "peer": peer,
-            "received": datetime.now(UTC),
-            "status": RECEIVED,
-            **fields,
-        }
+        bodies = self.repository.bodies
+        document: Document = {"_id": receipt_id, "raw": raw, "size": len(raw)}
+        if bodies is not None and bodies.wanted(raw):
+            # durable before the record naming it; its digest is the record's too
+            body = await bodies.keep("hl7", raw)
+            document.update(raw=PLACEHOLDER, sha256=body["sha256"], **{BODY: body})
+        else:
+            document["sha256"] = hashlib.sha256(raw).hexdigest()
+        document.update(peer=peer, received=datetime.now(UTC), status=RECEIVED, **fields)
         apply = self.repository.apply_writes
         if key is not None:
             try:
@@ -127,17 +130,24 @@ class Archive:
     async def claim(self, receipt_id: str) -> Document | None:
         """Mark a receipt as being (re)processed; returns it."""
         async with self.gate():
-            return await self.collection.find_one_and_update(
+            document = await self.collection.find_one_and_update(
                 {"_id": receipt_id},
                 {"$set": {"status": RECEIVED, "claimed": datetime.now(UTC)}},
                 return_document=ReturnDocument.AFTER,
             )
+        return await self._whole(document)
 
     async def get(self, receipt_id: str) -> Document | None:
-        return await self.collection.find_one({"_id": receipt_id})
+        return await self._whole(await self.collection.find_one({"_id": receipt_id}))
 
     async def by_key(self, key: str) -> Document | None:
-        return await self.collection.find_one({"key": key})
+        return await self._whole(await self.collection.find_one({"key": key}))
+
+    async def _whole(self, document: Document | None) -> Document | None:
+        """The record with its message's bytes in `raw`, wherever they are kept."""
+        if document is not None:
+            await resolve(self.repository.bodies, [document])
+        return document
 
     async def failed_ids(self) -> list[str]:
         cursor = self.collection.find({"status": DEAD_LETTER}, {"_id": 1}).sort("received", 1)

@@ -20,6 +20,7 @@ from audit.chain import AuditChain
 from audit.hook import AuditTrail
 from audit.read_only import refuse_audit_writes
 from consent.hooks import ConsentHooks
+from fhir_server.bodies import Bodies
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
 from fhir_server.services import FhirServices
@@ -29,7 +30,7 @@ from hl7_bridge.study_link import ReportLinker
 from imaging.dimse.ae_titles import AeTitleRules
 from imaging.dimse.config import DimseConfig
 from imaging.objectstore import ObjectStore
-from imaging.services import Imaging, build_imaging
+from imaging.services import Imaging, build_imaging, object_store
 from medbridge import __version__
 from medbridge.app import AUTH_BASE, DICOMWEB_BASE, FHIR_BASE
 from medbridge.settings import Settings
@@ -99,6 +100,8 @@ async def compose(
     asked for; with `dimse`, its peers table's AE-title rules; with a `validator` the HTTP
     doors require its tokens (the SMART hooks). Nothing is started here: listeners and
     background tasks are the caller's."""
+    if repository.bodies is None:
+        repository.bodies = Bodies(_objects(settings, imaging), settings.body_object_bytes)
     services = FhirServices(
         repository, settings.max_body_bytes, software_version=__version__, budget=settings.budget()
     )
@@ -156,6 +159,17 @@ async def compose(
     return composition
 
 
+def _objects(settings: Settings, imaging: ImagingPlan | None) -> ObjectStore:
+    """The object store large FHIR bodies and HL7 messages go to: DICOM's own."""
+    if imaging is not None and not isinstance(imaging.objects, Path):
+        return imaging.objects
+    root = imaging.objects if imaging is not None else settings.objects_dir
+    assert isinstance(root, Path)
+    return object_store(
+        root, settings.s3_bucket, settings.s3_endpoint_url, settings.s3_prefix, settings.s3_region
+    )
+
+
 async def audit_repository(settings: Settings, repository: Repository) -> Repository:
     """Where the AuditEvents go: the main store, or `MEDBRIDGE_AUDIT_MONGODB_URI`'s (a
     separate security store; its client lives as long as the process)."""
@@ -166,7 +180,7 @@ async def audit_repository(settings: Settings, repository: Repository) -> Reposi
         settings.audit_mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=AUDIT_STORE_TIMEOUT_MS
     )
     database = settings.audit_database or settings.database
-    separate = Repository(client, database, settings.serialize_writes)
+    separate = Repository(client, database, settings.serialize_writes, repository.bodies)
     await separate.ensure_indexes()
     return separate
 

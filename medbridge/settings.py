@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     fhir_body_workers: int = Field(
         1, ge=0, le=8, description="processes that parse and validate large FHIR bodies (0: inline)"
     )
+    body_object_bytes: int = Field(
+        128 * 1024,
+        ge=0,
+        description="stored FHIR bodies and HL7 messages from this size live in the object "
+        "store, the database keeping a reference (0: all inline; docs/limits.md)",
+    )
     public_base_url: str | None = Field(
         None,
         description="scheme://host[:port] every absolute URL is built from (Location, links, "

@@ -15,6 +15,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from fhir_server.bodies import Bodies, resolve
 from fhir_server.search.compile import compile_criterion
 from fhir_server.search.keys import key, prefix_range
 from fhir_server.search.nodes import Alternative, ChainQuery, Clause, HasQuery, RowQuery
@@ -37,16 +38,22 @@ class Engine:
         db: AsyncDatabase[Document],
         session: AsyncClientSession | None,
         limit: Limit = _no_limit,
+        bodies: Bodies | None = None,
     ) -> None:
         self.db = db
         self.session = session
+        self.bodies = bodies  # where large bodies of the found documents are kept
         # clauses an access adds to every search of a type (its restriction), including
         # the inner searches of chains and `_has`, which could otherwise test hidden data
         self.limit = limit
 
     def limited(self, limit: Limit) -> Engine:
         """This engine, with `limit(type)` added to the inner searches it runs."""
-        return Engine(self.db, self.session, limit)
+        return Engine(self.db, self.session, limit, self.bodies)
+
+    async def resolve(self, documents: list[Document]) -> None:
+        """The bytes of found documents whose bodies are in the object store."""
+        await resolve(self.bodies, documents)
 
     async def ids(self, resource_type: str, clauses: list[Clause]) -> set[str] | None:
         """Ids matching every clause; None when there are no clauses (all resources)."""

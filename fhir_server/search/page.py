@@ -17,6 +17,7 @@ import orjson
 
 from access.errors import AccessError
 from access.restriction import UNRESTRICTED, Restriction
+from fhir_server.bodies import BODY
 from fhir_server.registry import is_served
 from fhir_server.search.engine import Engine
 from fhir_server.search.keys import key
@@ -26,6 +27,7 @@ from fhir_server.search.restriction import visible_ids
 
 Document = dict[str, Any]
 MAX_ITERATE = 3
+FOUND = {"raw": 1, "o": 1, BODY: 1}  # what a page reads of each match
 
 
 @dataclass(slots=True)
@@ -74,10 +76,11 @@ async def run_page(
         query = dict(base)
         if after is not None:
             query["$or"] = _after(order, after)
-        cursor = collection.find(query, {"raw": 1, "o": 1}, session=engine.session)
+        cursor = collection.find(query, FOUND, session=engine.session)
         docs = await cursor.sort(order).limit(request.count + 1).to_list()
     more = len(docs) > request.count
     docs = docs[: request.count]
+    await engine.resolve(docs)
     if direction == "p":
         docs.reverse()
     page.matches = docs
@@ -107,7 +110,7 @@ async def _by_id(
         ordered = [i for i in ordered if (i > after[0] if way == 1 else i < after[0])]
     chosen = ordered[: request.count + 1]
     cursor = engine.db[request.resource_type].find(
-        {"_id": {"$in": chosen}}, {"raw": 1, "o": 1}, session=engine.session
+        {"_id": {"$in": chosen}}, FOUND, session=engine.session
     )
     found = {doc["_id"]: doc async for doc in cursor}
     return [found[i] for i in chosen if i in found and found[i].get("raw") is not None]
@@ -211,7 +214,8 @@ async def _fetch(engine: Engine, references: set[str]) -> list[tuple[str, Docume
     fetched: list[tuple[str, Document]] = []
     for resource_type, ids in by_type.items():
         cursor = engine.db[resource_type].find(
-            {"_id": {"$in": ids}}, {"raw": 1}, session=engine.session
+            {"_id": {"$in": ids}}, {"raw": 1, BODY: 1}, session=engine.session
         )
-        fetched.extend([(resource_type, doc) async for doc in cursor if doc.get("raw")])
+        fetched.extend([(resource_type, doc) async for doc in cursor if doc.get("raw") is not None])
+    await engine.resolve([doc for _, doc in fetched])
     return fetched
