@@ -21,6 +21,7 @@ from medbridge.admin import AdminApi
 from medbridge.health import Readiness
 from smart.authority import Authority
 from smart.http import SmartEndpoints
+from viewer.site import ViewerSite
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ FHIR_BASE = "/fhir"
 DICOMWEB_BASE = "/dicomweb"
 AUTH_BASE = "/auth"
 ADMIN_BASE = "/admin"
+VIEWER_BASE = "/viewer"
 SMART_CONFIGURATION = FHIR_BASE + "/.well-known/smart-configuration"  # served by smart/http.py
 
 
@@ -102,6 +104,7 @@ def assemble(
     dicomweb: Callable[[Request], Awaitable[Response]],
     admin: AdminApi,
     authority: Authority,
+    viewer: ViewerSite | None = None,
 ) -> FastAPI:
     """The app `serve` listens with: every HTTP route the server has is mounted here, so
     the test that refuses every route (tests/integration/test_every_route.py) walks it."""
@@ -109,7 +112,15 @@ def assemble(
     mount_dicomweb(app, dicomweb)
     mount_smart(app, authority)
     mount_admin(app, admin)
+    if viewer is not None:
+        mount_viewer(app, viewer)
     return app
+
+
+def mount_viewer(app: FastAPI, viewer: ViewerSite) -> None:
+    """The image viewer's static files (viewer/site.py): public, read no record."""
+    for path, endpoint, methods in viewer.routes():
+        app.router.add_route(path, endpoint, methods=methods, include_in_schema=False)
 
 
 def mount_admin(app: FastAPI, admin: AdminApi) -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import ssl
 import sys
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
@@ -34,7 +35,14 @@ from imaging.services import Imaging, object_store
 from mappings.dicom.imagingstudy import use_site_authorities
 from medbridge import __version__
 from medbridge.admin import AdminApi
-from medbridge.app import DICOMWEB_BASE, FHIR_BASE, FhirFirst, assemble
+from medbridge.app import (
+    AUTH_BASE,
+    DICOMWEB_BASE,
+    FHIR_BASE,
+    VIEWER_BASE,
+    FhirFirst,
+    assemble,
+)  # fmt: skip
 from medbridge.auth import AuthRefused, check_binding, token_validator
 from medbridge.compose import ImagingPlan, compose
 from medbridge.embedded_mongo import EmbeddedMongo
@@ -46,6 +54,10 @@ from medbridge.running import announce, withdraw
 from medbridge.settings import Settings
 from smart.admin import SmartAdmin
 from smart.authority import Authority, build_authority
+from viewer.build import DEFAULT_DIST, Build, BuildChanged
+from viewer.client import register_client
+from viewer.config import ViewerConfig
+from viewer.site import ViewerSite
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +133,10 @@ async def _serve(settings: Settings, uri: str) -> None:
         await imaging.start()
         stack.push_async_callback(imaging.stop)
         admin = admin_api(router, mllp.processor, imaging, authority, composition.audit)
+        viewer = viewer_site(settings, lambda: public_base[0])
         app = assemble(
             router, readiness, settings.max_body_bytes, lambda: public_base[0],
-            imaging.dicomweb.handle, admin, authority,
+            imaging.dicomweb.handle, admin, authority, viewer,
         )  # fmt: skip
         readiness.expect("dicom")
         dicom_tls = tls_files(
@@ -175,10 +188,40 @@ async def _serve(settings: Settings, uri: str) -> None:
                 https.certificate if https is not None else None,
             )  # fmt: skip
             admin.token = running.admin_token
+            if viewer is not None:
+                await _start_viewer(viewer, authority)
             stack.callback(withdraw, settings.data_dir, running)
             print(f"MedBridge {__version__} ready: FHIR base {base}{FHIR_BASE}", flush=True)
             sys.stdout.flush()
         await task
+
+
+def viewer_site(settings: Settings, public_base: Callable[[], str]) -> ViewerSite | None:
+    """The image viewer at /viewer/ (docs/viewer.md), or None when turned off."""
+    if not settings.viewer:
+        return None
+    build = Build(settings.viewer_dist or DEFAULT_DIST, VIEWER_BASE)
+
+    def config() -> ViewerConfig:
+        return ViewerConfig(
+            public_base(), VIEWER_BASE, DICOMWEB_BASE, FHIR_BASE, AUTH_BASE,
+            settings.viewer_client_id,
+        )  # fmt: skip
+
+    return ViewerSite(build, config)
+
+
+async def _start_viewer(viewer: ViewerSite, authority: Authority) -> None:
+    """Register the viewer's client for the base URL now known, and check the build."""
+    await register_client(authority.clients, viewer.config())
+    if not viewer.build.installed():
+        print(f"the image viewer is not installed ({viewer.build.dist}): /viewer/ "
+              "says how to install it", flush=True)  # fmt: skip
+        return
+    try:
+        await asyncio.to_thread(viewer.build.check)
+    except BuildChanged as changed:
+        log.error("the installed viewer build is not the one MedBridge knows: %s", changed)
 
 
 def _public_base(settings: Settings, port: int) -> str:

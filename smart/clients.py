@@ -89,6 +89,17 @@ class Clients:
                 raise ValueError(f"client {client_id!r} exists already") from None
         return client
 
+    async def put_public(self, client_id: str, redirect_uris: list[str], scope: str) -> Client:
+        """Register or replace a public client the server itself owns (the image viewer's,
+        whose redirect URI follows the public base URL: viewer/client.py)."""
+        client = new_client(client_id, redirect_uris, scope, None, None, None)
+        document = {"_id": client.client_id, "kind": client.kind,
+                    "redirect_uris": list(client.redirect_uris), "scope": client.scope,
+                    "secret": None, "jwks": None, "jwks_url": None}  # fmt: skip
+        async with self.repository.write_gate():
+            await self.collection.replace_one({"_id": client_id}, document, upsert=True)
+        return client
+
     async def get(self, client_id: str) -> Client | None:
         if not CLIENT_ID.match(client_id):
             return None
