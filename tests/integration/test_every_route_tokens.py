@@ -26,9 +26,11 @@ from medbridge.embedded_mongo import EmbeddedMongo
 from tests.integration.test_every_route import (
     AUTH_SERVER,
     HTTP_EXEMPT,
+    PUBLIC_STATIC,
     Probe,
     Served,
     probes_of_route,
+    public_static_answers,
     served,
 )
 from tests.integration.test_smart_enforce import ISSUER, Minter, _tampered, bearer
@@ -80,6 +82,7 @@ def token_probes(door: Door, served: Served, capability: dict[str, Any]) -> list
         if template not in HTTP_EXEMPT
         and template not in AUTH_SERVER
         and template not in OWN_CREDENTIALS
+        and template not in PUBLIC_STATIC
         for probe in probes_of_route(template, methods, door, served, capability)
     ]
 
@@ -167,6 +170,7 @@ def test_every_route_is_401_without_a_valid_token_and_nothing_is_read_or_written
     # the exempt routes answer without a token: the 401s were the hooks', not a dead door
     for template in HTTP_EXEMPT:
         assert httpx.get(door.server.base_url + template, timeout=30).status_code == 200
+    public_static_answers(door.server.base_url)
 
 
 def test_admin_takes_no_access_token(served: Served, door: Door, key: ECKey) -> None:

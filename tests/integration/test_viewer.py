@@ -51,6 +51,7 @@ class Viewing:
     other_study: str  # another patient's
     own_name: str  # a word of each study's PatientName, as the study list shows it
     other_name: str
+    link: str  # the own study's viewer URL, made from its ImagingStudy
 
 
 @dataclass
@@ -76,16 +77,30 @@ def _stow_study(server: RunningServer, token: str, patient_id: str, family: str)
     return study
 
 
-def _patient_of(server: RunningServer, token: str, study: str) -> str:
-    """The FHIR Patient the imaging linker gave the study's ImagingStudy."""
+def _imaging_study(server: RunningServer, token: str, study: str) -> dict[str, Any]:
+    """The ImagingStudy the imaging linker wrote for the study, once it is there."""
     deadline = time.monotonic() + 60
     while True:
         answer = httpx.get(f"{server.fhir_base}/ImagingStudy/{study}",
                            headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
         if answer.status_code == 200:
-            return str(answer.json()["subject"]["reference"]).removeprefix("Patient/")
+            found: dict[str, Any] = answer.json()
+            return found
         assert time.monotonic() < deadline, f"no ImagingStudy for {study}: {answer.text[:300]}"
         time.sleep(0.3)
+
+
+def viewer_link(server: RunningServer, token: str, imaging_study: dict[str, Any]) -> str:
+    """The viewer URL of an ImagingStudy as a portal makes it (docs/viewer.md): its
+    Endpoint is this server's DICOMweb, its identifier the StudyInstanceUID."""
+    (endpoint,) = imaging_study["endpoint"]
+    answer = httpx.get(f"{server.fhir_base}/{endpoint['reference']}",
+                       headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.json()["connectionType"]["code"] == "dicom-wado-rs"
+    assert answer.json()["address"] == f"{server.base_url}/dicomweb"
+    (uid,) = [i["value"] for i in imaging_study["identifier"] if i["system"] == "urn:dicom:uid"]
+    return f"{server.base_url}/viewer/viewer?StudyInstanceUIDs={uid.removeprefix('urn:oid:')}"
 
 
 @pytest.fixture(scope="module")
@@ -103,15 +118,17 @@ def viewing(
         own_name, other_name = f"Ownview{run}", f"Otherview{run}"
         own = _stow_study(server, token, f"V{run}A", own_name)
         other = _stow_study(server, token, f"V{run}B", other_name)
-        own_patient = _patient_of(server, token, own)
-        _patient_of(server, token, other)
+        own_study = _imaging_study(server, token, own)
+        own_patient = str(own_study["subject"]["reference"]).removeprefix("Patient/")
+        _imaging_study(server, token, other)
+        link = viewer_link(server, token, own_study)
         (root / "password").write_text(PASSWORD + "\n")
         clinician, patient_user = f"dr-{run}", f"pat-{run}"
         checked(server, "users", "add", clinician, "--password-file", str(root / "password"),
                 "--fhir-user", f"Practitioner/dr-{run}")  # fmt: skip
         checked(server, "users", "add", patient_user, "--password-file",
                 str(root / "password"), "--fhir-user", f"Patient/{own_patient}")  # fmt: skip
-        yield Viewing(server, clinician, patient_user, own, other, own_name, other_name)
+        yield Viewing(server, clinician, patient_user, own, other, own_name, other_name, link)
     finally:
         server.stop()
 
@@ -227,13 +244,17 @@ def test_a_deep_link_signs_in_and_draws_the_study(viewing: Viewing) -> None:
     sign-in redirect, reads the study through DICOMweb with the token, draws the image."""
     base, browsed = viewing.server.base_url, Browsed()
     with browser_page(browsed) as page:
-        page.goto(f"{base}/viewer/viewer?StudyInstanceUIDs={viewing.own_study}")
+        assert viewing.link == f"{base}/viewer/viewer?StudyInstanceUIDs={viewing.own_study}"
+        page.goto(viewing.link)
         sign_in(page, viewing.clinician)
         page.wait_for_url(lambda url: "/viewer/viewer" in url and "code=" not in url)
         assert viewing.own_study in page.url
         found = drawn_pixels(page)
         assert found["canvases"] >= 1, found
         assert found["lit"] > 1000, (found, browsed.console_errors[-10:])
+        tour = page.get_by_text("Skip all")  # OHIF's first-visit tour, over the image
+        if tour.count():
+            tour.first.click()
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))
 
