@@ -268,6 +268,9 @@ def test_a_deep_link_signs_in_and_draws_the_study(viewing: Viewing) -> None:
     assert any(f"/studies/{viewing.own_study}/" in url for url in dicomweb), dicomweb
     assert any("/frames/" in url for url in dicomweb), dicomweb
     assert_same_origin(browsed, base)
+    # the policy lets OHIF do all it did: nothing was refused by it
+    refused = [e for e in browsed.console_errors if "Content Security Policy" in e]
+    assert not refused, refused
 
 
 def test_a_patient_sees_only_their_own_study(viewing: Viewing) -> None:

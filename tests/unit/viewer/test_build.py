@@ -33,6 +33,8 @@ def dist(tmp_path: Path) -> Path:
     (tmp_path / "7071.bundle.2.js").write_text('u = "https://cdn.jsdelivr.net/npm/@itk-wasm/x"')
     (tmp_path / "app.bundle.css").write_text("@font-face{src:url(/f.woff2)}")
     (tmp_path / "plain.js").write_text("console.log(1)")
+    icons = ",".join(['{"src": "/assets/i.png"}'] * 9)
+    (tmp_path / "manifest.json").write_text(f'{{"icons": [{icons}]}}')
     (tmp_path / "sw.js").write_text("importScripts('https://storage.googleapis.com/x')")
     (tmp_path / "assets").mkdir()
     (tmp_path / "assets" / "i.png").write_bytes(b"\x89PNG")
@@ -62,6 +64,9 @@ def test_bundles_load_chunks_from_the_base_and_nothing_from_a_cdn(dist: Path) ->
     interpolation = build.content("7071.bundle.2.js")
     assert interpolation == b'u = "/viewer/offline/@itk-wasm/x"'
     assert build.content("app.bundle.css") == b"@font-face{src:url(/viewer/f.woff2)}"
+    manifest = build.content("manifest.json")
+    assert manifest is not None
+    assert manifest.count(b'"src": "/viewer/assets/i.png"') == 9
     # a bundle none of the rewrites changes is served from disk as it is
     assert build.content("plain.js") is None
 
