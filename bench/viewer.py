@@ -85,10 +85,13 @@ class ShapedProxy:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        await asyncio.gather(
-            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer),
-            return_exceptions=True,
-        )  # fmt: skip
+        try:
+            await asyncio.gather(
+                self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer),
+                return_exceptions=True,
+            )  # fmt: skip
+        except asyncio.CancelledError:  # the proxy stopped with a keep-alive connection open
+            return
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         started, sent = time.monotonic(), 0
@@ -175,8 +178,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             shaped = f"http://127.0.0.1:{await proxy.start()}"
             loopback: list[Opening] = []
             throttled: list[Opening] = []
+            print(f"stored {len(instances)} instances", flush=True)
             await open_study(server.base_url, token, study)  # warm: header cache, files
-            for _ in range(args.rounds):
+            for round_number in range(args.rounds):
+                print(f"round {round_number + 1} of {args.rounds}", flush=True)
                 loopback.append(await open_study(server.base_url, token, study))
                 proxy.moved = 0
                 throttled.append(await open_study(shaped, token, study))
