@@ -22,6 +22,7 @@ from medbridge.health import Readiness
 from portal.pages import Portal
 from smart.authority import Authority
 from smart.http import SmartEndpoints
+from viewer.site import ViewerSite
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ DICOMWEB_BASE = "/dicomweb"
 AUTH_BASE = "/auth"
 ADMIN_BASE = "/admin"
 PORTAL_BASE = "/portal"
+VIEWER_BASE = "/viewer"
 SMART_CONFIGURATION = FHIR_BASE + "/.well-known/smart-configuration"  # served by smart/http.py
 
 
@@ -105,6 +107,7 @@ def assemble(
     admin: AdminApi,
     authority: Authority,
     portal: Portal | None = None,
+    viewer: ViewerSite | None = None,
 ) -> FastAPI:
     """The app `serve` listens with: every HTTP route the server has is mounted here, so
     the test that refuses every route (tests/integration/test_every_route.py) walks it."""
@@ -114,6 +117,8 @@ def assemble(
     mount_admin(app, admin)
     if portal is not None:
         mount_portal(app, portal)
+    if viewer is not None:
+        mount_viewer(app, viewer)
     return app
 
 
@@ -129,6 +134,12 @@ def mount_portal(app: FastAPI, portal: Portal) -> None:
 
     app.router.add_route("/", to_portal, methods=["GET"], include_in_schema=False)
     app.router.add_route(PORTAL_BASE, to_portal, methods=["GET"], include_in_schema=False)
+
+
+def mount_viewer(app: FastAPI, viewer: ViewerSite) -> None:
+    """The image viewer's static files (viewer/site.py): public, read no record."""
+    for path, endpoint, methods in viewer.routes():
+        app.router.add_route(path, endpoint, methods=methods, include_in_schema=False)
 
 
 def mount_admin(app: FastAPI, admin: AdminApi) -> None:

@@ -37,7 +37,14 @@ from imaging.services import Imaging, object_store
 from mappings.dicom.imagingstudy import use_site_authorities
 from medbridge import __version__
 from medbridge.admin import AdminApi
-from medbridge.app import DICOMWEB_BASE, FHIR_BASE, FhirFirst, assemble
+from medbridge.app import (
+    AUTH_BASE,
+    DICOMWEB_BASE,
+    FHIR_BASE,
+    VIEWER_BASE,
+    FhirFirst,
+    assemble,
+)  # fmt: skip
 from medbridge.auth import AuthRefused, check_binding, token_validator
 from medbridge.compose import ImagingPlan, compose
 from medbridge.embedded_mongo import EmbeddedMongo
@@ -51,6 +58,10 @@ from portal.app import CLIENT_ID, SCOPE, PortalOptions
 from portal.pages import Portal
 from smart.admin import SmartAdmin
 from smart.authority import Authority, build_authority
+from viewer.build import DEFAULT_DIST, Build, BuildChanged
+from viewer.client import register_client
+from viewer.config import ViewerConfig
+from viewer.site import ViewerSite
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +144,10 @@ async def _serve(settings: Settings, uri: str) -> None:
         stack.push_async_callback(imaging.stop)
         admin = admin_api(router, mllp.processor, imaging, authority, composition.audit)
         portal = build_portal(settings, lambda: public_base[0]) if settings.portal else None
+        viewer = viewer_site(settings, lambda: public_base[0])
         app = assemble(
             router, readiness, settings.max_body_bytes, lambda: public_base[0],
-            imaging.dicomweb.handle, admin, authority, portal,
+            imaging.dicomweb.handle, admin, authority, portal, viewer,
         )  # fmt: skip
         if portal is not None:
             stack.push_async_callback(portal.close)
@@ -184,6 +196,8 @@ async def _serve(settings: Settings, uri: str) -> None:
             public_base[0] = base
             if portal is not None:  # its redirect URI is known once the port is
                 await register_portal(portal, authority)
+            if viewer is not None:  # so is the viewer's
+                await _start_viewer(viewer, authority)
             readiness.ready("http")
             scheme = "https" if https is not None else "http"
             running = announce(
@@ -216,6 +230,34 @@ async def register_portal(portal: Portal, authority: Authority) -> None:
     except ValueError as refused:  # e.g. plain http on a non-loopback address
         portal.unavailable = str(refused)
         log.warning("the patient portal is off: %s", refused)
+
+
+def viewer_site(settings: Settings, public_base: Callable[[], str]) -> ViewerSite | None:
+    """The image viewer at /viewer/ (docs/viewer.md), or None when turned off."""
+    if not settings.viewer:
+        return None
+    build = Build(settings.viewer_dist or DEFAULT_DIST, VIEWER_BASE)
+
+    def config() -> ViewerConfig:
+        return ViewerConfig(
+            public_base(), VIEWER_BASE, DICOMWEB_BASE, FHIR_BASE, AUTH_BASE,
+            settings.viewer_client_id,
+        )  # fmt: skip
+
+    return ViewerSite(build, config)
+
+
+async def _start_viewer(viewer: ViewerSite, authority: Authority) -> None:
+    """Register the viewer's client for the base URL now known, and check the build."""
+    await register_client(authority.clients, viewer.config())
+    if not viewer.build.installed():
+        print(f"the image viewer is not installed ({viewer.build.dist}): /viewer/ "
+              "says how to install it", flush=True)  # fmt: skip
+        return
+    try:
+        await asyncio.to_thread(viewer.build.check)
+    except BuildChanged as changed:
+        log.error("the installed viewer build is not the one MedBridge knows: %s", changed)
 
 
 def _public_base(settings: Settings, port: int) -> str:

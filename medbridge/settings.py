@@ -265,6 +265,17 @@ class Settings(BaseSettings):
             launch_lifetime=self.smart_launch_lifetime,
         )
 
+    # --- the image viewer (viewer/, docs/viewer.md) ------------------------------------
+    viewer: bool = Field(True, description="serve the OHIF image viewer at /viewer/")
+    viewer_dist: Path | None = Field(
+        None,
+        description="dist/ folder of an installed @ohif/app; default: the one ./run "
+        "installs (.viewer/node_modules/@ohif/app/dist)",
+    )
+    viewer_client_id: str = Field(
+        "medbridge-viewer", description="the viewer's public client id (registered at start)"
+    )
+
     # --- consent engine (consent/, docs/consent.md) ---------------------------------
     consent: bool = Field(
         True, description="decide what signed-in users see by the patients' Consents (auth on)"

@@ -41,7 +41,7 @@ from smart.accounts import Account, AccountLocked
 from smart.authority import Authority
 from smart.keys import ALGORITHMS
 from smart.launches import LaunchContext, LaunchRefused
-from smart.patient_context import NoPatientContext, own_patient
+from smart.patient_context import NoPatientContext, own_patient, scope_for
 from smart.requests import FormRequest, form_request
 from smart.scope_words import describe
 from smart.server import OAuthServer, RegisteredClient
@@ -217,7 +217,7 @@ class AuthorizePages:
                               problem="the approval expired; start again from the app")  # fmt: skip
         grant_user = None
         if parsed.form.get("decision") == "approve":
-            scope = client.get_allowed_scope(parsed.form.get("scope"))
+            scope = scope_for(account, client.get_allowed_scope(parsed.form.get("scope")))
             context = await self._context(account, scope, launch)
             if isinstance(context, Response):
                 return context

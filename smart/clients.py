@@ -91,8 +91,8 @@ class Clients:
 
     async def register_public(self, client_id: str, redirect_uris: list[str], scope: str) -> Client:
         """Register or re-register a public client the server itself runs (the portal,
-        portal/): its redirect URI follows the public base URL, which may change between
-        starts."""
+        portal/; the image viewer, viewer/client.py): its redirect URI follows the public
+        base URL, which may change between starts."""
         client = new_client(client_id, redirect_uris, scope, None, None, None)
         document = {"_id": client.client_id, "kind": client.kind,
                     "redirect_uris": list(client.redirect_uris), "scope": client.scope,

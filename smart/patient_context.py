@@ -44,3 +44,17 @@ async def own_patient(account: Account, repository: Repository) -> str | None:
     if found is None:
         raise NoPatientContext(f"{account.fhir_user} names no Patient of this server")
     return found.group(1)
+
+
+def scope_for(account: Account, scope: str) -> str:
+    """What a Patient or RelatedPerson account may be granted of `scope`: `user/`
+    scopes in their `patient/` form. A user scope is what the user may see, and for such
+    a user that is one patient's compartment, never everyone's; so an app asking for
+    `user/ImagingStudy.rs` (the image viewer, docs/viewer.md) is confined to the
+    patient for them and not for a Practitioner."""
+    if account.fhir_user.startswith("Practitioner/"):
+        return scope
+    return " ".join(
+        "patient/" + name.removeprefix("user/") if name.startswith("user/") else name
+        for name in scope.split()
+    )

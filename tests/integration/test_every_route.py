@@ -46,7 +46,7 @@ from medbridge.cli import _parser
 from medbridge.compose import ImagingPlan, compose
 from medbridge.health import Readiness
 from medbridge.running import find_running
-from medbridge.server import admin_api, bridge_options, build_portal
+from medbridge.server import admin_api, bridge_options, build_portal, viewer_site
 from medbridge.settings import Settings
 from smart.authority import build_authority
 from tests.integration.test_mllp import adt, orm
@@ -96,6 +96,14 @@ PORTAL = {
     "/portal/thumbnail/{uid}": "a WADO-RS thumbnail through the DICOMweb door",
     "/portal/reports/{id}/pdf/{index:int}": "a DiagnosticReport and Binary through the FHIR door",
     "/portal/static/portal.css": "the pages' style sheet: names no record",
+}
+# the image viewer's files (viewer/site.py): public like any web page's scripts; they
+# read no record and take no token: the viewer reads studies through /dicomweb, with the
+# signed-in user's token (docs/viewer.md). Checked below to answer HTML without a token.
+PUBLIC_STATIC = {
+    "/viewer": "redirects to /viewer/",
+    "/viewer/{path:path}": "OHIF's static build, its generated app-config.js, index.html "
+    "for the app's own routes (deep links), or the page saying how to install it",
 }
 # FHIR interactions not probed here, and why (the deny-all hook refuses them too)
 FHIR_EXEMPT = {
@@ -167,6 +175,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, store: Any) -> Served:
                 composition.router, Readiness(), settings.max_body_bytes,
                 lambda: "http://127.0.0.1", imaging.dicomweb.handle, admin, authority,
                 build_portal(settings, lambda: "http://127.0.0.1"),
+                viewer_site(settings, lambda: "http://127.0.0.1"),
             )  # fmt: skip
             routes = {r.path: frozenset(getattr(r, "methods", None) or ()) for r in app.routes}
             return Served(routes, sorted(admin.handlers))
@@ -396,6 +405,8 @@ def test_every_http_route_is_probed_or_exempt(
     for template, methods in served.routes.items():
         if template in HTTP_EXEMPT or template in AUTH_SERVER or template in PORTAL:
             continue
+        if template in PUBLIC_STATIC:
+            continue
         try:
             probes = probes_of_route(template, methods, door, served, capability)
         except KeyError:
@@ -409,7 +420,10 @@ def test_every_http_route_is_refused_and_nothing_is_read_or_written(
     probes = [
         probe
         for template, methods in served.routes.items()
-        if template not in HTTP_EXEMPT and template not in AUTH_SERVER and template not in PORTAL
+        if template not in HTTP_EXEMPT
+        and template not in AUTH_SERVER
+        and template not in PORTAL
+        and template not in PUBLIC_STATIC
         for probe in probes_of_route(template, methods, door, served, capability)
     ]
     before = door.settled()
@@ -419,6 +433,8 @@ def test_every_http_route_is_refused_and_nothing_is_read_or_written(
         # what is exempt still answers: the refusals above were the hook's, not a dead server
         for template in HTTP_EXEMPT:
             assert httpx.get(door.server.base_url + template, timeout=30).status_code == 200
+        assert set(PUBLIC_STATIC) <= set(served.routes), "the viewer is mounted"
+        public_static_answers(door.server.base_url)
     assert door.settled() == before
     labels = {p.label for p in probes}
     for expected in (
@@ -430,6 +446,19 @@ def test_every_http_route_is_refused_and_nothing_is_read_or_written(
         "ImagingStudy read",
     ):
         assert expected in labels, expected  # fmt: skip
+
+
+def public_static_answers(base: str) -> None:
+    """The viewer's routes answer a page (or the page saying how to install it) without
+    a token, whatever the hooks decide: they are no access of the pipeline."""
+    moved = httpx.get(base + "/viewer", timeout=30)
+    assert moved.status_code == 308, moved.text[:300]
+    assert moved.headers["location"] == "/viewer/"
+    for path in ("/viewer/", "/viewer/viewer"):
+        page = httpx.get(base + path, timeout=30)
+        assert page.status_code in (200, 503), (path, page.status_code)
+        assert page.headers["content-type"].startswith("text/html"), path
+        assert "default-src 'self'" in page.headers["content-security-policy"]
 
 
 # DIMSE ------------------------------------------------------------------------------

@@ -27,9 +27,11 @@ from tests.integration.test_every_route import (
     AUTH_SERVER,
     HTTP_EXEMPT,
     PORTAL,
+    PUBLIC_STATIC,
     Probe,
     Served,
     probes_of_route,
+    public_static_answers,
     served,
 )
 from tests.integration.test_smart_enforce import ISSUER, Minter, _tampered, bearer
@@ -82,6 +84,7 @@ def token_probes(door: Door, served: Served, capability: dict[str, Any]) -> list
         and template not in AUTH_SERVER
         and template not in OWN_CREDENTIALS
         and template not in PORTAL  # an app: its own session, the person's token inside
+        and template not in PUBLIC_STATIC
         for probe in probes_of_route(template, methods, door, served, capability)
     ]
 
@@ -169,6 +172,7 @@ def test_every_route_is_401_without_a_valid_token_and_nothing_is_read_or_written
     # the exempt routes answer without a token: the 401s were the hooks', not a dead door
     for template in HTTP_EXEMPT:
         assert httpx.get(door.server.base_url + template, timeout=30).status_code == 200
+    public_static_answers(door.server.base_url)
 
 
 def test_admin_takes_no_access_token(served: Served, door: Door, key: ECKey) -> None:
