@@ -6,12 +6,18 @@ number the two have in common is printed side by side with the median of the rou
 This is how a change shows it costs no more than the noise: same machine, same minutes.
 
     ./run bench before_after --baseline HEAD~5 --rounds 2 hl7_ingest -- --messages 500
+
+`--after-env KEY=VALUE` (and `--before-env`) set an environment variable for one side's
+run only (the servers it starts inherit it): a setting the baseline does not have, such
+as `MEDBRIDGE_AUDIT=false` to leave a cost measured elsewhere out of the comparison. The
+result JSON records both sides' variables.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -46,9 +52,25 @@ def numbers(document: Any, prefix: str = "") -> dict[str, float]:
     return found
 
 
-def run_once(checkout: Path, name: str, args: list[str]) -> dict[str, float]:
-    subprocess.run([sys.executable, f"bench/{name}.py", *args], cwd=checkout, check=True)
+def run_once(checkout: Path, name: str, args: list[str], env: dict[str, str]) -> dict[str, float]:
+    subprocess.run(
+        [sys.executable, f"bench/{name}.py", *args],
+        cwd=checkout,
+        check=True,
+        env={**os.environ, **env},
+    )
     return numbers(json.loads((checkout / "bench" / "results" / f"{name}.json").read_text()))
+
+
+def environment(assignments: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` options as a mapping; a malformed one stops the run before any work."""
+    variables: dict[str, str] = {}
+    for assignment in assignments:
+        key, equals, value = assignment.partition("=")
+        if not equals or not key:
+            raise SystemExit(f"--before-env/--after-env take KEY=VALUE, not {assignment!r}")
+        variables[key] = value
+    return variables
 
 
 def main() -> None:
@@ -64,9 +86,21 @@ def main() -> None:
         help="extra arguments for this checkout only, as one string (options the baseline "
         "does not know yet, e.g. '--store embedded')",
     )
+    for side in ("before", "after"):
+        parser.add_argument(
+            f"--{side}-env",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"an environment variable for the {side} side's run only (repeatable)",
+        )
     parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then the benchmark's args")
     options = parser.parse_args()
     args = options.args[1:] if options.args[:1] == ["--"] else options.args
+    environments = {
+        "before": environment(options.before_env),
+        "after": environment(options.after_env),
+    }
     worktree = Path(tempfile.mkdtemp(prefix="medbridge-baseline-")) / "checkout"
     subprocess.run(
         ["git", "worktree", "add", "--detach", str(worktree), options.baseline],
@@ -76,8 +110,12 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     try:
         for _ in range(options.rounds):
-            runs["before"].append(run_once(worktree, options.name, args))
-            runs["after"].append(run_once(HERE, options.name, args + options.after_only.split()))
+            runs["before"].append(run_once(worktree, options.name, args, environments["before"]))
+            runs["after"].append(
+                run_once(
+                    HERE, options.name, args + options.after_only.split(), environments["after"]
+                )
+            )
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=HERE)
         shutil.rmtree(worktree.parent, ignore_errors=True)
@@ -87,6 +125,11 @@ def main() -> None:
         f"\n{options.name}: baseline {options.baseline} vs this checkout, "
         f"{options.rounds} alternating rounds (medians)"
     )
+    for side, variables in environments.items():
+        if variables:
+            print(
+                f"{side} side's environment: " + " ".join(f"{k}={v}" for k, v in variables.items())
+            )
     print(f"{'figure':<60}{'before':>12}{'after':>12}{'after/before':>14}")
     for key in keys:
         before = statistics.median(r[key] for r in runs["before"])
@@ -105,6 +148,8 @@ def main() -> None:
         "baseline": options.baseline,
         "rounds": options.rounds,
         "args": args,
+        "after_only": options.after_only.split(),
+        "environment": environments,
         "figures": table,
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
