@@ -43,7 +43,7 @@ def numbers(document: Any, prefix: str = "") -> dict[str, float]:
             found.update(numbers(value, f"{prefix}{key}."))
     elif isinstance(document, list):
         for index, value in enumerate(document):
-            label = index
+            label: int | str = index
             if isinstance(value, dict) and "name" in value:
                 label = f"{value['name']}@{value.get('clients', '')}"
             found.update(numbers(value, f"{prefix}{label}."))
@@ -52,14 +52,20 @@ def numbers(document: Any, prefix: str = "") -> dict[str, float]:
     return found
 
 
-def run_once(checkout: Path, name: str, args: list[str], env: dict[str, str]) -> dict[str, float]:
-    subprocess.run(
-        [sys.executable, f"bench/{name}.py", *args],
-        cwd=checkout,
-        check=True,
-        env={**os.environ, **env},
+def run_once(
+    checkout: Path, name: str, args: list[str], env: dict[str, str]
+) -> dict[str, float] | None:
+    """One run's numbers; None when the benchmark failed (on a machine loaded past its
+    timeouts a peer can time out), so the round is left out rather than the whole run."""
+    result = checkout / "bench" / "results" / f"{name}.json"
+    result.unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, f"bench/{name}.py", *args], cwd=checkout, env={**os.environ, **env}
     )
-    return numbers(json.loads((checkout / "bench" / "results" / f"{name}.json").read_text()))
+    if done.returncode != 0 or not result.exists():
+        print(f"\n{name} failed in {checkout} (exit {done.returncode}): round left out\n")
+        return None
+    return numbers(json.loads(result.read_text()))
 
 
 def environment(assignments: list[str]) -> dict[str, str]:
@@ -108,22 +114,28 @@ def main() -> None:
         check=True,
     )
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    failed = 0
     try:
         for _ in range(options.rounds):
-            runs["before"].append(run_once(worktree, options.name, args, environments["before"]))
-            runs["after"].append(
-                run_once(
-                    HERE, options.name, args + options.after_only.split(), environments["after"]
-                )
+            before_run = run_once(worktree, options.name, args, environments["before"])
+            after_run = run_once(
+                HERE, options.name, args + options.after_only.split(), environments["after"]
             )
+            if before_run is None or after_run is None:
+                failed += 1
+                continue
+            runs["before"].append(before_run)
+            runs["after"].append(after_run)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=HERE)
         shutil.rmtree(worktree.parent, ignore_errors=True)
+    if not runs["before"]:
+        raise SystemExit(f"{options.name}: every round failed")
     keys = sorted(set.intersection(*(set(r) for r in runs["before"] + runs["after"])))
     table: dict[str, dict[str, Any]] = {}
     print(
         f"\n{options.name}: baseline {options.baseline} vs this checkout, "
-        f"{options.rounds} alternating rounds (medians)"
+        f"{len(runs['before'])} alternating rounds (medians), {failed} failed and left out"
     )
     for side, variables in environments.items():
         if variables:
@@ -146,7 +158,8 @@ def main() -> None:
     document = {
         "benchmark": options.name,
         "baseline": options.baseline,
-        "rounds": options.rounds,
+        "rounds": len(runs["before"]),
+        "failed_rounds": failed,
         "args": args,
         "after_only": options.after_only.split(),
         "environment": environments,
