@@ -6,12 +6,18 @@ number the two have in common is printed side by side with the median of the rou
 This is how a change shows it costs no more than the noise: same machine, same minutes.
 
     ./run bench before_after --baseline HEAD~5 --rounds 2 hl7_ingest -- --messages 500
+
+`--after-env KEY=VALUE` (and `--before-env`) set an environment variable for one side's
+run only (the servers it starts inherit it): a setting the baseline does not have, such
+as `MEDBRIDGE_AUDIT=false` to leave a cost measured elsewhere out of the comparison. The
+result JSON records both sides' variables.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -37,7 +43,7 @@ def numbers(document: Any, prefix: str = "") -> dict[str, float]:
             found.update(numbers(value, f"{prefix}{key}."))
     elif isinstance(document, list):
         for index, value in enumerate(document):
-            label = index
+            label: int | str = index
             if isinstance(value, dict) and "name" in value:
                 label = f"{value['name']}@{value.get('clients', '')}"
             found.update(numbers(value, f"{prefix}{label}."))
@@ -46,9 +52,31 @@ def numbers(document: Any, prefix: str = "") -> dict[str, float]:
     return found
 
 
-def run_once(checkout: Path, name: str, args: list[str]) -> dict[str, float]:
-    subprocess.run([sys.executable, f"bench/{name}.py", *args], cwd=checkout, check=True)
-    return numbers(json.loads((checkout / "bench" / "results" / f"{name}.json").read_text()))
+def run_once(
+    checkout: Path, name: str, args: list[str], env: dict[str, str]
+) -> dict[str, float] | None:
+    """One run's numbers; None when the benchmark failed (on a machine loaded past its
+    timeouts a peer can time out), so the round is left out rather than the whole run."""
+    result = checkout / "bench" / "results" / f"{name}.json"
+    result.unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, f"bench/{name}.py", *args], cwd=checkout, env={**os.environ, **env}
+    )
+    if done.returncode != 0 or not result.exists():
+        print(f"\n{name} failed in {checkout} (exit {done.returncode}): round left out\n")
+        return None
+    return numbers(json.loads(result.read_text()))
+
+
+def environment(assignments: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` options as a mapping; a malformed one stops the run before any work."""
+    variables: dict[str, str] = {}
+    for assignment in assignments:
+        key, equals, value = assignment.partition("=")
+        if not equals or not key:
+            raise SystemExit(f"--before-env/--after-env take KEY=VALUE, not {assignment!r}")
+        variables[key] = value
+    return variables
 
 
 def main() -> None:
@@ -64,9 +92,21 @@ def main() -> None:
         help="extra arguments for this checkout only, as one string (options the baseline "
         "does not know yet, e.g. '--store embedded')",
     )
+    for side in ("before", "after"):
+        parser.add_argument(
+            f"--{side}-env",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"an environment variable for the {side} side's run only (repeatable)",
+        )
     parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then the benchmark's args")
     options = parser.parse_args()
     args = options.args[1:] if options.args[:1] == ["--"] else options.args
+    environments = {
+        "before": environment(options.before_env),
+        "after": environment(options.after_env),
+    }
     worktree = Path(tempfile.mkdtemp(prefix="medbridge-baseline-")) / "checkout"
     subprocess.run(
         ["git", "worktree", "add", "--detach", str(worktree), options.baseline],
@@ -74,19 +114,34 @@ def main() -> None:
         check=True,
     )
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    failed = 0
     try:
         for _ in range(options.rounds):
-            runs["before"].append(run_once(worktree, options.name, args))
-            runs["after"].append(run_once(HERE, options.name, args + options.after_only.split()))
+            before_run = run_once(worktree, options.name, args, environments["before"])
+            after_run = run_once(
+                HERE, options.name, args + options.after_only.split(), environments["after"]
+            )
+            if before_run is None or after_run is None:
+                failed += 1
+                continue
+            runs["before"].append(before_run)
+            runs["after"].append(after_run)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=HERE)
         shutil.rmtree(worktree.parent, ignore_errors=True)
+    if not runs["before"]:
+        raise SystemExit(f"{options.name}: every round failed")
     keys = sorted(set.intersection(*(set(r) for r in runs["before"] + runs["after"])))
     table: dict[str, dict[str, Any]] = {}
     print(
         f"\n{options.name}: baseline {options.baseline} vs this checkout, "
-        f"{options.rounds} alternating rounds (medians)"
+        f"{len(runs['before'])} alternating rounds (medians), {failed} failed and left out"
     )
+    for side, variables in environments.items():
+        if variables:
+            print(
+                f"{side} side's environment: " + " ".join(f"{k}={v}" for k, v in variables.items())
+            )
     print(f"{'figure':<60}{'before':>12}{'after':>12}{'after/before':>14}")
     for key in keys:
         before = statistics.median(r[key] for r in runs["before"])
@@ -103,8 +158,11 @@ def main() -> None:
     document = {
         "benchmark": options.name,
         "baseline": options.baseline,
-        "rounds": options.rounds,
+        "rounds": len(runs["before"]),
+        "failed_rounds": failed,
         "args": args,
+        "after_only": options.after_only.split(),
+        "environment": environments,
         "figures": table,
     }
     path.write_text(json.dumps(document, indent=2) + "\n")

@@ -41,6 +41,7 @@ from pydicom.values import convert_string
 Element = tuple[str, int, int]  # VR, value length, value offset
 
 PIXEL_TAGS: Final = frozenset((0x7FE00008, 0x7FE00009, 0x7FE00010))
+EVERY_TAG: Final = 0xFFFFFFFF  # `scan(until=...)`'s default: frame the whole data set
 CHARSET: Final = 0x00080005
 SLOW: Final = object()  # "convert this one with pydicom"
 
@@ -78,10 +79,13 @@ class Scan:
     meta: dict[int, Element] = field(default_factory=dict)  # the File Meta Information
 
 
-def scan(data: bytes, max_depth: int = 16) -> Scan | None:
+def scan(data: bytes, max_depth: int = 16, until: int = EVERY_TAG) -> Scan | None:
     """Frame the file meta and the data set up to the pixel data; None to use pydicom.
 
     Explicit VR sequences are framed here too, item by item down to `max_depth` levels.
+    With `until`, framing stops before the first top-level tag above it: a caller that
+    needs a few leading elements (a C-STORE's identifying header) does not frame the
+    other few hundred, and nothing after them is checked.
     """
     size = len(data)
     if size < 140 or data[128:132] != b"DICM" or not _default_config():
@@ -115,16 +119,18 @@ def scan(data: bytes, max_depth: int = 16) -> Scan | None:
         return None
     found = Scan(transfer_syntax, implicit, {}, {}, None, None, meta)
     if implicit:
-        walked = _walk_implicit(data, pos, previous, found)
+        walked = _walk_implicit(data, pos, previous, found, until)
     else:
-        walked = _walk_explicit(data, pos, previous, found, max_depth)
+        walked = _walk_explicit(data, pos, previous, found, max_depth, until)
     if not walked or not found.elements:
         return None
     found.codec = _codec(data, found.elements.get(CHARSET))
     return found
 
 
-def _walk_explicit(data: bytes, pos: int, previous: int, found: Scan, max_depth: int) -> bool:
+def _walk_explicit(
+    data: bytes, pos: int, previous: int, found: Scan, max_depth: int, until: int
+) -> bool:
     """Top-level elements of an explicit VR little endian data set; False to decline."""
     size, elements = len(data), found.elements
     vrs, long, header, length32 = _VRS, _LONG, _HEADER, _LENGTH32  # locals: the hot loop
@@ -133,6 +139,8 @@ def _walk_explicit(data: bytes, pos: int, previous: int, found: Scan, max_depth:
             return False
         group, number, vr, length = header(data, pos)
         tag = group << 16 | number
+        if tag > until:
+            return True
         name = vrs.get(vr)
         if name is None or tag <= previous or group == 0xFFFE:
             return False
@@ -231,7 +239,7 @@ def read_undefined_sequence(data: bytes, tag: int, found: Scan) -> DataElement:
     return found.sequences[tag]
 
 
-def _walk_implicit(data: bytes, pos: int, previous: int, found: Scan) -> bool:
+def _walk_implicit(data: bytes, pos: int, previous: int, found: Scan, until: int) -> bool:
     """Top-level elements of an implicit VR little endian data set; False to decline.
 
     The VR kept is the dictionary's when pydicom's lookup would give it plainly, else "".
@@ -245,6 +253,8 @@ def _walk_implicit(data: bytes, pos: int, previous: int, found: Scan) -> bool:
             return False
         group, number, length = header(data, pos)
         tag = group << 16 | number
+        if tag > until:
+            return True
         if tag <= previous or group == 0xFFFE:
             return False
         start = pos + 8

@@ -9,7 +9,7 @@ turns into that error's DIMSE status (MB-4001 -> 0x0124).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -43,6 +43,9 @@ IMAGING_TYPES = frozenset({"ImagingStudy"})
 UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 # identifier keys that select patients rather than studies
 PATIENT_KEYS = ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate")
+# what an access is described from: a C-FIND/C-MOVE/C-GET identifier, or the keyword ->
+# value header of a C-STORE's instance (`stored_header`)
+Identifier = Dataset | Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,7 @@ class DimseDoor:
         work: Work[Any],
         peer: str | None = None,
         *,
-        identifier: Dataset | None = None,
+        identifier: Identifier | None = None,
         sop_instance: str | None = None,
         describe: Describe | None = None,
         deliver: Deliver | None = None,
@@ -138,27 +141,32 @@ def _render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:
 STORED_TAGS = {
     int(tag_for_keyword(k) or 0): k for k in (*UID_KEYS, "PatientID", "IssuerOfPatientID")
 }
+# they all lie in the first few dozen elements: framing stops after the last of them
+LAST_STORED_TAG = max(STORED_TAGS)
 
 
-def stored_header(data: bytes) -> Dataset | None:
-    """The identifying header of a Part 10 instance, framed in its bytes without decoding
-    or inflating anything (imaging/scan.py: a deflated instance must be inflated under the
-    ingest's cap, never here); None when it cannot be framed so (deflated, big endian or
-    malformed): the access then names its SOP Instance UID only, and the ingest answers."""
-    found = scan(data)
+def stored_header(data: bytes) -> dict[str, str] | None:
+    """The identifying header of a Part 10 instance (keyword -> value), framed in its
+    bytes up to its last identifying element without decoding or inflating anything
+    (imaging/scan.py: a deflated instance must be inflated under the ingest's cap, never
+    here); None when it cannot be framed so (deflated, big endian or malformed): the
+    access then names its SOP Instance UID only, and the ingest answers. It runs on the
+    association's thread for every C-STORE, before the ingest parses the whole instance:
+    no pydicom Dataset, and no element after the last one it needs."""
+    found = scan(data, until=LAST_STORED_TAG)
     if found is None:
         return None
-    header = Dataset()
+    header: dict[str, str] = {}
     for tag, keyword in STORED_TAGS.items():
         element = found.elements.get(tag)
         value = plain_value(data, element, found.codec) if element is not None else None
         if isinstance(value, str) and value:
-            setattr(header, keyword, value)
+            header[keyword] = value
     return header
 
 
 def dimse_access(
-    action: Action, context: RequestContext, identifier: Dataset | None, sop: str | None
+    action: Action, context: RequestContext, identifier: Identifier | None, sop: str | None
 ) -> Access:
     """The UIDs an identifier names (UID list matching allowed) and its patient keys."""
     found: dict[str, frozenset[str]] = {}
@@ -182,7 +190,7 @@ def dimse_access(
     )
 
 
-def _values(identifier: Dataset, keyword: str) -> list[str]:
+def _values(identifier: Identifier, keyword: str) -> list[str]:
     value = identifier.get(keyword)
     if value is None:
         return []

@@ -25,7 +25,7 @@ from access.errors import AccessError
 from imaging.dimse import query, relay, retrieve, worklist
 from imaging.dimse.bridge import LoopBridge
 from imaging.dimse.config import DimseConfig
-from imaging.dimse.door import Deliver, DimseDoor, Within, Work, stored_header
+from imaging.dimse.door import Deliver, DimseDoor, Identifier, Within, Work, stored_header
 from imaging.dimse.matching import check_wildcards
 from imaging.dimse.part10 import part10
 from imaging.dimse.sop_classes import PATIENT_ROOT, ModalityWorklistFind, Verification
@@ -88,14 +88,15 @@ class Handlers:
         work: Work[Any],
         rows: bool = False,
         deliver: Deliver | None = None,
-        stored: Dataset | None = None,
+        stored: Identifier | None = None,
     ) -> Coroutine[Any, Any, Any]:
         """One pipeline pass for the calling AE title with `work` as its act. The AE
         title's services are checked there, by the `dimse.ae-titles` authorize hook.
         A C-STORE's access names what its header says (`stored`)."""
         address = getattr(event.assoc.requestor, "address", None)
         peer = str(address) if address else None
-        identifier, sop = None, None
+        identifier: Identifier | None = None
+        sop = None
         if action is Action.C_STORE:
             identifier = stored
             sop = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "") or None
@@ -115,7 +116,7 @@ class Handlers:
         event: Event,
         work: Work[Any],
         rows: bool = False,
-        stored: Dataset | None = None,
+        stored: Identifier | None = None,
     ) -> Any:
         """`work` on the loop, as the act of a pass; its result once the pass ended."""
         return self.bridge.run(self._pass(action, event, work, rows, stored=stored))
