@@ -9,6 +9,7 @@ import os
 import ssl
 import sys
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -19,6 +20,7 @@ from pymongo import AsyncMongoClient
 from access.tls import server_context, tls_files
 from audit.commands import admin_verify
 from audit.hook import AuditTrail
+from audit.security import SecurityAudit
 from fhir_server import body_pool
 from fhir_server.repository import Repository
 from fhir_server.router import FhirRouter
@@ -109,6 +111,10 @@ async def _serve(settings: Settings, uri: str) -> None:
             bridge=options, dimse=dimse_config,
             validator=validator,
         )  # fmt: skip
+        if composition.audit is not None:
+            # sign-ins and token issues go into the same chain as the accesses
+            trail = composition.audit
+            authority = replace(authority, audit=SecurityAudit(trail.chain, trail.source))
         router, imaging, processor = composition.router, composition.imaging, composition.processor
         assert imaging is not None
         assert processor is not None
