@@ -26,6 +26,8 @@ CLAIMS_NOTE = "smart.claims"
 # consent/hooks.py OVERRIDES_NOTE: the rule-3 overrides the consent-show hook applied
 OVERRIDES_NOTE = "consent.overrides"
 OVERRIDE_SYSTEM = "urn:medbridge:consent-override"
+# audit/patient_view.py note_shown_patients: the patients whose records were shown
+SHOWN_PATIENTS_NOTE = "audit.shown-patients"
 PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 TRIGGER_EVENT_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0003"
 ACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
@@ -147,6 +149,11 @@ def build(
         "observer": {"display": source},
         "type": [table["source_type"]],
     }
+    shown = context.notes.get(SHOWN_PATIENTS_NOTE)
+    if isinstance(shown, set) and not shown <= learned.patients:
+        # an Observation read names its patient: the patient's access log finds it
+        learned = Learned(learned.references, learned.patients | shown, learned.studies,
+                          learned.series, learned.instances)  # fmt: skip
     entities = _entities(access, learned, overrides)
     if entities:
         event["entity"] = entities

@@ -24,6 +24,7 @@ import orjson
 
 from access.pipeline import Exchange
 from access.shown import Item
+from audit.event import SHOWN_PATIENTS_NOTE
 from fhir_server.exchange import FhirResponse
 
 Document = dict[str, Any]
@@ -33,6 +34,18 @@ AUDIT_TYPE = "AuditEvent"
 PATIENT_ROLE = "1"
 REDACTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
             "code": "REDACTED", "display": "redacted"}  # fmt: skip
+
+
+async def note_shown_patients(exchange: Exchange[Any, Any]) -> None:
+    """Consent-show, after the hooks that hide: the patients whose records this access
+    showed, for its AuditEvent (audit/event.py), so a read of an Observation names its
+    patient and appears in that patient's access log."""
+    items = exchange.items
+    if items is None:
+        return
+    found = {p for item in items.visible if item.mode != "counted" for p in item.patients}
+    if found:
+        exchange.context.notes.setdefault(SHOWN_PATIENTS_NOTE, set()).update(found)
 
 
 def readers_patients(exchange: Exchange[Any, Any]) -> frozenset[str] | None:
