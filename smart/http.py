@@ -16,13 +16,12 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 from starlette.requests import Request
 from starlette.responses import Response
 
-from access.errors import AccessError
 from smart.authority import Authority
 from smart.authorize import AuthorizePages
 from smart.claims import TokenInvalid
 from smart.keys import ALGORITHMS
 from smart.requests import FormRequest, form_request
-from smart.server import PEER, Answer, OAuthServer, RegisteredClient
+from smart.server import PEER, Answer, OAuthServer, RegisteredClient, TokenNotAudited
 
 log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -89,8 +88,8 @@ class SmartEndpoints:
         PEER.set(request.client.host if request.client is not None else None)
         try:
             answer: Answer = await self.oauth.run(self.oauth.create_token_response, parsed)
-        except AccessError as error:  # the token's audit event could not be written
-            log.error("token not issued: %s", error.code)
+        except TokenNotAudited as error:  # the token's audit event could not be written
+            log.error("token not issued, not audited: %s", type(error.__cause__).__name__)
             return self._error(503, "temporarily_unavailable", "the token could not be issued; "
                                "try again")  # fmt: skip
         except Exception as error:  # a store failure inside a grant: answered, never raised

@@ -47,6 +47,10 @@ NONCE: ContextVar[str | None] = ContextVar("NONCE", default=None)
 PEER: ContextVar[str | None] = ContextVar("PEER", default=None)
 
 
+class TokenNotAudited(Exception):
+    """The token's AuditEvent could not be made durable: the token is not issued."""
+
+
 class RegisteredClient:
     """authlib's ClientMixin over a registered `Client`."""
 
@@ -271,11 +275,15 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         if audit is not None:
             # durable before the token leaves: an unaudited token is never issued (the
             # failure reaches the token route, which answers 503)
-            self.call(audit.token_issued(
+            recorded = audit.token_issued(
                 client_id=grant.client_id, grant_type=grant_type, scope=granted,
                 token_id=minted.token_id, subject=grant.subject, fhir_user=grant.fhir_user,
                 patient=grant.patient, address=PEER.get(),
-            ))  # fmt: skip
+            )  # fmt: skip
+            try:
+                self.call(recorded)
+            except Exception as failure:  # refused, or still retrying past STORE_TIMEOUT
+                raise TokenNotAudited from failure
         token: dict[str, Any] = {"access_token": minted.token, "token_type": "Bearer",
                                  "expires_in": minted.expires_in, "scope": granted}  # fmt: skip
         if grant.patient:
