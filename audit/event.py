@@ -33,8 +33,14 @@ TRIGGER_EVENT_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0003"
 ACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
 UID_SYSTEM = "urn:dicom:uid"
 IP_ADDRESS = "2"  # AuditEvent.agent.network.type: IP address
-# DICOM UIDs an import door notes as "study:<uid>" (imaging/import_door.py)
+# DICOM UIDs a door notes as touched: "study:<uid>" (imaging/import_door.py), and the
+# instances a retrieve handed over with their series and study (imaging/dimse/door.py)
 STUDY_PREFIX = "study:"
+SERIES_PREFIX = "series:"
+INSTANCE_PREFIX = "instance:"
+# imaging/dimse/door.py DESTINATION_NOTE: a C-MOVE's move destination (AE title, host)
+DESTINATION_NOTE = "audit.move-destination"
+AE_SYSTEM = "urn:medbridge:actor:dicom-ae"
 
 
 @cache
@@ -58,6 +64,12 @@ class Learned:
     def add_reference(self, reference: str) -> None:
         if reference.startswith(STUDY_PREFIX):
             self.studies.add(reference.removeprefix(STUDY_PREFIX))
+            return
+        if reference.startswith(SERIES_PREFIX):
+            self.series.add(reference.removeprefix(SERIES_PREFIX))
+            return
+        if reference.startswith(INSTANCE_PREFIX):
+            self.instances.add(reference.removeprefix(INSTANCE_PREFIX))
             return
         # Type/id/_history/n -> Type/id: the entity is the resource
         reference = "/".join(reference.split("/")[:2])
@@ -211,6 +223,20 @@ def _agents(access: Access | None, context: RequestContext, purpose: str | None)
             "who": {"identifier": {"system": "urn:medbridge:client", "value": client_id}},
             "requestor": False,
         })  # fmt: skip
+    destination = context.notes.get(DESTINATION_NOTE)
+    if isinstance(destination, tuple) and destination and destination[0]:
+        # a C-MOVE sends to a third party: PS3.15 A.5.3.2 names it the Destination, and
+        # this server the Source of the instances
+        title, host = destination[0], destination[1] if len(destination) > 1 else None
+        moved: Document = {"type": {"coding": [table["server_agent_type"]]},
+                           "who": {"identifier": {"system": AE_SYSTEM, "value": title}},
+                           "requestor": False}  # fmt: skip
+        if host:
+            moved["network"] = {"address": str(host)[:200], "type": IP_ADDRESS}
+        agents.append(moved)
+        agents.append({"type": {"coding": [table["source_agent_type"]]},
+                       "who": {"display": "MedBridge"}, "requestor": False})  # fmt: skip
+        return agents
     agents.append({
         "type": {"coding": [table["server_agent_type"]]},
         "who": {"display": "MedBridge"},
