@@ -155,6 +155,26 @@ def test_a_backend_token_is_audited_without_its_assertion(realm: Realm) -> None:
     assert signed not in realm.server.log()
 
 
+def register(server: RunningServer, files: Path) -> Realm:
+    """A patient user, a public app and a backend client (private_key_jwt) of `server`."""
+    suffix = uuid.uuid4().hex[:8]
+    (files / "password").write_text(PASSWORD + "\n")
+    key = ECKey.generate_key("P-384", {"kid": f"b-{suffix}", "alg": "ES384"}, private=True)
+    (files / "jwks.json").write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    user, app, backend = f"u-{suffix}", f"app-{suffix}", f"backend-{suffix}"
+    for command in (
+        ("users", "add", user, "--password-file", str(files / "password"),
+         "--fhir-user", f"Patient/p-{suffix}"),
+        ("clients", "add", app, "--public", "--redirect-uri", "https://app.example/cb",
+         "--scope", "openid fhirUser launch/patient offline_access patient/*.rs"),
+        ("clients", "add", backend, "--jwks-file", str(files / "jwks.json"),
+         "--scope", "system/*.cruds system/*.rs"),
+    ):  # fmt: skip
+        done = medbridge(server, *command)
+        assert done.returncode == 0, done.stderr
+    return Realm(server, suffix, f"p-{suffix}", user, app, "", backend, key)
+
+
 def test_no_sign_in_and_no_token_when_the_audit_cannot_be_written(
     tmp_path: Path, store: Any
 ) -> None:
@@ -163,27 +183,12 @@ def test_no_sign_in_and_no_token_when_the_audit_cannot_be_written(
     server = start_server(tmp_path / "server", store.uri,
                           env={"MEDBRIDGE_AUDIT_MONGODB_URI": audit_uri})  # fmt: skip
     try:
-        suffix = uuid.uuid4().hex[:8]
-        (tmp_path / "password").write_text(PASSWORD + "\n")
-        key = ECKey.generate_key("P-384", {"kid": f"b-{suffix}", "alg": "ES384"}, private=True)
-        (tmp_path / "jwks.json").write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
-        user, app, backend = f"u-{suffix}", f"app-{suffix}", f"backend-{suffix}"
-        for command in (
-            ("users", "add", user, "--password-file", str(tmp_path / "password"),
-             "--fhir-user", f"Patient/p-{suffix}"),
-            ("clients", "add", app, "--public", "--redirect-uri", "https://app.example/cb",
-             "--scope", "openid fhirUser launch/patient patient/*.rs"),
-            ("clients", "add", backend, "--jwks-file", str(tmp_path / "jwks.json"),
-             "--scope", "system/*.rs"),
-        ):  # fmt: skip
-            done = medbridge(server, *command)
-            assert done.returncode == 0, done.stderr
-        realm = Realm(server, suffix, f"p-{suffix}", user, app, "", backend, key)
-        assert sign_in(realm, user, PASSWORD).status_code == 200  # audited while it can be
+        realm = register(server, tmp_path)
+        assert sign_in(realm, realm.user, PASSWORD).status_code == 200  # audited: it can be
         audit_store.stop()
 
         # an unreachable store takes the chain's retries to give up (as for any access)
-        refused = sign_in(realm, user, PASSWORD, timeout=120)
+        refused = sign_in(realm, realm.user, PASSWORD, timeout=120)
         assert refused.status_code == 503, refused.text
         assert "ticket" not in refused.text  # no approval page: the sign-in did not happen
         answer = httpx.post(realm.token_url, timeout=120, data={
