@@ -10,12 +10,14 @@ would, and through the FHIR API, as the patient does."""
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from pydicom.uid import generate_uid
 from pymongo import MongoClient
 
 from medbridge.embedded_mongo import EmbeddedMongo
@@ -26,6 +28,8 @@ from tests.integration.test_consent_engine import (
     keys_and_env,
     staff,
 )
+from tests.integration.test_smart_enforce import linked_patient, stow
+from tests.support.dicom import renamed
 from tests.support.servers import IsolatedStore, start_server
 
 pytestmark = pytest.mark.integration
@@ -75,8 +79,8 @@ def patient_headers(
     return {"Authorization": f"Bearer {site.token(scope, fhir_user, patient)}"}
 
 
-def log_of(site: Site, headers: dict[str, str], **query: str) -> list[Event]:
-    answer = site.get("AuditEvent", headers, _count="500", **query)
+def log_of(server: Site, headers: dict[str, str], /, **query: str) -> list[Event]:
+    answer = server.get("AuditEvent", headers, _count="500", **query)
     assert answer.status_code == 200, answer.text
     return [e["resource"] for e in answer.json().get("entry", [])]
 
@@ -213,3 +217,27 @@ def test_the_access_log_scope_opens_the_log_only(site: Site) -> None:
     assert site.get("AuditEvent", narrow, patient=mine.patient).status_code == 200
     # the log scope opens the log, not the records
     assert site.get(f"Observation/{mine.lab}", narrow).status_code == 403
+
+
+def test_who_opened_the_patients_images_is_in_their_log(site: Site) -> None:
+    study = generate_uid()
+    part = renamed("CT_small.dcm", study=study, patient_id=f"I{uuid.uuid4().hex[:10]}")
+    stow(site.server, site.token("system/*.cruds", None), part)
+    patient = linked_patient(site.server, site.token("system/*.cruds", None), study)
+    site.create({
+        "resourceType": "Encounter", "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/{patient}"},
+        "participant": [{"individual": {"reference": f"Practitioner/{site.doctor}"}}],
+    })  # fmt: skip
+    doctor = site.user(f"Practitioner/{site.doctor}", purpose="TREAT")
+    metadata = f"{site.server.base_url}/dicomweb/studies/{study}/metadata"
+    assert httpx.get(metadata, headers=doctor).status_code == 200
+
+    own = patient_headers(site, f"Patient/{patient}", patient)
+    seen = log_of(site, own, patient=patient, site="dicomweb")
+    [opened] = [e for e in seen if study in {x.get("name") for x in e.get("entity", [])}]
+    [who] = [a for a in opened["agent"] if a["requestor"]]
+    assert who["who"]["reference"] == f"Practitioner/{site.doctor}"
+    assert who["purposeOfUse"][0]["coding"][0]["code"] == "TREAT"
+    assert opened["subtype"][0]["code"] == "wado-rs"
