@@ -64,6 +64,27 @@ class Shown(Generic[ResponseT]):
     def changed(self) -> bool:
         return bool(self._hidden)
 
+    def reshaped(
+        self, items: Sequence[Item], finish: Callable[[ResponseT], ResponseT]
+    ) -> Shown[ResponseT]:
+        """The same answer over `items` (one for one, e.g. masked copies), passed through
+        `finish` once built: a hook that changes what an item shows keeps the door's
+        builder. Items already hidden stay hidden."""
+        if len(items) != len(self.all):
+            raise ValueError("reshaped items must match the items one for one")
+        build = self._build
+
+        async def finished(shown: Shown[ResponseT]) -> ResponseT:
+            answer = build(shown)
+            if isinstance(answer, Awaitable):
+                awaited: ResponseT = await answer
+                return finish(awaited)
+            return finish(answer)
+
+        reshaped: Shown[ResponseT] = Shown(items, finished)
+        reshaped._hidden = set(self._hidden)
+        return reshaped
+
     def build(self) -> ResponseT | Awaitable[ResponseT]:
         return self._build(self)
 

@@ -23,13 +23,24 @@ Document = dict[str, Any]
 # smart/hooks.py CLAIMS_NOTE: the validated token's claims (audit may not import smart/,
 # so the claims are read by attribute)
 CLAIMS_NOTE = "smart.claims"
+# consent/hooks.py OVERRIDES_NOTE: the rule-3 overrides the consent-show hook applied
+OVERRIDES_NOTE = "consent.overrides"
+OVERRIDE_SYSTEM = "urn:medbridge:consent-override"
+# audit/patient_view.py note_shown_patients: the patients whose records were shown
+SHOWN_PATIENTS_NOTE = "audit.shown-patients"
 PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 TRIGGER_EVENT_SYSTEM = "http://terminology.hl7.org/CodeSystem/v2-0003"
 ACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
 UID_SYSTEM = "urn:dicom:uid"
 IP_ADDRESS = "2"  # AuditEvent.agent.network.type: IP address
-# DICOM UIDs an import door notes as "study:<uid>" (imaging/import_door.py)
+# DICOM UIDs a door notes as touched: "study:<uid>" (imaging/import_door.py), and the
+# instances a retrieve handed over with their series and study (imaging/dimse/door.py)
 STUDY_PREFIX = "study:"
+SERIES_PREFIX = "series:"
+INSTANCE_PREFIX = "instance:"
+# imaging/dimse/door.py DESTINATION_NOTE: a C-MOVE's move destination (AE title, host)
+DESTINATION_NOTE = "audit.move-destination"
+AE_SYSTEM = "urn:medbridge:actor:dicom-ae"
 
 
 @cache
@@ -53,6 +64,12 @@ class Learned:
     def add_reference(self, reference: str) -> None:
         if reference.startswith(STUDY_PREFIX):
             self.studies.add(reference.removeprefix(STUDY_PREFIX))
+            return
+        if reference.startswith(SERIES_PREFIX):
+            self.series.add(reference.removeprefix(SERIES_PREFIX))
+            return
+        if reference.startswith(INSTANCE_PREFIX):
+            self.instances.add(reference.removeprefix(INSTANCE_PREFIX))
             return
         # Type/id/_history/n -> Type/id: the entity is the resource
         reference = "/".join(reference.split("/")[:2])
@@ -125,17 +142,31 @@ def build(
         event["outcomeDesc"] = description
     purpose = (access.purpose_of_use if access is not None else None) or context.purpose_of_use
     alert = table["security_alert"]
-    if purpose in alert["purposes"]:
+    purposes: list[str] = []
+    if purpose is not None and purpose in alert["purposes"]:
         # break-the-glass: flagged for the security officer, and why on the event itself
         event["subtype"].append(alert["coding"])
-        event["purposeOfEvent"] = [{"coding": [{"system": PURPOSE_SYSTEM, "code": purpose}]}]
+        purposes.append(purpose)
+    overrides = overrides_of(context)
+    for rule in sorted({o["rule"] for o in overrides}):
+        event["subtype"].append(_override_coding(rule))
+    purposes += sorted({o.get("purpose") or "" for o in overrides} - {"", *purposes})
+    if purposes:
+        event["purposeOfEvent"] = [
+            {"coding": [{"system": PURPOSE_SYSTEM, "code": code}]} for code in purposes
+        ]
     event["agent"] = _agents(access, context, purpose)
     event["source"] = {
         "site": str(context.door),
         "observer": {"display": source},
         "type": [table["source_type"]],
     }
-    entities = _entities(access, learned)
+    shown = context.notes.get(SHOWN_PATIENTS_NOTE)
+    if isinstance(shown, set) and not shown <= learned.patients:
+        # an Observation read names its patient: the patient's access log finds it
+        learned = Learned(learned.references, learned.patients | shown, learned.studies,
+                          learned.series, learned.instances)  # fmt: skip
+    entities = _entities(access, learned, overrides)
     if entities:
         event["entity"] = entities
     return event
@@ -192,6 +223,20 @@ def _agents(access: Access | None, context: RequestContext, purpose: str | None)
             "who": {"identifier": {"system": "urn:medbridge:client", "value": client_id}},
             "requestor": False,
         })  # fmt: skip
+    destination = context.notes.get(DESTINATION_NOTE)
+    if isinstance(destination, tuple) and destination and destination[0]:
+        # a C-MOVE sends to a third party: PS3.15 A.5.3.2 names it the Destination, and
+        # this server the Source of the instances
+        title, host = destination[0], destination[1] if len(destination) > 1 else None
+        moved: Document = {"type": {"coding": [table["server_agent_type"]]},
+                           "who": {"identifier": {"system": AE_SYSTEM, "value": title}},
+                           "requestor": False}  # fmt: skip
+        if host:
+            moved["network"] = {"address": str(host)[:200], "type": IP_ADDRESS}
+        agents.append(moved)
+        agents.append({"type": {"coding": [table["source_agent_type"]]},
+                       "who": {"display": "MedBridge"}, "requestor": False})  # fmt: skip
+        return agents
     agents.append({
         "type": {"coding": [table["server_agent_type"]]},
         "who": {"display": "MedBridge"},
@@ -200,9 +245,28 @@ def _agents(access: Access | None, context: RequestContext, purpose: str | None)
     return agents
 
 
-def _entities(access: Access | None, learned: Learned) -> list[Document]:
+def overrides_of(context: RequestContext) -> list[dict[str, str]]:
+    """The consent overrides (rule 3) noted for this access and its children (a bundle's
+    entries share their parent's context), each with rule, purpose and record."""
+    noted = context.notes.get(OVERRIDES_NOTE) or []
+    return [o for o in noted if isinstance(o, dict) and isinstance(o.get("rule"), str)]
+
+
+def _override_coding(rule: str) -> Document:
+    display = codes()["consent_overrides"].get(rule, "consent override")
+    return {"system": OVERRIDE_SYSTEM, "code": rule, "display": display}
+
+
+def _entities(
+    access: Access | None, learned: Learned, overrides: list[dict[str, str]] | None = None
+) -> list[Document]:
     table = codes()
     types, roles = table["entity_types"], table["entity_roles"]
+    # which record was shown only because of which override: said on its entity
+    lifted: dict[str, set[str]] = {}
+    for override in overrides or []:
+        record = "/".join(str(override.get("record", "")).split("/")[:2])
+        lifted.setdefault(record, set()).add(override["rule"])
     entities: list[Document] = []
     for patient in sorted(learned.patients):
         entities.append({"what": {"reference": f"Patient/{patient}"}, "type": types["person"],
@@ -213,8 +277,12 @@ def _entities(access: Access | None, learned: Learned) -> list[Document]:
             and reference.removeprefix("Patient/") in learned.patients
         ):
             continue
-        entities.append({"what": {"reference": reference}, "type": types["system-object"],
-                         "role": roles["domain-resource"]})  # fmt: skip
+        entity: Document = {"what": {"reference": reference}, "type": types["system-object"],
+                            "role": roles["domain-resource"]}  # fmt: skip
+        if reference in lifted:
+            entity["detail"] = [{"type": OVERRIDE_SYSTEM, "valueString": rule}
+                                for rule in sorted(lifted[reference])]  # fmt: skip
+        entities.append(entity)
     for kind, uids in (("study", learned.studies), ("series", learned.series),
                        ("instance", learned.instances)):  # fmt: skip
         for uid in sorted(uids):

@@ -18,6 +18,7 @@ from pymongo import AsyncMongoClient
 from access.pipeline import Hook, Stage
 from audit.chain import AuditChain
 from audit.hook import AuditTrail
+from audit.patient_view import note_shown_patients, show_to_patient
 from audit.read_only import refuse_audit_writes
 from consent.hooks import ConsentHooks
 from fhir_server.bodies import Bodies
@@ -51,8 +52,10 @@ HOOK_ORDER: dict[str, int] = {
     "audit.read-only": 20,  # authorize: AuditEvents are never written by clients
     "audit.record": 100,  # audit: one chained AuditEvent per access (docs/audit.md)
     "consent.decide": 10,  # consent-decide: who may write a patient's Consents (consent/)
+    "audit.patient-view": 5,  # consent-show: a patient's access log, masked (docs/audit.md)
     "consent.show": 10,  # consent-show: hide what the patient's Consents deny (consent/)
     "consent.rule-4": 20,  # consent-show: warn of a Consent hiding what may not be hidden
+    "audit.shown-patients": 90,  # consent-show: whose records were shown, for the event
     "consent.written": 90,  # post-commit: a Consent write drops the Consent cache
     "imaging.link-orders": 100,  # post-commit: orders that arrive after their study
     "hl7.link-reports": 110,  # post-commit: reports that arrived before their study
@@ -117,6 +120,11 @@ async def compose(
         name = "smart.authorize"
         pipeline.intervene(Stage.AUTHORIZE, smart.authorize, name, order=HOOK_ORDER[name])
         services.security = oauth_security
+        # lay users (patients, representatives) come only with tokens
+        name = "audit.patient-view"
+        pipeline.intervene(Stage.CONSENT_SHOW, show_to_patient, name, order=HOOK_ORDER[name])
+        name = "audit.shown-patients"
+        pipeline.notify(Stage.CONSENT_SHOW, note_shown_patients, name, order=HOOK_ORDER[name])
         if settings.consent:
             # consent decides for signed-in users, whom only tokens identify
             consent = ConsentHooks(repository, settings.consent_policy())

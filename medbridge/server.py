@@ -10,6 +10,7 @@ import ssl
 import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -20,6 +21,7 @@ from pymongo import AsyncMongoClient
 from access.tls import server_context, tls_files
 from audit.commands import admin_verify
 from audit.hook import AuditTrail
+from audit.security import SecurityAudit
 from audit.sink import SyslogSink
 from audit.sink_transport import SinkConfig, sink_config
 from fhir_server import body_pool
@@ -126,6 +128,10 @@ async def _serve(settings: Settings, uri: str) -> None:
             bridge=options, dimse=dimse_config,
             validator=validator,
         )  # fmt: skip
+        if composition.audit is not None:
+            # sign-ins and token issues go into the same chain as the accesses
+            trail = composition.audit
+            authority = replace(authority, audit=SecurityAudit(trail.chain, trail.source))
         router, imaging, processor = composition.router, composition.imaging, composition.processor
         syslog = _syslog_config(settings)
         if syslog is not None and composition.audit is not None:

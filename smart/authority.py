@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from smart.accounts import Accounts
 from smart.assertions import ASSERTIONS
@@ -36,6 +36,36 @@ class AuthorityOptions:
     launch_lifetime: int = 300
 
 
+class SecurityAudit(Protocol):
+    """Where sign-ins and token issues are recorded (audit/security.py, wired by the
+    composition root). Each call returns once the event is durable and raises when it
+    cannot be: the caller then fails closed (no sign-in, no token)."""
+
+    async def sign_in(
+        self,
+        *,
+        user: str | None,
+        fhir_user: str | None,
+        client_id: str | None,
+        address: str | None,
+        succeeded: bool,
+        reason: str | None = None,
+    ) -> None: ...
+
+    async def token_issued(
+        self,
+        *,
+        client_id: str,
+        grant_type: str,
+        scope: str,
+        token_id: str,
+        subject: str,
+        fhir_user: str | None,
+        patient: str | None,
+        address: str | None,
+    ) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Authority:
     """`public_base()` is the server's configured `scheme://host:port`: the issuer is
@@ -49,6 +79,7 @@ class Authority:
     accounts: Accounts
     clients: Clients
     launches: Launches
+    audit: SecurityAudit | None = None  # None with MEDBRIDGE_AUDIT=false
 
     def issuer(self) -> str:
         return self.public_base() + AUTH_PATH

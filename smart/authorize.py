@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from smart.scope_words import describe
 from smart.server import OAuthServer, RegisteredClient
 from smart.tokens import Grant
 
+log = logging.getLogger(__name__)
 CSRF_COOKIE = "medbridge_csrf"
 TICKET_TYPE = "approval+jwt"
 TICKET_SECONDS = 300
@@ -179,16 +181,21 @@ class AuthorizePages:
         launch: LaunchContext | None,
     ) -> Response:
         form = parsed.form
+        typed = form.get("username", "")
         try:
-            account = await self.authority.accounts.authenticate(
-                form.get("username", ""), form.get("password", "")
-            )
+            account = await self.authority.accounts.authenticate(typed, form.get("password", ""))
         except AccountLocked:
+            if not await self._audited(request, client, typed, None, "account locked"):
+                return self._unaudited()
             return self._sign_in_page(request, parsed, client,
                                       "This account is locked for a while after repeated "
                                       "failed sign-ins.")  # fmt: skip
         if account is None:
+            if not await self._audited(request, client, typed, None, "wrong user name or password"):
+                return self._unaudited()
             return self._sign_in_page(request, parsed, client, "Wrong user name or password.")
+        if not await self._audited(request, client, typed, account, None):
+            return self._unaudited()
         scope = client.get_allowed_scope(form.get("scope"))
         context = await self._context(account, scope, launch)
         if isinstance(context, Response):
@@ -201,6 +208,39 @@ class AuthorizePages:
                           scope_lines=[describe(name) for name in scope.split()],
                           csrf=form.get("csrf", ""),
                           request_fields=_request_fields(parsed))  # fmt: skip
+
+    async def _audited(
+        self,
+        request: Request,
+        client: RegisteredClient,
+        typed: str,
+        account: Account | None,
+        refused: str | None,
+    ) -> bool:
+        """Record the sign-in (docs/audit.md); False when it could not be recorded. The
+        name as typed is recorded only when an account has it: a name that matches none
+        may be a password typed in the wrong field. Never logged."""
+        audit = self.authority.audit
+        if audit is None:
+            return True
+        known = account or (await self.authority.accounts.get(typed) if typed else None)
+        try:
+            await audit.sign_in(
+                user=known.name if known is not None else None,
+                fhir_user=known.fhir_user if known is not None else None,
+                client_id=client.client_id,
+                address=request.client.host if request.client is not None else None,
+                succeeded=refused is None,
+                reason=refused,
+            )
+        except Exception as failure:  # the audit store: no sign-in goes unrecorded
+            log.error("sign-in not recorded: %s", type(failure).__name__)
+            return False
+        return True
+
+    def _unaudited(self) -> Response:
+        problem = "signing in is not possible right now; try again later"
+        return self._page("error.html", "Sign-in unavailable", 503, problem=problem)
 
     async def _decide(
         self,

@@ -21,7 +21,7 @@ from smart.authorize import AuthorizePages
 from smart.claims import TokenInvalid
 from smart.keys import ALGORITHMS
 from smart.requests import FormRequest, form_request
-from smart.server import Answer, OAuthServer, RegisteredClient
+from smart.server import PEER, Answer, OAuthServer, RegisteredClient, TokenNotAudited
 
 log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -85,8 +85,13 @@ class SmartEndpoints:
         parsed = await self._request(request, "token")
         if isinstance(parsed, Response):
             return parsed
+        PEER.set(request.client.host if request.client is not None else None)
         try:
             answer: Answer = await self.oauth.run(self.oauth.create_token_response, parsed)
+        except TokenNotAudited as error:  # the token's audit event could not be written
+            log.error("token not issued, not audited: %s", type(error.__cause__).__name__)
+            return self._error(503, "temporarily_unavailable", "the token could not be issued; "
+                               "try again")  # fmt: skip
         except Exception as error:  # a store failure inside a grant: answered, never raised
             log.error("token request failed: %s", type(error).__name__)
             return self._error(500, "server_error", "the token could not be issued; try again")

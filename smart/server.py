@@ -42,6 +42,13 @@ Answer = tuple[int, Any, list[tuple[str, str]]]
 # the OpenID `nonce` of the code being redeemed, from the grant to the token generator
 # (authlib passes the generator no request); both run in the same worker thread
 NONCE: ContextVar[str | None] = ContextVar("NONCE", default=None)
+# the token request's network address, for its audit event: set by the token route, read
+# in the worker thread (asyncio.to_thread copies the context)
+PEER: ContextVar[str | None] = ContextVar("PEER", default=None)
+
+
+class TokenNotAudited(Exception):
+    """The token's AuditEvent could not be made durable: the token is not issued."""
 
 
 class RegisteredClient:
@@ -264,6 +271,19 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
             assert user is not None
             grant, lifetime = replace(user, scope=granted), self.authority.options.token_lifetime
         minted = self.call(self.authority.tokens.mint(grant, lifetime))
+        audit = self.authority.audit
+        if audit is not None:
+            # durable before the token leaves: an unaudited token is never issued (the
+            # failure reaches the token route, which answers 503)
+            recorded = audit.token_issued(
+                client_id=grant.client_id, grant_type=grant_type, scope=granted,
+                token_id=minted.token_id, subject=grant.subject, fhir_user=grant.fhir_user,
+                patient=grant.patient, address=PEER.get(),
+            )  # fmt: skip
+            try:
+                self.call(recorded)
+            except Exception as failure:  # refused, or still retrying past STORE_TIMEOUT
+                raise TokenNotAudited from failure
         token: dict[str, Any] = {"access_token": minted.token, "token_type": "Bearer",
                                  "expires_in": minted.expires_in, "scope": granted}  # fmt: skip
         if grant.patient:

@@ -34,6 +34,8 @@ WORK = "dimse.work"
 RESULT = "dimse.result"
 DESCRIBE = "dimse.describe"
 DELIVER = "dimse.deliver"
+# audit/event.py DESTINATION_NOTE: a C-MOVE's destination, an agent of its AuditEvent
+DESTINATION_NOTE = "audit.move-destination"
 # the rows of a C-FIND or a C-MOVE/C-GET selection as consent-show items
 Describe = Callable[[list[Any]], Awaitable[list[Item]]]
 # what the act does with the rows consent-show left (C-MOVE/C-GET: read and hand over
@@ -81,6 +83,7 @@ class DimseDoor:
         describe: Describe | None = None,
         deliver: Deliver | None = None,
         agent: str | None = None,
+        destination: tuple[str, str | None] | None = None,
     ) -> Any:
         """`work(within)` as the act of one pipeline pass; raises the AccessError of a
         refusal. `work` compiles `within.restriction` (what the hooks left) into its query.
@@ -91,12 +94,15 @@ class DimseDoor:
         the rows it left (C-FIND pendings and sub-operation counts are theirs). With
         `deliver`, the rows left are handed to it still inside the pass (before audit),
         and the result is what it returns: a retrieve reads its objects there. `agent`:
-        the TLS client certificate that authenticated the AE title (the actor's display)."""
+        the TLS client certificate that authenticated the AE title (the actor's display);
+        `destination`: a C-MOVE's move destination (AE title, host), for its AuditEvent."""
         actor = Actor("dicom-ae", calling_ae, agent)
         context = RequestContext(Door.DIMSE, actor=actor, peer=peer)
         context.notes[WORK] = work
         context.notes[DESCRIBE] = describe
         context.notes[DELIVER] = deliver
+        if destination is not None:
+            context.notes[DESTINATION_NOTE] = destination
         exchange = FhirExchange(FhirRequest("DIMSE", action.value), context)
         exchange.access = dimse_access(action, context, identifier, sop_instance)
         await self.pipeline.handle(exchange)
@@ -119,7 +125,7 @@ class DimseDoor:
             rows = list(result)
             exchange.items = Shown(await describe(rows), partial(_kept, exchange, rows, deliver))
             return FhirResponse(204)
-        notes[RESULT] = await deliver(result) if deliver is not None else result
+        notes[RESULT] = await _delivered(exchange, deliver, result)
         return FhirResponse(200)
 
 
@@ -128,8 +134,26 @@ async def _kept(
 ) -> FhirResponse:
     """The answer from the rows consent-show left; a retrieve reads only their objects."""
     kept = [row for n, row in enumerate(rows) if shown.visible_at(n)]
-    exchange.context.notes[RESULT] = await deliver(kept) if deliver is not None else kept
+    exchange.context.notes[RESULT] = await _delivered(exchange, deliver, kept)
     return FhirResponse(200)
+
+
+async def _delivered(exchange: FhirExchange, deliver: Deliver | None, rows: Any) -> Any:
+    """What `deliver` returns for `rows` (a retrieve: how many objects it handed to the
+    association); each instance handed over is touched, so the retrieve's AuditEvent lists
+    the instances sent (a refused sub-operation is the peer's, after the audit)."""
+    if deliver is None:
+        return rows
+    handed = await deliver(rows)
+    if isinstance(handed, int) and isinstance(rows, list):
+        for row in rows[:handed]:
+            if isinstance(row, dict) and row.get("_id"):
+                exchange.touched.append(f"instance:{row['_id']}")
+            if isinstance(row, dict) and row.get("se"):
+                exchange.touched.append(f"series:{row['se']}")
+            if isinstance(row, dict) and row.get("st"):
+                exchange.touched.append(f"study:{row['st']}")
+    return handed
 
 
 def _render_error(exchange: FhirExchange, error: AccessError) -> FhirResponse:

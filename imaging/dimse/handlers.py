@@ -104,10 +104,15 @@ class Handlers:
             identifier = event.identifier
         index = self.archive.index
         describe = partial(row_items, index) if rows else None
+        destination = None
+        if action is Action.C_MOVE:
+            title = str(event.move_destination).strip()[:16]  # an AE title is 16 at most
+            known = self.config.peers.get(title)
+            destination = (title, known.host if known is not None else None)
         return self.archive.door.run(
             action, calling_ae(event), work, peer,
             identifier=identifier, sop_instance=sop, describe=describe, deliver=deliver,
-            agent=getattr(event.assoc, AGENT, None),
+            agent=getattr(event.assoc, AGENT, None), destination=destination,
         )  # fmt: skip
 
     def _through(

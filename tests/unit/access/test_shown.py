@@ -85,3 +85,23 @@ def test_hide_counts_only_newly_hidden_items() -> None:
     assert shown.build() == 3
     assert not shown.visible_at(0)
     assert shown.visible_at(2)
+
+
+async def test_reshaped_items_keep_the_builder_and_what_was_hidden() -> None:
+    def build(shown: Shown[Listing]) -> Listing:
+        visible = shown.visible
+        return Listing(200, [i.resource_id for i in visible], len(visible))
+
+    original = Shown(RECORDS, build)
+    original.hide(lambda item: item.resource_id == "0")
+    masked = [Item(i.resource_type, i.resource_id, b"{}", frozenset({"p1"})) for i in RECORDS]
+
+    def finish(listing: Listing) -> Listing:
+        return Listing(listing.status, [f"masked-{n}" for n in listing.names], listing.total)
+
+    reshaped = original.reshaped(masked, finish)
+    assert all(item.patients == {"p1"} for item in reshaped.all)
+    reshaped.hide(lambda item: item.resource_id == "1")  # a later hook hides one more
+    answer = await reshaped.built()
+    assert answer.names == ["masked-2", "masked-3", "masked-4"]
+    assert answer.total == 3

@@ -10,7 +10,17 @@ import pytest
 from access.access import Access, Action
 from access.context import Actor, Door, RequestContext
 from access.errors import AccessError
-from audit.event import CLAIMS_NOTE, Learned, build, codes, learned_of, outcome_of
+from audit.event import (
+    CLAIMS_NOTE,
+    OVERRIDE_SYSTEM,
+    OVERRIDES_NOTE,
+    PURPOSE_SYSTEM,
+    Learned,
+    build,
+    codes,
+    learned_of,
+    outcome_of,
+)
 
 USER = Actor("user", "dr-jonaitis")
 
@@ -146,3 +156,46 @@ def test_break_the_glass_is_flagged_as_a_security_alert() -> None:
     treated = event(Access(Door.FHIR, Action.READ, USER, purpose_of_use="TREAT"))
     assert "purposeOfEvent" not in treated
     assert len(treated["subtype"]) == 1  # type: ignore[arg-type]
+
+
+def _override(rule: str, purpose: str, record: str) -> dict[str, str]:
+    return {"rule": rule, "override": purpose or "family-doctor", "purpose": purpose,
+            "patient": "Patient/p1", "record": record, "reason": "r"}  # fmt: skip
+
+
+def test_a_consent_override_is_said_on_the_event_and_on_the_record_it_lifted() -> None:
+    access = Access(Door.FHIR, Action.SEARCH_TYPE, USER, frozenset({"Observation"}),
+                    patients=frozenset({"p1"}), purpose_of_use="ETREAT")  # fmt: skip
+    notes = {OVERRIDES_NOTE: [_override("3-emergency", "ETREAT", "Observation/o1"),
+                              _override("3-family-doctor", "", "Observation/o1"),
+                              _override("3-emergency", "ETREAT", "Observation/o2")]}  # fmt: skip
+    built = event(access, ["Observation/o1", "Observation/o2", "Observation/o3"], notes=notes)
+    overrides = [s for s in built["subtype"] if s["system"] == OVERRIDE_SYSTEM]  # type: ignore[union-attr]
+    assert [s["code"] for s in overrides] == ["3-emergency", "3-family-doctor"]
+    assert all(s["display"].startswith("consent override") for s in overrides)
+    assert built["purposeOfEvent"] == [{"coding": [{"system": PURPOSE_SYSTEM, "code": "ETREAT"}]}]
+    details = {e["what"]["reference"]: e.get("detail") for e in built["entity"]  # type: ignore[union-attr]
+               if "what" in e}  # fmt: skip
+    assert details["Observation/o1"] == [
+        {"type": OVERRIDE_SYSTEM, "valueString": "3-emergency"},
+        {"type": OVERRIDE_SYSTEM, "valueString": "3-family-doctor"},
+    ]
+    assert details["Observation/o2"] == [{"type": OVERRIDE_SYSTEM, "valueString": "3-emergency"}]
+    assert details["Observation/o3"] is None
+
+
+def test_a_break_the_glass_override_names_its_purpose_once() -> None:
+    access = Access(Door.FHIR, Action.READ, USER, frozenset({"Observation"}), "o1",
+                    purpose_of_use="BTG")  # fmt: skip
+    notes = {OVERRIDES_NOTE: [_override("3-emergency", "BTG", "Observation/o1")]}
+    built = event(access, notes=notes)
+    codes_ = [s["code"] for s in built["subtype"]]  # type: ignore[union-attr]
+    assert codes_ == ["read", "110113", "3-emergency"]
+    assert built["purposeOfEvent"] == [{"coding": [{"system": PURPOSE_SYSTEM, "code": "BTG"}]}]
+
+
+def test_no_override_no_marker() -> None:
+    access = Access(Door.FHIR, Action.READ, USER, frozenset({"Observation"}), "o1")
+    built = event(access, notes={OVERRIDES_NOTE: []})
+    assert [s["code"] for s in built["subtype"]] == ["read"]  # type: ignore[union-attr]
+    assert "purposeOfEvent" not in built
