@@ -110,7 +110,8 @@ class AuditChain:
         self._writer: asyncio.Task[None] | None = None
         self._head: tuple[int, str] | None = None  # what this process last committed
         self._prepared = False
-        self.written = 0  # events made durable by this process (bench/fhir_rest.py --audit)
+        self.written = 0  # events made durable by this process
+        self.groups = 0  # write units they took (tests see that waiting events go together)
 
     async def append(self, event: Document) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -137,6 +138,7 @@ class AuditChain:
                         done.set_exception(refusal)
                 continue
             self.written += len(batch)
+            self.groups += 1
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
