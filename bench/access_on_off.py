@@ -30,6 +30,7 @@ from tests.support.servers import RunningServer, start_server
 ISSUER = "https://bench.issuer.test"
 MODES = ("on", "off")
 TARGET = 0.75  # issue 15: on / off throughput
+STARTUP = 180.0  # seconds a server may take to answer /health on a busy shared machine
 Operation = Callable[[int], Awaitable[bool]]
 
 
@@ -71,9 +72,11 @@ def start_pair(workdir: Path, uri: str, database: str) -> Pair:
         if not link.exists():
             link.symlink_to(workdir / "objects", target_is_directory=True)
     env = {"MEDBRIDGE_AUTH_ISSUER": ISSUER, "MEDBRIDGE_AUTH_JWKS": str(jwks)}
-    on = start_server(workdir / "on", uri, database, env=env, auth=True)
+    on = start_server(workdir / "on", uri, database, env=env, auth=True, timeout=STARTUP)
     try:
-        off = start_server(workdir / "off", uri, database, env={"MEDBRIDGE_AUDIT": "false"})
+        off = start_server(
+            workdir / "off", uri, database, env={"MEDBRIDGE_AUDIT": "false"}, timeout=STARTUP
+        )
     except BaseException:
         on.stop()
         raise
