@@ -532,10 +532,14 @@ async def stow_one_each(http: aiohttp.ClientSession, url: str) -> list[str]:
     for instance in small_instances(AUDIT_STUDIES, per_study=1):
         dataset = pydicom.dcmread(io.BytesIO(instance), stop_before_pixels=True)
         headers = {"Content-Type": CONTENT_TYPE}
-        async with http.post(url, data=multipart([instance]), headers=headers) as answer:
-            await answer.read()
-            if answer.status != 200:
-                raise RuntimeError(f"STOW-RS answered {answer.status}")
+        for attempt in range(5):  # 409: lost a write conflict to the study linker; again
+            async with http.post(url, data=multipart([instance]), headers=headers) as answer:
+                await answer.read()
+                if answer.status == 200:
+                    break
+                if answer.status != 409 or attempt == 4:
+                    raise RuntimeError(f"STOW-RS answered {answer.status}")
+            await asyncio.sleep(0.5)
         paths.append(
             f"/dicomweb/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}"
             f"/instances/{dataset.SOPInstanceUID}"
