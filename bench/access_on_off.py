@@ -13,6 +13,7 @@ bench/fhir_search.py and bench/dicom_ingest.py.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ MODES = ("on", "off")
 TARGET = 0.75  # issue 15: on / off throughput
 STARTUP = 180.0  # seconds a server may take to answer /health on a busy shared machine
 Operation = Callable[[int], Awaitable[bool]]
+# answers other than 200, per "step mode status": printed and written, so that a failing
+# side is seen instead of hiding in the error count
+UNEXPECTED: Counter[str] = Counter()
 
 
 def token(key: ECKey, audience: str) -> str:
@@ -95,6 +99,8 @@ class Comparison:
     rounds: int
 
     def print(self) -> None:
+        for answer, count in UNEXPECTED.items():
+            print(f"unexpected answer x{count}: {answer}")
         for step, by_clients in self.ratios.items():
             for clients, ratio in by_clients.items():
                 rate = self.audit_writes_per_second[step][clients]
@@ -109,6 +115,7 @@ class Comparison:
             "target": TARGET,
             "on": "auth (SMART token) + consent + audit",
             "off": "--no-auth, audit off",
+            "unexpected_answers": dict(UNEXPECTED),
         }
 
 
@@ -161,7 +168,10 @@ def getter(
 
         async def get(i: int) -> bool:
             async with http.get(pair.url(mode, path(i)), headers=sent) as answer:
-                await answer.read()
+                body = await answer.read()
+                if answer.status != 200:
+                    key = f"{mode} {answer.status} {body[:120]!r}"
+                    UNEXPECTED[key] += 1
                 return answer.status == 200
 
         return get
