@@ -8,9 +8,14 @@ events and guarded by the `n` it replaces: of two writers (threads, processes) t
 the same head, one commits and the other fails on the guard (or on the unique
 `AuditEvent` id), reads the head again and rechains. No fork, no gap.
 
-Events of concurrent accesses are chained in batches: while one batch is written, the
-next ones queue, so an audited request costs a share of one write unit, which the
-repository's group commit merges with the FHIR writes of the moment.
+One appender per process (`AuditChain`) groups the writes: the events waiting when it
+is free form one group, whose sequence numbers it reserves after the head in one step
+and chains in memory; the group is one write unit (the events as one insert_many, their
+index rows, the head update), merged by the repository's group commit with the FHIR
+writes of the moment. Each waiting request resumes when its group is durable; one request
+alone is a group of one, and nothing waits for a timer. An event is stored lean
+(`Repository.write_once`: no history copy, index rows of the parameters in
+fhir_server/search/indexed_subsets.json only), as the cost is per stored document.
 """
 
 from __future__ import annotations
@@ -20,12 +25,11 @@ import contextlib
 import contextvars
 import hashlib
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure
+from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
 from access.errors import AccessError
 from fhir_server import store_errors
@@ -40,7 +44,7 @@ HEAD_COLLECTION = "audit_chain"
 HEAD_ID = "head"
 GENESIS = "0" * 64  # the previous hash of event 1
 ID_DIGITS = 16
-MAX_BATCH = 200
+MAX_BATCH = 100  # events of one group: ~13 writes each, the group commit's bound is 2,000
 CONTENDED_SECONDS = 30.0  # then the access fails closed (MB-1090)
 UNAVAILABLE = "MB-1090"
 
@@ -106,7 +110,8 @@ class AuditChain:
         self._writer: asyncio.Task[None] | None = None
         self._head: tuple[int, str] | None = None  # what this process last committed
         self._prepared = False
-        self.written = 0  # events made durable by this process (bench/fhir_rest.py --audit)
+        self.written = 0  # events made durable by this process
+        self.groups = 0  # write units they took (tests see that waiting events go together)
 
     async def append(self, event: Document) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -133,6 +138,7 @@ class AuditChain:
                         done.set_exception(refusal)
                 continue
             self.written += len(batch)
+            self.groups += 1
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
@@ -145,16 +151,11 @@ class AuditChain:
         attempt = 0
         while True:
             head = self._head or await self._read_head()
-            sequence, previous = head
-            stamps: list[tuple[str, Document]] = []
-            for event in events:
-                sequence += 1
-                chained, previous = stamped(event, sequence, previous)
-                stamps.append((event_id(sequence), chained))
+            new, writes = self._chained(head, events)
             try:
-                await self._commit(head, (sequence, previous), stamps)
-            except AccessError as error:
-                if error.code != "MB-1011" or not _contended(error):
+                await self.repository.apply_writes(writes)
+            except PyMongoError as error:
+                if not _contended(error):
                     raise
                 # another writer extended the chain from the same head: read it again
                 self._head = None
@@ -163,8 +164,26 @@ class AuditChain:
                 await store_errors.pause(min(attempt, 4))
                 attempt += 1
                 continue
-            self._head = (sequence, previous)
+            self._head = new
             return
+
+    def _chained(
+        self, head: tuple[int, str], events: list[Document]
+    ) -> tuple[tuple[int, str], list[Write]]:
+        """The group's sequence numbers reserved after `head` in one step, each event
+        chained to the one before in memory, and the group's writes as one unit: the
+        events (one insert_many), their index rows, the head moved past them."""
+        sequence, previous = head
+        documents: list[Write] = []
+        rows: list[Write] = []
+        for event in events:
+            sequence += 1
+            chained, previous = stamped(event, sequence, previous)
+            _, writes = self.repository.write_once(chained, event_id(sequence))
+            for write in writes:
+                (documents if write.collection == AUDIT_TYPE else rows).append(write)
+        new = (sequence, previous)
+        return new, [*documents, *rows, _head_write(head, new)]
 
     async def _prepare(self) -> None:
         """The collections a chain write touches exist before any transaction: a store
@@ -176,23 +195,6 @@ class AuditChain:
                 with contextlib.suppress(CollectionInvalid, OperationFailure):
                     await database.create_collection(name)
         self._prepared = True
-
-    async def _commit(
-        self, head: tuple[int, str], new: tuple[int, str], stamps: Iterable[tuple[str, Document]]
-    ) -> None:
-        repository = self.repository
-        moved = _head_write(head, new)
-
-        async def body() -> None:
-            for identifier, event in stamps:
-                await repository.create(event, identifier)
-            if repository.session is not None:  # one open transaction: join it
-                await repository.apply_writes([moved])
-
-        # deferred: the events and the head are one write unit of the group commit
-        # (`riding_along` adds the head to it); otherwise one transaction
-        with repository.riding_along(lambda _references: [moved]):
-            await repository.run_bundle(True, body)
 
     async def _read_head(self) -> tuple[int, str]:
         if not self._prepared:
@@ -207,7 +209,7 @@ def _contended(error: BaseException) -> bool:
     """Whether a refused unit lost to another writer (a duplicate id, a guard that no
     longer matched, a write conflict), rather than the store failing: a store that
     cannot be reached is not retried here, the access fails at once (fail closed)."""
-    cause = error.__cause__
+    cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, DuplicateKeyError):
             return True

@@ -11,6 +11,13 @@ are measured on the first.
 
     ./run bench dicom_ingest [--small 2000] [--large 100] [--studies 10000] [--clients 4]
                              [--store embedded,isolated,isolated-nogate,isolated-2proc]
+
+`--audit` instead measures QIDO-RS and WADO-RS with authorization (a SMART token),
+consent and audit all on, and all off, in alternating rounds (bench/access_on_off.py),
+with the audit write rate (docs/audit.md, Cost):
+
+    ./run bench dicom_ingest --audit [--studies 10000] [--requests 300] [--audit-clients 1,16]
+                             [--rounds 5]
 """
 
 from __future__ import annotations
@@ -463,6 +470,83 @@ def report(results: dict[str, Any]) -> None:
     print(f"\nwrote {path}")
 
 
+WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+AUDIT_STUDIES = 20  # stored by STOW-RS, one instance each, for WADO-RS
+
+
+async def audit_run(args: argparse.Namespace) -> None:
+    """QIDO-RS and WADO-RS with authorization, consent and audit all on, and all off
+    (bench/access_on_off.py), in alternating rounds, on `--studies` indexed studies; the
+    on/off ratios and the audit write rate (docs/audit.md, Cost)."""
+    from bench.access_on_off import compare, getter, start_pair
+    from bench.common import print_table, write_results
+    from tests.support.servers import start_store
+
+    levels = [int(c) for c in args.audit_clients.split(",")]
+    root = Path(tempfile.mkdtemp(prefix="bench-dicom-audit-", dir=args.dir))
+    store = start_store(root / "store")
+    try:
+        pair = start_pair(root, store.uri, "bench")
+        try:
+            await seed_studies(store.uri, "bench", args.studies)
+            connector = aiohttp.TCPConnector(limit=max(levels) * 2)
+            async with aiohttp.ClientSession(connector=connector) as http:
+                paths = await stow_one_each(http, pair.url("off", "/dicomweb/studies"))
+                seeded = args.studies
+
+                def by_patient(i: int) -> str:
+                    return f"/dicomweb/studies?PatientID=SEED-{(i * 7919) % seeded}"
+
+                def by_date(i: int) -> str:
+                    year = 2010 + i % 15
+                    return f"/dicomweb/studies?StudyDate={year}0101-{year}0331&limit=20"
+
+                steps = {
+                    "qido PatientID": getter(http, pair, by_patient),
+                    "qido StudyDate range": getter(http, pair, by_date),
+                    "wado instance": getter(
+                        http, pair, lambda i: paths[i % len(paths)], {"Accept": WADO_ACCEPT}
+                    ),
+                }
+                compared = await compare(pair, steps, levels, args.requests, args.rounds)
+        finally:
+            pair.stop()
+    finally:
+        store.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    print_table(compared.rows)
+    print()
+    compared.print()
+    extra = {
+        **compared.as_json(),
+        "studies_indexed": args.studies + AUDIT_STUDIES,
+        "requests_per_step": args.requests,
+        "load_average": os.getloadavg(),
+    }
+    print(f"\nwrote {write_results('dicom_ingest-audit', compared.rows, extra)}")
+
+
+async def stow_one_each(http: aiohttp.ClientSession, url: str) -> list[str]:
+    """STOW-RS `AUDIT_STUDIES` studies of one small instance each; their WADO-RS paths."""
+    paths = []
+    for instance in small_instances(AUDIT_STUDIES, per_study=1):
+        dataset = pydicom.dcmread(io.BytesIO(instance), stop_before_pixels=True)
+        headers = {"Content-Type": CONTENT_TYPE}
+        for attempt in range(5):  # 409: lost a write conflict to the study linker; again
+            async with http.post(url, data=multipart([instance]), headers=headers) as answer:
+                await answer.read()
+                if answer.status == 200:
+                    break
+                if answer.status != 409 or attempt == 4:
+                    raise RuntimeError(f"STOW-RS answered {answer.status}")
+            await asyncio.sleep(0.5)
+        paths.append(
+            f"/dicomweb/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}"
+            f"/instances/{dataset.SOPInstanceUID}"
+        )
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=2000, help="small CT instances")
@@ -474,7 +558,18 @@ def main() -> None:
     parser.add_argument("--no-orthanc", action="store_true")
     parser.add_argument("--rounds", type=int, default=5, help="alternations between servers")
     parser.add_argument("--store", default=stores.ALL, help=f"comma-separated: {stores.ALL}")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="instead: QIDO-RS and WADO-RS with authorization, consent and audit on and off",
+    )
+    parser.add_argument("--audit-clients", default="1,16", help="--audit: concurrency levels")
+    parser.add_argument("--requests", type=int, default=300, help="--audit: requests per step")
+    args = parser.parse_args()
+    if args.audit:
+        asyncio.run(audit_run(args))
+        return
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -13,9 +13,12 @@ with the write gate on, off, and two processes behind one client pool.
 
     ./run bench fhir_rest [--requests 2000] [--clients 1,16,64] [--store embedded,...] [--settle 2]
 
-`--audit` instead measures create and read with the audit trail on and off (a server
-started with `MEDBRIDGE_AUDIT=false`) in the same run, and the audit write rate: the
-AuditEvents made durable per second during the audited steps (docs/audit.md).
+`--audit` instead measures read and create with authorization (a SMART token), consent
+and audit all on, and all off, on one database in alternating rounds
+(bench/access_on_off.py), and the audit write rate: the AuditEvents made durable per
+second during the "on" rounds (docs/audit.md, Cost).
+
+    ./run bench fhir_rest --audit [--requests 500] [--clients 1,16] [--rounds 3] [--store embedded]
 """
 
 from __future__ import annotations
@@ -34,10 +37,13 @@ from pymongo import AsyncMongoClient
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import stores
+from bench.access_on_off import Operation, compare, getter, start_pair
 from bench.common import Measurement, measure, print_table, write_results
+from tests.support.servers import start_store
 
 HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 FAMILIES = ["Kazlauskas", "Petraitienė", "Ёлкин", "Šimkus"]
+AUDIT_STORES = ("embedded", "isolated")
 
 
 def patient(n: int) -> dict[str, Any]:
@@ -140,50 +146,50 @@ async def run(requests: int, levels: list[int], kind: str, settle: float) -> Non
     print(f"\nwrote {write_results(name, rows, extra)}")
 
 
-async def audit_run(requests: int, levels: list[int], kind: str, settle: float) -> None:
-    """Create and read with the audit trail on, then off; the on/off ratios and the rate
-    at which the audited steps made AuditEvents durable."""
+async def audit_run(requests: int, levels: list[int], kind: str, rounds: int) -> None:
+    """Read and create with authorization, consent and audit all on, and all off
+    (bench/access_on_off.py), in alternating rounds; the on/off ratios and the rate at
+    which the "on" rounds made AuditEvents durable."""
+    if kind not in AUDIT_STORES:
+        raise SystemExit(f"--audit runs on {', '.join(AUDIT_STORES)}, not {kind}")
     workdir = Path(tempfile.mkdtemp(prefix="medbridge-bench-audit-"))
-    rows: list[Measurement] = []
-    rates: dict[str, float] = {}
-    for label, env in (("audit on", {}), ("audit off", {"MEDBRIDGE_AUDIT": "false"})):
-        stack = stores.start(kind, workdir / label.replace(" ", "-"), env=env)
-        try:
-            connector = aiohttp.TCPConnector(limit=max(levels))
-            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.uri)
-            audit_events = client["bench"]["AuditEvent"]
-            async with aiohttp.ClientSession(connector=connector) as http:
-                for clients in levels:
-                    ops = Operations(http, None, stack)
-                    for step in ("create", "read"):
-                        before = await audit_events.count_documents({})
-                        row = await measure(f"{step} ({label})", clients, requests,
-                                            getattr(ops, step))  # fmt: skip
-                        rows.append(row)
-                        written = await audit_events.count_documents({}) - before
-                        if label == "audit on":
-                            rates[f"{step} {clients}"] = round(written / row.seconds, 1)
-                        if step == "create":
-                            await asyncio.sleep(settle)
-            await client.close()
-        finally:
-            stack.stop()
-    print(f"\n== store: {kind}, audit trail on and off")
-    print_table(rows)
-    ratios: dict[str, float] = {}
-    for clients in levels:
-        for step in ("create", "read"):
-            on = next(r for r in rows if r.name == f"{step} (audit on)" and r.clients == clients)
-            off = next(r for r in rows if r.name == f"{step} (audit off)" and r.clients == clients)
-            ratios[f"{step} {clients}"] = round(on.per_second / off.per_second, 3)
+    store = start_store(workdir / "store", kind)
+    pair = start_pair(workdir, store.uri, "bench")
+    try:
+        connector = aiohttp.TCPConnector(limit=max(levels) * 2)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            ids: list[str] = []
+            for n in range(200):  # through "off": the "on" rounds measure reads only
+                async with http.post(pair.url("off", "/fhir/Patient"), headers=HEADERS,
+                                     data=orjson.dumps(patient(n))) as answer:  # fmt: skip
+                    ids.append(orjson.loads(await answer.read())["id"])
+
+            def create(mode: str) -> Operation:
+                sent = {**HEADERS, **pair.headers[mode]}
+
+                async def post(i: int) -> bool:
+                    url, body = pair.url(mode, "/fhir/Patient"), orjson.dumps(patient(i))
+                    async with http.post(url, data=body, headers=sent) as answer:
+                        await answer.read()
+                        return answer.status == 201
+
+                return post
+
+            steps = {
+                "read": getter(http, pair, lambda i: f"/fhir/Patient/{ids[i % len(ids)]}", HEADERS),
+                "create": create,
+            }
+            compared = await compare(pair, steps, levels, requests, rounds)
+    finally:
+        pair.stop()
+        store.stop()
+    print(f"\n== store: {kind}, authorization + consent + audit on and off")
+    print_table(compared.rows)
     print()
-    for key, ratio in ratios.items():
-        print(f"{key:>10} clients: audited / unaudited {ratio:.2f} (target >= 0.75), "
-              f"audit writes {rates[key]:.1f}/s")  # fmt: skip
-    extra = {"audit_ratio": ratios, "audit_writes_per_second": rates,
-             "requests_per_step": requests, "store": kind}  # fmt: skip
+    compared.print()
+    extra = {**compared.as_json(), "requests_per_step": requests, "store": kind}
     name = "fhir_rest-audit" if kind == "embedded" else f"fhir_rest-audit-{kind}"
-    print(f"\nwrote {write_results(name, rows, extra)}")
+    print(f"\nwrote {write_results(name, compared.rows, extra)}")
 
 
 def main() -> None:
@@ -197,13 +203,16 @@ def main() -> None:
         "--settle", type=float, default=2.0, help="seconds between the creates and the reads"
     )
     parser.add_argument(
-        "--audit", action="store_true", help="create and read with the audit trail on and off"
+        "--audit",
+        action="store_true",
+        help="read and create with authorization, consent and audit all on and all off",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="--audit: alternating rounds")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     for kind in stores.kinds(args.store):
         if args.audit:
-            asyncio.run(audit_run(args.requests, levels, kind, args.settle))
+            asyncio.run(audit_run(args.requests, levels, kind, args.rounds))
         else:
             asyncio.run(run(args.requests, levels, kind, args.settle))
 

@@ -10,11 +10,16 @@ bundles posted to the base.
     ./run bench fhir_search [--resources 100000] [--requests 500] [--clients 1,16]
     ./run bench fhir_search --reuse <store directory printed by the first run>   # skip the load
     ./run bench fhir_search --restricted   # then searches narrowed to one patient by a hook
+    ./run bench fhir_search --audit [--rounds 3]   # instead: auth + consent + audit on vs off
 
 `--restricted` then restarts the server with an authorize hook that narrows every FHIR
 access to one patient (`Exchange.narrow(Restriction(patients=...))`, the hook of
 tests/support/access_hooks.py) and measures searches that name no patient: only the
 restriction, compiled into the index query, keeps them to that patient's few resources.
+
+`--audit` instead measures the searches with authorization (a SMART token), consent and
+audit all on, and all off, on the loaded database in alternating rounds
+(bench/access_on_off.py), with the audit write rate (docs/audit.md, Cost).
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -35,6 +41,7 @@ from pymongo import AsyncMongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.access_on_off import Operation, compare, start_pair
 from bench.common import Measurement, measure, print_table, write_results
 from fhir_server.repository import Repository
 from medbridge.embedded_mongo import EmbeddedMongo
@@ -137,14 +144,19 @@ async def load(repository: Repository, resources: int, chunk: int) -> dict[str, 
 
 class Queries:
     def __init__(
-        self, http: aiohttp.ClientSession, patients: int, ids: dict[str, list[str]]
+        self,
+        http: aiohttp.ClientSession,
+        patients: int,
+        ids: dict[str, list[str]],
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.http = http
         self.patients = patients
         self.ids = ids
+        self.headers = {**HEADERS, **(headers or {})}
 
     async def _get(self, url: str, expect_entries: bool = True) -> bool:
-        async with self.http.get(url, headers=HEADERS) as response:
+        async with self.http.get(url, headers=self.headers) as response:
             body = await response.read()
             if response.status != 200:
                 return False
@@ -244,6 +256,7 @@ async def run(
     transactions: int,
     reuse: Path | None,
     restricted: bool = False,
+    audit_rounds: int = 0,
 ) -> None:
     workdir = reuse or Path(tempfile.mkdtemp(prefix="medbridge-bench-search-"))
     store = EmbeddedMongo(workdir / "store")
@@ -263,6 +276,9 @@ async def run(
         print(f"loaded {loaded['resources']} in {loaded['seconds']} s ({loaded['per_second']}/s)")
         ids = await sample_ids(client, 5000)
         await client.close()
+        if audit_rounds:
+            await audit_run(workdir, store.uri, resources // 4, ids, requests, levels, audit_rounds)
+            return
         server = start_server(workdir / "server", store.uri, database="bench")
         connector = aiohttp.TCPConnector(limit=max(levels))
         async with aiohttp.ClientSession(server.fhir_base + "/", connector=connector) as http:
@@ -303,6 +319,59 @@ async def run(
         "requests_per_step": requests,
     }
     print(f"\nwrote {write_results('fhir_search', rows, extra)}; store kept in {workdir}")
+
+
+SEARCHES = {
+    "patient by identifier": "patient_by_identifier",
+    "patient's studies": "patient_ct_since",
+    "study by accession": "study_by_accession",
+    "reports +_include": "reports_with_study",
+    "patients by name": "patient_by_name",
+}
+
+
+async def audit_run(
+    workdir: Path,
+    uri: str,
+    patients: int,
+    ids: dict[str, list[str]],
+    requests: int,
+    levels: list[int],
+    rounds: int,
+) -> None:
+    """The searches with authorization, consent and audit all on, and all off
+    (bench/access_on_off.py), in alternating rounds; the on/off ratios and the audit
+    write rate."""
+    pair = start_pair(workdir / "audit", uri, "bench")
+    try:
+        sessions = {
+            mode: aiohttp.ClientSession(
+                pair.servers[mode].fhir_base + "/",
+                connector=aiohttp.TCPConnector(limit=max(levels)),
+            )
+            for mode in pair.servers
+        }
+        try:
+            queries = {mode: Queries(sessions[mode], patients, ids, pair.headers[mode])
+                       for mode in pair.servers}  # fmt: skip
+
+            def step(method: str) -> Callable[[str], Operation]:
+                return lambda mode: cast(Operation, getattr(queries[mode], method))
+
+            steps = {name: step(method) for name, method in SEARCHES.items()}
+            compared = await compare(pair, steps, levels, requests, rounds)
+        finally:
+            for session in sessions.values():
+                await session.close()
+    finally:
+        pair.stop()
+    print()
+    print_table(compared.rows)
+    print()
+    compared.print()
+    extra = {**compared.as_json(), "patients": patients, "requests_per_step": requests}
+    written = write_results("fhir_search-audit", compared.rows, extra)
+    print(f"\nwrote {written}; store kept in {workdir}")
 
 
 async def measure_restricted(
@@ -349,10 +418,17 @@ def main() -> None:
     parser.add_argument(
         "--restricted", action="store_true", help="then searches narrowed to one patient"
     )
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="instead: the searches with authorization, consent and audit all on and all off",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--audit: alternating rounds")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     options = (args.requests, levels, args.chunk, args.transactions, args.reuse)
-    asyncio.run(run(args.resources, *options, restricted=args.restricted))
+    rounds = args.rounds if args.audit else 0
+    asyncio.run(run(args.resources, *options, restricted=args.restricted, audit_rounds=rounds))
 
 
 if __name__ == "__main__":

@@ -412,7 +412,9 @@ class Repository:
             {"_id": f"{resource_type}/{resource_id}/{version}"}, session=self.session
         )
         if doc is None:
-            return None
+            # a write-once resource has no history copy: its version 1 is the current one
+            current = await self.read(resource_type, resource_id) if version == 1 else None
+            return current if current is not None and current.version == 1 else None
         await resolve(self.bodies, [doc])
         return _from_history(doc)
 
@@ -538,31 +540,33 @@ class Repository:
         claim: str | None = None,
     ) -> Stored:
         version = previous.version + 1 if previous else 1
-        last_updated_ms = now_ms()
-        resource["id"] = resource_id
-        meta = dict(resource.get("meta") or {})
-        meta["versionId"] = str(version)
-        meta["lastUpdated"] = instant(last_updated_ms)
-        resource["meta"] = meta
-        raw = dumps(resource)  # decimals as sent (fhir_server/body.py)
-        resource_type = resource["resourceType"]
-        body = None
+        stored = _stamp(resource, resource_id, version, method)
         bodies = self.bodies
-        if bodies is not None and bodies.wanted(raw) and resource_type not in INLINE_TYPES:
+        if (
+            bodies is not None
+            and stored.raw is not None
+            and bodies.wanted(stored.raw)
+            and stored.resource_type not in INLINE_TYPES
+        ):
             # durable before the write naming it commits (fhir_server/bodies.py)
-            body = await bodies.keep("fhir", raw)
-        stored = Stored(
-            resource_type, resource_id, version, last_updated_ms, raw, method, body=body
-        )
+            stored = replace(stored, body=await bodies.keep("fhir", stored.raw))
         # a large resource's index (thousands of values) is extracted off the event loop
-        if len(raw) > OFF_LOOP_BYTES:
+        if stored.raw is not None and len(stored.raw) > OFF_LOOP_BYTES:
             index = await asyncio.to_thread(index_entries, resource)
         else:
             index = index_entries(resource)
-        # every sort key present ("" when absent) so keyset paging compares like with like
-        order = dict.fromkeys(parameters_for(stored.resource_type), "") | index.order
-        await self._commit(stored, previous, rows=index.rows, order=order, claim=claim)
+        await self._commit(stored, previous, index.rows, _order(stored, index.order), claim)
         return stored
+
+    def write_once(self, resource: Document, resource_id: str) -> tuple[Stored, list[Write]]:
+        """Version 1 of a resource that is never updated (an AuditEvent), and its writes for
+        `apply_writes`: the current document and its index rows, no history copy (its one
+        version is the current one: vread falls back to it). The caller applies them, with
+        other writes in one unit where it wants."""
+        stored = _stamp(resource, resource_id, 1, "POST")
+        index = index_entries(resource)
+        writes, _ = _version_writes(stored, None, index.rows, _order(stored, index.order), False)
+        return stored, writes
 
     async def _commit(
         self,
@@ -664,8 +668,29 @@ class Repository:
                 raise DuplicateKeyError("current version moved", 11000, {"idx": index})
 
 
+def _stamp(resource: Document, resource_id: str, version: int, method: str) -> Stored:
+    """Set `resource`'s id and meta for `version`, now; the version as it will be stored."""
+    last_updated_ms = now_ms()
+    resource["id"] = resource_id
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = instant(last_updated_ms)
+    resource["meta"] = meta
+    raw = dumps(resource)  # decimals as sent (fhir_server/body.py)
+    return Stored(resource["resourceType"], resource_id, version, last_updated_ms, raw, method)
+
+
+def _order(stored: Stored, found: dict[str, str]) -> Document:
+    # every sort key present ("" when absent) so keyset paging compares like with like
+    return dict.fromkeys(parameters_for(stored.resource_type), "") | found
+
+
 def _version_writes(
-    stored: Stored, previous: Stored | None, rows: list[Document], order: Document
+    stored: Stored,
+    previous: Stored | None,
+    rows: list[Document],
+    order: Document,
+    history_copy: bool = True,
 ) -> tuple[list[Write], list[str]]:
     """The writes of one version, and the ids of its index rows."""
     resource_type, resource_id = stored.resource_type, stored.id
@@ -682,7 +707,7 @@ def _version_writes(
     }
     if stored.body is not None:
         history[BODY] = stored.body
-    writes = [_insert(HISTORY, history)]
+    writes = [_insert(HISTORY, history)] if history_copy else []
     # a row's id is the resource id and a digest of the row: a value the new version
     # keeps is neither deleted nor rewritten, so a reader never misses it mid-update,
     # and the embedded store deletes by primary key in well under a millisecond
