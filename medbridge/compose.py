@@ -15,7 +15,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from access.pipeline import Hook, Stage
+from access.pipeline import Hook, Stage, never
 from audit.chain import AuditChain
 from audit.hook import AuditTrail
 from audit.read_only import refuse_audit_writes
@@ -52,7 +52,7 @@ HOOK_ORDER: dict[str, int] = {
     "consent.decide": 10,  # consent-decide: who may write a patient's Consents (consent/)
     "consent.show": 10,  # consent-show: hide what the patient's Consents deny (consent/)
     "consent.rule-4": 20,  # consent-show: warn of a Consent hiding what may not be hidden
-    "consent.written": 90,  # post-commit: a Consent write drops the Consent cache
+    "consent.written": 90,  # post-commit: a write of what consent reads drops its cache
     "imaging.link-orders": 100,  # post-commit: orders that arrive after their study
     "hl7.link-reports": 110,  # post-commit: reports that arrived before their study
 }
@@ -120,9 +120,15 @@ async def compose(
             name = "consent.decide"
             pipeline.intervene(Stage.CONSENT_DECIDE, consent.decide, name, order=HOOK_ORDER[name])
             name = "consent.show"
-            pipeline.intervene(Stage.CONSENT_SHOW, consent.show, name, order=HOOK_ORDER[name])
-            name = "consent.rule-4"
-            pipeline.notify(Stage.CONSENT_SHOW, consent.check_written, name, order=HOOK_ORDER[name])
+            pipeline.intervene(
+                Stage.CONSENT_SHOW, consent.show, name, order=HOOK_ORDER[name],
+                wants_items=consent.wants_items,
+            )  # fmt: skip
+            name = "consent.rule-4"  # reads the request and response, never items
+            pipeline.notify(
+                Stage.CONSENT_SHOW, consent.check_written, name, order=HOOK_ORDER[name],
+                wants_items=never,
+            )  # fmt: skip
             name = "consent.written"
             pipeline.notify(Stage.POST_COMMIT, consent.written, name, order=HOOK_ORDER[name])
     if imaging is not None:
