@@ -74,38 +74,56 @@ class ConsentCache:
         self._patients: OrderedDict[str, PatientRecord] = OrderedDict()
         self._actors: OrderedDict[str, ActorRecord] = OrderedDict()
         self._last: _Read | None = None  # the newest counter read that completed
-        self._pending: tuple[float, asyncio.Task[_Read]] | None = None
+        self._pending: dict[float, asyncio.Task[_Read]] = {}  # counter reads under way
 
     async def current_version(self) -> int:
         found = await self.repository.db[COLLECTION].find_one({"_id": COUNTER})
         return int(found["version"]) if found is not None else 0
 
+    def prefetch(self, since: float) -> None:
+        """Send the counter read of a request that arrived at `since` now, so that it
+        runs beside the request's act instead of after it (the consent-decide hook)."""
+        if self._usable(since) is None:
+            self._start()
+
     async def refresh(self, since: float | None = None) -> None:
         """Once per request: drop everything if a source was written since the cache was
         filled. `since` is when the request arrived (`time.monotonic()`): a counter read
         sent after it, finished or under way, answers for it as well as its own would."""
-        last, pending = self._last, self._pending
-        if since is not None and last is not None and last.started >= since:
-            read = last
-        elif since is not None and pending is not None and pending[0] >= since:
-            read = await asyncio.shield(pending[1])
+        found = self._usable(since) if since is not None else None
+        if isinstance(found, _Read):
+            read = found
         else:
-            started = time.monotonic()
-            task = asyncio.ensure_future(self._read(started))
-            self._pending = (started, task)
-            read = await asyncio.shield(task)
+            # shielded: a request that goes away leaves the read to the others awaiting it
+            read = await asyncio.shield(found if found is not None else self._start())
         if self._last is None or read.started >= self._last.started:
             self._last = read
             if read.version != self._version:
                 self._drop()
                 self._version = read.version
 
+    def _usable(self, since: float) -> _Read | asyncio.Task[_Read] | None:
+        """The counter read sent at or after `since`: the newest finished one, else the
+        first one under way."""
+        if self._last is not None and self._last.started >= since:
+            return self._last
+        for started, task in self._pending.items():  # in the order they were sent
+            if started >= since:
+                return task
+        return None
+
+    def _start(self) -> asyncio.Task[_Read]:
+        started = time.monotonic()
+        task = asyncio.ensure_future(self._read(started))
+        task.add_done_callback(_retrieved)
+        self._pending[started] = task
+        return task
+
     async def _read(self, started: float) -> _Read:
         try:
             return _Read(started, await self.current_version())
         finally:
-            if self._pending is not None and self._pending[0] == started:
-                self._pending = None
+            self._pending.pop(started, None)
 
     async def patient(self, patient_id: str) -> PatientRecord:
         cached = self._patients.get(patient_id)
@@ -201,3 +219,10 @@ class ConsentCache:
         self._patients.clear()
         self._actors.clear()
         self._generation += 1
+
+
+def _retrieved(task: asyncio.Task[_Read]) -> None:
+    # a prefetched read whose request never awaited it (refused, or not shown) must not
+    # log "exception was never retrieved": the requests that await it get the exception
+    if not task.cancelled():
+        task.exception()

@@ -133,7 +133,9 @@ class ConsentHooks:
         access, context, request = exchange.access, exchange.context, exchange.request
         # before the act: the cache may answer this request with a counter read sent
         # from now on (consent/cache.py)
-        context.notes.setdefault(ARRIVED_NOTE, time.monotonic())
+        arrived = context.notes.setdefault(ARRIVED_NOTE, time.monotonic())
+        if access is not None and access.action not in WRITES and self.wants_items(exchange):
+            self.cache.prefetch(arrived)
         if access is None or context.door is not Door.FHIR or context.actor.kind != "user":
             return
         fhir_user = context.actor.display
