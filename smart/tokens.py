@@ -5,8 +5,8 @@ the revoked token ids in the store on every request.
 No cache of the revocation list: one primary-key read per request is what makes a
 revocation take effect on the next request in every process, not only this one. The
 signature and claim checks are cached per token until it expires: a token's bytes
-cannot change, and verifying costs more than the read (RS384 ~0.3 ms, ES384 ~2 ms of a
-core, measured on the shared 2-core machine, Dec 2026).
+cannot change, and verifying costs more than the read (joserfc decode: RS384 0.6 ms,
+ES384 4.6 ms, ES256 0.8 ms on the loaded shared 2-core machine, Dec 2026).
 """
 
 from __future__ import annotations
