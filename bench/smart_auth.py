@@ -14,6 +14,12 @@ answer the consent hooks decide: "auth-user"). Both servers run with
 `MEDBRIDGE_AUDIT=false`: the audit trail's cost is measured on its own (issue 15,
 bench/fhir_rest.py), this figure is authorization and consent only.
 
+Beside throughput, each step records the CPU seconds the serving process and the store
+spent per request (`/proc/PID/stat`, the process and its children): on a shared machine
+whose load swings throughput by a factor of five between rounds, the CPU a request costs
+is what stays put, and the CPU ratio no-auth / auth is the throughput ratio the same
+work would have on an idle, CPU-bound machine.
+
     ./run bench smart_auth [--requests 1000] [--clients 1,16] [--rounds 3]
 """
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import sys
 import tempfile
 import time
@@ -45,6 +52,7 @@ ISSUER = "https://bench.issuer.test"
 HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 STUDIES = 20
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 MODES = ("auth", "auth-user", "no-auth")
@@ -61,6 +69,22 @@ def token(key: ECKey, audience: str, fhir_user: str | None = None) -> str:
         claims |= {"sub": "bench-user", "client_id": "bench-app", "scope": "user/*.rs",
                    "fhirUser": fhir_user, "jti": "bench-user"}  # fmt: skip
     return jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process and its descendants (Linux /proc), in seconds."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # gone between two reads
+        pending.extend(int(child) for child in children)
+    return total
 
 
 async def seed(http: aiohttp.ClientSession, server: RunningServer, count: int) -> list[str]:
@@ -111,6 +135,8 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
     jwks.write_bytes(orjson.dumps({"keys": [key.as_dict(private=False)]}))
     store = EmbeddedMongo(workdir / "store")
     store.start()
+    assert store.process is not None
+    store_pid = store.process.pid
     env = {**ENV, "MEDBRIDGE_AUTH_ISSUER": ISSUER, "MEDBRIDGE_AUTH_JWKS": str(jwks)}
     # one object store for both, as for one database: WADO-RS on either finds what STOW wrote
     (workdir / "objects").mkdir()
@@ -123,6 +149,8 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
     }
     rows: list[Measurement] = []
     ratios: dict[str, dict[str, dict[str, float]]] = {}
+    cpu: dict[str, dict[str, dict[str, float]]] = {}  # mode -> step -> ms of CPU per request
+    cpu_ratios: dict[str, dict[str, dict[str, float]]] = {}
     try:
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max(levels) * 2)
@@ -162,12 +190,26 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
             for name, path in paths.items():
                 for clients in levels:
                     rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+                    costs: dict[str, list[float]] = {mode: [] for mode in MODES}
                     for _ in range(rounds):
                         for mode in MODES:
+                            pids = (servers["no-auth" if mode == "no-auth" else "auth"]
+                                    .process.pid, store_pid)  # fmt: skip
+                            before = sum(cpu_seconds(pid) for pid in pids)
                             got = await measure(f"{name} {mode}", clients, requests,
                                                 reader(mode, path))  # fmt: skip
+                            spent = sum(cpu_seconds(pid) for pid in pids) - before
                             rows.append(got)
                             rates[mode].append(got.per_second)
+                            costs[mode].append(spent * 1000 / requests)
+                    step = f"{name} {clients}"
+                    for mode in MODES:
+                        cpu.setdefault(mode, {})[step] = round(median(costs[mode]), 3)
+                    for mode in ("auth", "auth-user"):
+                        by_mode = cpu_ratios.setdefault(mode, {}).setdefault(name, {})
+                        by_mode[str(clients)] = round(
+                            median(costs["no-auth"]) / median(costs[mode]), 3
+                        )
                     for mode in ("auth", "auth-user"):
                         ratio = median(rates[mode]) / median(rates["no-auth"])
                         by_mode = ratios.setdefault(mode, {}).setdefault(name, {})
@@ -183,12 +225,23 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
             for clients, ratio in by_clients.items():
                 print(f"{name} {mode} / no-auth at {clients:>2} clients: {ratio:.2f} "
                       "(target >= 0.9)")  # fmt: skip
+    print()
+    for mode, by_name in cpu_ratios.items():
+        for name, by_clients in by_name.items():
+            for level, ratio in by_clients.items():
+                step = f"{name} {level}"
+                print(f"{name} CPU per request at {level:>2} clients: {mode} "
+                      f"{cpu[mode][step]:.2f} ms, no-auth {cpu['no-auth'][step]:.2f} ms, "
+                      f"ratio no-auth / {mode} {ratio:.2f}")  # fmt: skip
     print("audit trail off on both servers (MEDBRIDGE_AUDIT=false)")
     extra = {
         "auth_to_no_auth_ratio": ratios["auth"],
         "auth_user_to_no_auth_ratio": ratios["auth-user"],
         "requests_per_step": requests,
         "rounds": rounds,
+        "cpu_ms_per_request": cpu,
+        "cpu_ratio_no_auth_to_auth": cpu_ratios["auth"],
+        "cpu_ratio_no_auth_to_auth_user": cpu_ratios["auth-user"],
         "server_env": ENV,
         "note": "audit trail off on both servers; auth: a system/*.rs backend-service "
         "token (consent does not filter it), auth-user: a user/*.rs Practitioner token "
