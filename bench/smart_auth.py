@@ -149,7 +149,7 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
     }
     rows: list[Measurement] = []
     ratios: dict[str, dict[str, dict[str, float]]] = {}
-    cpu: dict[str, dict[str, dict[str, float]]] = {}  # mode -> step -> ms of CPU per request
+    cpu: dict[str, dict[str, float]] = {}  # mode -> step -> ms of CPU per request
     cpu_ratios: dict[str, dict[str, dict[str, float]]] = {}
     try:
         async with aiohttp.ClientSession(
@@ -222,8 +222,8 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
     print()
     for mode, by_name in ratios.items():
         for name, by_clients in by_name.items():
-            for clients, ratio in by_clients.items():
-                print(f"{name} {mode} / no-auth at {clients:>2} clients: {ratio:.2f} "
+            for level, ratio in by_clients.items():
+                print(f"{name} {mode} / no-auth at {level:>2} clients: {ratio:.2f} "
                       "(target >= 0.9)")  # fmt: skip
     print()
     for mode, by_name in cpu_ratios.items():
