@@ -144,8 +144,8 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
         (workdir / name).mkdir()
         (workdir / name / "objects").symlink_to(workdir / "objects", target_is_directory=True)
     servers = {
-        "auth": start_server(workdir / "auth", store.uri, "bench", env=env, auth=True),
-        "no-auth": start_server(workdir / "open", store.uri, "bench", env=ENV),
+        "auth": start_server(workdir / "auth", store.uri, "bench", env=env, auth=True, timeout=180),
+        "no-auth": start_server(workdir / "open", store.uri, "bench", env=ENV, timeout=180),
     }
     rows: list[Measurement] = []
     ratios: dict[str, dict[str, dict[str, float]]] = {}

@@ -13,6 +13,11 @@ write through one process holds on the very next request to any other.
 The counter is read once per request at most, and a read another request started after
 this one arrived serves it too: whatever was written before this request arrived is in
 that read (`refresh`). A fill that began before a drop is not kept (`_generation`).
+
+A process that holds the write gate (`Repository.serializes_writes`: the embedded store,
+or MongoDB with `MEDBRIDGE_SERIALIZE_WRITES=true`) is the only one writing the store, so
+its own post-commit drop is the whole invalidation: it neither reads nor raises the
+counter, and a signed-in user's request costs no store read for consent at all.
 """
 
 from __future__ import annotations
@@ -66,9 +71,13 @@ class _Read:
 
 
 class ConsentCache:
-    def __init__(self, repository: Repository, max_patients: int = MAX_PATIENTS) -> None:
+    def __init__(
+        self, repository: Repository, max_patients: int = MAX_PATIENTS, shared: bool | None = None
+    ) -> None:
         self.repository = repository
         self.max_patients = max_patients
+        # other processes write the same store: unless this one holds the write gate
+        self.shared = not repository.serializes_writes if shared is None else shared
         self._version: int | None = None
         self._generation = 0  # raised by every drop
         self._patients: OrderedDict[str, PatientRecord] = OrderedDict()
@@ -83,13 +92,15 @@ class ConsentCache:
     def prefetch(self, since: float) -> None:
         """Send the counter read of a request that arrived at `since` now, so that it
         runs beside the request's act instead of after it (the consent-decide hook)."""
-        if self._usable(since) is None:
+        if self.shared and self._usable(since) is None:
             self._start()
 
     async def refresh(self, since: float | None = None) -> None:
         """Once per request: drop everything if a source was written since the cache was
         filled. `since` is when the request arrived (`time.monotonic()`): a counter read
         sent after it, finished or under way, answers for it as well as its own would."""
+        if not self.shared:
+            return  # every write is this process's, and `written` dropped what it changed
         found = self._usable(since) if since is not None else None
         if isinstance(found, _Read):
             read = found
@@ -207,6 +218,9 @@ class ConsentCache:
     async def written(self) -> None:
         """A source was written: raise the counter (every process drops its cache) and
         drop this process's cache at once."""
+        if not self.shared:
+            self._drop()
+            return
         async with self.repository.write_gate():
             await self.repository.db[COLLECTION].update_one(
                 {"_id": COUNTER}, {"$inc": {"version": 1}}, upsert=True

@@ -43,7 +43,8 @@ async def test_a_consent_written_through_one_process_holds_at_the_other(
         first, second = (Repository(client, database_name) for client in clients)
         await first.ensure_indexes()
         router = (await compose(Settings(), first)).router
-        writer, reader = ConsentCache(first), ConsentCache(second)
+        # two processes on one store: they share it, whatever their write gates
+        writer, reader = ConsentCache(first, shared=True), ConsentCache(second, shared=True)
 
         async def post(resource: dict[str, Any]) -> str:
             body = orjson.dumps(resource)
@@ -83,7 +84,8 @@ async def test_a_patient_write_drops_the_other_caches_patient_facts(
         first, second = (Repository(client, database_name) for client in clients)
         await first.ensure_indexes()
         router = (await compose(Settings(), first)).router
-        writer, reader = ConsentCache(first), ConsentCache(second)
+        # two processes on one store: they share it, whatever their write gates
+        writer, reader = ConsentCache(first, shared=True), ConsentCache(second, shared=True)
 
         async def send(method: str, path: str, resource: dict[str, Any]) -> str:
             request = FhirRequest(method, path, [], JSON, orjson.dumps(resource), BASE)
@@ -125,7 +127,7 @@ async def test_a_fill_that_began_before_a_write_is_not_kept(store: Any, database
     try:
         repository = Repository(client, database_name)
         await repository.ensure_indexes()
-        cache = ConsentCache(repository)
+        cache = ConsentCache(repository, shared=True)
         await cache.refresh()
         started = asyncio.Event()
         release = asyncio.Event()
@@ -145,5 +147,30 @@ async def test_a_fill_that_began_before_a_write_is_not_kept(store: Any, database
         await filling
         cache._load = load  # type: ignore[method-assign]
         assert "p9" not in cache._patients
+    finally:
+        await client.close()
+
+
+async def test_a_process_holding_the_write_gate_reads_no_counter(
+    store: Any, database_name: str
+) -> None:
+    """The only process writing the store (the write gate) drops its cache on its own
+    writes and never reads or raises the counter."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri)
+    try:
+        repository = Repository(client, database_name)  # serialize_writes: the gate
+        await repository.ensure_indexes()
+        router = (await compose(Settings(), repository)).router
+        hooks_cache = ConsentCache(repository)
+        assert not hooks_cache.shared
+        body = orjson.dumps({"resourceType": "Patient", "birthDate": "2000-01-01"})
+        request = FhirRequest("POST", "Patient", [], JSON, body, BASE)
+        created = await router.handle(request, RequestContext(Door.FHIR))
+        patient = str(orjson.loads(created.body or b"{}")["id"])
+        await hooks_cache.refresh(time.monotonic())
+        assert (await hooks_cache.patient(patient)).resource is not None
+        await hooks_cache.written()
+        assert patient not in hooks_cache._patients
+        assert await repository.db["consent_versions"].count_documents({}) == 0
     finally:
         await client.close()
