@@ -61,8 +61,9 @@ class Exchange(Generic[RequestT, ResponseT]):
     access: Access | None = None
     # the access this one is part of (the batch of a bundle entry), for prepare to link
     parent: Access | None = None
-    # set before act: a consent-show hook is registered, so the act describes what it
-    # would show as `items` and the answer is built after consent-show, from what remains
+    # set before act: a consent-show hook will read this exchange's items, so the act
+    # describes what it would show as `items` and the answer is built after
+    # consent-show, from what remains
     showing: bool = False
     items: Shown[ResponseT] | None = None
     # what this access may see: authorize and consent-decide hooks narrow it (`narrow`),
@@ -81,9 +82,19 @@ Hook = Callable[[Exchange[Any, Any]], Awaitable[None]]
 Act = Callable[[Exchange[RequestT, ResponseT]], Awaitable[ResponseT]]
 Render = Callable[[Exchange[RequestT, ResponseT], AccessError], ResponseT]
 Prepare = Callable[[Exchange[RequestT, ResponseT]], None]
+# whether a consent-show hook needs this exchange's items (`Exchange.showing`)
+Wants = Callable[[Exchange[Any, Any]], bool]
 # what an unexpected exception means, when a lower layer knows (a store conflict is a
 # 409): the pipeline knows no store, so the door tells it
 Explain = Callable[[Exception], AccessError | None]
+
+
+def always(exchange: Exchange[Any, Any]) -> bool:
+    return True
+
+
+def never(exchange: Exchange[Any, Any]) -> bool:
+    return False
 
 
 @dataclass(slots=True)
@@ -92,6 +103,10 @@ class _Registered:
     intervention: bool
     name: str
     order: int
+    # consent-show only: describing the answer as items costs (a search reads every
+    # match for its total, DICOMweb reads the rows' patients), so it is done only when
+    # a hook that reads items will act on this exchange
+    wants_items: Wants = always
 
 
 class Pipeline(Generic[RequestT, ResponseT]):
@@ -117,22 +132,38 @@ class Pipeline(Generic[RequestT, ResponseT]):
         )
 
     def intervene(
-        self, stage: Stage, hook: Hook, name: str | None = None, *, order: int = 0
+        self,
+        stage: Stage,
+        hook: Hook,
+        name: str | None = None,
+        *,
+        order: int = 0,
+        wants_items: Wants = always,
     ) -> None:
         """Add a hook that may abort the request (raise AccessError) at `stage`.
 
-        Hooks of a stage run by ascending `order`, ties in registration order."""
+        Hooks of a stage run by ascending `order`, ties in registration order. A
+        consent-show hook's `wants_items` tells, after authorization, whether it will
+        read this exchange's items; the act describes them only if one does."""
         if stage is Stage.ACT:
             raise ValueError("act is the router's; hook the stages around it")
         if stage is Stage.POST_COMMIT:
             raise ValueError("post-commit comes after the commit: notify, not intervene")
-        self._add(stage, _Registered(hook, True, name or hook.__qualname__, order))
+        self._add(stage, _Registered(hook, True, name or hook.__qualname__, order, wants_items))
 
-    def notify(self, stage: Stage, hook: Hook, name: str | None = None, *, order: int = 0) -> None:
+    def notify(
+        self,
+        stage: Stage,
+        hook: Hook,
+        name: str | None = None,
+        *,
+        order: int = 0,
+        wants_items: Wants = always,
+    ) -> None:
         """Add a hook that observes `stage`; its failures are logged and ignored."""
         if stage is Stage.ACT:
             raise ValueError("act is the router's; hook the stages around it")
-        self._add(stage, _Registered(hook, False, name or hook.__qualname__, order))
+        self._add(stage, _Registered(hook, False, name or hook.__qualname__, order, wants_items))
 
     def _add(self, stage: Stage, registered: _Registered) -> None:
         hooks = self._hooks[stage]
@@ -158,7 +189,9 @@ class Pipeline(Generic[RequestT, ResponseT]):
                 raise RuntimeError("the door's prepare step did not describe the access")
             for stage in BEFORE_ACT:
                 await self._run(stage, exchange)
-            exchange.showing = bool(self._hooks[Stage.CONSENT_SHOW])
+            exchange.showing = any(
+                registered.wants_items(exchange) for registered in self._hooks[Stage.CONSENT_SHOW]
+            )
             exchange.response = await self._act(exchange)
             if unit is None:
                 await self._run(Stage.POST_COMMIT, exchange)

@@ -63,6 +63,11 @@ def readers_patients(exchange: Exchange[Any, Any]) -> frozenset[str] | None:
     return frozenset(patients)
 
 
+def lay_reader(exchange: Exchange[Any, Any]) -> bool:
+    """`wants_items` of the patient-view hook: only a lay reader's answers are masked."""
+    return readers_patients(exchange) is not None
+
+
 async def show_to_patient(exchange: Exchange[Any, Any]) -> None:
     """Consent-show: a lay reader's AuditEvents are masked to their own patients."""
     items = exchange.items

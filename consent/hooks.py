@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -25,7 +26,7 @@ from access.context import Door
 from access.errors import AccessError, catalog
 from access.pipeline import Exchange
 from access.shown import Item
-from consent.cache import ConsentCache
+from consent.cache import SOURCES, ActorRecord, ConsentCache
 from consent.consents import consent_facts, unhideable_hidden
 from consent.engine import decide
 from consent.facts import (
@@ -39,7 +40,7 @@ from consent.facts import (
     Relationship,
 )
 from consent.records import patient_facts, record_facts
-from consent.relations import organizations_of, relationships, resource
+from consent.relations import relationships
 from consent.writers import may_write
 from fhir_server.errors import ISSUE_CODE_SYSTEM
 from fhir_server.exchange import FhirRequest, FhirResponse
@@ -52,6 +53,10 @@ DOORS = frozenset({Door.FHIR, Door.DICOMWEB})
 WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.PATCH, Action.DELETE})
 CHECKED = frozenset({Action.CREATE, Action.UPDATE})  # a body to check (a patch has none)
 UNHIDEABLE = "MB-1500"
+ARRIVED_NOTE = "consent.arrived"  # time.monotonic() at consent-decide, for the cache
+
+
+NO_ACTOR = ActorRecord(frozenset(), frozenset(), None)
 
 
 @dataclass(slots=True)
@@ -67,27 +72,24 @@ class ConsentHooks:
         self.policy = policy
         self.cache = ConsentCache(repository)
 
+    def wants_items(self, exchange: Exchange[Any, Any]) -> bool:
+        """Only a signed-in user's answers on the HTTP doors are decided: for anyone else
+        the door need not describe its answer as items."""
+        return exchange.context.door in DOORS and exchange.context.actor.kind == "user"
+
     async def show(self, exchange: Exchange[Any, Any]) -> None:
         items, context, access = exchange.items, exchange.context, exchange.access
-        if items is None or access is None or context.door not in DOORS:
-            return
-        if context.actor.kind != "user":
+        if items is None or access is None or not self.wants_items(exchange):
             return
         patients = {p for item in items.all for p in item.patients}
         if not patients:
             return
-        await self.cache.refresh()
+        await self.cache.refresh(context.notes.get(ARRIVED_NOTE))
         fhir_user = context.actor.display
         purpose = access.purpose_of_use or context.purpose_of_use
         today = datetime.now(UTC).date()
-        roles: set[str] = set()
-        organizations: set[str] = set()
-        if fhir_user is not None:
-            roles, organizations = await organizations_of(self.repository, fhir_user)
-        known = {
-            p: await self._patient(p, fhir_user, roles, frozenset(organizations), today)
-            for p in sorted(patients)
-        }
+        actor = await self.cache.actor(fhir_user) if fhir_user is not None else NO_ACTOR
+        known = {p: await self._patient(p, fhir_user, actor, today) for p in sorted(patients)}
         denied: set[int] = set()
         overrides: list[dict[str, str]] = []
         for position, item in enumerate(items.all):
@@ -112,25 +114,16 @@ class ConsentHooks:
             context.notes.setdefault(OVERRIDES_NOTE, []).extend(overrides)
 
     async def _patient(
-        self,
-        patient_id: str,
-        fhir_user: str | None,
-        roles: set[str],
-        organizations: frozenset[str],
-        today: date,
+        self, patient_id: str, fhir_user: str | None, actor: ActorRecord, today: date
     ) -> _Patient:
-        patient = await resource(self.repository, f"Patient/{patient_id}")
+        patient = await self.cache.patient(patient_id)
         related: frozenset[Relationship] = frozenset()
         if fhir_user is not None:
-            related = await relationships(self.repository, fhir_user, roles, patient_id, patient)
-        consents = [
-            fact
-            for consent in await self.cache.consents(patient_id)
-            for fact in consent_facts(consent, today)
-        ]
+            related = relationships(fhir_user, actor, patient_id, patient)
+        consents = [fact for consent in patient.consents for fact in consent_facts(consent, today)]
         return _Patient(
-            patient_facts(patient_id, patient, today),
-            ActorFacts(fhir_user, organizations, related),
+            patient_facts(patient_id, patient.resource, today),
+            ActorFacts(fhir_user, actor.organizations, related),
             consents,
         )
 
@@ -138,6 +131,11 @@ class ConsentHooks:
         """Consent-decide: a lay user (Patient, RelatedPerson) writes a patient's Consents
         only as that patient from the adult age, or as a minor's representative."""
         access, context, request = exchange.access, exchange.context, exchange.request
+        # before the act: the cache may answer this request with a counter read sent
+        # from now on (consent/cache.py)
+        arrived = context.notes.setdefault(ARRIVED_NOTE, time.monotonic())
+        if access is not None and access.action not in WRITES and self.wants_items(exchange):
+            self.cache.prefetch(arrived)
         if access is None or context.door is not Door.FHIR or context.actor.kind != "user":
             return
         fhir_user = context.actor.display
@@ -149,13 +147,15 @@ class ConsentHooks:
         if not references or not all(r.startswith("Patient/") for r in references):
             raise AccessError("MB-1030", "a Consent written by a patient names its Patient")
         today = datetime.now(UTC).date()
+        await self.cache.refresh(context.notes[ARRIVED_NOTE])
+        actor = await self.cache.actor(fhir_user)
         for reference in sorted(references):
             patient_id = reference.removeprefix("Patient/")
-            patient = await resource(self.repository, reference)
-            related = await relationships(self.repository, fhir_user, set(), patient_id, patient)
+            patient = await self.cache.patient(patient_id)
+            related = relationships(fhir_user, actor, patient_id, patient)
             decision = may_write(
                 ActorFacts(fhir_user, frozenset(), related),
-                patient_facts(patient_id, patient, today),
+                patient_facts(patient_id, patient.resource, today),
                 self.policy,
             )
             if not decision.permit:
@@ -165,8 +165,9 @@ class ConsentHooks:
         """The Patients of the Consent as stored (update, patch, delete) and as sent."""
         found: set[str] = set()
         if consent_id is not None:
-            stored = await resource(self.repository, f"Consent/{consent_id}")
-            found |= _patient_of(stored)
+            stored = await self.repository.read("Consent", consent_id)
+            if stored is not None and stored.raw is not None:
+                found |= _patient_of(orjson.loads(stored.raw))
         if isinstance(request, FhirRequest) and request.body is not None:
             # a malformed body is answered by the door itself
             with contextlib.suppress(orjson.JSONDecodeError):
@@ -198,7 +199,7 @@ class ConsentHooks:
         access = exchange.access
         if access is None or exchange.error is not None or access.action not in WRITES:
             return
-        if "Consent" in access.resource_types:
+        if access.resource_types & SOURCES:
             await self.cache.written()
 
 

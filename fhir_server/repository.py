@@ -180,6 +180,12 @@ class Repository:
         # only makes the planned write conflict, which empties this and plans again.
         self._recent: OrderedDict[tuple[str, str], Stored] = OrderedDict()
 
+    @property
+    def serializes_writes(self) -> bool:
+        """This process holds the write gate: it is the only process writing the store
+        (the embedded store; docs/architecture.md, "write gate")."""
+        return self._gate is not None
+
     @contextlib.asynccontextmanager
     async def write_gate(self) -> AsyncIterator[None]:
         """Hold this while writing outside `transaction()` (see the module docstring)."""

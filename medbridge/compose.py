@@ -15,10 +15,10 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from access.pipeline import Hook, Stage
+from access.pipeline import Hook, Stage, never
 from audit.chain import AuditChain
 from audit.hook import AuditTrail
-from audit.patient_view import note_shown_patients, show_to_patient
+from audit.patient_view import lay_reader, note_shown_patients, show_to_patient
 from audit.read_only import refuse_audit_writes
 from consent.hooks import ConsentHooks
 from fhir_server.bodies import Bodies
@@ -56,7 +56,7 @@ HOOK_ORDER: dict[str, int] = {
     "consent.show": 10,  # consent-show: hide what the patient's Consents deny (consent/)
     "consent.rule-4": 20,  # consent-show: warn of a Consent hiding what may not be hidden
     "audit.shown-patients": 90,  # consent-show: whose records were shown, for the event
-    "consent.written": 90,  # post-commit: a Consent write drops the Consent cache
+    "consent.written": 90,  # post-commit: a write of what consent reads drops its cache
     "imaging.link-orders": 100,  # post-commit: orders that arrive after their study
     "hl7.link-reports": 110,  # post-commit: reports that arrived before their study
 }
@@ -122,18 +122,32 @@ async def compose(
         services.security = oauth_security
         # lay users (patients, representatives) come only with tokens
         name = "audit.patient-view"
-        pipeline.intervene(Stage.CONSENT_SHOW, show_to_patient, name, order=HOOK_ORDER[name])
-        name = "audit.shown-patients"
-        pipeline.notify(Stage.CONSENT_SHOW, note_shown_patients, name, order=HOOK_ORDER[name])
+        pipeline.intervene(
+            Stage.CONSENT_SHOW, show_to_patient, name, order=HOOK_ORDER[name],
+            wants_items=lay_reader,
+        )  # fmt: skip
+        if settings.audit:
+            # every access's event names the patients it showed, whoever asked (the
+            # patient's access log): the items are described for every signed-in access
+            name = "audit.shown-patients"
+            pipeline.notify(
+                Stage.CONSENT_SHOW, note_shown_patients, name, order=HOOK_ORDER[name]
+            )  # fmt: skip
         if settings.consent:
             # consent decides for signed-in users, whom only tokens identify
             consent = ConsentHooks(repository, settings.consent_policy())
             name = "consent.decide"
             pipeline.intervene(Stage.CONSENT_DECIDE, consent.decide, name, order=HOOK_ORDER[name])
             name = "consent.show"
-            pipeline.intervene(Stage.CONSENT_SHOW, consent.show, name, order=HOOK_ORDER[name])
-            name = "consent.rule-4"
-            pipeline.notify(Stage.CONSENT_SHOW, consent.check_written, name, order=HOOK_ORDER[name])
+            pipeline.intervene(
+                Stage.CONSENT_SHOW, consent.show, name, order=HOOK_ORDER[name],
+                wants_items=consent.wants_items,
+            )  # fmt: skip
+            name = "consent.rule-4"  # reads the request and response, never items
+            pipeline.notify(
+                Stage.CONSENT_SHOW, consent.check_written, name, order=HOOK_ORDER[name],
+                wants_items=never,
+            )  # fmt: skip
             name = "consent.written"
             pipeline.notify(Stage.POST_COMMIT, consent.written, name, order=HOOK_ORDER[name])
     if imaging is not None:

@@ -3,7 +3,10 @@ algorithm list, exact issuer and audience and a small clock skew, and checked ag
 the revoked token ids in the store on every request.
 
 No cache of the revocation list: one primary-key read per request is what makes a
-revocation take effect on the next request in every process, not only this one.
+revocation take effect on the next request in every process, not only this one. The
+signature and claim checks are cached per token until it expires: a token's bytes
+cannot change, and verifying costs more than the read (joserfc decode: RS384 0.6 ms,
+ES384 4.6 ms, ES256 0.8 ms on the loaded shared 2-core machine, Dec 2026).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +34,7 @@ ISSUED = "smart_issued"  # _id: jti, family, expires_at: what a family revocatio
 # RFC 9068: an id_token (same key) is never taken for an access token
 TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 MAX_TOKEN_CHARS = 16 * 1024  # refused before any decoding
+VERIFIED_TOKENS = 4096  # tokens whose signature and claims were checked, least recent out
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,8 @@ class TokenService:
         self.clock = clock
         self.revoked = repository.db[REVOKED]
         self.issued = repository.db[ISSUED]
+        # token -> (kid, claims) of the tokens checked in this process
+        self._verified: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
 
     async def ensure_indexes(self) -> None:
         await self.issued.create_index("family")
@@ -152,11 +159,29 @@ class TokenService:
         return decoded.claims
 
     async def validate(self, token: str) -> Claims:
-        await self.know_signer(token)
-        claims = self.decode(token)
+        claims = self._verified_before(token)
+        if claims is None:
+            await self.know_signer(token)
+            claims = self.decode(token)
+            self._verified[token] = (_kid(token), claims)
+            if len(self._verified) > VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
         if await self.revoked.find_one({"_id": claims["jti"]}, {"_id": 1}) is not None:
             raise TokenInvalid("the token was revoked")
         return to_claims(claims)
+
+    def _verified_before(self, token: str) -> dict[str, Any] | None:
+        """The claims of a token this process checked already, if it has not expired
+        since (the same skew as `decode`) and its key still verifies."""
+        verified = self._verified.get(token)
+        if verified is None:
+            return None
+        kid, claims = verified
+        if claims["exp"] < self.now() - self.clock_skew or kid is None or not self.keys.knows(kid):
+            del self._verified[token]
+            return None  # judged again by decode, which says why it fails
+        self._verified.move_to_end(token)
+        return claims
 
     async def revoke_access(self, token: str) -> bool:
         """Revoke an access token of this server (expired or not); False if it is not one."""

@@ -294,8 +294,10 @@ def test_verify_through_the_running_server_finds_the_chain_intact(server: Runnin
 
 @pytest.fixture
 def copy(server: RunningServer, tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    """A copy of the server's chain in a database of its own, to tamper with."""
-    create_patient(server, uuid.uuid4().hex)
+    """A copy of the server's chain in a database of its own, to tamper with: at least
+    three events, whichever tests ran on this server before (the tests alter event 2)."""
+    for _ in range(3):
+        create_patient(server, uuid.uuid4().hex)
     name = f"tamper{uuid.uuid4().hex[:10]}"
     with MongoClient(server.mongodb_uri) as client:
         source, target = client[server.database], client[name]

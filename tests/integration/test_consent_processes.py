@@ -47,3 +47,33 @@ def test_a_consent_written_through_one_process_holds_at_the_other(
     )
     assert answer.status_code == 200, answer.text
     assert reader.get(f"Observation/{mine.lab}", doctor).status_code == 200
+
+
+def test_a_care_relationship_written_through_one_process_holds_at_the_other(
+    pair: tuple[Site, Site],
+) -> None:
+    """What the engine reads besides Consents (Encounters, the Patient's family doctor)
+    is cached per process too, and dropped by the same counter."""
+    writer, reader = pair
+    mine = chart(writer)
+    stranger = reader.user(f"Practitioner/{reader.stranger}")
+    gp = reader.user(f"Practitioner/{reader.gp}")
+    # the reader's cache holds this patient's facts (no Encounter, gp) before each write
+    assert reader.get(f"Observation/{mine.vitals}", stranger).status_code == 404
+    assert reader.get(f"Observation/{mine.vitals}", gp).status_code == 200
+    encounter = {
+        "resourceType": "Encounter",
+        "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/{mine.patient}"},
+        "participant": [{"individual": {"reference": f"Practitioner/{writer.stranger}"}}],
+    }
+    writer.create(encounter)
+    assert reader.get(f"Observation/{mine.vitals}", stranger).status_code == 200
+
+    patient_url = f"{writer.server.fhir_base}/Patient/{mine.patient}"
+    patient = httpx.get(patient_url, headers=writer.system()).json()
+    patient["generalPractitioner"] = [{"reference": f"Practitioner/{writer.doctor}"}]
+    answer = httpx.put(patient_url, json=patient, headers=writer.system())
+    assert answer.status_code == 200, answer.text
+    assert reader.get(f"Observation/{mine.vitals}", gp).status_code == 404

@@ -282,3 +282,20 @@ async def test_start_purges_what_expired_and_keeps_what_still_decides(
     assert await repository.db["smart_revoked"].find_one({"_id": old.token_id}) is None
     with pytest.raises(TokenInvalid, match="revoked"):
         await tokens.validate(fresh.token)
+
+
+async def test_a_token_checked_before_is_still_refused_once_revoked_or_expired(
+    tokens: TokenService, clock: Clock
+) -> None:
+    """The signature and claims of a token are checked once per process; its revocation
+    and its expiry are judged on every validation all the same."""
+    revoked, expiring = (await tokens.mint(GRANT)).token, (await tokens.mint(GRANT)).token
+    for token in (revoked, expiring):
+        assert (await tokens.validate(token)).subject == "alice"
+        assert (await tokens.validate(token)).patient == "p1"
+    assert await tokens.revoke_access(revoked) is True
+    with pytest.raises(TokenInvalid, match="revoked"):
+        await tokens.validate(revoked)
+    clock.now += 3600 + 31  # past the 30 s skew
+    with pytest.raises(TokenInvalid, match="expired"):
+        await tokens.validate(expiring)

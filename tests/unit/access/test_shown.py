@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from access.access import Access, Action
-from access.context import SYSTEM, Door, RequestContext
+from access.context import SYSTEM, Actor, Door, RequestContext
 from access.errors import AccessError
-from access.pipeline import Exchange, Pipeline, Stage
+from access.pipeline import Exchange, Pipeline, Stage, never
 from access.shown import Item, Shown
 
 
@@ -105,3 +105,36 @@ async def test_reshaped_items_keep_the_builder_and_what_was_hidden() -> None:
     answer = await reshaped.built()
     assert answer.names == ["masked-2", "masked-3", "masked-4"]
     assert answer.total == 3
+
+
+async def test_items_are_described_only_for_a_show_hook_that_wants_them() -> None:
+    """A consent-show hook says per exchange whether it reads items (consent decides only
+    for signed-in users): for anyone else the act answers directly."""
+    built: list[str] = []
+    pipeline = _pipeline(built)
+    seen: list[bool] = []
+
+    async def hide_p1(exchange: ListingExchange) -> None:
+        seen.append(exchange.items is not None)
+        if exchange.items is not None:
+            exchange.items.hide(lambda item: "p1" in item.patients)
+
+    async def observe(exchange: ListingExchange) -> None:
+        return None
+
+    def users_only(exchange: Exchange[object, object]) -> bool:
+        return exchange.context.actor.kind == "user"
+
+    pipeline.intervene(Stage.CONSENT_SHOW, hide_p1, wants_items=users_only)
+    pipeline.notify(Stage.CONSENT_SHOW, observe, wants_items=never)
+    exchange = _exchange()
+    answer = await pipeline.handle(exchange)
+    assert (answer.names, answer.total) == (["0", "1", "2", "3", "4"], 5)
+    assert (exchange.showing, exchange.items, built, seen) == (False, None, [], [False])
+
+    user: ListingExchange = Exchange(
+        "list", RequestContext(Door.INTERNAL, actor=Actor("user", "u1"))
+    )
+    answer = await pipeline.handle(user)
+    assert (answer.names, answer.total) == (["0", "2", "4"], 3)
+    assert (user.showing, built, seen) == (True, ["build"], [False, True])
