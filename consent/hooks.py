@@ -28,6 +28,7 @@ from access.pipeline import Exchange
 from access.shown import Item
 from consent.cache import SOURCES, ActorRecord, ConsentCache
 from consent.consents import consent_facts, unhideable_hidden
+from consent.deidentify import deidentified
 from consent.engine import decide
 from consent.facts import (
     LAY_TYPES,
@@ -90,7 +91,12 @@ class ConsentHooks:
         today = datetime.now(UTC).date()
         actor = await self.cache.actor(fhir_user) if fhir_user is not None else NO_ACTOR
         known = {p: await self._patient(p, fhir_user, actor, today) for p in sorted(patients)}
+        # research sees FHIR records only de-identified (rule 7); a DICOM object carries
+        # its patient's name and ids in the header and often burned into the pixels,
+        # which no transform of ours can promise to remove: research sees no images
+        deidentifies = context.door is Door.FHIR
         denied: set[int] = set()
+        masked: set[str] = set()
         overrides: list[dict[str, str]] = []
         for position, item in enumerate(items.all):
             record = _record(item)
@@ -99,10 +105,10 @@ class ConsentHooks:
                 decision = decide(
                     facts.actor, purpose, facts.facts, record, facts.consents, self.policy
                 )
-                # research sees records only de-identified (rule 7), which the show stage
-                # cannot do yet: not shown at all rather than shown identified
-                if not decision.permit or decision.deidentify:
+                if not decision.permit or (decision.deidentify and not deidentifies):
                     denied.add(position)
+                elif decision.deidentify:
+                    masked.add(item.reference)
                 elif decision.override is not None:
                     overrides.append(_override(decision, patient_id, item, purpose))
         if denied:
@@ -112,6 +118,11 @@ class ConsentHooks:
             log.debug("consent hid %d of %d items", hidden, len(items.all))
         if overrides:
             context.notes.setdefault(OVERRIDES_NOTE, []).extend(overrides)
+        if masked:
+            exchange.items = items.reshaped(
+                [_deidentified_item(item, masked) for item in items.all],
+                lambda answer: deidentified_answer(answer, masked),
+            )
 
     async def _patient(
         self, patient_id: str, fhir_user: str | None, actor: ActorRecord, today: date
@@ -240,3 +251,34 @@ def _override(
         "record": item.reference,
         "reason": decision.reason,
     }
+
+
+def _deidentified_item(item: Item, masked: set[str]) -> Item:
+    """The item with the bytes research may see, for the hooks after this one."""
+    if item.reference not in masked or item.raw is None:
+        return item
+    raw = orjson.dumps(deidentified(orjson.loads(item.raw)))
+    return Item(item.resource_type, item.resource_id, raw, item.patients, item.mode)
+
+
+def deidentified_answer(answer: Any, masked: set[str]) -> Any:
+    """The door's answer with every resource of `masked` (Type/id) de-identified: a
+    resource answer, or the entries of a Bundle (search, history, $everything)."""
+    if not isinstance(answer, FhirResponse) or not answer.body:
+        return answer
+    document = orjson.loads(answer.body)
+    if not isinstance(document, dict):
+        return answer
+    if _reference_of(document) in masked:
+        answer.body = orjson.dumps(deidentified(document))
+    elif document.get("resourceType") == "Bundle":
+        for entry in document.get("entry") or []:
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and _reference_of(resource) in masked:
+                entry["resource"] = deidentified(resource)
+        answer.body = orjson.dumps(document)
+    return answer
+
+
+def _reference_of(resource: dict[str, Any]) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
