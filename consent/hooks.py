@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -42,6 +43,7 @@ from consent.facts import (
 )
 from consent.records import patient_facts, record_facts
 from consent.relations import relationships
+from consent.research import identifying
 from consent.writers import may_write
 from fhir_server.errors import ISSUE_CODE_SYSTEM
 from fhir_server.exchange import FhirRequest, FhirResponse
@@ -54,6 +56,8 @@ DOORS = frozenset({Door.FHIR, Door.DICOMWEB})
 WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.PATCH, Action.DELETE})
 CHECKED = frozenset({Action.CREATE, Action.UPDATE})  # a body to check (a patch has none)
 UNHIDEABLE = "MB-1500"
+RESEARCH_QUERY = "MB-1031"
+SEARCHES = frozenset({Action.SEARCH_TYPE, Action.SEARCH_SYSTEM})
 ARRIVED_NOTE = "consent.arrived"  # time.monotonic() at consent-decide, for the cache
 
 
@@ -147,6 +151,7 @@ class ConsentHooks:
         arrived = context.notes.setdefault(ARRIVED_NOTE, time.monotonic())
         if access is not None and access.action not in WRITES and self.wants_items(exchange):
             self.cache.prefetch(arrived)
+            self._research_query(exchange)
         if access is None or context.door is not Door.FHIR or context.actor.kind != "user":
             return
         fhir_user = context.actor.display
@@ -171,6 +176,24 @@ class ConsentHooks:
             )
             if not decision.permit:
                 raise AccessError("MB-1030", decision.reason)
+
+    def _research_query(self, exchange: Exchange[Any, Any]) -> None:
+        """Rule 7: research may not find a patient by what de-identification hides."""
+        access, context, request = exchange.access, exchange.context, exchange.request
+        purpose = access.purpose_of_use if access is not None else None
+        purpose = purpose or context.purpose_of_use
+        if access is None or access.action not in SEARCHES or context.door is not Door.FHIR:
+            return
+        if purpose not in self.policy.research_purposes or not isinstance(request, FhirRequest):
+            return
+        types = access.resource_types
+        named = identifying(next(iter(types)) if len(types) == 1 else None, _query(request))
+        if named:
+            raise AccessError(
+                RESEARCH_QUERY,
+                f"research reads patients de-identified and may not search by {named[0]}",
+                expression=named[0],
+            )
 
     async def _consent_patients(self, consent_id: str | None, request: object) -> set[str]:
         """The Patients of the Consent as stored (update, patch, delete) and as sent."""
@@ -282,3 +305,12 @@ def deidentified_answer(answer: Any, masked: set[str]) -> Any:
 
 def _reference_of(resource: dict[str, Any]) -> str:
     return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def _query(request: FhirRequest) -> list[tuple[str, str]]:
+    """The search's parameters: the URL's, and a POST _search's form body (whose content
+    type the door itself checks)."""
+    query = list(request.query)
+    if request.method.upper() == "POST" and request.body:
+        query += parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
+    return query

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from joserfc import jwt
@@ -160,3 +161,34 @@ def test_research_search_leaves_out_who_refused_and_counts_consistently(site: Si
     assert site.get(f"Observation/{left_out}", gp).status_code == 200
     both = site.get("Observation", gp, code=code).json()
     assert both["total"] == 2
+
+
+def test_research_may_not_find_a_patient_by_what_it_does_not_see(site: Site) -> None:
+    family = f"Jankauskiene{uuid.uuid4().hex[:6]}"
+    ona = patient(site, family, "MRN-7004")
+    measured(site, ona, family, uuid.uuid4().hex)
+    headers = researcher(site)
+    for path, query in (
+        ("Patient", {"family": family}),
+        ("Patient", {"identifier": "MRN-7004"}),
+        ("Observation", {"subject:Patient.family": family}),
+        ("Patient", {"_has:Observation:patient:identifier": f"A-{family}"}),
+    ):
+        answer = site.get(path, headers, **query)
+        assert answer.status_code == 403, (path, query, answer.text)
+        outcome = answer.json()
+        issue = outcome["issue"][0]
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert issue["details"]["coding"][0]["code"] == "MB-1031"
+        assert issue["expression"] == [next(iter(query))]
+        assert ona not in answer.text
+    # POST _search carries its parameters in the body: refused the same
+    posted = httpx.post(
+        f"{site.server.fhir_base}/Patient/_search", data={"family": family}, headers=headers
+    )
+    assert posted.status_code == 403, posted.text
+    # by what it does see, research still searches, and a clinician searches by name
+    assert site.get("Patient", headers, _id=ona).json()["total"] == 1
+    assert site.get("Patient", headers, gender="female", _id=ona).json()["total"] == 1
+    gp = site.get("Patient", site.user(f"Practitioner/{site.gp}"), family=family).json()
+    assert [e["resource"]["id"] for e in gp["entry"]] == [ona]
