@@ -16,9 +16,12 @@ import httpx
 import orjson
 import pytest
 from joserfc import jwt
+from pydicom.uid import generate_uid
 
 from medbridge.embedded_mongo import EmbeddedMongo
 from tests.integration.test_consent_engine import Site, keys_and_env, observation, staff
+from tests.integration.test_smart_enforce import linked_patient, stow
+from tests.support.dicom import renamed
 from tests.support.servers import IsolatedStore, start_server
 
 RESEARCH = "HRESCH"
@@ -192,3 +195,47 @@ def test_research_may_not_find_a_patient_by_what_it_does_not_see(site: Site) -> 
     assert site.get("Patient", headers, gender="female", _id=ona).json()["total"] == 1
     gp = site.get("Patient", site.user(f"Practitioner/{site.gp}"), family=family).json()
     assert [e["resource"]["id"] for e in gp["entry"]] == [ona]
+
+
+def test_research_everything_and_history_are_de_identified(site: Site) -> None:
+    family = f"Vaitkute{uuid.uuid4().hex[:6]}"
+    ona = patient(site, family, "MRN-7005")
+    record = measured(site, ona, family, uuid.uuid4().hex)
+    headers = researcher(site)
+    for path in (f"Patient/{ona}/$everything", f"Patient/{ona}/_history"):
+        answer = site.get(path, headers)
+        assert answer.status_code == 200, (path, answer.text)
+        resources = [e["resource"] for e in answer.json()["entry"] if "resource" in e]
+        assert resources, path
+        for resource in resources:
+            assert_deidentified(resource, family, "MRN-7005", f"A-{family}")
+    everything = site.get(f"Patient/{ona}/$everything", headers).json()
+    assert {e["resource"]["id"] for e in everything["entry"]} >= {ona, record}
+
+
+def test_research_sees_no_images_on_dicomweb(site: Site) -> None:
+    study = generate_uid()
+    part = renamed("CT_small.dcm", study=study, patient_id=f"R{uuid.uuid4().hex[:10]}")
+    stow(site.server, site.token("system/*.cruds", None), part)
+    linked_patient(site.server, site.token("system/*.cruds", None), study)
+    base = site.server.base_url
+
+    def studies(headers: dict[str, str]) -> list[str]:
+        answer = httpx.get(
+            f"{base}/dicomweb/studies", params={"StudyInstanceUID": study}, headers=headers
+        )
+        assert answer.status_code in (200, 204), answer.text
+        return [row["0020000D"]["Value"][0] for row in (answer.json() if answer.content else [])]
+
+    metadata = f"{base}/dicomweb/studies/{study}/metadata"
+    # the same user for break-the-glass sees the study; for research, not a row and
+    # not its metadata
+    glass = site.user("Practitioner/researcher", purpose="BTG")
+    assert studies(glass) == [study]
+    research = researcher(site)
+    assert studies(research) == []
+    assert httpx.get(metadata, headers=research).status_code == 404
+    # while the study's FHIR ImagingStudy is readable de-identified
+    imaging = site.get(f"ImagingStudy/{study}", research)
+    assert imaging.status_code == 200, imaging.text
+    assert PSEUDED in imaging.json()["meta"]["security"]
