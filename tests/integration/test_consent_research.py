@@ -190,6 +190,14 @@ def test_research_may_not_find_a_patient_by_what_it_does_not_see(site: Site) -> 
         f"{site.server.fhir_base}/Patient/_search", data={"family": family}, headers=headers
     )
     assert posted.status_code == 403, posted.text
+    # and so does a batch's search entry
+    batch = httpx.post(site.server.fhir_base, headers=headers, json={
+        "resourceType": "Bundle", "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": f"Patient?family={family}"}}],
+    })  # fmt: skip
+    assert batch.status_code == 200, batch.text
+    assert batch.json()["entry"][0]["response"]["status"].startswith("403"), batch.text
+    assert ona not in batch.text
     # by what it does see, research still searches, and a clinician searches by name
     assert site.get("Patient", headers, _id=ona).json()["total"] == 1
     assert site.get("Patient", headers, gender="female", _id=ona).json()["total"] == 1
