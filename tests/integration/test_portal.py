@@ -348,6 +348,47 @@ def test_a_hidden_report_is_gone_for_a_clinician_but_not_for_the_family_doctor(
     assert site.report_title in page.inner_text("main")
 
 
+def qido_studies(site: Site, headers: dict[str, str]) -> list[str]:
+    """The StudyInstanceUIDs a QIDO-RS study search lists for the patient's study
+    (OHIF's study list asks the same, with the user's token)."""
+    answer = httpx.get(f"{site.server.base_url}/dicomweb/studies",
+                       params={"StudyInstanceUID": site.study},
+                       headers={**headers, "Accept": "application/dicom+json"},
+                       timeout=30)  # fmt: skip
+    assert answer.status_code in (200, 204), answer.text[:300]
+    rows = [] if answer.status_code == 204 else answer.json()
+    return [str(row["0020000D"]["Value"][0]) for row in rows]
+
+
+def test_a_hidden_study_leaves_a_clinicians_study_list_but_not_the_family_doctors(
+    patient_page: Any, site: Site
+) -> None:
+    """The patient hides their imaging study (its ImagingStudy, the portal's hide button):
+    the treating clinician's QIDO-RS, what a viewer's study list calls, no longer lists
+    it, nor does FHIR read it; the family doctor's still does (rule 3)."""
+    doctor, family = site.clinician(site.doctor), site.clinician(site.family_doctor)
+    assert qido_studies(site, doctor) == [site.study]
+    page = patient_page
+    page.goto(f"{site.server.base_url}/portal/")
+    study = page.locator(f"li[data-reference='ImagingStudy/{site.study}']")
+    assert study.count() == 1  # the linker names an ImagingStudy by its UID
+    study.locator("button.hide").click()
+    page.wait_for_url("**/portal/privacy?saved=1**")
+    assert f"ImagingStudy/{site.study}" in page.inner_text("#hidden")
+    assert qido_studies(site, doctor) == []
+    imaging = f"{site.server.fhir_base}/ImagingStudy/{site.study}"
+    assert httpx.get(imaging, headers=doctor, timeout=30).status_code == 404
+    metadata = f"{site.server.base_url}/dicomweb/studies/{site.study}/metadata"
+    assert httpx.get(metadata, headers=doctor, timeout=30).status_code in (204, 404)
+    assert qido_studies(site, family) == [site.study]
+    assert httpx.get(imaging, headers=family, timeout=30).status_code == 200
+    # the patient still sees their own study, in the portal and through DICOMweb
+    page.goto(f"{site.server.base_url}/portal/")
+    assert page.locator(f"li[data-reference='ImagingStudy/{site.study}']").count() == 1
+    own = {"Authorization": f"Bearer {site.tokens_file.read_text().split()[-1]}"}
+    assert qido_studies(site, own) == [site.study]
+
+
 def test_hiding_a_category_the_law_keeps_visible_says_so(patient_page: Any, site: Site) -> None:
     page = patient_page
     page.goto(f"{site.server.base_url}/portal/privacy")
@@ -383,14 +424,17 @@ def test_research_use_is_refused_and_allowed_again(patient_page: Any, site: Site
 
 
 def test_a_break_the_glass_read_heads_the_access_log_marked(patient_page: Any, site: Site) -> None:
-    glass = {**site.clinician(site.doctor), "X-Purpose-Of-Use": "BTG"}
-    # a search by patient: on this main, only an access that names the patient (a search,
-    # a Patient read) has the patient among its AuditEvent's entities, which is what
-    # AuditEvent?patient= finds; a read by id does not yet (the auditevents work)
-    found = httpx.get(f"{site.server.fhir_base}/DiagnosticReport",
-                      params={"patient": f"Patient/{site.patient}"}, headers=glass,
-                      timeout=30).json()  # fmt: skip
-    assert site.report in str(found)  # rule 3 lifts the hide
+    doctor = site.clinician(site.doctor)
+    glass = {**doctor, "X-Purpose-Of-Use": "BTG"}
+    url = f"{site.server.fhir_base}/DiagnosticReport/{site.report}"
+    # the report is hidden from this clinician (the test before hid it) ...
+    assert httpx.get(url, headers=doctor, timeout=30).status_code == 404
+    # ... and a break-the-glass read of it by id lifts the hide (rule 3); the read names
+    # no patient, the report's subject does: audit.shown-patients puts the patient among
+    # the event's entities, so AuditEvent?patient= (the access log) finds it
+    read = httpx.get(url, headers=glass, timeout=30)
+    assert read.status_code == 200, read.text[:300]
+    assert read.json()["id"] == site.report
     page = patient_page
     page.goto(f"{site.server.base_url}/portal/access-log")
     first = page.locator("#access-log tbody tr").first
@@ -399,6 +443,7 @@ def test_a_break_the_glass_read_heads_the_access_log_marked(patient_page: Any, s
     assert "Emergency access" in text
     assert f"Practitioner/{site.doctor}" in text
     assert f"Patient/{site.patient}" in text
+    assert f"DiagnosticReport/{site.report}" in text  # the read, not a search
     assert "break the glass" in text
     # the patient's own openings through the portal are there too, unmarked
     assert page.locator("#access-log tbody tr.override").count() == 1

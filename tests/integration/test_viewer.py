@@ -289,3 +289,80 @@ def test_a_patient_sees_only_their_own_study(viewing: Viewing) -> None:
     assert qido_studies(viewing, token["access_token"], viewing.own_study)
     assert qido_studies(viewing, token["access_token"], viewing.other_study) == []
     assert_same_origin(browsed, base)
+
+
+def _fhir(viewing: Viewing, method: str, path: str, body: Any = None) -> httpx.Response:
+    token = admin_token(viewing.server, "system/*.cruds")
+    answer = httpx.request(method, f"{viewing.server.fhir_base}/{path}", json=body,
+                           headers={"Authorization": f"Bearer {token}",
+                                    "Content-Type": "application/fhir+json"},
+                           timeout=30)  # fmt: skip
+    assert answer.status_code in (200, 201, 204), answer.text[:300]
+    return answer
+
+
+@contextmanager
+def hidden_study(viewing: Viewing, family_doctor: str) -> Iterator[None]:
+    """The own study's patient names a family doctor and hides the study (a Consent on its
+    ImagingStudy, as the portal's hide button writes it); both undone afterwards, so the
+    other tests see the study whichever worker runs them."""
+    study = _fhir(viewing, "GET", f"ImagingStudy/{viewing.own_study}").json()
+    patient_reference = str(study["subject"]["reference"])
+    patient = _fhir(viewing, "GET", patient_reference).json()
+    _fhir(viewing, "PUT", patient_reference,
+          {**patient, "generalPractitioner": [{"reference": family_doctor}]})  # fmt: skip
+    consent = _fhir(viewing, "POST", "Consent", {
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                              "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": patient_reference},
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                   "code": "OPTOUT"}]},
+        "provision": {"type": "deny", "data": [{"meaning": "instance", "reference": {
+            "reference": f"ImagingStudy/{viewing.own_study}"}}]},
+    }).json()  # fmt: skip
+    try:
+        yield
+    finally:
+        _fhir(viewing, "DELETE", f"Consent/{consent['id']}")
+        current = _fhir(viewing, "GET", patient_reference).json()
+        current.pop("generalPractitioner", None)
+        _fhir(viewing, "PUT", patient_reference, current)
+
+
+def test_a_hidden_study_leaves_the_clinicians_study_list_not_the_family_doctors(
+    viewing: Viewing, tmp_path: Path
+) -> None:
+    """Issue 16: after the patient hides a study, a treating clinician no longer finds it
+    in the viewer's study list; the family doctor still does (consent rule 3). OHIF lists
+    what QIDO-RS answers with the user's token: DICOMweb decides, the viewer does not."""
+    base = viewing.server.base_url
+    family_doctor = f"fd-{viewing.clinician}"
+    password = tmp_path / "password"
+    password.write_text(PASSWORD + "\n")
+    # the clinician's account is Practitioner/<its name> (the fixture)
+    answer = checked(viewing.server, "token", "--scope", "user/*.rs",
+                     "--user", f"Practitioner/{viewing.clinician}")  # fmt: skip
+    before = answer.strip().splitlines()[-1]
+    assert qido_studies(viewing, before, viewing.own_study)  # listed until it is hidden
+    checked(viewing.server, "users", "add", family_doctor, "--password-file", str(password),
+            "--fhir-user", f"Practitioner/{family_doctor}")  # fmt: skip
+    with hidden_study(viewing, f"Practitioner/{family_doctor}"):
+        browsed = Browsed()
+        with browser_page(browsed) as page:
+            page.goto(f"{base}/viewer/")
+            sign_in(page, viewing.clinician)
+            study_list_shows(page, viewing.other_name)  # the list has loaded ...
+            assert page.get_by_text(viewing.own_name).count() == 0  # ... without it
+            token = viewer_token(page, viewing)["access_token"]
+        assert qido_studies(viewing, token, viewing.own_study) == []
+        assert qido_studies(viewing, token, viewing.other_study)
+        assert qido_studies(viewing, before, viewing.own_study) == []
+        with browser_page(browsed) as page:
+            page.goto(f"{base}/viewer/")
+            sign_in(page, family_doctor)
+            study_list_shows(page, viewing.own_name)
+            token = viewer_token(page, viewing)["access_token"]
+        assert qido_studies(viewing, token, viewing.own_study)
+        assert_same_origin(browsed, base)
