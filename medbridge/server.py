@@ -255,7 +255,12 @@ def viewer_site(settings: Settings, public_base: Callable[[], str]) -> ViewerSit
 
 async def _start_viewer(viewer: ViewerSite, authority: Authority) -> None:
     """Register the viewer's client for the base URL now known, and check the build."""
-    await register_client(authority.clients, viewer.config())
+    try:
+        await register_client(authority.clients, viewer.config())
+    except ValueError as refused:  # e.g. plain http on a non-loopback address
+        viewer.unavailable = str(refused)
+        log.warning("the image viewer is off: %s", refused)
+        return
     if not viewer.build.installed():
         print(f"the image viewer is not installed ({viewer.build.dist}): /viewer/ "
               "says how to install it", flush=True)  # fmt: skip

@@ -52,6 +52,8 @@ class ViewerSite:
         self.config = config
         self.base = build.base
         self._csp: str | None = None
+        # why sign-in cannot work here (no client registered), or None
+        self.unavailable: str | None = None
 
     def routes(self) -> list[tuple[str, Endpoint, list[str]]]:
         return [
@@ -65,6 +67,9 @@ class ViewerSite:
     async def handle(self, request: Request) -> Response:
         if not self.build.installed():
             return self._missing()
+        if self.unavailable is not None:
+            reason = f"the image viewer is off: {self.unavailable}"
+            return Response(reason.encode(), 503, media_type="text/plain; charset=utf-8")
         relative: str = request.path_params.get("path", "")
         try:
             if relative == APP_CONFIG:

@@ -75,3 +75,19 @@ async def test_without_the_build_a_page_says_how_to_install_it(tmp_path: Path) -
             assert answer.headers["content-type"].startswith("text/html")
             assert "npm" in answer.text
             assert "./run serve" in answer.text
+
+
+async def test_a_viewer_whose_client_could_not_be_registered_says_why(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text(INDEX)
+    (tmp_path / "app.bundle.1.js").write_text(BUNDLE)
+    site = ViewerSite(Build(tmp_path, "/viewer"), lambda: ViewerConfig(
+        "http://0.0.0.0:9", "/viewer", "/dicomweb", "/fhir", "/auth", "v"))  # fmt: skip
+    site.unavailable = "redirect URI 'http://0.0.0.0:9/viewer/callback': https"
+    app = Starlette(routes=[Route(p, e, methods=m) for p, e, m in site.routes()])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        for path in ("/viewer/", "/viewer/viewer", "/viewer/app-config.js"):
+            answer = await http.get(path)
+            assert answer.status_code == 503
+            assert "the image viewer is off" in answer.text
+            assert "https" in answer.text
