@@ -111,3 +111,14 @@ def test_sampled_data_is_a_string_and_stays_valid() -> None:
     assert validate(observation) == []
     observation["valueSampledData"]["data"] = "QUFB" * 10  # looks like base64: still a string
     assert validate(observation) == []
+
+
+def test_a_patch_is_held_to_the_same_base64_check() -> None:
+    from fhir_server.interactions.patch import _patched
+
+    raw = b'{"resourceType":"Binary","id":"b1","contentType":"text/plain","data":"QUFB"}'
+    replace = [{"op": "replace", "path": "/data", "value": PAYLOAD}]
+    assert _patched(raw, replace, Budget(), "Binary", "b1")["data"] == PAYLOAD
+    with pytest.raises(AccessError) as caught:
+        _patched(raw, [{**replace[0], "value": "QUF"}], Budget(), "Binary", "b1")
+    assert [issue.expression for issue in caught.value.issues] == ["Binary.data"]
