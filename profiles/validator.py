@@ -7,7 +7,7 @@ Both layers report `Issue`s whose `expression` names the element in FHIRPath for
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -17,9 +17,17 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 from pydantic import ValidationError as ModelError
 
+from profiles.base64binary import is_base64
 from profiles.models import model_for
 
 PROFILE_BASE = "https://medbridge.example.org/fhir/StructureDefinition/"
+
+# the element names base64Binary values have (Binary.data, Attachment.data, Signature.data,
+# extensions); `SampledData.data` is a string, which the placeholder below also is
+_BASE64_KEYS = frozenset({"data", "valueBase64Binary"})
+# what the model sees instead of a checked base64 value: pydantic's `Base64Bytes` would
+# decode the whole payload (6 MiB for an 8 MiB Binary) only to throw the bytes away
+_CHECKED_BASE64 = "AAAA"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +39,14 @@ class Issue:
     expression: str
 
 
-def validate(resource: dict[str, Any]) -> list[Issue]:
-    """Every problem with `resource`; an empty list means it may be stored."""
+def validate(resource: dict[str, Any], base64_checked: Collection[int] = ()) -> list[Issue]:
+    """Every problem with `resource`; an empty list means it may be stored. The strings
+    whose `id` is in `base64_checked` were found base64 by `is_base64` already (the body
+    parser checks them; they are not checked twice)."""
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or model_for(resource_type) is None:
         return [Issue("structure", f"unknown resourceType {resource_type!r}", "resourceType")]
-    issues = _base_issues(resource_type, resource)
+    issues = _base_issues(resource_type, resource, base64_checked)
     seen = {issue.expression for issue in issues}
     # the profile layer reads the raw JSON, so it can report alongside base errors
     issues += [i for i in _profile_issues(resource_type, resource) if i.expression not in seen]
@@ -50,11 +60,13 @@ def profiles_for(resource_type: str) -> list[str]:
     return [PROFILE_BASE + _profile_ids()[resource_type]]
 
 
-def _base_issues(resource_type: str, resource: dict[str, Any]) -> list[Issue]:
+def _base_issues(
+    resource_type: str, resource: dict[str, Any], base64_checked: Collection[int]
+) -> list[Issue]:
     model = model_for(resource_type)
     assert model is not None
     try:
-        model.model_validate(resource)
+        model.model_validate(_payloads_checked(resource, base64_checked))
     except ModelError as error:
         return [_issue_from_model_error(resource_type, e) for e in error.errors()]
     except (ValueError, TypeError) as error:
@@ -62,6 +74,31 @@ def _base_issues(resource_type: str, resource: dict[str, Any]) -> list[Issue]:
         # resourceType that does not match the model); they carry no location.
         return [Issue("structure", str(error).splitlines()[0][:500], resource_type)]
     return []
+
+
+def _payloads_checked(value: Any, checked: Collection[int]) -> Any:
+    """`value` with every base64 value that `is_base64` accepts replaced by a short one
+    (copies only the objects on the way to one; `value` itself is left as it is). A
+    value it refuses stays for the model to judge and name, as before."""
+    if isinstance(value, list):
+        items = [_payloads_checked(item, checked) for item in value]
+        return (
+            items if any(new is not old for new, old in zip(items, value, strict=True)) else value
+        )
+    if not isinstance(value, dict):
+        return value
+    changed: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, str):
+            if key not in _BASE64_KEYS or len(item) <= len(_CHECKED_BASE64):
+                continue
+            if id(item) in checked or is_base64(item):
+                changed[key] = _CHECKED_BASE64
+        elif isinstance(item, dict | list):
+            new = _payloads_checked(item, checked)
+            if new is not item:
+                changed[key] = new
+    return {**value, **changed} if changed else value
 
 
 def _issue_from_model_error(resource_type: str, error: Any) -> Issue:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from functools import lru_cache
@@ -73,7 +73,8 @@ async def resource_body(request: FhirRequest, resource_type: str, budget: Budget
 
 def valid_resource(body: bytes, resource_type: str, budget: Budget) -> dict[str, Any]:
     """A body parsed within the budget and validated as a `resource_type`."""
-    resource = loads(body, budget)
+    base64_seen: set[int] = set()
+    resource = loads(body, budget, base64_seen)
     if not isinstance(resource, dict):
         raise AccessError("MB-1005", "request body must be a JSON object (a FHIR resource)")
     found = resource.get("resourceType")
@@ -83,12 +84,12 @@ def valid_resource(body: bytes, resource_type: str, budget: Budget) -> dict[str,
             f"resourceType {found!r} does not match the URL's {resource_type}",
             expression="resourceType",
         )
-    check_valid(resource)
+    check_valid(resource, base64_seen)
     return resource
 
 
-def check_valid(resource: dict[str, Any]) -> None:
-    issues = validate(resource)
+def check_valid(resource: dict[str, Any], base64_checked: Collection[int] = ()) -> None:
+    issues = validate(resource, base64_checked)
     if issues:
         raise AccessError("MB-1006", issues[0].diagnostics, issues=issues)
 

@@ -81,8 +81,9 @@ def _patched(
     patched = apply_within(loads_stored(raw), operations, budget, len(raw))
     if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
         raise AccessError("MB-1017", "a patch may not change resourceType or id", expression="id")
-    check_within(patched, budget)
-    check_valid(patched)
+    base64_seen: set[int] = set()
+    check_within(patched, budget, base64_seen=base64_seen)
+    check_valid(patched, base64_seen)
     return patched
 
 
