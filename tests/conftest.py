@@ -113,6 +113,12 @@ STORE_AGNOSTIC = {
     "test_exposure.py": "refusals at start",
     "test_hostile_http.py": "HTTP heads, slowloris and idle connections",
     "test_every_route_tokens.py": "401 over every route (the deny-all sweep runs on both)",
+    "test_portal.py": "the portal's pages in a browser (the Consents it writes and the "
+    "reads it makes go through the FHIR door, whose consent tests run on both)",
+    "test_viewer.py": "OHIF in a browser over DICOMweb",
+    "test_audit_syslog.py": "the syslog sink's TLS transport (its store cursor and lease: "
+    "test_audit_syslog_sink.py, on both)",
+    "test_logs_privacy_signed_in.py": "what a signed-in run writes to the log",
 }
 
 
