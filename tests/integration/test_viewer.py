@@ -276,7 +276,8 @@ def test_a_deep_link_signs_in_and_draws_the_study(viewing: Viewing) -> None:
 def test_a_patient_sees_only_their_own_study(viewing: Viewing) -> None:
     """The same viewer for a Patient account: its token is confined to the patient (the
     viewer's `user/` scope is granted in its `patient/` form), so DICOMweb answers only
-    their study; the study list shows theirs and not the other patient's."""
+    their study; the study list shows theirs and not the other patient's, and the
+    portal's link to their study draws its image."""
     base, browsed = viewing.server.base_url, Browsed()
     with browser_page(browsed) as page:
         page.goto(f"{base}/viewer/")
@@ -284,6 +285,12 @@ def test_a_patient_sees_only_their_own_study(viewing: Viewing) -> None:
         study_list_shows(page, viewing.own_name)
         assert page.get_by_text(viewing.other_name).count() == 0
         token = viewer_token(page, viewing)
+        # the portal's link to their study: opened, signed in again, the image is drawn
+        page.goto(viewing.link)
+        sign_in(page, viewing.patient_user)
+        page.wait_for_url(lambda url: "/viewer/viewer" in url and "code=" not in url)
+        found = drawn_pixels(page)
+        assert found["lit"] > 1000, (found, browsed.console_errors[-10:])
     assert "patient/ImagingStudy.rs" in token["scope"].split(), token["scope"]
     assert "user/ImagingStudy.rs" not in token["scope"].split(), token["scope"]
     assert qido_studies(viewing, token["access_token"], viewing.own_study)
