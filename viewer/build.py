@@ -8,9 +8,11 @@ table in `rewrites.json`; the installed files stay as npm verified them.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -21,6 +23,9 @@ INDEX = "index.html"
 # load code from a CDN or cache images in the browser (docs/viewer.md, "No request
 # leaves the machine")
 NOT_SERVED = frozenset({"sw.js", "init-service-worker.js", "silent-refresh.html", "google.js"})
+
+
+CHECKED_MARKER = ".medbridge-checked"  # hidden: never served (Build.locate)
 
 
 class BuildChanged(Exception):
@@ -100,17 +105,33 @@ class Build:
     def check(self) -> None:
         """Every rewrite finds what it expects somewhere in the build (a newer OHIF that
         moved one fails here, at start, not in a browser loading from /)."""
-        names = [
+        names = sorted(
             str(path.relative_to(self.dist))
             for path in self.dist.iterdir()
             if path.is_file() and path.name not in NOT_SERVED
-        ]
+        )
+        # reading the bundles costs seconds of CPU: a build found good is remembered by
+        # a stamp of its files and the rewrite table (every start, every test server)
+        marker = self.dist / CHECKED_MARKER
+        stamp = self._stamp(names)
+        with contextlib.suppress(OSError):
+            if marker.read_text("utf-8") == stamp:
+                return
         for rewrite in rewrites():
             matched = [n for n in names if fnmatch.fnmatchcase(n, rewrite.files)]
             hits = [n for n in matched if rewrite.old in (self.dist / n).read_text("utf-8")]
             if not hits:
                 raise BuildChanged(f"no {rewrite.files} holds {rewrite.old!r}")
         self.content(INDEX)
+        with contextlib.suppress(OSError):  # a read-only install: checked at every start
+            marker.write_text(stamp, "utf-8")
+
+    def _stamp(self, names: list[str]) -> str:
+        digest = hashlib.sha256(json.dumps([asdict(r) for r in rewrites()]).encode())
+        for name in names:
+            status = (self.dist / name).stat()
+            digest.update(f"{name}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
 
 
 # where `./run` installs the package (.viewer/, pinned by .viewer/package-lock.json)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from viewer.build import DEFAULT_DIST, Build, BuildChanged
+from viewer.build import CHECKED_MARKER, DEFAULT_DIST, Build, BuildChanged
 
 INDEX = (
     '<!doctype html><html><head><meta name="msapplication-TileImage" content="/assets/t.png">'
@@ -112,3 +112,13 @@ def test_the_installed_build_is_the_one_the_rewrites_know() -> None:
     if not (DEFAULT_DIST / "index.html").is_file():
         pytest.skip(f"the viewer is not installed at {DEFAULT_DIST} (./run installs it)")
     Build(DEFAULT_DIST, "/viewer").check()
+
+
+def test_a_build_found_good_is_remembered_until_a_file_changes(dist: Path) -> None:
+    Build(dist, "/viewer").check()
+    assert (dist / CHECKED_MARKER).is_file()
+    assert Build(dist, "/viewer").locate(CHECKED_MARKER) is None  # hidden: never served
+    Build(dist, "/viewer").check()  # the stamp matches: nothing read again
+    (dist / "app.bundle.1.js").write_text("no public path here, and another size")
+    with pytest.raises(BuildChanged, match="webpack_require"):
+        Build(dist, "/viewer").check()
