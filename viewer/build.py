@@ -108,7 +108,7 @@ class Build:
         names = sorted(
             str(path.relative_to(self.dist))
             for path in self.dist.iterdir()
-            if path.is_file() and path.name not in NOT_SERVED
+            if path.is_file() and path.name not in NOT_SERVED and not path.name.startswith(".")
         )
         # reading the bundles costs seconds of CPU: a build found good is remembered by
         # a stamp of its files and the rewrite table (every start, every test server)
