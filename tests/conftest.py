@@ -100,34 +100,32 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-# integration modules whose behaviour is the HTTP, TLS or token layer and not the store's:
-# the isolated run (which exists for the store's transactions and the gate off) leaves
-# them to the embedded run, printing why, so `./run test` stays within CI's 20 minutes
-STORE_AGNOSTIC = {
-    "test_smart_browser.py": "a browser through the sign-in pages",
-    "test_smart_clients.py": "SMART clients against the authorization server",
-    "test_smart_server.py": "the authorization server's OAuth endpoints",
-    "test_external_issuer.py": "tokens of an external OpenID Connect issuer",
-    "test_https.py": "TLS on the HTTP listener",
-    "test_dicom_tls.py": "TLS on the DIMSE port",
-    "test_exposure.py": "refusals at start",
-    "test_hostile_http.py": "HTTP heads, slowloris and idle connections",
-    "test_every_route_tokens.py": "401 over every route (the deny-all sweep runs on both)",
-    "test_portal.py": "the portal's pages in a browser (the Consents it writes and the "
-    "reads it makes go through the FHIR door, whose consent tests run on both)",
-    "test_viewer.py": "OHIF in a browser over DICOMweb",
-    "test_audit_syslog.py": "the syslog sink's TLS transport (its store cursor and lease: "
-    "test_audit_syslog_sink.py, on both)",
-    "test_logs_privacy_signed_in.py": "what a signed-in run writes to the log",
-}
+# The isolated run exists for the production path: isolated transactions, the write gate
+# off, several processes on one store. It runs the integration modules whose behaviour
+# is the store's (writes, versions, conflicts, transactions, searches, chains, caches
+# across processes, DICOM and HL7 ingest into it); every other module (HTTP, TLS, tokens,
+# browsers, hostile inputs, protocol tolerance) runs on the embedded store only, each test
+# skipped on the isolated run with this reason printed, so `./run test` stays within CI's
+# 20 minutes.
+PRODUCTION_PATH = {
+    "test_multi_process.py", "test_fhir_concurrency.py", "test_fhir_conditional.py",
+    "test_fhir_crud.py", "test_fhir_history.py", "test_group_commit.py", "test_bundles.py",
+    "test_bundles_pipeline.py", "test_units_of_work.py", "test_search.py",
+    "test_search_indexes.py", "test_fhir_restriction.py", "test_consent_processes.py",
+    "test_consent_cache.py", "test_audit_trail.py", "test_audit_grouping.py",
+    "test_audit_syslog_sink.py", "test_large_bodies.py", "test_dicomweb.py",
+    "test_dimse_store.py", "test_dicom_restriction.py", "test_radiology_identity.py",
+    "test_mllp.py", "test_worklist_from_hl7.py",
+}  # fmt: skip
+ISOLATED_SKIP_REASON = (
+    "not about the store: runs on the embedded store (the isolated run keeps the "
+    "production path's modules, tests/conftest.py PRODUCTION_PATH)"
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--store") != "isolated":
         return
     for item in items:
-        why = STORE_AGNOSTIC.get(item.path.name)
-        if why is not None:
-            item.add_marker(
-                pytest.mark.skip(reason=f"store-agnostic ({why}): runs on the embedded store")
-            )
+        if item.path.parent.name == "integration" and item.path.name not in PRODUCTION_PATH:
+            item.add_marker(pytest.mark.skip(reason=ISOLATED_SKIP_REASON))
