@@ -102,20 +102,18 @@ def data_dir(tmp_path: Path) -> Path:
 
 # The isolated run exists for the production path: isolated transactions, the write gate
 # off, several processes on one store. It runs the integration modules whose behaviour
-# is the store's (writes, versions, conflicts, transactions, searches, chains, caches
-# across processes, DICOM and HL7 ingest into it); every other module (HTTP, TLS, tokens,
+# is the store's (writes, versions, conflicts, transactions, chains, caches across
+# processes, DICOM and HL7 ingest into it); every other module (HTTP, TLS, tokens,
 # browsers, hostile inputs, protocol tolerance) runs on the embedded store only, each test
 # skipped on the isolated run with this reason printed, so `./run test` stays within CI's
 # 20 minutes.
 PRODUCTION_PATH = {
     "test_multi_process.py", "test_fhir_concurrency.py", "test_fhir_conditional.py",
     "test_fhir_crud.py", "test_fhir_history.py", "test_group_commit.py", "test_bundles.py",
-    "test_bundles_pipeline.py", "test_units_of_work.py", "test_search.py",
-    "test_search_indexes.py", "test_fhir_restriction.py", "test_consent_processes.py",
-    "test_consent_cache.py", "test_audit_trail.py", "test_audit_grouping.py",
-    "test_audit_syslog_sink.py", "test_large_bodies.py", "test_dicomweb.py",
-    "test_dimse_store.py", "test_dicom_restriction.py", "test_radiology_identity.py",
-    "test_mllp.py", "test_worklist_from_hl7.py",
+    "test_bundles_pipeline.py", "test_units_of_work.py", "test_fhir_restriction.py",
+    "test_consent_processes.py", "test_consent_cache.py", "test_audit_trail.py",
+    "test_audit_grouping.py", "test_audit_syslog_sink.py", "test_large_bodies.py",
+    "test_dimse_store.py", "test_mllp.py",
 }  # fmt: skip
 ISOLATED_SKIP_REASON = (
     "not about the store: runs on the embedded store (the isolated run keeps the "
