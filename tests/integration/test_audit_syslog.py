@@ -87,6 +87,14 @@ def outbox_sent(server: RunningServer) -> int:
         return int(found["sent"]) if found is not None else 0
 
 
+def log_says(server: RunningServer, text: str, timeout: float = 60.0) -> None:
+    """Wait until the server's log has `text` (a condition, not a fixed time)."""
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        assert time.monotonic() < deadline, f"the log never said {text!r}"
+        time.sleep(0.1)
+
+
 def create_patients(server: RunningServer, count: int) -> None:
     for _ in range(count):
         body = {"resourceType": "Patient", "active": True}
@@ -119,7 +127,8 @@ def test_every_event_arrives_once_in_order_across_a_collector_restart(
         collector.stop()  # the security log goes down mid-run
         create_patients(server, 4)
         held = len(stored(server))
-        time.sleep(1.0)  # several rounds of the sink while nobody listens
+        # the sink has tried while nobody listens and says the events wait
+        log_says(server, "events wait in the store")
         assert len(collector.frames) == len(before)
         assert outbox_sent(server) == len(before)  # the rest waits in the store
 
@@ -176,7 +185,7 @@ def test_an_unaccepted_collector_gets_nothing_and_the_events_wait(
     server = serve(tmp_path, store, pki, bad.port)
     try:
         create_patients(server, 3)
-        time.sleep(1.5)  # several tries
+        log_says(server, expected_log)  # it tried and was refused
         assert bad.frames == []
         assert outbox_sent(server) == 0
         assert expected_log in server.log()

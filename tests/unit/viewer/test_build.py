@@ -111,7 +111,7 @@ def test_a_symlink_out_of_the_build_is_not_followed(
 
 def test_the_installed_build_is_the_one_the_rewrites_know() -> None:
     if not (DEFAULT_DIST / "index.html").is_file():
-        pytest.skip(f"the viewer is not installed at {DEFAULT_DIST} (./run installs it)")
+        pytest.fail(f"the viewer is not installed at {DEFAULT_DIST}: ./run test installs it")
     Build(DEFAULT_DIST, "/viewer").check()
 
 
