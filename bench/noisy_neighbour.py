@@ -670,12 +670,13 @@ async def setup(world: World) -> None:
     world.files["c1"] = files / "c1.dcm"
     world.files["c1"].write_bytes(ct(s.c1_frames))
     world.files["l7"] = files / "l7.dcm"
-    world.files["l7"].write_bytes(ct(1, 1024, (s.l7_mib << 20) // 2048, b"\0" * (s.l7_mib << 20)))
+    frames = max(1, (s.l7_mib << 20) // (1024 * 1024 * 2))  # Columns is a US: at most 65535
+    world.files["l7"].write_bytes(ct(frames, 1024, 1024, b"\0" * (frames * 1024 * 1024 * 2)))
     world.files["bomb"] = files / "bomb.dcm"
     world.files["bomb"].write_bytes(deflate_bomb(s.l7_bomb_mib << 20))
     world.files["big"] = files / "big.dcm"
-    big = s.largest_stow_mib << 20
-    world.files["big"].write_bytes(ct(1, 1024, big // 2048, os.urandom(big)))
+    big = max(1, (s.largest_stow_mib << 20) // (1024 * 1024 * 2))  # frames of 1024 x 1024
+    world.files["big"].write_bytes(ct(big, 1024, 1024, os.urandom(big * 1024 * 1024 * 2)))
 
 
 async def probe_fhir(probe: httpx.AsyncClient, url: str, end: float) -> list[float]:
