@@ -35,10 +35,17 @@ class WorkerPool:
     """A process pool of `workers` processes, started on `start()` or on first use;
     with `workers` = 0 every call runs inline."""
 
-    def __init__(self, workers: int, name: str = "worker", warm: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        workers: int,
+        name: str = "worker",
+        warm: Callable[[], None] | None = None,
+        nice: int = 0,
+    ) -> None:
         self.workers = workers
         self.name = name
         self._warm = warm
+        self.nice = nice
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
@@ -46,7 +53,10 @@ class WorkerPool:
         if self.workers > 0 and self._pool is None:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=watch_parent, initargs=(os.getpid(),)
+                self.workers,
+                mp_context=context,
+                initializer=started,
+                initargs=(os.getpid(), self.nice),
             )
             if self._warm is not None:
                 for _ in range(self.workers):
@@ -79,6 +89,16 @@ class WorkerPool:
         log.warning("%s workers unavailable (%s): running inline", self.name, type(error).__name__)
         self.stop()
         return function(*args, **kwargs)
+
+
+def started(parent: int, nice: int) -> None:
+    """In a new worker: lower its CPU priority by `nice`, then watch the server."""
+    if nice > 0:
+        # bulk work of one request yields the CPU to the event loop, the store and the
+        # other doors' small requests (issue 17: on 2 cores a worker parsing one hostile
+        # body after another kept a core from the FHIR reads and HL7 ACKs waiting)
+        os.nice(nice)
+    watch_parent(parent)
 
 
 def watch_parent(parent: int) -> None:

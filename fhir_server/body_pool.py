@@ -35,10 +35,12 @@ def _warm() -> None:
 _POOL = WorkerPool(1, "FHIR body", warm=_warm)
 
 
-def configure(workers: int) -> WorkerPool:
-    """Set the number of body workers (0: every body inline); the server starts them."""
+def configure(workers: int, nice: int = 0) -> WorkerPool:
+    """Set the number of body workers (0: every body inline) and how much lower their CPU
+    priority is (a nice increment); the server starts them."""
     _POOL.stop()
     _POOL.workers = workers
+    _POOL.nice = nice
     return _POOL
 
 

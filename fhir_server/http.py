@@ -103,9 +103,23 @@ class FhirEndpoint:
         self.public_base = public_base
 
     async def handle(self, request: Request) -> Response:
+        # below the base (a type, an instance, an operation) a body is one resource or
+        # one JSON Patch: past the resource cap it is refused while it streams in, not
+        # after 32 MiB were read for a refusal decided by the first 12 (issue 17, M4)
+        resource_limit = self.router.services.budget.max_resource_bytes
+        one_resource = request.path_params.get("path", "").strip("/") != ""
+        limit = min(self.max_body_bytes, resource_limit) if one_resource else self.max_body_bytes
         try:
-            body = await read_body(request, self.max_body_bytes)
+            body = await read_body(request, limit)
         except BodyTooLarge:
+            if one_resource and limit == resource_limit:
+                return error_response(
+                    AccessError(
+                        "MB-1046",
+                        f"the request body is over the limit of {resource_limit} bytes for "
+                        "one resource (max_resource_bytes, MEDBRIDGE_LIMIT_RESOURCE_BYTES)",
+                    )
+                )
             return error_response(
                 AccessError(
                     "MB-1009",

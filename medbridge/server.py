@@ -171,7 +171,9 @@ async def _serve(settings: Settings, uri: str) -> None:
         # way, a full collection no longer walks it (~44 ms every few hundred requests)
         gc.freeze()
         # large FHIR bodies are parsed and validated there, not on the event loop
-        body_workers = body_pool.configure(settings.fhir_body_workers)
+        body_workers = body_pool.configure(
+            settings.fhir_body_workers, settings.fhir_body_worker_nice
+        )
         body_workers.start()
         stack.callback(body_workers.stop)
         budget = settings.budget()

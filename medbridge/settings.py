@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     fhir_body_workers: int = Field(
         1, ge=0, le=8, description="processes that parse and validate large FHIR bodies (0: inline)"
     )
+    fhir_body_worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="how much lower the body workers' CPU priority is than the server's "
+        "(nice increment; 0: the same)",
+    )
     body_object_bytes: int = Field(
         128 * 1024,
         ge=0,

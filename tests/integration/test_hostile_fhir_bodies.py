@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -260,6 +261,37 @@ def test_a_30_mib_string_is_refused_by_the_resource_cap(
     refused(answer, 413, "MB-1046", "max_resource_bytes")
     assert versions_stored(client) == before
     assert_memory_returned(hostile_server, baseline_rss)
+
+
+def test_a_resource_body_over_the_cap_is_refused_before_it_is_read(
+    hostile_server: RunningServer,
+) -> None:
+    """Below the base a body is one resource: a declared 30 MiB is refused on the headers,
+    not after the server waited for (and buffered) what the first 12 MiB decided. The
+    client sends the headers and 100 bytes, then waits for the answer: a server that read
+    the body first would never answer (the socket's timeout fails the test)."""
+    with socket.create_connection(("127.0.0.1", hostile_server.http_port), timeout=30) as raw:
+        raw.sendall(
+            b"POST /fhir/Patient HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/fhir+json\r\n"
+            + f"Content-Length: {30 * MiB}\r\n\r\n".encode()
+            + b'{"resourceType":"Patient","name":[{"family":"'
+            + b"x" * 55
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += raw.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length:
+            body += raw.recv(65536)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert b"MB-1046" in body
+    assert b"max_resource_bytes" in body
 
 
 def test_a_string_over_one_mb_is_refused_naming_the_element(client: httpx.Client) -> None:

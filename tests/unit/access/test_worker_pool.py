@@ -66,3 +66,15 @@ async def test_a_killed_worker_costs_an_inline_run_not_an_answer() -> None:
         assert await pool.run(_pid) != os.getpid()
     finally:
         pool.stop()
+
+
+async def test_a_nice_pool_runs_its_work_at_a_lower_cpu_priority() -> None:
+    pool = WorkerPool(1, "test", nice=7)
+    try:
+        assert await pool.run(_priority) == _priority() + 7
+    finally:
+        pool.stop()
+
+
+def _priority() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)
