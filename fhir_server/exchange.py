@@ -32,6 +32,9 @@ class FhirRequest:
     # a Bundle entry acted as another method than it asked for: its POST with an id
     # assigned from its fullUrl runs as a create-on-update PUT, and is still a create
     entry_method: str | None = None
+    # the Patients a large written body names, found on the body worker before the
+    # pipeline runs (fhir_server/access.py `written_patients`): None = not looked for
+    named_patients: frozenset[str] | None = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)

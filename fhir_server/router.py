@@ -9,18 +9,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from access.access import Access
+from access.access import Access, Action
 from access.context import RequestContext
 from access.errors import AccessError
 from access.restriction import UNRESTRICTED, Restriction
 from fhir_server import store_errors
-from fhir_server.access import fhir_access
+from fhir_server.access import BODY_WRITES, fhir_access, written_patients
+from fhir_server.body_pool import POOLED_BYTES
 from fhir_server.errors import challenge, outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse, Route
 from fhir_server.formats import check_acceptable, pretty, wants_pretty
 from fhir_server.interactions.batch import bundle_handler
 from fhir_server.interactions.capabilities import capabilities
-from fhir_server.interactions.common import parsed_body
+from fhir_server.interactions.common import off_loop, parsed_body
 from fhir_server.interactions.create import create
 from fhir_server.interactions.delete import delete
 from fhir_server.interactions.history import history
@@ -72,6 +73,8 @@ class FhirRouter:
     ) -> FhirResponse:
         """`restriction`: what the access this one is part of may see (a bundle entry
         gets its Bundle's); hooks can narrow it further, never widen it."""
+        if request.named_patients is None and _writes_a_large_body(request):
+            request.named_patients = await _named_patients(request)
         if request.document is None and _posts_a_bundle(request):
             request.document = await self._bundle_document(request)
         exchange = FhirExchange(
@@ -185,3 +188,26 @@ def _typed(method: str, resource_type: str, rest: list[str], request: FhirReques
         if n == 3:
             return Route(Interaction.VREAD, resource_type, resource_id, rest[2])
     raise AccessError("MB-1002", f"no FHIR interaction at {method} /{request.path[:200]}")
+
+
+def _writes_a_large_body(request: FhirRequest) -> bool:
+    return (
+        request.method in ("POST", "PUT")
+        and request.body is not None
+        and len(request.body) >= POOLED_BYTES
+        and request.path.strip("/") != ""
+    )
+
+
+async def _named_patients(request: FhirRequest) -> frozenset[str] | None:
+    """The Patients a large create or update body names, found on the body worker; None
+    when the route is not such a write (or not valid: the pipeline answers that)."""
+    try:
+        route = parse_route(request)
+    except AccessError:
+        return None
+    if route.resource_type is None or Action(route.interaction.value) not in BODY_WRITES:
+        return None
+    assert request.body is not None
+    found = await off_loop(len(request.body), written_patients, route.resource_type, request.body)
+    return frozenset(found)
