@@ -305,6 +305,7 @@ def test_writes_outside_are_refused_and_nothing_is_written(alice_only: Site) -> 
     alice_observation = site.alice_observations[2]
     moved = {**observation(site.bob, "moved"), "id": alice_observation}
     patch = [{"op": "replace", "path": "/status", "value": "amended"}]
+    long = {"note": [{"text": "x" * 20_000}]}
     refusals = [
         site.send("POST", "Observation", observation(site.bob, "created outside")),
         site.send("POST", "Patient", {"resourceType": "Patient"}),  # a new patient
@@ -318,8 +319,8 @@ def test_writes_outside_are_refused_and_nothing_is_written(alice_only: Site) -> 
         httpx.delete(site.url(f"Observation/{bob_observation}"), timeout=60.0),
         httpx.delete(site.url(f"Patient/{site.bob}"), timeout=60.0),
         # a body from 16 KiB: the patients it names are found on the body worker
-        site.send("POST", "Observation", {**observation(site.bob, "created outside"), "note": [{"text": "x" * 20_000}]}),
-        site.send("PUT", f"Observation/{alice_observation}", {**moved, "note": [{"text": "x" * 20_000}]}),
+        site.send("POST", "Observation", {**observation(site.bob, "created outside"), **long}),
+        site.send("PUT", f"Observation/{alice_observation}", {**moved, **long}),
     ]  # fmt: skip
     for answer in refusals:
         assert (answer.status_code, code_of(answer)) == (403, "MB-1030"), answer.text
