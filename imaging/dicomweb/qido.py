@@ -274,7 +274,7 @@ async def render(
             values.update({k: row[k] for k in attrs["instance"] if k in row})
             values["SeriesInstanceUID"], values["SOPInstanceUID"] = row["se"], row["_id"]
             url += f"/series/{row['se']}/instances/{row['_id']}"
-        item = dataset(values)
+        item = dataset(values, ordered=False)  # sorted once, below
         if "ModalitiesInStudy" in values:
             mods = values["ModalitiesInStudy"].split("\\") if values["ModalitiesInStudy"] else []
             item["00080061"] = {"vr": "CS", **({"Value": mods} if mods else {})}
