@@ -25,6 +25,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -244,6 +245,36 @@ async def hold_sockets(port: int, count: int, first: bytes, drip: bool, seconds:
             writer.close()
 
 
+def _quiet_client() -> list[Any]:
+    """The server's own wait-instead-of-poll patch (imaging/dimse/quiet.py) for the
+    benchmark's pynetdicom associations: as requestors they poll every 1 ms, and 16 held
+    associations took a whole core of the two the server and the probes share."""
+    from pynetdicom import evt
+
+    from imaging.dimse import quiet
+
+    return [(evt.EVT_CONN_OPEN, quiet.quiet), (evt.EVT_CONN_CLOSE, quiet.closed)]
+
+
+async def dimse_store_c(port: int, path: Path) -> None:
+    """C-STORE with dcmtk's storescu, a C client as a modality's would be: pynetdicom
+    cutting 200 MiB into PDUs in Python was the benchmark's CPU, on the server's cores.
+    Cut off (killed) at the end of the window, as every case's requests are."""
+    if shutil.which("storescu") is None:  # pragma: no cover - the Python client then
+        await asyncio.to_thread(dimse_store, port, path)
+        return
+    process = await asyncio.create_subprocess_exec(
+        "storescu", "-aet", "NOISY", "-aec", "MEDBRIDGE", "127.0.0.1", str(port), str(path),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 def dimse_store(port: int, path: Path) -> None:
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage
@@ -251,7 +282,7 @@ def dimse_store(port: int, path: Path) -> None:
     ae = AE(ae_title="NOISY")
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, "1.2.840.10008.1.2.1.99"])
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.1.2.1.99")
-    assoc = ae.associate("127.0.0.1", port, ae_title="MEDBRIDGE")
+    assoc = ae.associate("127.0.0.1", port, ae_title="MEDBRIDGE", evt_handlers=_quiet_client())
     if assoc.is_established:
         with contextlib.suppress(Exception):
             assoc.send_c_store(path)
@@ -265,7 +296,10 @@ def dimse_hold(port: int, count: int, seconds: float) -> None:
     ae = AE(ae_title="NOISY")
     ae.add_requested_context(Verification)
     ae.maximum_associations = count
-    held = [ae.associate("127.0.0.1", port, ae_title="MEDBRIDGE") for _ in range(count)]
+    held = [
+        ae.associate("127.0.0.1", port, ae_title="MEDBRIDGE", evt_handlers=_quiet_client())
+        for _ in range(count)
+    ]
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         time.sleep(1.0)
@@ -475,7 +509,7 @@ def cases(world: World) -> list[Case]:
             "L7-size",
             "DIMSE",
             f"C-STORE of a {s.l7_mib} MiB instance",
-            lambda w: asyncio.to_thread(dimse_store, w.server.dicom_port, w.files["l7"]),
+            lambda w: dimse_store_c(w.server.dicom_port, w.files["l7"]),
         ),
         Case(
             "L7-bomb",
@@ -588,7 +622,7 @@ def cases(world: World) -> list[Case]:
             "largest-dimse",
             "DIMSE",
             f"C-STORE of a {s.largest_stow_mib} MiB instance",
-            lambda w: asyncio.to_thread(dimse_store, w.server.dicom_port, w.files["big"]),
+            lambda w: dimse_store_c(w.server.dicom_port, w.files["big"]),
         ),
     ]
 

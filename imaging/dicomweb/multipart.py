@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from python_multipart.multipart import MultipartParser
 
 from access.errors import AccessError
+from imaging.loop_turns import YIELD_AFTER_SECONDS
 
-#: the event loop gets a turn after this much parsing (an HL7 ACK needs a dozen turns)
-YIELD_AFTER_SECONDS = 0.0005
 #: bytes handed to the parser at once: small while parts are tiny (a callback per header
 #: byte), growing to the largest while they are bulk pixel data (found with `find`)
 SMALLEST_SLICE, LARGEST_SLICE = 512, 256 * 1024
