@@ -44,6 +44,7 @@ from consent.facts import (
 from consent.records import patient_facts, record_facts
 from consent.relations import relationships
 from consent.research import identifying
+from consent.uniform import uniform
 from consent.writers import may_write
 from fhir_server.errors import ISSUE_CODE_SYSTEM
 from fhir_server.exchange import FhirRequest, FhirResponse
@@ -95,6 +96,11 @@ class ConsentHooks:
         today = datetime.now(UTC).date()
         actor = await self.cache.actor(fhir_user) if fhir_user is not None else NO_ACTOR
         known = {p: await self._patient(p, fhir_user, actor, today) for p in sorted(patients)}
+        # the decision of every record of a patient, None where it depends on the record
+        every_record = {
+            p: uniform(facts.actor, purpose, facts.facts, facts.consents, self.policy)
+            for p, facts in known.items()
+        }
         # research sees FHIR records only de-identified (rule 7); a DICOM object carries
         # its patient's name and ids in the header and often burned into the pixels,
         # which no transform of ours can promise to remove: research sees no images
@@ -103,12 +109,15 @@ class ConsentHooks:
         masked: set[str] = set()
         overrides: list[dict[str, str]] = []
         for position, item in enumerate(items.all):
-            record = _record(item)
+            record: RecordFacts | None = None  # parsed only for a patient it can matter to
             for patient_id in item.patients:
                 facts = known[patient_id]
-                decision = decide(
-                    facts.actor, purpose, facts.facts, record, facts.consents, self.policy
-                )
+                decision = every_record[patient_id]
+                if decision is None:
+                    record = record or _record(item)
+                    decision = decide(
+                        facts.actor, purpose, facts.facts, record, facts.consents, self.policy
+                    )
                 if not decision.permit or (decision.deidentify and not deidentifies):
                     denied.add(position)
                 elif decision.deidentify:
