@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -96,9 +97,13 @@ class ConsentHooks:
         today = datetime.now(UTC).date()
         actor = await self.cache.actor(fhir_user) if fhir_user is not None else NO_ACTOR
         known = {p: await self._patient(p, fhir_user, actor, today) for p in sorted(patients)}
-        # the decision of every record of a patient, None where it depends on the record
+        # the decision of every record of a patient, None where it depends on the record;
+        # tried for a patient of several items only (it costs up to two decisions)
+        shown = Counter(p for item in items.all for p in item.patients)
         every_record = {
             p: uniform(facts.actor, purpose, facts.facts, facts.consents, self.policy)
+            if shown[p] > 1
+            else None
             for p, facts in known.items()
         }
         # research sees FHIR records only de-identified (rule 7); a DICOM object carries
