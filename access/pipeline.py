@@ -65,6 +65,11 @@ class Exchange(Generic[RequestT, ResponseT]):
     # describes what it would show as `items` and the answer is built after
     # consent-show, from what remains
     showing: bool = False
+    # set with `showing` when one of those hooks may hide items: a search with a total
+    # then also describes the matches of its other pages (items of mode `counted`), so
+    # the total counts only what stays visible. A hook that only reads them (audit's
+    # shown patients) costs the search no second read
+    hiding: bool = False
     items: Shown[ResponseT] | None = None
     # what this access may see: authorize and consent-decide hooks narrow it (`narrow`),
     # the act compiles it into its one store query, so paging and counts stay right
@@ -107,6 +112,8 @@ class _Registered:
     # match for its total, DICOMweb reads the rows' patients), so it is done only when
     # a hook that reads items will act on this exchange
     wants_items: Wants = always
+    # whether it may hide items (consent-show), or only reads them
+    hides: bool = True
 
 
 class Pipeline(Generic[RequestT, ResponseT]):
@@ -139,17 +146,20 @@ class Pipeline(Generic[RequestT, ResponseT]):
         *,
         order: int = 0,
         wants_items: Wants = always,
+        hides: bool = True,
     ) -> None:
         """Add a hook that may abort the request (raise AccessError) at `stage`.
 
         Hooks of a stage run by ascending `order`, ties in registration order. A
         consent-show hook's `wants_items` tells, after authorization, whether it will
-        read this exchange's items; the act describes them only if one does."""
+        read this exchange's items; the act describes them only if one does. `hides`
+        False: it never hides an item (`Exchange.hiding`)."""
         if stage is Stage.ACT:
             raise ValueError("act is the router's; hook the stages around it")
         if stage is Stage.POST_COMMIT:
             raise ValueError("post-commit comes after the commit: notify, not intervene")
-        self._add(stage, _Registered(hook, True, name or hook.__qualname__, order, wants_items))
+        registered = _Registered(hook, True, name or hook.__qualname__, order, wants_items, hides)
+        self._add(stage, registered)
 
     def notify(
         self,
@@ -159,11 +169,13 @@ class Pipeline(Generic[RequestT, ResponseT]):
         *,
         order: int = 0,
         wants_items: Wants = always,
+        hides: bool = True,
     ) -> None:
         """Add a hook that observes `stage`; its failures are logged and ignored."""
         if stage is Stage.ACT:
             raise ValueError("act is the router's; hook the stages around it")
-        self._add(stage, _Registered(hook, False, name or hook.__qualname__, order, wants_items))
+        registered = _Registered(hook, False, name or hook.__qualname__, order, wants_items, hides)
+        self._add(stage, registered)
 
     def _add(self, stage: Stage, registered: _Registered) -> None:
         hooks = self._hooks[stage]
@@ -189,9 +201,9 @@ class Pipeline(Generic[RequestT, ResponseT]):
                 raise RuntimeError("the door's prepare step did not describe the access")
             for stage in BEFORE_ACT:
                 await self._run(stage, exchange)
-            exchange.showing = any(
-                registered.wants_items(exchange) for registered in self._hooks[Stage.CONSENT_SHOW]
-            )
+            wanting = [r for r in self._hooks[Stage.CONSENT_SHOW] if r.wants_items(exchange)]
+            exchange.showing = bool(wanting)
+            exchange.hiding = any(registered.hides for registered in wanting)
             exchange.response = await self._act(exchange)
             if unit is None:
                 await self._run(Stage.POST_COMMIT, exchange)

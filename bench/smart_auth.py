@@ -14,13 +14,18 @@ answer the consent hooks decide: "auth-user"). Both servers run with
 `MEDBRIDGE_AUDIT=false`: the audit trail's cost is measured on its own (issue 15,
 bench/fhir_rest.py), this figure is authorization and consent only.
 
+Each step (a kind of request at one concurrency) first sends one untimed round per mode:
+a process's first requests fill what it keeps per token and per patient, and counted in
+one round they swung that round's figure by a factor of two (`--no-warm-up` counts them).
+
 Beside throughput, each step records the CPU seconds the serving process and the store
 spent per request (`/proc/PID/stat`, the process and its children): on a shared machine
 whose load swings throughput by a factor of five between rounds, the CPU a request costs
 is what stays put, and the CPU ratio no-auth / auth is the throughput ratio the same
 work would have on an idle, CPU-bound machine.
 
-    ./run bench smart_auth [--requests 1000] [--clients 1,16] [--rounds 3]
+    ./run bench smart_auth [--requests 1000] [--clients 1,16] [--rounds 3] [--only read,wado]
+        [--no-warm-up]
 """
 
 from __future__ import annotations
@@ -128,7 +133,9 @@ async def seed_studies(http: aiohttp.ClientSession, server: RunningServer) -> li
     return paths
 
 
-async def run(requests: int, levels: list[int], rounds: int) -> None:
+async def run(
+    requests: int, levels: list[int], rounds: int, only: set[str], warm: bool = True
+) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="medbridge-bench-auth-"))
     key = ECKey.generate_key("P-256", parameters={"kid": "bench"}, private=True)
     jwks = workdir / "jwks.json"
@@ -150,6 +157,7 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
     rows: list[Measurement] = []
     ratios: dict[str, dict[str, dict[str, float]]] = {}
     cpu: dict[str, dict[str, float]] = {}  # mode -> step -> ms of CPU per request
+    server_cpu: dict[str, dict[str, float]] = {}  # the same, the serving process alone
     cpu_ratios: dict[str, dict[str, dict[str, float]]] = {}
     try:
         async with aiohttp.ClientSession(
@@ -188,23 +196,37 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
                 "wado": lambda i: instances[i % len(instances)],
             }
             for name, path in paths.items():
+                if only and name not in only:
+                    continue
                 for clients in levels:
                     rates: dict[str, list[float]] = {mode: [] for mode in MODES}
                     costs: dict[str, list[float]] = {mode: [] for mode in MODES}
+                    server_costs: dict[str, list[float]] = {mode: [] for mode in MODES}
+                    if warm:
+                        # untimed: a process's first requests of a kind fill what it
+                        # keeps (checked tokens, consent's patients), which the
+                        # first counted round would otherwise carry alone
+                        for mode in MODES:
+                            await measure(f"{name} {mode} warm-up", clients, requests,
+                                          reader(mode, path))  # fmt: skip
                     for _ in range(rounds):
                         for mode in MODES:
                             pids = (servers["no-auth" if mode == "no-auth" else "auth"]
                                     .process.pid, store_pid)  # fmt: skip
                             before = sum(cpu_seconds(pid) for pid in pids)
+                            server_before = cpu_seconds(pids[0])
                             got = await measure(f"{name} {mode}", clients, requests,
                                                 reader(mode, path))  # fmt: skip
                             spent = sum(cpu_seconds(pid) for pid in pids) - before
+                            server_spent = cpu_seconds(pids[0]) - server_before
                             rows.append(got)
                             rates[mode].append(got.per_second)
                             costs[mode].append(spent * 1000 / requests)
+                            server_costs[mode].append(server_spent * 1000 / requests)
                     step = f"{name} {clients}"
                     for mode in MODES:
                         cpu.setdefault(mode, {})[step] = round(median(costs[mode]), 3)
+                        server_cpu.setdefault(mode, {})[step] = round(median(server_costs[mode]), 3)
                     for mode in ("auth", "auth-user"):
                         by_mode = cpu_ratios.setdefault(mode, {}).setdefault(name, {})
                         by_mode[str(clients)] = round(
@@ -232,14 +254,18 @@ async def run(requests: int, levels: list[int], rounds: int) -> None:
                 step = f"{name} {level}"
                 print(f"{name} CPU per request at {level:>2} clients: {mode} "
                       f"{cpu[mode][step]:.2f} ms, no-auth {cpu['no-auth'][step]:.2f} ms, "
-                      f"ratio no-auth / {mode} {ratio:.2f}")  # fmt: skip
+                      f"ratio no-auth / {mode} {ratio:.2f} (server alone "
+                      f"{server_cpu[mode][step]:.2f} / "
+                      f"{server_cpu['no-auth'][step]:.2f} ms)")  # fmt: skip
     print("audit trail off on both servers (MEDBRIDGE_AUDIT=false)")
     extra = {
         "auth_to_no_auth_ratio": ratios["auth"],
         "auth_user_to_no_auth_ratio": ratios["auth-user"],
         "requests_per_step": requests,
         "rounds": rounds,
+        "warm_up_round": warm,
         "cpu_ms_per_request": cpu,
+        "server_cpu_ms_per_request": server_cpu,
         "cpu_ratio_no_auth_to_auth": cpu_ratios["auth"],
         "cpu_ratio_no_auth_to_auth_user": cpu_ratios["auth-user"],
         "server_env": ENV,
@@ -257,9 +283,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="requests per step")
     parser.add_argument("--clients", default="1,16", help="comma-separated concurrency levels")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per step")
+    parser.add_argument("--only", default="", help="comma-separated steps (read,search,qido,wado)")
+    parser.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="count from the first request (by default each step first sends one untimed "
+        "round per mode)",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
-    asyncio.run(run(args.requests, levels, args.rounds))
+    only = {step for step in args.only.split(",") if step}
+    asyncio.run(run(args.requests, levels, args.rounds, only, not args.no_warm_up))
 
 
 if __name__ == "__main__":

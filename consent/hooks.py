@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -44,6 +46,7 @@ from consent.facts import (
 from consent.records import patient_facts, record_facts
 from consent.relations import relationships
 from consent.research import identifying
+from consent.uniform import uniform
 from consent.writers import may_write
 from fhir_server.errors import ISSUE_CODE_SYSTEM
 from fhir_server.exchange import FhirRequest, FhirResponse
@@ -62,6 +65,7 @@ ARRIVED_NOTE = "consent.arrived"  # time.monotonic() at consent-decide, for the 
 
 
 NO_ACTOR = ActorRecord(frozenset(), frozenset(), None)
+DECISIONS_KEPT = 8192  # decisions kept by their facts (a few MB)
 
 
 @dataclass(slots=True)
@@ -95,6 +99,15 @@ class ConsentHooks:
         today = datetime.now(UTC).date()
         actor = await self.cache.actor(fhir_user) if fhir_user is not None else NO_ACTOR
         known = {p: await self._patient(p, fhir_user, actor, today) for p in sorted(patients)}
+        # the decision of every record of a patient, None where it depends on the record;
+        # tried for a patient of several items only (it costs up to two decisions)
+        shown = Counter(p for item in items.all for p in item.patients)
+        every_record = {
+            p: uniform(facts.actor, purpose, facts.facts, facts.consents, self.policy)
+            if shown[p] > 1
+            else None
+            for p, facts in known.items()
+        }
         # research sees FHIR records only de-identified (rule 7); a DICOM object carries
         # its patient's name and ids in the header and often burned into the pixels,
         # which no transform of ours can promise to remove: research sees no images
@@ -103,12 +116,16 @@ class ConsentHooks:
         masked: set[str] = set()
         overrides: list[dict[str, str]] = []
         for position, item in enumerate(items.all):
-            record = _record(item)
+            record: RecordFacts | None = None  # parsed only for a patient it can matter to
             for patient_id in item.patients:
                 facts = known[patient_id]
-                decision = decide(
-                    facts.actor, purpose, facts.facts, record, facts.consents, self.policy
-                )
+                decision = every_record[patient_id]
+                if decision is None:
+                    record = record or _record(item)
+                    decision = _decided(
+                        facts.actor, purpose, facts.facts, record, tuple(facts.consents),
+                        self.policy,
+                    )  # fmt: skip
                 if not decision.permit or (decision.deidentify and not deidentifies):
                     denied.add(position)
                 elif decision.deidentify:
@@ -254,6 +271,21 @@ def _unhideable_warning(named: list[str]) -> dict[str, Any]:
         "diagnostics": f"{entry.text}: {', '.join(named)}",
         "expression": ["Consent.provision"],
     }
+
+
+@lru_cache(maxsize=DECISIONS_KEPT)
+def _decided(
+    actor: ActorFacts,
+    purpose: str | None,
+    patient: PatientFacts,
+    record: RecordFacts,
+    consents: tuple[ConsentFacts, ...],
+    policy: Policy,
+) -> Decision:
+    """The engine's decision, kept for the same facts: it is a pure function of them
+    (every input a frozen value), and a user's next page or next read of a record asks
+    it again (~50 us a decision on the 2-core test machine)."""
+    return decide(actor, purpose, patient, record, list(consents), policy)
 
 
 def _record(item: Item) -> RecordFacts:

@@ -2,7 +2,10 @@
 
 Only built when a consent-show hook is registered. Each row becomes one `Item` naming
 its study and the FHIR Patient the upkeep linked that study to; a study not linked yet
-has no patient (an empty set), like a FHIR resource outside every compartment.
+has no patient (an empty set), like a FHIR resource outside every compartment. A study
+row (QIDO-RS and C-FIND at study level) is the study's own document, read by the same
+request, so its `patient` is taken from it; only series and instance rows (and study
+rows not linked) have their studies read.
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ FHIR_PATIENTS = "_fhir_patients"
 
 
 async def row_items(index: DicomIndex, rows: list[Document]) -> list[Item]:
-    uids = sorted({_study(row) for row in rows if FHIR_PATIENTS not in row})
-    linked: dict[str, str] = {}
+    linked: dict[str, str] = {
+        str(row["_id"]): str(row["patient"])
+        for row in rows
+        if FHIR_PATIENTS not in row and _is_study(row) and row.get("patient")
+    }
+    uids = sorted({_study(row) for row in rows if FHIR_PATIENTS not in row} - linked.keys())
     if uids:
         async for study in index.studies.find({"_id": {"$in": uids}}, {"patient": 1}):
             if study.get("patient"):
@@ -31,6 +38,11 @@ async def row_items(index: DicomIndex, rows: list[Document]) -> list[Item]:
         patient = linked.get(uid)
         items.append(Item("ImagingStudy", uid, None, frozenset({patient} if patient else ())))
     return items
+
+
+def _is_study(row: Document) -> bool:
+    # series and instance rows name their study in `st`; a study row has no `st`
+    return not row.get("st")
 
 
 def _study(row: Document) -> str:

@@ -7,6 +7,7 @@ import base64
 import binascii
 import ipaddress
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import orjson
@@ -89,7 +90,26 @@ class Issuers:
         raise TokenInvalid("the token is not from an issuer this server accepts")
 
 
+# tokens whose issuer is remembered, and the longest remembered (at most ~4 MB held,
+# whatever tokens a client makes up); longer ones are decoded every time
+ISSUERS_KEPT = 1024
+KEPT_TOKEN_CHARS = 4096
+
+
 def _issuer_named(token: str) -> str | None:
+    # a client sends one token with many requests: its payload is decoded once (the
+    # validator the issuer names then checks the token completely, every time)
+    if len(token) <= KEPT_TOKEN_CHARS:
+        return _kept_issuer(token)
+    return _read_issuer(token)
+
+
+@lru_cache(maxsize=ISSUERS_KEPT)
+def _kept_issuer(token: str) -> str | None:
+    return _read_issuer(token)
+
+
+def _read_issuer(token: str) -> str | None:
     parts = token.split(".")
     if len(parts) != 3 or len(parts[1]) > 65536:
         return None

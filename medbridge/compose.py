@@ -131,7 +131,8 @@ async def compose(
             # patient's access log): the items are described for every signed-in access
             name = "audit.shown-patients"
             pipeline.notify(
-                Stage.CONSENT_SHOW, note_shown_patients, name, order=HOOK_ORDER[name]
+                Stage.CONSENT_SHOW, note_shown_patients, name, order=HOOK_ORDER[name],
+                hides=False,
             )  # fmt: skip
         if settings.consent:
             # consent decides for signed-in users, whom only tokens identify

@@ -9,6 +9,7 @@ local operator) was authenticated by that door's own rules and is left to them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from functools import lru_cache
 from typing import Any
@@ -34,8 +35,9 @@ NAMED_READS = frozenset(
     {Action.READ, Action.VREAD, Action.HISTORY_INSTANCE, Action.OPERATION}
 )  # fmt: skip
 CLAIMS_NOTE = "smart.claims"
-# token68 (RFC 7235 section 2.1): what a bearer token may be made of
-_TOKEN68 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=")
+# token68 (RFC 7235 section 2.1): what a bearer token may be made of, "=" only at the
+# end; one compiled match per request (a set of a 1 KB token's characters cost ~15 us)
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 def bearer_token(credentials: str | None) -> str:
@@ -48,7 +50,7 @@ def bearer_token(credentials: str | None) -> str:
         # another scheme (Basic ...) is no bearer token: the client must get one
         raise AccessError("MB-1250", "only the Bearer scheme is accepted")
     token = token.strip(" ")
-    if not token or not set(token) <= _TOKEN68 or "=" in token.rstrip("="):
+    if _TOKEN68.fullmatch(token) is None:
         raise AccessError("MB-1252")
     return token
 

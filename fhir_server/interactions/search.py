@@ -17,7 +17,7 @@ from fhir_server.search.compile import compile_criterion
 from fhir_server.search.engine import Engine
 from fhir_server.search.keys import key
 from fhir_server.search.nodes import Clause, exact
-from fhir_server.search.page import Page, run_page
+from fhir_server.search.page import Page, documents, run_page
 from fhir_server.search.parameters import patient_compartment
 from fhir_server.search.request import MAX_COUNT, SearchRequest, parse_search
 from fhir_server.search.restriction import restriction_clauses
@@ -68,16 +68,21 @@ async def search(exchange: FhirExchange, services: FhirServices) -> FhirResponse
     if exchange.showing:
         items = [item(resource_type, doc["_id"], doc["raw"]) for doc in page.matches]
         items += [item(t, doc["_id"], doc["raw"], "include") for t, doc in page.included]
-        if page.total is not None and (page.next_token or page.previous_token or not entries):
+        counting = page.total is not None and (
+            page.next_token is not None or page.previous_token is not None or not entries
+        )
+        if counting and exchange.hiding:
             # a total must not count what consent-show hides on any page: the hooks see
-            # every match (only when a consent-show hook is registered and a total asked)
-            on_page = {doc["_id"] for doc in page.matches}
+            # every match (only when a consent-show hook that hides is registered and a
+            # total asked)
             items += [
                 item(resource_type, doc["_id"], doc["raw"], "counted")
-                for doc in await _all_matches(engine, search_request, clauses)
-                if doc["_id"] not in on_page
+                for doc in await _other_matches(engine, search_request, clauses, page)
             ]
-        return show(exchange, items, lambda shown: _shown_page(shown, entries, links, page))
+        every_match = not counting or exchange.hiding  # the items hold every match
+        return show(
+            exchange, items, lambda shown: _shown_page(shown, entries, links, page, every_match)
+        )
     return FhirResponse(200, bundle("searchset", entries, links, page.total))
 
 
@@ -86,14 +91,34 @@ def _shown_page(
     entries: list[dict[str, Any]],
     links: list[tuple[str, str]],
     page: Page,
+    every_match: bool,
 ) -> FhirResponse:
     """The page without what consent-show hid. Paging tokens come from the stored order,
-    so next/previous still work; the total counts the visible matches of every page."""
+    so next/previous still work; the total counts the visible matches of every page
+    (when the items are only this page's, no hook hides: the total less what one hid)."""
     total = None
-    if page.total is not None:
+    if page.total is not None and every_match:
         total = sum(1 for shown_item in shown.visible if shown_item.mode != "include")
+    elif page.total is not None:
+        total = page.total - sum(1 for hidden in shown.hidden if hidden.mode == "match")
     kept = [entry for i, entry in enumerate(entries) if shown.visible_at(i)]
     return FhirResponse(200, bundle("searchset", kept, links, total))
+
+
+async def _other_matches(
+    engine: Engine, search_request: SearchRequest, clauses: list[Clause], page: Page
+) -> list[dict[str, Any]]:
+    """The matches not on `page`. The page's search already found their ids (its
+    restriction included), so they are read by id, not matched a second time; only a
+    search without clauses (every resource of the type) pages through them again."""
+    on_page = {doc["_id"] for doc in page.matches}
+    if page.ids is not None:
+        return await documents(engine, search_request.resource_type, page.ids - on_page)
+    return [
+        doc
+        for doc in await _all_matches(engine, search_request, clauses)
+        if doc["_id"] not in on_page
+    ]
 
 
 async def _all_matches(

@@ -28,6 +28,7 @@ from fhir_server.search.restriction import visible_ids
 Document = dict[str, Any]
 MAX_ITERATE = 3
 FOUND = {"raw": 1, "o": 1, BODY: 1}  # what a page reads of each match
+READ_CHUNK = 1000  # ids per `_id: {$in}` query when every match is read
 
 
 @dataclass(slots=True)
@@ -37,6 +38,8 @@ class Page:
     total: int | None = None
     next_token: str | None = None
     previous_token: str | None = None
+    # every id the search matched (restriction included); None when it had no clauses
+    ids: set[str] | None = None
 
 
 def sort_fields(request: SearchRequest) -> list[tuple[str, int]]:
@@ -59,7 +62,7 @@ async def run_page(
     """`clauses` already hold the restriction (the matches); `restriction` limits what
     `_include`/`_revinclude` add."""
     ids = await engine.ids(request.resource_type, clauses)
-    page = Page()
+    page = Page(ids=ids)
     collection = engine.db[request.resource_type]
     base: Document = {"_id": {"$in": sorted(ids)}} if ids is not None else {"raw": {"$ne": None}}
     if request.total != "none" or request.summary == "count":
@@ -114,6 +117,22 @@ async def _by_id(
     )
     found = {doc["_id"]: doc async for doc in cursor}
     return [found[i] for i in chosen if i in found and found[i].get("raw") is not None]
+
+
+async def documents(engine: Engine, resource_type: str, ids: set[str]) -> list[Document]:
+    """The current documents of `ids` (deleted ones left out), in id order: the matches
+    of a search already run, read by primary key instead of matching them again."""
+    ordered = sorted(ids)
+    found: list[Document] = []
+    for start in range(0, len(ordered), READ_CHUNK):
+        chunk = ordered[start : start + READ_CHUNK]
+        cursor = engine.db[resource_type].find(
+            {"_id": {"$in": chunk}}, FOUND, session=engine.session
+        )
+        by_id = {doc["_id"]: doc async for doc in cursor}
+        found.extend(by_id[i] for i in chunk if i in by_id and by_id[i].get("raw") is not None)
+    await engine.resolve(found)
+    return found
 
 
 def _values(doc: Document, fields: list[tuple[str, int]]) -> list[str]:

@@ -541,3 +541,26 @@ async def test_mllp_and_dimse_are_left_to_their_own_rules(world: World, tmp_path
     keys = ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}"]
     _, responses = findscu(world.server.dicom_port, "-S", keys, tmp_path / "find")
     assert [r.StudyInstanceUID for r in responses] == [study]
+
+
+def test_a_backend_service_s_total_counts_every_page_with_the_audit_on(world: World) -> None:
+    # the audit trail (on here, its default) reads the items of every answer, but hides
+    # none: the search does not read the other pages' matches for it, and the total is
+    # still every match (not the one on this page)
+    system = bearer(world.minter.token(SYSTEM_SCOPES))
+    for _ in range(2):
+        answer = httpx.post(
+            f"{world.server.fhir_base}/Observation",
+            json=observation(world.alice),
+            headers={**system, "Content-Type": "application/fhir+json"},
+        )
+        assert answer.status_code == 201, answer.text
+    url: str | None = f"{world.server.fhir_base}/Observation?_count=1"
+    totals, seen = set(), []
+    while url is not None:
+        page = httpx.get(url, headers=system).json()
+        totals.add(page["total"])
+        seen += [entry["resource"]["id"] for entry in page.get("entry", [])]
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    assert len(seen) >= 4
+    assert totals == {len(seen)}

@@ -190,3 +190,38 @@ def test_act_cannot_be_hooked() -> None:
 
 async def _noop(exchange: TestExchange) -> None:
     return None
+
+
+def _seen_by_act(register: list[tuple[bool, bool]]) -> Pipeline[str, Answer]:
+    """A pipeline whose act answers `showing,hiding` as it saw them; one consent-show
+    hook per (wants_items, hides) pair."""
+
+    def prepare(exchange: TestExchange) -> None:
+        exchange.access = _describe(exchange)
+
+    async def act(exchange: TestExchange) -> Answer:
+        return Answer(200, f"{exchange.showing},{exchange.hiding}")
+
+    pipeline = Pipeline(prepare, act, _render)
+    for wants, hides in register:
+        pipeline.notify(
+            Stage.CONSENT_SHOW, _noop, wants_items=lambda _, wants=wants: wants, hides=hides
+        )
+    return pipeline
+
+
+@pytest.mark.parametrize(
+    ("register", "seen"),
+    [
+        ([], "False,False"),
+        ([(True, False)], "True,False"),  # audit.shown-patients alone: no second read
+        ([(True, False), (True, True)], "True,True"),
+        ([(True, False), (False, True)], "True,False"),  # consent.show not wanting items
+        ([(False, True)], "False,False"),
+    ],
+)
+async def test_the_act_counts_every_match_only_for_a_hook_that_hides(
+    register: list[tuple[bool, bool]], seen: str
+) -> None:
+    response = await _seen_by_act(register).handle(_exchange())
+    assert response.text == seen

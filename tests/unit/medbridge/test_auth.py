@@ -93,6 +93,23 @@ async def test_each_token_goes_to_the_validator_of_its_issuer() -> None:
     assert len(own.seen) == 1
 
 
+async def test_a_token_seen_before_goes_to_the_same_validator_and_is_checked_again() -> None:
+    # the issuer of a token is remembered (short tokens) or read again (long ones): the
+    # choice is the same either way, and the chosen validator sees every request
+    own = _Recording("own")
+    validator = Issuers((lambda: OWN, own))
+    short = _unsigned({"iss": OWN})
+    long = _unsigned({"iss": OWN, "padding": "x" * 5000})
+    for token in (short, short, long, long):
+        with pytest.raises(TokenInvalid, match="checked by own"):
+            await validator.validate(token)
+    assert own.seen == [short, short, long, long]
+    for stranger in (_unsigned({"iss": "https://evil.example"}), "a.b.c"):
+        for _ in range(2):
+            with pytest.raises(TokenInvalid, match="not from an issuer"):
+                await validator.validate(stranger)
+
+
 def test_an_issuer_gives_a_jwt_validator() -> None:
     settings = Settings(auth_issuer="https://idp.example/realms/h", auth_leeway_seconds=5)
     validator = external_validator(settings, lambda: "https://medbridge.example/fhir")

@@ -85,6 +85,9 @@ def refusal(code: str) -> Any:
         ("Bearer a=b", "MB-1252"),
         ('Bearer "quoted"', "MB-1252"),
         ("Bearer \u00e9", "MB-1252"),
+        ("Bearer ==", "MB-1252"),  # token68 has at least one character before its "="s
+        ("Bearer a\tb", "MB-1252"),
+        ("Bearer \uff41bc", "MB-1252"),  # a fullwidth letter is no ALPHA
     ],
 )
 def test_bearer_token(header: str | None, token_or_code: str) -> None:
