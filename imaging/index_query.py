@@ -32,6 +32,7 @@ PARENT_FIELD: dict[Level, str] = {"study": "st", "series": "se"}
 PATIENT_FIELD = "patient"
 SPLIT_IN_MAX = 64  # a `$in` up to this long runs as one equality query per value
 ORDER = (("_id", 1),)
+CHUNK_ROWS = 100  # rows per store request (see `chunked`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,12 +213,37 @@ async def find_rows(
     limit = None if compiled.limit is None else compiled.limit + extra
     if split is not None and not compiled.offset:
         return await split_in(rows, where, split, projection, limit)
-    cursor = rows.find(where, projection).sort(list(compiled.sort))
-    if compiled.offset:
-        cursor = cursor.skip(compiled.offset)
-    if limit is not None:
-        cursor = cursor.limit(limit)
-    return [row async for row in cursor]
+    return await chunked(rows, where, projection, compiled.sort, compiled.offset, limit)
+
+
+async def chunked(
+    rows: Any,
+    where: Document,
+    projection: Document | None,
+    sort: tuple[tuple[str, int], ...],
+    offset: int,
+    limit: int | None,
+) -> list[Document]:
+    """The rows in store requests of at most `CHUNK_ROWS`: the embedded store reads and
+    encodes a whole find before answering anyone else, so 1,000 rows in one request held
+    every other door's query for ~100 ms; in chunks of 100 the others wait ~12 ms at most.
+    The sort ends in `_id` (unique), so the chunks' boundaries are stable; a row inserted
+    before a boundary between two chunks is read twice and kept once."""
+    found: list[Document] = []
+    seen: set[Any] = set()
+    position = offset
+    while limit is None or len(found) < limit:
+        wanted = CHUNK_ROWS if limit is None else min(CHUNK_ROWS, limit - len(found))
+        cursor = rows.find(where, projection).sort(list(sort)).skip(position).limit(wanted)
+        chunk = [row async for row in cursor]
+        position += len(chunk)
+        for row in chunk:
+            if row["_id"] not in seen:
+                seen.add(row["_id"])
+                found.append(row)
+        if len(chunk) < wanted:
+            break
+    return found
 
 
 async def split_in(

@@ -251,14 +251,36 @@ async def render(
     if query.level == "instance" and rows:
         ids = sorted({row["se"] for row in rows})
         series_docs = {d["_id"]: d async for d in index.series.find({"_id": {"$in": ids}})}
+    # a study's (and an instance row's series') attributes are the same for every row
+    # under it: made once per answer, not once per row
+    study_parts: dict[Any, Document] = {}
+    series_parts: dict[Any, Document] = {}
+
+    def study_part(study_id: Any) -> Document:
+        part = study_parts.get(study_id)
+        if part is None:
+            study = studies.get(study_id, {})
+            values: dict[str, Any] = {k: study.get(k) for k in attrs["study"] if k in study}
+            values["StudyInstanceUID"] = study.get("_id")
+            part = study_parts[study_id] = dataset(values, ordered=False)
+        return part
+
+    def series_part(series_id: Any) -> Document:
+        part = series_parts.get(series_id)
+        if part is None:
+            series = series_docs.get(series_id, {})
+            values = {k: series[k] for k in attrs["series"] if k in series}
+            part = series_parts[series_id] = dataset(values, ordered=False)
+        return part
+
     out = []
     turns = Turns()  # up to 1,000 rows of pure Python: the other doors get turns meanwhile
     for row in rows:
         await turns.take()
-        study = studies.get(row["_id"] if query.level == "study" else row["st"], {})
-        values: dict[str, Any] = {k: study.get(k) for k in attrs["study"] if k in study}
-        values["StudyInstanceUID"] = study.get("_id")
-        url = f"{base_url}/studies/{values['StudyInstanceUID']}"
+        study_id = row["_id"] if query.level == "study" else row["st"]
+        item = dict(study_part(study_id))
+        url = f"{base_url}/studies/{studies.get(study_id, {}).get('_id')}"
+        values: dict[str, Any] = {}
         if query.level == "study":
             values["ModalitiesInStudy"] = row.get("mods", "")
             values["NumberOfStudyRelatedSeries"] = row.get("ns", 0)
@@ -269,12 +291,11 @@ async def render(
             values["NumberOfSeriesRelatedInstances"] = row.get("n", 0)
             url += f"/series/{row['_id']}"
         else:
-            series = series_docs.get(row["se"], {})
-            values.update({k: series[k] for k in attrs["series"] if k in series})
+            item.update(series_part(row["se"]))
             values.update({k: row[k] for k in attrs["instance"] if k in row})
             values["SeriesInstanceUID"], values["SOPInstanceUID"] = row["se"], row["_id"]
             url += f"/series/{row['se']}/instances/{row['_id']}"
-        item = dataset(values, ordered=False)  # sorted once, below
+        item.update(dataset(values, ordered=False))  # sorted once, below
         if "ModalitiesInStudy" in values:
             mods = values["ModalitiesInStudy"].split("\\") if values["ModalitiesInStudy"] else []
             item["00080061"] = {"vr": "CS", **({"Value": mods} if mods else {})}

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
 from access.restriction import UNRESTRICTED, Restriction
 from fhir_server.repository import Repository
@@ -16,10 +16,12 @@ from imaging.dicomweb.qido import parse_query
 from imaging.fhir_link import patient_id
 from imaging.index import DicomIndex
 from imaging.index_query import (
+    CHUNK_ROWS,
     Compiled,
     Condition,
     IndexQuery,
     Join,
+    chunked,
     compile_query,
     find_rows,
     resolve,
@@ -236,3 +238,50 @@ async def test_studies_linked_before_the_patient_field_are_linked_again(
     assert dirty == ["1.3"]
     await index.mark_linked("1.3", 0, "1.3", patient="alice")
     assert await index.relink_unrecorded() == 0
+
+
+async def test_many_rows_are_read_in_chunks_with_offset_and_limit(index: DicomIndex) -> None:
+    many = [
+        {"_id": f"1.9.1.{n:04d}", "st": "1.9", "se": "1.9.1", "patient": "alice"}
+        for n in range(2 * CHUNK_ROWS + 31)
+    ]
+    await index.instances.insert_many(many)
+    wanted = [row["_id"] for row in many]
+    query = IndexQuery("instance", study=(Condition("_id", "1.9"),))
+    assert await ids(index, query, UNRESTRICTED) == wanted  # no limit: every chunk
+    paged = IndexQuery("instance", study=(Condition("_id", "1.9"),), offset=7, limit=CHUNK_ROWS + 5)
+    rows = await find_rows(index, compile_query(paged, UNRESTRICTED), None, extra=1)
+    assert [row["_id"] for row in rows] == wanted[7 : 7 + CHUNK_ROWS + 6]
+
+
+async def test_a_row_stored_between_two_chunks_is_answered_once(
+    index: DicomIndex, store: Any, database_name: str
+) -> None:
+    await index.instances.insert_many(
+        [{"_id": f"1.8.1.{n:04d}", "st": "1.8", "se": "1.8.1"} for n in range(1, CHUNK_ROWS + 20)]
+    )
+    writer: MongoClient[dict[str, Any]] = MongoClient(store.uri)
+
+    class StoredMeanwhile:
+        """The instances collection; a row sorted first is stored (by another client) just
+        before the second chunk is asked for, moving every later row one place on."""
+
+        def __init__(self) -> None:
+            self.finds = 0
+
+        def find(self, *args: Any) -> Any:
+            self.finds += 1
+            if self.finds == 2:
+                writer[database_name]["dicom_instances"].insert_one(
+                    {"_id": "1.8.1.0000", "st": "1.8", "se": "1.8.1"}
+                )
+            return index.instances.find(*args)
+
+    try:
+        rows = StoredMeanwhile()
+        found = [r["_id"] for r in await chunked(rows, {"st": "1.8"}, None, (("_id", 1),), 0, None)]
+    finally:
+        writer.close()
+    assert rows.finds == 2
+    assert found == [f"1.8.1.{n:04d}" for n in range(1, CHUNK_ROWS + 20)]  # the last row of
+    # the first chunk was read again at the start of the second, and kept once
