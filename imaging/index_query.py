@@ -235,7 +235,8 @@ async def chunked(
     while limit is None or len(found) < limit:
         wanted = CHUNK_ROWS if limit is None else min(CHUNK_ROWS, limit - len(found))
         cursor = rows.find(where, projection).sort(list(sort)).skip(position).limit(wanted)
-        chunk = [row async for row in cursor]
+        cursor = cursor.batch_size(wanted)  # one reply, not a first batch and a getMore
+        chunk = await cursor.to_list()
         position += len(chunk)
         for row in chunk:
             if row["_id"] not in seen:
@@ -243,6 +244,20 @@ async def chunked(
                 found.append(row)
         if len(chunk) < wanted:
             break
+    return found
+
+
+async def by_ids(
+    rows: Any, ids: list[Any], projection: Document | None = None
+) -> dict[Any, Document]:
+    """The rows of `ids` by `_id`, at most `CHUNK_ROWS` per store request (an instance
+    QIDO page may name 1,000 series)."""
+    found: dict[Any, Document] = {}
+    for start in range(0, len(ids), CHUNK_ROWS):
+        part = ids[start : start + CHUNK_ROWS]
+        cursor = rows.find({"_id": {"$in": part}}, projection).batch_size(len(part))
+        for row in await cursor.to_list():
+            found[row["_id"]] = row
     return found
 
 
@@ -277,6 +292,8 @@ __all__ = [
     "Condition",
     "IndexQuery",
     "Join",
+    "by_ids",
+    "chunked",
     "compile_query",
     "find_rows",
     "resolve",

@@ -19,7 +19,14 @@ from access.errors import AccessError
 from access.restriction import UNRESTRICTED, Restriction
 from imaging.dicomweb.dicom_json import attribute, dataset, tag_hex, vr_of
 from imaging.index import DicomIndex
-from imaging.index_query import Condition, IndexQuery, Level, compile_query, find_rows
+from imaging.index_query import (
+    Condition,
+    IndexQuery,
+    Level,
+    by_ids,
+    compile_query,
+    find_rows,
+)
 from imaging.loop_turns import Turns
 from imaging.parse import fold, qido_attributes
 from imaging.uids import uid_list
@@ -246,11 +253,11 @@ async def render(
         studies = {row["_id"]: row for row in rows}
     else:
         study_ids = sorted({row["st"] for row in rows})
-        studies = {d["_id"]: d async for d in index.studies.find({"_id": {"$in": study_ids}})}
+        studies = await by_ids(index.studies, study_ids)
     series_docs: dict[str, Document] = {}
     if query.level == "instance" and rows:
         ids = sorted({row["se"] for row in rows})
-        series_docs = {d["_id"]: d async for d in index.series.find({"_id": {"$in": ids}})}
+        series_docs = await by_ids(index.series, ids)
     # a study's (and an instance row's series') attributes are the same for every row
     # under it: made once per answer, not once per row
     study_parts: dict[Any, Document] = {}

@@ -24,6 +24,7 @@ from imaging.index_query import (
     Condition,
     IndexQuery,
     Level,
+    by_ids,
     compile_query,
     find_rows,
     split_in,
@@ -223,11 +224,11 @@ async def _with_parents(
     studies: dict[str, Document] = {}
     if rows and levels & {"PATIENT", "STUDY"}:
         study_ids = sorted({row["st"] for row in rows})
-        studies = {d["_id"]: d async for d in index.studies.find({"_id": {"$in": study_ids}})}
+        studies = await by_ids(index.studies, study_ids)
     series: dict[str, Document] = {}
     if rows and level == "IMAGE" and "SERIES" in levels:
         series_ids = sorted({row["se"] for row in rows})
-        series = {d["_id"]: d async for d in index.series.find({"_id": {"$in": series_ids}})}
+        series = await by_ids(index.series, series_ids)
     merged = []
     for row in rows:
         out = dict(studies.get(row["st"], {}))
