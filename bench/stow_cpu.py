@@ -5,15 +5,19 @@ own `medbridge serve` (its own code: the server starts in that checkout) on its 
 embedded store (the same store code for all, this checkout's, so only the server differs).
 Each round STOWs the same number of fresh small CT instances (bench/dicom_ingest.py's) to
 every server in turn, and reads from /proc the CPU time (user + system, every thread) the
-server spent, its parse workers (its child processes) and its store spent. On a machine
-shared with other work the rates swing; CPU per instance is the steady figure, so the
-medians of the rounds are what this prints.
+server, its child processes (parse workers, FHIR body worker) and its store spent, from
+just before the STOW to 0.5 s after it (the ImagingStudy upkeep, debounced, included).
+On a machine shared with other work the rates swing; CPU per instance is the steady
+figure, so the medians of the rounds are what this prints (docs/dicom.md, session 9).
 
     ./run bench stow_cpu --checkout /work/wt/base12 --checkout . \\
-        [--env 1:MEDBRIDGE_AUDIT=false] [--instances 400] [--rounds 5] [--label before,after]
+        [--env 1:MEDBRIDGE_AUDIT=false] [--instances 300] [--rounds 8] [--label before,after]
+        [--fresh [--settle 8]] [--commands] [--profile] [--out NAME.json]
 
-`--commands` counts the store commands each server sends (a pymongo CommandListener put
-in by bench/profiling/sitecustomize.py) and prints them per instance.
+`--fresh` starts new servers each round: their first STOW (cold, after `--settle` idle
+seconds) and a second (warm). `--commands` has each server count the store commands it
+sends and `--profile` profile each of its threads (bench/profiling/sitecustomize.py);
+both are written at each warm-up's end and at the end into the printed directory.
 """
 
 from __future__ import annotations
@@ -68,11 +72,12 @@ def descendants(pid: int) -> list[int]:
 
 
 def kind(pid: int) -> str:
-    """What a server's child process is: the FHIR body worker has pydantic-core loaded
-    (fhir.resources), the DICOM parse workers pydicom's modules only, the resource
-    tracker neither (its CPU is counted with the parse workers)."""
+    """What a server's child process is: a DICOM parse worker has numpy loaded (pydicom),
+    the FHIR body worker pydantic-core but not numpy; the resource tracker (and a parse
+    worker not warmed yet) neither, counted with the parse workers."""
     with contextlib.suppress(OSError):
-        if "pydantic_core" in Path(f"/proc/{pid}/maps").read_text():
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        if "pydantic_core" in maps and "numpy" not in maps:
             return "body_worker"
     return "parse_workers"
 

@@ -11,6 +11,9 @@ With `MEDBRIDGE_BENCH_PROFILE_THREADS=1` every other thread of the server (to_th
 pool, the object store's writers, pymongo's, the DIMSE associations) is profiled too,
 each from its start, and SIGUSR1 writes them, merged, to `DIR/threads-PID-N.pstats`:
 counts since each thread started (a profiler is only stopped by its own thread).
+With `MEDBRIDGE_BENCH_PROFILE_CHILDREN=1` the server's worker processes (spawned by
+multiprocessing) profile their main thread too; send SIGUSR1 to each of them (never to
+the resource tracker, which has no handler) for `DIR/profile-PID-N.pstats`.
 
 With `MEDBRIDGE_BENCH_COMMANDS` set to a file, a pymongo CommandListener counts the
 store commands the server sends (by command and collection); SIGUSR1 writes the counts
@@ -140,7 +143,15 @@ def _install() -> None:
     signal.signal(signal.SIGUSR1, on_signal)
 
 
-if sys.orig_argv[1:4] == ["-m", "medbridge", "serve"] and (_TARGET or _COMMANDS):
+_CHILDREN = os.environ.get("MEDBRIDGE_BENCH_PROFILE_CHILDREN") == "1"
+_SPAWNED = any("multiprocessing.spawn import spawn_main" in arg for arg in sys.orig_argv)
+
+if _TARGET and _CHILDREN and _SPAWNED:
+    # a worker process of the server (parse workers, FHIR body worker): its main thread
+    # runs the tasks; SIGUSR1 (sent to it, not the server) writes profile-PID-N.pstats
+    _profile_main(Path(_TARGET))
+    _install()
+elif sys.orig_argv[1:4] == ["-m", "medbridge", "serve"] and (_TARGET or _COMMANDS):
     if _TARGET:
         _profile_main(Path(_TARGET))
         if _THREADS:
