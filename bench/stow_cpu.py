@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -227,6 +228,9 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
     finally:
         for side in sides:
             side.stop()
+        # the servers' and stores' data (hundreds of MB a run); profiles and counts stay
+        for data in root.glob("run*"):  # noqa: ASYNC240 (after the measuring)
+            shutil.rmtree(data, ignore_errors=True)
     summary: dict[str, Any] = {}
     for label, numbered in per_round.items():
         rounds = list(numbered.values())
