@@ -56,11 +56,13 @@ class WorkerPool:
                 self.workers,
                 mp_context=context,
                 initializer=started,
-                initargs=(os.getpid(), self.nice),
+                initargs=(os.getpid(), self.nice, self._warm),
             )
-            if self._warm is not None:
-                for _ in range(self.workers):
-                    self._pool.submit(self._warm)
+            # the pool spawns a worker per task submitted while none is idle: one task
+            # each starts them all now; each warms itself in `started`, since a task
+            # goes to whichever worker is free first (a late one would get none)
+            for _ in range(self.workers):
+                self._pool.submit(_spawned)
 
     def stop(self) -> None:
         if self._pool is not None:
@@ -91,14 +93,21 @@ class WorkerPool:
         return function(*args, **kwargs)
 
 
-def started(parent: int, nice: int) -> None:
-    """In a new worker: lower its CPU priority by `nice`, then watch the server."""
+def started(parent: int, nice: int, warm: Callable[[], None] | None = None) -> None:
+    """In a new worker, before its first task: lower its CPU priority by `nice`, watch
+    the server, and `warm` (imports the work needs), so no request waits for them."""
     if nice > 0:
         # bulk work of one request yields the CPU to the event loop, the store and the
         # other doors' small requests (issue 17: on 2 cores a worker parsing one hostile
         # body after another kept a core from the FHIR reads and HL7 ACKs waiting)
         os.nice(nice)
     watch_parent(parent)
+    if warm is not None:
+        warm()
+
+
+def _spawned() -> None:
+    """Nothing: a task that makes the pool start a worker."""
 
 
 def watch_parent(parent: int) -> None:

@@ -50,8 +50,10 @@ class Parser:
             # spawn: never fork a process that runs threads (DIMSE, object store)
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=watch_parent, initargs=(os.getpid(),)
+                self.workers, mp_context=context, initializer=_started, initargs=(os.getpid(),)
             )
+            # the pool spawns a worker per task submitted while none is idle: one task
+            # each starts them all now (`_started` warms each, whoever takes the task)
             for _ in range(self.workers):
                 self._pool.submit(_warm)
 
@@ -100,8 +102,20 @@ class Parser:
         ]
 
 
+def _started(parent: int) -> None:
+    """In a new worker, before its first task: the parser is imported, the server watched.
+
+    The initializer crosses to the worker by name, so each worker imports this module,
+    and with it pydicom and the parser (~0.45 s of CPU), before it takes any task (as
+    before issue 12's access core). With only `_warm` tasks to do it, a worker that
+    started late on a loaded machine found them taken by the first one and imported the
+    parser during the first STOW-RS: that request waited for it, and its CPU was ~2 ms
+    per instance of a 200-instance STOW (bench/stow_cpu.py, docs/dicom.md)."""
+    watch_parent(parent)
+
+
 def _warm() -> None:
-    """Nothing: importing this module in the worker is the work."""
+    """Nothing: starting the worker (`_started`) is the work."""
 
 
 def _parse_inline(data: bytes, limits: Limits) -> Parsed:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import os
 import pickle
 
@@ -9,6 +11,7 @@ import pytest
 
 from access.errors import AccessError
 from access.worker_pool import WorkerPool
+from tests.support.worker_probe import probe, warm
 
 
 class _Issue:
@@ -78,3 +81,18 @@ async def test_a_nice_pool_runs_its_work_at_a_lower_cpu_priority() -> None:
 
 def _priority() -> int:
     return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+async def test_every_worker_is_warmed_before_its_first_task() -> None:
+    """The warm-up runs as each worker starts, not as a task another worker may take."""
+    workers = 2
+    pool = WorkerPool(workers, "test", warm=warm)
+    manager = multiprocessing.get_context("spawn").Manager()
+    try:
+        barrier = manager.Barrier(workers)
+        found = await asyncio.gather(*(pool.run(probe, barrier, "json") for _ in range(workers)))
+    finally:
+        pool.stop()
+        manager.shutdown()
+    assert len({pid for pid, _, _ in found}) == workers  # one probe per worker
+    assert all(warmed for _, _, warmed in found)

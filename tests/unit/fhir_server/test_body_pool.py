@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -10,8 +11,10 @@ import pytest
 
 from access.budget import Budget
 from access.errors import AccessError
+from access.worker_pool import WorkerPool
 from fhir_server import body_pool
 from fhir_server.interactions.common import valid_resource
+from tests.support.worker_probe import probe
 
 
 @pytest.fixture
@@ -58,3 +61,20 @@ async def test_an_invalid_large_resource_names_its_issues_from_the_worker(worker
         await body_pool.sized(len(body), valid_resource, body, "Patient", Budget())
     assert refused.value.code == "MB-1006"
     assert any("birthDate" in issue.expression for issue in refused.value.issues)
+
+
+async def test_the_worker_has_what_its_tasks_need_before_the_first_body() -> None:
+    """The modules of the functions sent to the worker and the models of the server's
+    own large writes (the DICOM upkeep's ImagingStudy) are imported as the worker starts,
+    not by the first large body (the first upkeep of a large study paid ~0.7 s)."""
+    pool = WorkerPool(1, "test", warm=body_pool._warm)
+    manager = multiprocessing.get_context("spawn").Manager()
+    wanted = [*body_pool.TASK_MODULES, "fhir.resources.R4B.imagingstudy"]
+    try:
+        found = [await pool.run(probe, manager.Barrier(1), module) for module in wanted]
+    finally:
+        pool.stop()
+        manager.shutdown()
+    assert [
+        module for module, (_, imported, _) in zip(wanted, found, strict=True) if not imported
+    ] == []

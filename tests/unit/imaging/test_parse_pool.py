@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+
+import pytest
+
 from access.errors import AccessError
 from imaging.parse import Limits, ParsedInstance, parse
 from imaging.parse_pool import Parser
 from tests.support.dicom import nested_sequences, renamed, sample_bytes
+from tests.support.worker_probe import nothing, probe
 
 
 async def test_workers_parse_and_refuse_like_inline() -> None:
@@ -48,3 +54,30 @@ async def test_one_instance_is_parsed_inline_and_several_on_the_workers() -> Non
         assert parser._pool is not None
     finally:
         parser.stop()
+
+
+async def test_every_worker_has_the_parser_before_its_first_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each worker imports the parser as it starts, not when its first STOW arrives: the
+    warm-up tasks go to whichever worker is free first, so a late one could get none.
+    Here they import nothing (a task's function is imported by name in the worker), so
+    only the start of each worker can have imported the parser."""
+    monkeypatch.setattr("imaging.parse_pool._warm", nothing)
+    workers = 2
+    parser = Parser(workers=workers)
+    manager = multiprocessing.get_context("spawn").Manager()
+    try:
+        parser.start()
+        assert parser._pool is not None
+        barrier = manager.Barrier(workers)
+        loop = asyncio.get_running_loop()
+        found = await asyncio.gather(*(
+            loop.run_in_executor(parser._pool, probe, barrier, "imaging.parse")
+            for _ in range(workers)
+        ))  # fmt: skip
+    finally:
+        parser.stop()
+        manager.shutdown()
+    assert len({pid for pid, _, _ in found}) == workers  # one probe per worker
+    assert all(imported for _, imported, _ in found)
