@@ -38,7 +38,8 @@ from pynetdicom.events import Event
 IDLE = 0.25  # seconds a quiet thread waits before it looks at its timers again
 # bytes asked of the socket at once: pynetdicom asks 4,096, so a 200 MiB C-STORE took
 # 51,200 recv calls (each a turn of Python and a GIL hand-over); the kernel hands over
-# what it has, so this only bounds the buffer one call may allocate
+# what it has. A PDU is read into a buffer of its own size up to this, and a longer one
+# grows by this much at a time as its bytes arrive
 RECV_BYTES = 1024 * 1024
 
 
@@ -112,16 +113,22 @@ def quiet(event: Event) -> None:
 
 def whole_reads(raw: socket.socket) -> Callable[[int], bytearray]:
     """pynetdicom's `AssociationSocket.recv` (read `nr_bytes`, less only when the peer
-    closes), reading what the socket holds instead of 4 KiB at a time. The buffer grows
-    with the bytes that arrive, never with the length a PDU header claims."""
+    closes), reading what the socket holds into one buffer instead of 4 KiB at a time.
+    The buffer is the PDU's size up to RECV_BYTES and grows past that only with bytes
+    that arrive, never with the length a PDU header claims."""
 
     def recv(nr_bytes: int) -> bytearray:
-        received = bytearray()
-        while len(received) < nr_bytes:
-            chunk = raw.recv(min(nr_bytes - len(received), RECV_BYTES))
-            if not chunk:
+        received = bytearray(min(nr_bytes, RECV_BYTES))
+        filled = 0
+        while filled < nr_bytes:
+            if filled == len(received):
+                received += bytes(min(nr_bytes - filled, RECV_BYTES))
+            with memoryview(received) as view:
+                got = raw.recv_into(view[filled:])
+            if not got:
                 break  # closed: what was read, as pynetdicom answers
-            received += chunk
+            filled += got
+        del received[filled:]
         return received
 
     return recv
