@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from imaging.durable_write import write_durably
 from imaging.uids import is_uid
 
 # 1 MiB: a 4 MiB chunk outgrew the socket's send buffer, so the event loop copied the
@@ -135,10 +136,7 @@ class LocalObjectStore:
         temporary = self.tmp / f"{uuid.uuid4().hex}.part"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            write_durably(fd, data)  # large objects in steps: other fsyncs are not held up
         finally:
             os.close(fd)
         if temporary.stat().st_size != len(data):

@@ -101,7 +101,7 @@ async def stow(
             # refused here, without a trip through the parser pool (issue 17, L8)
             slots.append(TOO_SHORT)
             continue
-        batch.append(bytes(part.body))
+        batch.append(part.body)
         batch_bytes += len(part.body)
         if len(batch) >= BATCH_INSTANCES or batch_bytes >= BATCH_BYTES:
             await start(batch)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 from typing import Any
 
 from pynetdicom import AE, evt
@@ -45,3 +47,39 @@ def test_echo_release_and_wake_sockets_closed() -> None:
         wake = accepted._quiet_wake  # type: ignore[attr-defined]
         assert all(isinstance(end, socket.socket) and end.fileno() == -1 for end in wake)
         assert not accepted.dul.is_alive()
+
+
+def test_whole_reads_reads_all_that_was_asked_across_sends() -> None:
+    ours, peer = socket.socketpair()
+    data = os.urandom(3 * quiet.RECV_BYTES + 17)
+    sender = threading.Thread(target=_send_slowly, args=(peer, data, False))
+    sender.start()
+    try:
+        recv = quiet.whole_reads(ours)
+        assert recv(6) == data[:6]
+        rest = recv(len(data) - 6)
+        assert isinstance(rest, bytearray)
+        assert rest == data[6:]
+    finally:
+        sender.join()
+        ours.close()
+        peer.close()
+
+
+def test_whole_reads_answers_what_came_when_the_peer_closes() -> None:
+    ours, peer = socket.socketpair()
+    sender = threading.Thread(target=_send_slowly, args=(peer, b"x" * 1000, True))
+    sender.start()
+    try:
+        # a PDU header claiming 4 GiB: the buffer holds only what arrived
+        assert quiet.whole_reads(ours)(0xFFFFFFFF) == b"x" * 1000
+    finally:
+        sender.join()
+        ours.close()
+
+
+def _send_slowly(peer: socket.socket, data: bytes, close: bool) -> None:
+    for start in range(0, len(data), 700_000):  # several sends, not one
+        peer.sendall(data[start : start + 700_000])
+    if close:
+        peer.close()

@@ -6,7 +6,10 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 
-from imaging.dicomweb.multipart import read_parts
+import pytest
+
+from access.errors import AccessError
+from imaging.dicomweb.multipart import JOIN_OFF_LOOP_BYTES, read_parts
 
 BOUNDARY = "pace-boundary"
 
@@ -30,6 +33,24 @@ async def test_tiny_and_large_parts_come_out_whole_whatever_the_chunks() -> None
     small = [b"", b"x" * 10, b"", b"abc"]
     got = [bytes(p.body) async for p in read_parts(_chunks(_body(small), 1), BOUNDARY, 1024)]
     assert got == small
+
+
+async def test_a_part_joined_off_the_loop_is_whole_and_bytes() -> None:
+    large = os.urandom(JOIN_OFF_LOOP_BYTES + 12_345)
+    parts = [b"a" * 100, large, os.urandom(2 << 20)]
+    data = _body(parts)
+    for chunk in (256 * 1024, 65_537):
+        got = [p async for p in read_parts(_chunks(data, chunk), BOUNDARY, 1 << 30)]
+        assert [p.body for p in got] == parts
+        assert all(type(p.body) is bytes and not p.pieces for p in got)
+
+
+async def test_a_part_over_the_cap_is_refused_as_it_streams() -> None:
+    data = _body([os.urandom(5000)])
+    with pytest.raises(AccessError) as refused:
+        async for _ in read_parts(_chunks(data, 1000), BOUNDARY, 4096):
+            pass
+    assert refused.value.code == "MB-3003"
 
 
 async def test_ten_thousand_empty_parts_in_one_chunk_let_the_loop_run() -> None:
