@@ -284,10 +284,16 @@ async def render(
     turns = Turns()  # up to 1,000 rows of pure Python: the other doors get turns meanwhile
     for row in rows:
         await turns.take()
-        study_id = row["_id"] if query.level == "study" else row["st"]
-        item = dict(study_part(study_id))
-        url = f"{base_url}/studies/{studies.get(study_id, {}).get('_id')}"
-        values: dict[str, Any] = {}
+        values: dict[str, Any]
+        if query.level == "study":  # the row is the study: nothing to share between rows
+            item: Document = {}
+            values = {k: row[k] for k in attrs["study"] if k in row}
+            values["StudyInstanceUID"] = row["_id"]
+            url = f"{base_url}/studies/{row['_id']}"
+        else:
+            item = dict(study_part(row["st"]))
+            values = {}
+            url = f"{base_url}/studies/{studies.get(row['st'], {}).get('_id')}"
         if query.level == "study":
             values["ModalitiesInStudy"] = row.get("mods", "")
             values["NumberOfStudyRelatedSeries"] = row.get("ns", 0)
