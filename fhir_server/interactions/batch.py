@@ -29,7 +29,7 @@ from access.errors import AccessError
 from access.restriction import Restriction
 from access.unit import unit_of_work
 from fhir_server.body import dumps
-from fhir_server.bundle import bundle
+from fhir_server.bundle import bundle_in_steps
 from fhir_server.errors import outcome
 from fhir_server.exchange import FhirExchange, FhirRequest, FhirResponse
 from fhir_server.interactions.common import parse_http_date, parsed_body
@@ -80,7 +80,7 @@ def bundle_handler(dispatch: Dispatch) -> Handler:
                     return await _Processor(exchange, services, dispatch, entries).transaction()
 
                 responses = await services.repository.run_bundle(deferred, run)
-        return FhirResponse(200, bundle(f"{kind}-response", responses, []))
+        return FhirResponse(200, await bundle_in_steps(f"{kind}-response", responses))
 
     return handle
 
@@ -349,7 +349,10 @@ def _response_entry(response: FhirResponse, outcome_on_error: bool) -> dict[str,
 
 
 def _last_updated(response: FhirResponse) -> str | None:
-    """The instant of the version written: from the resource, else the HTTP date."""
+    """The instant of the version written: as the write said it, else from the resource,
+    else the HTTP date."""
+    if response.last_updated is not None:
+        return response.last_updated
     if response.body is not None and response.status < 400:
         meta = orjson.loads(response.body).get("meta") or {}
         if isinstance(meta.get("lastUpdated"), str):

@@ -137,7 +137,10 @@ def write_response(request: FhirRequest, stored: Stored, status: int, message: s
     headers = version_headers(request, stored)
     prefer = (request.header("prefer") or "").lower()
     if "return=minimal" in prefer:
-        return FhirResponse(status, None, headers)
-    if "return=operationoutcome" in prefer:
-        return FhirResponse.of(status, information_outcome(message), headers)
-    return FhirResponse(status, stored.raw, headers)
+        response = FhirResponse(status, None, headers)
+    elif "return=operationoutcome" in prefer:
+        response = FhirResponse.of(status, information_outcome(message), headers)
+    else:
+        response = FhirResponse(status, stored.raw, headers)
+    response.last_updated = stored.last_updated
+    return response

@@ -66,6 +66,8 @@ def test_transaction_resolves_urn_uuid_and_conditional_references(
     for item in body["entry"][:3]:
         assert item["response"]["etag"] == 'W/"1"'
         assert item["response"]["lastModified"].endswith("Z")
+        # the instant of the version stored, as the write said it
+        assert item["response"]["lastModified"] == item["resource"]["meta"]["lastUpdated"]
         assert "/_history/1" in item["response"]["location"]
     created_patient = body["entry"][1]["resource"]["id"]
     by_urn = body["entry"][0]["resource"]
