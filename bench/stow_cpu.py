@@ -8,7 +8,7 @@ every server in turn, and reads from /proc the CPU time (user + system, every th
 server, its child processes (parse workers, FHIR body worker) and its store spent, from
 just before the STOW to 0.5 s after it (the ImagingStudy upkeep, debounced, included).
 On a machine shared with other work the rates swing; CPU per instance is the steady
-figure, so the medians of the rounds are what this prints (docs/dicom.md, session 9).
+figure, so the medians of the rounds are what this prints (docs/dicom.md, session 8).
 
     ./run bench stow_cpu --checkout /work/wt/base12 --checkout . \\
         [--env 1:MEDBRIDGE_AUDIT=false] [--instances 300] [--rounds 8] [--label before,after]
