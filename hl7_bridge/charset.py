@@ -59,35 +59,43 @@ def declared_charset(raw: bytes) -> str:
 
 
 def decode(raw: bytes) -> Decoded:
-    """The message text, read the most plausible way."""
+    """The message text, read the most plausible way (a mismatch is logged)."""
+    decoded, note = read_text(raw)
+    if note is not None:
+        log.warning("%s", note)
+    return decoded
+
+
+def read_text(raw: bytes) -> tuple[Decoded, str | None]:
+    """The message text, and what was odd about its character set (no message content:
+    the MSH-18 value at most), for the caller to log where it runs: on a worker process
+    a record would not reach the server's log."""
     if raw.startswith(BOM):
         raw = raw[len(BOM) :]
     declared = declared_charset(raw)
     codec = CODECS.get(declared)
     utf8 = _utf8(raw)
+    note: str | None
     if codec is None:
-        log.warning(
-            "unknown MSH-18 character set %r; reading as %s",
-            declared[:20],
-            "UTF-8" if utf8 is not None else "8859/1",
-        )
-        return _plausible(raw, utf8, declared, mismatch=True)
+        reading = "UTF-8" if utf8 is not None else "8859/1"
+        note = f"unknown MSH-18 character set {declared[:20]!r}; reading as {reading}"
+        return _plausible(raw, utf8, declared, mismatch=True), note
     if codec in ("", "ascii"):
         if raw.isascii():
-            return Decoded(raw.decode("ascii"), "ascii" if codec else "utf-8", declared, False)
-        if codec:
-            log.warning("MSH-18 declares ASCII but the message has 8-bit bytes")
-        return _plausible(raw, utf8, declared, mismatch=bool(codec))
+            text = raw.decode("ascii")
+            return Decoded(text, "ascii" if codec else "utf-8", declared, False), None
+        note = "MSH-18 declares ASCII but the message has 8-bit bytes" if codec else None
+        return _plausible(raw, utf8, declared, mismatch=bool(codec)), note
     if codec == "utf-8":
         if utf8 is not None:
-            return Decoded(utf8, "utf-8", declared, False)
-        log.warning("MSH-18 declares UTF-8 but the bytes are not UTF-8; reading as 8859/1")
-        return Decoded(raw.decode("latin-1"), "latin-1", declared, True)
+            return Decoded(utf8, "utf-8", declared, False), None
+        note = "MSH-18 declares UTF-8 but the bytes are not UTF-8; reading as 8859/1"
+        return Decoded(raw.decode("latin-1"), "latin-1", declared, True), note
     if utf8 is not None and not raw.isascii():
         # Multi-byte UTF-8 sequences are very unlikely in genuine single-byte text.
-        log.warning("MSH-18 declares %s but the bytes are UTF-8; reading as UTF-8", declared)
-        return Decoded(utf8, "utf-8", declared, True)
-    return Decoded(raw.decode(codec, "replace"), codec, declared, False)
+        note = f"MSH-18 declares {declared} but the bytes are UTF-8; reading as UTF-8"
+        return Decoded(utf8, "utf-8", declared, True), note
+    return Decoded(raw.decode(codec, "replace"), codec, declared, False), None
 
 
 def _utf8(raw: bytes) -> str | None:

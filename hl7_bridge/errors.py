@@ -43,6 +43,10 @@ class Hl7Error(Exception):
         self.location = location
         super().__init__(f"{ack_code} {code} {location}: {text}")
 
+    def __reduce__(self) -> tuple[type[Hl7Error], tuple[str, str, str, str]]:
+        # rebuilt from its fields: it comes back from the body worker (processor.read_message)
+        return Hl7Error, (self.ack_code, self.code, self.text, self.location)
+
     @classmethod
     def from_mapping(cls, error: MappingError) -> Hl7Error:
         return cls("AR" if error.reject else "AE", error.code, error.text, error.location)

@@ -22,12 +22,13 @@ from access.context import Actor, Door, RequestContext, operator
 from access.errors import AccessError
 from access.failures import log_failure
 from access.pipeline import Exchange, Pipeline
+from fhir_server import body_pool
 from fhir_server.group_commit import Write
 from fhir_server.router import FhirRouter
 from hl7_bridge import archive as states
 from hl7_bridge.ack import Original, ack_code_wanted, build_ack, original_of
 from hl7_bridge.archive import Archive, Receipt, message_key
-from hl7_bridge.charset import Decoded, decode
+from hl7_bridge.charset import Decoded, decode, read_text
 from hl7_bridge.errors import Hl7Error, Hl7Warning, Interrupted, Outcome, attempt
 from hl7_bridge.writer import Writer
 from mappings.hl7v2.errors import MappingError
@@ -92,7 +93,7 @@ class Processor:
         """Never raises: every failure becomes an AE/AR answer. `agent`: how the listener
         authenticated the peer, recorded on the access's actor."""
         try:
-            incoming = self._parse(raw, peer)
+            incoming = await self._read(raw, peer)
             incoming.agent = agent
             context = RequestContext(Door.HL7V2, scopes=PEER_SCOPES, peer=peer)
             return await self.pipeline.handle(Exchange(incoming, context))
@@ -101,10 +102,29 @@ class Processor:
             error = Hl7Error("AR", "207", "internal error; send the message again")
             return self._answer(original_of(decode(raw).text), error, "utf-8", None)
 
+    async def _read(self, raw: bytes, peer: str, replay_of: str | None = None) -> Incoming:
+        """What can be read of the message; a parse failure is kept in its outcome (the
+        message still gets its access and its audit, then its AR). A large message is
+        read on the body worker: 60-75 ms of decoding and splitting for 9 MiB would hold
+        the event loop, and every FHIR read and HL7 ACK behind it (issue 17)."""
+        try:
+            read = await body_pool.sized(len(raw), read_message, raw)
+        except Exception:  # failed on the worker: read again here, where `attempt` answers it
+            log.debug("reading a message on the body worker failed", exc_info=True)
+            read = None
+        if read is None:
+            return self._parse(raw, peer, replay_of)
+        if read.note is not None:
+            log.warning("%s", read.note)
+        outcome = Outcome()
+        with attempt(outcome, "parse"):
+            if read.error is not None:
+                raise read.error
+        return Incoming(raw, peer, read.decoded, read.original, outcome, read.message, replay_of)
+
     @staticmethod
     def _parse(raw: bytes, peer: str, replay_of: str | None = None) -> Incoming:
-        """What can be read of the message; a parse failure is kept in its outcome (the
-        message still gets its access and its audit, then its AR)."""
+        """`_read` on the event loop, raising nothing: any failure is in the outcome."""
         decoded = decode(raw)
         outcome = Outcome()
         message: V2Message | None = None
@@ -223,7 +243,7 @@ class Processor:
         document = await self.archive.get(receipt_id)
         if document is None:
             raise KeyError(receipt_id)
-        incoming = self._parse(document["raw"], document.get("peer", ""), receipt_id)
+        incoming = await self._read(document["raw"], document.get("peer", ""), receipt_id)
         context = RequestContext(
             Door.HL7V2, actor=actor or operator(), scopes=PEER_SCOPES, peer=incoming.peer
         )
@@ -234,7 +254,7 @@ class Processor:
         document = await self.archive.claim(receipt_id)
         if document is None:
             raise KeyError(receipt_id)
-        incoming = self._parse(document["raw"], document.get("peer", ""), receipt_id)
+        incoming = await self._read(document["raw"], document.get("peer", ""), receipt_id)
         return await self._process(
             receipt_id, incoming.message, incoming.outcome, incoming.original,
             incoming.decoded.codec, incoming.peer, context,
@@ -378,6 +398,28 @@ def parse(text: str) -> V2Message:
     if header.processing_id.upper() not in PROCESSING_IDS:
         raise Hl7Error("AR", "202", "MSH-11 processing id is not P, D or T", "MSH^1^11")
     return message
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMessage:
+    """A message as read on the body worker: everything picklable, the log note apart."""
+
+    decoded: Decoded
+    note: str | None  # a character-set mismatch to log (charset.read_text)
+    original: Original
+    message: V2Message | None
+    error: Hl7Error | None  # why it could not be parsed
+
+
+def read_message(raw: bytes) -> ReadMessage:
+    """Decode and parse `raw` (on the body worker for a large message); an unexpected
+    failure is raised, for the caller to read the message again where it is answered."""
+    decoded, note = read_text(raw)
+    original = original_of(decoded.text)
+    try:
+        return ReadMessage(decoded, note, original, parse(decoded.text), None)
+    except Hl7Error as error:
+        return ReadMessage(decoded, note, original, None, error)
 
 
 def _noted(warnings: list[Hl7Warning]) -> str | None:

@@ -265,6 +265,32 @@ def test_oversize_frame_is_ar_and_memory_stays_bounded(
     assert document["raw"].startswith(b"MSH|")
 
 
+def test_a_large_message_is_read_on_the_body_worker_and_answered_as_any(
+    limited: RunningServer, messages: Any
+) -> None:
+    """From 16 KiB (fhir_server/body_pool.py POOLED_BYTES) a message is decoded and
+    parsed on the body worker process: what comes back (the text, the parsed segments
+    with their separators and escapes, a refusal with its ERR) answers as inline."""
+    note = segment("NTE", {1: "1", 3: "N" * (40 * 1024)})  # over 16 KiB, under the 64 KiB cap
+    assert 16 * 1024 < len(note) < CAP
+    applied = adt("A08", "large-1", "LARGE-1", "Kazlauskait\\T\\\u0117^Ona", note)
+    refused = applied.replace("|2.5.1|", "|9.9|", 1).replace("A08-large-1", "A08-large-2")
+    sender = Sender(limited.mllp_port)
+    try:
+        assert msa(sender.send(applied.encode()))[1:3] == ["AA", "A08-large-1"]
+        ack = sender.send(refused.encode())
+        assert msa(ack)[1:3] == ["AR", "A08-large-2"]
+        assert err3(ack) == "203"  # unsupported version, with its ERR as inline
+    finally:
+        sender.close()
+    with httpx.Client(base_url=limited.fhir_base, timeout=30) as fhir:
+        found = fhir.get("Patient", params={"identifier": f"{LTPK}|LARGE-1"}).json()
+    assert [e["resource"]["name"][0]["family"] for e in found["entry"]] == ["Kazlauskait&\u0117"]
+    assert messages.find_one({"control_id": "A08-large-1"})["status"] == "processed"
+    refusal = messages.find_one({"control_id": "A08-large-2"})
+    assert (refusal["status"], refusal["err3"]) == ("dead-letter", "203")
+
+
 def test_idle_and_slow_connections_cannot_starve_a_sender(limited: RunningServer) -> None:
     hogs: list[socket.socket] = []
     try:
