@@ -18,6 +18,13 @@ only reads it or removes top-level fields from the copy: a shallow copy gives th
 answer. The deep copy was two thirds of the store's time for a QIDO page of 1,000
 instance rows (`{"meta": 0}`), and the FHIR read path avoids projections for it.
 
+neosqlite applies a find's projection after decoding each whole document from its JSON,
+so a QIDO page of instance rows decoded every instance's DICOM JSON (`meta`, 30-60 nested
+objects each) only to drop it: most of the store's CPU for such a page. Here a find that
+excludes top-level fields has SQLite remove them from the JSON text before it is
+decoded (`json_remove`, in C), when neither its filter's Python part nor its sort can
+need them (`sql_exclusion`).
+
 nx-27017 walks every reply in Python before encoding it (`convert_neo_to_bson_objectids`:
 neosqlite's ObjectId and `Decimal` into their BSON types; 8 ms on the store's event loop
 for 1,000 index rows, while encoding them takes 1 ms). Here the BSON encoder converts the
@@ -31,6 +38,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import re
+import threading
 import types
 from collections.abc import Callable, Iterable
 from decimal import Decimal
@@ -39,6 +48,7 @@ from typing import Any
 import bson
 from bson import Decimal128, Int64, ObjectId
 from bson.codec_options import CodecOptions, TypeRegistry
+from neosqlite.collection import cursor as neo_cursor
 from neosqlite.collection.query_helper import aggregation as neo_aggregation
 from neosqlite.objectid import ObjectId as NeoObjectId
 from nx_27017 import handler as nx_handler
@@ -114,6 +124,68 @@ def install_shallow_projection() -> None:
         mixin._apply_projection = shallow_projection(current)
 
 
+#: top-level field names a SQL JSON path can name without quoting
+PLAIN_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SELECTING = threading.local()  # what the current thread's find selects of the JSON
+
+
+def sql_selection(cursor: Any) -> str | None:
+    """The top-level fields SQLite may remove from a find's documents before they are
+    decoded (comma-separated): those its exclusion projection leaves out. None when the
+    decoded document must stay whole (a filter's Python part or schema check reads it,
+    or a sort key is inside a field left out)."""
+    projection = cursor._projection
+    if not isinstance(projection, dict) or not projection:
+        return None
+    if cursor._where_predicate is not None or "$jsonSchema" in cursor._filter:
+        return None
+    fields = sorted(projection)
+    if any(
+        projection[name] not in (0, False) or name == "_id" or not PLAIN_FIELD.fullmatch(name)
+        for name in fields
+    ):
+        return None
+    for key in dict(cursor._sort or {}):
+        if str(key).split(".", 1)[0] in fields:
+            return None
+    return ",".join(fields)
+
+
+def _data_column(jsonb_supported: bool, source: str = "data") -> str:
+    column = str(neo_cursor.json_data_column(jsonb_supported, source))
+    selection = getattr(_SELECTING, "selection", None)
+    if selection is None:
+        return column
+    paths = ", ".join(f"'$.{name}'" for name in selection.split(","))
+    return f"json_remove({column}, {paths})"
+
+
+def sql_exclusion(filtered: Callable[..., Any]) -> Callable[..., Any]:
+    """neosqlite's `Cursor._get_filtered_documents` selecting the document's JSON without
+    the fields its projection excludes (its SQL path; the Python fallback is untouched)."""
+    names = {**filtered.__globals__, "json_data_column": _data_column}
+    inner = types.FunctionType(
+        filtered.__code__, names, filtered.__name__, filtered.__defaults__, filtered.__closure__
+    )
+
+    @functools.wraps(filtered)
+    def get_filtered_documents(self: Any) -> Any:
+        _SELECTING.selection = sql_selection(self)
+        try:
+            return inner(self)  # the SQL is built and run here; rows are decoded as read
+        finally:
+            _SELECTING.selection = None
+
+    get_filtered_documents._medbridge_sql_exclusion = True  # type: ignore[attr-defined]
+    return get_filtered_documents
+
+
+def install_sql_exclusion() -> None:
+    current = neo_cursor.Cursor._get_filtered_documents
+    if not getattr(current, "_medbridge_sql_exclusion", False):
+        neo_cursor.Cursor._get_filtered_documents = sql_exclusion(current)
+
+
 def _bson_of(value: Any) -> Any:
     if isinstance(value, NeoObjectId):
         return ObjectId(value.binary)
@@ -160,6 +232,7 @@ def install() -> None:
     """Replace nx-27017's one-database lock around `handle_command`, and neosqlite's deep
     copy in projections (idempotent)."""
     install_shallow_projection()
+    install_sql_exclusion()
     install_reply_encoding()
     handler_class = nx_handler.NeoSQLiteHandler
     current = handler_class.handle_command

@@ -1,4 +1,4 @@
-"""medbridge.embedded_store: the two speed patches give the answers nx-27017 and neosqlite
+"""medbridge.embedded_store: the speed patches give the answers nx-27017 and neosqlite
 gave before them (the originals run side by side here), and the store process uses them."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 import bson
 import neosqlite
 import pytest
+from neosqlite.collection import cursor as neo_cursor
 from neosqlite.collection.query_helper import aggregation
 from neosqlite.objectid import ObjectId as NeoObjectId
 from nx_27017.utils import convert_neo_to_bson_objectids
@@ -20,6 +21,7 @@ from medbridge import embedded_store
 from medbridge.embedded_mongo import EmbeddedMongo
 
 ORIGINAL_PROJECTION = aggregation.AggregationMixin._apply_projection
+ORIGINAL_FILTERED = neo_cursor.Cursor._get_filtered_documents
 
 
 def test_a_reply_encodes_to_the_same_bytes_without_the_walk() -> None:
@@ -82,6 +84,119 @@ def test_a_shallow_projection_answers_as_the_deep_one(
         {"00100010": {"vr": "PN"}},
         {"00100020": {"vr": "LO"}},
     ]
+
+
+@pytest.fixture
+def instances(tmp_path: Path) -> Iterator[Any]:
+    """Rows shaped like the DICOM index's: `meta` a JSON string, as imaging/index.py keeps it."""
+    connection = neosqlite.Connection(str(tmp_path / "rows.db"))
+    rows = connection["dicom_instances"]
+    rows.create_index("st")
+    rows.insert_many(
+        [
+            {"_id": f"1.2.{n:03d}", "st": "1" if n % 3 else "2", "se": f"s{n % 4}", "n": n,
+             "meta": '{"00100010":{"vr":"PN","Value":[{"Alphabetic":"X^Y"}]}}' * (n % 5),
+             "key": {"bucket": "b", "size": n}, "tags": [n, "t"]}
+            for n in range(40)
+        ]
+    )  # fmt: skip
+    yield connection
+    connection.close()
+
+
+def _sql_of(connection: Any, run: Any) -> tuple[list[Any], list[str]]:
+    statements: list[str] = []
+    connection.db.set_trace_callback(statements.append)
+    try:
+        return run(), statements
+    finally:
+        connection.db.set_trace_callback(None)
+
+
+FINDS = [
+    ({"st": "1"}, {"meta": 0}, [("_id", 1)], 0, 0),
+    ({"st": "1"}, {"meta": 0, "key": 0}, [("_id", -1)], 5, 7),
+    ({"st": {"$in": ["1", "2"]}, "n": {"$gte": 10}}, {"meta": 0}, [("se", 1), ("_id", 1)], 0, 0),
+    ({}, {"meta": 0, "tags": 0}, [("n", -1)], 3, 0),
+    ({"meta": {"$regex": "X"}}, {"meta": 0}, [("_id", 1)], 0, 0),
+]
+
+
+@pytest.mark.parametrize(("where", "projection", "sort", "skip", "limit"), FINDS)
+def test_fields_removed_by_sqlite_answer_as_the_projection(
+    instances: Any,
+    where: dict[str, Any],
+    projection: dict[str, Any],
+    sort: list[tuple[str, int]],
+    skip: int,
+    limit: int,
+) -> None:
+    rows = instances["dicom_instances"]
+
+    def find() -> list[Any]:
+        return list(rows.find(where, projection).sort(sort).skip(skip).limit(limit))
+
+    neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+    try:
+        before = find()
+        embedded_store.install_sql_exclusion()
+        after, statements = _sql_of(instances, find)
+    finally:
+        neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+    assert after == before
+    assert before  # each find matches rows: the comparison means something
+    removed = [s for s in statements if "json_remove(data" in s]
+    assert removed
+    assert all(f"'$.{name}'" in removed[0] for name in projection)
+
+
+@pytest.mark.parametrize(
+    ("where", "projection", "sort"),
+    [
+        ({"st": "1"}, {"meta": 0}, [("meta", 1)]),  # the sort reads the field left out
+        ({"st": "1"}, {"key": 0}, [("key.size", -1)]),
+        ({"st": "1"}, {"meta": 1}, [("_id", 1)]),  # inclusion: the document is needed whole
+        ({"st": "1"}, {"meta": 0, "_id": 0}, [("_id", 1)]),
+        ({"st": "1"}, {"meta": 0, "0010-x": 0}, [("_id", 1)]),  # not a plain field name
+    ],
+)
+def test_documents_stay_whole_where_the_find_needs_them(
+    instances: Any, where: dict[str, Any], projection: dict[str, Any], sort: Any
+) -> None:
+    rows = instances["dicom_instances"]
+
+    def find() -> list[Any]:
+        return list(rows.find(where, projection).sort(sort))
+
+    neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+    try:
+        before = find()
+        embedded_store.install_sql_exclusion()
+        after, statements = _sql_of(instances, find)
+    finally:
+        neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+    assert after == before
+    assert not any("json_remove" in s for s in statements)
+
+
+def test_a_python_filter_still_sees_the_whole_document(instances: Any) -> None:
+    """`$where`-like predicates and `$jsonSchema` run on the decoded document."""
+    rows = instances["dicom_instances"]
+    schema = {"$jsonSchema": {"required": ["meta"], "properties": {"meta": {"minLength": 1}}}}
+
+    def find() -> list[Any]:
+        return list(rows.find(schema, {"meta": 0}).sort([("_id", 1)]))
+
+    neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+    try:
+        before = find()
+        embedded_store.install_sql_exclusion()
+        after, statements = _sql_of(instances, find)
+    finally:
+        neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+    assert after == before
+    assert 0 < len(after) < 40  # the schema kept only rows with a non-empty meta
+    assert not any("json_remove" in s for s in statements)
 
 
 def test_the_store_process_answers_with_the_patches(tmp_path: Path) -> None:
