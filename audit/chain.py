@@ -16,6 +16,15 @@ writes of the moment. Each waiting request resumes when its group is durable; on
 alone is a group of one, and nothing waits for a timer. An event is stored lean
 (`Repository.write_once`: no history copy, index rows of the parameters in
 fhir_server/search/indexed_subsets.json only), as the cost is per stored document.
+
+An event with more than `LARGE_ROWS` index rows (a search naming 999 patients: ~2,000) is
+stored in its group without them, its id noted in `audit_rows_pending`; the rows then
+follow in units of `ROWS_PER_UNIT`, each committed on its own so that the other doors' writes
+go between them (one unit of 2,000 rows held every write of the server for ~200 ms on
+the embedded store), and the note is removed with the last. The access still waits for
+all of them before it is answered. A process that dies meanwhile leaves the note, and
+the next chain to start in any process makes the rows again from the stored event and
+writes them (idempotently: a row's id is the event's id and the row's digest).
 """
 
 from __future__ import annotations
@@ -45,6 +54,9 @@ HEAD_ID = "head"
 GENESIS = "0" * 64  # the previous hash of event 1
 ID_DIGITS = 16
 MAX_BATCH = 100  # events of one group: ~13 writes each, the group commit's bound is 2,000
+LARGE_ROWS = 200  # index rows of an event written with it; more follow it in units
+ROWS_PER_UNIT = 100  # of this many (~10 ms of the embedded store each)
+PENDING_COLLECTION = "audit_rows_pending"
 CONTENDED_SECONDS = 30.0  # then the access fails closed (MB-1090)
 UNAVAILABLE = "MB-1090"
 
@@ -110,6 +122,8 @@ class AuditChain:
         self._writer: asyncio.Task[None] | None = None
         self._head: tuple[int, str] | None = None  # what this process last committed
         self._prepared = False
+        self._recovery: asyncio.Task[None] | None = None
+        self._row_tasks: set[asyncio.Task[None]] = set()
         self.written = 0  # events made durable by this process
         self.groups = 0  # write units they took (tests see that waiting events go together)
 
@@ -127,7 +141,7 @@ class AuditChain:
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
-                await self._write([event for event, _ in batch])
+                later = await self._write([event for event, _ in batch])
             except Exception as failure:
                 cause = type(failure.__cause__).__name__ if failure.__cause__ else "-"
                 log.error("audit events could not be written: %s (%s)", failure, cause)
@@ -139,11 +153,61 @@ class AuditChain:
                 continue
             self.written += len(batch)
             self.groups += 1
-            for _, done in batch:
-                if not done.done():
+            for number, (_, done) in enumerate(batch):
+                if number in later:
+                    # its own task: the next group need not wait for these rows
+                    identifier, rows = later[number]
+                    task = asyncio.get_running_loop().create_task(
+                        self._rows_then(identifier, rows, done), context=contextvars.Context()
+                    )
+                    self._row_tasks.add(task)
+                    task.add_done_callback(self._row_tasks.discard)
+                elif not done.done():
                     done.set_result(None)
 
-    async def _write(self, events: list[Document]) -> None:
+    async def _rows_then(
+        self, identifier: str, rows: list[Write], done: asyncio.Future[None]
+    ) -> None:
+        try:
+            await self._write_rows(identifier, rows)
+        except Exception as failure:
+            # the event is durable; its rows are not all: they stay pending for the next start
+            log.error("audit event %s: index rows could not be written: %s", identifier, failure)
+            if not done.done():
+                done.set_exception(AccessError(UNAVAILABLE))
+            return
+        if not done.done():
+            done.set_result(None)
+
+    async def _write_rows(self, identifier: str, rows: list[Write]) -> None:
+        """The rows of a large event in units of `ROWS_PER_UNIT`, each first deleting what a
+        run interrupted before it may have left (so a run again is harmless), then the
+        pending copy removed."""
+        collection = f"{AUDIT_TYPE}_idx"
+        for start in range(0, len(rows), ROWS_PER_UNIT):
+            part = rows[start : start + ROWS_PER_UNIT]
+            ids = [row.document["_id"] for row in part]
+            stale = Write(collection, "delete", {}, {"_id": {"$in": ids}})
+            await self.repository.apply_writes([stale, *part])
+        await self.repository.apply_writes(
+            [Write(PENDING_COLLECTION, "delete", {}, {"_id": identifier})]
+        )
+
+    async def recover(self) -> int:
+        """Write the rows of events a stopped process left pending; how many events."""
+        pending = self.repository.db[PENDING_COLLECTION]
+        recovered = 0
+        for document in await pending.find({}).to_list():
+            identifier = str(document["_id"])
+            stored = await self.repository.read(AUDIT_TYPE, identifier)
+            rows = self.repository.index_writes_of(stored) if stored is not None else []
+            await self._write_rows(identifier, rows)
+            recovered += 1
+        if recovered:
+            log.warning("audit: index rows of %d interrupted events written again", recovered)
+        return recovered
+
+    async def _write(self, events: list[Document]) -> dict[int, tuple[str, list[Write]]]:
         # losing to other writers is retried for a while, not a number of times: several
         # busy processes share one head, and a process killed inside its transaction
         # holds the head until the store aborts that transaction
@@ -151,7 +215,7 @@ class AuditChain:
         attempt = 0
         while True:
             head = self._head or await self._read_head()
-            new, writes = self._chained(head, events)
+            new, writes, later = self._chained(head, events)
             try:
                 await self.repository.apply_writes(writes)
             except PyMongoError as error:
@@ -165,36 +229,54 @@ class AuditChain:
                 attempt += 1
                 continue
             self._head = new
-            return
+            return later
 
     def _chained(
         self, head: tuple[int, str], events: list[Document]
-    ) -> tuple[tuple[int, str], list[Write]]:
+    ) -> tuple[tuple[int, str], list[Write], dict[int, tuple[str, list[Write]]]]:
         """The group's sequence numbers reserved after `head` in one step, each event
         chained to the one before in memory, and the group's writes as one unit: the
-        events (one insert_many), their index rows, the head moved past them."""
+        events (one insert_many), their index rows, the head moved past them. A large
+        event's rows are left out of the unit (returned by the event's place in the
+        group), and the unit notes them as pending."""
         sequence, previous = head
         documents: list[Write] = []
         rows: list[Write] = []
-        for event in events:
+        later: dict[int, tuple[str, list[Write]]] = {}
+        for number, event in enumerate(events):
             sequence += 1
             chained, previous = stamped(event, sequence, previous)
-            _, writes = self.repository.write_once(chained, event_id(sequence))
-            for write in writes:
-                (documents if write.collection == AUDIT_TYPE else rows).append(write)
+            identifier = event_id(sequence)
+            _, writes = self.repository.write_once(chained, identifier)
+            own = [write for write in writes if write.collection != AUDIT_TYPE]
+            documents += [write for write in writes if write.collection == AUDIT_TYPE]
+            if len(own) > LARGE_ROWS:
+                later[number] = (identifier, own)
+                documents.append(Write(PENDING_COLLECTION, "insert", {"_id": identifier}))
+            else:
+                rows += own
         new = (sequence, previous)
-        return new, [*documents, *rows, _head_write(head, new)]
+        return new, [*documents, *rows, _head_write(head, new)], later
 
     async def _prepare(self) -> None:
         """The collections a chain write touches exist before any transaction: a store
         may not create one inside a transaction (or forget it when that is aborted)."""
         database = self.repository.db
         existing = set(await database.list_collection_names())
-        for name in (AUDIT_TYPE, f"{AUDIT_TYPE}_idx", HEAD_COLLECTION):
+        for name in (AUDIT_TYPE, f"{AUDIT_TYPE}_idx", HEAD_COLLECTION, PENDING_COLLECTION):
             if name not in existing:
                 with contextlib.suppress(CollectionInvalid, OperationFailure):
                     await database.create_collection(name)
         self._prepared = True
+        self._recovery = asyncio.get_running_loop().create_task(
+            self._recover_quietly(), context=contextvars.Context()
+        )
+
+    async def _recover_quietly(self) -> None:
+        try:
+            await self.recover()
+        except Exception as failure:  # tried again by the next process to start
+            log.error("audit: pending index rows could not be written: %s", failure)
 
     async def _read_head(self) -> tuple[int, str]:
         if not self._prepared:

@@ -574,6 +574,16 @@ class Repository:
         writes, _ = _version_writes(stored, None, index.rows, _order(stored, index.order), False)
         return stored, writes
 
+    def index_writes_of(self, stored: Stored) -> list[Write]:
+        """The index rows `write_once` wrote for `stored`, made again from its stored JSON
+        (the same rows, the same ids: what an interrupted writer left out is written again
+        without doubling what it wrote)."""
+        assert stored.raw is not None, "a version written once is kept inline"
+        index = index_entries(orjson.loads(stored.raw))
+        order = _order(stored, index.order)
+        writes, _ = _version_writes(stored, None, index.rows, order, False)
+        return [write for write in writes if write.collection != stored.resource_type]
+
     async def _commit(
         self,
         stored: Stored,

@@ -16,7 +16,17 @@ import orjson
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
 
-from audit.chain import AUDIT_TYPE, HEAD_COLLECTION, HEAD_ID, AuditChain, chain_link, event_id
+from audit.chain import (
+    AUDIT_TYPE,
+    HEAD_COLLECTION,
+    HEAD_ID,
+    LARGE_ROWS,
+    PENDING_COLLECTION,
+    ROWS_PER_UNIT,
+    AuditChain,
+    chain_link,
+    event_id,
+)
 from audit.verify import verify
 from fhir_server.repository import HISTORY, Repository
 from fhir_server.search.parameters import parameters_for
@@ -114,6 +124,73 @@ async def test_an_event_is_stored_lean_and_still_read_by_version(
     assert version.raw is not None
     assert orjson.loads(version.raw)["agent"][0]["who"]["identifier"]["value"] == "lean"
     assert await repository.vread(AUDIT_TYPE, event_id(1), 2) is None
+
+
+def wide(marker: str, patients: int) -> dict[str, Any]:
+    """An event naming many patients, as a search by hundreds of `_id`s makes one."""
+    named = [{"what": {"reference": f"Patient/{marker}-{n}"}, "type": {"code": "1"}}
+             for n in range(patients)]  # fmt: skip
+    return {**event(marker), "entity": named}
+
+
+async def rows_of(database: Any, identifier: str) -> list[str]:
+    found = database[f"{AUDIT_TYPE}_idx"].find({"r": identifier}, {"k": 1})
+    return sorted(row["k"] for row in await found.to_list())
+
+
+async def test_a_large_event_has_its_rows_written_after_it_in_units(
+    mongo: Client, database_name: str
+) -> None:
+    """An event of ~600 index rows: stored in its group without them, its rows in units of
+    ROWS_PER_UNIT that other writes can go between; all there when the append returns, the
+    pending copy gone; an ordinary event of the same moment is answered without waiting."""
+    repository = Repository(mongo, database_name)
+    await repository.ensure_indexes()
+    chain = AuditChain(repository)
+    await chain.append(event("first"))
+    units_before = repository.group.units if repository.group else 0
+    await asyncio.gather(chain.append(wide("wide", 300)), chain.append(event("small")))
+    database = repository.db
+    rows = await rows_of(database, event_id(2))
+    patient_rows = [k for k in rows if k.startswith("patient\x1f")]
+    assert len(patient_rows) == 300
+    assert len(rows) > 2 * LARGE_ROWS
+    assert await database[PENDING_COLLECTION].count_documents({}) == 0
+    if repository.group is not None:  # the embedded store's group commit: one unit per part
+        assert repository.group.units - units_before >= 1 + len(rows) // ROWS_PER_UNIT
+    found = await repository.search_engine().criteria_ids(AUDIT_TYPE, [("patient", "wide-299")])
+    assert found == {event_id(2)}
+    report = await verify(database)
+    assert report.ok, report.problems
+
+
+async def test_rows_left_pending_by_a_stopped_process_are_written_at_the_next_start(
+    mongo: Client, database_name: str
+) -> None:
+    """A process that died between its large event and the event's last rows leaves its
+    note: the next chain to start makes the rows again from the stored event and writes
+    them, the same rows (same ids), once."""
+    repository = Repository(mongo, database_name)
+    await repository.ensure_indexes()
+    await AuditChain(repository).append(wide("cut", 250))
+    database = repository.db
+    identifier = event_id(1)
+    complete = await rows_of(database, identifier)
+    stored = await database[f"{AUDIT_TYPE}_idx"].find({"r": identifier}, {"_id": 1}).to_list()
+    # as the dead process left it: the note, and only some of the rows stored
+    await database[PENDING_COLLECTION].insert_one({"_id": identifier})
+    cut = sorted(row["_id"] for row in stored)[LARGE_ROWS // 2 :]
+    await database[f"{AUDIT_TYPE}_idx"].delete_many({"_id": {"$in": cut}})
+    assert len(await rows_of(database, identifier)) < len(complete)
+    restarted = AuditChain(Repository(mongo, database_name))
+    await restarted.append(event("after"))  # its first write reads the head: recovery starts
+    for _ in range(100):
+        if await database[PENDING_COLLECTION].count_documents({}) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await database[PENDING_COLLECTION].count_documents({}) == 0
+    assert await rows_of(database, identifier) == complete
+    assert await restarted.recover() == 0  # nothing left to do
 
 
 READERS = 40
