@@ -38,7 +38,7 @@ PEERS = """peers:
 MLLP_SEND = Path(sys.executable).parent / "mllp_send"
 
 # the audit trail (audit/chain.py): written by every access, refused or not
-AUDIT_COLLECTIONS = frozenset({"AuditEvent", "AuditEvent_idx", "audit_chain"})
+AUDIT_COLLECTIONS = frozenset({"AuditEvent", "AuditEvent_idx", "audit_chain", "audit_rows_pending"})
 
 
 @dataclass
