@@ -3,7 +3,7 @@ gave before them (the originals run side by side here), and the store process us
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -104,13 +104,22 @@ def instances(tmp_path: Path) -> Iterator[Any]:
     connection.close()
 
 
-def _sql_of(connection: Any, run: Any) -> tuple[list[Any], list[str]]:
+def _original_then_patched(
+    connection: Any, find: Callable[[], list[Any]]
+) -> tuple[list[Any], list[Any], list[str]]:
+    """`find` with neosqlite's own `_get_filtered_documents`, then with `sql_exclusion`'s,
+    and the SQL the second run sent."""
     statements: list[str] = []
-    connection.db.set_trace_callback(statements.append)
+    neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
     try:
-        return run(), statements
+        before = find()
+        embedded_store.install_sql_exclusion()
+        connection.db.set_trace_callback(statements.append)
+        after = find()
     finally:
         connection.db.set_trace_callback(None)
+        neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+    return before, after, statements
 
 
 FINDS = [
@@ -136,13 +145,7 @@ def test_fields_removed_by_sqlite_answer_as_the_projection(
     def find() -> list[Any]:
         return list(rows.find(where, projection).sort(sort).skip(skip).limit(limit))
 
-    neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
-    try:
-        before = find()
-        embedded_store.install_sql_exclusion()
-        after, statements = _sql_of(instances, find)
-    finally:
-        neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+    before, after, statements = _original_then_patched(instances, find)
     assert after == before
     assert before  # each find matches rows: the comparison means something
     removed = [s for s in statements if "json_remove(data" in s]
@@ -168,13 +171,7 @@ def test_documents_stay_whole_where_the_find_needs_them(
     def find() -> list[Any]:
         return list(rows.find(where, projection).sort(sort))
 
-    neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
-    try:
-        before = find()
-        embedded_store.install_sql_exclusion()
-        after, statements = _sql_of(instances, find)
-    finally:
-        neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+    before, after, statements = _original_then_patched(instances, find)
     assert after == before
     assert not any("json_remove" in s for s in statements)
 
@@ -187,13 +184,7 @@ def test_a_python_filter_still_sees_the_whole_document(instances: Any) -> None:
     def find() -> list[Any]:
         return list(rows.find(schema, {"meta": 0}).sort([("_id", 1)]))
 
-    neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
-    try:
-        before = find()
-        embedded_store.install_sql_exclusion()
-        after, statements = _sql_of(instances, find)
-    finally:
-        neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+    before, after, statements = _original_then_patched(instances, find)
     assert after == before
     assert 0 < len(after) < 40  # the schema kept only rows with a non-empty meta
     assert not any("json_remove" in s for s in statements)
