@@ -37,6 +37,7 @@ from pymongo.errors import (
     DuplicateKeyError,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
     WriteError,
 )
 
@@ -54,7 +55,14 @@ BACKOFF_SECONDS = 0.005  # doubled per attempt, with jitter: 5, 10, 20, 40, 80 m
 
 
 def transient(error: BaseException) -> bool:
-    """The transaction lost a write conflict (or a failover): run it again from the start."""
+    """The transaction lost a write conflict (or a failover): run it again from the start.
+
+    Not when no server could be selected: pymongo labels that `TransientTransactionError`
+    inside a transaction too, but it already waited the client's whole selection timeout,
+    and each run again would wait it once more (an unreachable audit store held every
+    access 6 x 5 s before its 503, where the access must fail closed within the 5 s)."""
+    if isinstance(error, ServerSelectionTimeoutError):
+        return False
     if isinstance(error, ClientBulkWriteException):
         top = error.error
         if isinstance(top, PyMongoError) and transient(top):

@@ -8,6 +8,7 @@ from pymongo.errors import (
     ClientBulkWriteException,
     DuplicateKeyError,
     OperationFailure,
+    ServerSelectionTimeoutError,
     WriteError,
 )
 
@@ -52,6 +53,17 @@ def test_other_refusals_keep_the_store_code() -> None:
     assert type(failure) is WriteError
     assert (failure.code, failure.details) == (8, {"idx": 1})
     assert not store_errors.transient(failure)
+
+
+def test_a_store_that_cannot_be_reached_is_not_run_again() -> None:
+    """pymongo labels a server selection timeout inside a transaction as transient; it has
+    already waited the whole timeout, so the write fails at once (fail closed)."""
+    error = ServerSelectionTimeoutError(
+        "No servers found yet", {"errorLabels": ["TransientTransactionError"]}
+    )
+    assert error.has_error_label(store_errors.TRANSIENT)
+    assert not store_errors.transient(error)
+    assert not store_errors.transient(client_bulk(error=error))
 
 
 def test_unknown_commit_result_is_not_transient() -> None:
