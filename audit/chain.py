@@ -23,8 +23,8 @@ follow in units of `ROWS_PER_UNIT`, each committed on its own so that the other 
 go between them (one unit of 2,000 rows held every write of the server for ~200 ms on
 the embedded store), and the note is removed with the last. The access still waits for
 all of them before it is answered. A process that dies meanwhile leaves the note, and
-the next chain to start in any process makes the rows again from the stored event and
-writes them (idempotently: a row's id is the event's id and the row's digest).
+the next chain to start in any process removes what was written of them, makes them again
+from the stored event and writes them.
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ class AuditChain:
         self._writer: asyncio.Task[None] | None = None
         self._head: tuple[int, str] | None = None  # what this process last committed
         self._prepared = False
-        self._recovery: asyncio.Task[None] | None = None
+        # writes the rows a stopped process left pending; started with the first write
+        self.recovery: asyncio.Task[None] | None = None
         self._row_tasks: set[asyncio.Task[None]] = set()
         self.written = 0  # events made durable by this process
         self.groups = 0  # write units they took (tests see that waiting events go together)
@@ -180,27 +181,24 @@ class AuditChain:
             done.set_result(None)
 
     async def _write_rows(self, identifier: str, rows: list[Write]) -> None:
-        """The rows of a large event in units of `ROWS_PER_UNIT`, each first deleting what a
-        run interrupted before it may have left (so a run again is harmless), then the
-        pending copy removed."""
-        collection = f"{AUDIT_TYPE}_idx"
+        """The rows of a large event in units of `ROWS_PER_UNIT`, then its note removed."""
         for start in range(0, len(rows), ROWS_PER_UNIT):
-            part = rows[start : start + ROWS_PER_UNIT]
-            ids = [row.document["_id"] for row in part]
-            stale = Write(collection, "delete", {}, {"_id": {"$in": ids}})
-            await self.repository.apply_writes([stale, *part])
+            await self.repository.apply_writes(rows[start : start + ROWS_PER_UNIT])
         await self.repository.apply_writes(
             [Write(PENDING_COLLECTION, "delete", {}, {"_id": identifier})]
         )
 
     async def recover(self) -> int:
-        """Write the rows of events a stopped process left pending; how many events."""
+        """Write the rows of events a stopped process left pending (what it wrote of them
+        removed first); how many events."""
         pending = self.repository.db[PENDING_COLLECTION]
+        index = f"{AUDIT_TYPE}_idx"
         recovered = 0
         for document in await pending.find({}).to_list():
             identifier = str(document["_id"])
             stored = await self.repository.read(AUDIT_TYPE, identifier)
             rows = self.repository.index_writes_of(stored) if stored is not None else []
+            await self.repository.apply_writes([Write(index, "delete", {}, {"r": identifier})])
             await self._write_rows(identifier, rows)
             recovered += 1
         if recovered:
@@ -268,7 +266,7 @@ class AuditChain:
                 with contextlib.suppress(CollectionInvalid, OperationFailure):
                     await database.create_collection(name)
         self._prepared = True
-        self._recovery = asyncio.get_running_loop().create_task(
+        self.recovery = asyncio.get_running_loop().create_task(
             self._recover_quietly(), context=contextvars.Context()
         )
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
 import orjson
 
+from access.loop_turns import Turns
 from fhir_server.repository import Stored, instant, now_ms
 
 
@@ -48,27 +48,21 @@ def bundle(
     return orjson.dumps(document)
 
 
-STEP_BYTES = 4 * 1024 * 1024  # of entries serialized between two turns of the event loop
-
-
 async def bundle_in_steps(bundle_type: str, entries: list[dict[str, Any]]) -> bytes:
     """`bundle` (no links, no total), its entries serialized one by one with a turn for
-    the event loop after each 4 MiB: a transaction of 32 MiB of Binary answered with the
-    resources was one 45 ms call holding the loop (issue 17, largest-fhir)."""
+    the event loop when one is due (access/loop_turns.py): a transaction of 32 MiB of
+    Binary answered with the resources was one 45 ms call holding the loop (issue 17,
+    largest-fhir)."""
     head = bundle(bundle_type, [], [])
     if not entries:
         return head
     # `entry` is the document's last member, as in `bundle`; one join of it all
     parts: list[bytes] = [head[:-1], b',"entry":[']
-    since_turn = 0
+    turns = Turns()
     for index, entry in enumerate(entries):
         if index:
             parts.append(b",")
-        part = orjson.dumps(entry)
-        parts.append(part)
-        since_turn += len(part)
-        if since_turn >= STEP_BYTES:
-            await asyncio.sleep(0)
-            since_turn = 0
+        parts.append(orjson.dumps(entry))
+        await turns.take()
     parts.append(b"]}")
     return b"".join(parts)

@@ -570,18 +570,12 @@ class Repository:
         version is the current one: vread falls back to it). The caller applies them, with
         other writes in one unit where it wants."""
         stored = _stamp(resource, resource_id, 1, "POST")
-        index = index_entries(resource)
-        writes, _ = _version_writes(stored, None, index.rows, _order(stored, index.order), False)
-        return stored, writes
+        return stored, _once_writes(stored, resource)
 
     def index_writes_of(self, stored: Stored) -> list[Write]:
-        """The index rows `write_once` wrote for `stored`, made again from its stored JSON
-        (the same rows, the same ids: what an interrupted writer left out is written again
-        without doubling what it wrote)."""
+        """The index rows `write_once` wrote for `stored`, made again from its stored JSON."""
         assert stored.raw is not None, "a version written once is kept inline"
-        index = index_entries(orjson.loads(stored.raw))
-        order = _order(stored, index.order)
-        writes, _ = _version_writes(stored, None, index.rows, order, False)
+        writes = _once_writes(stored, orjson.loads(stored.raw))
         return [write for write in writes if write.collection != stored.resource_type]
 
     async def _commit(
@@ -694,6 +688,13 @@ def _stamp(resource: Document, resource_id: str, version: int, method: str) -> S
     resource["meta"] = meta
     raw = dumps(resource)  # decimals as sent (fhir_server/body.py)
     return Stored(resource["resourceType"], resource_id, version, last_updated_ms, raw, method)
+
+
+def _once_writes(stored: Stored, resource: Document) -> list[Write]:
+    """The current document and index rows of a version written once (no history copy)."""
+    index = index_entries(resource)
+    writes, _ = _version_writes(stored, None, index.rows, _order(stored, index.order), False)
+    return writes
 
 
 def _order(stored: Stored, found: dict[str, str]) -> Document:

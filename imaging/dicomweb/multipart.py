@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from python_multipart.multipart import MultipartParser
 
 from access.errors import AccessError
-from imaging.loop_turns import YIELD_AFTER_SECONDS
+from access.loop_turns import YIELD_AFTER_SECONDS
 
 #: bytes handed to the parser at once: small while parts are tiny (a callback per header
 #: byte), growing to the largest while they are bulk pixel data (found with `find`)

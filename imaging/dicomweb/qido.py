@@ -16,6 +16,7 @@ from pydicom.datadict import keyword_for_tag
 
 from access.budget import Budget
 from access.errors import AccessError
+from access.loop_turns import Turns
 from access.restriction import UNRESTRICTED, Restriction
 from imaging.dicomweb.dicom_json import attribute, dataset, tag_hex, vr_of
 from imaging.index import DicomIndex
@@ -27,7 +28,6 @@ from imaging.index_query import (
     compile_query,
     find_rows,
 )
-from imaging.loop_turns import Turns
 from imaging.parse import fold, qido_attributes
 from imaging.uids import uid_list
 from imaging.wildcard import compile_wildcard, has_wildcards

@@ -17,11 +17,11 @@ import orjson
 
 from access.budget import Budget
 from access.errors import AccessError
+from access.loop_turns import Turns
 from fhir_server.exchange import FhirResponse
 from imaging.dicomweb.multipart import inflate, media_parameters, read_parts
 from imaging.fhir_link import StudyLinker
 from imaging.ingest import Ingestor, IngestOutcome
-from imaging.loop_turns import Turns
 
 DICOM_JSON = "application/dicom+json"
 ACCEPTED_PART_TYPES = ("application/dicom", "application/octet-stream", "")

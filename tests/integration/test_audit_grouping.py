@@ -184,10 +184,8 @@ async def test_rows_left_pending_by_a_stopped_process_are_written_at_the_next_st
     assert len(await rows_of(database, identifier)) < len(complete)
     restarted = AuditChain(Repository(mongo, database_name))
     await restarted.append(event("after"))  # its first write reads the head: recovery starts
-    for _ in range(100):
-        if await database[PENDING_COLLECTION].count_documents({}) == 0:
-            break
-        await asyncio.sleep(0.1)
+    assert restarted.recovery is not None
+    await restarted.recovery
     assert await database[PENDING_COLLECTION].count_documents({}) == 0
     assert await rows_of(database, identifier) == complete
     assert await restarted.recover() == 0  # nothing left to do

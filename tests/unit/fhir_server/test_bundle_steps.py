@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server.bundle import STEP_BYTES, bundle, bundle_in_steps
+from fhir_server.bundle import bundle, bundle_in_steps
 
 
 def _without_identity(raw: bytes) -> dict[str, Any]:
@@ -17,9 +17,7 @@ def _without_identity(raw: bytes) -> dict[str, Any]:
 
 
 async def test_entries_large_and_small_come_out_as_bundle_writes_them() -> None:
-    big = orjson.Fragment(
-        orjson.dumps({"resourceType": "Binary", "data": "QUFB" * (STEP_BYTES // 3)})
-    )
+    big = orjson.Fragment(orjson.dumps({"resourceType": "Binary", "data": "QUFB" * (1 << 20)}))
     entries: list[dict[str, Any]] = [
         {"response": {"status": "201 Created"}, "resource": big},
         {"response": {"status": "200 OK", "lastModified": "2026-12-06T19:00:00.000Z"}},

@@ -1,4 +1,4 @@
-"""imaging.loop_turns and its users: long work on the loop gives other requests turns."""
+"""access.loop_turns and its users: long work on the loop gives other requests turns."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, cast
 
 import orjson
 
+from access.loop_turns import Turns
 from imaging.dicomweb import qido
-from imaging.loop_turns import Turns
 
 
 async def _counting(work: Any) -> tuple[Any, int]:

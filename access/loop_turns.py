@@ -1,8 +1,9 @@
 """A turn for the event loop during long work done on it in small steps.
 
 Building a large answer (a thousand QIDO results, a STOW response with thousands of
-failed parts) is pure Python on the loop: done in one go it held every other request
-of every door for tens of milliseconds (issue 17, L10 and L8-parts). A loop over such
+failed parts, a transaction's response Bundle of large resources) is Python on the
+loop: done in one go it held every other request of every door for tens of
+milliseconds (issue 17, L10, L8-parts, largest-fhir). A loop over such
 items calls `await turns.take()` per item: the loop gets a turn once `every` seconds of
 work have passed, so a probe waits at most about that long, whatever the item count.
 """
