@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -155,6 +155,16 @@ class DicomIndex:
     async def set_metadata(self, sop: str, metadata: bytes) -> None:
         async with self.repository.write_gate():
             await self.instances.update_one({"_id": sop}, {"$set": {"meta": metadata}})
+
+    async def set_metadata_many(self, metadata: list[tuple[str, bytes]]) -> None:
+        """Several instances' DICOM JSON in one store request and one turn of the write
+        gate (the background fill: each of its writes held the gate, and every HL7 and
+        FHIR write waited behind it)."""
+        if not metadata:
+            return
+        updates = [UpdateOne({"_id": sop}, {"$set": {"meta": meta}}) for sop, meta in metadata]
+        async with self.repository.write_gate():
+            await self.instances.bulk_write(updates, ordered=False)
 
     async def without_metadata(self, limit: int) -> list[Document]:
         cursor = self.instances.find({"meta": None}, {"key": 1}).limit(limit)

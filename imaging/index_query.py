@@ -32,7 +32,7 @@ PARENT_FIELD: dict[Level, str] = {"study": "st", "series": "se"}
 PATIENT_FIELD = "patient"
 SPLIT_IN_MAX = 64  # a `$in` up to this long runs as one equality query per value
 ORDER = (("_id", 1),)
-CHUNK_ROWS = 100  # rows per store request (see `chunked`)
+CHUNK_ROWS = 50  # rows per store request (see `chunked`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,11 +226,12 @@ async def chunked(
 ) -> list[Document]:
     """The rows in store requests of at most `CHUNK_ROWS`: the embedded store reads and
     encodes a whole find before answering anyone else, so 1,000 rows in one request held
-    every other door's query for 40-100 ms; in chunks of 100 the others wait a few ms.
-    Each chunk costs the embedded store a sort of every matching row (SQLite computes the
-    selected JSON before it sorts), so smaller chunks cost the page more: 100 rows made an
-    HL7 ACK's p99 beside a 1,000-row QIDO 3.5-4.3x its quiet one where 200 made it 5.2-5.4x,
-    at ~1.4x the store's CPU for the page (docs/limits.md, L10).
+    every other door's query for 40-100 ms; in chunks of 50 the others wait a few ms.
+    Each chunk is one store request (~1 ms of the store's CPU of its own) and, since the
+    store picks a page's rows by id before it reads their JSON (medbridge/embedded_store.py
+    `page_by_ids`), no longer a sort of every matching row's JSON: 50 rows cost a
+    1,031-instance QIDO page ~1.35x the store CPU of 100 and took an HL7 ACK's p99 beside
+    it from 3.5-5.0x its quiet one to 2.4-3.4x; 25 rows cost 2x (docs/limits.md, L10).
     The sort ends in `_id` (unique), so the chunks' boundaries are stable; a row inserted
     before a boundary between two chunks is read twice and kept once."""
     found: list[Document] = []

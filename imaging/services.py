@@ -24,7 +24,7 @@ from imaging.index import DicomIndex
 from imaging.ingest import Ingestor, IngestPolicy
 from imaging.issuers import IssuerNotes
 from imaging.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
-from imaging.parse import Limits, metadata_of
+from imaging.parse import Limits
 from imaging.parse_pool import Parser, default_workers
 from imaging.upkeep import RetryPolicy
 
@@ -55,13 +55,21 @@ class Imaging:
             if time.monotonic() - self.ingestor.last_ingest < idle:
                 continue
             try:
-                for row in await self.index.without_metadata(batch):
-                    data = await self.store.get(row["key"])
-                    await self.index.set_metadata(
-                        row["_id"], await asyncio.to_thread(metadata_of, data)
-                    )
+                await self.fill_metadata_once(batch)
             except Exception:
                 log_failure(log, "DICOM JSON background fill failed")
+
+    async def fill_metadata_once(self, batch: int) -> int:
+        """One batch: up to `batch` instances without DICOM JSON, made on a parse worker
+        and stored in one write. How many were stored."""
+        rows = await self.index.without_metadata(batch)
+        if not rows:
+            return 0
+        objects = [await self.store.get(row["key"]) for row in rows]
+        made = await self.ingestor.parser.metadata_many(objects)
+        metadata = [(row["_id"], meta) for row, meta in zip(rows, made, strict=True) if meta]
+        await self.index.set_metadata_many(metadata)
+        return len(metadata)
 
     async def stop(self) -> None:
         for task in self.tasks:

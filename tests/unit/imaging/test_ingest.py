@@ -186,3 +186,36 @@ async def test_a_study_sent_again_turns_the_duplicate_read_back_on(
     assert study is not None
     assert (study["ns"], study["ni"]) == (1, 3)  # the repeats counted nothing twice
     assert len(_files(tmp_path)) == 43
+
+
+async def test_the_background_fill_stores_dicom_json_in_one_write(
+    index: DicomIndex, tmp_path: Path
+) -> None:
+    """Instances stored without their DICOM JSON get it from `fill_metadata_once`, made
+    on a parse worker, as `metadata_of` makes it; a second pass finds nothing to do."""
+    from imaging.parse import metadata_of
+    from imaging.parse_pool import Parser
+    from imaging.services import Imaging
+
+    store = LocalObjectStore(tmp_path)
+    parser = Parser(workers=1)
+    ingestor = Ingestor(store, index, IngestPolicy(), parser)
+    sources = [renamed("CT_small.dcm"), renamed("MR_small.dcm"), renamed("CT_small.dcm")]
+    sops = []
+    for data in sources:
+        outcome = await ingestor.ingest(data, "test")
+        assert outcome.ok
+        sops.append(outcome.sop_instance)
+    await index.instances.update_many({}, {"$unset": {"meta": ""}})  # as a lean ingest leaves them
+    imaging = Imaging(store, index, ingestor, linker=None, dicomweb=None)  # type: ignore[arg-type]
+    try:
+        assert len(await index.without_metadata(10)) == 3
+        assert await imaging.fill_metadata_once(2) == 2
+        assert await imaging.fill_metadata_once(2) == 1
+        assert await imaging.fill_metadata_once(2) == 0
+    finally:
+        parser.stop()
+    for sop, data in zip(sops, sources, strict=True):
+        row = await index.instances.find_one({"_id": sop})
+        assert row is not None
+        assert row["meta"] == metadata_of(data)

@@ -81,3 +81,19 @@ async def test_every_worker_has_the_parser_before_its_first_task(
         manager.shutdown()
     assert len({pid for pid, _, _ in found}) == workers  # one probe per worker
     assert all(imported for _, imported, _ in found)
+
+
+@pytest.mark.parametrize("workers", [1, 0])
+async def test_dicom_json_made_on_a_worker_is_the_inline_one(workers: int) -> None:
+    """The background fill's DICOM JSON: as `metadata_of` makes it, None for what it
+    cannot read, the others made all the same."""
+    from imaging.parse import metadata_of
+
+    good = [renamed("CT_small.dcm"), renamed("MR_small.dcm")]
+    parser = Parser(workers=workers)
+    try:
+        made = await parser.metadata_many([good[0], b"not DICOM" * 30, good[1]])
+        assert (parser._pool is not None) is (workers > 0)
+    finally:
+        parser.stop()
+    assert made == [metadata_of(good[0]), None, metadata_of(good[1])]

@@ -10,8 +10,11 @@ from typing import Any
 
 import bson
 import neosqlite
+import neosqlite.collection as neo_collection
 import pytest
 from neosqlite.collection import cursor as neo_cursor
+from neosqlite.collection import datetime_utils as neo_datetime
+from neosqlite.collection.json_helpers import neosqlite_json_dumps
 from neosqlite.collection.query_helper import aggregation
 from neosqlite.objectid import ObjectId as NeoObjectId
 from nx_27017.utils import convert_neo_to_bson_objectids
@@ -22,6 +25,9 @@ from medbridge.embedded_mongo import EmbeddedMongo
 
 ORIGINAL_PROJECTION = aggregation.AggregationMixin._apply_projection
 ORIGINAL_FILTERED = neo_cursor.Cursor._get_filtered_documents
+ORIGINAL_APPLY = neo_cursor.Cursor._apply_projection
+ORIGINAL_LOADS = neo_collection.neosqlite_json_loads
+ORIGINAL_IS_DATETIME = neo_datetime.is_datetime_value
 
 
 def test_a_reply_encodes_to_the_same_bytes_without_the_walk() -> None:
@@ -110,7 +116,7 @@ def _original_then_patched(
     """`find` with neosqlite's own `_get_filtered_documents`, then with `sql_exclusion`'s,
     and the SQL the second run sent."""
     statements: list[str] = []
-    neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+    _originals()
     try:
         before = find()
         embedded_store.install_sql_exclusion()
@@ -118,8 +124,13 @@ def _original_then_patched(
         after = find()
     finally:
         connection.db.set_trace_callback(None)
-        neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+        _originals()
     return before, after, statements
+
+
+def _originals() -> None:
+    neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
+    neo_cursor.Cursor._apply_projection = ORIGINAL_APPLY
 
 
 FINDS = [
@@ -151,6 +162,145 @@ def test_fields_removed_by_sqlite_answer_as_the_projection(
     removed = [s for s in statements if "json_remove(data" in s]
     assert removed
     assert all(f"'$.{name}'" in removed[0] for name in projection)
+
+
+PAGES = [
+    ({"st": "1"}, {"meta": 0}, [("_id", 1)], 10, 5),
+    ({"st": "1"}, None, [("_id", -1)], 3, 4),
+    ({"st": {"$in": ["1", "2"]}}, {"key": 0}, [("se", 1), ("_id", -1)], 7, 9),
+    ({}, {"se": 1}, [("se", 1)], 0, 12),  # ties on the sort key; an inclusion projection
+    ({"n": {"$gte": 30}}, {"meta": 0}, [("n", -1)], 4, 0),  # a skip without a limit
+]
+
+
+@pytest.mark.parametrize(("where", "projection", "sort", "skip", "limit"), PAGES)
+def test_a_page_chosen_by_ids_first_is_the_same_page(
+    instances: Any,
+    where: dict[str, Any],
+    projection: dict[str, Any] | None,
+    sort: list[tuple[str, int]],
+    skip: int,
+    limit: int,
+) -> None:
+    rows = instances["dicom_instances"]
+
+    def find() -> list[Any]:
+        return list(rows.find(where, projection).sort(sort).skip(skip).limit(limit))
+
+    before, after, statements = _original_then_patched(instances, find)
+    assert before
+
+    def keys(page: list[Any]) -> list[tuple[Any, ...]]:
+        return [tuple(row.get(key) for key, _ in sort) for row in page]
+
+    if len(set(keys(before))) == len(before):
+        assert after == before
+    else:  # rows that tie on the sort key may come in either order, as in MongoDB
+        assert keys(after) == keys(before)
+    assert any("WHERE id IN (SELECT id FROM" in statement for statement in statements)
+
+
+@pytest.mark.parametrize(
+    "find",
+    [
+        lambda rows: rows.find({"st": "1"}).sort([("_id", 1)]),  # no skip, no limit
+        lambda rows: rows.find({"st": "1"}).skip(2).limit(3),  # no sort
+        lambda rows: rows.find({"st": "1"}).sort([("_id", 1)]).limit(3).comment("c"),
+        lambda rows: rows.find({"$expr": {"$gt": ["$n", 30]}}).sort([("_id", 1)]).limit(3),
+    ],
+)
+def test_finds_the_sql_path_does_not_page_are_read_as_before(instances: Any, find: Any) -> None:
+    rows = instances["dicom_instances"]
+    before, after, statements = _original_then_patched(instances, lambda: list(find(rows)))
+    assert after == before
+    assert not any("WHERE id IN (SELECT id FROM" in statement for statement in statements)
+
+
+def test_a_projection_sqlite_applied_is_not_applied_again(instances: Any) -> None:
+    """The Python projection runs only where it can change a document."""
+    rows = instances["dicom_instances"]
+    calls: list[Any] = []
+    helpers_apply = aggregation.AggregationMixin._apply_projection
+
+    def counted(self: Any, projection: Any, document: Any) -> Any:
+        calls.append(projection)
+        return helpers_apply(self, projection, document)
+
+    aggregation.AggregationMixin._apply_projection = counted
+    try:
+        embedded_store.install_sql_exclusion()
+        removed = list(rows.find({"st": "1"}, {"meta": 0}).sort([("_id", 1)]))
+        plain = list(rows.find({"st": "1"}).sort([("_id", 1)]))
+        assert calls == []
+        included = list(rows.find({"st": "1"}, {"se": 1}).sort([("_id", 1)]))
+        assert calls
+        assert all(projection == {"se": 1} for projection in calls)
+    finally:
+        aggregation.AggregationMixin._apply_projection = helpers_apply
+        _originals()
+    assert removed
+    assert all("meta" not in row and "key" in row for row in removed)
+    assert plain
+    assert all("meta" in row for row in plain)
+    assert included
+    assert all(set(row) == {"_id", "se"} for row in included)
+
+
+JSON_TEXTS = [
+    neosqlite_json_dumps({"_id": "1.2.3", "n": 1, "f": 1.5, "b": True, "z": None, "l": [1, "x"]}),
+    neosqlite_json_dumps({"name": "Kazlauskienė Ąžuolė", "x": "é"}),  # escapes above U+007F
+    neosqlite_json_dumps({"when": __import__("datetime").datetime(2026, 12, 6, 10, 0)}),
+    neosqlite_json_dumps({"oid": NeoObjectId()}),
+    '{"\\u0024date": "2026-12-06T10:00:00"}',  # an escaped key the object hook still reads
+    '{"a": "\\u0041\\u0000", "k": 1}',
+    '{"a": 1, "a": 2}',
+    '{"big": 123456789012345678901234567890}',  # orjson reads it as a float
+    '{"big": [1, -18446744073709551616], "uid": "1.2.12345678901234567890123"}',
+    '{"n": NaN, "i": -Infinity}',
+    '{"s": "\\ud800"}',
+    '{"e": 1e400}',
+]
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS, ids=[f"text{n}" for n in range(len(JSON_TEXTS))])
+def test_documents_decode_as_neosqlite_decodes_them(text: str) -> None:
+    fast = embedded_store.plain_json_loads(ORIGINAL_LOADS)
+    before, after = ORIGINAL_LOADS(text), fast(text)
+    assert repr(after) == repr(before)  # NaN != NaN: compared by their repr
+    assert type(after) is type(before)
+    if isinstance(before, dict):
+        assert [type(value) for value in after.values()] == [type(v) for v in before.values()]
+
+
+DATETIME_VALUES = [
+    "1.2.826.0.1.3680043.8.498.12345678901234567890", "2026-12-06", " 2026-12-06T10:00:00Z",
+    "06/12/2026", "2026/12/06", "06-12-2026", "2026-12-06 10:00:00", "12345678901", "ab-cd",
+    "", "2026", 20261206, None, {"$date": "2026-12-06"}, {"x": "2026-12-06"}, {"x": "1.2"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", DATETIME_VALUES)
+def test_the_quick_date_test_answers_as_neosqlite(value: Any) -> None:
+    assert embedded_store.quick_datetime_test(ORIGINAL_IS_DATETIME)(value) == ORIGINAL_IS_DATETIME(
+        value
+    )
+
+
+def test_a_find_by_dates_still_reads_as_dates(tmp_path: Path) -> None:
+    """`$in` of date strings goes to neosqlite's date processor with the quick test too."""
+    connection = neosqlite.Connection(str(tmp_path / "dates.db"))
+    rows = connection["rows"]
+    rows.insert_many([{"_id": str(n), "d": f"2026-12-{n:02d}"} for n in range(1, 20)])
+    where = {"d": {"$in": ["2026-12-03", "2026-12-07"]}, "_id": {"$in": ["3", "7", "8"]}}
+    try:
+        before = list(rows.find(where).sort([("_id", 1)]))
+        embedded_store.install_quick_datetime_test()
+        assert neo_datetime.is_datetime_value is not ORIGINAL_IS_DATETIME
+        after = list(rows.find(where).sort([("_id", 1)]))
+    finally:
+        neo_datetime.is_datetime_value = ORIGINAL_IS_DATETIME
+        connection.close()
+    assert after == before == [{"_id": "3", "d": "2026-12-03"}, {"_id": "7", "d": "2026-12-07"}]
 
 
 @pytest.mark.parametrize(
