@@ -42,6 +42,8 @@ STUDIES, SERIES, INSTANCES, QUARANTINE = (
     "dicom_quarantine",
 )
 INSTANCE_FIELDS = {"sha256": 1, "st": 1, "se": 1, "key": 1}
+# an instance row whose DICOM JSON (`meta`) is still to be made; indexed, removed with it
+NO_METADATA = "nm"
 CACHE_LIMIT = 100_000  # studies' owners and known series remembered by the index
 # the upkeep's failure record on a study row (see mark_failed)
 UPKEEP_UNSET = {"tries": "", "reason": "", "next": "", "parked": "", "failed_at": ""}
@@ -89,6 +91,7 @@ class DicomIndex:
             await self.series.create_index([(field, ASCENDING)])
         await self.instances.create_index([("st", ASCENDING), ("se", ASCENDING)])
         await self.instances.create_index([("se", ASCENDING), ("InstanceNumber", ASCENDING)])
+        await self.instances.create_index([(NO_METADATA, ASCENDING)])
         await self.quarantine.create_index([("at", DESCENDING)])
 
     async def find_instance(self, sop: str) -> Document | None:
@@ -154,7 +157,7 @@ class DicomIndex:
 
     async def set_metadata(self, sop: str, metadata: bytes) -> None:
         async with self.repository.write_gate():
-            await self.instances.update_one({"_id": sop}, {"$set": {"meta": metadata}})
+            await self.instances.update_one({"_id": sop}, _with_metadata(metadata))
 
     async def set_metadata_many(self, metadata: list[tuple[str, bytes]]) -> None:
         """Several instances' DICOM JSON in one store request and one turn of the write
@@ -162,12 +165,15 @@ class DicomIndex:
         FHIR write waited behind it)."""
         if not metadata:
             return
-        updates = [UpdateOne({"_id": sop}, {"$set": {"meta": meta}}) for sop, meta in metadata]
+        updates = [UpdateOne({"_id": sop}, _with_metadata(meta)) for sop, meta in metadata]
         async with self.repository.write_gate():
             await self.instances.bulk_write(updates, ordered=False)
 
     async def without_metadata(self, limit: int) -> list[Document]:
-        cursor = self.instances.find({"meta": None}, {"key": 1}).limit(limit)
+        """Instances whose DICOM JSON is still to be made, by their indexed flag: a filter
+        on `meta` itself read every instance row of the archive (the store has no index
+        on it) each time the filler looked, 10 s after every quiet spell."""
+        cursor = self.instances.find({NO_METADATA: 1}, {"key": 1}).limit(limit)
         return [row async for row in cursor]
 
     async def mark_linked(
@@ -432,6 +438,10 @@ class _Batch:
         return Added.REPLACED
 
 
+def _with_metadata(metadata: bytes) -> Document:
+    return {"$set": {"meta": metadata}, "$unset": {NO_METADATA: ""}}
+
+
 def _add_modality(modalities: str, modality: str) -> str:
     """ModalitiesInStudy kept as one backslash-joined scalar (never an indexed array)."""
     values = {m for m in modalities.split("\\") if m}
@@ -452,6 +462,8 @@ def _instance_document(parsed: ParsedInstance, row: InstanceRow, now: int) -> Do
     }
     if parsed.metadata:
         document["meta"] = parsed.metadata
+    else:
+        document[NO_METADATA] = 1
     if parsed.dose:
         document["dose"] = parsed.dose  # not indexed: read back only by the FHIR upkeep
     return document

@@ -101,7 +101,6 @@ class Parser:
             a if a is not None else _parse_inline(items[n], limits) for n, a in enumerate(answers)
         ]
 
-
     async def metadata_many(self, items: list[bytes]) -> list[bytes | None]:
         """Each instance's DICOM JSON (None where it cannot be made), for the background
         fill: on one worker process where there are workers, since pydicom on a thread

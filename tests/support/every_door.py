@@ -100,9 +100,10 @@ def snapshot(server: RunningServer, store_uri: str) -> dict[str, Any]:
             # the audit trail records every access, refused ones too (issue 15)
             records = {"t": {"$ne": "AuditEvent"}} if name == "history" else {}
             # an instance's DICOM JSON is a cache the server fills in the background 10 s
-            # after ingest went quiet (imaging/services.py fill_metadata): not a write
+            # after ingest went quiet (imaging/services.py fill_metadata; `nm` flags a
+            # row it has not filled yet): not a write
             # of any request, and it may land between two snapshots of a test
-            hidden = {"meta": 0} if name == "dicom_instances" else None
+            hidden = {"meta": 0, "nm": 0} if name == "dicom_instances" else None
             documents = sorted(bson.encode(d) for d in database[name].find(records, hidden))
             if documents:
                 digest = hashlib.sha256(b"".join(documents)).hexdigest()
