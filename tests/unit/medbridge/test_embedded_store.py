@@ -168,7 +168,7 @@ PAGES = [
     ({"st": "1"}, {"meta": 0}, [("_id", 1)], 10, 5),
     ({"st": "1"}, None, [("_id", -1)], 3, 4),
     ({"st": {"$in": ["1", "2"]}}, {"key": 0}, [("se", 1), ("_id", -1)], 7, 9),
-    ({}, {"se": 1}, [("se", 1)], 0, 12),  # ties on the sort key; an inclusion projection
+    ({}, {"se": 1}, [("se", 1)], 2, 12),  # ties on the sort key; an inclusion projection
     ({"n": {"$gte": 30}}, {"meta": 0}, [("n", -1)], 4, 0),  # a skip without a limit
 ]
 
@@ -204,6 +204,7 @@ def test_a_page_chosen_by_ids_first_is_the_same_page(
     "find",
     [
         lambda rows: rows.find({"st": "1"}).sort([("_id", 1)]),  # no skip, no limit
+        lambda rows: rows.find({"st": "1"}).sort([("n", -1)]).limit(5),  # a first page
         lambda rows: rows.find({"st": "1"}).skip(2).limit(3),  # no sort
         lambda rows: rows.find({"st": "1"}).sort([("_id", 1)]).limit(3).comment("c"),
         lambda rows: rows.find({"$expr": {"$gt": ["$n", 30]}}).sort([("_id", 1)]).limit(3),
