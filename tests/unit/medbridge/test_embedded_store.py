@@ -128,6 +128,23 @@ def _original_then_patched(
     return before, after, statements
 
 
+def _page_twice(
+    connection: Any,
+    where: dict[str, Any],
+    projection: dict[str, Any] | None,
+    sort: list[tuple[str, int]],
+    skip: int,
+    limit: int,
+) -> tuple[list[Any], list[Any], list[str]]:
+    """One sorted page of the index rows, read by the original and by the patched find."""
+    rows = connection["dicom_instances"]
+
+    def find() -> list[Any]:
+        return list(rows.find(where, projection).sort(sort).skip(skip).limit(limit))
+
+    return _original_then_patched(connection, find)
+
+
 def _originals() -> None:
     neo_cursor.Cursor._get_filtered_documents = ORIGINAL_FILTERED
     neo_cursor.Cursor._apply_projection = ORIGINAL_APPLY
@@ -151,12 +168,7 @@ def test_fields_removed_by_sqlite_answer_as_the_projection(
     skip: int,
     limit: int,
 ) -> None:
-    rows = instances["dicom_instances"]
-
-    def find() -> list[Any]:
-        return list(rows.find(where, projection).sort(sort).skip(skip).limit(limit))
-
-    before, after, statements = _original_then_patched(instances, find)
+    before, after, statements = _page_twice(instances, where, projection, sort, skip, limit)
     assert after == before
     assert before  # each find matches rows: the comparison means something
     removed = [s for s in statements if "json_remove(data" in s]
@@ -182,12 +194,7 @@ def test_a_page_chosen_by_ids_first_is_the_same_page(
     skip: int,
     limit: int,
 ) -> None:
-    rows = instances["dicom_instances"]
-
-    def find() -> list[Any]:
-        return list(rows.find(where, projection).sort(sort).skip(skip).limit(limit))
-
-    before, after, statements = _original_then_patched(instances, find)
+    before, after, statements = _page_twice(instances, where, projection, sort, skip, limit)
     assert before
 
     def keys(page: list[Any]) -> list[tuple[Any, ...]]:
