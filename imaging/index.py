@@ -156,8 +156,7 @@ class DicomIndex:
         await self.repository.apply_writes(writes)
 
     async def set_metadata(self, sop: str, metadata: bytes) -> None:
-        async with self.repository.write_gate():
-            await self.instances.update_one({"_id": sop}, _with_metadata(metadata))
+        await self.set_metadata_many([(sop, metadata)])
 
     async def set_metadata_many(self, metadata: list[tuple[str, bytes]]) -> None:
         """Several instances' DICOM JSON in one store request and one turn of the write
@@ -165,7 +164,10 @@ class DicomIndex:
         FHIR write waited behind it)."""
         if not metadata:
             return
-        updates = [UpdateOne({"_id": sop}, _with_metadata(meta)) for sop, meta in metadata]
+        updates = [
+            UpdateOne({"_id": sop}, {"$set": {"meta": meta}, "$unset": {NO_METADATA: ""}})
+            for sop, meta in metadata
+        ]
         async with self.repository.write_gate():
             await self.instances.bulk_write(updates, ordered=False)
 
@@ -436,10 +438,6 @@ class _Batch:
         )
         previous.update(document)  # a later item of this group sees this version
         return Added.REPLACED
-
-
-def _with_metadata(metadata: bytes) -> Document:
-    return {"$set": {"meta": metadata}, "$unset": {NO_METADATA: ""}}
 
 
 def _add_modality(modalities: str, modality: str) -> str:
