@@ -20,7 +20,8 @@ transaction committed before it began and none still open. Behind the one lock, 
 an HL7 message's store writes waited for the chunk finds of a concurrent QIDO page
 (10-15 ms each under load; issue 17, L10); and a reader on the writing connection saw
 other sessions' unfinished transactions. A read inside a transaction stays on the
-writing connection, where its transaction's own writes are.
+writing connection, where its transaction's own writes are. The readers of a database
+are closed when nx-27017 drops (unlinks), evicts or closes its connection.
 
 neosqlite (under nx-27017) deep-copies every document a find's projection is applied to,
 though the document was decoded from its JSON for this query alone and the projection
@@ -162,6 +163,42 @@ def reader_connection(handler: Any, database: str) -> Any:
             )
             reader = readers[database] = (connection, threading.Lock())
         return reader
+
+
+def _close_when_free(pool: Iterable[tuple[Any, threading.Lock]]) -> None:
+    for connection, lock in pool:
+        with lock, contextlib.suppress(Exception):  # a read still using it ends first
+            connection.close()
+
+
+def forget_readers(handler: Any, names: Iterable[str] | None) -> None:
+    """Forget the reader connections of `names` (all when None) and close each once its
+    read, if one is running, is done; on a thread of its own, so that no lock is waited
+    for here (nx-27017 evicts a database while holding its `_dict_lock`)."""
+    readers = handler.__dict__.get("_medbridge_readers") or {}
+    wanted = list(readers) if names is None else [name for name in names if name in readers]
+    pools = [readers.pop(name) for name in wanted]
+    if pools:
+        threading.Thread(
+            target=_close_when_free, args=(pools,), name="medbridge-reader-close", daemon=True
+        ).start()
+
+
+def closing_readers(
+    method: Callable[..., Any], database: Callable[[tuple[Any, ...]], Iterable[str] | None]
+) -> Callable[..., Any]:
+    """nx-27017's way out for a database's connection (drop, eviction, shutdown) with its
+    readers: a reader left open on a dropped database's file would answer from it."""
+
+    @functools.wraps(method)
+    def closing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            forget_readers(self, database(args))
+
+    closing._medbridge_readers = True  # type: ignore[attr-defined]
+    return closing
 
 
 def reading_get_database(get_database: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
@@ -473,6 +510,14 @@ def install() -> None:
     handler_class = nx_handler.NeoSQLiteHandler
     if not getattr(handler_class.get_database, "_medbridge_reader", False):
         handler_class.get_database = reading_get_database(handler_class.get_database)
+    for name, database in (
+        ("_drop_file_db", lambda args: [args[0]]),
+        ("_evict_db_locked", lambda args: [args[0]]),
+        ("close_all", lambda args: None),
+    ):
+        method = getattr(handler_class, name)
+        if not getattr(method, "_medbridge_readers", False):
+            setattr(handler_class, name, closing_readers(method, database))
     current = handler_class.handle_command
     if getattr(current, "_medbridge_locks", False):
         return

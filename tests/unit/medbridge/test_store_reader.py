@@ -65,8 +65,7 @@ def handler(tmp_path: Path) -> Iterator[NeoSQLiteHandler]:
         yield handler
     finally:
         handler.close_all()
-        for connection, _ in getattr(handler, "_medbridge_readers", {}).values():
-            connection.close()
+        assert not getattr(handler, "_medbridge_readers", {}), "readers outlived close_all"
 
 
 def _command(handler: NeoSQLiteHandler, body: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +99,34 @@ def test_a_read_is_answered_while_the_writer_is_held(handler: NeoSQLiteHandler) 
     in_transaction.join(timeout=30)
     assert answers["plain"]["cursor"]["firstBatch"] == [{"_id": 1}]
     assert answers["transaction"]["ok"] == 1
+
+
+def _found(handler: NeoSQLiteHandler) -> list[Any]:
+    batch: list[Any] = _command(handler, {"find": "rows", "filter": {}, "$db": "d"})["cursor"][
+        "firstBatch"
+    ]
+    return batch
+
+
+def test_a_dropped_database_is_not_read_from_its_old_file(handler: NeoSQLiteHandler) -> None:
+    """dropDatabase unlinks the database's file; its reader connections go with it, or a
+    database made again under the same name would be answered from the old file."""
+    handler.handle_insert(_msg({"insert": "rows", "documents": [{"_id": 1}], "$db": "d"}))
+    assert _found(handler) == [{"_id": 1}]
+    _, dropped = handler.handle_command(_msg({"dropDatabase": 1, "$db": "d"}))
+    assert dropped["ok"] == 1
+    assert "d" not in handler._medbridge_readers  # type: ignore[attr-defined]
+    handler.handle_insert(_msg({"insert": "rows", "documents": [{"_id": 2}], "$db": "d"}))
+    assert _found(handler) == [{"_id": 2}]
+
+
+def test_an_evicted_database_leaves_no_reader_open(handler: NeoSQLiteHandler) -> None:
+    handler.handle_insert(_msg({"insert": "rows", "documents": [{"_id": 1}], "$db": "d"}))
+    assert _found(handler) == [{"_id": 1}]
+    with handler._dict_lock:
+        handler._evict_db_locked("d")
+    assert "d" not in handler._medbridge_readers  # type: ignore[attr-defined]
+    assert _found(handler) == [{"_id": 1}]  # opened again, on the same file
 
 
 def test_reads_see_each_committed_write_and_no_open_transaction(tmp_path: Path) -> None:
