@@ -86,6 +86,7 @@ READ_COMMANDS = frozenset({"find", "count", "distinct", "aggregate"})
 TRANSACTION_FIELDS = frozenset({"txnNumber", "startTransaction", "autocommit"})
 WRITING_STAGES = frozenset({"$out", "$merge"})
 _READING = threading.local()  # the reader connection the current thread's command uses
+Reader = tuple[Any, threading.Lock]  # a neosqlite Connection and the lock of its one user
 
 
 def _body_and_namespaces(msg: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -148,11 +149,11 @@ def _without_session(msg: dict[str, Any]) -> dict[str, Any]:
     return {**msg, "sections": sections}
 
 
-def reader_connection(handler: Any, database: str) -> Any:
+def reader_connection(handler: Any, database: str) -> Reader:
     """The read-only companion of `database`'s connection: opened on the same file, its
     own lock; created on first use."""
     with handler._dict_lock:
-        readers = handler.__dict__.setdefault("_medbridge_readers", {})
+        readers: dict[str, Reader] = handler.__dict__.setdefault("_medbridge_readers", {})
         reader = readers.get(database)
         if reader is None:
             connection = NeoConnection(
@@ -165,8 +166,8 @@ def reader_connection(handler: Any, database: str) -> Any:
         return reader
 
 
-def _close_when_free(pool: Iterable[tuple[Any, threading.Lock]]) -> None:
-    for connection, lock in pool:
+def _close_when_free(readers: Iterable[Reader]) -> None:
+    for connection, lock in readers:
         with lock, contextlib.suppress(Exception):  # a read still using it ends first
             connection.close()
 
@@ -175,12 +176,12 @@ def forget_readers(handler: Any, names: Iterable[str] | None) -> None:
     """Forget the reader connections of `names` (all when None) and close each once its
     read, if one is running, is done; on a thread of its own, so that no lock is waited
     for here (nx-27017 evicts a database while holding its `_dict_lock`)."""
-    readers = handler.__dict__.get("_medbridge_readers") or {}
-    wanted = list(readers) if names is None else [name for name in names if name in readers]
-    pools = [readers.pop(name) for name in wanted]
-    if pools:
+    opened = handler.__dict__.get("_medbridge_readers") or {}
+    wanted = list(opened) if names is None else [name for name in names if name in opened]
+    readers = [opened.pop(name) for name in wanted]
+    if readers:
         threading.Thread(
-            target=_close_when_free, args=(pools,), name="medbridge-reader-close", daemon=True
+            target=_close_when_free, args=(readers,), name="medbridge-reader-close", daemon=True
         ).start()
 
 
