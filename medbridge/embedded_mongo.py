@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import random
 import signal
 import socket
 import subprocess
@@ -25,11 +26,43 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_CHOSEN_PORT = 20000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, chosen below the kernel's ephemeral range where it can.
+
+    A port from `bind(0)` comes from the ephemeral range, which is also where every
+    outgoing connection takes its source port: between the choice and the listener's bind
+    any connect() may take it. Below that range only another listener can.
+    """
+    low, high = _below_ephemeral()
+    for _ in range(64):
+        port = random.randint(low, high)  # noqa: S311 (not a secret)
+        if _bindable(host, port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def _below_ephemeral() -> tuple[int, int]:
+    try:
+        ephemeral_low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 49152  # IANA's dynamic range (RFC 6335)
+    return LOWEST_CHOSEN_PORT, max(LOWEST_CHOSEN_PORT, ephemeral_low - 1)
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def _die_with_parent() -> None:

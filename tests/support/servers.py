@@ -93,8 +93,39 @@ def start_server(
     on loopback) unless `auth`: the tests of the doors are not about authentication, and
     tests/integration/test_smart_enforce.py starts its servers with auth on."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    http_port, mllp_port, dicom_port = free_port(), free_port(), free_port()
     database = database or f"t{uuid.uuid4().hex[:12]}"
+    spawn = (data_dir, mongodb_uri, database, extra_args, env, auth, https_ca)
+    for _ in range(PORT_ATTEMPTS - 1):
+        server = _spawn_server(*spawn)
+        try:
+            wait_healthy(server, timeout)
+        except PortTaken:
+            # a port free when chosen can still be bound by another worker's listener
+            # before the server binds it: new ports, not a failed test
+            continue
+        return server
+    server = _spawn_server(*spawn)
+    wait_healthy(server, timeout)
+    return server
+
+
+class PortTaken(RuntimeError):
+    """The server exited at start because a chosen port was bound by someone else."""
+
+
+PORT_ATTEMPTS = 3
+
+
+def _spawn_server(
+    data_dir: Path,
+    mongodb_uri: str | None,
+    database: str,
+    extra_args: list[str] | None,
+    env: dict[str, str] | None,
+    auth: bool,
+    https_ca: Path | None,
+) -> RunningServer:
+    http_port, mllp_port, dicom_port = free_port(), free_port(), free_port()
     args = [
         sys.executable, "-m", "medbridge", "serve",
         "--data-dir", str(data_dir),
@@ -118,19 +149,19 @@ def start_server(
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
         )
-    server = RunningServer(
+    return RunningServer(
         process, data_dir, http_port, mllp_port, dicom_port,
         mongodb_uri or "", database, log_path, extra_args or [], https_ca,
     )  # fmt: skip
-    wait_healthy(server, timeout)
-    return server
 
 
 def wait_healthy(server: RunningServer, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"medbridge serve exited early:\n{server.log()[-4000:]}")
+            log = server.log()
+            error = PortTaken if "Address already in use" in log else RuntimeError
+            raise error(f"medbridge serve exited early:\n{log[-4000:]}")
         try:
             health = httpx.get(f"{server.base_url}/health", timeout=1.0, verify=server.verify)
             if health.status_code == 200:
