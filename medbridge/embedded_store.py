@@ -12,6 +12,17 @@ GIL: the whole store stopped answering, for good (issue 17, H3-accepted). Here a
 commands that act on a session's databases (commit, abort, end) take every database's
 lock; locks are taken in name order, so two such commands cannot deadlock each other.
 
+A read outside a transaction (`plain_read`: find, count, distinct, or an aggregate
+without `$out`/`$merge`, with no `txnNumber`) is answered from a second connection to
+its database's SQLite file, with a lock of its own (`reader_connection`): SQLite in WAL
+mode lets one writer and readers proceed together, and each read statement sees every
+transaction committed before it began and none still open. Behind the one lock, each of
+an HL7 message's store writes waited for the chunk finds of a concurrent QIDO page
+(10-15 ms each under load; issue 17, L10); and a reader on the writing connection saw
+other sessions' unfinished transactions. A read inside a transaction stays on the
+writing connection, where its transaction's own writes are. The readers of a database
+are closed when nx-27017 drops (unlinks), evicts or closes its connection.
+
 neosqlite (under nx-27017) deep-copies every document a find's projection is applied to,
 though the document was decoded from its JSON for this query alone and the projection
 only reads it or removes top-level fields from the copy: a shallow copy gives the same
@@ -48,8 +59,10 @@ import contextlib
 import copy
 import functools
 import re
+import sqlite3
 import threading
 import types
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -62,6 +75,7 @@ from bson.codec_options import CodecOptions, TypeRegistry
 from neosqlite.collection import cursor as neo_cursor
 from neosqlite.collection import datetime_utils as neo_datetime
 from neosqlite.collection.query_helper import aggregation as neo_aggregation
+from neosqlite.connection import Connection as NeoConnection
 from neosqlite.objectid import ObjectId as NeoObjectId
 from nx_27017 import handler as nx_handler
 from nx_27017 import wire_protocol as nx_wire
@@ -69,6 +83,12 @@ from nx_27017.nx_27017 import main as nx_main
 
 #: `admin` commands that reach into other databases' connections through a session
 SESSION_COMMANDS = frozenset({"commitTransaction", "abortTransaction", "endSessions"})
+#: commands answered from a database's reader connection when outside a transaction
+READ_COMMANDS = frozenset({"find", "count", "distinct", "aggregate"})
+TRANSACTION_FIELDS = frozenset({"txnNumber", "startTransaction", "autocommit"})
+WRITING_STAGES = frozenset({"$out", "$merge"})
+_READING = threading.local()  # the reader connection the current thread's command uses
+Reader = tuple[Any, threading.Lock]  # a neosqlite Connection and the lock of its one user
 
 
 def _body_and_namespaces(msg: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -100,6 +120,139 @@ def databases_of(msg: Any, known: Iterable[str]) -> list[str]:
     return sorted(names)
 
 
+def plain_read(msg: Any) -> str | None:
+    """The database of a read outside any transaction (a reader connection may answer
+    it), or None."""
+    if not isinstance(msg, dict):
+        return None
+    body, _ = _body_and_namespaces(msg)
+    if not body or any(kind != "body" for kind, _ in msg.get("sections") or ()):
+        return None
+    name = next(iter(body))
+    if name not in READ_COMMANDS or TRANSACTION_FIELDS & body.keys():
+        return None
+    if name == "aggregate":
+        stages = body.get("pipeline")
+        if not isinstance(stages, list) or any(
+            not isinstance(stage, dict) or WRITING_STAGES & stage.keys() for stage in stages
+        ):
+            return None
+    database = body.get("$db", "test")
+    return database if isinstance(database, str) and database != "admin" else None
+
+
+def _without_session(msg: dict[str, Any]) -> dict[str, Any]:
+    """The message without its `lsid`: a session's state lives on the writing connection,
+    and a read outside a transaction has no use for it."""
+    sections = [
+        (kind, {k: v for k, v in doc.items() if k != "lsid"} if kind == "body" else doc)
+        for kind, doc in msg["sections"]
+    ]
+    return {**msg, "sections": sections}
+
+
+class ReaderSQLite(sqlite3.Connection):
+    """The reader's SQLite connection, which knows its cursors. In WAL mode a connection
+    reads one snapshot while any of its statements is unfinished: a cursor left half-read
+    (kept alive by a reference cycle, an exception's traceback) would pin every later read
+    on the reader to the past. `finish` closes them all once a command is answered."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cursors: weakref.WeakSet[sqlite3.Cursor] = weakref.WeakSet()
+
+    def cursor(self, factory: Any = sqlite3.Cursor) -> Any:
+        cursor = super().cursor(factory)
+        self.cursors.add(cursor)
+        return cursor
+
+    # the C `execute` family makes its cursor without calling `cursor()`
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return self.cursor().execute(sql, parameters)  # type: ignore[no-any-return]
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        return self.cursor().executemany(sql, parameters)  # type: ignore[no-any-return]
+
+    def executescript(self, script: str, /) -> sqlite3.Cursor:
+        return self.cursor().executescript(script)  # type: ignore[no-any-return]
+
+    def finish(self) -> None:
+        """Every statement of the command just answered reset, and no transaction left
+        open (an aggregate's SAVEPOINT whose RELEASE was skipped): the next read starts
+        a new snapshot."""
+        for cursor in list(self.cursors):
+            cursor.close()
+        self.cursors.clear()
+        if self.in_transaction:
+            self.rollback()
+
+
+def reader_connection(handler: Any, database: str) -> Reader:
+    """The read-only companion of `database`'s connection: opened on the same file, its
+    own lock; created on first use."""
+    with handler._dict_lock:
+        readers: dict[str, Reader] = handler.__dict__.setdefault("_medbridge_readers", {})
+        reader = readers.get(database)
+        if reader is None:
+            connection = NeoConnection(
+                handler._db_file(nx_handler._sanitize_db_name(database)),
+                check_same_thread=False,
+                tokenizers=handler.tokenizers,
+                journal_mode=handler.journal_mode,
+                factory=ReaderSQLite,
+            )
+            reader = readers[database] = (connection, threading.Lock())
+        return reader
+
+
+def _close_when_free(readers: Iterable[Reader]) -> None:
+    for connection, lock in readers:
+        with lock, contextlib.suppress(Exception):  # a read still using it ends first
+            connection.close()
+
+
+def forget_readers(handler: Any, names: Iterable[str] | None) -> None:
+    """Forget the reader connections of `names` (all when None) and close each once its
+    read, if one is running, is done; on a thread of its own, so that no lock is waited
+    for here (nx-27017 evicts a database while holding its `_dict_lock`)."""
+    opened = handler.__dict__.get("_medbridge_readers") or {}
+    wanted = list(opened) if names is None else [name for name in names if name in opened]
+    readers = [opened.pop(name) for name in wanted]
+    if readers:
+        threading.Thread(
+            target=_close_when_free, args=(readers,), name="medbridge-reader-close", daemon=True
+        ).start()
+
+
+def closing_readers(
+    method: Callable[..., Any], database: Callable[[tuple[Any, ...]], Iterable[str] | None]
+) -> Callable[..., Any]:
+    """nx-27017's way out for a database's connection (drop, eviction, shutdown) with its
+    readers: a reader left open on a dropped database's file would answer from it."""
+
+    @functools.wraps(method)
+    def closing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            forget_readers(self, database(args))
+
+    closing._medbridge_readers = True  # type: ignore[attr-defined]
+    return closing
+
+
+def reading_get_database(get_database: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    @functools.wraps(get_database)
+    def get(self: Any, db_name: str) -> Any:
+        reader = getattr(_READING, "connection", None)
+        if reader is not None and getattr(_READING, "database", None) == db_name:
+            return reader
+        return get_database(self, db_name)
+
+    get._medbridge_reader = True  # type: ignore[attr-defined]
+    return get
+
+
 def _lock_every_database(
     command: Callable[[Any, dict[str, Any]], Any],
 ) -> Callable[[Any, dict[str, Any]], Any]:
@@ -107,6 +260,17 @@ def _lock_every_database(
     def locked(self: Any, msg: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         if getattr(self, "_mode", "single") != "files":
             return command(self, msg, *args, **kwargs)  # one lock for everything already
+        database = plain_read(msg)
+        if database is not None:
+            connection, lock = reader_connection(self, database)
+            with lock:
+                connection.db.finish()  # a statement left by whatever used it last
+                _READING.connection, _READING.database = connection, database
+                try:
+                    return command(self, _without_session(msg), *args, **kwargs)
+                finally:
+                    _READING.connection = _READING.database = None
+                    connection.db.finish()
         with self._dict_lock:
             known = list(self._locks)
         with contextlib.ExitStack() as stack:
@@ -386,6 +550,16 @@ def install() -> None:
     install_quick_datetime_test()
     install_reply_encoding()
     handler_class = nx_handler.NeoSQLiteHandler
+    if not getattr(handler_class.get_database, "_medbridge_reader", False):
+        handler_class.get_database = reading_get_database(handler_class.get_database)
+    for name, database in (
+        ("_drop_file_db", lambda args: [args[0]]),
+        ("_evict_db_locked", lambda args: [args[0]]),
+        ("close_all", lambda args: None),
+    ):
+        method = getattr(handler_class, name)
+        if not getattr(method, "_medbridge_readers", False):
+            setattr(handler_class, name, closing_readers(method, database))
     current = handler_class.handle_command
     if getattr(current, "_medbridge_locks", False):
         return
