@@ -3,7 +3,9 @@ gave before them (the originals run side by side here), and the store process us
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from neosqlite.collection import cursor as neo_cursor
 from neosqlite.collection import datetime_utils as neo_datetime
 from neosqlite.collection.json_helpers import neosqlite_json_dumps
 from neosqlite.collection.query_helper import aggregation
+from neosqlite.collection.query_helper import crud_operations as neo_crud
 from neosqlite.objectid import ObjectId as NeoObjectId
 from nx_27017.utils import convert_neo_to_bson_objectids
 from pymongo import MongoClient
@@ -28,6 +31,8 @@ ORIGINAL_FILTERED = neo_cursor.Cursor._get_filtered_documents
 ORIGINAL_APPLY = neo_cursor.Cursor._apply_projection
 ORIGINAL_LOADS = neo_collection.neosqlite_json_loads
 ORIGINAL_IS_DATETIME = neo_datetime.is_datetime_value
+_INSERT = neo_crud.CRUDOperationsMixin._internal_insert
+ORIGINAL_INSERT = getattr(_INSERT, "__wrapped__", _INSERT)  # another test may have installed
 
 
 def test_a_reply_encodes_to_the_same_bytes_without_the_walk() -> None:
@@ -363,3 +368,82 @@ def test_the_store_process_answers_with_the_patches(tmp_path: Path) -> None:
     finally:
         client.close()
         store.stop()
+
+
+INSERTED: list[Any] = [
+    {"_id": "0000000000000001#fdc596ad242fce94", "k": "action\x1f\x1fR", "r": "1"},
+    {"resourceType": "AuditEvent", "o": {"agent": [{"who": {"reference": "Patient/1"}}]}},
+    {"_id": None, "nested": [{"deep": [1, 2.5, None, True]}], "name": "Žemaitė \u2603"},
+    {"_id": 7, "raw": b"\x00\x01", "when": datetime(2026, 12, 7, 6, 0), "day": date(2026, 1, 2)},
+    {"_id": NeoObjectId(), "big": 12345678901234567890123, "e": "", "empty": {}, "list": []},
+    {"_id": bson.Binary(b"id", 4), "sub": bson.Binary(b"x", 0), "t": (1, 2)},
+]  # fmt: skip
+REFUSED: list[Any] = [
+    {"n": float("nan")},
+    {"_id": 1, "i": [float("inf")]},
+    {"unknown": object()},
+    ["not", "a", "document"],
+]
+
+
+def _insert_both(tmp_path: Path, document: Callable[[], Any]) -> tuple[Any, Any]:
+    connection = neosqlite.Connection(str(tmp_path / "inserts.db"))
+    answers = []
+    for name, insert in (
+        ("before", ORIGINAL_INSERT),
+        ("after", embedded_store.quick_insert(ORIGINAL_INSERT)),
+    ):
+        collection = connection[name]
+        given = document()
+        try:
+            inserted: Any = insert(collection.query_engine.helpers, given)
+        except Exception as refused:
+            inserted = (type(refused), str(refused))
+        rows = connection.db.execute(f"SELECT id, data, _id FROM {name}").fetchall()  # noqa: S608
+        answers.append((inserted if isinstance(inserted, tuple) else repr(inserted), given, rows))
+    connection.close()
+    return answers[0], answers[1]
+
+
+@pytest.mark.parametrize("number", range(len(INSERTED)))
+def test_an_insert_writes_what_neosqlite_writes(tmp_path: Path, number: int) -> None:
+    """The same JSON text under the same `_id`, the same id handed back and set on the
+    caller's document; the caller's nested values left as they were."""
+    fixed_id = NeoObjectId()
+
+    def document() -> Any:
+        made = copy.deepcopy(INSERTED[number])
+        if "_id" not in made or made["_id"] is None:
+            # neosqlite makes a new ObjectId per insert: the same one for both sides
+            made["_id"] = fixed_id
+        return made
+
+    (before_id, before_doc, before_rows), (after_id, after_doc, after_rows) = _insert_both(
+        tmp_path, document
+    )
+    assert after_rows == before_rows
+    assert len(after_rows) == 1
+    assert after_id == before_id
+    assert repr(after_doc) == repr(before_doc) == repr(document())
+
+
+def test_an_insert_without_an_id_gets_one_as_neosqlite_gives(tmp_path: Path) -> None:
+    (_, before_doc, before_rows), (_, after_doc, after_rows) = _insert_both(
+        tmp_path, lambda: {"k": "v", "nested": {"a": [1]}}
+    )
+    for document, rows in ((before_doc, before_rows), (after_doc, after_rows)):
+        assert isinstance(document["_id"], NeoObjectId)
+        assert rows[0][2] == str(document["_id"])
+        assert rows[0][1].replace(str(document["_id"]), "ID") == before_rows[0][1].replace(
+            str(before_doc["_id"]), "ID"
+        )
+
+
+@pytest.mark.parametrize("number", range(len(REFUSED)))
+def test_what_neosqlite_refuses_to_insert_is_still_refused(tmp_path: Path, number: int) -> None:
+    (before, _, before_rows), (after, _, after_rows) = _insert_both(
+        tmp_path, lambda: copy.copy(REFUSED[number])
+    )
+    assert isinstance(before, tuple)
+    assert after == before
+    assert before_rows == after_rows == []

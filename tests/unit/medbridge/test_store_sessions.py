@@ -1,0 +1,136 @@
+"""The embedded store and its clients' transactions (medbridge/embedded_store.py
+`abort_transactions_of`): nx-27017 runs every session of a database on one SQLite
+connection, so a transaction whose client died must not stay open there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nx_27017.handler import NeoSQLiteHandler
+from pymongo import MongoClient
+
+from medbridge import embedded_store
+from medbridge.embedded_mongo import EmbeddedMongo
+
+LEAVE_OPEN = """
+import sys, time
+from pymongo import MongoClient
+client = MongoClient(sys.argv[1])
+session = client.start_session()
+session.start_transaction()
+client["d"]["rows"].insert_one({"_id": "never committed"}, session=session)
+print("in transaction", flush=True)
+time.sleep(600)
+"""
+
+
+def _ids(uri: str) -> list[Any]:
+    with MongoClient(uri) as client:
+        return sorted(row["_id"] for row in client["d"]["rows"].find())
+
+
+def test_a_killed_clients_transaction_is_aborted_and_later_writes_stay(tmp_path: Path) -> None:
+    """A client killed inside a transaction (as `kill -9` of a MedBridge process): its
+    writes are gone, and what others commit after it is committed, also across a
+    restart of the store. Before, the dead transaction stayed open on the database's
+    connection and took every later write into itself, lost when the store stopped."""
+    store = EmbeddedMongo(tmp_path / "store")
+    store.start()
+    try:
+        with MongoClient(store.uri) as client:
+            client["d"]["rows"].insert_one({"_id": "before"})
+        child = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(LEAVE_OPEN), store.uri],
+            stdout=subprocess.PIPE,
+        )
+        assert child.stdout is not None
+        with child.stdout:
+            assert child.stdout.readline() == b"in transaction\n"
+            child.kill()
+            child.wait(30)
+        with MongoClient(store.uri) as client:
+            rows = client["d"]["rows"]
+            with client.start_session() as session:
+                session.start_transaction()
+                rows.insert_one({"_id": "committed after"}, session=session)
+                session.commit_transaction()
+            rows.insert_one({"_id": "written after"})
+        assert _ids(store.uri) == ["before", "committed after", "written after"]
+    finally:
+        store.stop()
+    store = EmbeddedMongo(tmp_path / "store")
+    store.start()
+    try:
+        assert _ids(store.uri) == ["before", "committed after", "written after"]
+    finally:
+        store.stop()
+
+
+def test_another_connection_closing_leaves_a_transaction_open(tmp_path: Path) -> None:
+    """Only the connection a transaction's commands came over counts."""
+    store = EmbeddedMongo(tmp_path / "store")
+    store.start()
+    try:
+        with MongoClient(store.uri) as client:
+            rows = client["d"]["rows"]
+            rows.insert_one({"_id": "before"})
+            with client.start_session() as session:
+                session.start_transaction()
+                rows.insert_one({"_id": "in transaction"}, session=session)
+                for _ in range(3):  # other clients come and go meanwhile
+                    with MongoClient(store.uri) as other:
+                        assert other["d"]["rows"].find_one({"_id": "before"}) is not None
+                session.commit_transaction()
+        assert _ids(store.uri) == ["before", "in transaction"]
+    finally:
+        store.stop()
+
+
+@pytest.fixture
+def handler(tmp_path: Path) -> Iterator[NeoSQLiteHandler]:
+    embedded_store.install()
+    handler = NeoSQLiteHandler(data_dir=str(tmp_path))
+    try:
+        yield handler
+    finally:
+        handler.close_all()
+
+
+LSID = {"id": b"\x02" * 16}
+
+
+def _msg(body: dict[str, Any]) -> dict[str, Any]:
+    return {"request_id": 1, "sections": [("body", body)], "_conn_id": "client-1"}
+
+
+def test_a_database_first_read_during_a_transaction_answers(handler: NeoSQLiteHandler) -> None:
+    """A reader connection opened while a transaction holds the database's write lock:
+    neosqlite sets `auto_vacuum` on each connection it opens, which waits for that lock
+    (and failed with 'database is locked'); the reader only reads it."""
+    _, inserted = handler.handle_insert(
+        _msg({"insert": "rows", "documents": [{"_id": 1}], "$db": "d"})
+    )
+    assert inserted["ok"] == 1
+    _, opened = handler.handle_insert(
+        _msg({"insert": "rows", "documents": [{"_id": 2}], "$db": "d", "lsid": LSID,
+              "txnNumber": 1, "startTransaction": True, "autocommit": False})
+    )  # fmt: skip
+    assert opened["ok"] == 1
+    answers: list[Any] = []
+    reading = threading.Thread(
+        target=lambda: answers.append(handler.handle_command(_msg({"find": "rows", "$db": "d"})))
+    )
+    reading.start()
+    reading.join(timeout=3)  # under SQLite's busy timeout of 5 s
+    assert not reading.is_alive(), "the first read waited for the open transaction"
+    assert answers[0][1]["cursor"]["firstBatch"] == [{"_id": 1}]
+    assert embedded_store.abort_transactions_of(handler, "client-1") == 1
+    _, found = handler.handle_command(_msg({"find": "rows", "$db": "d", "lsid": LSID}))
+    assert found["cursor"]["firstBatch"] == [{"_id": 1}]
