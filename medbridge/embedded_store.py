@@ -565,12 +565,17 @@ def quick_datetime_test(original: Callable[[Any], bool]) -> Callable[[Any], bool
     return is_datetime_value
 
 
+def _stored_text(document: dict[str, Any]) -> str:
+    return json.dumps(document, cls=NeoSQLiteJSONEncoder, allow_nan=False)
+
+
 def quick_insert(original: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    """neosqlite's `_internal_insert` without two costs that change nothing it writes: the
-    deep copy of the document (`_convert_bytes_to_binary` builds every container anew, and
-    only the copy's top level is written to) and a `SELECT json_valid(?)` of the text the
-    stdlib encoder has just written (with `allow_nan=False` it writes only valid JSON).
-    Together a third of a small insert and of a 2 KB one; an AuditEvent is twelve inserts.
+    """neosqlite's `_internal_insert` without costs that change nothing it writes: the deep
+    copy of the document (only the copy's top level is written to), the walk that makes
+    each `bytes` value a Binary where there is none (the encoder refuses `bytes`), and a
+    `SELECT json_valid(?)` of the text the stdlib encoder has just written (with
+    `allow_nan=False` it writes only valid JSON). Together a third of an insert, small or
+    2 KB, inside a transaction; an AuditEvent is twelve inserts.
     The same text under the same `_id`; what the encoder refuses (NaN, which the check
     refused, or an unknown type) and a non-dict go to the original, which refuses them."""
 
@@ -583,12 +588,15 @@ def quick_insert(original: Callable[[Any, Any], Any]) -> Callable[[Any, Any], An
         stored_id = NeoObjectId() if not given or document["_id"] is None else document["_id"]
         copied["_id"] = stored_id
         try:
-            text = json.dumps(
-                neo_utils._convert_bytes_to_binary(copied),
-                cls=NeoSQLiteJSONEncoder,
-                allow_nan=False,
-            )
-        except (TypeError, ValueError):
+            text = _stored_text(copied)
+        except TypeError:
+            # a `bytes` value, which neosqlite makes a Binary before encoding (a walk that
+            # builds the document anew: skipped where there is none), or an unknown type
+            try:
+                text = _stored_text(neo_utils._convert_bytes_to_binary(copied))
+            except (TypeError, ValueError):
+                return original(self, document)
+        except ValueError:
             return original(self, document)
         cursor = self.collection.db.execute(
             # the table name quoted as neosqlite quotes it; the values are parameters

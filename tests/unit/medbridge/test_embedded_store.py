@@ -377,6 +377,7 @@ INSERTED: list[Any] = [
     {"_id": 7, "raw": b"\x00\x01", "when": datetime(2026, 12, 7, 6, 0), "day": date(2026, 1, 2)},
     {"_id": NeoObjectId(), "big": 12345678901234567890123, "e": "", "empty": {}, "list": []},
     {"_id": bson.Binary(b"id", 4), "sub": bson.Binary(b"x", 0), "t": (1, 2)},
+    {"_id": "deep bytes", "list": [{"at": [b"\xff\x00"]}], "when": [datetime(2026, 1, 1)]},
 ]  # fmt: skip
 REFUSED: list[Any] = [
     {"n": float("nan")},
