@@ -63,6 +63,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 import types
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -96,6 +97,11 @@ READ_COMMANDS = frozenset({"find", "count", "distinct", "aggregate"})
 TRANSACTION_FIELDS = frozenset({"txnNumber", "startTransaction", "autocommit"})
 TRANSACTION_ENDS = frozenset({"commitTransaction", "abortTransaction"})
 _TRANSACTIONS_LOCK = threading.Lock()
+#: databases of the store's own, used by no MedBridge data command
+SHARED_DATABASES = frozenset({"admin", "config", "local"})
+#: answered from nx-27017's cursors in memory, never from a database
+CURSOR_COMMANDS = frozenset({"getMore", "killCursors"})
+WAIT_SECONDS = 5.0  # a command's wait for another session's transaction to end
 WRITING_STAGES = frozenset({"$out", "$merge"})
 _READING = threading.local()  # the reader connection the current thread's command uses
 AUTO_VACUUM_SET = re.compile(r"\s*PRAGMA\s+auto_vacuum\s*=", re.IGNORECASE)
@@ -284,6 +290,8 @@ def noting_transactions(command: Callable[..., Any]) -> Callable[..., Any]:
         body = _body_and_namespaces(msg)[0] if isinstance(msg, dict) else {}
         # read before the command: nx-27017 pops `$db` and friends from the body
         lsid, number = body.get("lsid"), body.get("txnNumber")
+        if body.get("autocommit") is not False:  # a retryable write has a txnNumber too
+            number = None
         ending = bool(TRANSACTION_ENDS & body.keys())
         answer = command(self, msg, *args, **kwargs)
         connection = msg.get("_conn_id") if isinstance(msg, dict) else None
@@ -298,6 +306,125 @@ def noting_transactions(command: Callable[..., Any]) -> Callable[..., Any]:
 
     noted._medbridge_noting = True  # type: ignore[attr-defined]
     return noted
+
+
+class WriterOwners:
+    """Who may use each database's writing connection: the session whose transaction is
+    open on it, or one command outside any transaction at a time."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.owner: dict[str, Any] = {}
+
+    def claim(self, names: Iterable[str], who: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not all(self.owner.get(name) in (None, who) for name in names):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(left)
+            for name in names:
+                self.owner[name] = who
+            return True
+
+    def release(self, who: Any) -> None:
+        with self.changed:
+            for name in [name for name, owner in self.owner.items() if owner == who]:
+                del self.owner[name]
+            self.changed.notify_all()
+
+
+def _owners(handler: Any) -> WriterOwners:
+    with _TRANSACTIONS_LOCK:
+        owners = handler.__dict__.get("_medbridge_owners")
+        if owners is None:
+            owners = handler.__dict__["_medbridge_owners"] = WriterOwners()
+        return owners  # type: ignore[no-any-return]
+
+
+def _session_ids(lsids: Any) -> list[str]:
+    found = [nx_wire._extract_session_id(lsid) for lsid in lsids if isinstance(lsid, dict)]
+    return [session for session in found if session]
+
+
+def writer_use(msg: Any) -> tuple[str, list[str], list[str]] | None:
+    """How a command uses the writing connections: ("transaction", [session], databases)
+    for a command inside a transaction, ("command", [], databases) for any other command
+    that is not a plain read, ("end", sessions, []) for a commit, abort or endSessions;
+    None when it uses none (a plain read, a command of no database)."""
+    if not isinstance(msg, dict):
+        return None
+    body, namespaces = _body_and_namespaces(msg)
+    if not body:
+        return None
+    name = next(iter(body))
+    if name in TRANSACTION_ENDS:
+        return "end", _session_ids([body.get("lsid")]), []
+    if name == "endSessions":
+        ended = body.get("endSessions")
+        return "end", _session_ids(ended if isinstance(ended, list) else []), []
+    if name in CURSOR_COMMANDS or plain_read(msg) is not None:
+        return None
+    names = {body.get("$db", "test")}
+    names |= {str(ns.get("ns", "")).partition(".")[0] for ns in namespaces if isinstance(ns, dict)}
+    databases = sorted(names - SHARED_DATABASES)
+    if not databases:
+        return None
+    sessions = _session_ids([body.get("lsid")])
+    if body.get("autocommit") is False and sessions:
+        return "transaction", sessions, databases
+    return "command", [], databases
+
+
+def one_writer_at_a_time(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`command` run only when its databases' writing connections are free of another
+    session's transaction. nx-27017 runs every session of a database on one SQLite
+    connection: a second transaction began inside the first as a SAVEPOINT (the first's
+    commit committed it, so its own abort then kept its writes), and a write outside any
+    transaction joined whichever was open (and went with its abort). Here a transaction
+    holds its databases from its first command to its commit or abort, a command outside
+    one holds them while it runs, and the others wait (at most WAIT_SECONDS, then a
+    WriteConflict labelled TransientTransactionError, which MongoDB's clients retry).
+    Plain reads do not wait: the reader connection answers them."""
+
+    @functools.wraps(command)
+    def guarded(self: Any, msg: Any, *args: Any, **kwargs: Any) -> Any:
+        use = writer_use(msg)
+        if use is None:
+            return command(self, msg, *args, **kwargs)
+        kind, sessions, databases = use
+        owners = _owners(self)
+        if kind == "end":
+            try:
+                return command(self, msg, *args, **kwargs)
+            finally:
+                for session in sessions:
+                    if not self._tx_sessions(session):
+                        owners.release(session)
+        who: Any = sessions[0] if kind == "transaction" else object()
+        if not owners.claim(databases, who, WAIT_SECONDS):
+            return msg.get("request_id", 0), _write_conflict(kind == "transaction")
+        try:
+            return command(self, msg, *args, **kwargs)
+        finally:
+            if kind != "transaction" or not self._tx_sessions(who):
+                owners.release(who)
+
+    guarded._medbridge_one_writer = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def _write_conflict(in_transaction: bool) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "ok": 0,
+        "code": 112,
+        "codeName": "WriteConflict",
+        "errmsg": f"another session's transaction holds the database (waited {WAIT_SECONDS} s)",
+    }
+    if in_transaction:
+        answer["errorLabels"] = ["TransientTransactionError"]
+    return answer
 
 
 def abort_transactions_of(handler: Any, connection: Any) -> int:
@@ -702,7 +829,9 @@ def install() -> None:
             handler_class.close_streams_for_connection
         )
     if not getattr(handler_class.handle_insert, "_medbridge_noting", False):
-        handler_class.handle_insert = noting_transactions(handler_class.handle_insert)
+        handler_class.handle_insert = one_writer_at_a_time(
+            noting_transactions(handler_class.handle_insert)
+        )
     current = handler_class.handle_command
     if getattr(current, "_medbridge_locks", False):
         return
@@ -711,7 +840,7 @@ def install() -> None:
     unlocked = getattr(current, "__wrapped__", None)
     if unlocked is None:
         raise RuntimeError("nx-27017 changed: handle_command is no longer lock-wrapped")
-    replacement = noting_transactions(_lock_every_database(unlocked))
+    replacement = one_writer_at_a_time(noting_transactions(_lock_every_database(unlocked)))
     replacement._medbridge_locks = True  # type: ignore[attr-defined]
     handler_class.handle_command = replacement
 

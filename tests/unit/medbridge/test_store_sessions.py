@@ -134,3 +134,101 @@ def test_a_database_first_read_during_a_transaction_answers(handler: NeoSQLiteHa
     assert embedded_store.abort_transactions_of(handler, "client-1") == 1
     _, found = handler.handle_command(_msg({"find": "rows", "$db": "d", "lsid": LSID}))
     assert found["cursor"]["firstBatch"] == [{"_id": 1}]
+
+
+def test_a_second_transaction_waits_for_the_first_and_its_abort_keeps_nothing(
+    tmp_path: Path,
+) -> None:
+    """Two clients' transactions on one database: the second begins once the first has
+    committed, and its abort discards its own write. Before, it began inside the first
+    as a SAVEPOINT, the first's commit committed it, and its abort kept its write."""
+    store = EmbeddedMongo(tmp_path / "store")
+    store.start()
+    try:
+        with MongoClient(store.uri) as first, MongoClient(store.uri) as second:
+            rows = first["d"]["rows"]
+            rows.insert_one({"_id": "seed"})
+            events: list[str] = []
+            with first.start_session() as one, second.start_session() as two:
+                one.start_transaction()
+                rows.insert_one({"_id": "first"}, session=one)
+
+                def other() -> None:
+                    two.start_transaction()
+                    second["d"]["rows"].insert_one({"_id": "second"}, session=two)
+                    events.append("second wrote")
+                    two.abort_transaction()
+
+                thread = threading.Thread(target=other)
+                thread.start()
+                thread.join(timeout=1)
+                assert thread.is_alive(), "the second transaction did not wait"
+                events.append("first commits")
+                one.commit_transaction()
+                thread.join(timeout=30)
+            assert events == ["first commits", "second wrote"]
+        assert _ids(store.uri) == ["first", "seed"]
+    finally:
+        store.stop()
+
+
+def test_a_write_outside_a_transaction_waits_and_outlives_its_abort(tmp_path: Path) -> None:
+    """A plain write while another client's transaction is open used to join that
+    transaction and vanish with its abort."""
+    store = EmbeddedMongo(tmp_path / "store")
+    store.start()
+    try:
+        with MongoClient(store.uri) as first, MongoClient(store.uri) as second:
+            rows = first["d"]["rows"]
+            rows.insert_one({"_id": "seed"})
+            with first.start_session() as one:
+                one.start_transaction()
+                rows.insert_one({"_id": "aborted"}, session=one)
+                thread = threading.Thread(
+                    target=lambda: second["d"]["rows"].insert_one({"_id": "plain"})
+                )
+                thread.start()
+                thread.join(timeout=1)
+                assert thread.is_alive(), "the plain write did not wait"
+                one.abort_transaction()
+                thread.join(timeout=30)
+        assert _ids(store.uri) == ["plain", "seed"]
+    finally:
+        store.stop()
+
+
+def test_a_transaction_held_too_long_is_a_transient_write_conflict(
+    handler: NeoSQLiteHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After WAIT_SECONDS the waiting command is refused as MongoDB refuses a conflicting
+    transaction (code 112, TransientTransactionError: the driver and
+    fhir_server/store_errors.py run the transaction again)."""
+    monkeypatch.setattr(embedded_store, "WAIT_SECONDS", 0.2)
+    _, opened = handler.handle_insert(
+        _msg({"insert": "rows", "documents": [{"_id": 1}], "$db": "d", "lsid": LSID,
+              "txnNumber": 1, "startTransaction": True, "autocommit": False})
+    )  # fmt: skip
+    assert opened["ok"] == 1
+    other = {"id": b"\x03" * 16}
+    _, refused = handler.handle_insert(
+        _msg({"insert": "rows", "documents": [{"_id": 2}], "$db": "d", "lsid": other,
+              "txnNumber": 1, "startTransaction": True, "autocommit": False})
+    )  # fmt: skip
+    assert refused["code"] == 112
+    assert refused["errorLabels"] == ["TransientTransactionError"]
+    _, plain = handler.handle_insert(
+        _msg({"insert": "rows", "documents": [{"_id": 3}], "$db": "d"})
+    )
+    assert plain["code"] == 112
+    assert "errorLabels" not in plain
+    _, committed = handler.handle_command(
+        _msg({"commitTransaction": 1, "lsid": LSID, "txnNumber": 1, "autocommit": False,
+              "$db": "admin"})
+    )  # fmt: skip
+    assert committed["ok"] == 1
+    _, written = handler.handle_insert(
+        _msg({"insert": "rows", "documents": [{"_id": 3}], "$db": "d"})
+    )
+    assert written["ok"] == 1
+    _, found = handler.handle_command(_msg({"find": "rows", "$db": "d"}))
+    assert [row["_id"] for row in found["cursor"]["firstBatch"]] == [1, 3]
