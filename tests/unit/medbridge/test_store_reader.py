@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,17 +57,6 @@ def test_a_message_with_a_document_sequence_is_not_a_plain_read() -> None:
     assert embedded_store.plain_read(_msg({"find": "rows", "$db": "d"}, {"documents": []})) is None
 
 
-@pytest.fixture
-def handler(tmp_path: Path) -> Iterator[NeoSQLiteHandler]:
-    embedded_store.install()
-    handler = NeoSQLiteHandler(data_dir=str(tmp_path))
-    try:
-        yield handler
-    finally:
-        handler.close_all()
-        assert not getattr(handler, "_medbridge_readers", {}), "readers outlived close_all"
-
-
 def _command(handler: NeoSQLiteHandler, body: dict[str, Any]) -> dict[str, Any]:
     _, reply = handler.handle_command(_msg(body))
     return reply
@@ -109,6 +97,16 @@ def _found(handler: NeoSQLiteHandler) -> list[Any]:
     return batch
 
 
+def _each_update_is_read(handler: NeoSQLiteHandler) -> None:
+    for n in range(2, 5):
+        _, updated = handler.handle_command(
+            _msg({"update": "rows", "updates": [{"q": {"_id": 1}, "u": {"$set": {"n": n}}}],
+                  "$db": "d"})
+        )  # fmt: skip
+        assert updated["nModified"] == 1
+        assert _found(handler) == [{"_id": 1, "n": n}]
+
+
 def test_a_statement_left_unfinished_does_not_pin_the_reader_to_the_past(
     handler: NeoSQLiteHandler,
 ) -> None:
@@ -122,13 +120,7 @@ def test_a_statement_left_unfinished_does_not_pin_the_reader_to_the_past(
     with lock:
         left = connection.db.execute("SELECT 1 UNION ALL SELECT 2")
         assert left.fetchone() == (1,)  # one row read, one left: the statement is open
-    for n in range(2, 5):
-        _, updated = handler.handle_command(
-            _msg({"update": "rows", "updates": [{"q": {"_id": 1}, "u": {"$set": {"n": n}}}],
-                  "$db": "d"})
-        )  # fmt: skip
-        assert updated["nModified"] == 1
-        assert _found(handler) == [{"_id": 1, "n": n}]
+    _each_update_is_read(handler)
     with pytest.raises(sqlite3.ProgrammingError):
         left.fetchone()  # closed by the reader, not left to the garbage collector
 
@@ -145,13 +137,7 @@ def test_a_transaction_left_open_does_not_pin_the_reader_to_the_past(
     with lock:
         connection.db.execute("SAVEPOINT left_open")
         assert connection.db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
-    for n in range(2, 5):
-        _, updated = handler.handle_command(
-            _msg({"update": "rows", "updates": [{"q": {"_id": 1}, "u": {"$set": {"n": n}}}],
-                  "$db": "d"})
-        )  # fmt: skip
-        assert updated["nModified"] == 1
-        assert _found(handler) == [{"_id": 1, "n": n}]
+    _each_update_is_read(handler)
     assert not connection.db.in_transaction
 
 

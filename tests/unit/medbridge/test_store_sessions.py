@@ -36,6 +36,19 @@ def _ids(uri: str) -> list[Any]:
         return sorted(row["_id"] for row in client["d"]["rows"].find())
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EmbeddedMongo]:
+    """A store process with one row, `seed`, in `d.rows`."""
+    running = EmbeddedMongo(tmp_path / "store")
+    running.start()
+    try:
+        with MongoClient(running.uri) as client:
+            client["d"]["rows"].insert_one({"_id": "seed"})
+        yield running
+    finally:
+        running.stop()
+
+
 def test_a_killed_clients_transaction_is_aborted_and_later_writes_stay(tmp_path: Path) -> None:
     """A client killed inside a transaction (as `kill -9` of a MedBridge process): its
     writes are gone, and what others commit after it is committed, also across a
@@ -73,34 +86,18 @@ def test_a_killed_clients_transaction_is_aborted_and_later_writes_stay(tmp_path:
         store.stop()
 
 
-def test_another_connection_closing_leaves_a_transaction_open(tmp_path: Path) -> None:
+def test_another_connection_closing_leaves_a_transaction_open(store: EmbeddedMongo) -> None:
     """Only the connection a transaction's commands came over counts."""
-    store = EmbeddedMongo(tmp_path / "store")
-    store.start()
-    try:
-        with MongoClient(store.uri) as client:
-            rows = client["d"]["rows"]
-            rows.insert_one({"_id": "before"})
-            with client.start_session() as session:
-                session.start_transaction()
-                rows.insert_one({"_id": "in transaction"}, session=session)
-                for _ in range(3):  # other clients come and go meanwhile
-                    with MongoClient(store.uri) as other:
-                        assert other["d"]["rows"].find_one({"_id": "before"}) is not None
-                session.commit_transaction()
-        assert _ids(store.uri) == ["before", "in transaction"]
-    finally:
-        store.stop()
-
-
-@pytest.fixture
-def handler(tmp_path: Path) -> Iterator[NeoSQLiteHandler]:
-    embedded_store.install()
-    handler = NeoSQLiteHandler(data_dir=str(tmp_path))
-    try:
-        yield handler
-    finally:
-        handler.close_all()
+    with MongoClient(store.uri) as client:
+        rows = client["d"]["rows"]
+        with client.start_session() as session:
+            session.start_transaction()
+            rows.insert_one({"_id": "in transaction"}, session=session)
+            for _ in range(3):  # other clients come and go meanwhile
+                with MongoClient(store.uri) as other:
+                    assert other["d"]["rows"].find_one({"_id": "seed"}) is not None
+            session.commit_transaction()
+    assert _ids(store.uri) == ["in transaction", "seed"]
 
 
 LSID = {"id": b"\x02" * 16}
@@ -137,64 +134,57 @@ def test_a_database_first_read_during_a_transaction_answers(handler: NeoSQLiteHa
 
 
 def test_a_second_transaction_waits_for_the_first_and_its_abort_keeps_nothing(
-    tmp_path: Path,
+    store: EmbeddedMongo,
 ) -> None:
     """Two clients' transactions on one database: the second begins once the first has
     committed, and its abort discards its own write. Before, it began inside the first
     as a SAVEPOINT, the first's commit committed it, and its abort kept its write."""
-    store = EmbeddedMongo(tmp_path / "store")
-    store.start()
-    try:
-        with MongoClient(store.uri) as first, MongoClient(store.uri) as second:
-            rows = first["d"]["rows"]
-            rows.insert_one({"_id": "seed"})
-            events: list[str] = []
-            with first.start_session() as one, second.start_session() as two:
-                one.start_transaction()
-                rows.insert_one({"_id": "first"}, session=one)
+    events: list[str] = []
+    with (
+        MongoClient(store.uri) as first,
+        MongoClient(store.uri) as second,
+        first.start_session() as one,
+        second.start_session() as two,
+    ):
+        one.start_transaction()
+        first["d"]["rows"].insert_one({"_id": "first"}, session=one)
 
-                def other() -> None:
-                    two.start_transaction()
-                    second["d"]["rows"].insert_one({"_id": "second"}, session=two)
-                    events.append("second wrote")
-                    two.abort_transaction()
+        def other() -> None:
+            two.start_transaction()
+            second["d"]["rows"].insert_one({"_id": "second"}, session=two)
+            events.append("second wrote")
+            two.abort_transaction()
 
-                thread = threading.Thread(target=other)
-                thread.start()
-                thread.join(timeout=1)
-                assert thread.is_alive(), "the second transaction did not wait"
-                events.append("first commits")
-                one.commit_transaction()
-                thread.join(timeout=30)
-            assert events == ["first commits", "second wrote"]
-        assert _ids(store.uri) == ["first", "seed"]
-    finally:
-        store.stop()
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(timeout=1)
+        assert thread.is_alive(), "the second transaction did not wait"
+        events.append("first commits")
+        one.commit_transaction()
+        thread.join(timeout=30)
+    assert events == ["first commits", "second wrote"]
+    assert _ids(store.uri) == ["first", "seed"]
 
 
-def test_a_write_outside_a_transaction_waits_and_outlives_its_abort(tmp_path: Path) -> None:
+def test_a_write_outside_a_transaction_waits_and_outlives_its_abort(
+    store: EmbeddedMongo,
+) -> None:
     """A plain write while another client's transaction is open used to join that
     transaction and vanish with its abort."""
-    store = EmbeddedMongo(tmp_path / "store")
-    store.start()
-    try:
-        with MongoClient(store.uri) as first, MongoClient(store.uri) as second:
-            rows = first["d"]["rows"]
-            rows.insert_one({"_id": "seed"})
-            with first.start_session() as one:
-                one.start_transaction()
-                rows.insert_one({"_id": "aborted"}, session=one)
-                thread = threading.Thread(
-                    target=lambda: second["d"]["rows"].insert_one({"_id": "plain"})
-                )
-                thread.start()
-                thread.join(timeout=1)
-                assert thread.is_alive(), "the plain write did not wait"
-                one.abort_transaction()
-                thread.join(timeout=30)
-        assert _ids(store.uri) == ["plain", "seed"]
-    finally:
-        store.stop()
+    with (
+        MongoClient(store.uri) as first,
+        MongoClient(store.uri) as second,
+        first.start_session() as one,
+    ):
+        one.start_transaction()
+        first["d"]["rows"].insert_one({"_id": "aborted"}, session=one)
+        thread = threading.Thread(target=lambda: second["d"]["rows"].insert_one({"_id": "plain"}))
+        thread.start()
+        thread.join(timeout=1)
+        assert thread.is_alive(), "the plain write did not wait"
+        one.abort_transaction()
+        thread.join(timeout=30)
+    assert _ids(store.uri) == ["plain", "seed"]
 
 
 def test_a_transaction_held_too_long_is_a_transient_write_conflict(
