@@ -23,6 +23,10 @@ other sessions' unfinished transactions. A read inside a transaction stays on th
 writing connection, where its transaction's own writes are. The readers of a database
 are closed when nx-27017 drops (unlinks), evicts or closes its connection.
 
+nx-27017 runs every session's transaction on the database's one writing connection, so
+here one transaction at a time holds it, and other writers wait (`one_writer_at_a_time`);
+a transaction whose client connection closed is aborted (`abort_transactions_of`).
+
 neosqlite (under nx-27017) deep-copies every document a find's projection is applied to,
 though the document was decoded from its JSON for this query alone and the projection
 only reads it or removes top-level fields from the copy: a shallow copy gives the same
@@ -366,7 +370,8 @@ def writer_use(msg: Any) -> tuple[str, list[str], list[str]] | None:
         return "end", _session_ids(ended if isinstance(ended, list) else []), []
     if name in CURSOR_COMMANDS or plain_read(msg) is not None:
         return None
-    names = {body.get("$db", "test")}
+    named = body.get("$db", "test")
+    names = {named} if isinstance(named, str) else set()
     names |= {str(ns.get("ns", "")).partition(".")[0] for ns in namespaces if isinstance(ns, dict)}
     databases = sorted(names - SHARED_DATABASES)
     if not databases:
