@@ -292,13 +292,15 @@ def noting_transactions(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def noted(self: Any, msg: Any, *args: Any, **kwargs: Any) -> Any:
         body = _body_and_namespaces(msg)[0] if isinstance(msg, dict) else {}
+        # every command of a transaction says `autocommit: false` (a retryable write
+        # outside one has a txnNumber too)
+        if body.get("autocommit") is not False:
+            return command(self, msg, *args, **kwargs)
         # read before the command: nx-27017 pops `$db` and friends from the body
         lsid, number = body.get("lsid"), body.get("txnNumber")
-        if body.get("autocommit") is not False:  # a retryable write has a txnNumber too
-            number = None
         ending = bool(TRANSACTION_ENDS & body.keys())
         answer = command(self, msg, *args, **kwargs)
-        connection = msg.get("_conn_id") if isinstance(msg, dict) else None
+        connection = msg.get("_conn_id")
         session = nx_wire._extract_session_id(lsid) if isinstance(lsid, dict) else None
         if session is not None and number is not None:
             with _TRANSACTIONS_LOCK:
