@@ -20,14 +20,14 @@ from medbridge import embedded_store
 from medbridge.embedded_mongo import EmbeddedMongo
 
 LEAVE_OPEN = """
-import sys, time
+import sys
 from pymongo import MongoClient
 client = MongoClient(sys.argv[1])
 session = client.start_session()
 session.start_transaction()
 client["d"]["rows"].insert_one({"_id": "never committed"}, session=session)
 print("in transaction", flush=True)
-time.sleep(600)
+sys.stdin.read()  # held open until the test kills this process
 """
 
 
@@ -61,10 +61,12 @@ def test_a_killed_clients_transaction_is_aborted_and_later_writes_stay(tmp_path:
             client["d"]["rows"].insert_one({"_id": "before"})
         child = subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(LEAVE_OPEN), store.uri],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
         assert child.stdout is not None
-        with child.stdout:
+        assert child.stdin is not None
+        with child.stdin, child.stdout:
             assert child.stdout.readline() == b"in transaction\n"
             child.kill()
             child.wait(30)
