@@ -46,6 +46,24 @@ def message_key(sending_application: str, sending_facility: str, control_id: str
     return f"{sending_application}|{sending_facility}|{control_id}"
 
 
+def outcome_fields(
+    status: str,
+    ack: bytes | None,
+    references: list[str] | None = None,
+    reason: str | None = None,
+    code: str | None = None,
+) -> Document:
+    """What a receipt records of its outcome (`finish`), or is stored with (`receive`)."""
+    return {
+        "status": status,
+        "ack": ack,
+        "references": references or [],
+        "reason": reason,
+        "err3": code,
+        "finished": datetime.now(UTC),
+    }
+
+
 class Archive:
     """Receipts are written as repository write units: on the embedded store they are
     grouped with the concurrent writes of other messages (one commit for many)."""
@@ -64,9 +82,20 @@ class Archive:
         await self.collection.create_index([("status", ASCENDING), ("received", ASCENDING)])
 
     async def receive(
-        self, raw: bytes, peer: str, key: str | None, receipt_id: str | None = None, **fields: Any
+        self,
+        raw: bytes,
+        peer: str,
+        key: str | None,
+        receipt_id: str | None = None,
+        finished: Document | None = None,
+        **fields: Any,
     ) -> Receipt:
-        """Archive one receipt; claims `key` unless another receipt already owns it."""
+        """Archive one receipt; claims `key` unless another receipt already owns it.
+
+        `finished` (`outcome_fields`): the receipt's outcome, known already (a message that
+        writes nothing): the record is stored finished, in one write instead of two. A copy
+        of a message seen before is stored unfinished all the same: its outcome is decided
+        by the copy's handling."""
         receipt_id = receipt_id or uuid.uuid4().hex
         bodies = self.repository.bodies
         document: Document = {"_id": receipt_id, "raw": raw, "size": len(raw)}
@@ -78,9 +107,10 @@ class Archive:
             document["sha256"] = hashlib.sha256(raw).hexdigest()
         document.update(peer=peer, received=datetime.now(UTC), status=RECEIVED, **fields)
         apply = self.repository.apply_writes
+        owner = {**document, **finished, "attempts": 1} if finished else document
         if key is not None:
             try:
-                await apply([insert(COLLECTION, {**document, "key": key})])
+                await apply([insert(COLLECTION, {**owner, "key": key})])
                 return Receipt(receipt_id, key, True, None)
             except DuplicateKeyError:
                 original = await self.collection.find_one({"key": key})
@@ -88,7 +118,7 @@ class Archive:
                 await apply([insert(COLLECTION, {**document, "key": copy_key, "copy_of": key})])
                 return Receipt(receipt_id, copy_key, False, original)
         unkeyed = f"unkeyed:{receipt_id}"
-        await apply([insert(COLLECTION, {**document, "key": unkeyed})])
+        await apply([insert(COLLECTION, {**owner, "key": unkeyed})])
         return Receipt(receipt_id, unkeyed, True, None)
 
     async def finish(
@@ -115,14 +145,7 @@ class Archive:
     ) -> list[Write]:
         """The write recording a receipt's outcome, to apply alone or with other writes."""
         update = {
-            "$set": {
-                "status": status,
-                "ack": ack,
-                "references": references or [],
-                "reason": reason,
-                "err3": code,
-                "finished": datetime.now(UTC),
-            },
+            "$set": outcome_fields(status, ack, references, reason, code),
             "$inc": {"attempts": 1},
         }
         return [Write(COLLECTION, "update", update, {"_id": receipt_id})]

@@ -1,13 +1,15 @@
 """One message in, its ACK out: decode, archive, de-duplicate, translate, write, answer.
 
-The raw bytes are archived before anything else happens and the ACK is recorded before
-it is sent, so every message is kept and a resend of a processed message gets the very
-same ACK. `AA` is sent only after the FHIR writes have returned.
+Every message is archived before it is answered, and before anything it writes: the
+record is made when the message's writes are planned, ahead of them (its outcome then
+rides in the unit that applies them), or, when it writes nothing (an update that changes
+nothing, a refused message), with its outcome in one write. Its key (MSH-3, MSH-4,
+MSH-10) is unique, so a resend finds the first copy and gets the very same ACK. `AA` is
+sent only after the FHIR writes have returned.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import uuid
@@ -27,7 +29,7 @@ from fhir_server.group_commit import Write
 from fhir_server.router import FhirRouter
 from hl7_bridge import archive as states
 from hl7_bridge.ack import Original, ack_code_wanted, build_ack, original_of
-from hl7_bridge.archive import Archive, Receipt, message_key
+from hl7_bridge.archive import Archive, Receipt, message_key, outcome_fields
 from hl7_bridge.charset import Decoded, decode, read_text
 from hl7_bridge.errors import Hl7Error, Hl7Warning, Interrupted, Outcome, attempt
 from hl7_bridge.writer import Writer
@@ -51,6 +53,17 @@ class Result:
     ack: bytes | None  # encoded ACK payload; None when MSH-15/16 asked for none
     code: str  # MSA-1, or "" when no ACK
     receipt_id: str | None
+
+
+@dataclass(slots=True)
+class _Fresh:
+    """A message not archived yet, and its record once made (`Archive.receive`)."""
+
+    raw: bytes
+    peer: str
+    key: str | None
+    fields: dict[str, Any]
+    receipt: Receipt | None = None
 
 
 @dataclass(slots=True)
@@ -184,20 +197,20 @@ class Processor:
             "declared_charset": decoded.declared,
             "charset_mismatch": decoded.mismatch,
         }
-        # archived while the message is translated and planned; nothing is written
-        # before the archive record is stored (Writer.apply's before_commit)
+        # archived when what it writes is planned: before the writes, or with its outcome
+        # in one write when it writes nothing (_Fresh)
+        fresh = _Fresh(raw, peer, key, fields)
         receipt_id = uuid.uuid4().hex
-        receiving = asyncio.ensure_future(
-            self.archive.receive(raw, peer, key, receipt_id, **fields)
-        )
         try:
             return await self._process(
-                receipt_id, message, outcome, original, decoded.codec, peer, context, receiving
+                receipt_id, message, outcome, original, decoded.codec, peer, context, fresh
             )
         except Interrupted:
             pass
         try:
-            receipt = await receiving
+            receipt = fresh.receipt or await self.archive.receive(
+                raw, peer, key, receipt_id, **fields
+            )
         except Exception:
             log_failure(log, "archiving a message failed; answering AR so the sender retries")
             error = Hl7Error("AR", "207", "message could not be stored; send it again")
@@ -269,19 +282,23 @@ class Processor:
         codec: str,
         peer: str,
         context: RequestContext,
-        receiving: asyncio.Future[Receipt] | None = None,
+        fresh: _Fresh | None = None,
     ) -> Result:
-        """Apply a message under its archive record; Interrupted when `receiving` shows
-        a resend or failed (the caller answers), before anything is written."""
+        """Apply a message under its archive record: `receipt_id`'s, or the one `fresh`
+        describes, made here. Interrupted when that record cannot be made as the first of
+        its key (a resend: the caller answers) or at all, before anything is written."""
 
         async def archived() -> None:
-            if receiving is None:
+            # before the message's writes: its record first, as the first of its key
+            if fresh is None or fresh.receipt is not None:
                 return
             try:
-                receipt = await receiving
+                fresh.receipt = await self.archive.receive(
+                    fresh.raw, fresh.peer, fresh.key, receipt_id, **fresh.fields
+                )
             except Exception as error:
                 raise Interrupted from error
-            if not receipt.first and receipt.original is not None:
+            if not fresh.receipt.first:
                 raise Interrupted
 
         references: list[str] = []
@@ -306,7 +323,6 @@ class Processor:
                 writer = Writer(self.router, context)
                 references = await writer.apply(translation, processed, archived)
                 recorded = writer.recorded
-        await archived()
         if recorded and outcome.error is None:
             log.info("HL7 %s %s from %s: %s", original.get(9)[:20], receipt_id, peer, "AA")
             return accepted
@@ -314,10 +330,22 @@ class Processor:
         result = self._answer(original, error, codec, receipt_id, warnings if not error else [])
         status = states.PROCESSED if error is None else states.DEAD_LETTER
         reason = f"{error.ack_code} {error.code} {error.text}" if error else _noted(warnings)
+        code = error.code if error else None
+        if fresh is not None and fresh.receipt is None:
+            # nothing was written: the record is made finished, one write for both
+            finished = outcome_fields(status, result.ack, references, reason, code)
+            try:
+                fresh.receipt = await self.archive.receive(
+                    fresh.raw, fresh.peer, fresh.key, receipt_id, finished, **fresh.fields
+                )
+            except Exception as problem:
+                raise Interrupted from problem
+            if not fresh.receipt.first:
+                raise Interrupted
+            log.info("HL7 %s %s from %s: %s", original.get(9)[:20], receipt_id, peer, result.code)
+            return result
         try:
-            await self.archive.finish(
-                receipt_id, status, result.ack, references, reason, error.code if error else None
-            )
+            await self.archive.finish(receipt_id, status, result.ack, references, reason, code)
         except Exception:
             log_failure(log, "recording the outcome of message %s failed", receipt_id)
             if error is None:

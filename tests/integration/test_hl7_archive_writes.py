@@ -1,0 +1,146 @@
+"""When an HL7 message's archive record is written (hl7_bridge/processor.py): before
+anything the message writes, and in one write with its outcome when it writes nothing.
+
+The store's commands are watched through pymongo's command monitoring on a client of
+the test's own: every write command that names a collection is recorded in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import AsyncMongoClient, monitoring
+
+from fhir_server.repository import Repository
+from hl7_bridge.listener import Limits
+from hl7_bridge.processor import Processor
+from hl7_bridge.service import BridgeOptions
+from medbridge.compose import compose
+from medbridge.embedded_mongo import EmbeddedMongo
+from medbridge.settings import Settings
+from tests.support.servers import IsolatedStore
+
+ADT = (
+    "MSH|^~\\&|ARCH|WARD|MEDBRIDGE|HOSP|20261122101500||ADT^A08|{control}|P|2.5\r"
+    "EVN|A08|20261122101500\r"
+    "PID|1||{mrn}^^^HOSP^MR||Archive^Once||19800101|F\r"
+)
+WRITES = ("insert", "update", "delete", "findAndModify", "bulkWrite")
+ARCHIVE = "hl7_messages"
+
+
+class Writes(monitoring.CommandListener):
+    """The collections each write command touched, in the order they were sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[set[str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        if name not in WRITES:
+            return
+        if name == "bulkWrite":
+            namespaces = event.command.get("nsInfo") or []
+            touched = {str(ns.get("ns", "")).partition(".")[2] for ns in namespaces}
+        else:
+            touched = {str(event.command.get(name))}
+        self.seen.append(touched)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def archive_writes(self) -> int:
+        return sum(1 for touched in self.seen if ARCHIVE in touched)
+
+
+async def processor_on(client: AsyncMongoClient[dict[str, Any]], database: str) -> Processor:
+    repository = Repository(client, database)
+    await repository.ensure_indexes()
+    bridge = BridgeOptions("127.0.0.1", 0, Limits())
+    settings = Settings(audit=False)
+    composition = await compose(settings, repository, bridge=bridge)
+    assert composition.processor is not None
+    return composition.processor
+
+
+async def test_a_message_that_writes_nothing_is_archived_in_one_write(
+    store: EmbeddedMongo | IsolatedStore, database_name: str, unique: str
+) -> None:
+    writes = Writes()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, event_listeners=[writes])
+    try:
+        processor = await processor_on(client, database_name)
+        first = await processor.handle(
+            ADT.format(control=f"A-{unique}", mrn=f"M-{unique}").encode(), "127.0.0.1:1"
+        )
+        assert first.code == "AA"
+        writes.seen.clear()
+        # the same demographics again, under a new control id: nothing to change
+        again = await processor.handle(
+            ADT.format(control=f"B-{unique}", mrn=f"M-{unique}").encode(), "127.0.0.1:1"
+        )
+        assert again.code == "AA"
+        assert writes.seen == [{ARCHIVE}]  # the record and its outcome, nothing else
+        record = await client[database_name][ARCHIVE].find_one({"_id": again.receipt_id})
+        assert record is not None
+        assert (record["status"], record["attempts"]) == ("processed", 1)
+        assert record["ack"] == again.ack
+        assert record["key"] == f"ARCH|WARD|B-{unique}"
+        assert record["references"]  # the Patient it found unchanged
+        # a resend of it gets the very same ACK and is kept as a copy
+        resent = await processor.handle(
+            ADT.format(control=f"B-{unique}", mrn=f"M-{unique}").encode(), "127.0.0.1:1"
+        )
+        assert resent.ack == again.ack
+        copy = await client[database_name][ARCHIVE].find_one({"_id": resent.receipt_id})
+        assert copy is not None
+        assert (copy["status"], copy["copy_of"]) == ("duplicate", f"ARCH|WARD|B-{unique}")
+    finally:
+        await client.close()
+
+
+async def test_a_message_that_writes_is_archived_before_its_writes(
+    store: EmbeddedMongo | IsolatedStore, database_name: str, unique: str
+) -> None:
+    writes = Writes()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, event_listeners=[writes])
+    try:
+        processor = await processor_on(client, database_name)
+        result = await processor.handle(
+            ADT.format(control=f"C-{unique}", mrn=f"N-{unique}").encode(), "127.0.0.1:1"
+        )
+        assert result.code == "AA"
+        patient_writes = [n for n, touched in enumerate(writes.seen) if "Patient" in touched]
+        archive_writes = [n for n, touched in enumerate(writes.seen) if ARCHIVE in touched]
+        assert patient_writes
+        assert archive_writes
+        assert archive_writes[0] < patient_writes[0]
+        record = await client[database_name][ARCHIVE].find_one({"_id": result.receipt_id})
+        assert record is not None
+        assert (record["status"], record["attempts"]) == ("processed", 1)
+    finally:
+        await client.close()
+
+
+async def test_a_refused_message_is_archived_in_one_write_with_its_reason(
+    store: EmbeddedMongo | IsolatedStore, database_name: str, unique: str
+) -> None:
+    writes = Writes()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, event_listeners=[writes])
+    try:
+        processor = await processor_on(client, database_name)
+        # no PID-3: the Patient cannot be identified
+        raw = ADT.format(control=f"D-{unique}", mrn="").encode()
+        result = await processor.handle(raw, "127.0.0.1:1")
+        assert result.code in ("AE", "AR")
+        assert writes.archive_writes() == 1
+        assert all(touched == {ARCHIVE} for touched in writes.seen)
+        record = await client[database_name][ARCHIVE].find_one({"_id": result.receipt_id})
+        assert record is not None
+        assert record["status"] == "dead-letter"
+        assert record["raw"] == raw
+        assert record["reason"].startswith(result.code)
+    finally:
+        await client.close()
