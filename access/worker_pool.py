@@ -10,25 +10,77 @@ callers send work here above a measured size and keep small work inline.
 The workers are started with `spawn` (never fork a process that runs threads) and leave
 when the server is gone. A broken pool (a worker killed) runs the work inline and is
 made again on the next call, so a lost worker costs latency, never an answer.
+
+A large `bytes` argument (a 32 MiB transaction body) does not cross in the task's pickle:
+the executor's feeder thread pickled it into a growing buffer while holding the GIL, one
+45-55 ms stop of the event loop per such body (issue 17, largest-fhir). It is written to
+a file in shared memory instead (`os.write` lets go of the GIL) and the worker reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import ParamSpec, TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+#: `bytes` arguments from this size reach the worker through a file, not the task's pickle
+SPILLED_BYTES = 1024 * 1024
+# mkstemp there: a new file of mode 0600 (O_EXCL), unlinked by the server once done
+_SHARED_MEMORY = Path("/dev/shm")  # noqa: S108
+
+
+@dataclass(frozen=True, slots=True)
+class Spilled:
+    """A `bytes` argument written to `path` (`size` bytes) for the worker to read."""
+
+    path: str
+    size: int
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as file:
+            data = file.read()
+        if len(data) != self.size:
+            raise OSError(f"spilled argument {self.path}: {len(data)} of {self.size} bytes")
+        return data
+
+
+def spill(data: bytes) -> Spilled:
+    """`data` in a new file of shared memory (the temp directory where there is none)."""
+    folder = _SHARED_MEMORY if _SHARED_MEMORY.is_dir() else None
+    descriptor, path = tempfile.mkstemp(prefix="medbridge-arg-", dir=folder)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+    except BaseException:
+        os.close(descriptor)
+        os.unlink(path)
+        raise
+    os.close(descriptor)
+    return Spilled(path, len(data))
+
+
+def call_unspilled(function: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    """On the worker: `function` with each spilled argument read back."""
+    args = tuple(arg.read() if isinstance(arg, Spilled) else arg for arg in args)
+    kwargs = {k: v.read() if isinstance(v, Spilled) else v for k, v in kwargs.items()}
+    return function(*args, **kwargs)
 
 
 class WorkerPool:
@@ -76,14 +128,25 @@ class WorkerPool:
         self.start()
         pool = self._pool
         assert pool is not None
+        spilled: list[Spilled] = []
         try:
-            future = pool.submit(function, *args, **kwargs)
-        except (BrokenProcessPool, RuntimeError) as error:
-            return self._inline_after(error, function, *args, **kwargs)
-        try:
-            return await asyncio.wrap_future(future)
-        except BrokenProcessPool as error:
-            return self._inline_after(error, function, *args, **kwargs)
+            sent_args = tuple([await _sent(arg, spilled) for arg in args])
+            sent_kwargs = {key: await _sent(value, spilled) for key, value in kwargs.items()}
+            try:
+                if spilled:
+                    future = pool.submit(call_unspilled, function, sent_args, sent_kwargs)
+                else:
+                    future = pool.submit(function, *args, **kwargs)
+            except (BrokenProcessPool, RuntimeError) as error:
+                return self._inline_after(error, function, *args, **kwargs)
+            try:
+                return await asyncio.wrap_future(future)
+            except BrokenProcessPool as error:
+                return self._inline_after(error, function, *args, **kwargs)
+        finally:
+            for written in spilled:
+                with contextlib.suppress(OSError):
+                    os.unlink(written.path)
 
     def _inline_after(
         self, error: Exception, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs
@@ -91,6 +154,15 @@ class WorkerPool:
         log.warning("%s workers unavailable (%s): running inline", self.name, type(error).__name__)
         self.stop()
         return function(*args, **kwargs)
+
+
+async def _sent(value: Any, spilled: list[Spilled]) -> Any:
+    """What crosses to the worker for `value`: itself, or a large `bytes` as a file."""
+    if isinstance(value, bytes) and len(value) >= SPILLED_BYTES:
+        written = await asyncio.to_thread(spill, value)
+        spilled.append(written)
+        return written
+    return value
 
 
 def started(parent: int, nice: int, warm: Callable[[], None] | None = None) -> None:

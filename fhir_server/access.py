@@ -109,6 +109,12 @@ def written_patients(resource_type: str, body: bytes) -> set[str]:
         return set()
 
 
+def may_name_patients(resource_type: str) -> bool:
+    """Whether a written `resource_type` can be in another Patient's compartment at all
+    (a Binary, a Patient cannot): else there is nothing for `written_patients` to find."""
+    return bool(_compartment_paths(resource_type))
+
+
 @cache
 def _compartment_paths(resource_type: str) -> tuple[Path, ...]:
     """The compiled expressions of the parameters that put a `resource_type` in a

@@ -14,7 +14,7 @@ from access.context import RequestContext
 from access.errors import AccessError
 from access.restriction import UNRESTRICTED, Restriction
 from fhir_server import store_errors
-from fhir_server.access import BODY_WRITES, fhir_access, written_patients
+from fhir_server.access import BODY_WRITES, fhir_access, may_name_patients, written_patients
 from fhir_server.body_pool import POOLED_BYTES
 from fhir_server.errors import challenge, outcome
 from fhir_server.exchange import FhirExchange, FhirPipeline, FhirRequest, FhirResponse, Route
@@ -208,6 +208,8 @@ async def _named_patients(request: FhirRequest) -> frozenset[str] | None:
         return None
     if route.resource_type is None or Action(route.interaction.value) not in BODY_WRITES:
         return None
+    if not may_name_patients(route.resource_type):
+        return frozenset()  # not worth the body's trip to the worker (a 10 MiB Binary)
     assert request.body is not None
     found = await off_loop(len(request.body), written_patients, route.resource_type, request.body)
     return frozenset(found)

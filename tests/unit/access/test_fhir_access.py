@@ -6,7 +6,7 @@ import orjson
 
 from access.access import Access, Action
 from access.context import Actor, Door, RequestContext
-from fhir_server.access import fhir_access
+from fhir_server.access import fhir_access, may_name_patients, written_patients
 from fhir_server.exchange import FhirRequest
 from fhir_server.router import parse_route
 
@@ -87,3 +87,15 @@ def test_a_written_resource_names_the_patients_of_its_compartment() -> None:
         request = FhirRequest("POST", "Observation", body=broken)
         access = fhir_access(request, parse_route(request), RequestContext(Door.FHIR), None)
         assert access.patients == frozenset()  # the interaction answers the bad body
+
+
+def test_types_outside_every_patient_compartment_name_no_patient_without_parsing() -> None:
+    """The router skips the body worker for these (a 10 MiB Binary's trip across the pipe
+    found nothing): what the worker would have found is nothing too."""
+    binary = {"resourceType": "Binary", "contentType": "text/plain", "data": "QUFB",
+              "securityContext": {"reference": "Patient/p1"}}  # fmt: skip
+    assert not may_name_patients("Binary")
+    assert written_patients("Binary", orjson.dumps(binary)) == set()
+    assert may_name_patients("Patient")  # Patient.link names another one
+    assert may_name_patients("Observation")
+    assert may_name_patients("ImagingStudy")
