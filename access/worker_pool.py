@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 #: `bytes` arguments from this size reach the worker through a file, not the task's pickle
 SPILLED_BYTES = 1024 * 1024
+SPILL_PREFIX = "medbridge-arg-"
 # mkstemp there: a new file of mode 0600 (O_EXCL), unlinked by the server once done
 _SHARED_MEMORY = Path("/dev/shm")  # noqa: S108
 
@@ -60,10 +61,14 @@ class Spilled:
         return data
 
 
+def _spill_folder() -> Path:
+    return _SHARED_MEMORY if _SHARED_MEMORY.is_dir() else Path(tempfile.gettempdir())
+
+
 def spill(data: bytes) -> Spilled:
-    """`data` in a new file of shared memory (the temp directory where there is none)."""
-    folder = _SHARED_MEMORY if _SHARED_MEMORY.is_dir() else None
-    descriptor, path = tempfile.mkstemp(prefix="medbridge-arg-", dir=folder)
+    """`data` in a new file of shared memory (the temp directory where there is none),
+    named after this process, so that what a killed server left is found and removed."""
+    descriptor, path = tempfile.mkstemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=_spill_folder())
     try:
         view = memoryview(data)
         while view:
@@ -74,6 +79,30 @@ def spill(data: bytes) -> Spilled:
         raise
     os.close(descriptor)
     return Spilled(path, len(data))
+
+
+def sweep_spilled() -> int:
+    """Remove the spill files of processes that are gone (a server killed mid-call would
+    leave a request body in shared memory until the machine restarts); how many."""
+    removed = 0
+    for path in _spill_folder().glob(f"{SPILL_PREFIX}*"):
+        owner = path.name[len(SPILL_PREFIX) :].split("-", 1)[0]
+        if not owner.isdigit() or _alive(int(owner)):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive, and not ours to clean up
+    return True
 
 
 def call_unspilled(function: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
@@ -103,6 +132,7 @@ class WorkerPool:
     def start(self) -> None:
         """Start the workers now (their imports take a second or so), not on first use."""
         if self.workers > 0 and self._pool is None:
+            sweep_spilled()
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
                 self.workers,

@@ -237,13 +237,12 @@ class Processor:
         original = original_of(decoded.text)
         error = Hl7Error("AR", "207", text)
         result = self._answer(original, error, decoded.codec, None)
+        finished = outcome_fields(states.REJECTED, result.ack, [], f"AR 207 {error.text}", "207")
         try:
-            receipt = await self.archive.receive(
-                raw, peer, None, control_id=original.get(10)[:200],
+            await self.archive.receive(
+                raw, peer, None, None, finished, control_id=original.get(10)[:200],
                 event=original.get(9)[:40], **fields,
             )  # fmt: skip
-            reason = f"AR 207 {error.text}"
-            await self.archive.finish(receipt.id, states.REJECTED, result.ack, [], reason, "207")
         except Exception:
             log_failure(log, "archiving a refused frame failed")
         return result

@@ -144,3 +144,23 @@ async def test_a_refused_message_is_archived_in_one_write_with_its_reason(
         assert record["reason"].startswith(result.code)
     finally:
         await client.close()
+
+
+async def test_a_refused_frame_is_archived_in_one_write(
+    store: EmbeddedMongo | IsolatedStore, database_name: str, unique: str
+) -> None:
+    writes = Writes()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, event_listeners=[writes])
+    try:
+        processor = await processor_on(client, database_name)
+        head = ADT.format(control=f"E-{unique}", mrn="M").encode()
+        result = await processor.oversize(head, 10_000_000, 4_000_000, "127.0.0.1:1")
+        assert result.code == "AR"
+        assert writes.seen == [{ARCHIVE}]
+        record = await client[database_name][ARCHIVE].find_one({"control_id": f"E-{unique}"})
+        assert record is not None
+        assert (record["status"], record["err3"], record["raw"]) == ("rejected", "207", head)
+        assert record["ack"] == result.ack
+        assert record["truncated"] is True
+    finally:
+        await client.close()

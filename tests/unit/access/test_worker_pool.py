@@ -6,6 +6,8 @@ import asyncio
 import multiprocessing
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,20 @@ def test_a_spilled_argument_that_lost_bytes_is_refused(tmp_path: Path) -> None:
             worker_pool.call_unspilled(len, (spilled,), {})
     finally:
         os.unlink(spilled.path)
+
+
+def test_spill_files_of_a_process_that_is_gone_are_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server killed between writing a body to shared memory and its worker reading it
+    left the body there: the next pool to start removes it, and only it."""
+    monkeypatch.setattr(worker_pool, "_SHARED_MEMORY", tmp_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left = tmp_path / f"{worker_pool.SPILL_PREFIX}{gone.pid}-abc"
+    left.write_bytes(b"a body")
+    ours = worker_pool.spill(b"in use")
+    assert worker_pool.sweep_spilled() == 1
+    assert not left.exists()
+    assert Path(ours.path).read_bytes() == b"in use"
+    os.unlink(ours.path)
