@@ -119,6 +119,7 @@ _ATTEMPT: ContextVar[_Attempt | None] = ContextVar("attempt", default=None)
 class Rider:
     make: Callable[[list[str]], list[Write]]
     used: bool = False  # it rode with a committed bundle
+    collided: bool = False  # one of its writes hit a unique key: the bundle was not applied
 
 
 _RIDER: ContextVar[Rider | None] = ContextVar("rider", default=None)
@@ -251,8 +252,10 @@ class Repository:
             finally:
                 _DEFERRED.reset(token)
             rider = _RIDER.get()
+            riding_from: int | None = None
             if rider is not None and not rider.used:
                 written = [_history_reference(key) for key in staged.versions]
+                riding_from = len(staged.writes)
                 staged.writes.extend(rider.make(written))
             try:
                 await self.group.submit(staged.writes)
@@ -261,6 +264,9 @@ class Repository:
                 for version in staged.current.values():
                     self._remember(version)
             except DuplicateKeyError as error:
+                failed = (error.details or {}).get("idx", -1)
+                if rider is not None and riding_from is not None and failed >= riding_from:
+                    rider.collided = True
                 self._recent.clear()
                 raise AccessError(
                     "MB-1011",
@@ -294,6 +300,12 @@ class Repository:
             yield rider
         finally:
             _RIDER.reset(token)
+
+    def rides(self, deferred: bool) -> bool:
+        """Whether a rider (`riding_along`) commits with a transaction bundle that is
+        `deferred` (batch `writes_blind`) when this task runs one: only a bundle staged
+        for the group commit takes it, else the caller writes its writes itself."""
+        return deferred and self.group is not None and self.session is None
 
     @property
     def in_bundle(self) -> bool:

@@ -64,6 +64,10 @@ def outcome_fields(
     }
 
 
+def _finished(document: Document, finished: Document) -> Document:
+    return {**document, **finished, "attempts": 1}
+
+
 class Archive:
     """Receipts are written as repository write units: on the embedded store they are
     grouped with the concurrent writes of other messages (one commit for many)."""
@@ -97,17 +101,9 @@ class Archive:
         of a message seen before is stored unfinished all the same: its outcome is decided
         by the copy's handling."""
         receipt_id = receipt_id or uuid.uuid4().hex
-        bodies = self.repository.bodies
-        document: Document = {"_id": receipt_id, "raw": raw, "size": len(raw)}
-        if bodies is not None and bodies.wanted(raw):
-            # durable before the record naming it; its digest is the record's too
-            body = await bodies.keep("hl7", raw)
-            document.update(raw=PLACEHOLDER, sha256=body["sha256"], **{BODY: body})
-        else:
-            document["sha256"] = hashlib.sha256(raw).hexdigest()
-        document.update(peer=peer, received=datetime.now(UTC), status=RECEIVED, **fields)
+        document = await self.document(raw, peer, receipt_id, **fields)
         apply = self.repository.apply_writes
-        owner = {**document, **finished, "attempts": 1} if finished else document
+        owner = _finished(document, finished) if finished else document
         if key is not None:
             try:
                 await apply([insert(COLLECTION, {**owner, "key": key})])
@@ -120,6 +116,26 @@ class Archive:
         unkeyed = f"unkeyed:{receipt_id}"
         await apply([insert(COLLECTION, {**owner, "key": unkeyed})])
         return Receipt(receipt_id, unkeyed, True, None)
+
+    async def document(self, raw: bytes, peer: str, receipt_id: str, **fields: Any) -> Document:
+        """A receipt's record as received, without its key, not yet written (a message
+        from the object-store size has its bytes kept there first)."""
+        bodies = self.repository.bodies
+        document: Document = {"_id": receipt_id, "raw": raw, "size": len(raw)}
+        if bodies is not None and bodies.wanted(raw):
+            # durable before the record naming it; its digest is the record's too
+            body = await bodies.keep("hl7", raw)
+            document.update(raw=PLACEHOLDER, sha256=body["sha256"], **{BODY: body})
+        else:
+            document["sha256"] = hashlib.sha256(raw).hexdigest()
+        document.update(peer=peer, received=datetime.now(UTC), status=RECEIVED, **fields)
+        return document
+
+    def first_writes(self, document: Document, key: str | None, finished: Document) -> list[Write]:
+        """The insert of a receipt's record as the first of `key`, finished: to commit in
+        the unit that applies the message (a copy then fails that unit on the key)."""
+        owned = key if key is not None else f"unkeyed:{document['_id']}"
+        return [insert(COLLECTION, {**_finished(document, finished), "key": owned})]
 
     async def finish(
         self,

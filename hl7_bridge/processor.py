@@ -64,6 +64,7 @@ class _Fresh:
     key: str | None
     fields: dict[str, Any]
     receipt: Receipt | None = None
+    document: dict[str, Any] | None = None  # the record, prepared to ride with the writes
 
 
 @dataclass(slots=True)
@@ -287,11 +288,18 @@ class Processor:
         describes, made here. Interrupted when that record cannot be made as the first of
         its key (a resend: the caller answers) or at all, before anything is written."""
 
-        async def archived() -> None:
-            # before the message's writes: its record first, as the first of its key
-            if fresh is None or fresh.receipt is not None:
+        async def archived(rides: bool) -> None:
+            # before the message's writes: its record rides in their unit, as the first of
+            # its key (a copy that came first fails that unit: Writer raises Interrupted),
+            # or is stored first where it cannot ride
+            if fresh is None or fresh.receipt is not None or fresh.document is not None:
                 return
             try:
+                if rides:
+                    fresh.document = await self.archive.document(
+                        fresh.raw, fresh.peer, receipt_id, **fresh.fields
+                    )
+                    return
                 fresh.receipt = await self.archive.receive(
                     fresh.raw, fresh.peer, fresh.key, receipt_id, **fresh.fields
                 )
@@ -311,8 +319,12 @@ class Processor:
 
             def processed(written: list[str]) -> list[Write]:
                 # recorded as processed, with its AA, in the unit that applies it
+                noted = _noted(warnings)
+                if fresh is not None and fresh.document is not None:
+                    finished = outcome_fields(states.PROCESSED, accepted.ack, written, noted)
+                    return self.archive.first_writes(fresh.document, fresh.key, finished)
                 return self.archive.finish_writes(
-                    receipt_id, states.PROCESSED, accepted.ack, written, _noted(warnings)
+                    receipt_id, states.PROCESSED, accepted.ack, written, noted
                 )
 
             with attempt(outcome, f"{header.message_type}^{header.trigger_event}"):
@@ -325,6 +337,9 @@ class Processor:
         if recorded and outcome.error is None:
             log.info("HL7 %s %s from %s: %s", original.get(9)[:20], receipt_id, peer, "AA")
             return accepted
+        if fresh is not None and fresh.document is not None and not recorded:
+            # planned to ride, then nothing committed it (the writes failed): made below
+            fresh.document = None
         error = outcome.error
         result = self._answer(original, error, codec, receipt_id, warnings if not error else [])
         status = states.PROCESSED if error is None else states.DEAD_LETTER

@@ -25,8 +25,9 @@ from access.context import RequestContext
 from access.errors import AccessError
 from fhir_server.exchange import FhirRequest, FhirResponse
 from fhir_server.group_commit import Write
+from fhir_server.interactions.batch import writes_blind
 from fhir_server.router import FhirRouter
-from hl7_bridge.errors import Hl7Error
+from hl7_bridge.errors import Hl7Error, Interrupted
 from mappings.hl7v2.actions import REPORT_KEY, Merge, Report, Translation, Upsert
 
 Resource = dict[str, Any]
@@ -65,14 +66,17 @@ class Writer:
         self,
         translation: Translation,
         with_writes: Recorder | None = None,
-        before_commit: Callable[[], Awaitable[None]] | None = None,
+        before_commit: Callable[[bool], Awaitable[None]] | None = None,
     ) -> list[str]:
         """Write the translation; the references (`Type/id/_history/n`) of what it touched.
 
         `with_writes(references)`: writes to commit in the same unit as the translation's
         (the message's archive record); `self.recorded` tells whether they were.
-        `before_commit()`: awaited before anything is written (the archive record of the
-        message, stored meanwhile), so planning overlaps it.
+        `before_commit(rides)`: awaited once the writes are planned, before anything is
+        written (the archive record of the message); `rides` tells whether `with_writes`
+        will commit in the unit that applies them (the repository's group commit takes
+        a bundle of plain writes whole), so that a record they make need not be stored
+        first.
         """
         repository = self.router.services.repository
         for _ in range(RETRIES):
@@ -87,14 +91,18 @@ class Writer:
                         await self._plan_merge(plan, action)
                 if not plan.resources:
                     return plan.unchanged
+                entries = _entries(plan)
                 if before_commit is not None:
-                    await before_commit()
+                    blind = all(writes_blind(entry) for entry in entries)
+                    await before_commit(with_writes is not None and repository.rides(blind))
                 if with_writes is None:
-                    response = await self._commit(plan)
+                    response = await self._commit(entries)
                 else:
                     make = _with_unchanged(with_writes, plan.unchanged)
                     with repository.riding_along(make) as rider:
-                        response = await self._commit(plan)
+                        response = await self._commit(entries)
+                    if rider.collided:
+                        raise Interrupted  # the message's record: a copy came first
                     self.recorded = rider.used
             if response.status == 200:
                 return plan.unchanged + _locations(response)
@@ -302,15 +310,7 @@ class Writer:
 
     # commit -------------------------------------------------------------------------
 
-    async def _commit(self, plan: _Plan) -> FhirResponse:
-        entries = []
-        for key, resource in plan.resources.items():
-            request: dict[str, str] = {"method": "PUT", "url": key}
-            version = plan.versions.get(key)
-            if version is not None:
-                request["ifMatch"] = f'W/"{version}"'
-            body = {k: v for k, v in resource.items() if k != "meta"}
-            entries.append({"fullUrl": key, "resource": body, "request": request})
+    async def _commit(self, entries: list[dict[str, Any]]) -> FhirResponse:
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         request_ = FhirRequest(
             "POST",
@@ -319,6 +319,20 @@ class Writer:
             body=orjson.dumps(bundle),
         )
         return await self.router.handle(request_, self.context)
+
+
+def _entries(plan: _Plan) -> list[dict[str, Any]]:
+    """The transaction entries that apply `plan`: a PUT of each resource, guarded by the
+    version read."""
+    entries = []
+    for key, resource in plan.resources.items():
+        request: dict[str, str] = {"method": "PUT", "url": key}
+        version = plan.versions.get(key)
+        if version is not None:
+            request["ifMatch"] = f'W/"{version}"'
+        body = {k: v for k, v in resource.items() if k != "meta"}
+        entries.append({"fullUrl": key, "resource": body, "request": request})
+    return entries
 
 
 def _with_unchanged(record: Recorder, unchanged: list[str]) -> Recorder:

@@ -68,7 +68,7 @@ def bundle_handler(dispatch: Dispatch) -> Handler:
         if kind == "batch":
             responses = await _Processor(exchange, services, dispatch, entries).batch()
         else:
-            deferred = all(_writes_blind(entry) for entry in entries)
+            deferred = all(writes_blind(entry) for entry in entries)
             # the store transaction opens and commits inside the unit: the entries'
             # post-commit hooks run once it committed, their audits once it ended
             async with unit_of_work() as unit:
@@ -299,7 +299,7 @@ async def _let_others_run() -> None:
     await asyncio.sleep(0)
 
 
-def _writes_blind(entry: Any) -> bool:
+def writes_blind(entry: Any) -> bool:
     """Whether the entry is a write that needs no search over the bundle's own writes:
     no read or search entry, no conditional URL or ifNoneExist, no conditional reference.
     Such a transaction can stage its writes and commit them at once (one bulkWrite)."""

@@ -6,6 +6,7 @@ the test's own: every write command that names a collection is recorded in order
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pymongo import AsyncMongoClient, monitoring
@@ -116,7 +117,12 @@ async def test_a_message_that_writes_is_archived_before_its_writes(
         archive_writes = [n for n, touched in enumerate(writes.seen) if ARCHIVE in touched]
         assert patient_writes
         assert archive_writes
-        assert archive_writes[0] < patient_writes[0]
+        if processor.router.services.repository.group is not None:
+            # the group commit takes the bundle whole: the record rides in its unit
+            assert len(writes.seen) == 1
+            assert {ARCHIVE, "Patient"} <= writes.seen[0]
+        else:
+            assert archive_writes[0] < patient_writes[0]
         record = await client[database_name][ARCHIVE].find_one({"_id": result.receipt_id})
         assert record is not None
         assert (record["status"], record["attempts"]) == ("processed", 1)
@@ -162,5 +168,54 @@ async def test_a_refused_frame_is_archived_in_one_write(
         assert (record["status"], record["err3"], record["raw"]) == ("rejected", "207", head)
         assert record["ack"] == result.ack
         assert record["truncated"] is True
+    finally:
+        await client.close()
+
+
+async def test_two_copies_of_a_new_message_at_once_apply_it_once(
+    store: EmbeddedMongo | IsolatedStore, database_name: str, unique: str
+) -> None:
+    """Both copies plan the same writes; the first of the key commits them with its
+    record, the other's unit fails on the key and it is answered as the resend it is."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri)
+    try:
+        processor = await processor_on(client, database_name)
+        raw = ADT.format(control=f"F-{unique}", mrn=f"F-{unique}").encode()
+        first, second = await asyncio.gather(
+            processor.handle(raw, "127.0.0.1:1"), processor.handle(raw, "127.0.0.1:2")
+        )
+        assert (first.code, second.code) == ("AA", "AA")
+        assert first.ack == second.ack
+        database = client[database_name]
+        records = await database[ARCHIVE].find({"control_id": f"F-{unique}"}).to_list()
+        assert sorted(r["status"] for r in records) == ["duplicate", "processed"]
+        patients = await database["Patient"].count_documents({})
+        assert patients == 1
+    finally:
+        await client.close()
+
+
+async def test_a_message_id_reused_for_other_content_changes_nothing(
+    store: EmbeddedMongo | IsolatedStore, database_name: str, unique: str
+) -> None:
+    """The second message plans writes (another family name) and, where its record rides
+    with them, their unit fails on the record's key: nothing of it is applied, AE 205."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri)
+    try:
+        processor = await processor_on(client, database_name)
+        control, mrn = f"G-{unique}", f"G-{unique}"
+        first = await processor.handle(ADT.format(control=control, mrn=mrn).encode(), "p:1")
+        assert first.code == "AA"
+        other = ADT.format(control=control, mrn=mrn).replace("Archive^Once", "Other^Name")
+        second = await processor.handle(other.encode(), "p:1")
+        assert second.code == "AE"
+        assert b"205" in (second.ack or b"")
+        database = client[database_name]
+        stored = await database["Patient"].find_one({})
+        assert stored is not None
+        assert b'"family":"Archive"' in stored["raw"]
+        assert b"Other" not in stored["raw"]
+        records = await database[ARCHIVE].find({"control_id": control}).to_list()
+        assert sorted(r["status"] for r in records) == ["processed", "rejected"]
     finally:
         await client.close()
