@@ -1,10 +1,12 @@
 """One message in, its ACK out: decode, archive, de-duplicate, translate, write, answer.
 
-Every message is archived before it is answered, and before anything it writes: the
-record is made when the message's writes are planned, ahead of them (its outcome then
-rides in the unit that applies them), or, when it writes nothing (an update that changes
-nothing, a refused message), with its outcome in one write. Its key (MSH-3, MSH-4,
-MSH-10) is unique, so a resend finds the first copy and gets the very same ACK. `AA` is
+Every message is archived before it is answered, and never after anything it writes:
+the record is made when the message's writes are planned, inserted finished in the unit
+that applies them where the group commit takes that unit whole, else stored ahead of
+them (its outcome then rides in their unit); a message that writes nothing (an update
+that changes nothing, a refused message) is archived with its outcome in one write. Its
+key (MSH-3, MSH-4, MSH-10) is unique, so a resend finds the first copy and gets the very
+same ACK, and a copy racing the first fails the unit that carries its record. `AA` is
 sent only after the FHIR writes have returned.
 """
 
