@@ -189,7 +189,12 @@ class WorkerPool:
 async def _sent(value: Any, spilled: list[Spilled]) -> Any:
     """What crosses to the worker for `value`: itself, or a large `bytes` as a file."""
     if isinstance(value, bytes) and len(value) >= SPILLED_BYTES:
-        written = await asyncio.to_thread(spill, value)
+        try:
+            written = await asyncio.to_thread(spill, value)
+        except OSError as error:
+            # a full or missing shared memory (a container's 64 MiB /dev/shm): the pipe
+            log.warning("large argument not spilled (%s): sent through the pipe", error.strerror)
+            return value
         spilled.append(written)
         return written
     return value

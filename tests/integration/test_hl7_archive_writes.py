@@ -1,5 +1,6 @@
-"""When an HL7 message's archive record is written (hl7_bridge/processor.py): before
-anything the message writes, and in one write with its outcome when it writes nothing.
+"""When an HL7 message's archive record is written (hl7_bridge/processor.py): never after
+anything the message writes (with those writes, in one unit, where the group commit takes
+them whole), and in one write with its outcome when it writes nothing.
 
 The store's commands are watched through pymongo's command monitoring on a client of
 the test's own: every write command that names a collection is recorded in order."""
@@ -7,9 +8,13 @@ the test's own: every write command that names a collection is recorded in order
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.database import AsyncDatabase
 
 from fhir_server.repository import Repository
 from hl7_bridge.listener import Limits
@@ -56,166 +61,150 @@ class Writes(monitoring.CommandListener):
         return sum(1 for touched in self.seen if ARCHIVE in touched)
 
 
-async def processor_on(client: AsyncMongoClient[dict[str, Any]], database: str) -> Processor:
-    repository = Repository(client, database)
-    await repository.ensure_indexes()
-    bridge = BridgeOptions("127.0.0.1", 0, Limits())
-    settings = Settings(audit=False)
-    composition = await compose(settings, repository, bridge=bridge)
-    assert composition.processor is not None
-    return composition.processor
+@dataclass
+class Bridge:
+    """A processor on the test's store, the writes its client sent, its database."""
+
+    processor: Processor
+    writes: Writes
+    database: AsyncDatabase[dict[str, Any]]
+
+
+@pytest.fixture
+async def bridge(store: EmbeddedMongo | IsolatedStore, database_name: str) -> AsyncIterator[Bridge]:
+    writes = Writes()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, event_listeners=[writes])
+    try:
+        repository = Repository(client, database_name)
+        await repository.ensure_indexes()
+        options = BridgeOptions("127.0.0.1", 0, Limits())
+        composition = await compose(Settings(audit=False), repository, bridge=options)
+        assert composition.processor is not None
+        writes.seen.clear()
+        yield Bridge(composition.processor, writes, client[database_name])
+    finally:
+        await client.close()
 
 
 async def test_a_message_that_writes_nothing_is_archived_in_one_write(
-    store: EmbeddedMongo | IsolatedStore, database_name: str, unique: str
+    bridge: Bridge, unique: str
 ) -> None:
-    writes = Writes()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, event_listeners=[writes])
-    try:
-        processor = await processor_on(client, database_name)
-        first = await processor.handle(
-            ADT.format(control=f"A-{unique}", mrn=f"M-{unique}").encode(), "127.0.0.1:1"
-        )
-        assert first.code == "AA"
-        writes.seen.clear()
-        # the same demographics again, under a new control id: nothing to change
-        again = await processor.handle(
-            ADT.format(control=f"B-{unique}", mrn=f"M-{unique}").encode(), "127.0.0.1:1"
-        )
-        assert again.code == "AA"
-        assert writes.seen == [{ARCHIVE}]  # the record and its outcome, nothing else
-        record = await client[database_name][ARCHIVE].find_one({"_id": again.receipt_id})
-        assert record is not None
-        assert (record["status"], record["attempts"]) == ("processed", 1)
-        assert record["ack"] == again.ack
-        assert record["key"] == f"ARCH|WARD|B-{unique}"
-        assert record["references"]  # the Patient it found unchanged
-        # a resend of it gets the very same ACK and is kept as a copy
-        resent = await processor.handle(
-            ADT.format(control=f"B-{unique}", mrn=f"M-{unique}").encode(), "127.0.0.1:1"
-        )
-        assert resent.ack == again.ack
-        copy = await client[database_name][ARCHIVE].find_one({"_id": resent.receipt_id})
-        assert copy is not None
-        assert (copy["status"], copy["copy_of"]) == ("duplicate", f"ARCH|WARD|B-{unique}")
-    finally:
-        await client.close()
+    processor, writes, database = bridge.processor, bridge.writes, bridge.database
+    first = await processor.handle(
+        ADT.format(control=f"A-{unique}", mrn=f"M-{unique}").encode(), "127.0.0.1:1"
+    )
+    assert first.code == "AA"
+    writes.seen.clear()
+    # the same demographics again, under a new control id: nothing to change
+    again = await processor.handle(
+        ADT.format(control=f"B-{unique}", mrn=f"M-{unique}").encode(), "127.0.0.1:1"
+    )
+    assert again.code == "AA"
+    assert writes.seen == [{ARCHIVE}]  # the record and its outcome, nothing else
+    record = await database[ARCHIVE].find_one({"_id": again.receipt_id})
+    assert record is not None
+    assert (record["status"], record["attempts"]) == ("processed", 1)
+    assert record["ack"] == again.ack
+    assert record["key"] == f"ARCH|WARD|B-{unique}"
+    assert record["references"]  # the Patient it found unchanged
+    # a resend of it gets the very same ACK and is kept as a copy
+    resent = await processor.handle(
+        ADT.format(control=f"B-{unique}", mrn=f"M-{unique}").encode(), "127.0.0.1:1"
+    )
+    assert resent.ack == again.ack
+    copy = await database[ARCHIVE].find_one({"_id": resent.receipt_id})
+    assert copy is not None
+    assert (copy["status"], copy["copy_of"]) == ("duplicate", f"ARCH|WARD|B-{unique}")
 
 
 async def test_a_message_that_writes_is_archived_before_its_writes(
-    store: EmbeddedMongo | IsolatedStore, database_name: str, unique: str
+    bridge: Bridge, unique: str
 ) -> None:
-    writes = Writes()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, event_listeners=[writes])
-    try:
-        processor = await processor_on(client, database_name)
-        result = await processor.handle(
-            ADT.format(control=f"C-{unique}", mrn=f"N-{unique}").encode(), "127.0.0.1:1"
-        )
-        assert result.code == "AA"
-        patient_writes = [n for n, touched in enumerate(writes.seen) if "Patient" in touched]
-        archive_writes = [n for n, touched in enumerate(writes.seen) if ARCHIVE in touched]
-        assert patient_writes
-        assert archive_writes
-        if processor.router.services.repository.group is not None:
-            # the group commit takes the bundle whole: the record rides in its unit
-            assert len(writes.seen) == 1
-            assert {ARCHIVE, "Patient"} <= writes.seen[0]
-        else:
-            assert archive_writes[0] < patient_writes[0]
-        record = await client[database_name][ARCHIVE].find_one({"_id": result.receipt_id})
-        assert record is not None
-        assert (record["status"], record["attempts"]) == ("processed", 1)
-    finally:
-        await client.close()
+    processor, writes, database = bridge.processor, bridge.writes, bridge.database
+    result = await processor.handle(
+        ADT.format(control=f"C-{unique}", mrn=f"N-{unique}").encode(), "127.0.0.1:1"
+    )
+    assert result.code == "AA"
+    patient_writes = [n for n, touched in enumerate(writes.seen) if "Patient" in touched]
+    archive_writes = [n for n, touched in enumerate(writes.seen) if ARCHIVE in touched]
+    assert patient_writes
+    assert archive_writes
+    if processor.router.services.repository.group is not None:
+        # the group commit takes the bundle whole: the record rides in its unit
+        assert len(writes.seen) == 1
+        assert {ARCHIVE, "Patient"} <= writes.seen[0]
+    else:
+        assert archive_writes[0] < patient_writes[0]
+    record = await database[ARCHIVE].find_one({"_id": result.receipt_id})
+    assert record is not None
+    assert (record["status"], record["attempts"]) == ("processed", 1)
 
 
 async def test_a_refused_message_is_archived_in_one_write_with_its_reason(
-    store: EmbeddedMongo | IsolatedStore, database_name: str, unique: str
+    bridge: Bridge, unique: str
 ) -> None:
-    writes = Writes()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, event_listeners=[writes])
-    try:
-        processor = await processor_on(client, database_name)
-        # no PID-3: the Patient cannot be identified
-        raw = ADT.format(control=f"D-{unique}", mrn="").encode()
-        result = await processor.handle(raw, "127.0.0.1:1")
-        assert result.code in ("AE", "AR")
-        assert writes.archive_writes() == 1
-        assert all(touched == {ARCHIVE} for touched in writes.seen)
-        record = await client[database_name][ARCHIVE].find_one({"_id": result.receipt_id})
-        assert record is not None
-        assert record["status"] == "dead-letter"
-        assert record["raw"] == raw
-        assert record["reason"].startswith(result.code)
-    finally:
-        await client.close()
+    processor, writes, database = bridge.processor, bridge.writes, bridge.database
+    # no PID-3: the Patient cannot be identified
+    raw = ADT.format(control=f"D-{unique}", mrn="").encode()
+    result = await processor.handle(raw, "127.0.0.1:1")
+    assert result.code in ("AE", "AR")
+    assert writes.archive_writes() == 1
+    assert all(touched == {ARCHIVE} for touched in writes.seen)
+    record = await database[ARCHIVE].find_one({"_id": result.receipt_id})
+    assert record is not None
+    assert record["status"] == "dead-letter"
+    assert record["raw"] == raw
+    assert record["reason"].startswith(result.code)
 
 
-async def test_a_refused_frame_is_archived_in_one_write(
-    store: EmbeddedMongo | IsolatedStore, database_name: str, unique: str
-) -> None:
-    writes = Writes()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, event_listeners=[writes])
-    try:
-        processor = await processor_on(client, database_name)
-        head = ADT.format(control=f"E-{unique}", mrn="M").encode()
-        result = await processor.oversize(head, 10_000_000, 4_000_000, "127.0.0.1:1")
-        assert result.code == "AR"
-        assert writes.seen == [{ARCHIVE}]
-        record = await client[database_name][ARCHIVE].find_one({"control_id": f"E-{unique}"})
-        assert record is not None
-        assert (record["status"], record["err3"], record["raw"]) == ("rejected", "207", head)
-        assert record["ack"] == result.ack
-        assert record["truncated"] is True
-    finally:
-        await client.close()
+async def test_a_refused_frame_is_archived_in_one_write(bridge: Bridge, unique: str) -> None:
+    processor, writes, database = bridge.processor, bridge.writes, bridge.database
+    head = ADT.format(control=f"E-{unique}", mrn="M").encode()
+    result = await processor.oversize(head, 10_000_000, 4_000_000, "127.0.0.1:1")
+    assert result.code == "AR"
+    assert writes.seen == [{ARCHIVE}]
+    record = await database[ARCHIVE].find_one({"control_id": f"E-{unique}"})
+    assert record is not None
+    assert (record["status"], record["err3"], record["raw"]) == ("rejected", "207", head)
+    assert record["ack"] == result.ack
+    assert record["truncated"] is True
 
 
 async def test_two_copies_of_a_new_message_at_once_apply_it_once(
-    store: EmbeddedMongo | IsolatedStore, database_name: str, unique: str
+    bridge: Bridge, unique: str
 ) -> None:
-    """Both copies plan the same writes; the first of the key commits them with its
-    record, the other's unit fails on the key and it is answered as the resend it is."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri)
-    try:
-        processor = await processor_on(client, database_name)
-        raw = ADT.format(control=f"F-{unique}", mrn=f"F-{unique}").encode()
-        first, second = await asyncio.gather(
-            processor.handle(raw, "127.0.0.1:1"), processor.handle(raw, "127.0.0.1:2")
-        )
-        assert (first.code, second.code) == ("AA", "AA")
-        assert first.ack == second.ack
-        database = client[database_name]
-        records = await database[ARCHIVE].find({"control_id": f"F-{unique}"}).to_list()
-        assert sorted(r["status"] for r in records) == ["duplicate", "processed"]
-        patients = await database["Patient"].count_documents({})
-        assert patients == 1
-    finally:
-        await client.close()
+    """Both copies plan the same writes; one unit commits them with its record, the
+    other's fails (on the same versions, or on the record's key) and that copy is
+    answered as the resend it is."""
+    processor, database = bridge.processor, bridge.database
+    raw = ADT.format(control=f"F-{unique}", mrn=f"F-{unique}").encode()
+    first, second = await asyncio.gather(
+        processor.handle(raw, "127.0.0.1:1"), processor.handle(raw, "127.0.0.1:2")
+    )
+    assert (first.code, second.code) == ("AA", "AA")
+    assert first.ack == second.ack
+    records = await database[ARCHIVE].find({"control_id": f"F-{unique}"}).to_list()
+    assert sorted(r["status"] for r in records) == ["duplicate", "processed"]
+    patients = await database["Patient"].count_documents({})
+    assert patients == 1
 
 
 async def test_a_message_id_reused_for_other_content_changes_nothing(
-    store: EmbeddedMongo | IsolatedStore, database_name: str, unique: str
+    bridge: Bridge, unique: str
 ) -> None:
     """The second message plans writes (another family name) and, where its record rides
     with them, their unit fails on the record's key: nothing of it is applied, AE 205."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri)
-    try:
-        processor = await processor_on(client, database_name)
-        control, mrn = f"G-{unique}", f"G-{unique}"
-        first = await processor.handle(ADT.format(control=control, mrn=mrn).encode(), "p:1")
-        assert first.code == "AA"
-        other = ADT.format(control=control, mrn=mrn).replace("Archive^Once", "Other^Name")
-        second = await processor.handle(other.encode(), "p:1")
-        assert second.code == "AE"
-        assert b"205" in (second.ack or b"")
-        database = client[database_name]
-        stored = await database["Patient"].find_one({})
-        assert stored is not None
-        assert b'"family":"Archive"' in stored["raw"]
-        assert b"Other" not in stored["raw"]
-        records = await database[ARCHIVE].find({"control_id": control}).to_list()
-        assert sorted(r["status"] for r in records) == ["processed", "rejected"]
-    finally:
-        await client.close()
+    processor, database = bridge.processor, bridge.database
+    control, mrn = f"G-{unique}", f"G-{unique}"
+    first = await processor.handle(ADT.format(control=control, mrn=mrn).encode(), "p:1")
+    assert first.code == "AA"
+    other = ADT.format(control=control, mrn=mrn).replace("Archive^Once", "Other^Name")
+    second = await processor.handle(other.encode(), "p:1")
+    assert second.code == "AE"
+    assert b"205" in (second.ack or b"")
+    stored = await database["Patient"].find_one({})
+    assert stored is not None
+    assert b'"family":"Archive"' in stored["raw"]
+    assert b"Other" not in stored["raw"]
+    records = await database[ARCHIVE].find({"control_id": control}).to_list()
+    assert sorted(r["status"] for r in records) == ["processed", "rejected"]

@@ -154,3 +154,20 @@ def test_spill_files_of_a_process_that_is_gone_are_swept(
     assert not left.exists()
     assert Path(ours.path).read_bytes() == b"in use"
     os.unlink(ours.path)
+
+
+async def test_a_large_argument_that_cannot_be_spilled_goes_through_the_pipe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full /dev/shm (a container's 64 MiB) costs the pipe's copy, not the request."""
+
+    def full(data: bytes) -> worker_pool.Spilled:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(worker_pool, "spill", full)
+    large = os.urandom(worker_pool.SPILLED_BYTES)
+    pool = WorkerPool(1, "test")
+    try:
+        assert await pool.run(len, large) == len(large)
+    finally:
+        pool.stop()
