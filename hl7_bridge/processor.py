@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 # hl7apy's libraries are the reference for which versions exist; 2.1/2.2 predate ours.
 SUPPORTED_VERSIONS = frozenset(v for v in hl7apy.SUPPORTED_LIBRARIES if v not in ("2.1", "2.2"))
 PROCESSING_IDS = frozenset({"P", "D", "T"})
+RECENT_KEYS = 20_000  # message keys remembered (~2 MB): a sender's resends come soon
 # An MLLP peer is a system client (trusted by network placement or TLS client certificate):
 # it may read and write every type, as SMART v2 `system/*.cruds` would allow.
 PEER_SCOPES = frozenset({"system/*.cruds", "system/*.*"})
@@ -104,6 +106,17 @@ class Processor:
         self.pipeline: Pipeline[Incoming, Result] = Pipeline(
             self._describe, self._act, self._refused, share_hooks_with=router.pipeline
         )
+        # message keys this process archived lately: a resend is recognised before its
+        # writes are planned (others are found by the record's unique key)
+        self._keys: OrderedDict[str, None] = OrderedDict()
+
+    def _seen(self, key: str | None) -> None:
+        if key is None:
+            return
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        if len(self._keys) > RECENT_KEYS:
+            self._keys.popitem(last=False)
 
     async def handle(self, raw: bytes, peer: str, agent: str | None = None) -> Result:
         """Never raises: every failure becomes an AE/AR answer. `agent`: how the listener
@@ -204,12 +217,18 @@ class Processor:
         # in one write when it writes nothing (_Fresh)
         fresh = _Fresh(raw, peer, key, fields)
         receipt_id = uuid.uuid4().hex
-        try:
-            return await self._process(
-                receipt_id, message, outcome, original, decoded.codec, peer, context, fresh
-            )
-        except Interrupted:
-            pass
+        if key is None or key not in self._keys:
+            try:
+                result = await self._process(
+                    receipt_id, message, outcome, original, decoded.codec, peer, context, fresh
+                )
+                self._seen(key)
+                return result
+            except Interrupted:
+                pass
+        # a resend (a key this process archived: its record first, as before planning,
+        # since a planned unit that fails on the key makes the group commit redo its
+        # batch), or a copy that came first, or the archive failed
         try:
             receipt = fresh.receipt or await self.archive.receive(
                 raw, peer, key, receipt_id, **fields
@@ -218,6 +237,7 @@ class Processor:
             log_failure(log, "archiving a message failed; answering AR so the sender retries")
             error = Hl7Error("AR", "207", "message could not be stored; send it again")
             return self._answer(original, error, decoded.codec, None)
+        self._seen(key)
         if receipt.original is None:  # the first copy vanished meanwhile: apply this one
             return await self._process(
                 receipt.id, message, outcome, original, decoded.codec, peer, context

@@ -70,18 +70,24 @@ class Bridge:
     database: AsyncDatabase[dict[str, Any]]
 
 
+async def processor_on(database: AsyncDatabase[dict[str, Any]]) -> Processor:
+    """A processor of its own on `database`, as another server process would have."""
+    repository = Repository(database.client, database.name)
+    await repository.ensure_indexes()
+    options = BridgeOptions("127.0.0.1", 0, Limits())
+    composition = await compose(Settings(audit=False), repository, bridge=options)
+    assert composition.processor is not None
+    return composition.processor
+
+
 @pytest.fixture
 async def bridge(store: EmbeddedMongo | IsolatedStore, database_name: str) -> AsyncIterator[Bridge]:
     writes = Writes()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, event_listeners=[writes])
     try:
-        repository = Repository(client, database_name)
-        await repository.ensure_indexes()
-        options = BridgeOptions("127.0.0.1", 0, Limits())
-        composition = await compose(Settings(audit=False), repository, bridge=options)
-        assert composition.processor is not None
+        processor = await processor_on(client[database_name])
         writes.seen.clear()
-        yield Bridge(composition.processor, writes, client[database_name])
+        yield Bridge(processor, writes, client[database_name])
     finally:
         await client.close()
 
@@ -192,14 +198,17 @@ async def test_two_copies_of_a_new_message_at_once_apply_it_once(
 async def test_a_message_id_reused_for_other_content_changes_nothing(
     bridge: Bridge, unique: str
 ) -> None:
-    """The second message plans writes (another family name) and, where its record rides
-    with them, their unit fails on the record's key: nothing of it is applied, AE 205."""
+    """The second message, to another process that has not seen the key, plans writes
+    (another family name) and, where its record rides with them, their unit fails on the
+    record's key: nothing of it is applied, AE 205. The same to the first process."""
     processor, database = bridge.processor, bridge.database
     control, mrn = f"G-{unique}", f"G-{unique}"
     first = await processor.handle(ADT.format(control=control, mrn=mrn).encode(), "p:1")
     assert first.code == "AA"
     other = ADT.format(control=control, mrn=mrn).replace("Archive^Once", "Other^Name")
-    second = await processor.handle(other.encode(), "p:1")
+    second = await (await processor_on(database)).handle(other.encode(), "p:1")
+    again = await processor.handle(other.encode(), "p:1")
+    assert again.code == "AE"
     assert second.code == "AE"
     assert b"205" in (second.ack or b"")
     stored = await database["Patient"].find_one({})
@@ -207,4 +216,27 @@ async def test_a_message_id_reused_for_other_content_changes_nothing(
     assert b'"family":"Archive"' in stored["raw"]
     assert b"Other" not in stored["raw"]
     records = await database[ARCHIVE].find({"control_id": control}).to_list()
-    assert sorted(r["status"] for r in records) == ["processed", "rejected"]
+    assert sorted(r["status"] for r in records) == ["processed", "rejected", "rejected"]
+
+
+async def test_a_late_resend_is_recognised_before_its_writes_are_planned(
+    bridge: Bridge, unique: str
+) -> None:
+    """A message resent after a later one changed its patient would plan writes again;
+    the key is known, so it is a copy at once and nothing but the archive is written
+    (a unit failing on the key would make the group commit redo everything with it)."""
+    processor, writes, database = bridge.processor, bridge.writes, bridge.database
+    mrn = f"H-{unique}"
+    first = ADT.format(control=f"H1-{unique}", mrn=mrn).encode()
+    answered = await processor.handle(first, "p:1")
+    assert answered.code == "AA"
+    later = ADT.format(control=f"H2-{unique}", mrn=mrn).replace("Archive^Once", "Later^Name")
+    assert (await processor.handle(later.encode(), "p:1")).code == "AA"
+    writes.seen.clear()
+    resent = await processor.handle(first, "p:1")
+    assert resent.ack == answered.ack
+    assert writes.seen  # the copy's record
+    assert all(touched == {ARCHIVE} for touched in writes.seen)
+    stored = await database["Patient"].find_one({})
+    assert stored is not None
+    assert b'"family":"Later"' in stored["raw"]  # the resend applied nothing
