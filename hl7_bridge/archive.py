@@ -64,6 +64,11 @@ def outcome_fields(
     }
 
 
+def _unkeyed(receipt_id: str) -> str:
+    """The key of a receipt whose message has none (no MSH-10 to go by)."""
+    return f"unkeyed:{receipt_id}"
+
+
 def _finished(document: Document, finished: Document) -> Document:
     return {**document, **finished, "attempts": 1}
 
@@ -113,7 +118,7 @@ class Archive:
                 copy_key = f"copy:{receipt_id}"
                 await apply([insert(COLLECTION, {**document, "key": copy_key, "copy_of": key})])
                 return Receipt(receipt_id, copy_key, False, original)
-        unkeyed = f"unkeyed:{receipt_id}"
+        unkeyed = _unkeyed(receipt_id)
         await apply([insert(COLLECTION, {**owner, "key": unkeyed})])
         return Receipt(receipt_id, unkeyed, True, None)
 
@@ -134,7 +139,7 @@ class Archive:
     def first_writes(self, document: Document, key: str | None, finished: Document) -> list[Write]:
         """The insert of a receipt's record as the first of `key`, finished: to commit in
         the unit that applies the message (a copy then fails that unit on the key)."""
-        owned = key if key is not None else f"unkeyed:{document['_id']}"
+        owned = key if key is not None else _unkeyed(str(document["_id"]))
         return [insert(COLLECTION, {**_finished(document, finished), "key": owned})]
 
     async def finish(

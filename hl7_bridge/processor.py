@@ -263,7 +263,7 @@ class Processor:
         finished = outcome_fields(states.REJECTED, result.ack, [], f"AR 207 {error.text}", "207")
         try:
             await self.archive.receive(
-                raw, peer, None, None, finished, control_id=original.get(10)[:200],
+                raw, peer, None, finished=finished, control_id=original.get(10)[:200],
                 event=original.get(9)[:40], **fields,
             )  # fmt: skip
         except Exception:
@@ -359,9 +359,6 @@ class Processor:
         if recorded and outcome.error is None:
             log.info("HL7 %s %s from %s: %s", original.get(9)[:20], receipt_id, peer, "AA")
             return accepted
-        if fresh is not None and fresh.document is not None and not recorded:
-            # planned to ride, then nothing committed it (the writes failed): made below
-            fresh.document = None
         error = outcome.error
         result = self._answer(original, error, codec, receipt_id, warnings if not error else [])
         status = states.PROCESSED if error is None else states.DEAD_LETTER
@@ -372,7 +369,7 @@ class Processor:
             finished = outcome_fields(status, result.ack, references, reason, code)
             try:
                 fresh.receipt = await self.archive.receive(
-                    fresh.raw, fresh.peer, fresh.key, receipt_id, finished, **fresh.fields
+                    fresh.raw, fresh.peer, fresh.key, receipt_id, finished=finished, **fresh.fields
                 )
             except Exception as problem:
                 raise Interrupted from problem
