@@ -98,6 +98,10 @@ class MllpListener:
             await self._serve(reader, connection, agent or None)
         except (ConnectionError, OSError, ssl.SSLError):
             pass  # the peer went away; whatever it sent completely was answered
+        except asyncio.CancelledError:
+            # the server is stopping (or never started: asyncio.run cancels what is left);
+            # asyncio's own callback of a cancelled connection task logs an ERROR
+            pass
         except Exception:
             log_failure(log, "MLLP connection failed unexpectedly")
         finally:

@@ -160,7 +160,8 @@ def wait_healthy(server: RunningServer, timeout: float) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             log = server.log()
-            error = PortTaken if "Address already in use" in log else RuntimeError
+            # asyncio says "Address already in use", uvloop "address already in use"
+            error = PortTaken if "address already in use" in log.lower() else RuntimeError
             raise error(f"medbridge serve exited early:\n{log[-4000:]}")
         try:
             health = httpx.get(f"{server.base_url}/health", timeout=1.0, verify=server.verify)
