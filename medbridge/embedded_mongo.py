@@ -28,6 +28,9 @@ PR_SET_PDEATHSIG = 1
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_CHOSEN_PORT = 20000
+# the OS's randomness: the module's generator is shared state that a library or a test
+# may seed, and then parallel test workers would choose the same ports in turn
+_PORTS = random.SystemRandom()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -39,7 +42,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     """
     low, high = _below_ephemeral()
     for _ in range(64):
-        port = random.randint(low, high)  # noqa: S311 (not a secret)
+        port = _PORTS.randint(low, high)
         if _bindable(host, port):
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
