@@ -66,6 +66,16 @@ class IngestPolicy:
     quarantine_prefix_bytes: int = 1024 * 1024
 
 
+@dataclass(frozen=True, slots=True)
+class Oversize:
+    """An instance received over the size cap and not kept whole (imaging/dimse/part10.py):
+    its first bytes, its size and the SHA-256 of everything sent."""
+
+    prefix: bytes
+    size: int
+    sha256: str
+
+
 class Ingestor:
     def __init__(
         self,
@@ -86,6 +96,17 @@ class Ingestor:
     ) -> IngestOutcome:
         """Store one Part 10 instance; never raises, answers with a status instead."""
         return (await self.ingest_many([data], source, expected_study))[0]
+
+    async def refuse(self, oversize: Oversize, source: str) -> IngestOutcome:
+        """An instance over the size cap that was not kept whole: refused as the ingest
+        refuses it (MB-3003), its prefix quarantined under the digest of all of it."""
+        self.last_ingest = time.monotonic()
+        error = AccessError("MB-3003", f"instance of {oversize.size} bytes over the limit")
+        await self._quarantine(
+            oversize.prefix, oversize.sha256, error.code, error.diagnostics, source,
+            size=oversize.size,
+        )  # fmt: skip
+        return _failed(None, error, oversize.sha256)
 
     async def ingest_many(
         self, items: list[bytes], source: str, expected_study: str | None = None
@@ -246,10 +267,11 @@ class Ingestor:
             log_failure(log, "removing a refused instance's object failed")
 
     async def _quarantine(
-        self, data: bytes, sha256: str, code: str, reason: str, source: str
+        self, data: bytes, sha256: str, code: str, reason: str, source: str, size: int | None = None
     ) -> None:
-        """Keep refused bytes with the reason, so nothing that was sent is lost."""
-        size = len(data)
+        """Keep refused bytes with the reason, so nothing that was sent is lost (`size`:
+        of what was sent, when `data` is already only its prefix)."""
+        size = len(data) if size is None else size
         if size > self.policy.limits.max_instance_bytes:
             data = data[: self.policy.quarantine_prefix_bytes]
         try:

@@ -41,7 +41,7 @@ from imaging.dimse.status import (
 from imaging.dimse.tls import AGENT
 from imaging.fhir_link import StudyLinker
 from imaging.index import DicomIndex
-from imaging.ingest import Ingestor, IngestOutcome
+from imaging.ingest import Ingestor, IngestOutcome, Oversize
 from imaging.objectstore import ObjectStore
 from imaging.shown_rows import row_items
 
@@ -139,11 +139,20 @@ class Handlers:
             # the Part 10 bytes exactly as received: no decoding, no transcoding
             data = part10(event)
             source = f"dimse:{calling_ae(event)}"
-            issuer, study = self._issuer_to_note(event, data)
-            outcome: IngestOutcome = self._through(
-                Action.C_STORE, event, lambda _: self._store(data, source, study, issuer),
-                stored=stored_header(data),
-            )  # fmt: skip
+            outcome: IngestOutcome
+            if isinstance(data, Oversize):
+                # refused from what was kept of it: its header names it for the hooks
+                ingestor = self.archive.ingestor
+                outcome = self._through(
+                    Action.C_STORE, event, lambda _: ingestor.refuse(data, source),
+                    stored=stored_header(data.prefix),
+                )  # fmt: skip
+            else:
+                issuer, study = self._issuer_to_note(event, data)
+                outcome = self._through(
+                    Action.C_STORE, event, lambda _: self._store(data, source, study, issuer),
+                    stored=stored_header(data),
+                )  # fmt: skip
             answer.status = outcome.status
             if not outcome.ok:
                 log.info("C-STORE failed: %s", outcome.code)

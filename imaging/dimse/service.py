@@ -29,7 +29,7 @@ from imaging.dimse.config import DimseConfig
 from imaging.dimse.door import DimseDoor
 from imaging.dimse.guard import AssociationGuard, pending_limit
 from imaging.dimse.handlers import Archive, Handlers
-from imaging.dimse.part10 import receive_as_part10
+from imaging.dimse.part10 import Spool, receive_as_part10
 from imaging.dimse.sop_classes import QUERY_RETRIEVE, Verification
 from imaging.dimse.tls import TlsPeers, wrap_without_handshake
 from imaging.dimse.worklist import Worklist
@@ -124,6 +124,9 @@ class DimseService:
         self.config = config
         self.tls = tls
         self.handlers = Handlers(config, bridge, archive)
+        policy = archive.ingestor.policy
+        # a large instance is collected in a temporary file; over the cap, its prefix only
+        self.spool = Spool(policy.limits.max_instance_bytes, policy.quarantine_prefix_bytes)
         self.ae = build_ae(config)
         self.guard = AssociationGuard(config, self.ae)
         self.server: ThreadedAssociationServer | None = None
@@ -138,7 +141,7 @@ class DimseService:
         handlers += [
             (evt.EVT_CONN_OPEN, _low_latency),
             (evt.EVT_CONN_OPEN, quiet.quiet),
-            (evt.EVT_CONN_OPEN, receive_as_part10),
+            (evt.EVT_CONN_OPEN, receive_as_part10, [self.spool]),
             (evt.EVT_CONN_CLOSE, quiet.closed),
             (evt.EVT_C_ECHO, self.handlers.on_echo),
             (evt.EVT_C_STORE, self.handlers.on_store),

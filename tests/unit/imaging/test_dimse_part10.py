@@ -1,10 +1,13 @@
 """imaging.dimse.part10: a C-STORE's Part 10 file is collected in one buffer, the same
-bytes as joining the File Meta Information to the data set afterwards."""
+bytes as joining the File Meta Information to the data set afterwards; a large one in a
+temporary file, and one over the cap only as its prefix, size and digest."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -12,15 +15,25 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, PatientRootQueryRetrieveInformationModelFind
 
-from imaging.dimse.part10 import Part10Buffer, part10, receive_as_part10
+from imaging.dimse.part10 import Part10Buffer, Spool, part10, receive_as_part10
+from imaging.ingest import Oversize
 from medbridge.embedded_mongo import free_port
 from tests.support.dicom import base_dataset
 from tests.support.dicom import part10 as file_of
 
 
-def _listen(seeded: bool, received: list[tuple[bytes, bool]], found: list[str]) -> Any:
+def _listen(
+    seeded: bool,
+    received: list[tuple[Any, bool]],
+    found: list[str],
+    spool: Spool | None = None,
+    kept: list[int] | None = None,
+) -> Any:
     def on_store(event: evt.Event) -> int:
         buffer = event.request.DataSet
+        if kept is not None:
+            with buffer.getbuffer() as held:
+                kept.append(held.nbytes)  # what the buffer holds in memory before reading
         received.append((part10(event), isinstance(buffer, Part10Buffer) and buffer.seeded))
         return 0
 
@@ -34,7 +47,7 @@ def _listen(seeded: bool, received: list[tuple[bytes, bool]], found: list[str]) 
     ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
     handlers: list[Any] = [(evt.EVT_C_STORE, on_store), (evt.EVT_C_FIND, on_find)]
     if seeded:
-        handlers.append((evt.EVT_CONN_OPEN, receive_as_part10))
+        handlers.append((evt.EVT_CONN_OPEN, receive_as_part10, [spool]))
     port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
     return server, port
@@ -84,3 +97,68 @@ def test_the_collected_file_equals_the_joined_one_in_both_syntaxes() -> None:
         first = pydicom.dcmread(io.BytesIO(got[True][0][0]))
         assert first.file_meta.TransferSyntaxUID == syntax
         assert first.PixelData == ds.PixelData
+
+
+def _ct(pixels: int) -> Any:
+    ds = base_dataset(SOPClassUID=CTImageStorage)
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = pixels, pixels, 16, 1
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 15, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = os.urandom(pixels * pixels * 2)
+    return ds
+
+
+def _receive(instances: list[bytes], spool: Spool | None) -> tuple[list[Any], list[int]]:
+    received: list[tuple[Any, bool]] = []
+    kept: list[int] = []
+    server, port = _listen(True, received, [], spool, kept)
+    try:
+        _send(port, ExplicitVRLittleEndian, instances)
+    finally:
+        server.shutdown()
+    assert [flag for _, flag in received] == [True] * len(instances)
+    return [value for value, _ in received], kept
+
+
+def _temporary_files(directory: Path) -> set[str]:
+    """The files of `directory` this process has open (TemporaryFile's have no name)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory)):
+            found.add(target)
+    return found
+
+
+def test_a_large_instance_is_collected_in_a_file_with_the_same_bytes(tmp_path: Path) -> None:
+    instances = [file_of(_ct(512)), file_of(_ct(16))]  # 512 KiB of pixels, and a small one
+    in_memory, _ = _receive(instances, None)
+    spool = Spool(limit=64 << 20, prefix=4096, from_bytes=64 * 1024, directory=str(tmp_path))
+    spooled, kept = _receive(instances, spool)
+    assert spooled == in_memory
+    # the large one was in the file, not in memory; the small one stayed in memory
+    assert kept[0] == 0
+    assert kept[1] == len(in_memory[1])
+    assert _temporary_files(tmp_path) == set()  # read and closed
+    assert os.listdir(tmp_path) == []  # and never named
+
+
+def test_over_the_limit_only_the_prefix_is_kept_with_the_digest_of_everything(
+    tmp_path: Path,
+) -> None:
+    instances = [file_of(_ct(512)), file_of(_ct(16))]
+    whole, _ = _receive(instances, None)
+    spool = Spool(limit=300 * 1024, prefix=4096, from_bytes=64 * 1024, directory=str(tmp_path))
+    got, kept = _receive(instances, spool)
+    over = got[0]
+    assert isinstance(over, Oversize)
+    assert over.size == len(whole[0])
+    assert over.prefix == whole[0][:4096]
+    assert over.sha256 == hashlib.sha256(whole[0]).hexdigest()
+    assert kept[0] == 0
+    # the next instance on the association is its own message, under the limit
+    assert got[1] == whole[1]
+    assert _temporary_files(tmp_path) == set()
