@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from access.loop_turns import Turns
+from access.loop_turns import Turns, joined
 from fhir_server.repository import Stored, instant, now_ms
 
 
@@ -65,4 +65,4 @@ async def bundle_in_steps(bundle_type: str, entries: list[dict[str, Any]]) -> by
         parts.append(orjson.dumps(entry))
         await turns.take()
     parts.append(b"]}")
-    return b"".join(parts)
+    return await joined(parts)

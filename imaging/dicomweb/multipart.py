@@ -17,15 +17,11 @@ from dataclasses import dataclass, field
 from python_multipart.multipart import MultipartParser
 
 from access.errors import AccessError
-from access.loop_turns import YIELD_AFTER_SECONDS
+from access.loop_turns import YIELD_AFTER_SECONDS, joined
 
 #: bytes handed to the parser at once: small while parts are tiny (a callback per header
 #: byte), growing to the largest while they are bulk pixel data (found with `find`)
 SMALLEST_SLICE, LARGEST_SLICE = 512, 256 * 1024
-#: a part from this size is joined on a thread, where bytes.join lets go of the GIL; a
-#: smaller one (a 2 MiB CT slice: ~1.5 ms) on the loop, as its bytes() copy was: a trip
-#: to a thread per slice costs about what it saves
-JOIN_OFF_LOOP_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -42,12 +38,7 @@ class Part:
         """Join the pieces into `body`: one copy, on a thread when large (bytes.join
         lets go of the GIL there, so neither the loop nor the GIL waits for it)."""
         pieces, self.pieces = self.pieces, []
-        if len(pieces) == 1:
-            self.body = pieces[0]
-        elif self.size >= JOIN_OFF_LOOP_BYTES:
-            self.body = await asyncio.to_thread(b"".join, pieces)
-        else:
-            self.body = b"".join(pieces)
+        self.body = await joined(pieces, self.size) if pieces else b""
 
     @property
     def content_type(self) -> str:

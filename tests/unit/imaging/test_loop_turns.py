@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any, cast
 
 import orjson
 
-from access.loop_turns import Turns
+from access.loop_turns import JOIN_OFF_LOOP_BYTES, Turns, joined
 from imaging.dicomweb import qido
 
 
@@ -73,3 +74,17 @@ async def test_a_thousand_qido_results_let_the_loop_run() -> None:
     assert answer[0]["00080061"]["Value"] == ["CT", "MR"]
     # one turn per 0.5 ms of building at least (the old loop built all 1,000 in one go)
     assert taken >= 2 or spent < 0.001
+
+
+async def test_a_large_join_lets_the_loop_run_and_a_small_one_is_done_in_place() -> None:
+    large = [os.urandom(1 << 20) for _ in range(JOIN_OFF_LOOP_BYTES // (1 << 20) + 1)]
+    got, turns = await _counting(joined(large))
+    assert got == b"".join(large)
+    assert type(got) is bytes
+    assert turns >= 1  # joined on a thread: the loop ran meanwhile
+    small = [b"a" * 1000, b"b" * 2000]
+    got, turns = await _counting(joined(small))
+    assert got == b"a" * 1000 + b"b" * 2000
+    assert turns == 0
+    assert await joined([b"only"]) == b"only"
+    assert await joined([]) == b""

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from access.errors import AccessError
-from imaging.dicomweb.multipart import JOIN_OFF_LOOP_BYTES, read_parts
+from access.loop_turns import JOIN_OFF_LOOP_BYTES
+from imaging.dicomweb.multipart import read_parts
 
 BOUNDARY = "pace-boundary"
 
