@@ -86,10 +86,6 @@ class Part10Buffer(io.BytesIO):
         self._digest: Any = None  # SHA-256 of everything received, once over the limit
         self._value: bytes | Oversize | None = None  # `received`'s answer, once read
 
-    @property
-    def spooled(self) -> bool:
-        return self._file is not None or self._value is not None
-
     def write(self, data: Any) -> int:
         if self._first:
             self._first = False
@@ -129,6 +125,8 @@ class Part10Buffer(io.BytesIO):
 
     def _to_file(self, spool: Spool) -> None:
         file = tempfile.TemporaryFile(dir=spool.directory)  # noqa: SIM115 (closed in `received`)
+        # an association aborted mid-instance never reads it: closed with the buffer
+        weakref.finalize(self, file.close)
         held = self.getbuffer()
         try:
             _write_all(file.fileno(), held)
