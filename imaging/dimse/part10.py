@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import struct
 import tempfile
@@ -42,6 +43,7 @@ from pynetdicom.events import Event
 
 from imaging.ingest import Oversize
 
+log = logging.getLogger(__name__)
 PREAMBLE = b"\0" * 128 + b"DICM"
 _SHORT = struct.Struct("<HH2sH")  # tag, VR, 2-byte length
 _VERSION = struct.pack("<HH2sHL", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01"
@@ -94,8 +96,15 @@ class Part10Buffer(io.BytesIO):
             spool = self._spool
             if spool is None or not self.seeded or self.tell() + len(data) < spool.from_bytes:
                 return super().write(data)
-            self._to_file(spool)
-        self._append(data)
+            if not self._to_file(spool):
+                return super().write(data)
+        try:
+            self._append(data)
+        except OSError as error:
+            if self._digest is not None:
+                raise  # over the limit only the prefix is kept: nothing to go back to
+            self._to_memory(error)
+            return super().write(data)
         return len(data)
 
     def received(self) -> bytes | Oversize:
@@ -123,19 +132,46 @@ class Part10Buffer(io.BytesIO):
             raise ValueError("the data set was over the size limit: only its prefix was kept")
         return value
 
-    def _to_file(self, spool: Spool) -> None:
-        file = tempfile.TemporaryFile(dir=spool.directory)  # noqa: SIM115 (closed in `received`)
+    def _to_file(self, spool: Spool) -> bool:
+        """Move what was received to a temporary file; False (it stays in memory, and so
+        does the rest) when no file can be made or written."""
+        try:
+            file = tempfile.TemporaryFile(dir=spool.directory)  # noqa: SIM115 (closed in `received`)
+        except OSError as error:
+            self._spool = None
+            log.warning("C-STORE data set kept in memory: no temporary file (%s)", error.strerror)
+            return False
         # an association aborted mid-instance never reads it: closed with the buffer
         weakref.finalize(self, file.close)
         held = self.getbuffer()
         try:
             _write_all(file.fileno(), held)
             self._size = len(held)
+        except OSError as error:
+            file.close()
+            self._spool = None
+            log.warning("C-STORE data set kept in memory: temporary file full (%s)", error.strerror)
+            return False
         finally:
             held.release()
         self.seek(0)
         self.truncate()  # the memory goes back now
         self._file = file
+        return True
+
+    def _to_memory(self, error: OSError) -> None:
+        """The temporary file could not take more (a full disk): what it holds goes back
+        into memory, where the rest follows; the instance is not lost."""
+        assert self._file is not None
+        file, self._file = self._file, None
+        try:
+            kept = _read(file.fileno(), self._size)
+        finally:
+            file.close()
+        self._spool = None
+        self._size = 0
+        log.warning("C-STORE data set kept in memory: temporary file full (%s)", error.strerror)
+        super().write(kept)
 
     def _append(self, data: Any) -> None:
         assert self._file is not None

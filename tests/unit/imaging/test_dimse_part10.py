@@ -7,6 +7,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +166,37 @@ def test_over_the_limit_only_the_prefix_is_kept_with_the_digest_of_everything(
     # the next instance on the association is its own message, under the limit
     assert got[1] == whole[1]
     assert _temporary_files(tmp_path) == set()
+
+
+def test_without_a_temporary_file_the_instance_is_collected_in_memory(tmp_path: Path) -> None:
+    instances = [file_of(_ct(512))]
+    in_memory, _ = _receive(instances, None)
+    missing = tmp_path / "gone"  # no such directory: no temporary file can be made
+    spool = Spool(limit=64 << 20, prefix=4096, from_bytes=64 * 1024, directory=str(missing))
+    got, kept = _receive(instances, spool)
+    assert got == in_memory
+    assert kept[0] == len(in_memory[0])  # held in memory, as without a spool
+
+
+def _filling_up(directory: str) -> None:
+    """In a child process whose files may not grow past 256 KiB (RLIMIT_FSIZE: a write
+    past it fails with EFBIG, as on a full disk): receive a 512 KiB instance spooled from
+    64 KiB, and say whether it arrived whole."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of the process
+    data = file_of(_ct(512))
+    spool = Spool(limit=64 << 20, prefix=4096, from_bytes=64 * 1024, directory=directory)
+    in_memory, _ = _receive([data], None)
+    got, kept = _receive([data], spool)
+    print("whole" if got == in_memory and kept[0] == len(got[0]) else "lost", flush=True)
+
+
+def test_a_temporary_file_that_fills_up_goes_back_to_memory(tmp_path: Path) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from tests.unit.imaging.test_dimse_part10 import _filling_up; "
+         "_filling_up(sys.argv[1])", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert child.stdout.strip().splitlines()[-1:] == ["whole"], child.stdout + child.stderr
+    assert "temporary file full" in child.stderr
