@@ -32,6 +32,11 @@ ADT = (
 )
 WRITES = ("insert", "update", "delete", "findAndModify", "bulkWrite")
 ARCHIVE = "hl7_messages"
+PEER = "127.0.0.1:1"
+
+
+def adt(control: str, mrn: str) -> bytes:
+    return ADT.format(control=control, mrn=mrn).encode()
 
 
 class Writes(monitoring.CommandListener):
@@ -96,15 +101,11 @@ async def test_a_message_that_writes_nothing_is_archived_in_one_write(
     bridge: Bridge, unique: str
 ) -> None:
     processor, writes, database = bridge.processor, bridge.writes, bridge.database
-    first = await processor.handle(
-        ADT.format(control=f"A-{unique}", mrn=f"M-{unique}").encode(), "127.0.0.1:1"
-    )
+    first = await processor.handle(adt(f"A-{unique}", f"M-{unique}"), PEER)
     assert first.code == "AA"
     writes.seen.clear()
     # the same demographics again, under a new control id: nothing to change
-    again = await processor.handle(
-        ADT.format(control=f"B-{unique}", mrn=f"M-{unique}").encode(), "127.0.0.1:1"
-    )
+    again = await processor.handle(adt(f"B-{unique}", f"M-{unique}"), PEER)
     assert again.code == "AA"
     assert writes.seen == [{ARCHIVE}]  # the record and its outcome, nothing else
     record = await database[ARCHIVE].find_one({"_id": again.receipt_id})
@@ -114,9 +115,7 @@ async def test_a_message_that_writes_nothing_is_archived_in_one_write(
     assert record["key"] == f"ARCH|WARD|B-{unique}"
     assert record["references"]  # the Patient it found unchanged
     # a resend of it gets the very same ACK and is kept as a copy
-    resent = await processor.handle(
-        ADT.format(control=f"B-{unique}", mrn=f"M-{unique}").encode(), "127.0.0.1:1"
-    )
+    resent = await processor.handle(adt(f"B-{unique}", f"M-{unique}"), PEER)
     assert resent.ack == again.ack
     copy = await database[ARCHIVE].find_one({"_id": resent.receipt_id})
     assert copy is not None
@@ -127,9 +126,7 @@ async def test_a_message_that_writes_is_archived_before_its_writes(
     bridge: Bridge, unique: str
 ) -> None:
     processor, writes, database = bridge.processor, bridge.writes, bridge.database
-    result = await processor.handle(
-        ADT.format(control=f"C-{unique}", mrn=f"N-{unique}").encode(), "127.0.0.1:1"
-    )
+    result = await processor.handle(adt(f"C-{unique}", f"N-{unique}"), PEER)
     assert result.code == "AA"
     patient_writes = [n for n, touched in enumerate(writes.seen) if "Patient" in touched]
     archive_writes = [n for n, touched in enumerate(writes.seen) if ARCHIVE in touched]
@@ -151,8 +148,8 @@ async def test_a_refused_message_is_archived_in_one_write_with_its_reason(
 ) -> None:
     processor, writes, database = bridge.processor, bridge.writes, bridge.database
     # no PID-3: the Patient cannot be identified
-    raw = ADT.format(control=f"D-{unique}", mrn="").encode()
-    result = await processor.handle(raw, "127.0.0.1:1")
+    raw = adt(f"D-{unique}", "")
+    result = await processor.handle(raw, PEER)
     assert result.code in ("AE", "AR")
     assert writes.archive_writes() == 1
     assert all(touched == {ARCHIVE} for touched in writes.seen)
@@ -165,8 +162,8 @@ async def test_a_refused_message_is_archived_in_one_write_with_its_reason(
 
 async def test_a_refused_frame_is_archived_in_one_write(bridge: Bridge, unique: str) -> None:
     processor, writes, database = bridge.processor, bridge.writes, bridge.database
-    head = ADT.format(control=f"E-{unique}", mrn="M").encode()
-    result = await processor.oversize(head, 10_000_000, 4_000_000, "127.0.0.1:1")
+    head = adt(f"E-{unique}", "M")
+    result = await processor.oversize(head, 10_000_000, 4_000_000, PEER)
     assert result.code == "AR"
     assert writes.seen == [{ARCHIVE}]
     record = await database[ARCHIVE].find_one({"control_id": f"E-{unique}"})
@@ -183,9 +180,9 @@ async def test_two_copies_of_a_new_message_at_once_apply_it_once(
     other's fails (on the same versions, or on the record's key) and that copy is
     answered as the resend it is."""
     processor, database = bridge.processor, bridge.database
-    raw = ADT.format(control=f"F-{unique}", mrn=f"F-{unique}").encode()
+    raw = adt(f"F-{unique}", f"F-{unique}")
     first, second = await asyncio.gather(
-        processor.handle(raw, "127.0.0.1:1"), processor.handle(raw, "127.0.0.1:2")
+        processor.handle(raw, PEER), processor.handle(raw, "127.0.0.1:2")
     )
     assert (first.code, second.code) == ("AA", "AA")
     assert first.ack == second.ack
@@ -203,7 +200,7 @@ async def test_a_message_id_reused_for_other_content_changes_nothing(
     record's key: nothing of it is applied, AE 205. The same to the first process."""
     processor, database = bridge.processor, bridge.database
     control, mrn = f"G-{unique}", f"G-{unique}"
-    first = await processor.handle(ADT.format(control=control, mrn=mrn).encode(), "p:1")
+    first = await processor.handle(adt(control, mrn), "p:1")
     assert first.code == "AA"
     other = ADT.format(control=control, mrn=mrn).replace("Archive^Once", "Other^Name")
     second = await (await processor_on(database)).handle(other.encode(), "p:1")
@@ -227,7 +224,7 @@ async def test_a_late_resend_is_recognised_before_its_writes_are_planned(
     (a unit failing on the key would make the group commit redo everything with it)."""
     processor, writes, database = bridge.processor, bridge.writes, bridge.database
     mrn = f"H-{unique}"
-    first = ADT.format(control=f"H1-{unique}", mrn=mrn).encode()
+    first = adt(f"H1-{unique}", mrn)
     answered = await processor.handle(first, "p:1")
     assert answered.code == "AA"
     later = ADT.format(control=f"H2-{unique}", mrn=mrn).replace("Archive^Once", "Later^Name")
