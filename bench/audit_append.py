@@ -2,9 +2,14 @@
 
 No HTTP and no second server: a realistic read's AuditEvent (audit/event.py `build`)
 appended one at a time and by `--clients` concurrent appenders, against a `find_one` by
-`_id` on the same store as the yardstick of a read's own store cost; and what one event
-writes (documents and index rows, counted in the store). Rounds alternate the steps so a
-noisy machine weighs on all alike; medians are reported.
+`_id` on the same store as the yardstick of a read's own store cost; what one event
+writes (documents and index rows, counted in the store); and the CPU each step costs per
+operation, the store's process and this one (the appender: pymongo and the chain) apart,
+read from /proc: where an audited access's time goes (docs/audit.md, Cost). The same
+appends without index rows (`Rowless`, a database of its own) are the floor of any
+design that keeps an event's search keys in fewer documents on this store; not a mode
+the server has. Rounds alternate the steps so a noisy machine weighs on all alike;
+medians are reported.
 
     ./run bench audit_append [--events 200] [--clients 16] [--rounds 3]
 """
@@ -13,13 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -28,7 +36,8 @@ from access.context import Actor, Door, RequestContext
 from audit.chain import AuditChain
 from audit.event import build, learned_of
 from bench.common import median, write_results
-from fhir_server.repository import Repository
+from fhir_server.group_commit import Write
+from fhir_server.repository import Repository, Stored
 from medbridge.embedded_mongo import EmbeddedMongo
 
 Document = dict[str, Any]
@@ -56,6 +65,24 @@ async def documents_per_event(client: AsyncMongoClient[Document]) -> dict[str, i
     return {name: round(count / events) for name, count in counts.items()}
 
 
+def store_cpu_seconds(pid: int) -> float:
+    """User and system CPU of process `pid` so far (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Rowless(Repository):
+    """Events stored without their index rows: what the chain's unit costs without them."""
+
+    def write_once(self, resource: Document, resource_id: str) -> tuple[Stored, list[Write]]:
+        stored, writes = super().write_once(resource, resource_id)
+        return stored, [write for write in writes if write.collection == stored.resource_type]
+
+
 async def appenders(chain: AuditChain, events: int, clients: int) -> None:
     """`events` appends by `clients` concurrent accesses."""
     queue = iter(range(events))
@@ -65,6 +92,11 @@ async def appenders(chain: AuditChain, events: int, clients: int) -> None:
             await chain.append(read_event(n))
 
     await asyncio.gather(*(appender() for _ in range(clients)))
+
+
+async def finds(probe: AsyncCollection[Document], events: int) -> None:
+    for _ in range(events):
+        await probe.find_one({"_id": f"{1:016d}"})
 
 
 async def run(events: int, clients: int, rounds: int) -> None:
@@ -77,30 +109,57 @@ async def run(events: int, clients: int, rounds: int) -> None:
         await repository.ensure_indexes()
         chain = AuditChain(repository)
         await chain.append(read_event(0))
+        rowless = Rowless(client, f"{DATABASE}_rowless")
+        await rowless.ensure_indexes()
+        floor = AuditChain(rowless)
+        await floor.append(read_event(0))
         probe = client[DATABASE]["AuditEvent"]
-        results: dict[str, list[float]] = {"find_one": [], "sequential": [], "concurrent": []}
+        assert store.process is not None
+        pid = store.process.pid
+        steps: dict[str, Callable[[], Awaitable[None]]] = {
+            "find_one": lambda: finds(probe, events),
+            "sequential": lambda: appenders(chain, events, 1),
+            "concurrent": lambda: appenders(chain, events, clients),
+            "sequential_rowless": lambda: appenders(floor, events, 1),
+            "concurrent_rowless": lambda: appenders(floor, events, clients),
+        }
+        results: dict[str, list[float]] = {name: [] for name in steps}
+        # per operation, ms: {step: {"store": [...], "appender": [...]}}
+        cpu: dict[str, dict[str, list[float]]] = {
+            name: {"store": [], "appender": []} for name in steps
+        }
         for _ in range(rounds):
-            started = time.perf_counter()
-            for _ in range(events):
-                await probe.find_one({"_id": f"{1:016d}"})
-            results["find_one"].append(events / (time.perf_counter() - started))
-            started = time.perf_counter()
-            for n in range(events):
-                await chain.append(read_event(n))
-            results["sequential"].append(events / (time.perf_counter() - started))
-            started = time.perf_counter()
-            await appenders(chain, events, clients)
-            results["concurrent"].append(events / (time.perf_counter() - started))
+            for name, step in steps.items():
+                store_before, own_before = store_cpu_seconds(pid), time.process_time()
+                started = time.perf_counter()
+                await step()
+                results[name].append(events / (time.perf_counter() - started))
+                cpu[name]["store"].append((store_cpu_seconds(pid) - store_before) / events * 1e3)
+                cpu[name]["appender"].append((time.process_time() - own_before) / events * 1e3)
         per_event = await documents_per_event(client)
     finally:
         await client.close()
         store.stop()
     figures = {name: round(median(values), 1) for name, values in results.items()}
+    cpu_ms = {name: {side: round(median(values), 3) for side, values in sides.items()}
+              for name, sides in cpu.items()}  # fmt: skip
     print(f"per second (median of {rounds} rounds): find_one {figures['find_one']}, append "
-          f"alone {figures['sequential']}, by {clients} {figures['concurrent']}")  # fmt: skip
+          f"alone {figures['sequential']}, by {clients} {figures['concurrent']}; without "
+          f"index rows: alone {figures['sequential_rowless']}, by {clients} "
+          f"{figures['concurrent_rowless']}")  # fmt: skip
+    labels = {"find_one": "find_one", "sequential": "append alone",
+              "concurrent": f"append by {clients}",
+              "sequential_rowless": "append alone, no index rows",
+              "concurrent_rowless": f"append by {clients}, no index rows"}  # fmt: skip
+    for name, label in labels.items():
+        print(
+            f"CPU per operation, {label}: store {cpu_ms[name]['store']} ms, "
+            f"appender {cpu_ms[name]['appender']} ms"
+        )
     print(f"stored per event: {per_event}")
     extra = {"per_second_median": figures, "rounds_per_second": results, "events": events,
-             "clients": clients, "stored_per_event": per_event}  # fmt: skip
+             "clients": clients, "stored_per_event": per_event,
+             "cpu_ms_per_operation_median": cpu_ms, "rounds_cpu_ms": cpu}  # fmt: skip
     print(f"wrote {write_results('audit_append', [], extra)}")
 
 
