@@ -53,6 +53,7 @@ from fhir_server.body import dumps
 from fhir_server.group_commit import GroupCommit, Write
 from fhir_server.group_commit import insert as _insert
 from fhir_server.registry import SERVED_TYPES
+from fhir_server.search import inline
 from fhir_server.search.criteria import only_criteria
 from fhir_server.search.engine import Engine
 from fhir_server.search.extract import index_entries
@@ -378,6 +379,8 @@ class Repository:
             for name in ("r", "k", "c", "h"):
                 await rows.create_index([(name, ASCENDING)])
             await self.db[resource_type].create_index([("lu", DESCENDING)])
+            for name in inline.indexed_fields(resource_type):
+                await self.db[resource_type].create_index([(name, ASCENDING)])
 
     # reads --------------------------------------------------------------------------
 
@@ -703,9 +706,12 @@ def _stamp(resource: Document, resource_id: str, version: int, method: str) -> S
 
 
 def _once_writes(stored: Stored, resource: Document) -> list[Write]:
-    """The current document and index rows of a version written once (no history copy)."""
+    """The current document and index rows of a version written once (no history copy);
+    a type that keeps keys inline has them in the document and only the rest as rows."""
     index = index_entries(resource)
-    writes, _ = _version_writes(stored, None, index.rows, _order(stored, index.order), False)
+    fields, rows = inline.split(stored.resource_type, index.rows)
+    order = _order(stored, index.order)
+    writes, _ = _version_writes(stored, None, rows, order, False, fields)
     return writes
 
 
@@ -720,8 +726,10 @@ def _version_writes(
     rows: list[Document],
     order: Document,
     history_copy: bool = True,
+    inline_keys: Document | None = None,
 ) -> tuple[list[Write], list[str]]:
-    """The writes of one version, and the ids of its index rows."""
+    """The writes of one version, and the ids of its index rows; `inline_keys` are
+    stored in the current document (a version written once: search/inline.py)."""
     resource_type, resource_id = stored.resource_type, stored.id
     # a body in the object store is named by both documents, its bytes kept once
     raw = stored.raw if stored.body is None else PLACEHOLDER
@@ -751,6 +759,12 @@ def _version_writes(
     }
     if stored.body is not None:
         current[BODY] = stored.body
+    if inline_keys:
+        current.update(inline_keys)
+    elif previous is not None:
+        # a later version of a type that keeps keys inline (written once, so never by the
+        # server: an operator's tool) must not keep the first version's keys findable
+        current.update(dict.fromkeys(inline.indexed_fields(resource_type)))
     if previous is None:
         writes.append(_insert(resource_type, {"_id": resource_id, **current}))
     else:

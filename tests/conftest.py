@@ -112,8 +112,8 @@ PRODUCTION_PATH = {
     "test_fhir_crud.py", "test_fhir_history.py", "test_group_commit.py", "test_bundles.py",
     "test_bundles_pipeline.py", "test_units_of_work.py", "test_fhir_restriction.py",
     "test_consent_processes.py", "test_consent_cache.py", "test_audit_trail.py",
-    "test_audit_grouping.py", "test_audit_syslog_sink.py", "test_large_bodies.py",
-    "test_dimse_store.py", "test_mllp.py", "test_hl7_archive_writes.py",
+    "test_audit_grouping.py", "test_audit_inline_keys.py", "test_audit_syslog_sink.py",
+    "test_large_bodies.py", "test_dimse_store.py", "test_mllp.py", "test_hl7_archive_writes.py",
 }  # fmt: skip
 ISOLATED_SKIP_REASON = (
     "not about the store: runs on the embedded store (the isolated run keeps the "

@@ -102,6 +102,12 @@ def _table() -> dict[str, Any]:
     return table
 
 
+def inline_codes(resource_type: str) -> dict[str, str]:
+    """Parameter code -> index row slots kept in the resource's own document (inline.py)."""
+    subset = _subsets().get(resource_type) or {}
+    return dict(subset.get("inline") or {})
+
+
 @cache
 def _subsets() -> dict[str, Any]:
     text = (resources.files("fhir_server.search") / "indexed_subsets.json").read_text("utf-8")
