@@ -5,11 +5,8 @@ appended one at a time and by `--clients` concurrent appenders, against a `find_
 `_id` on the same store as the yardstick of a read's own store cost; what one event
 writes (documents and index rows, counted in the store); and the CPU each step costs per
 operation, the store's process and this one (the appender: pymongo and the chain) apart,
-read from /proc: where an audited access's time goes (docs/audit.md, Cost). The same
-appends without index rows (`Rowless`, a database of its own) are the floor of any
-design that keeps an event's search keys in fewer documents on this store; not a mode
-the server has. Rounds alternate the steps so a noisy machine weighs on all alike;
-medians are reported.
+read from /proc: where an audited access's time goes (docs/audit.md, Cost). Rounds
+alternate the steps so a noisy machine weighs on all alike; medians are reported.
 
     ./run bench audit_append [--events 200] [--clients 16] [--rounds 3]
 """
@@ -36,8 +33,7 @@ from access.context import Actor, Door, RequestContext
 from audit.chain import AuditChain
 from audit.event import build, learned_of
 from bench.common import median, write_results
-from fhir_server.group_commit import Write
-from fhir_server.repository import Repository, Stored
+from fhir_server.repository import Repository
 from medbridge.embedded_mongo import EmbeddedMongo
 
 Document = dict[str, Any]
@@ -75,14 +71,6 @@ def store_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Rowless(Repository):
-    """Events stored without their index rows: what the chain's unit costs without them."""
-
-    def write_once(self, resource: Document, resource_id: str) -> tuple[Stored, list[Write]]:
-        stored, writes = super().write_once(resource, resource_id)
-        return stored, [write for write in writes if write.collection == stored.resource_type]
-
-
 async def appenders(chain: AuditChain, events: int, clients: int) -> None:
     """`events` appends by `clients` concurrent accesses."""
     queue = iter(range(events))
@@ -109,10 +97,6 @@ async def run(events: int, clients: int, rounds: int) -> None:
         await repository.ensure_indexes()
         chain = AuditChain(repository)
         await chain.append(read_event(0))
-        rowless = Rowless(client, f"{DATABASE}_rowless")
-        await rowless.ensure_indexes()
-        floor = AuditChain(rowless)
-        await floor.append(read_event(0))
         probe = client[DATABASE]["AuditEvent"]
         assert store.process is not None
         pid = store.process.pid
@@ -120,8 +104,6 @@ async def run(events: int, clients: int, rounds: int) -> None:
             "find_one": lambda: finds(probe, events),
             "sequential": lambda: appenders(chain, events, 1),
             "concurrent": lambda: appenders(chain, events, clients),
-            "sequential_rowless": lambda: appenders(floor, events, 1),
-            "concurrent_rowless": lambda: appenders(floor, events, clients),
         }
         results: dict[str, list[float]] = {name: [] for name in steps}
         # per operation, ms: {step: {"store": [...], "appender": [...]}}
@@ -144,13 +126,9 @@ async def run(events: int, clients: int, rounds: int) -> None:
     cpu_ms = {name: {side: round(median(values), 3) for side, values in sides.items()}
               for name, sides in cpu.items()}  # fmt: skip
     print(f"per second (median of {rounds} rounds): find_one {figures['find_one']}, append "
-          f"alone {figures['sequential']}, by {clients} {figures['concurrent']}; without "
-          f"index rows: alone {figures['sequential_rowless']}, by {clients} "
-          f"{figures['concurrent_rowless']}")  # fmt: skip
+          f"alone {figures['sequential']}, by {clients} {figures['concurrent']}")  # fmt: skip
     labels = {"find_one": "find_one", "sequential": "append alone",
-              "concurrent": f"append by {clients}",
-              "sequential_rowless": "append alone, no index rows",
-              "concurrent_rowless": f"append by {clients}, no index rows"}  # fmt: skip
+              "concurrent": f"append by {clients}"}  # fmt: skip
     for name, label in labels.items():
         print(
             f"CPU per operation, {label}: store {cpu_ms[name]['store']} ms, "

@@ -53,11 +53,11 @@ def numbers(document: Any, prefix: str = "") -> dict[str, float]:
 
 
 def run_once(
-    checkout: Path, name: str, args: list[str], env: dict[str, str]
+    checkout: Path, name: str, args: list[str], env: dict[str, str], written: str
 ) -> dict[str, float] | None:
     """One run's numbers; None when the benchmark failed (on a machine loaded past its
     timeouts a peer can time out), so the round is left out rather than the whole run."""
-    result = checkout / "bench" / "results" / f"{name}.json"
+    result = checkout / "bench" / "results" / f"{written}.json"
     result.unlink(missing_ok=True)
     done = subprocess.run(
         [sys.executable, f"bench/{name}.py", *args], cwd=checkout, env={**os.environ, **env}
@@ -86,6 +86,12 @@ def main() -> None:
     parser.add_argument("name", help="benchmark: bench/NAME.py")
     parser.add_argument("--baseline", required=True, help="git commit to compare with")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--result",
+        default="",
+        help="the results file the benchmark writes, when not NAME (bench/results/"
+        "RESULT.json: `fhir_rest --audit` writes fhir_rest-audit)",
+    )
     parser.add_argument(
         "--after-only",
         default="",
@@ -117,9 +123,14 @@ def main() -> None:
     failed = 0
     try:
         for _ in range(options.rounds):
-            before_run = run_once(worktree, options.name, args, environments["before"])
+            written = options.result or options.name
+            before_run = run_once(worktree, options.name, args, environments["before"], written)
             after_run = run_once(
-                HERE, options.name, args + options.after_only.split(), environments["after"]
+                HERE,
+                options.name,
+                args + options.after_only.split(),
+                environments["after"],
+                written,
             )
             if before_run is None or after_run is None:
                 failed += 1
@@ -154,7 +165,7 @@ def main() -> None:
         }
         print(f"{key[:60]:<60}{before:>12.2f}{after:>12.2f}{ratio:>14.3f}")
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{options.name}-before-after.json"
+    path = RESULTS / f"{options.result or options.name}-before-after.json"
     document = {
         "benchmark": options.name,
         "baseline": options.baseline,
