@@ -197,7 +197,7 @@ class Engine:
 
     async def references(self, source_type: str, source_ids: set[str], prefix: str) -> set[str]:
         """The `Type/id` values of rows under `prefix` (a parameter code) of some resources."""
-        code = prefix.split("\x1f", 1)[0]
+        code = inline.code_of(prefix) or prefix
         found = await self._keys(self.db[f"{source_type}_idx"], "r", "k", source_ids, prefix)
         if "k" in inline.declared(source_type).get(code, ""):
             kept = inline.field(code, "k")

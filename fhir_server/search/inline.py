@@ -39,8 +39,11 @@ def declared(resource_type: str) -> dict[str, str]:
     return inline_codes(resource_type)
 
 
-def indexed_fields(resource_type: str) -> list[str]:
-    return [field(code, slot) for code, slots in declared(resource_type).items() for slot in slots]
+@cache
+def indexed_fields(resource_type: str) -> tuple[str, ...]:
+    return tuple(
+        field(code, slot) for code, slots in declared(resource_type).items() for slot in slots
+    )
 
 
 def code_of(value: str) -> str | None:
@@ -59,14 +62,12 @@ def split(resource_type: str, rows: list[Row]) -> tuple[Document, list[Row]]:
     taken: set[str] = set()
     for row in rows:
         code = code_of(row["k"])
+        allowed = inline.get(code or "", "")
+        # inline only a row whose every field is a slot this code keeps
+        if code is None or code in taken or not set(row) <= set(allowed):
+            left.append(row)
+            continue
         slots = [slot for slot in SLOTS if slot in row]
-        allowed = inline.get(code or "")
-        if code is None or code in taken or allowed is None or set(row) - set(slots):
-            left.append(row)
-            continue
-        if not all(slot in allowed for slot in slots):
-            left.append(row)
-            continue
         taken.add(code)
         fields.update({field(code, slot): row[slot] for slot in slots})
     return fields, left

@@ -15,7 +15,7 @@ def test_fields_are_plain_names() -> None:
     assert inline.field("agent:identifier", "c") == "i_agent_identifier_c"
     assert inline.field("_lastUpdated", "h") == "i__lastUpdated_h"
     assert "i_patient_k" in inline.indexed_fields(AUDIT)
-    assert inline.indexed_fields("Patient") == []
+    assert inline.indexed_fields("Patient") == ()
 
 
 def test_the_first_row_of_each_declared_code_goes_inline_the_rest_stay_rows() -> None:
